@@ -1,0 +1,219 @@
+"""``RemoteAirflowClient``: typed, version-independent reads of an upstream Airflow REST API."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, AsyncIterator, Callable
+
+from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, Page, Request, V2
+from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
+from xdep_sensors.client.session import ClientConfig, Transport
+from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
+
+MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    out = []
+    for part in version.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+class RemoteAirflowClient:
+    """Async client for one upstream deployment; speaks API v1 or v2 and hides their differences."""
+
+    def __init__(self, config: ClientConfig, *, transport: Transport | None = None):
+        self.config = config
+        self.transport = transport or Transport(config)
+        self._dialect: V2 | None = DIALECTS.get(config.api_version)
+        if self._dialect is not None:
+            self.transport.dialect_name = self._dialect.name
+        self._probe_lock = asyncio.Lock()
+        self.upstream_version: str | None = None
+
+    async def __aenter__(self) -> RemoteAirflowClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    # version ---------------------------------------------------------------------------------
+
+    async def dialect(self) -> V2:
+        """Return the API dialect, probing ``/api/v2/version`` then ``/api/v1/version`` once."""
+        if self._dialect is not None:
+            return self._dialect
+        async with self._probe_lock:
+            if self._dialect is None:
+                for name in ("v2", "v1"):
+                    candidate = DIALECTS[name]
+                    try:
+                        body = await self.transport.send(candidate.version())
+                        self.upstream_version = candidate.parse_version(body)
+                    except (NotFound, BadResponse, KeyError, TypeError):
+                        continue
+                    self._dialect = candidate
+                    self.transport.dialect_name = name
+                    break
+                else:
+                    raise ConfigurationError(
+                        f"no Airflow REST API found at {self.config.base_url}",
+                        url=self.config.base_url,
+                        hint="check the connection's host (scheme, host, port and any path prefix such as "
+                             "an Astro deployment's /<slug>)",
+                    )
+        return self._dialect
+
+    async def version(self) -> str:
+        """Return the upstream Airflow version string."""
+        dialect = await self.dialect()
+        if self.upstream_version is None:
+            self.upstream_version = dialect.parse_version(await self.transport.send(dialect.version()))
+        return self.upstream_version
+
+    # plumbing --------------------------------------------------------------------------------
+
+    async def _call(self, build: Callable[[V2], Request], parse: Callable[[V2, Any], Any]) -> Any:
+        dialect = await self.dialect()
+        request = build(dialect)
+        body = await self.transport.send(request)
+        try:
+            return parse(dialect, body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadResponse(
+                f"unexpected answer shape from {request.method} {request.path} ({type(exc).__name__}: {exc})",
+                url=self.config.base_url + request.path,
+                hint=f"upstream API {dialect.name} {self.upstream_version or ''}".rstrip() + "; please report it",
+            ) from None
+
+    async def _pages(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page]) -> AsyncIterator[Page]:
+        offset = 0
+        for _ in range(MAX_PAGES):
+            page: Page = await self._call(lambda d: build(d, offset), parse)
+            yield page
+            offset += len(page.items)
+            if not page.items or len(page.items) < PAGE_LIMIT or (page.total is not None and offset >= page.total):
+                return
+
+    async def _all(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page]) -> list[Any]:
+        items: list[Any] = []
+        async for page in self._pages(build, parse):
+            items.extend(page.items)
+        return items
+
+    # DAGs and runs ---------------------------------------------------------------------------
+
+    async def get_dag(self, dag_id: str) -> Dag:
+        """Return one DAG; raise :class:`NotFound` when the upstream does not have it."""
+        return await self._call(lambda d: d.dag(dag_id), lambda d, b: d.parse_dag(b))
+
+    async def list_dags(self, pattern: str | None = None) -> list[Dag]:
+        """Return DAGs whose id contains ``pattern`` (all DAGs when ``None``)."""
+        return await self._all(lambda d, off: d.dags(pattern, offset=off), lambda d, b: d.parse_dags(b))
+
+    async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
+        """Return one run, or ``None`` when it does not exist (yet)."""
+        try:
+            return await self._call(lambda d: d.dag_run(dag_id, run_id), lambda d, b: d.parse_dag_run(b))
+        except NotFound:
+            return None
+
+    async def list_dag_runs(
+        self, dag_id: str, *, logical_date: datetime | None = None, run_after_gte: datetime | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> list[DagRun]:
+        """Return runs of ``dag_id``, newest ``run_after`` first (one page of at most ``limit``)."""
+        page: Page = await self._call(
+            lambda d: d.dag_runs(dag_id, logical_date=logical_date, run_after_gte=run_after_gte, limit=limit),
+            lambda d, b: d.parse_dag_runs(b),
+        )
+        return page.items
+
+    async def list_task_instances(
+        self, dag_id: str, run_id: str, *, task_group_id: str | None = None
+    ) -> list[TaskInstance]:
+        """Return the run's task instances; a task group is filtered upstream when possible, else here."""
+        dialect = await self.dialect()
+        server_side = None
+        if task_group_id and dialect.name == "v2" and _version_tuple(await self.version()) >= (3, 1):
+            server_side = task_group_id  # Airflow 3.0 ignores this filter: there we match the prefix below
+        items = await self._all(
+            lambda d, off: d.task_instances(dag_id, run_id, task_group_id=server_side, offset=off),
+            lambda d, b: d.parse_task_instances(b),
+        )
+        if task_group_id and server_side is None:
+            items = [ti for ti in items if ti.task_id.startswith(f"{task_group_id}.")]
+        return items
+
+    async def list_task_ids(self, dag_id: str) -> list[str]:
+        """Return the task ids of an upstream DAG."""
+        return await self._call(lambda d: d.tasks(dag_id), lambda d, b: d.parse_task_ids(b))
+
+    # assets ----------------------------------------------------------------------------------
+
+    async def list_assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None) -> list[Asset]:
+        """Return assets (datasets on v1) whose URI or name contains the pattern."""
+        return await self._all(
+            lambda d, off: d.assets(uri_pattern=uri_pattern, name_pattern=name_pattern, offset=off),
+            lambda d, b: d.parse_assets(b),
+        )
+
+    async def list_asset_events(
+        self,
+        *,
+        asset_ids: list[int] | None = None,
+        since: datetime | None = None,
+        source_dag_id: str | None = None,
+    ) -> list[AssetEvent]:
+        """Return events of ``asset_ids`` (all assets when ``None``) with timestamp >= ``since``, oldest first.
+
+        v2 serves any number of assets with one (paged) request; v1 has no time filter, so each asset
+        is paged newest-first until the cursor is passed.
+        """
+        dialect = await self.dialect()
+        wanted = set(asset_ids) if asset_ids is not None else None
+        single = asset_ids[0] if asset_ids is not None and len(asset_ids) == 1 else None
+        events: dict[int, AssetEvent] = {}
+        if dialect.has_event_time_filter:
+            found = await self._all(
+                lambda d, off: d.asset_events(asset_id=single, since=since, source_dag_id=source_dag_id, offset=off),
+                lambda d, b: d.parse_asset_events(b),
+            )
+            events.update((e.id, e) for e in found)
+        else:
+            for asset_id in asset_ids if asset_ids is not None else [None]:
+                async for page in self._pages(
+                    lambda d, off, a=asset_id: d.asset_events(asset_id=a, source_dag_id=source_dag_id, offset=off),
+                    lambda d, b: d.parse_asset_events(b),
+                ):
+                    events.update((e.id, e) for e in page.items)
+                    if since is not None and any(e.timestamp < since for e in page.items):
+                        break
+        selected = [
+            e for e in events.values()
+            if (wanted is None or e.asset_id in wanted)
+            and (since is None or e.timestamp >= since)
+            and (source_dag_id is None or e.source_dag_id == source_dag_id)
+        ]
+        return sorted(selected, key=lambda e: (e.timestamp, e.id))
+
+    # links -----------------------------------------------------------------------------------
+
+    def run_url(self, dag_id: str, run_id: str) -> str:
+        """Return the upstream UI URL of a run (API v2 layout unless v1 is known)."""
+        dialect = self._dialect or DIALECTS["v2"]
+        return self.config.ui_base + dialect.ui_run_path(dag_id, run_id)
+
+    def asset_url(self, asset_id: int) -> str:
+        """Return the upstream UI URL of an asset."""
+        dialect = self._dialect or DIALECTS["v2"]
+        return self.config.ui_base + dialect.ui_asset_path(asset_id)
+
+
+__all__ = ["RemoteAirflowClient", "ClientConfig", "XdepError"]

@@ -1,0 +1,323 @@
+"""Requests and response parsing for each upstream REST API version, as pure functions.
+
+``V2`` speaks Airflow 3 (``/api/v2``), ``V1`` speaks Airflow 2.9-2.11 (``/api/v1``). Nothing here
+does I/O: a method either builds a :class:`Request` or turns decoded JSON into records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
+
+PAGE_LIMIT = 100  # both API versions cap a page at 100 items
+
+Params = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request to the upstream, relative to its base URL."""
+
+    method: str
+    path: str
+    params: Params = ()
+    json: Any = None
+    auth: bool = True
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list endpoint."""
+
+    items: list[Any]
+    total: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def format_dt(value: datetime) -> str:
+    """Format a datetime for a query string: always timezone-aware (naive means UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
+
+
+def parse_dt(value: Any) -> datetime | None:
+    """Parse an API datetime (``Z`` or offset suffix) into an aware datetime."""
+    if value in (None, ""):
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _seg(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _params(**kwargs: Any) -> Params:
+    out: list[tuple[str, str]] = []
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, datetime):
+                item = format_dt(item)
+            elif isinstance(item, bool):
+                item = str(item).lower()
+            out.append((key, str(item)))
+    return tuple(out)
+
+
+class V2:
+    """Airflow 3 REST API (``/api/v2``)."""
+
+    name = "v2"
+    prefix = "/api/v2"
+    has_event_time_filter = True
+    has_asset_names = True
+
+    # requests ------------------------------------------------------------------------------
+
+    def version(self) -> Request:
+        return Request("GET", f"{self.prefix}/version", auth=False)
+
+    def dag(self, dag_id: str) -> Request:
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}")
+
+    def dags(self, pattern: str | None = None, *, limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
+        return Request("GET", f"{self.prefix}/dags", _params(dag_id_pattern=pattern, limit=limit, offset=offset))
+
+    def dag_run(self, dag_id: str, run_id: str) -> Request:
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}")
+
+    def dag_runs(
+        self,
+        dag_id: str,
+        *,
+        logical_date: datetime | None = None,
+        run_after_gte: datetime | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Request:
+        params = _params(
+            logical_date_gte=logical_date,
+            logical_date_lte=logical_date,
+            run_after_gte=run_after_gte,
+            order_by="-run_after",
+            limit=limit,
+            offset=offset,
+        )
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
+
+    def task_instances(
+        self, dag_id: str, run_id: str, *, task_group_id: str | None = None, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
+        path = f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
+        return Request("GET", path, _params(task_group_id=task_group_id, limit=limit, offset=offset))
+
+    def tasks(self, dag_id: str) -> Request:
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/tasks")
+
+    def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None, limit: int = PAGE_LIMIT,
+               offset: int = 0) -> Request:
+        params = _params(uri_pattern=uri_pattern, name_pattern=name_pattern, limit=limit, offset=offset)
+        return Request("GET", f"{self.prefix}/assets", params)
+
+    def asset_events(
+        self,
+        *,
+        asset_id: int | None = None,
+        since: datetime | None = None,
+        source_dag_id: str | None = None,
+        newest_first: bool = False,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Request:
+        params = _params(
+            asset_id=asset_id,
+            source_dag_id=source_dag_id,
+            timestamp_gte=since,
+            order_by="-timestamp" if newest_first else "timestamp",
+            limit=limit,
+            offset=offset,
+        )
+        return Request("GET", f"{self.prefix}/assets/events", params)
+
+    # responses -----------------------------------------------------------------------------
+
+    def parse_version(self, body: dict) -> str:
+        return str(body["version"])
+
+    def parse_dag(self, body: dict) -> Dag:
+        return Dag(dag_id=body["dag_id"], is_paused=body.get("is_paused"))
+
+    def parse_dags(self, body: dict) -> Page:
+        return Page([self.parse_dag(d) for d in body["dags"]], body.get("total_entries"))
+
+    def parse_dag_run(self, body: dict) -> DagRun:
+        return DagRun(
+            dag_id=body["dag_id"],
+            run_id=body["dag_run_id"],
+            state=body.get("state"),
+            logical_date=parse_dt(body.get("logical_date")),
+            run_after=parse_dt(body.get("run_after")),
+            start_date=parse_dt(body.get("start_date")),
+            end_date=parse_dt(body.get("end_date")),
+            run_type=body.get("run_type"),
+            conf=body.get("conf") or {},
+        )
+
+    def parse_dag_runs(self, body: dict) -> Page:
+        return Page([self.parse_dag_run(r) for r in body["dag_runs"]], body.get("total_entries"))
+
+    def parse_task_instances(self, body: dict) -> Page:
+        items = [
+            TaskInstance(
+                dag_id=ti["dag_id"],
+                run_id=ti["dag_run_id"],
+                task_id=ti["task_id"],
+                state=ti.get("state"),
+                map_index=ti.get("map_index", -1),
+                start_date=parse_dt(ti.get("start_date")),
+                end_date=parse_dt(ti.get("end_date")),
+            )
+            for ti in body["task_instances"]
+        ]
+        return Page(items, body.get("total_entries"))
+
+    def parse_task_ids(self, body: dict) -> list[str]:
+        return [t["task_id"] for t in body["tasks"]]
+
+    def parse_assets(self, body: dict) -> Page:
+        items = [
+            Asset(id=a["id"], uri=a["uri"], name=a.get("name") or a["uri"], group=a.get("group"),
+                  extra=a.get("extra") or {})
+            for a in body["assets"]
+        ]
+        return Page(items, body.get("total_entries"))
+
+    def parse_asset_events(self, body: dict) -> Page:
+        items = [
+            AssetEvent(
+                id=e["id"],
+                asset_id=e["asset_id"],
+                uri=e.get("uri") or e.get("name"),
+                name=e.get("name") or e.get("uri"),
+                timestamp=parse_dt(e["timestamp"]),  # type: ignore[arg-type]
+                extra=e.get("extra") or {},
+                source_dag_id=e.get("source_dag_id"),
+                source_task_id=e.get("source_task_id"),
+                source_run_id=e.get("source_run_id"),
+                source_map_index=e.get("source_map_index"),
+            )
+            for e in body["asset_events"]
+        ]
+        return Page(items, body.get("total_entries"))
+
+    def ui_run_path(self, dag_id: str, run_id: str) -> str:
+        return f"/dags/{_seg(dag_id)}/runs/{_seg(run_id)}"
+
+    def ui_asset_path(self, asset_id: int) -> str:
+        return f"/assets/{asset_id}"
+
+
+class V1(V2):
+    """Airflow 2.9-2.11 REST API (``/api/v1``): datasets, execution dates, no timestamp filter on events."""
+
+    name = "v1"
+    prefix = "/api/v1"
+    has_event_time_filter = False
+    has_asset_names = False
+
+    def dag_runs(
+        self,
+        dag_id: str,
+        *,
+        logical_date: datetime | None = None,
+        run_after_gte: datetime | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Request:
+        # Airflow 2 has no run_after; a run's execution date is the closest notion.
+        params = _params(
+            execution_date_gte=logical_date or run_after_gte,
+            execution_date_lte=logical_date,
+            order_by="-execution_date",
+            limit=limit,
+            offset=offset,
+        )
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
+
+    def task_instances(
+        self, dag_id: str, run_id: str, *, task_group_id: str | None = None, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
+        path = f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
+        return Request("GET", path, _params(limit=limit, offset=offset))
+
+    def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None, limit: int = PAGE_LIMIT,
+               offset: int = 0) -> Request:
+        params = _params(uri_pattern=uri_pattern or name_pattern, limit=limit, offset=offset)
+        return Request("GET", f"{self.prefix}/datasets", params)
+
+    def asset_events(
+        self,
+        *,
+        asset_id: int | None = None,
+        since: datetime | None = None,
+        source_dag_id: str | None = None,
+        newest_first: bool = True,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Request:
+        # No timestamp filter on v1: callers page newest-first and stop at their cursor.
+        params = _params(dataset_id=asset_id, source_dag_id=source_dag_id, order_by="-timestamp", limit=limit,
+                         offset=offset)
+        return Request("GET", f"{self.prefix}/datasets/events", params)
+
+    def parse_dag_run(self, body: dict) -> DagRun:
+        logical = parse_dt(body.get("logical_date") or body.get("execution_date"))
+        return DagRun(
+            dag_id=body["dag_id"],
+            run_id=body["dag_run_id"],
+            state=body.get("state"),
+            logical_date=logical,
+            run_after=logical,
+            start_date=parse_dt(body.get("start_date")),
+            end_date=parse_dt(body.get("end_date")),
+            run_type=body.get("run_type"),
+            conf=body.get("conf") or {},
+        )
+
+    def parse_assets(self, body: dict) -> Page:
+        items = [Asset(id=d["id"], uri=d["uri"], name=d["uri"], extra=d.get("extra") or {}) for d in body["datasets"]]
+        return Page(items, body.get("total_entries"))
+
+    def parse_asset_events(self, body: dict) -> Page:
+        items = [
+            AssetEvent(
+                id=e["id"],
+                asset_id=e["dataset_id"],
+                uri=e["dataset_uri"],
+                name=e["dataset_uri"],
+                timestamp=parse_dt(e["timestamp"]),  # type: ignore[arg-type]
+                extra=e.get("extra") or {},
+                source_dag_id=e.get("source_dag_id"),
+                source_task_id=e.get("source_task_id"),
+                source_run_id=e.get("source_run_id"),
+                source_map_index=e.get("source_map_index"),
+            )
+            for e in body["dataset_events"]
+        ]
+        return Page(items, body.get("total_entries"))
+
+    def ui_run_path(self, dag_id: str, run_id: str) -> str:
+        return f"/dags/{_seg(dag_id)}/grid?dag_run_id={quote(run_id, safe='')}"
+
+    def ui_asset_path(self, asset_id: int) -> str:
+        return f"/datasets?dataset_id={asset_id}"
+
+
+DIALECTS = {"v1": V1(), "v2": V2()}

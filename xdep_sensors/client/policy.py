@@ -1,0 +1,125 @@
+"""Pure rules: how to read an HTTP answer, and when and how long to wait before trying again."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from xdep_sensors.errors import (
+    AuthenticationError,
+    BadResponse,
+    ConfigurationError,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    UpstreamUnavailable,
+    XdepError,
+)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _detail(body: Any) -> str:
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("title") or ""
+        if isinstance(detail, list):  # v2 validation errors
+            detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+        return str(detail)[:300]
+    return ""
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Parse a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def decipher_response(status: int, headers: Mapping[str, str], body: bytes, url: str, *, api: str = "") -> Any:
+    """Return the decoded JSON of a successful answer, or raise the matching :class:`XdepError`."""
+    content_type = headers.get("Content-Type", "").lower()
+    text = body.decode("utf-8", errors="replace")
+    parsed: Any = None
+    if "json" in content_type:
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            if 200 <= status < 300:
+                raise BadResponse(f"malformed JSON from the upstream {api} API", status=status, url=url,
+                                  hint="the upstream or a proxy in front of it sent a broken body") from None
+    detail = _detail(parsed)
+
+    if 200 <= status < 300:
+        if "json" not in content_type:
+            looks_html = "html" in content_type or text.lstrip().lower().startswith(("<!doctype", "<html"))
+            raise BadResponse(
+                "the upstream answered an HTML page instead of the Airflow API" if looks_html
+                else f"the upstream answered content type {content_type or 'none'!r}, not JSON",
+                status=status,
+                url=url,
+                hint="check the connection's host (an SSO/login page or another service is answering)",
+            )
+        return parsed
+    if 300 <= status < 400:
+        location = headers.get("Location", "")
+        raise ConfigurationError(
+            "the upstream redirected the request", status=status, url=url,
+            hint=f"set the connection's host to the final URL ({location.split('?')[0]})" if location
+            else "set the connection's host to the final URL",
+        )
+    if status == 401:
+        raise AuthenticationError(f"authentication failed: {detail or 'unauthorized'}", status=status, url=url,
+                                  hint="check the connection's token, or login and password")
+    if status == 403:
+        raise PermissionDenied(
+            f"access denied: {detail or 'forbidden'}", status=status, url=url,
+            hint="check the credentials (Airflow 2 answers 403 for a wrong password) and that the user "
+                 "or token may read DAGs, DAG runs and assets (Viewer role is enough)",
+        )
+    if status == 404:
+        raise NotFound(detail or "not found", status=status, url=url)
+    if status == 429:
+        raise RateLimited("the upstream is rate limiting us", status=status, url=url,
+                          retry_after=retry_after_seconds(headers.get("Retry-After")))
+    if status >= 500 or status == 408:
+        raise UpstreamUnavailable(f"the upstream is unavailable: {detail or text[:120].strip() or 'no detail'}",
+                                  status=status, url=url)
+    raise BadResponse(f"the upstream rejected the request: {detail or text[:200]}", status=status, url=url,
+                      hint=f"this may be an API difference of the upstream {api} version; please report it")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Retry connection errors, timeouts, 5xx and 429 — never other 4xx or bad answers."""
+    return isinstance(exc, XdepError) and exc.transient
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter and a bounded number of attempts per request."""
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 300.0
+
+    def delay(self, attempt: int, exc: BaseException | None = None, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based) after ``exc``."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        wait = (rng or random).uniform(ceiling / 2, ceiling)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            wait = max(wait, min(float(retry_after), self.max_retry_after))
+        return wait

@@ -1,0 +1,83 @@
+"""Typed records returned by the client: the same shape whatever the upstream API version."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict (datetimes as ISO strings), fit for XCom and trigger events."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Dag(_Record):
+    """An upstream DAG."""
+
+    dag_id: str
+    is_paused: bool | None = None
+
+
+@dataclass(frozen=True)
+class DagRun(_Record):
+    """An upstream DAG run."""
+
+    dag_id: str
+    run_id: str
+    state: str | None
+    logical_date: datetime | None
+    run_after: datetime | None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    run_type: str | None = None
+    conf: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskInstance(_Record):
+    """An upstream task instance (one map index of it)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: str | None
+    map_index: int = -1
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Asset(_Record):
+    """An upstream asset (a dataset on Airflow 2, whose name is its URI)."""
+
+    id: int
+    uri: str
+    name: str
+    group: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AssetEvent(_Record):
+    """An upstream asset (dataset) event."""
+
+    id: int
+    asset_id: int
+    uri: str
+    name: str
+    timestamp: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+    source_dag_id: str | None = None
+    source_task_id: str | None = None
+    source_run_id: str | None = None
+    source_map_index: int | None = None

@@ -1,0 +1,209 @@
+"""The one HTTP path: an aiohttp session, authentication, retries and error classification."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from xdep_sensors.client.dialects import Request
+from xdep_sensors.client.policy import MAX_BODY_BYTES, RetryPolicy, decipher_response, is_retryable
+from xdep_sensors.errors import (
+    AuthenticationError,
+    BadResponse,
+    ConfigurationError,
+    TLSError,
+    UpstreamUnavailable,
+    XdepError,
+    safe_url,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSIONS = ("auto", "v1", "v2")
+
+
+def normalize_base_url(host: str, *, schema: str | None = None, port: int | None = None) -> str:
+    """Return ``scheme://host[:port][/prefix]`` from what a user typed (scheme optional, https assumed)."""
+    host = (host or "").strip()
+    if not host:
+        raise ConfigurationError("the connection has no host", hint="set it to the upstream deployment's URL")
+    if "://" not in host:
+        scheme = schema if schema in ("http", "https") else "https"
+        host = f"{scheme}://{host}"
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"the connection's host {safe_url(host)!r} is not an http(s) URL")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if parts.port or port:
+        netloc = f"{netloc}:{parts.port or port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything the client needs, built from an Airflow connection; secrets never appear in its repr."""
+
+    base_url: str
+    login: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_version: str = "auto"
+    verify: bool | str = True
+    timeout: float = 30.0
+    ui_url: str | None = None
+    conn_id: str = "remote_airflow_default"
+
+    def __post_init__(self):
+        if self.api_version not in API_VERSIONS:
+            raise ConfigurationError(
+                f"extra api_version={self.api_version!r} is not one of {', '.join(API_VERSIONS)}",
+                hint=f"fix the extra of connection {self.conn_id!r}",
+            )
+        if self.timeout <= 0:
+            raise ConfigurationError(f"extra timeout={self.timeout!r} must be a positive number of seconds")
+
+    @property
+    def auth_mode(self) -> str:
+        """``token`` (password only), ``login`` (login + password) or ``none``."""
+        if self.password and self.login:
+            return "login"
+        return "token" if self.password else "none"
+
+    @property
+    def ui_base(self) -> str:
+        return (self.ui_url or self.base_url).rstrip("/")
+
+
+class Transport:
+    """Sends :class:`Request` objects: one reused session, auth, retry with backoff, typed errors."""
+
+    def __init__(self, config: ClientConfig, *, retry: RetryPolicy | None = None, sleep=asyncio.sleep):
+        self.config = config
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+        self._jwt: str | None = None
+        self._jwt_lock = asyncio.Lock()
+        self.dialect_name: str | None = None  # set by the client once the API version is known
+        self.requests_sent = 0
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        verify = self.config.verify
+        if verify is False:
+            return False
+        if isinstance(verify, str):
+            return ssl.create_default_context(cafile=verify)
+        return True
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32),
+                headers={"Accept": "application/json", "User-Agent": "xdep-sensors"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def _auth_headers(self, request: Request) -> tuple[dict[str, str], aiohttp.BasicAuth | None]:
+        cfg = self.config
+        if not request.auth or cfg.auth_mode == "none":
+            return {}, None
+        if cfg.auth_mode == "token":
+            return {"Authorization": f"Bearer {cfg.password}"}, None
+        if self.dialect_name == "v1":
+            return {}, aiohttp.BasicAuth(cfg.login or "", cfg.password or "")
+        return {"Authorization": f"Bearer {await self._get_jwt()}"}, None
+
+    async def _get_jwt(self, stale: str | None = None) -> str:
+        async with self._jwt_lock:
+            if self._jwt is None or self._jwt == stale:
+                body = {"username": self.config.login, "password": self.config.password}
+                try:
+                    answer = await self._send_once(Request("POST", "/auth/token", json=body, auth=False))
+                except AuthenticationError as err:
+                    raise self._auth_failed(err) from None
+                except XdepError as err:
+                    if err.status in (400, 401, 403, 422):
+                        raise self._auth_failed(err) from None
+                    raise
+                token = answer.get("access_token") if isinstance(answer, dict) else None
+                if not token:
+                    raise BadResponse("POST /auth/token answered without an access_token", url=self._url("/auth/token"))
+                self._jwt = token
+            return self._jwt
+
+    def _auth_failed(self, err: XdepError) -> AuthenticationError:
+        return AuthenticationError(
+            f"authentication failed for conn {self.config.conn_id!r} at {self.config.base_url}",
+            status=err.status, url=err.url,
+            hint="check the login and password (or use an API token in the password field alone)",
+        )
+
+    def _url(self, path: str) -> str:
+        return f"{self.config.base_url}{path}"
+
+    async def _send_once(self, request: Request, *, headers: dict[str, str] | None = None,
+                         auth: aiohttp.BasicAuth | None = None) -> Any:
+        url = self._url(request.path)
+        self.requests_sent += 1
+        try:
+            async with self.session().request(
+                request.method, url, params=list(request.params) or None, json=request.json,
+                headers=headers, auth=auth, allow_redirects=False,
+            ) as resp:
+                body = await resp.content.read(MAX_BODY_BYTES + 1)
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadResponse(f"the upstream answer exceeds {MAX_BODY_BYTES // 2**20} MiB", url=url,
+                                      hint="the upstream or a proxy is misbehaving")
+                return decipher_response(resp.status, resp.headers, body, url, api=self.dialect_name or "")
+        except XdepError:
+            raise
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TLSError(f"TLS certificate verification failed: {exc.certificate_error}", url=url,
+                           hint="fix the certificate, or set extra verify to a CA bundle path (or false)") from None
+        except aiohttp.ClientSSLError as exc:
+            raise TLSError(f"TLS handshake failed: {type(exc).__name__}", url=url,
+                           hint="check the scheme (http vs https) or set extra verify") from None
+        except aiohttp.ClientConnectorDNSError:
+            raise ConfigurationError(f"cannot resolve host {urlsplit(url).hostname!r}", url=url,
+                                     hint=f"check the host of connection {self.config.conn_id!r}") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+            raise UpstreamUnavailable(f"the upstream did not answer ({reason})", url=url) from None
+        except aiohttp.InvalidURL:
+            raise ConfigurationError("invalid upstream URL", url=url) from None
+
+    async def send(self, request: Request) -> Any:
+        """Send with authentication and the retry policy; raise an :class:`XdepError` when it fails."""
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            headers, basic = await self._auth_headers(request)
+            try:
+                return await self._send_once(request, headers=headers, auth=basic)
+            except AuthenticationError as err:
+                if self.config.auth_mode == "login" and self.dialect_name != "v1" and request.auth:
+                    if not refreshed:  # the JWT expired: exchange the credentials once more
+                        refreshed = True
+                        await self._get_jwt(stale=self._jwt)
+                        continue
+                    raise self._auth_failed(err) from None
+                raise
+            except XdepError as err:
+                if not is_retryable(err) or attempt >= self.retry.attempts:
+                    raise
+                wait = self.retry.delay(attempt, err)
+                log.info("upstream %s (%s); retry %d/%d in %.1fs", safe_url(err.url), err.message, attempt,
+                         self.retry.attempts - 1, wait)
+                await self._sleep(wait)

@@ -1,0 +1,115 @@
+"""Connection checks shared by the UI "Test" button and ``xdep-sensors doctor``."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.errors import NotFound, XdepError
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of a diagnosis."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def close_matches(wanted: str, known: list[str], n: int = 5) -> list[str]:
+    """Return the known names closest to ``wanted`` (substring matches first)."""
+    contains = [k for k in known if wanted.lower() in k.lower() or k.lower() in wanted.lower()]
+    fuzzy = difflib.get_close_matches(wanted, known, n=n, cutoff=0.5)
+    return list(dict.fromkeys(contains + fuzzy))[:n]
+
+
+async def _step(checks: list[Check], name: str, coro, describe) -> object | None:
+    try:
+        value = await coro
+    except XdepError as err:
+        checks.append(Check(name, False, err.message + (f" [{err.url}]" if err.url else ""), err.hint))
+        return None
+    checks.append(Check(name, True, describe(value)))
+    return value
+
+
+async def diagnose(
+    client: RemoteAirflowClient,
+    *,
+    dag_id: str | None = None,
+    asset_uri: str | None = None,
+    asset_name: str | None = None,
+) -> list[Check]:
+    """Run the checks in order; stop at the first failure that makes the next ones meaningless."""
+    cfg = client.config
+    checks = [Check("url", True, f"{cfg.base_url} (TLS verify: {cfg.verify}; auth: {cfg.auth_mode})")]
+    version = await _step(checks, "api", client.version(),
+                          lambda v: f"Airflow {v}, REST API {client.transport.dialect_name}")
+    if version is None:
+        return checks
+    runs = await _step(checks, "read dag runs", client.list_dag_runs("~", limit=1),
+                       lambda r: "authenticated; allowed to read DAG runs")
+    if runs is None:
+        return checks
+    await _step(checks, "read assets", client.list_asset_events(since=datetime.now(timezone.utc)),
+                lambda e: "allowed to read assets and asset events")
+    if dag_id:
+        await _check_dag(checks, client, dag_id)
+    if asset_uri or asset_name:
+        await _check_asset(checks, client, asset_uri, asset_name)
+    return checks
+
+
+async def _check_dag(checks: list[Check], client: RemoteAirflowClient, dag_id: str) -> None:
+    try:
+        dag = await client.get_dag(dag_id)
+    except NotFound:
+        known = [d.dag_id for d in await client.list_dags()]
+        nearby = close_matches(dag_id, known)
+        checks.append(Check(f"dag {dag_id}", False, "does not exist upstream",
+                            f"close matches: {', '.join(nearby)}" if nearby else "check the DAG id"))
+        return
+    except XdepError as err:
+        checks.append(Check(f"dag {dag_id}", False, err.message, err.hint))
+        return
+    runs = await client.list_dag_runs(dag_id, limit=1)
+    latest = f"latest run {runs[0].run_id}: {runs[0].state}" if runs else "no runs yet"
+    paused = " (paused upstream: no new runs will come)" if dag.is_paused else ""
+    checks.append(Check(f"dag {dag_id}", True, f"exists{paused}; {latest}"))
+
+
+async def _check_asset(checks: list[Check], client: RemoteAirflowClient, uri: str | None, name: str | None) -> None:
+    label = uri or name or ""
+    assets = await client.list_assets()
+    matches = [a for a in assets if (uri and a.uri == uri) or (name and a.name == name)]
+    if not matches:
+        nearby = close_matches(label, [a.uri for a in assets] + [a.name for a in assets])
+        checks.append(Check(f"asset {label}", False, "does not exist upstream",
+                            f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name"))
+        return
+    events = await client.list_asset_events(asset_ids=[matches[0].id])
+    latest = f"latest event {events[-1].timestamp.isoformat()}" if events else "no events yet"
+    checks.append(Check(f"asset {label}", True, f"exists (id {matches[0].id}); {latest}"))
+
+
+def summarize(checks: list[Check]) -> tuple[bool, str]:
+    """Turn checks into the ``(ok, message)`` pair Airflow's connection test expects."""
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        c = failed[0]
+        return False, f"{c.name}: {c.detail}" + (f". {c.hint}" if c.hint else "")
+    return True, "; ".join(c.detail for c in checks)
+
+
+def render(checks: list[Check]) -> str:
+    """Render checks as a terminal report."""
+    lines = []
+    for c in checks:
+        lines.append(f"[{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+        if c.hint and not c.ok:
+            lines.append(f"       fix: {c.hint}")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Provider metadata read by Airflow's providers manager (connection type, form, modules, links)."""
+
+from __future__ import annotations
+
+from xdep_sensors import __version__
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "xdep-sensors",
+        "name": "Cross-deployment sensors (xdep_sensors)",
+        "description": "Wait in one Airflow deployment for DAG runs and asset events of another, by pulling "
+        "its REST API; no token is stored upstream.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Remote Airflow",
+                "external-doc-url": "https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.hook"]}],
+        "sensors": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.sensors"]}],
+        "triggers": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.triggers"]}],
+        "extra-links": [
+            "xdep_sensors.links.UpstreamRunLink",
+            "xdep_sensors.links.UpstreamAssetLink",
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "xdep_sensors.hook.RemoteAirflowHook",
+                "hook-name": "Remote Airflow deployment",
+                "connection-type": "remote_airflow",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "host": "Deployment URL",
+                        "login": "Username (leave empty with an API token)",
+                        "password": "API token or password",
+                    },
+                    "placeholders": {
+                        "host": "https://<id>.astronomer.run/<slug> or http://airflow.internal:8080",
+                        "login": "only for username/password auth",
+                        "password": "read-only API token (Astro Deployment/Workspace token) or the user's password",
+                    },
+                },
+                "conn-fields": {
+                    "api_version": {
+                        "label": "REST API version",
+                        "description": "auto (probe once), v2 (Airflow 3) or v1 (Airflow 2.9-2.11).",
+                        "schema": {"type": ["string", "null"], "enum": ["auto", "v2", "v1", None], "default": "auto"},
+                    },
+                    "verify": {
+                        "label": "TLS verification",
+                        "description": "true (default), false, or the path of a CA bundle.",
+                        "schema": {"type": ["string", "null"], "default": "true"},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "description": "Per-request timeout.",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                    "ui_url": {
+                        "label": "Upstream UI URL",
+                        "description": "Base URL for links to the upstream UI, when it differs from the Deployment URL.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        ],
+    }
