@@ -1,0 +1,358 @@
+"""Start and stop real Airflow deployments on loopback (SQLite) for integration tests and demos."""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+_FAB = "airflow.providers.fab.auth_manager.api.auth.backend"
+_USERS = {"admin": ("admin", "Admin"), "viewer": ("viewer", "Viewer")}
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_stat(pid: int) -> tuple[int, int, str, str] | None:
+    """Return (ppid, pgid, start time, state) of a process from /proc, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), int(fields[2]), fields[19], fields[0]
+
+
+def _descendants(root: int) -> list[tuple[int, int, str]]:
+    """List (pid, pgid, start time) of every live descendant of root (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[tuple[int, int, str]]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _proc_stat(int(entry.name))
+        if stat:
+            children.setdefault(stat[0], []).append((int(entry.name), stat[1], stat[2]))
+    found, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += [k[0] for k in kids]
+    return found
+
+
+class LocalAirflow:
+    """One Airflow deployment (Airflow 3 or 2) running as local processes against SQLite."""
+
+    def __init__(self, home: Path, airflow_bin: Path | str, *, major: int = 3, dags_folder: Path | None = None,
+                 port: int | None = None, extra_env: dict[str, str] | None = None,
+                 components: tuple[str, ...] | None = None, name: str = "airflow") -> None:
+        if major not in (2, 3):
+            raise ValueError(f"unsupported Airflow major version {major}")
+        self.home = Path(home).resolve()
+        self.airflow_bin = str(Path(airflow_bin).absolute())
+        self.major, self.name = major, name
+        self.dags_folder = Path(dags_folder).resolve() if dags_folder else self.home / "dags"
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        default = ("api-server", "scheduler", "dag-processor") if major == 3 else ("webserver", "scheduler")
+        self.components: tuple[str, ...] = tuple(components or default)
+        self.log_dir = self.home / "logs"
+        self._api = "/api/v2" if major == 3 else "/api/v1"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._atexit = False
+        self.env = self._build_env(extra_env or {})
+
+    def _build_env(self, extra: dict[str, str]) -> dict[str, str]:
+        """Return os.environ (minus inherited AIRFLOW_* settings) + the loopback recipe + extra."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env["PATH"] = str(Path(self.airflow_bin).parent) + os.pathsep + env.get("PATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        h = self.home
+        env.update({
+            "AIRFLOW_HOME": str(h),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h}/airflow.db",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        })
+        if self.major == 3:
+            env.update({
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__AUTH_MANAGER":
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__API_AUTH__JWT_SECRET": f"xdep-test-jwt-secret-{self.name}-0123456789abcdef",
+                "AIRFLOW__API__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            })
+        else:
+            env.update({
+                "AIRFLOW__API__AUTH_BACKENDS": f"{_FAB}.basic_auth,{_FAB}.session",
+                "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
+                "AIRFLOW__WEBSERVER__BASE_URL": self.base_url,
+                "AIRFLOW__WEBSERVER__WORKERS": "1",
+                "AIRFLOW__WEBSERVER__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
+                "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            })
+        env.update(extra)
+        return env
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 180) -> LocalAirflow:
+        """Migrate the DB, start every component, wait for the API and create the users."""
+        deadline = time.monotonic() + timeout
+        for d in (self.home, self.log_dir, self.dags_folder):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.major == 3:
+            (self.home / "passwords.json").write_text(json.dumps({u: p for u, (p, _) in _USERS.items()}))
+        if not self._atexit:
+            atexit.register(self.stop)
+            self._atexit = True
+        self._cli_or_fail("db", "migrate", timeout=max(deadline - time.monotonic(), 1))
+        if self.major == 2:  # the Admin role exists right after migrate; Viewer only after the webserver ran
+            self._cli_or_fail("users", "create", *self._user_args("admin"), timeout=120)
+        for comp in self.components:
+            self.start_component(comp, wait=False)
+        try:
+            self._wait_ready(deadline)
+            if self.major == 2:
+                self.api("POST", "/api/v1/users", {
+                    "username": "viewer", "password": "viewer", "first_name": "viewer", "last_name": "viewer",
+                    "email": "viewer@example.com", "roles": [{"name": "Viewer"}]}, expect=(200, 409))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Terminate every component's process group (SIGTERM, then SIGKILL after ~15 s); idempotent."""
+        self._terminate(list(self._procs))
+        if self._atexit:
+            atexit.unregister(self.stop)
+            self._atexit = False
+
+    def start_component(self, name: str, wait: bool = True, timeout: float = 120) -> None:
+        """Start one component in its own session; wait for readiness if it serves the API."""
+        if name in self._procs and self._procs[name].poll() is None:
+            raise RuntimeError(f"{self.name}: component {name} is already running")
+        args = [name, "--port", str(self.port)] if name in ("api-server", "webserver") else [name]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self._procs[name] = subprocess.Popen(
+                [self.airflow_bin, *args], env=self.env, cwd=self.home, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if wait and name in ("api-server", "webserver"):
+            self._wait_ready(time.monotonic() + timeout)
+
+    def stop_component(self, name: str) -> None:
+        """Stop one component (its whole process group and any escaped descendants)."""
+        self._terminate([name])
+
+    def _terminate(self, names: list[str], grace: float = 15) -> None:
+        """SIGTERM the groups of the given components, wait up to grace seconds, then SIGKILL leftovers."""
+        procs = [self._procs.pop(n) for n in names if n in self._procs]
+        escaped = {d for p in procs for d in _descendants(p.pid) if d[1] not in {q.pid for q in procs}}
+        for p in procs:
+            _signal_group(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            for p in procs:
+                p.poll()
+            if not any(_group_alive(p.pid) for p in procs):
+                break
+            time.sleep(0.2)
+        for p in procs:
+            _signal_group(p.pid, signal.SIGKILL)
+        for pid, pgid, started in escaped:  # task processes call setpgid/setsid and leave our groups
+            stat = _proc_stat(pid)
+            if stat and stat[2] == started:
+                if pgid == pid:
+                    _signal_group(pgid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Poll the version endpoint until it answers; fail fast if a component dies."""
+        url = f"{self.base_url}{self._api}/version"
+        while True:
+            dead = [n for n, p in self._procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{self.name}: component(s) {dead} exited during start\n{self.tail_logs()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except urllib.error.HTTPError as e:
+                if e.code in (401, 403):
+                    return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: {url} did not answer in time\n{self.tail_logs()}")
+            time.sleep(0.5)
+
+    def __enter__(self) -> LocalAirflow:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- CLI / REST
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `airflow <args>` with this deployment's environment and capture text output."""
+        return subprocess.run([self.airflow_bin, *args], env=self.env, cwd=self.home, capture_output=True,
+                              text=True, check=check, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def _cli_or_fail(self, *args: str, timeout: float) -> None:
+        """Run a CLI command; raise RuntimeError with its output on failure."""
+        res = self.cli(*args, check=False, timeout=timeout)
+        if res.returncode:
+            raise RuntimeError(f"{self.name}: airflow {' '.join(args)} failed ({res.returncode})\n"
+                               f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+
+    @staticmethod
+    def _user_args(user: str) -> list[str]:
+        """CLI arguments for `airflow users create` (Airflow 2)."""
+        password, role = _USERS[user]
+        return ["--username", user, "--password", password, "--role", role, "--firstname", user,
+                "--lastname", user, "--email", f"{user}@example.com"]
+
+    def token(self, user: str = "admin", password: str = "admin") -> str:
+        """Return (and cache) an Airflow 3 JWT from POST /auth/token."""
+        if (user, password) not in self._tokens:
+            body = self._request("POST", "/auth/token", {"username": user, "password": password}, {},
+                                 expect=(200, 201))
+            self._tokens[(user, password)] = body["access_token"]
+        return self._tokens[(user, password)]
+
+    def api(self, method: str, path: str, body: Any = None, *, user: str = "admin", password: str = "admin",
+            token: str | None = None, expect: tuple[int, ...] = (200, 201)) -> Any:
+        """Make an authenticated JSON REST call; return the decoded body (None if empty)."""
+        if self.major == 2:
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            return self._request(method, path, body, {"Authorization": f"Basic {basic}"}, expect)
+        return self._request(method, path, body, {"Authorization": f"Bearer {token or self.token(user, password)}"},
+                             expect)
+
+    def _request(self, method: str, path: str, body: Any, headers: dict[str, str],
+                 expect: tuple[int, ...]) -> Any:
+        """Send one JSON request; raise RuntimeError unless the status is in expect."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method.upper(), headers={
+            "Accept": "application/json", "Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        if status not in expect:
+            raise RuntimeError(f"{self.name}: {method} {path} -> HTTP {status}: {raw[:2000]!r}")
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except ValueError:
+            return raw.decode(errors="replace")
+
+    # ---------------------------------------------------------------- DAG helpers
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Wait until the DAG has been parsed into the DB, then make sure it is unpaused."""
+        path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}"
+        deadline = time.monotonic() + timeout
+        while (dag := self.api("GET", path, expect=(200, 404))) is None or "dag_id" not in dag:
+            if time.monotonic() > deadline:
+                errors = self.api("GET", f"{self._api}/importErrors", expect=(200, 404))
+                raise RuntimeError(f"{self.name}: DAG {dag_id} not parsed within {timeout}s; "
+                                   f"import errors: {errors}\n{self.tail_logs()}")
+            time.sleep(1)
+        if dag.get("is_paused"):
+            self.api("PATCH", path + ("?update_mask=is_paused" if self.major == 2 else ""), {"is_paused": False})
+
+    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: Any = None,
+                run_id: str | None = None) -> str:
+        """Trigger a DAG run via REST and return its run id."""
+        if logical_date is not None and not isinstance(logical_date, str):
+            if getattr(logical_date, "tzinfo", None) is None:
+                raise ValueError("logical_date must be timezone-aware")
+            logical_date = logical_date.isoformat()
+        body: dict[str, Any] = {"conf": conf or {}}
+        if self.major == 3 or logical_date is not None:
+            body["logical_date"] = logical_date
+        if run_id:
+            body["dag_run_id"] = run_id
+        path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns"
+        return self.api("POST", path, body)["dag_run_id"]
+
+    def wait_run(self, dag_id: str, run_id: str, states: tuple[str, ...] = ("success", "failed"),
+                 timeout: float = 180) -> str:
+        """Poll a DAG run until its state is one of states; return that state."""
+        path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        deadline = time.monotonic() + timeout
+        while (state := self.api("GET", path)["state"]) not in states:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: run {dag_id}/{run_id} still {state!r} after {timeout}s\n"
+                                   f"{self.tail_logs()}")
+            time.sleep(0.5)
+        return state
+
+    def tail_logs(self, n: int = 40) -> str:
+        """Return the last n lines of each component log, for error messages."""
+        out = []
+        for comp in dict.fromkeys((*self.components, *self._procs)):
+            log = self.log_dir / f"{comp}.log"
+            if log.exists():
+                lines = log.read_text(errors="replace").splitlines()[-n:]
+                out.append(f"--- {self.name} {comp}.log (last {len(lines)} lines) ---\n" + "\n".join(lines))
+        return "\n".join(out)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    """Send sig to a process group, ignoring groups that are already gone."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    """Return whether any non-zombie process of the group still exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not Path("/proc/self/stat").exists():
+        return True
+    return any((st := _proc_stat(int(e.name))) and st[1] == pgid and st[3] != "Z"
+               for e in Path("/proc").glob("[0-9]*"))

@@ -1,0 +1,121 @@
+"""One look at the upstream: fetch what a wait needs, then hand it to a pure decision.
+
+A probe is what both paths run: the trigger awaits it in the triggerer, the sensor's ``poke`` runs it
+through ``async_to_sync``. Watches are plain values, so they serialize into trigger kwargs as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.client.dialects import parse_dt
+from xdep_sensors.decisions import Decision, StateRules, decide_dag_run
+from xdep_sensors.doctor import close_matches
+from xdep_sensors.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DagRunWatch:
+    """What a DAG-run wait looks for; every field is a plain JSON value."""
+
+    external_dag_id: str
+    run_id: str | None = None
+    logical_date: str | None = None  # ISO-8601, timezone-aware
+    latest_after: str | None = None  # ISO-8601, timezone-aware
+    allowed_states: list[str] = field(default_factory=lambda: ["success"])
+    failed_states: list[str] = field(default_factory=lambda: ["failed"])
+    skipped_states: list[str] = field(default_factory=list)
+    task_ids: list[str] | None = None
+    task_group_id: str | None = None
+    check_existence: bool = True
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.task_ids) or bool(self.task_group_id)
+
+    @property
+    def selector(self) -> str:
+        if self.run_id:
+            return f"run_id {self.run_id}"
+        if self.logical_date:
+            return f"logical date {self.logical_date}"
+        return f"run_after >= {self.latest_after}"
+
+    @property
+    def rules(self) -> StateRules:
+        return StateRules(frozenset(self.allowed_states), frozenset(self.failed_states),
+                          frozenset(self.skipped_states))
+
+
+class DagRunProbe:
+    """Looks at one upstream DAG run per call; existence and pause are checked until known."""
+
+    def __init__(self, watch: DagRunWatch, logger: logging.Logger | logging.LoggerAdapter | None = None):
+        self.watch = watch
+        self.log = logger or log
+        self._dag_known = False
+
+    async def _check_dag(self, client: RemoteAirflowClient) -> bool:
+        w = self.watch
+        try:
+            dag = await client.get_dag(w.external_dag_id)
+        except NotFound:
+            if not w.check_existence:
+                return False
+            nearby = close_matches(w.external_dag_id, [d.dag_id for d in await client.list_dags()])
+            raise NotFound(
+                f"DAG {w.external_dag_id!r} does not exist upstream at {client.config.base_url}",
+                hint=(f"close matches: {', '.join(nearby)}" if nearby else "check external_dag_id")
+                + "; or set check_existence=False to wait for it to appear",
+            ) from None
+        if w.check_existence and w.task_ids:
+            known = await client.list_task_ids(w.external_dag_id)
+            unknown = [t for t in w.task_ids if t not in known]
+            if unknown:
+                nearby = sorted({m for t in unknown for m in close_matches(t, known)})
+                raise NotFound(
+                    f"task(s) {', '.join(unknown)} do not exist in upstream DAG {w.external_dag_id!r}",
+                    hint=f"close matches: {', '.join(nearby)}" if nearby else "check task_ids",
+                )
+        if dag.is_paused:
+            self.log.warning("upstream DAG %s is paused: no new runs will start until it is unpaused",
+                             w.external_dag_id)
+        return True
+
+    async def __call__(self, client: RemoteAirflowClient) -> Decision:
+        w = self.watch
+        if not self._dag_known:
+            self._dag_known = await self._check_dag(client)
+            if not self._dag_known:
+                return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
+        try:
+            if w.run_id:
+                run = await client.get_dag_run(w.external_dag_id, w.run_id)
+            else:
+                runs = await client.list_dag_runs(
+                    w.external_dag_id, logical_date=parse_dt(w.logical_date),
+                    run_after_gte=parse_dt(w.latest_after), limit=1,
+                )
+                run = runs[0] if runs else None
+            tis = None
+            if run is not None and w.narrowed:
+                tis = await client.list_task_instances(w.external_dag_id, run.run_id, task_group_id=w.task_group_id)
+                if w.task_ids:
+                    tis = [ti for ti in tis if ti.task_id in w.task_ids]
+        except NotFound:
+            if w.check_existence:
+                raise
+            self._dag_known = False
+            return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
+        url = client.run_url(w.external_dag_id, run.run_id) if run else None
+        return decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
+                              task_instances=tis, task_ids=w.task_ids)
