@@ -79,7 +79,7 @@ def decide_dag_run(
     head = f"{dag_id} run {run.run_id}: {run.state}"
     if task_instances is None:
         status = rules.classify(run.state)
-        return Decision(status, head if status == "waiting" else f"{head} -> {status}", result)
+        return Decision(status, head, result)
 
     tasks = {_ti_label(ti): ti.state for ti in task_instances}
     result["tasks"] = tasks
