@@ -16,7 +16,7 @@ if "XDEP_TEST_HOME" not in os.environ:
     os.environ["XDEP_TEST_HOME"] = tempfile.mkdtemp(prefix="xdep-downstream-")
 _home = Path(os.environ["XDEP_TEST_HOME"])
 os.environ["AIRFLOW_HOME"] = str(_home)
-os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_home / "dags"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "tests" / "integration" / "downstream_dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
