@@ -133,6 +133,12 @@ class LocalAirflow:
             d.mkdir(parents=True, exist_ok=True)
         if self.major == 3:
             (self.home / "passwords.json").write_text(json.dumps({u: p for u, (p, _) in _USERS.items()}))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", self.port))
+            except OSError as e:
+                raise RuntimeError(f"{self.name}: port {self.port} is not free: {e}") from None
         if not self._atexit:
             atexit.register(self.stop)
             self._atexit = True
