@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 _FAB = "airflow.providers.fab.auth_manager.api.auth.backend"
-_USERS = {"admin": ("admin", "Admin"), "viewer": ("viewer", "Viewer")}
 
 
 def free_port() -> int:
@@ -125,14 +124,13 @@ class LocalAirflow:
         env.update(extra)
         return env
 
-    # ---------------------------------------------------------------- lifecycle
     def start(self, timeout: float = 180) -> LocalAirflow:
         """Migrate the DB, start every component, wait for the API and create the users."""
         deadline = time.monotonic() + timeout
         for d in (self.home, self.log_dir, self.dags_folder):
             d.mkdir(parents=True, exist_ok=True)
         if self.major == 3:
-            (self.home / "passwords.json").write_text(json.dumps({u: p for u, (p, _) in _USERS.items()}))
+            (self.home / "passwords.json").write_text(json.dumps({"admin": "admin", "viewer": "viewer"}))
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -144,7 +142,9 @@ class LocalAirflow:
             self._atexit = True
         self._cli_or_fail("db", "migrate", timeout=max(deadline - time.monotonic(), 1))
         if self.major == 2:  # the Admin role exists right after migrate; Viewer only after the webserver ran
-            self._cli_or_fail("users", "create", *self._user_args("admin"), timeout=120)
+            self._cli_or_fail("users", "create", "--username", "admin", "--password", "admin", "--role", "Admin",
+                              "--firstname", "admin", "--lastname", "admin", "--email", "admin@example.com",
+                              timeout=120)
         for comp in self.components:
             self.start_component(comp, wait=False)
         try:
@@ -209,7 +209,7 @@ class LocalAirflow:
         for p in procs:
             try:
                 p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILLed leaders always exit
                 pass
 
     def _wait_ready(self, deadline: float) -> None:
@@ -238,7 +238,6 @@ class LocalAirflow:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ---------------------------------------------------------------- CLI / REST
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run `airflow <args>` with this deployment's environment and capture text output."""
         return subprocess.run([self.airflow_bin, *args], env=self.env, cwd=self.home, capture_output=True,
@@ -250,13 +249,6 @@ class LocalAirflow:
         if res.returncode:
             raise RuntimeError(f"{self.name}: airflow {' '.join(args)} failed ({res.returncode})\n"
                                f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-
-    @staticmethod
-    def _user_args(user: str) -> list[str]:
-        """CLI arguments for `airflow users create` (Airflow 2)."""
-        password, role = _USERS[user]
-        return ["--username", user, "--password", password, "--role", role, "--firstname", user,
-                "--lastname", user, "--email", f"{user}@example.com"]
 
     def token(self, user: str = "admin", password: str = "admin") -> str:
         """Return (and cache) an Airflow 3 JWT from POST /auth/token."""
@@ -293,7 +285,6 @@ class LocalAirflow:
         except ValueError:
             return raw.decode(errors="replace")
 
-    # ---------------------------------------------------------------- DAG helpers
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         """Wait until the DAG has been parsed into the DB, then make sure it is unpaused."""
         path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}"

@@ -13,7 +13,8 @@ from typing import Any
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.decisions import Decision, StateRules, decide_dag_run
+from xdep_sensors.client.records import Asset, AssetEvent
+from xdep_sensors.decisions import Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 
@@ -119,3 +120,104 @@ class DagRunProbe:
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
         return decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
                               task_instances=tis, task_ids=w.task_ids)
+
+
+@dataclass(frozen=True)
+class AssetRef:
+    """One watched upstream asset: by URI, or by name (Airflow 3; a name-only asset has uri == name)."""
+
+    uri: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.uri or self.name or ""
+
+    def matches(self, asset: Asset) -> bool:
+        if self.uri is not None:
+            return asset.uri == self.uri
+        return asset.name == self.name
+
+
+@dataclass(frozen=True)
+class AssetWatch:
+    """What an asset wait looks for; every field is a plain JSON value.
+
+    ``cursors`` maps each asset's label to :class:`~xdep_sensors.decisions.Cursor` dicts; events at
+    or after ``since`` that the cursor has not seen are new.
+    """
+
+    assets: list[dict[str, str | None]]
+    require: str = "all"
+    source_dag_id: str | None = None
+    since: str | None = None
+    cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    check_existence: bool = True
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def refs(self) -> list[AssetRef]:
+        return [AssetRef(a.get("uri"), a.get("name")) for a in self.assets]
+
+
+class AssetProbe:
+    """Looks for new upstream events of the watched assets; asset ids are resolved once and cached."""
+
+    def __init__(self, watch: AssetWatch, logger: logging.Logger | logging.LoggerAdapter | None = None):
+        self.watch = watch
+        self.log = logger or log
+        self.ids: dict[str, int] = {}
+        self.cursors = {ref.label: Cursor.from_dict(watch.cursors.get(ref.label)) for ref in watch.refs}
+
+    async def _resolve(self, client: RemoteAirflowClient) -> list[str]:
+        """Fill ``self.ids``; return the labels still unknown upstream."""
+        dialect = await client.dialect()
+        for ref in self.watch.refs:
+            if ref.label in self.ids:
+                continue
+            if ref.uri is not None or not dialect.has_asset_names:
+                found = await client.list_assets(uri_pattern=ref.label)
+            else:
+                found = await client.list_assets(name_pattern=ref.name)
+            exact = [a for a in found if ref.matches(a) or (not dialect.has_asset_names and a.uri == ref.label)]
+            if exact:
+                self.ids[ref.label] = exact[0].id
+        missing = [ref.label for ref in self.watch.refs if ref.label not in self.ids]
+        if missing and self.watch.check_existence:
+            known = await client.list_assets()
+            names = sorted({a.uri for a in known} | {a.name for a in known})
+            nearby = sorted({m for label in missing for m in close_matches(label, names)})
+            raise NotFound(
+                f"asset(s) {', '.join(missing)} do not exist upstream at {client.config.base_url}",
+                hint=(f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name")
+                + "; or set check_existence=False to wait for it to appear",
+            )
+        return missing
+
+    async def __call__(self, client: RemoteAirflowClient) -> Decision:
+        w = self.watch
+        missing = await self._resolve(client)
+        # ``since`` replaces the cursors with a fixed lower bound; otherwise each asset's cursor decides.
+        since = parse_dt(w.since)
+        stamps = [parse_dt(c.timestamp) for c in self.cursors.values()]
+        lower = since or (min(stamps) if stamps and all(stamps) else None)  # type: ignore[type-var]
+        events = await client.list_asset_events(asset_ids=list(self.ids.values()), since=lower,
+                                                source_dag_id=w.source_dag_id) if self.ids else []
+        new: dict[str, list[AssetEvent]] = {}
+        for ref in w.refs:
+            cursor = self.cursors[ref.label]
+            new[ref.label] = [
+                e for e in events
+                if e.asset_id == self.ids.get(ref.label)
+                and (e.timestamp >= since if since else cursor.is_new(e))
+            ]
+        decision = decide_assets(new, require="any" if w.require == "any" else "all")
+        message = decision.message + (f"; not upstream yet: {', '.join(missing)}" if missing else "")
+        if not decision.done:
+            return Decision("waiting", message)
+        cursors = {label: self.cursors[label].advance(evts).to_dict() for label, evts in new.items()}
+        url = client.asset_url(self.ids[w.refs[0].label]) if w.refs[0].label in self.ids else None
+        return Decision("success", message, {"events": decision.result, "cursors": cursors, "url": url,
+                                             "started_from": w.cursors, "upstream": client.config.ui_base})

@@ -15,13 +15,16 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
+from airflow.sdk import Asset, AssetAlias
+
 from xdep_sensors.client.dialects import parse_dt
+from xdep_sensors.cursors import CursorStore
 from xdep_sensors.decisions import DAG_RUN_STATES, TASK_STATES
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook
-from xdep_sensors.links import UpstreamRunLink
-from xdep_sensors.probes import DagRunProbe, DagRunWatch
-from xdep_sensors.triggers import TRIGGER_EVENT_STATUSES, RemoteDagRunTrigger
+from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
+from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
+from xdep_sensors.triggers import TRIGGER_EVENT_STATUSES, RemoteAssetTrigger, RemoteDagRunTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -54,7 +57,7 @@ def _as_datetime(name: str, value: Any) -> datetime:
 class _RemoteSensor(BaseSensorOperator):
     """What both sensors share: one probe, run in the triggerer (deferrable) or by ``poke``."""
 
-    link_class: type[UpstreamRunLink] = UpstreamRunLink
+    link_class: type[UpstreamRunLink] | type[UpstreamAssetLink] = UpstreamRunLink
 
     def __init__(self, *, remote_conn_id: str = RemoteAirflowHook.default_conn_name, deferrable: bool = True,
                  **kwargs: Any) -> None:
@@ -255,3 +258,126 @@ class RemoteDagRunSensor(_RemoteSensor):
     def make_trigger(self, context: Context, timeout_at: float) -> BaseTrigger:
         return RemoteDagRunTrigger(remote_conn_id=self.remote_conn_id, poke_interval=self.poke_interval,
                                    timeout_at=timeout_at, **self._watch(context).to_kwargs())
+
+
+def _asset_refs(asset_uri: Any, asset_name: Any, assets: Any) -> list[dict[str, str | None]]:
+    given = [n for n, v in (("asset_uri", asset_uri), ("asset_name", asset_name), ("assets", assets)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of asset_uri, asset_name, assets; got {', '.join(given) or 'none'}")
+    if asset_uri is not None or asset_name is not None:
+        value, key = (asset_uri, "uri") if asset_uri is not None else (asset_name, "name")
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"asset_{key} must be a non-empty string, got {value!r}")
+        return [{"uri": value if key == "uri" else None, "name": value if key == "name" else None}]
+    if isinstance(assets, str) or not isinstance(assets, (list, tuple)) or not assets:
+        raise ValueError(f"assets must be a non-empty list of URIs or airflow.sdk.Asset objects, got {assets!r}")
+    refs = []
+    for item in assets:
+        uri = getattr(item, "uri", item)
+        if not isinstance(uri, str) or not uri.strip():
+            raise ValueError(f"assets has an entry that is neither a URI nor an Asset: {item!r}")
+        refs.append({"uri": uri, "name": None})
+    return refs
+
+
+class RemoteAssetSensor(_RemoteSensor):
+    """
+    Waits for asset (dataset) events in another Airflow deployment; each event is consumed once.
+
+    :param asset_uri: the upstream asset's URI (templated).
+    :param asset_name: the upstream asset's name, Airflow 3 upstreams (templated).
+    :param assets: several assets, as URIs or ``airflow.sdk.Asset`` objects.
+    :param require: ``"all"`` (default: every asset has a new event) or ``"any"``.
+    :param source_dag_id: only count events produced by this upstream DAG (templated).
+    :param since: count events at or after this time instead of the task's cursor (templated).
+    :param check_existence: an asset unknown upstream fails fast with close matches (default True).
+    :param remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated).
+    :param deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
+
+    Local ``Asset`` outlets get one local event per matched upstream event, carrying the upstream
+    ``extra`` plus provenance under ``xdep_upstream``.
+    """
+
+    template_fields: Sequence[str] = ("asset_uri", "asset_name", "remote_conn_id", "source_dag_id", "since")
+    ui_color = "#e6f4ea"
+    link_class = UpstreamAssetLink
+    operator_extra_links = (UpstreamAssetLink(),)
+
+    def __init__(
+        self,
+        *,
+        asset_uri: str | None = None,
+        asset_name: str | None = None,
+        assets: list[Any] | None = None,
+        require: str = "all",
+        source_dag_id: str | None = None,
+        since: str | datetime | None = None,
+        check_existence: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.asset_refs = _asset_refs(asset_uri, asset_name, assets)
+        if require not in ("all", "any"):
+            raise ValueError(f"require must be 'all' or 'any', got {require!r}")
+        self.asset_uri = asset_uri
+        self.asset_name = asset_name
+        self.require = require
+        self.source_dag_id = source_dag_id
+        self.since = since
+        self.check_existence = check_existence
+        self._bridge_alias: AssetAlias | None = None
+        if any(isinstance(o, Asset) for o in self.outlets):
+            # Concrete outlets yield one event each; an alias carries the 2nd..Nth matched event.
+            self._bridge_alias = AssetAlias(f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}"
+                                            f"__{self.task_id}")
+            self.outlets = [*self.outlets, self._bridge_alias]
+
+    def _cursor_store(self, context: Context) -> CursorStore:
+        return CursorStore(context["ti"].dag_id, self.task_id)
+
+    def _watch(self, context: Context) -> AssetWatch:
+        refs = [{"uri": self.asset_uri, "name": None}] if self.asset_uri else (
+            [{"uri": None, "name": self.asset_name}] if self.asset_name else self.asset_refs)
+        since = _as_datetime("since", self.since).astimezone(timezone.utc).isoformat() if self.since else None
+        cursors: dict[str, Any] = {}
+        if since is None:
+            stored = self._cursor_store(context).start(context["run_id"])
+            dag_run = context.get("dag_run")
+            first = (context.get("data_interval_start") or context.get("logical_date")
+                     or getattr(dag_run, "run_after", None))
+            start = _as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
+            cursors = {(r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start}
+                       for r in refs}
+        return AssetWatch(assets=refs, require=self.require, source_dag_id=self.source_dag_id or None, since=since,
+                          cursors=cursors, check_existence=self.check_existence)
+
+    def make_probe(self, context: Context) -> Probe:
+        return AssetProbe(self._watch(context), self.log)
+
+    def make_trigger(self, context: Context, timeout_at: float) -> BaseTrigger:
+        return RemoteAssetTrigger(remote_conn_id=self.remote_conn_id, poke_interval=self.poke_interval,
+                                  timeout_at=timeout_at, **self._watch(context).to_kwargs())
+
+    def on_success(self, context: Context, result: Any) -> Any:
+        events = result["events"]
+        self._cursor_store(context).commit(context["run_id"], result["started_from"], result["cursors"])
+        self._bridge(context, events, result.get("upstream"))
+        return events
+
+    def _bridge(self, context: Context, events: list[dict[str, Any]], upstream: str | None) -> None:
+        local = [o for o in self.outlets if isinstance(o, Asset)]
+        if not local or not events:
+            return
+        outlet_events = context["outlet_events"]
+        for asset in local:
+            for i, event in enumerate(events):
+                provenance = {"url": upstream, "event_id": event["id"], "uri": event["uri"],
+                              "timestamp": event["timestamp"], "source_dag_id": event["source_dag_id"],
+                              "source_run_id": event["source_run_id"]}
+                extra = {**(event.get("extra") or {}), "xdep_upstream": provenance}
+                if i == 0:
+                    outlet_events[asset].extra = extra
+                else:
+                    outlet_events[self._bridge_alias].add(asset, extra=extra)
+        self.log.info("re-emitted %d upstream event(s) to local asset(s) %s", len(events),
+                      ", ".join(a.uri for a in local))

@@ -16,7 +16,7 @@ from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.decisions import Decision
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook
-from xdep_sensors.probes import DagRunProbe, DagRunWatch
+from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
 
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "skipped", "error", "timeout"})
 
@@ -92,3 +92,26 @@ class RemoteDagRunTrigger(_PollingTrigger):
 
     def _make_probe(self) -> Probe:
         return DagRunProbe(self.watch, self.log)
+
+
+class RemoteAssetTrigger(_PollingTrigger):
+    """
+    Waits in the triggerer for new upstream asset events (each consumed once, per the cursors).
+
+    :param remote_conn_id: connection of type ``remote_airflow``.
+    :param assets: the watched assets, as ``{"uri": ..., "name": ...}`` dicts.
+    :param poke_interval: seconds between looks at the upstream.
+    :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.AssetWatch`.
+    """
+
+    def __init__(self, *, remote_conn_id: str, assets: list[dict[str, str | None]], poke_interval: float = 60.0,
+                 timeout_at: float | None = None, **watch: Any):
+        super().__init__(remote_conn_id=remote_conn_id, poke_interval=poke_interval, timeout_at=timeout_at)
+        self.watch = AssetWatch(assets=assets, **watch)
+
+    def _watch_kwargs(self) -> dict[str, Any]:
+        return self.watch.to_kwargs()
+
+    def _make_probe(self) -> Probe:
+        return AssetProbe(self.watch, self.log)
