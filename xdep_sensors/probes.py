@@ -134,8 +134,8 @@ class AssetRef:
         return self.uri or self.name or ""
 
     def matches(self, asset: Asset) -> bool:
-        if self.uri is not None:
-            return asset.uri == self.uri
+        if self.uri is not None:  # Airflow normalizes "scheme://host" to "scheme://host/"
+            return asset.uri.rstrip("/") == self.uri.rstrip("/")
         return asset.name == self.name
 
 
@@ -181,7 +181,7 @@ class AssetProbe:
                 found = await client.list_assets(uri_pattern=ref.label)
             else:
                 found = await client.list_assets(name_pattern=ref.name)
-            exact = [a for a in found if ref.matches(a) or (not dialect.has_asset_names and a.uri == ref.label)]
+            exact = [a for a in found if ref.matches(a) or AssetRef(uri=ref.label).matches(a)]
             if exact:
                 self.ids[ref.label] = exact[0].id
         missing = [ref.label for ref in self.watch.refs if ref.label not in self.ids]
