@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Iterable, Literal
 
 from xdep_sensors.client.dialects import parse_dt
@@ -104,31 +105,39 @@ def decide_dag_run(
 
 @dataclass(frozen=True)
 class Cursor:
-    """Position in an upstream asset's event stream: events strictly after it are new.
+    """Position in an upstream stream (asset events, finished runs): items strictly after it are new.
 
-    Timestamps can tie, so the ids already consumed *at* ``timestamp`` are kept too.
+    Timestamps can tie, so the keys (event ids, run ids) already consumed *at* ``timestamp`` are
+    kept too.
     """
 
     timestamp: str | None = None  # ISO-8601, timezone-aware
-    seen_ids: tuple[int, ...] = field(default_factory=tuple)
+    seen_ids: tuple[int | str, ...] = field(default_factory=tuple)
+
+    def is_new_at(self, when: datetime, key: int | str) -> bool:
+        mine = parse_dt(self.timestamp)
+        if mine is None or when > mine:
+            return True
+        return when == mine and key not in self.seen_ids
+
+    def advance_with(self, items: Iterable[tuple[datetime, int | str]]) -> Cursor:
+        """Return the cursor after consuming ``(timestamp, key)`` items (any order)."""
+        items = list(items)
+        mine = parse_dt(self.timestamp)
+        if not items or (mine is not None and mine > max(t for t, _ in items)):
+            return self
+        latest = max(t for t, _ in items)
+        keys = {k for t, k in items if t == latest}
+        if mine == latest:
+            keys |= set(self.seen_ids)
+        return Cursor(latest.isoformat(), tuple(sorted(keys, key=str)))
 
     def is_new(self, event: AssetEvent) -> bool:
-        mine = parse_dt(self.timestamp)
-        if mine is None or event.timestamp > mine:
-            return True
-        return event.timestamp == mine and event.id not in self.seen_ids
+        return self.is_new_at(event.timestamp, event.id)
 
     def advance(self, events: Iterable[AssetEvent]) -> Cursor:
         """Return the cursor after consuming ``events`` (any order)."""
-        events = list(events)
-        mine = parse_dt(self.timestamp)
-        if not events or (mine is not None and mine > max(e.timestamp for e in events)):
-            return self
-        latest = max(e.timestamp for e in events)
-        ids = {e.id for e in events if e.timestamp == latest}
-        if mine == latest:
-            ids |= set(self.seen_ids)
-        return Cursor(latest.isoformat(), tuple(sorted(ids)))
+        return self.advance_with((e.timestamp, e.id) for e in events)
 
     def to_dict(self) -> dict[str, Any]:
         return {"timestamp": self.timestamp, "seen_ids": list(self.seen_ids)}
@@ -137,7 +146,7 @@ class Cursor:
     def from_dict(cls, data: dict[str, Any] | None) -> Cursor:
         if not data:
             return cls()
-        return cls(data.get("timestamp"), tuple(int(i) for i in data.get("seen_ids") or ()))
+        return cls(data.get("timestamp"), tuple(data.get("seen_ids") or ()))
 
 
 def decide_assets(

@@ -115,3 +115,9 @@ class RemoteAssetTrigger(_PollingTrigger):
 
     def _make_probe(self) -> Probe:
         return AssetProbe(self.watch, self.log)
+
+
+# The AssetWatcher triggers live in ``watchers`` and are part of this module's public API.
+from xdep_sensors.watchers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger  # noqa: E402
+
+__all__ = ["RemoteAssetEventTrigger", "RemoteAssetTrigger", "RemoteDagRunEventTrigger", "RemoteDagRunTrigger"]

@@ -135,6 +135,14 @@ class RemoteAirflowClient:
         )
         return page.items
 
+    async def list_finished_runs(
+        self, dag_ids: list[str] | None, states: list[str], *, end_date_gte: datetime | None = None
+    ) -> list[DagRun]:
+        """Return runs of ``dag_ids`` (all DAGs when ``None``) in ``states`` that ended at or after a time."""
+        return await self._all(
+            lambda d, off: d.finished_runs(dag_ids, states, end_date_gte, offset=off), lambda d, b: d.parse_dag_runs(b)
+        )
+
     async def list_task_instances(
         self, dag_id: str, run_id: str, *, task_group_id: str | None = None
     ) -> list[TaskInstance]:
