@@ -1,0 +1,116 @@
+"""AssetWatcher triggers in a real downstream Airflow 3.3 (with `airflow triggerer`) on a real upstream."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from devtools.airflow_local import LocalAirflow
+from tests.integration.conftest import AIRFLOW3_BIN, HERE
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def downstream(_upstreams, tmp_path_factory):
+    upstream = _upstreams["v2"].server
+    conn = {"conn_type": "remote_airflow", "host": upstream.base_url, "login": "viewer", "password": "viewer"}
+    server = LocalAirflow(
+        tmp_path_factory.mktemp("downstream"), AIRFLOW3_BIN, major=3, dags_folder=HERE / "downstream_watch_dags",
+        components=("api-server", "scheduler", "dag-processor", "triggerer"), name="downstream",
+        extra_env={"AIRFLOW_CONN_UP": json.dumps(conn)},
+    )
+    try:
+        server.start(timeout=300)
+        for dag_id in ("xdep_watch_bears", "xdep_watch_named", "xdep_watch_producer"):
+            server.wait_for_dag(dag_id, timeout=180)
+        _wait(lambda: _asset_id(server, "file://include/bears") is not None, 120, "downstream assets registered")
+        time.sleep(8)  # let the triggerer pick the watchers up and store their start cursors
+        yield server
+    finally:
+        server.stop()
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(1)
+    return value
+
+
+def _asset_id(server: LocalAirflow, uri: str) -> int | None:
+    assets = server.api("GET", "/api/v2/assets?limit=100")["assets"]
+    return next((a["id"] for a in assets if a["uri"].rstrip("/") == uri.rstrip("/")), None)
+
+
+def _local_events(server: LocalAirflow, uri: str) -> list[dict]:
+    asset_id = _asset_id(server, uri)
+    return server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&limit=100")["asset_events"]
+
+
+def _runs(server: LocalAirflow, dag_id: str) -> list[dict]:
+    return server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+
+
+def _xcom(server: LocalAirflow, dag_id: str, run_id: str) -> object:
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/show/xcomEntries/return_value"
+    return server.api("GET", path)["value"]
+
+
+def _produce(upstream, **conf) -> str:
+    run_id = upstream.trigger("xdep_test_assets", conf=conf)
+    assert upstream.wait_run(run_id, "xdep_test_assets") == "success"
+    return run_id
+
+
+def test_upstream_asset_event_starts_downstream_dag_with_extra(upstream_v2, downstream):
+    before = {r["dag_run_id"] for r in _runs(downstream, "xdep_watch_bears")}
+    _produce(upstream_v2, extra={"path": "s3://team-a/bears.csv"})
+    new_run = _wait(lambda: [r for r in _runs(downstream, "xdep_watch_bears")
+                             if r["dag_run_id"] not in before and r["state"] == "success"], 120, "downstream run")
+    assert _xcom(downstream, "xdep_watch_bears", new_run[0]["dag_run_id"]) == [{"path": "s3://team-a/bears.csv"}]
+
+
+def test_upstream_run_success_starts_another(upstream_v2, downstream):
+    before = {r["dag_run_id"] for r in _runs(downstream, "xdep_watch_producer")}
+    run_id = upstream_v2.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    assert upstream_v2.wait_run(run_id) == "success"
+    new_run = _wait(lambda: [r for r in _runs(downstream, "xdep_watch_producer")
+                             if r["dag_run_id"] not in before and r["state"] == "success"], 120, "downstream run")
+    assert run_id in _xcom(downstream, "xdep_watch_producer", new_run[0]["dag_run_id"])
+
+
+def test_events_during_triggerer_downtime_are_consumed_exactly_once(upstream_v2, downstream):
+    downstream.stop_component("triggerer")
+    produced = [_produce(upstream_v2, extra={"downtime": i}) for i in (1, 2)]
+    downstream.start_component("triggerer")
+
+    def mine():
+        return [e for e in _local_events(downstream, "file://include/bears")
+                if e["extra"]["payload"]["event"]["source_run_id"] in produced]
+
+    _wait(lambda: len(mine()) >= 2, 120, "both downtime events downstream")
+    time.sleep(6)  # three more polls: nothing may be fired twice
+    events = mine()
+    assert sorted(e["extra"]["payload"]["event"]["extra"]["downtime"] for e in events) == [1, 2]
+    assert len({e["extra"]["payload"]["event"]["id"] for e in events}) == 2
+
+
+def test_watchers_share_one_poll(upstream_v2, downstream):
+    """Two asset watchers on one connection: the upstream sees one events request per interval."""
+    log = upstream_v2.server.log_dir / "api-server.log"
+
+    def count() -> int:
+        return sum(1 for line in log.read_text(errors="replace").splitlines()
+                   if "path=/api/v2/assets/events " in line and "method=GET" in line)
+
+    start = count()
+    time.sleep(20)
+    per_interval = (count() - start) / (20 / 2.0)
+    # two asset watchers (bears, bears_named) polling alone would be ~2 per 2 s interval
+    assert 0.5 <= per_interval <= 1.3, per_interval
