@@ -32,6 +32,9 @@ def xdep_watch_bears():
     show()
 
 
+xdep_watch_bears()
+
+
 @dag(schedule=[NAMED], start_date=START, catchup=False, tags=["xdep-test"])
 def xdep_watch_named():
     @task
@@ -41,6 +44,9 @@ def xdep_watch_named():
     show()
 
 
+xdep_watch_named()
+
+
 @dag(schedule=[PRODUCER_DONE], start_date=START, catchup=False, tags=["xdep-test"])
 def xdep_watch_producer():
     @task
@@ -48,3 +54,6 @@ def xdep_watch_producer():
         return [e.extra["payload"]["run"]["run_id"] for e in triggering_asset_events[PRODUCER_DONE]]
 
     show()
+
+
+xdep_watch_producer()
