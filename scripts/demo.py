@@ -2,7 +2,8 @@
 
 upstream   (team A): bears_producer, unchanged, no token of anyone else's.
 downstream (team B): bears_report, whose RemoteDagRunSensor defers to a real `airflow triggerer`
-                     and polls the upstream's REST API with a read-only (viewer) connection.
+                     and polls the upstream's REST API with a read-only (viewer) connection, and
+                     bears_consumer, scheduled on the upstream asset through an AssetWatcher.
 
 Run with `make demo`. Everything started here is stopped at the end, by PID.
 """
@@ -31,15 +32,14 @@ def say(text: str) -> None:
     print(f"[{time.monotonic() - STARTED:6.1f}s] {text}", flush=True)
 
 
-def deployment(name: str, example: str, **kwargs) -> LocalAirflow:
+def deployment(name: str, examples: list[str], **kwargs) -> LocalAirflow:
     home = WORK / name
     shutil.rmtree(home, ignore_errors=True)
     dags = home / "dags"
     dags.mkdir(parents=True)
-    shutil.copy(ROOT / "example_dags" / example, dags / example)
-    # Runs are triggered by hand below, so the demo does not wait for midnight.
-    env = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False", **kwargs.pop("extra_env", {})}
-    return LocalAirflow(home, AIRFLOW, major=3, dags_folder=dags, name=name, extra_env=env, **kwargs)
+    for example in examples:
+        shutil.copy(ROOT / "example_dags" / example, dags / example)
+    return LocalAirflow(home, AIRFLOW, major=3, dags_folder=dags, name=name, **kwargs)
 
 
 def task_state(airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str) -> str | None:
@@ -56,11 +56,33 @@ def wait_task(airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str, sta
     return state
 
 
+def wait_triggers_started(airflow: LocalAirflow, count: int, timeout: float = 120) -> None:
+    log = airflow.log_dir / "triggerer.log"
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count(" starting ") < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {count} triggers started\n{airflow.tail_logs()}")
+        time.sleep(1)
+
+
+def wait_first_run(airflow: LocalAirflow, dag_id: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    while not (runs := [r for r in airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+                        if r["state"] == "success"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{dag_id} did not run\n{airflow.tail_logs()}")
+        time.sleep(1)
+    return runs[0]["dag_run_id"]
+
+
 def main() -> int:
-    upstream = deployment("upstream", "upstream_bears_producer.py")
+    # The upstream's runs are triggered by hand below (no waiting for midnight); the downstream
+    # schedules normally, so its AssetWatcher-driven DAG can start by itself.
+    upstream = deployment("upstream", ["upstream_bears_producer.py"],
+                          extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
     conn = {"conn_type": "remote_airflow", "host": upstream.base_url, "login": "viewer", "password": "viewer"}
     downstream = deployment(
-        "downstream", "downstream_wait_for_bears_run.py",
+        "downstream", ["downstream_wait_for_bears_run.py", "downstream_watchers.py"],
         components=("api-server", "scheduler", "dag-processor", "triggerer"),
         extra_env={"AIRFLOW_CONN_UPSTREAM_AIRFLOW": json.dumps(conn)},
     )
@@ -70,6 +92,7 @@ def main() -> int:
             list(pool.map(lambda d: d.start(timeout=300), (upstream, downstream)))
         upstream.wait_for_dag("bears_producer")
         downstream.wait_for_dag("bears_report")
+        downstream.wait_for_dag("bears_consumer")
         say(f"upstream   {upstream.base_url}  (team A: bears_producer; holds no downstream token)")
         say(f"downstream {downstream.base_url}  (team B: bears_report; connection 'upstream_airflow' = viewer)")
 
@@ -78,7 +101,8 @@ def main() -> int:
         wait_task(downstream, "bears_report", ds_run, "wait_for_bears", {"deferred"})
         say(f"downstream sensor wait_for_bears is DEFERRED in the triggerer, polling upstream for logical date {day.isoformat()}")
 
-        time.sleep(3)
+        wait_triggers_started(downstream, 2)  # the two AssetWatchers
+        say("downstream AssetWatchers are polling upstream too (bears_consumer is scheduled on team A's asset)")
         up_run = upstream.trigger("bears_producer", logical_date=day)
         say(f"upstream bears_producer triggered: {up_run}")
         say(f"upstream run finished: {upstream.wait_run('bears_producer', up_run)}")
@@ -89,8 +113,14 @@ def main() -> int:
         )
         say(f"downstream bears_report run: {state}")
         say(f"downstream task 'report' says: {result.get('value')}")
+        consumer = wait_first_run(downstream, "bears_consumer")
+        paths = downstream.api(
+            "GET", f"/api/v2/dags/bears_consumer/dagRuns/{consumer}/taskInstances/load/xcomEntries/return_value"
+        )
+        say(f"downstream bears_consumer was STARTED by the upstream asset event; it read {paths.get('value')}")
         ok = state == "success"
-        print("\nDEMO", "PASSED" if ok else "FAILED", "- the downstream waited for the upstream by pulling its API.")
+        print("\nDEMO", "PASSED" if ok else "FAILED", "- a sensor waited for, and a watcher was scheduled by, the "
+              "upstream, both by pulling its API with a read-only connection.")
         if not ok:
             print(downstream.tail_logs())
         return 0 if ok else 1
