@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
 import aiohttp  # noqa: E402
+import aioresponses  # noqa: E402
 import aioresponses.core  # noqa: E402
 
 
@@ -34,3 +36,12 @@ class _ShimResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _ShimResponse
+
+
+@contextlib.contextmanager
+def upstream_mock(base: str = "http://up.test:8080", version: str = "3.3.2"):
+    """aioresponses with the upstream's version endpoints answering (a configured API version is checked once)."""
+    with aioresponses.aioresponses() as mocked:
+        mocked.get(f"{base}/api/v2/version", payload={"version": version}, repeat=True)
+        mocked.get(f"{base}/api/v1/version", payload={"version": "2.11.2"}, repeat=True)
+        yield mocked

@@ -11,6 +11,8 @@ from unittest import mock
 import pytest
 from aioresponses import aioresponses
 
+from tests.conftest import upstream_mock
+
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import Asset
 from xdep_sensors import RemoteAssetSensor
@@ -67,7 +69,7 @@ class TestProbe:
     async def test_exact_match_despite_substring_api(self):
         c = client()
         watch = AssetWatch(assets=[{"uri": "file://a1", "name": None}], cursors={"file://a1": {"timestamp": T0.isoformat()}})
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS)  # uri_pattern=file://a1 also matches file://a10
             m.get(u("/api/v2/assets/events"), payload={"asset_events": [
                 v2_event(7, 3, T0 + timedelta(1)), v2_event(8, 1, T0 + timedelta(2), path="/x")], "total_entries": 2})
@@ -83,7 +85,7 @@ class TestProbe:
         watch = AssetWatch(assets=[{"uri": "file://a1", "name": None}, {"uri": "file://a2", "name": None}],
                            cursors=cursors)
         probe = AssetProbe(watch)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS, repeat=True)
             m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1})
             m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0), v2_event(2, 2, T0)],
@@ -99,7 +101,7 @@ class TestProbe:
         c = client()
         watch = AssetWatch(assets=[{"uri": "file://a1", "name": None}],
                            cursors={"file://a1": {"timestamp": T0.isoformat(), "seen_ids": [5]}})
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS)
             m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(5, 1, T0), v2_event(6, 1, T0)]})
             decision = await AssetProbe(watch)(c)
@@ -109,7 +111,7 @@ class TestProbe:
     async def test_missing_asset_lists_close_matches(self):
         c = client()
         watch = AssetWatch(assets=[{"uri": "file://a3", "name": None}], cursors={"file://a3": {}})
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
             m.get(u("/api/v2/assets"), payload=ASSETS)
             with pytest.raises(Exception, match=r"do not exist upstream.*close matches: .*file://a1"):
@@ -119,7 +121,7 @@ class TestProbe:
     async def test_missing_asset_waits_without_check_existence(self):
         c = client()
         watch = AssetWatch(assets=[{"uri": "file://a3", "name": None}], cursors={}, check_existence=False)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
             decision = await AssetProbe(watch)(c)
         assert decision.status == "waiting" and "not upstream yet: file://a3" in decision.message

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from aioresponses import aioresponses
 
+from tests.conftest import upstream_mock
+
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient, Transport, normalize_base_url
 from xdep_sensors.client.dialects import V1, V2, format_dt
 from xdep_sensors.client.policy import RetryPolicy, decipher_response, is_retryable, retry_after_seconds
@@ -47,7 +49,8 @@ def url(path):
 
 def sent(mocked, method="GET"):
     """All (url, kwargs) pairs aioresponses saw for ``method``."""
-    return [(str(key[1]), call.kwargs) for key, calls in mocked.requests.items() if key[0] == method for call in calls]
+    return [(str(key[1]), call.kwargs) for key, calls in mocked.requests.items()
+            if key[0] == method and not str(key[1]).endswith("/version") for call in calls]
 
 
 RUN_V2 = {
@@ -177,7 +180,7 @@ class TestTransport:
             await client.get_dag("producer")
             await client.get_dag("producer")
             assert client.transport.dialect_name == "v2" and client.upstream_version == "3.3.2"
-            assert sum(1 for u, _ in sent(m) if u.endswith("/version")) == 1
+            assert sum(len(calls) for key, calls in m.requests.items() if str(key[1]).endswith("/version")) == 1
         await client.close()
 
     async def test_auto_probe_falls_back_to_v1(self):
@@ -200,7 +203,7 @@ class TestTransport:
 
     async def test_static_token_is_a_bearer(self):
         client = make_client()
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d/dagRuns"), payload={"dag_runs": [RUN_V2], "total_entries": 1})
             runs = await client.list_dag_runs("d", logical_date=T0)
             (_, kwargs), = sent(m)
@@ -211,7 +214,7 @@ class TestTransport:
 
     async def test_jwt_exchange_and_one_refresh_on_expiry(self):
         client = make_client(login="viewer", password="pw")
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-1"})
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-2"})
             m.get(url("/api/v2/dags/d"), status=401, payload={"detail": "Token Expired"})
@@ -224,7 +227,7 @@ class TestTransport:
 
     async def test_jwt_still_401_after_refresh_fails_clearly(self):
         client = make_client(login="viewer", password="pw")
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt"}, repeat=True)
             m.get(url("/api/v2/dags/d"), status=401, payload={"detail": "Token Expired"}, repeat=True)
             with pytest.raises(AuthenticationError, match="authentication failed for conn 'up' at http://up.test"):
@@ -234,7 +237,7 @@ class TestTransport:
 
     async def test_wrong_password_at_token_exchange(self):
         client = make_client(login="viewer", password=SECRET)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=401, payload={"detail": "Invalid credentials"})
             with pytest.raises(AuthenticationError) as info:
                 await client.get_dag("d")
@@ -243,7 +246,7 @@ class TestTransport:
 
     async def test_v1_basic_auth(self):
         client = make_client("v1", login="viewer", password="pw")
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v1/dags/d/dagRuns/r"), payload=RUN_V1)
             await client.get_dag_run("d", "r")
             (_, kwargs), = sent(m)
@@ -253,7 +256,7 @@ class TestTransport:
     async def test_retries_5xx_then_succeeds(self):
         sleeps = Sleeps()
         client = make_client(sleeps=sleeps)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=503, body="deploying", content_type="text/plain")
             m.get(url("/api/v2/dags/d"), status=502, body="bad gateway", content_type="text/html")
             m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"})
@@ -264,7 +267,7 @@ class TestTransport:
     async def test_retry_budget_is_bounded(self):
         sleeps = Sleeps()
         client = make_client(sleeps=sleeps, attempts=3)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=500, payload={"detail": "boom"}, repeat=True)
             with pytest.raises(UpstreamUnavailable):
                 await client.get_dag("d")
@@ -274,7 +277,7 @@ class TestTransport:
     async def test_429_waits_retry_after(self):
         sleeps = Sleeps()
         client = make_client(sleeps=sleeps)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=429, payload={"detail": "slow down"}, headers={"Retry-After": "12"})
             m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"})
             await client.get_dag("d")
@@ -284,7 +287,7 @@ class TestTransport:
     async def test_404_is_not_retried(self):
         sleeps = Sleeps()
         client = make_client(sleeps=sleeps)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=404, payload={"detail": "DAG d not found"}, repeat=True)
             with pytest.raises(NotFound, match="DAG d not found"):
                 await client.get_dag("d")
@@ -293,7 +296,7 @@ class TestTransport:
 
     async def test_connection_refused_is_transient(self):
         client = make_client(attempts=2)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             import aiohttp
 
             m.get(url("/api/v2/dags/d"), exception=aiohttp.ServerDisconnectedError(), repeat=True)
@@ -303,7 +306,7 @@ class TestTransport:
 
     async def test_unexpected_shape_names_endpoint(self):
         client = make_client()
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d/dagRuns"), payload={"runs": []})
             with pytest.raises(BadResponse, match="GET /api/v2/dags/d/dagRuns"):
                 await client.list_dag_runs("d")
@@ -311,7 +314,7 @@ class TestTransport:
 
     async def test_one_session_reused(self):
         client = make_client()
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"}, repeat=True)
             await client.get_dag("d")
             first = client.transport.session()
@@ -330,7 +333,7 @@ class TestAssetEvents:
         client = make_client("v1")
         first = [self.v1_event(1000 - i, T0 - timedelta(minutes=i)) for i in range(100)]
         second = [self.v1_event(900 - i, T0 - timedelta(minutes=100 + i)) for i in range(100)]
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v1/datasets/events"), payload={"dataset_events": first, "total_entries": 5000})
             m.get(url("/api/v1/datasets/events"), payload={"dataset_events": second, "total_entries": 5000})
             events = await client.list_asset_events(asset_ids=[1], since=T0 - timedelta(minutes=150))
@@ -344,10 +347,46 @@ class TestAssetEvents:
         body = {"asset_events": [
             {"id": i, "asset_id": a, "uri": f"u{a}", "name": f"n{a}", "timestamp": T0.isoformat(), "extra": {}}
             for i, a in ((1, 1), (2, 2), (3, 3))], "total_entries": 3}
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(url("/api/v2/assets/events"), payload=body)
             events = await client.list_asset_events(asset_ids=[1, 3], since=T0)
             (_, kwargs), = sent(m)
             assert "asset_id" not in dict(kwargs["params"])
         assert [e.id for e in events] == [1, 3]
+        await client.close()
+
+
+class TestConfiguredVersion:
+    async def test_wrong_api_version_says_what_to_set(self):
+        client = make_client("v1")
+        with aioresponses() as m:
+            m.get(BASE + "/api/v1/version", status=404, payload={"detail": "removed in Airflow 3"})
+            with pytest.raises(ConfigurationError, match="api_version=v1, but the upstream has no /api/v1") as info:
+                await client.get_dag("d")
+            assert "set the extra api_version to auto" in str(info.value)
+        await client.close()
+
+
+class TestDoctor:
+    async def test_missing_permission_is_named(self):
+        from xdep_sensors.doctor import diagnose, render, summarize
+
+        client = make_client()
+        with upstream_mock() as m:
+            m.get(url("/api/v2/dags/~/dagRuns"), status=403, payload={"detail": "Forbidden"})
+            checks = await diagnose(client)
+        ok, message = summarize(checks)
+        assert not ok and message.startswith("read dag runs: access denied: Forbidden")
+        assert "Viewer role is enough" in render(checks)
+        await client.close()
+
+    async def test_asset_permission_checked_separately(self):
+        from xdep_sensors.doctor import diagnose
+
+        client = make_client()
+        with upstream_mock() as m:
+            m.get(url("/api/v2/dags/~/dagRuns"), payload={"dag_runs": [], "total_entries": 0})
+            m.get(url("/api/v2/assets/events"), status=403, payload={"detail": "Forbidden"})
+            checks = await diagnose(client)
+        assert [c.name for c in checks if not c.ok] == ["read assets"]
         await client.close()

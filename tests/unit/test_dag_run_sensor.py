@@ -12,6 +12,8 @@ from unittest import mock
 import pytest
 from aioresponses import aioresponses
 
+from tests.conftest import upstream_mock
+
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -147,7 +149,7 @@ class TestDeferAndComplete:
 class TestPoke:
     def test_poke_success_same_probe(self):
         s = sensor(run_id="r1", deferrable=False)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": False})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
@@ -158,13 +160,13 @@ class TestPoke:
 
     def test_poke_transient_keeps_waiting(self):
         s = sensor(run_id="r1", deferrable=False)
-        with aioresponses() as m, mock.patch("asyncio.sleep"):
+        with upstream_mock() as m, mock.patch("asyncio.sleep"):
             m.get(u("/api/v2/dags/producer"), status=503, body="deploying", repeat=True)
             assert s.poke(context()) is False
 
     def test_poke_unknown_dag_fails_with_close_matches(self):
         s = sensor(external_dag_id="producr", deferrable=False)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/dags/producr"), status=404, payload={"detail": "not found"})
             m.get(u("/api/v2/dags"), payload={"dags": [{"dag_id": "producer"}, {"dag_id": "other"}],
                                                "total_entries": 2})
@@ -186,7 +188,7 @@ class TestTrigger:
         async def fake_sleep(s):
             sleeps.append(s)
 
-        with aioresponses() as m, mock.patch("xdep_sensors.triggers.asyncio.sleep", fake_sleep):
+        with upstream_mock() as m, mock.patch("xdep_sensors.triggers.asyncio.sleep", fake_sleep):
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
@@ -198,7 +200,7 @@ class TestTrigger:
     async def test_transient_errors_do_not_end_the_wait(self):
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
                                       poke_interval=5)
-        with aioresponses() as m, mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+        with upstream_mock() as m, mock.patch("asyncio.sleep", new=mock.AsyncMock()):
             m.get(u("/api/v2/dags/producer"), status=502, body="bad gateway", repeat=4)
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "failed"})
@@ -208,7 +210,7 @@ class TestTrigger:
     async def test_enforces_its_own_deadline(self):
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
                                       poke_interval=5, timeout_at=0.0)
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
             event = await trigger.run().__anext__()
@@ -216,7 +218,7 @@ class TestTrigger:
 
     async def test_auth_error_is_an_error_event_without_secret(self):
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1")
-        with aioresponses() as m:
+        with upstream_mock() as m:
             m.get(u("/api/v2/dags/producer"), status=401, payload={"detail": "Invalid token"})
             event = await asyncio.wait_for(trigger.run().__anext__(), 10)
         assert event.payload["status"] == "error" and "authentication failed" in event.payload["message"]

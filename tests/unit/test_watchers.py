@@ -11,6 +11,8 @@ from unittest import mock
 import pytest
 from aioresponses import aioresponses
 
+from tests.conftest import upstream_mock
+
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.client import AssetEvent, DagRun
 from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger
@@ -142,7 +144,7 @@ class TestPolling:
         future = (datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()
         body = {"asset_events": [{"id": 9, "asset_id": 1, "uri": "file://bears", "name": "file://bears",
                                   "timestamp": future, "extra": {"p": 1}}], "total_entries": 1}
-        with aioresponses() as m, mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
+        with upstream_mock() as m, mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
             m.get(url, status=503, body="down", repeat=4)
             m.get(url, payload=body)
             first = await asyncio.wait_for(t.run().__anext__(), 10)
@@ -170,11 +172,11 @@ class TestPolling:
             await t.load_cursor()
             SUBSCRIBERS.add(t.shared_stream_key(), t)
         try:
-            with aioresponses() as m:
+            with upstream_mock() as m:
                 m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": [], "total_entries": 0})
                 stream = RemoteDagRunEventTrigger.open_shared_stream(a.serialize()[1])
                 batch = await stream.__anext__()
-                (call,) = [c for calls in m.requests.values() for c in calls]
+                (call,) = [c for key, calls in m.requests.items() if key[0] == "POST" for c in calls]
             assert batch["items"] == [] and call.kwargs["json"]["dag_ids"] == ["d1", "d2"]
             await stream.aclose()
         finally:

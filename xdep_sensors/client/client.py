@@ -46,36 +46,50 @@ class RemoteAirflowClient:
     # version ---------------------------------------------------------------------------------
 
     async def dialect(self) -> V2:
-        """Return the API dialect, probing ``/api/v2/version`` then ``/api/v1/version`` once."""
-        if self._dialect is not None:
+        """Return the API dialect: probed once (``auto``), or checked once against the upstream."""
+        if self._dialect is not None and self.upstream_version is not None:
             return self._dialect
         async with self._probe_lock:
             if self._dialect is None:
-                for name in ("v2", "v1"):
-                    candidate = DIALECTS[name]
-                    try:
-                        body = await self.transport.send(candidate.version())
-                        self.upstream_version = candidate.parse_version(body)
-                    except (NotFound, BadResponse, KeyError, TypeError):
-                        continue
-                    self._dialect = candidate
-                    self.transport.dialect_name = name
-                    break
-                else:
-                    raise ConfigurationError(
-                        f"no Airflow REST API found at {self.config.base_url}",
-                        url=self.config.base_url,
-                        hint="check the connection's host (scheme, host, port and any path prefix such as "
-                             "an Astro deployment's /<slug>)",
-                    )
+                await self._probe()
+            elif self.upstream_version is None:
+                await self._check(self._dialect)
+        assert self._dialect is not None
         return self._dialect
+
+    async def _probe(self) -> None:
+        for name in ("v2", "v1"):
+            candidate = DIALECTS[name]
+            try:
+                body = await self.transport.send(candidate.version())
+                self.upstream_version = candidate.parse_version(body)
+            except (NotFound, BadResponse, KeyError, TypeError):
+                continue
+            self._dialect = candidate
+            self.transport.dialect_name = name
+            return
+        raise ConfigurationError(
+            f"no Airflow REST API found at {self.config.base_url}",
+            url=self.config.base_url,
+            hint="check the connection's host (scheme, host, port and any path prefix such as "
+                 "an Astro deployment's /<slug>)",
+        )
+
+    async def _check(self, dialect: V2) -> None:
+        try:
+            self.upstream_version = dialect.parse_version(await self.transport.send(dialect.version()))
+        except (NotFound, BadResponse, KeyError, TypeError):
+            other = "v2" if dialect.name == "v1" else "v1"
+            raise ConfigurationError(
+                f"connection {self.config.conn_id!r} says api_version={dialect.name}, but the upstream has no "
+                f"{dialect.prefix}", url=self.config.base_url + dialect.version().path,
+                hint=f"set the extra api_version to auto (or {other})",
+            ) from None
 
     async def version(self) -> str:
         """Return the upstream Airflow version string."""
-        dialect = await self.dialect()
-        if self.upstream_version is None:
-            self.upstream_version = dialect.parse_version(await self.transport.send(dialect.version()))
-        return self.upstream_version
+        await self.dialect()
+        return self.upstream_version or ""
 
     # plumbing --------------------------------------------------------------------------------
 

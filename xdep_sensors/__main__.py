@@ -1,0 +1,9 @@
+"""``python -m xdep_sensors doctor ...``."""
+
+from __future__ import annotations
+
+import sys
+
+from xdep_sensors.cli import main
+
+sys.exit(main())
