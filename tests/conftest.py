@@ -45,3 +45,20 @@ def upstream_mock(base: str = "http://up.test:8080", version: str = "3.3.2"):
         mocked.get(f"{base}/api/v2/version", payload={"version": version}, repeat=True)
         mocked.get(f"{base}/api/v1/version", payload={"version": "2.11.2"}, repeat=True)
         yield mocked
+
+
+@contextlib.contextmanager
+def instant_sleep():
+    """Patch ``asyncio.sleep`` to return at once (still yielding to the loop); yields the requested delays."""
+    import asyncio
+    from unittest import mock
+
+    real_sleep = asyncio.sleep
+    delays: list[float] = []
+
+    async def fake(seconds, *args, **kwargs):
+        delays.append(seconds)
+        await real_sleep(0)
+
+    with mock.patch("asyncio.sleep", fake):
+        yield delays

@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.client.records import Asset, AssetEvent
+from xdep_sensors.client.records import Asset, AssetEvent, DagRun
 from xdep_sensors.decisions import Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
+from xdep_sensors.polling import BatchSource, DirectSource
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,17 @@ class DagRunWatch:
     def narrowed(self) -> bool:
         return bool(self.task_ids) or bool(self.task_group_id)
 
+    def pick(self, runs: list[DagRun]) -> DagRun | None:
+        """Choose this wait's run among runs of its DAG (as the direct lookups would)."""
+        if self.run_id:
+            return next((r for r in runs if r.run_id == self.run_id), None)
+        if self.logical_date:
+            wanted = parse_dt(self.logical_date)
+            return next((r for r in runs if r.logical_date == wanted), None)
+        after = parse_dt(self.latest_after)
+        eligible = [r for r in runs if r.run_after is not None and (after is None or r.run_after >= after)]
+        return max(eligible, key=lambda r: r.run_after, default=None)  # type: ignore[arg-type, return-value]
+
     @property
     def selector(self) -> str:
         if self.run_id:
@@ -64,6 +77,7 @@ class DagRunProbe:
         self.watch = watch
         self.log = logger or log
         self._dag_known = False
+        self._run_after: datetime | None = None  # of the awaited run_id, once seen: bounds shared polls
 
     async def _check_dag(self, client: RemoteAirflowClient) -> bool:
         w = self.watch
@@ -92,24 +106,28 @@ class DagRunProbe:
                              w.external_dag_id)
         return True
 
-    async def __call__(self, client: RemoteAirflowClient) -> Decision:
+    def need(self) -> tuple[str, str, datetime | None]:
+        """What a shared poll must fetch for this wait: its DAG and the lowest ``run_after`` that matters."""
         w = self.watch
+        bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else self._run_after
+        return "run", w.external_dag_id, bound if self._dag_known else None
+
+    async def __call__(self, client: RemoteAirflowClient) -> Decision:
+        return await self.step(DirectSource(client))
+
+    async def step(self, source: DirectSource | BatchSource) -> Decision:
+        """One look, through ``source`` (direct requests, or a shared batched poll)."""
+        w = self.watch
+        client = source.client
         if not self._dag_known:
             self._dag_known = await self._check_dag(client)
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
-            if w.run_id:
-                run = await client.get_dag_run(w.external_dag_id, w.run_id)
-            else:
-                runs = await client.list_dag_runs(
-                    w.external_dag_id, logical_date=parse_dt(w.logical_date),
-                    run_after_gte=parse_dt(w.latest_after), limit=1,
-                )
-                run = runs[0] if runs else None
+            run = await source.run_for(w, self.need()[2])
             tis = None
             if run is not None and w.narrowed:
-                tis = await client.list_task_instances(w.external_dag_id, run.run_id, task_group_id=w.task_group_id)
+                tis = await source.task_instances(w.external_dag_id, run.run_id, w.task_group_id)
                 if w.task_ids:
                     tis = [ti for ti in tis if ti.task_id in w.task_ids]
         except NotFound:
@@ -117,6 +135,8 @@ class DagRunProbe:
                 raise
             self._dag_known = False
             return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
+        if run is not None and w.run_id:
+            self._run_after = run.run_after
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
         return decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
                               task_instances=tis, task_ids=w.task_ids)
@@ -196,15 +216,28 @@ class AssetProbe:
             )
         return missing
 
+    def need(self) -> tuple[str, datetime | None]:
+        """What a shared poll must fetch for this wait: events since its lowest cursor."""
+        if not self.ids:
+            return "none", None
+        return "assets", self._lower()
+
+    def _lower(self) -> datetime | None:
+        stamps = [parse_dt(c.timestamp) for c in self.cursors.values()]
+        return parse_dt(self.watch.since) or (min(stamps) if stamps and all(stamps) else None)  # type: ignore[type-var]
+
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
+        return await self.step(DirectSource(client))
+
+    async def step(self, source: DirectSource | BatchSource) -> Decision:
+        """One look, through ``source`` (direct requests, or a shared batched poll)."""
         w = self.watch
+        client = source.client
         missing = await self._resolve(client)
         # ``since`` replaces the cursors with a fixed lower bound; otherwise each asset's cursor decides.
         since = parse_dt(w.since)
-        stamps = [parse_dt(c.timestamp) for c in self.cursors.values()]
-        lower = since or (min(stamps) if stamps and all(stamps) else None)  # type: ignore[type-var]
-        events = await client.list_asset_events(asset_ids=list(self.ids.values()), since=lower,
-                                                source_dag_id=w.source_dag_id) if self.ids else []
+        events = await source.asset_events(list(self.ids.values()), self._lower(),
+                                           w.source_dag_id) if self.ids else []
         new: dict[str, list[AssetEvent]] = {}
         for ref in w.refs:
             cursor = self.cursors[ref.label]

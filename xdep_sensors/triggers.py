@@ -14,13 +14,21 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.decisions import Decision
-from xdep_sensors.errors import XdepError
+from xdep_sensors import polling
+from xdep_sensors.errors import TransientError, XdepError
 from xdep_sensors.hook import RemoteAirflowHook
 from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
 
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "skipped", "error", "timeout"})
 
 Probe = Callable[[RemoteAirflowClient], Awaitable[Decision]]
+
+
+class XdepTimeout(TransientError):
+    """The trigger's own deadline passed while it waited for the next look."""
+
+    def __init__(self) -> None:
+        super().__init__("no answer before the sensor's timeout")
 
 
 class _PollingTrigger(BaseTrigger):
@@ -44,31 +52,53 @@ class _PollingTrigger(BaseTrigger):
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = RemoteAirflowHook(self.remote_conn_id)
         probe = self._make_probe()
+        async for outcome in self._outcomes(probe):
+            if isinstance(outcome, XdepError):
+                if not outcome.transient:
+                    yield TriggerEvent({"status": "error", "message": str(outcome)})
+                    return
+                self.log.warning("upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                self.log.info("%s", outcome.message)
+                if outcome.done:
+                    yield TriggerEvent({"status": outcome.status, "message": outcome.message,
+                                        "result": outcome.result})
+                    return
+            if self.timeout_at is not None and self.timeout_at - time.time() <= 0:
+                yield TriggerEvent({"status": "timeout", "message": "the sensor timed out before the upstream was ready"})
+                return
+
+    async def _outcomes(self, probe: Any) -> AsyncIterator[Decision | BaseException]:
+        """Each look's decision or error: from a shared poll (default) or from this trigger's own loop."""
+        hook = RemoteAirflowHook(self.remote_conn_id)
+        try:
+            config = await hook.aget_config()
+        except XdepError as err:
+            yield err
+            return
+        if polling.SHARED_POLLING:
+            async with polling.POLLERS.get(config, self.poke_interval).subscribe(probe) as updates:
+                while True:
+                    yield await self._next(updates.get())
         while True:
             try:
-                decision = await probe(await hook.aget_client())
+                yield await probe(await hook.aget_client())
             except XdepError as err:
-                if not err.transient:
-                    yield TriggerEvent({"status": "error", "message": str(err)})
-                    return
-                self.log.warning("upstream trouble, looking again in %.0fs: %s", self.poke_interval, err)
-            else:
-                self.log.info("%s", decision.message)
-                if decision.done:
-                    yield TriggerEvent({"status": decision.status, "message": decision.message,
-                                        "result": decision.result})
-                    return
-            wait = self.poke_interval
-            if self.timeout_at is not None:
-                remaining = self.timeout_at - time.time()
-                if remaining <= 0:
-                    yield TriggerEvent({"status": "timeout",
-                                        "message": "the sensor timed out before the upstream was ready"})
-                    return
-                wait = min(wait, remaining)
-            await asyncio.sleep(wait)
+                yield err
+            await self._next(asyncio.sleep(self.poke_interval))
+
+    async def _next(self, awaitable: Awaitable[Any]) -> Any:
+        """Await, but never past ``timeout_at``: then the caller sees the deadline and reports it."""
+        if self.timeout_at is None:
+            return await awaitable
+        remaining = max(self.timeout_at - time.time(), 0)
+        try:
+            return await asyncio.wait_for(awaitable, remaining)
+        except asyncio.TimeoutError:
+            return XdepTimeout()
 
 
 class RemoteDagRunTrigger(_PollingTrigger):

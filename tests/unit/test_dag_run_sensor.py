@@ -11,8 +11,9 @@ from unittest import mock
 
 import pytest
 from aioresponses import aioresponses
+from yarl import URL
 
-from tests.conftest import upstream_mock
+from tests.conftest import instant_sleep, upstream_mock
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -184,23 +185,29 @@ class TestTrigger:
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
                                       poke_interval=5)
         sleeps = []
+        real_sleep = asyncio.sleep
 
         async def fake_sleep(s):
             sleeps.append(s)
+            await real_sleep(0)
 
         with upstream_mock() as m, mock.patch("xdep_sensors.triggers.asyncio.sleep", fake_sleep):
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
+            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "dag_run_id": "r1", "state": "running"})
+            # once the run is known, the shared poll finds it through one batch request
+            m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": [{**RUN, "dag_run_id": "r1"}]})
             event = await trigger.run().__anext__()
-        assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == RUN["dag_run_id"]
-        assert sleeps == [5.0, 5.0]
+            (batch,) = m.requests[("POST", URL(BASE + "/api/v2/dags/~/dagRuns/list"))]
+        assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "r1"
+        assert batch.kwargs["json"]["dag_ids"] == ["producer"]
+        assert batch.kwargs["json"]["run_after_gte"] == RUN["run_after"]
+        assert len(sleeps) >= 2 and set(sleeps) == {5.0}  # every look is followed by one poke_interval
 
     async def test_transient_errors_do_not_end_the_wait(self):
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
                                       poke_interval=5)
-        with upstream_mock() as m, mock.patch("asyncio.sleep", new=mock.AsyncMock()):
+        with upstream_mock() as m, instant_sleep():
             m.get(u("/api/v2/dags/producer"), status=502, body="bad gateway", repeat=4)
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "failed"})

@@ -149,7 +149,7 @@ class TestPolling:
             m.get(url, payload=body)
             first = await asyncio.wait_for(t.run().__anext__(), 10)
         assert first.payload["event"]["id"] == 9
-        assert sleep.await_count == 1  # one backoff after the failed poll (the client retried inside it)
+        assert sleep.await_count == 4  # 3 retries inside the client, then one backoff before the next poll
 
     async def test_shared_stream_filters_per_trigger(self):
         a = asset_trigger()

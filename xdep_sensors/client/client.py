@@ -149,6 +149,11 @@ class RemoteAirflowClient:
         )
         return page.items
 
+    async def list_runs_batch(self, dag_ids: list[str], *, run_after_gte: datetime | None = None) -> list[DagRun]:
+        """Return runs of many DAGs with ``run_after`` >= a time (execution date on v1), in one paged request."""
+        return await self._all(lambda d, off: d.runs_batch(dag_ids, run_after_gte, offset=off),
+                               lambda d, b: d.parse_dag_runs(b))
+
     async def list_finished_runs(
         self, dag_ids: list[str] | None, states: list[str], *, end_date_gte: datetime | None = None
     ) -> list[DagRun]:

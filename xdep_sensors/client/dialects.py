@@ -118,6 +118,15 @@ class V2:
         path = f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
         return Request("GET", path, _params(task_group_id=task_group_id, limit=limit, offset=offset))
 
+    def runs_batch(self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT,
+                   offset: int = 0) -> Request:
+        """Runs of many DAGs with ``run_after`` >= ``since``, in one request."""
+        body: dict[str, Any] = {"dag_ids": dag_ids, "order_by": "-run_after", "page_offset": offset,
+                                "page_limit": limit}
+        if since is not None:
+            body["run_after_gte"] = format_dt(since)
+        return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
+
     def finished_runs(self, dag_ids: list[str] | None, states: list[str], end_date_gte: datetime | None, *,
                       limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
         """Runs of many DAGs in one request (the batch endpoint, same body on v1 and v2)."""
@@ -286,6 +295,14 @@ class V1(V2):
         params = _params(dataset_id=asset_id, source_dag_id=source_dag_id, order_by="-timestamp", limit=limit,
                          offset=offset)
         return Request("GET", f"{self.prefix}/datasets/events", params)
+
+    def runs_batch(self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT,
+                   offset: int = 0) -> Request:
+        body: dict[str, Any] = {"dag_ids": dag_ids, "order_by": "-execution_date", "page_offset": offset,
+                                "page_limit": limit}
+        if since is not None:
+            body["execution_date_gte"] = format_dt(since)
+        return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
 
     def parse_dag_run(self, body: dict) -> DagRun:
         logical = parse_dt(body.get("logical_date") or body.get("execution_date"))

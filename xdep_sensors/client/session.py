@@ -82,10 +82,10 @@ class ClientConfig:
 class Transport:
     """Sends :class:`Request` objects: one reused session, auth, retry with backoff, typed errors."""
 
-    def __init__(self, config: ClientConfig, *, retry: RetryPolicy | None = None, sleep=asyncio.sleep):
+    def __init__(self, config: ClientConfig, *, retry: RetryPolicy | None = None, sleep=None):
         self.config = config
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep
+        self._sleep = sleep or asyncio.sleep
         self._session: aiohttp.ClientSession | None = None
         self._jwt: str | None = None
         self._jwt_lock = asyncio.Lock()

@@ -1,0 +1,111 @@
+"""The shared poller: one batch request per interval, safe joins/leaves, one error for all."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from datetime import datetime, timezone
+
+import pytest
+from yarl import URL
+
+from tests.conftest import instant_sleep, upstream_mock
+from xdep_sensors import polling
+from xdep_sensors.client import ClientConfig
+from xdep_sensors.errors import UpstreamUnavailable
+from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
+
+BASE = "http://up.test:8080"
+CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
+T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+LIST = URL(BASE + "/api/v2/dags/~/dagRuns/list")
+
+
+def run_json(dag_id, state="running"):
+    return {"dag_run_id": f"scheduled__{T0.date()}", "dag_id": dag_id, "state": state,
+            "logical_date": T0.isoformat(), "run_after": T0.isoformat(), "conf": {}}
+
+
+def known_probe(dag_id: str) -> DagRunProbe:
+    probe = DagRunProbe(DagRunWatch(external_dag_id=dag_id, logical_date=T0.isoformat()))
+    probe._dag_known = True  # existence was checked on the subscriber's first look
+    return probe
+
+
+async def first_results(poller, probes):
+    async def one(probe):
+        async with poller.subscribe(probe) as updates:
+            return await updates.get()
+
+    return await asyncio.gather(*(one(p) for p in probes))
+
+
+class TestSharedPoller:
+    async def test_many_waits_one_batch_request(self):
+        probes = [known_probe(f"dag_{i}") for i in range(250)]
+        with upstream_mock() as m, instant_sleep():
+            m.post(str(LIST), payload={"dag_runs": [run_json(f"dag_{i}", "success") for i in range(100)],
+                                       "total_entries": 250})
+            m.post(str(LIST), payload={"dag_runs": [run_json(f"dag_{i}") for i in range(100, 200)],
+                                       "total_entries": 250})
+            m.post(str(LIST), payload={"dag_runs": [], "total_entries": 250})
+            poller = polling.POLLERS.get(CONFIG, 5)
+            results = await first_results(poller, probes)
+            calls = m.requests[("POST", LIST)]
+        assert len(calls) == 3  # 250 waits, one paged batch request (100 runs per page)
+        assert calls[0].kwargs["json"]["dag_ids"] == sorted(f"dag_{i}" for i in range(250))
+        assert calls[0].kwargs["json"]["run_after_gte"] == T0.isoformat()
+        statuses = [r.status for r in results]
+        assert statuses[:100] == ["success"] * 100 and set(statuses[100:]) == {"waiting"}
+        await asyncio.sleep(0)
+        assert polling.POLLERS.pollers == {}  # the loop stopped with its last subscriber
+
+    async def test_one_failure_reaches_every_subscriber_as_the_same_error(self):
+        probes = [known_probe(f"dag_{i}") for i in range(3)]
+        with upstream_mock() as m, instant_sleep():
+            m.post(str(LIST), status=503, body="deploying", repeat=True)
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
+            attempts = len(m.requests[("POST", LIST)])
+        assert all(isinstance(r, UpstreamUnavailable) for r in results)
+        assert len({id(r) for r in results}) == 1 and attempts == 4  # one request (+3 retries), not three
+
+    async def test_cancelled_subscribers_leave_and_nothing_leaks(self):
+        with upstream_mock() as m, instant_sleep():
+            m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0}, repeat=True)
+            poller = polling.POLLERS.get(CONFIG, 5)
+
+            async def wait_forever(probe):
+                async with poller.subscribe(probe) as updates:
+                    while True:
+                        await updates.get()
+
+            tasks = [asyncio.ensure_future(wait_forever(known_probe(f"d{i}"))) for i in range(2000)]
+            await asyncio.sleep(0.05)
+            assert len(poller.subscribers) == 2000
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0)
+        assert poller.subscribers == {} and polling.POLLERS.pollers == {}
+        assert poller._task is not None and poller._task.done()
+        gc.collect()
+
+    async def test_asset_waits_share_one_events_request(self):
+        def asset_probe(i):
+            watch = AssetWatch(assets=[{"uri": f"file://a{i}", "name": None}],
+                               cursors={f"file://a{i}": {"timestamp": T0.isoformat()}})
+            probe = AssetProbe(watch)
+            probe.ids = {f"file://a{i}": i}
+            return probe
+
+        events = [{"id": 10 + i, "asset_id": i, "uri": f"file://a{i}", "name": f"a{i}", "timestamp": T0.isoformat(),
+                   "extra": {"i": i}} for i in range(0, 40, 2)]
+        with upstream_mock() as m, instant_sleep():
+            m.get(f"{BASE}/api/v2/assets/events?limit=100&offset=0&order_by=timestamp"
+                  f"&timestamp_gte={T0.isoformat().replace('+', '%2B').replace(':', '%3A')}",
+                  payload={"asset_events": events, "total_entries": len(events)})
+            results = await first_results(polling.POLLERS.get(CONFIG, 7), [asset_probe(i) for i in range(40)])
+            gets = [k for k in m.requests if k[0] == "GET" and "events" in str(k[1])]
+        assert len(gets) == 1
+        assert [r.status for r in results] == ["success" if i % 2 == 0 else "waiting" for i in range(40)]
+        assert results[2].result["events"][0]["extra"] == {"i": 2}

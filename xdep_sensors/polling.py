@@ -1,0 +1,184 @@
+"""Where probes get upstream data: straight from the client, or from one shared, batched poll.
+
+A probe asks a *source* for what it needs (the run it waits for, task instances, asset events).
+``DirectSource`` sends one request per question. ``BatchSource`` serves every subscriber of one
+poll cycle: run lookups become one ``dagRuns/list`` batch request over the union of DAG ids,
+asset-event lookups become one events request from the lowest cursor, and identical remaining
+requests are made once (memoized futures, so a failure reaches every subscriber as the same
+error). ``SharedPoller`` runs one such cycle per (connection, interval) in the triggerer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
+
+from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
+from xdep_sensors.errors import XdepError
+
+if TYPE_CHECKING:
+    from xdep_sensors.decisions import Decision
+    from xdep_sensors.probes import DagRunWatch
+
+log = logging.getLogger(__name__)
+
+# Set XDEP_SENSORS_SHARED_POLLING=0 to give every deferred sensor its own poll loop.
+SHARED_POLLING = os.environ.get("XDEP_SENSORS_SHARED_POLLING", "1").lower() not in ("0", "false", "no")
+
+
+class DirectSource:
+    """One request per question: what a lone trigger or ``poke`` uses."""
+
+    def __init__(self, client: RemoteAirflowClient):
+        self.client = client
+
+    async def run_for(self, watch: DagRunWatch, bound: datetime | None) -> DagRun | None:
+        return await _lookup_run(self.client, watch)
+
+    async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
+        return await self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id)
+
+    async def asset_events(self, asset_ids: list[int], since: datetime | None,
+                           source_dag_id: str | None) -> list[AssetEvent]:
+        return await self.client.list_asset_events(asset_ids=asset_ids, since=since, source_dag_id=source_dag_id)
+
+
+async def _lookup_run(client: RemoteAirflowClient, watch: DagRunWatch) -> DagRun | None:
+    from xdep_sensors.client.dialects import parse_dt
+
+    if watch.run_id:
+        return await client.get_dag_run(watch.external_dag_id, watch.run_id)
+    runs = await client.list_dag_runs(watch.external_dag_id, logical_date=parse_dt(watch.logical_date),
+                                      run_after_gte=parse_dt(watch.latest_after), limit=1)
+    return runs[0] if runs else None
+
+
+class BatchSource:
+    """Answers every subscriber of one poll cycle with as few requests as possible."""
+
+    def __init__(self, client: RemoteAirflowClient, run_bounds: dict[str, datetime], asset_since: datetime | None,
+                 wants_assets: bool):
+        self.client = client
+        self.run_bounds = run_bounds  # dag_id -> lowest run_after any subscriber needs
+        self.asset_since = asset_since
+        self.wants_assets = wants_assets
+        self._memo: dict[Hashable, asyncio.Future] = {}
+
+    def _once(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+        if key not in self._memo:
+            self._memo[key] = asyncio.ensure_future(make())
+        return self._memo[key]
+
+    async def run_for(self, watch: DagRunWatch, bound: datetime | None) -> DagRun | None:
+        if bound is None or watch.external_dag_id not in self.run_bounds:
+            key = ("run", watch.external_dag_id, watch.run_id, watch.logical_date, watch.latest_after)
+            return await self._once(key, lambda: _lookup_run(self.client, watch))
+        since = min(self.run_bounds.values())
+        runs: list[DagRun] = await self._once(
+            ("batch-runs",), lambda: self.client.list_runs_batch(sorted(self.run_bounds), run_after_gte=since))
+        return watch.pick([r for r in runs if r.dag_id == watch.external_dag_id])
+
+    async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
+        return await self._once(("tis", dag_id, run_id, task_group_id),
+                                lambda: self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id))
+
+    async def asset_events(self, asset_ids: list[int], since: datetime | None,
+                           source_dag_id: str | None) -> list[AssetEvent]:
+        if not self.wants_assets:
+            return await DirectSource(self.client).asset_events(asset_ids, since, source_dag_id)
+        events: list[AssetEvent] = await self._once(
+            ("events",), lambda: self.client.list_asset_events(since=self.asset_since))
+        wanted = set(asset_ids)
+        return [e for e in events if e.asset_id in wanted and (since is None or e.timestamp >= since)
+                and (source_dag_id is None or e.source_dag_id == source_dag_id)]
+
+
+class _Subscriber:
+    def __init__(self, probe: Any):
+        self.probe = probe
+        self.queue: asyncio.Queue[Decision | BaseException] = asyncio.Queue()
+
+
+class SharedPoller:
+    """One poll loop for every deferred sensor on one connection and interval, in this event loop."""
+
+    def __init__(self, config: ClientConfig, interval: float, on_empty: Callable[[], None]):
+        self.config = config
+        self.interval = interval
+        self.subscribers: dict[int, _Subscriber] = {}
+        self._on_empty = on_empty
+        self._task: asyncio.Task | None = None
+        self.cycles = 0
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, probe: Any) -> AsyncIterator[asyncio.Queue]:
+        """Join the poll; leave on exit, cancellation included; the loop stops with the last subscriber."""
+        sub = _Subscriber(probe)
+        self.subscribers[id(sub)] = sub
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+        try:
+            yield sub.queue
+        finally:
+            self.subscribers.pop(id(sub), None)
+            if not self.subscribers:
+                self._on_empty()
+                if self._task is not None and not self._task.done():
+                    self._task.cancel()
+
+    def _needs(self, subs: list[_Subscriber]) -> BatchSource:
+        run_bounds: dict[str, datetime] = {}
+        asset_since: list[datetime | None] = []
+        for sub in subs:
+            need = sub.probe.need()
+            if need[0] == "run" and need[2] is not None:
+                dag_id, bound = need[1], need[2]
+                run_bounds[dag_id] = min(bound, run_bounds.get(dag_id, bound))
+            elif need[0] == "assets":
+                asset_since.append(need[1])
+        since = None if not asset_since or None in asset_since else min(asset_since)  # type: ignore[type-var]
+        return BatchSource(self.client, run_bounds, since, bool(asset_since))
+
+    async def _loop(self) -> None:
+        self.client = RemoteAirflowClient(self.config)
+        failures = 0
+        try:
+            while self.subscribers:
+                subs = list(self.subscribers.values())
+                source = self._needs(subs)
+                results = await asyncio.gather(*(s.probe.step(source) for s in subs), return_exceptions=True)
+                self.cycles += 1
+                for sub, result in zip(subs, results):
+                    sub.queue.put_nowait(result)
+                errors = [r for r in results if isinstance(r, XdepError) and r.transient]
+                failures = failures + 1 if errors and len(errors) == len(results) else 0
+                wait = self.interval
+                if failures:  # the whole upstream is struggling: back off, and honour Retry-After
+                    retry_after = max((getattr(e, "retry_after", None) or 0) for e in errors)
+                    wait = max(retry_after, min(900.0, self.interval * 2 ** min(failures - 1, 6)))
+                await asyncio.sleep(wait * random.uniform(1.0, 1.1) if failures else wait)
+        finally:
+            await self.client.close()
+
+
+class PollerRegistry:
+    """The shared pollers of this process, per event loop, connection and interval."""
+
+    def __init__(self) -> None:
+        self.pollers: dict[tuple[int, ClientConfig, float], SharedPoller] = {}
+
+    def get(self, config: ClientConfig, interval: float) -> SharedPoller:
+        key = (id(asyncio.get_running_loop()), config, float(interval))
+        poller = self.pollers.get(key)
+        if poller is None:
+            poller = self.pollers[key] = SharedPoller(config, float(interval),
+                                                      on_empty=lambda: self.pollers.pop(key, None))
+        return poller
+
+
+POLLERS = PollerRegistry()
