@@ -103,3 +103,12 @@ def out_file():
     path = Path(tempfile.mkdtemp(prefix="xdep-out-")) / "result.json"
     yield path
     shutil.rmtree(path.parent, ignore_errors=True)
+
+
+@pytest.fixture(params=["shared-poll", "own-poll"])
+def polling_mode(request, monkeypatch):
+    """Run a deferrable test with the shared poller (default) and with each trigger polling alone."""
+    from xdep_sensors import polling
+
+    monkeypatch.setattr(polling, "SHARED_POLLING", request.param == "shared-poll")
+    return request.param

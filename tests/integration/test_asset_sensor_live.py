@@ -52,7 +52,8 @@ def test_event_after_start_completes_with_extra(upstream, downstream_db, out_fil
                           "source_run_id"}
 
 
-def test_each_event_consumed_once_even_when_logical_dates_go_backwards(upstream, downstream_db, out_file):
+def test_each_event_consumed_once_even_when_logical_dates_go_backwards(upstream, downstream_db, out_file,
+                                                                     polling_mode):
     dag_id = "xdep_ds_asset_uri_defer"
     clear_cursor(dag_id)
     first = produce_later(upstream, extra={"n": 1})
@@ -77,7 +78,7 @@ def test_name_only_asset(upstream_v2, downstream_db, out_file):
     assert event["name"] == "bears_named" and event["extra"] == {"named": True}
 
 
-def test_many_to_one_requires_all(upstream_v2, downstream_db, out_file):
+def test_many_to_one_requires_all(upstream_v2, downstream_db, out_file, polling_mode):
     dag_id = "xdep_ds_asset_all_defer"
     clear_cursor(dag_id)
     boxes = [produce_later(upstream_v2, 2, which="bears", extra={"k": "uri"}),

@@ -43,7 +43,7 @@ def test_waits_for_run_id_then_succeeds(upstream, downstream_db, out_file, varia
     assert result["conf"] == {"sleep": 4} and result["url"].startswith(upstream.server.base_url)
 
 
-def test_waits_for_same_logical_date(upstream, downstream_db, out_file):
+def test_waits_for_same_logical_date(upstream, downstream_db, out_file, polling_mode):
     when = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=3)
     run_id = upstream.trigger(conf={"sleep": 3}, logical_date=when)
     state = run_downstream("xdep_ds_by_date_defer", {"conn": upstream.conn_id, "out": str(out_file)},
@@ -52,7 +52,7 @@ def test_waits_for_same_logical_date(upstream, downstream_db, out_file):
     assert json.loads(out_file.read_text())["run_id"] == run_id
 
 
-def test_latest_after(upstream, downstream_db, out_file):
+def test_latest_after(upstream, downstream_db, out_file, polling_mode):
     after = datetime.now(timezone.utc) - timedelta(seconds=1)
     run_id = upstream.trigger(conf={"sleep": 3}, logical_date=datetime.now(timezone.utc))
     state = run_downstream("xdep_ds_latest_after_defer",
@@ -73,7 +73,7 @@ def test_upstream_failure_fails_fast(upstream, downstream_db, out_file, variant)
     assert upstream.wait_run(run_id, timeout=5) == "failed"
 
 
-def test_task_ids_succeed_before_the_run_ends(upstream, downstream_db, out_file):
+def test_task_ids_succeed_before_the_run_ends(upstream, downstream_db, out_file, polling_mode):
     run_id = upstream.trigger(conf={"load_sleep": 60}, logical_date=datetime.now(timezone.utc))
     state = run_downstream("xdep_ds_tasks_defer", {"conn": upstream.conn_id, "run_id": run_id,
                                                     "out": str(out_file)})
