@@ -25,7 +25,8 @@ def downstream(_upstreams, tmp_path_factory):
     )
     try:
         server.start(timeout=300)
-        for dag_id in ("xdep_watch_bears", "xdep_watch_named", "xdep_watch_producer"):
+        for dag_id in ("xdep_watch_bears", "xdep_watch_named", "xdep_watch_producer", "xdep_restart_asset_sensor",
+                       "xdep_restart_run_sensor"):
             server.wait_for_dag(dag_id, timeout=180)
         _wait(lambda: _asset_id(server, "file://include/bears") is not None, 120, "downstream assets registered")
         time.sleep(8)  # let the triggerer pick the watchers up and store their start cursors
@@ -88,9 +89,14 @@ def test_upstream_run_success_starts_another(upstream_v2, downstream):
     before = {r["dag_run_id"] for r in _runs(downstream, "xdep_watch_producer")}
     run_id = upstream_v2.trigger(conf={}, logical_date=datetime.now(timezone.utc))
     assert upstream_v2.wait_run(run_id) == "success"
-    new_run = _wait(lambda: [r for r in _runs(downstream, "xdep_watch_producer")
-                             if r["dag_run_id"] not in before and r["state"] == "success"], 120, "downstream run")
-    assert run_id in _xcom(downstream, "xdep_watch_producer", new_run[0]["dag_run_id"])
+
+    def started_by_ours():
+        # other tests' upstream runs finish meanwhile and rightly start runs too: find the one with ours
+        new = [r for r in _runs(downstream, "xdep_watch_producer")
+               if r["dag_run_id"] not in before and r["state"] == "success"]
+        return [r for r in new if run_id in _xcom(downstream, "xdep_watch_producer", r["dag_run_id"])]
+
+    assert _wait(started_by_ours, 120, "a downstream run started by our upstream run")
 
 
 def test_events_during_triggerer_downtime_are_consumed_exactly_once(upstream_v2, downstream):
@@ -122,3 +128,33 @@ def test_watchers_share_one_poll(upstream_v2, downstream):
     per_interval = (count() - start) / (20 / 2.0)
     # two asset watchers (bears, bears_named) polling alone would be ~2 per 2 s interval
     assert 0.5 <= per_interval <= 1.3, per_interval
+
+
+def _task_state(server: LocalAirflow, dag_id: str, run_id: str) -> str | None:
+    return server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait").get("state")
+
+
+def test_deferred_sensor_survives_a_triggerer_restart_and_consumes_once(upstream_v2, downstream):
+    since = datetime.now(timezone.utc).isoformat()
+    run_id = downstream.trigger("xdep_restart_asset_sensor", conf={"since": since},
+                                logical_date=datetime.now(timezone.utc))
+    _wait(lambda: _task_state(downstream, "xdep_restart_asset_sensor", run_id) == "deferred", 120, "deferred")
+    downstream.stop_component("triggerer")
+    produced = _produce(upstream_v2, extra={"restart": "triggerer"})
+    downstream.start_component("triggerer")
+    assert downstream.wait_run("xdep_restart_asset_sensor", run_id, timeout=180) == "success"
+    path = f"/api/v2/dags/xdep_restart_asset_sensor/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value"
+    events = downstream.api("GET", path)["value"]
+    assert [e["source_run_id"] for e in events] == [produced]
+
+
+def test_deferred_sensor_survives_an_upstream_api_server_restart(upstream_v2, downstream):
+    up_run = upstream_v2.trigger(conf={"sleep": 12}, logical_date=datetime.now(timezone.utc))
+    run_id = downstream.trigger("xdep_restart_run_sensor", conf={"run_id": up_run},
+                                logical_date=datetime.now(timezone.utc))
+    _wait(lambda: _task_state(downstream, "xdep_restart_run_sensor", run_id) == "deferred", 120, "deferred")
+    upstream_v2.server.stop_component("api-server")
+    time.sleep(5)  # the sensor polls a dead upstream meanwhile
+    upstream_v2.server.start_component("api-server")
+    assert upstream_v2.wait_run(up_run) == "success"
+    assert downstream.wait_run("xdep_restart_run_sensor", run_id, timeout=180) == "success"

@@ -195,10 +195,19 @@ class TestTransport:
         client = make_client("auto")
         with aioresponses() as m:
             m.get(BASE + "/api/v2/version", status=404, body="nope", content_type="text/html")
-            m.get(BASE + "/api/v1/version", status=200, body="<html>", content_type="text/html")
+            m.get(BASE + "/api/v1/version", status=404, body="<html>", content_type="text/html")
             with pytest.raises(ConfigurationError, match="no Airflow REST API found") as info:
                 await client.dialect()
             assert "path prefix" in str(info.value)
+        await client.close()
+
+    async def test_login_page_instead_of_api_says_so(self):
+        client = make_client("auto")
+        with aioresponses() as m:
+            m.get(BASE + "/api/v2/version", status=200, body="<!DOCTYPE html><form>SSO", content_type="text/html")
+            m.get(BASE + "/api/v1/version", status=200, body="<!DOCTYPE html><form>SSO", content_type="text/html")
+            with pytest.raises(BadResponse, match="HTML page instead of the Airflow API"):
+                await client.dialect()
         await client.close()
 
     async def test_static_token_is_a_bearer(self):

@@ -58,16 +58,23 @@ class RemoteAirflowClient:
         return self._dialect
 
     async def _probe(self) -> None:
+        odd: list[BadResponse] = []
         for name in ("v2", "v1"):
             candidate = DIALECTS[name]
             try:
                 body = await self.transport.send(candidate.version())
                 self.upstream_version = candidate.parse_version(body)
-            except (NotFound, BadResponse, KeyError, TypeError):
+            except NotFound:
+                continue
+            except (BadResponse, KeyError, TypeError) as err:
+                if isinstance(err, BadResponse):
+                    odd.append(err)
                 continue
             self._dialect = candidate
             self.transport.dialect_name = name
             return
+        if odd:  # something answered, but not the Airflow API (an SSO page, a proxy): say what
+            raise odd[0]
         raise ConfigurationError(
             f"no Airflow REST API found at {self.config.base_url}",
             url=self.config.base_url,
@@ -78,7 +85,7 @@ class RemoteAirflowClient:
     async def _check(self, dialect: V2) -> None:
         try:
             self.upstream_version = dialect.parse_version(await self.transport.send(dialect.version()))
-        except (NotFound, BadResponse, KeyError, TypeError):
+        except (NotFound, KeyError, TypeError):
             other = "v2" if dialect.name == "v1" else "v1"
             raise ConfigurationError(
                 f"connection {self.config.conn_id!r} says api_version={dialect.name}, but the upstream has no "

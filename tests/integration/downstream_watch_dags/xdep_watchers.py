@@ -5,6 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
+from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -57,3 +58,23 @@ def xdep_watch_producer():
 
 
 xdep_watch_producer()
+
+
+@dag(schedule=None, start_date=START, catchup=False, max_active_runs=1, tags=["xdep-test"])
+def xdep_restart_asset_sensor():
+    """A deferred RemoteAssetSensor that must survive a triggerer restart (since: the run's conf)."""
+    RemoteAssetSensor(task_id="wait", remote_conn_id="up", asset_uri="file://include/bears",
+                      since="{{ dag_run.conf['since'] }}", poke_interval=2, timeout=300)
+
+
+xdep_restart_asset_sensor()
+
+
+@dag(schedule=None, start_date=START, catchup=False, tags=["xdep-test"])
+def xdep_restart_run_sensor():
+    """A deferred RemoteDagRunSensor that must survive an upstream api-server restart."""
+    RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer",
+                       run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300)
+
+
+xdep_restart_run_sensor()
