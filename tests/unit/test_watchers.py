@@ -93,6 +93,16 @@ class TestCursorPersistence:
         stored = t.asset_state_store.data["xdep_sensors:assets:upstream:file://bears"]
         assert abs(datetime.fromisoformat(stored["timestamp"]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
 
+    async def test_without_a_state_store_it_starts_from_now(self, caplog):
+        """Airflow < 3.3 injects no asset state store: start from now, and say so."""
+        t = asset_trigger()
+        assert t.asset_state_store is None
+        await t.load_cursor()
+        start = datetime.fromisoformat(t.cursor.timestamp)
+        assert abs(start - datetime.now(timezone.utc)) < timedelta(seconds=5)
+        old = event(1, start - timedelta(seconds=1))
+        assert [e async for e in t.emit([old], BASE)] == []  # what happened before is not replayed
+
     async def test_emits_once_each_and_resumes_after_restart(self):
         store = FakeStore()
         t = asset_trigger()
