@@ -30,7 +30,7 @@ POKE_S = 1.0
 ACTIONABLE = {
     "html": "HTML page instead of the Airflow API",
     "truncated": "malformed JSON",
-    "content_type": "content type 'text/plain'",
+    "content_type": "content type 'text/plain",
     "redirect": "set the connection's host to the final URL",
 }
 RESULTS: list[dict] = []
