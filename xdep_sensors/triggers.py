@@ -40,11 +40,17 @@ class _PollingTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.timeout_at = timeout_at
 
+    watch_class: type[DagRunWatch] | type[AssetWatch]
+    probe_class: type[DagRunProbe] | type[AssetProbe]
+
+    def _set_watch(self, **fields: Any) -> None:
+        self.watch = self.watch_class(**fields)
+
     def _watch_kwargs(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return self.watch.to_kwargs()
 
     def _make_probe(self) -> Probe:
-        raise NotImplementedError
+        return self.probe_class(self.watch, self.log)  # type: ignore[arg-type]
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs = {"remote_conn_id": self.remote_conn_id, "poke_interval": self.poke_interval,
@@ -112,16 +118,13 @@ class RemoteDagRunTrigger(_PollingTrigger):
     Other keyword arguments are the fields of :class:`~xdep_sensors.probes.DagRunWatch`.
     """
 
+    watch_class = DagRunWatch
+    probe_class = DagRunProbe
+
     def __init__(self, *, remote_conn_id: str, external_dag_id: str, poke_interval: float = 60.0,
                  timeout_at: float | None = None, **watch: Any):
         super().__init__(remote_conn_id=remote_conn_id, poke_interval=poke_interval, timeout_at=timeout_at)
-        self.watch = DagRunWatch(external_dag_id=external_dag_id, **watch)
-
-    def _watch_kwargs(self) -> dict[str, Any]:
-        return self.watch.to_kwargs()
-
-    def _make_probe(self) -> Probe:
-        return DagRunProbe(self.watch, self.log)
+        self._set_watch(external_dag_id=external_dag_id, **watch)
 
 
 class RemoteAssetTrigger(_PollingTrigger):
@@ -135,16 +138,13 @@ class RemoteAssetTrigger(_PollingTrigger):
     Other keyword arguments are the fields of :class:`~xdep_sensors.probes.AssetWatch`.
     """
 
+    watch_class = AssetWatch
+    probe_class = AssetProbe
+
     def __init__(self, *, remote_conn_id: str, assets: list[dict[str, str | None]], poke_interval: float = 60.0,
                  timeout_at: float | None = None, **watch: Any):
         super().__init__(remote_conn_id=remote_conn_id, poke_interval=poke_interval, timeout_at=timeout_at)
-        self.watch = AssetWatch(assets=assets, **watch)
-
-    def _watch_kwargs(self) -> dict[str, Any]:
-        return self.watch.to_kwargs()
-
-    def _make_probe(self) -> Probe:
-        return AssetProbe(self.watch, self.log)
+        self._set_watch(assets=assets, **watch)
 
 
 # The AssetWatcher triggers live in ``watchers`` and are part of this module's public API.

@@ -71,6 +71,35 @@ def _params(**kwargs: Any) -> Params:
     return tuple(out)
 
 
+def _dag_run(body: dict, logical_date: datetime | None, run_after: datetime | None) -> DagRun:
+    return DagRun(
+        dag_id=body["dag_id"],
+        run_id=body["dag_run_id"],
+        state=body.get("state"),
+        logical_date=logical_date,
+        run_after=run_after,
+        start_date=parse_dt(body.get("start_date")),
+        end_date=parse_dt(body.get("end_date")),
+        run_type=body.get("run_type"),
+        conf=body.get("conf") or {},
+    )
+
+
+def _asset_event(e: dict, asset_id: int, uri: str, name: str) -> AssetEvent:
+    return AssetEvent(
+        id=e["id"],
+        asset_id=asset_id,
+        uri=uri,
+        name=name,
+        timestamp=parse_dt(e["timestamp"]),  # type: ignore[arg-type]
+        extra=e.get("extra") or {},
+        source_dag_id=e.get("source_dag_id"),
+        source_task_id=e.get("source_task_id"),
+        source_run_id=e.get("source_run_id"),
+        source_map_index=e.get("source_map_index"),
+    )
+
+
 class V2:
     """Airflow 3 REST API (``/api/v2``)."""
 
@@ -177,17 +206,7 @@ class V2:
         return Page([self.parse_dag(d) for d in body["dags"]], body.get("total_entries"))
 
     def parse_dag_run(self, body: dict) -> DagRun:
-        return DagRun(
-            dag_id=body["dag_id"],
-            run_id=body["dag_run_id"],
-            state=body.get("state"),
-            logical_date=parse_dt(body.get("logical_date")),
-            run_after=parse_dt(body.get("run_after")),
-            start_date=parse_dt(body.get("start_date")),
-            end_date=parse_dt(body.get("end_date")),
-            run_type=body.get("run_type"),
-            conf=body.get("conf") or {},
-        )
+        return _dag_run(body, parse_dt(body.get("logical_date")), parse_dt(body.get("run_after")))
 
     def parse_dag_runs(self, body: dict) -> Page:
         return Page([self.parse_dag_run(r) for r in body["dag_runs"]], body.get("total_entries"))
@@ -219,21 +238,8 @@ class V2:
         return Page(items, body.get("total_entries"))
 
     def parse_asset_events(self, body: dict) -> Page:
-        items = [
-            AssetEvent(
-                id=e["id"],
-                asset_id=e["asset_id"],
-                uri=e.get("uri") or e.get("name"),
-                name=e.get("name") or e.get("uri"),
-                timestamp=parse_dt(e["timestamp"]),  # type: ignore[arg-type]
-                extra=e.get("extra") or {},
-                source_dag_id=e.get("source_dag_id"),
-                source_task_id=e.get("source_task_id"),
-                source_run_id=e.get("source_run_id"),
-                source_map_index=e.get("source_map_index"),
-            )
-            for e in body["asset_events"]
-        ]
+        items = [_asset_event(e, e["asset_id"], e.get("uri") or e.get("name"), e.get("name") or e.get("uri"))
+                 for e in body["asset_events"]]
         return Page(items, body.get("total_entries"))
 
     def ui_run_path(self, dag_id: str, run_id: str) -> str:
@@ -306,38 +312,14 @@ class V1(V2):
 
     def parse_dag_run(self, body: dict) -> DagRun:
         logical = parse_dt(body.get("logical_date") or body.get("execution_date"))
-        return DagRun(
-            dag_id=body["dag_id"],
-            run_id=body["dag_run_id"],
-            state=body.get("state"),
-            logical_date=logical,
-            run_after=logical,
-            start_date=parse_dt(body.get("start_date")),
-            end_date=parse_dt(body.get("end_date")),
-            run_type=body.get("run_type"),
-            conf=body.get("conf") or {},
-        )
+        return _dag_run(body, logical, logical)  # Airflow 2 has no run_after: its execution date stands in
 
     def parse_assets(self, body: dict) -> Page:
         items = [Asset(id=d["id"], uri=d["uri"], name=d["uri"], extra=d.get("extra") or {}) for d in body["datasets"]]
         return Page(items, body.get("total_entries"))
 
     def parse_asset_events(self, body: dict) -> Page:
-        items = [
-            AssetEvent(
-                id=e["id"],
-                asset_id=e["dataset_id"],
-                uri=e["dataset_uri"],
-                name=e["dataset_uri"],
-                timestamp=parse_dt(e["timestamp"]),  # type: ignore[arg-type]
-                extra=e.get("extra") or {},
-                source_dag_id=e.get("source_dag_id"),
-                source_task_id=e.get("source_task_id"),
-                source_run_id=e.get("source_run_id"),
-                source_map_index=e.get("source_map_index"),
-            )
-            for e in body["dataset_events"]
-        ]
+        items = [_asset_event(e, e["dataset_id"], e["dataset_uri"], e["dataset_uri"]) for e in body["dataset_events"]]
         return Page(items, body.get("total_entries"))
 
     def ui_run_path(self, dag_id: str, run_id: str) -> str:
