@@ -76,31 +76,37 @@ def decide_dag_run(
     """
     if run is None:
         return Decision("waiting", f"{dag_id}: no run for {what} yet")
-    result = {**run.to_dict(), "url": url}
     head = f"{dag_id} run {run.run_id}: {run.state}"
+
+    def result(tasks: dict[str, str | None] | None = None) -> dict[str, Any]:
+        # built only for a final decision: a waiting one is thrown away at every poll
+        out = {**run.to_dict(), "url": url}
+        if tasks is not None:
+            out["tasks"] = tasks
+        return out
+
     if task_instances is None:
         status = rules.classify(run.state)
-        return Decision(status, head, result)
+        return Decision(status, head, None if status == "waiting" else result())
 
     tasks = {_ti_label(ti): ti.state for ti in task_instances}
-    result["tasks"] = tasks
     missing = sorted(set(task_ids or ()) - {ti.task_id for ti in task_instances})
     done = sum(1 for s in tasks.values() if (s or "none") in TASK_DONE_STATES)
     head = f"{head}, {done}/{len(tasks)} watched tasks done"
     if missing:
-        return Decision("waiting", f"{head}; not in this run yet: {', '.join(missing)}", result)
+        return Decision("waiting", f"{head}; not in this run yet: {', '.join(missing)}")
     if not tasks:
-        return Decision("waiting", f"{head}; no matching task instances yet", result)
+        return Decision("waiting", f"{head}; no matching task instances yet")
     verdicts = {label: rules.classify(state) for label, state in tasks.items()}
     for status in ("failed", "skipped"):
         hit = sorted(label for label, v in verdicts.items() if v == status)
         if hit:
             states = ", ".join(f"{label}={tasks[label]}" for label in hit)
-            return Decision(status, f"{head} -> {status} ({states})", result)  # type: ignore[arg-type]
+            return Decision(status, f"{head} -> {status} ({states})", result(tasks))  # type: ignore[arg-type]
     if all(v == "success" for v in verdicts.values()):
-        return Decision("success", f"{head} -> success", result)
+        return Decision("success", f"{head} -> success", result(tasks))
     pending = Counter(state or "none" for label, state in tasks.items() if verdicts[label] == "waiting")
-    return Decision("waiting", f"{head}; waiting on {dict(pending)}", result)
+    return Decision("waiting", f"{head}; waiting on {dict(pending)}")
 
 
 @dataclass(frozen=True)

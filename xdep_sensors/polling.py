@@ -78,10 +78,16 @@ class BatchSource:
         if bound is None or watch.external_dag_id not in self.run_bounds:
             key = ("run", watch.external_dag_id, watch.run_id, watch.logical_date, watch.latest_after)
             return await self._once(key, lambda: _lookup_run(self.client, watch))
+        by_dag: dict[str, list[DagRun]] = await self._once(("batch-runs",), self._batch_runs)
+        return watch.pick(by_dag.get(watch.external_dag_id, []))
+
+    async def _batch_runs(self) -> dict[str, list[DagRun]]:
+        """One (paged) request for every subscriber's runs, indexed by DAG id once for all of them."""
         since = min(self.run_bounds.values())
-        runs: list[DagRun] = await self._once(
-            ("batch-runs",), lambda: self.client.list_runs_batch(sorted(self.run_bounds), run_after_gte=since))
-        return watch.pick([r for r in runs if r.dag_id == watch.external_dag_id])
+        by_dag: dict[str, list[DagRun]] = {}
+        for run in await self.client.list_runs_batch(sorted(self.run_bounds), run_after_gte=since):
+            by_dag.setdefault(run.dag_id, []).append(run)
+        return by_dag
 
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
         return await self._once(("tis", dag_id, run_id, task_group_id),
@@ -91,11 +97,15 @@ class BatchSource:
                            source_dag_id: str | None) -> list[AssetEvent]:
         if not self.wants_assets:
             return await DirectSource(self.client).asset_events(asset_ids, since, source_dag_id)
-        events: list[AssetEvent] = await self._once(
-            ("events",), lambda: self.client.list_asset_events(since=self.asset_since))
-        wanted = set(asset_ids)
-        return [e for e in events if e.asset_id in wanted and (since is None or e.timestamp >= since)
-                and (source_dag_id is None or e.source_dag_id == source_dag_id)]
+        by_asset: dict[int, list[AssetEvent]] = await self._once(("events",), self._events)
+        return [e for asset_id in asset_ids for e in by_asset.get(asset_id, [])
+                if (since is None or e.timestamp >= since) and (source_dag_id is None or e.source_dag_id == source_dag_id)]
+
+    async def _events(self) -> dict[int, list[AssetEvent]]:
+        by_asset: dict[int, list[AssetEvent]] = {}
+        for event in await self.client.list_asset_events(since=self.asset_since):
+            by_asset.setdefault(event.asset_id, []).append(event)
+        return by_asset
 
 
 class _Subscriber:

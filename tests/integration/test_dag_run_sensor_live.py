@@ -110,3 +110,11 @@ def test_wrong_credentials_fail_fast_without_leaking(upstream, downstream_db, ou
     output = "".join(capfd.readouterr())
     assert secret not in output
     assert ("authentication failed for conn 'up_bad'" if upstream.api == "v2" else "access denied") in output
+
+
+def test_reschedule_mode(upstream_v2, downstream_db, out_file):
+    run_id = upstream_v2.trigger(conf={"sleep": 3}, logical_date=datetime.now(timezone.utc))
+    state = run_downstream("xdep_ds_by_id_reschedule", {"conn": upstream_v2.conn_id, "run_id": run_id,
+                                                         "out": str(out_file)})
+    assert state == "success"
+    assert json.loads(out_file.read_text())["run_id"] == run_id

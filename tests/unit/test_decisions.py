@@ -34,8 +34,11 @@ class TestDecideDagRun:
     def test_run_states(self, state, expected):
         d = decide_dag_run(run(state), RULES, dag_id="producer", what="x", url="http://u/r1")
         assert d.status == expected
-        assert d.result["run_id"] == "r1" and d.result["url"] == "http://u/r1"
-        assert d.result["logical_date"] == T0.isoformat()
+        if expected == "waiting":
+            assert d.result is None  # a result is built only for a final decision
+        else:
+            assert d.result["run_id"] == "r1" and d.result["url"] == "http://u/r1"
+            assert d.result["logical_date"] == T0.isoformat()
 
     def test_custom_rules(self):
         rules = StateRules(frozenset({"failed"}), frozenset(), frozenset({"success"}))
@@ -83,7 +86,10 @@ class TestDecideDagRun:
     def test_mapped_tasks_all_count(self):
         tis = [ti("m", "success", 0), ti("m", "running", 1)]
         d = decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["m"])
-        assert d.status == "waiting" and set(d.result["tasks"]) == {"m[0]", "m[1]"}
+        assert d.status == "waiting" and "1/2 watched tasks done" in d.message
+        tis[1] = ti("m", "success", 1)
+        done = decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["m"])
+        assert set(done.result["tasks"]) == {"m[0]", "m[1]"}
 
 
 def event(i, ts, asset_id=1):
