@@ -20,6 +20,7 @@ TASK_STATES = frozenset({
     "removed", "scheduled", "queued", "running", "success", "restarting", "failed", "up_for_retry",
     "up_for_reschedule", "upstream_failed", "skipped", "deferred", "awaiting_input", "none",
 })
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
 TASK_DONE_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 

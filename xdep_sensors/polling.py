@@ -15,10 +15,11 @@ import contextlib
 import logging
 import os
 import random
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
 
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
+from xdep_sensors.decisions import FINISHED_RUN_STATES
 from xdep_sensors.errors import XdepError
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class DirectSource:
     def __init__(self, client: RemoteAirflowClient):
         self.client = client
 
-    async def run_for(self, watch: DagRunWatch, bound: datetime | None) -> DagRun | None:
+    async def run_for(self, watch: DagRunWatch, need: tuple) -> DagRun | None:
         return await _lookup_run(self.client, watch)
 
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
@@ -62,9 +63,11 @@ class BatchSource:
     """Answers every subscriber of one poll cycle with as few requests as possible."""
 
     def __init__(self, client: RemoteAirflowClient, run_bounds: dict[str, datetime], asset_since: datetime | None,
-                 wants_assets: bool):
+                 wants_assets: bool, finished_dags: set[str] | None = None, finished_since: datetime | None = None):
         self.client = client
         self.run_bounds = run_bounds  # dag_id -> lowest run_after any subscriber needs
+        self.finished_dags = finished_dags or set()  # DAGs whose known runs can only change by finishing
+        self.finished_since = finished_since
         self.asset_since = asset_since
         self.wants_assets = wants_assets
         self._memo: dict[Hashable, asyncio.Future] = {}
@@ -74,12 +77,26 @@ class BatchSource:
             self._memo[key] = asyncio.ensure_future(make())
         return self._memo[key]
 
-    async def run_for(self, watch: DagRunWatch, bound: datetime | None) -> DagRun | None:
+    async def run_for(self, watch: DagRunWatch, need: tuple) -> DagRun | None:
+        """The run this wait is about; ``None`` when absent (or, for a known run, not finished lately)."""
+        kind, dag_id, bound = need
+        if kind == "finished" and dag_id in self.finished_dags:
+            finished: dict[str, list[DagRun]] = await self._once(("finished-runs",), self._finished_runs)
+            return watch.pick(finished.get(dag_id, []))
         if bound is None or watch.external_dag_id not in self.run_bounds:
             key = ("run", watch.external_dag_id, watch.run_id, watch.logical_date, watch.latest_after)
             return await self._once(key, lambda: _lookup_run(self.client, watch))
         by_dag: dict[str, list[DagRun]] = await self._once(("batch-runs",), self._batch_runs)
         return watch.pick(by_dag.get(watch.external_dag_id, []))
+
+    async def _finished_runs(self) -> dict[str, list[DagRun]]:
+        """Runs of the watched DAGs that ended lately: usually a handful, whatever the number of waits."""
+        by_dag: dict[str, list[DagRun]] = {}
+        runs = await self.client.list_finished_runs(sorted(self.finished_dags), sorted(FINISHED_RUN_STATES),
+                                                    end_date_gte=self.finished_since)
+        for run in runs:
+            by_dag.setdefault(run.dag_id, []).append(run)
+        return by_dag
 
     async def _batch_runs(self) -> dict[str, list[DagRun]]:
         """One (paged) request for every subscriber's runs, indexed by DAG id once for all of them."""
@@ -123,6 +140,7 @@ class SharedPoller:
         self.subscribers: dict[int, _Subscriber] = {}
         self._on_empty = on_empty
         self._task: asyncio.Task | None = None
+        self._previous_cycle: datetime | None = None
         self.cycles = 0
 
     @contextlib.asynccontextmanager
@@ -141,18 +159,23 @@ class SharedPoller:
                 if self._task is not None and not self._task.done():
                     self._task.cancel()
 
-    def _needs(self, subs: list[_Subscriber]) -> BatchSource:
+    def _needs(self, subs: list[_Subscriber], cycle_start: datetime) -> BatchSource:
         run_bounds: dict[str, datetime] = {}
+        finished: set[str] = set()
         asset_since: list[datetime | None] = []
         for sub in subs:
             need = sub.probe.need()
             if need[0] == "run" and need[2] is not None:
                 dag_id, bound = need[1], need[2]
                 run_bounds[dag_id] = min(bound, run_bounds.get(dag_id, bound))
+            elif need[0] == "finished":
+                finished.add(need[1])
             elif need[0] == "assets":
                 asset_since.append(need[1])
         since = None if not asset_since or None in asset_since else min(asset_since)  # type: ignore[type-var]
-        return BatchSource(self.client, run_bounds, since, bool(asset_since))
+        # Runs that ended since the previous cycle, with a wide margin for clock skew and slow cycles.
+        finished_since = (self._previous_cycle or cycle_start) - timedelta(seconds=max(300.0, 3 * self.interval))
+        return BatchSource(self.client, run_bounds, since, bool(asset_since), finished, finished_since)
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)
@@ -160,7 +183,9 @@ class SharedPoller:
         try:
             while self.subscribers:
                 subs = list(self.subscribers.values())
-                source = self._needs(subs)
+                cycle_start = datetime.now(timezone.utc)
+                source = self._needs(subs, cycle_start)
+                self._previous_cycle = cycle_start
                 results = await asyncio.gather(*(s.probe.step(source) for s in subs), return_exceptions=True)
                 self.cycles += 1
                 for sub, result in zip(subs, results):

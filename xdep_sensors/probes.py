@@ -15,7 +15,7 @@ from typing import Any
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.records import Asset, AssetEvent, DagRun
-from xdep_sensors.decisions import Cursor, Decision, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 from xdep_sensors.polling import BatchSource, DirectSource
@@ -78,6 +78,7 @@ class DagRunProbe:
         self.log = logger or log
         self._dag_known = False
         self._run_after: datetime | None = None  # of the awaited run_id, once seen: bounds shared polls
+        self._last_run: DagRun | None = None
 
     async def _check_dag(self, client: RemoteAirflowClient) -> bool:
         w = self.watch
@@ -107,10 +108,20 @@ class DagRunProbe:
         return True
 
     def need(self) -> tuple[str, str, datetime | None]:
-        """What a shared poll must fetch for this wait: its DAG and the lowest ``run_after`` that matters."""
+        """What a shared poll must fetch for this wait.
+
+        ``("finished", dag_id, None)`` once the run is known and only a finished state can change the
+        decision (or tasks decide): then runs that ended lately are all a poll needs to fetch.
+        Otherwise ``("run", dag_id, bound)`` with the lowest ``run_after`` that matters (None: ask alone).
+        """
         w = self.watch
+        if not self._dag_known:
+            return "run", w.external_dag_id, None
+        decisive = set(w.allowed_states) | set(w.failed_states) | set(w.skipped_states)
+        if self._last_run is not None and (w.narrowed or decisive <= FINISHED_RUN_STATES):
+            return "finished", w.external_dag_id, None
         bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else self._run_after
-        return "run", w.external_dag_id, bound if self._dag_known else None
+        return "run", w.external_dag_id, bound
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -124,7 +135,7 @@ class DagRunProbe:
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
-            run = await source.run_for(w, self.need()[2])
+            run = await source.run_for(w, self.need()) or self._last_run
             tis = None
             if run is not None and w.narrowed:
                 tis = await source.task_instances(w.external_dag_id, run.run_id, w.task_group_id)
@@ -135,7 +146,8 @@ class DagRunProbe:
                 raise
             self._dag_known = False
             return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
-        if run is not None and w.run_id:
+        if run is not None:
+            self._last_run = run
             self._run_after = run.run_after
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
         return decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,

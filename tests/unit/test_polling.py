@@ -109,3 +109,22 @@ class TestSharedPoller:
         assert len(gets) == 1
         assert [r.status for r in results] == ["success" if i % 2 == 0 else "waiting" for i in range(40)]
         assert results[2].result["events"][0]["extra"] == {"i": 2}
+
+
+class TestFinishedOnly:
+    async def test_known_running_runs_cost_one_small_request(self):
+        """Waits whose run is known and only a finished state decides: one 'ended lately' request."""
+        from xdep_sensors.client.dialects import V2
+
+        probes = [known_probe(f"dag_{i}") for i in range(300)]
+
+        for i, probe in enumerate(probes):
+            probe._last_run = V2().parse_dag_run(run_json(f"dag_{i}"))
+        with upstream_mock() as m, instant_sleep():
+            m.post(str(LIST), payload={"dag_runs": [run_json("dag_7", "success")], "total_entries": 1})
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
+            (call,) = m.requests[("POST", LIST)]
+        body = call.kwargs["json"]
+        assert body["states"] == ["failed", "success"] and "end_date_gte" in body and len(body["dag_ids"]) == 300
+        assert [i for i, r in enumerate(results) if r.status == "success"] == [7]
+        assert results[0].message.endswith(": running")  # the others keep their last known state
