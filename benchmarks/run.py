@@ -80,6 +80,61 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+def steady_window(stats: dict, ws: float, we: float, interval: float) -> tuple[float, float, str]:
+    """The window to measure steady state in: ``[ws, we)``, or, when the requests come in bursts (one
+    shared poll cycle each), from the first burst start in it to the last one, so that it holds whole
+    cycles only (a cycle lasts the interval plus the cycle's own work, so a fixed window would hold
+    a varying number of cycles)."""
+    bucket = stats["bucket_s"]
+    busy = sorted({int(k) for b in stats["counts"].values() for k, c in b.items() if c})
+    starts, prev = [], None
+    for k in busy:
+        if prev is None or (k - prev) * bucket >= 0.4 * interval:
+            starts.append(k * bucket)
+        prev = k
+    inside = [t for t in starts if ws <= t < we]
+    if len(inside) >= 2:
+        return inside[0], inside[-1], f"{len(inside) - 1} whole poll cycles"
+    return ws, we, "fixed"
+
+
+def cpu_at(samples: list[tuple[float, float]], when: float) -> float:
+    """Process CPU seconds at wall time ``when``, interpolated between the sampler's readings."""
+    import bisect
+
+    i = bisect.bisect_left(samples, (when, float("-inf")))
+    if i <= 0:
+        return samples[0][1]
+    if i >= len(samples):
+        return samples[-1][1]
+    (t0, c0), (t1, c1) = samples[i - 1], samples[i]
+    return c0 + (c1 - c0) * (when - t0) / (t1 - t0) if t1 > t0 else c1
+
+
+def library_fingerprint() -> str:
+    """Short hash of the xdep_sensors sources as this process imported them (others edit concurrently)."""
+    import hashlib
+
+    import xdep_sensors
+
+    digest = hashlib.sha256()
+    pkg = Path(xdep_sensors.__file__).parent
+    for path in sorted(pkg.rglob("*.py")):
+        digest.update(str(path.relative_to(pkg)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "xdep_sensors"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes in xdep_sensors/' if dirty else ''}"
+
+
 def _http_json(method: str, url: str, body: dict | None = None, timeout: float = 30.0) -> dict:
     import urllib.request
 
@@ -138,6 +193,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     from xdep_sensors.triggers import RemoteDagRunTrigger
 
     logging.getLogger().setLevel(logging.INFO)
+    code = library_fingerprint()
     if mode == "ours-direct":
         polling.SHARED_POLLING = False
 
@@ -152,11 +208,13 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     time.sleep(0.2)
     baseline_rss = proc.memory_info().rss
     peak = {"rss": baseline_rss}
+    cpu_samples: list[tuple[float, float]] = []  # (wall, process CPU) every 0.1 s, for any window later
     stop_sampling = threading.Event()
 
     def sample() -> None:
         while not stop_sampling.wait(0.1):
             peak["rss"] = max(peak["rss"], proc.memory_info().rss)
+            cpu_samples.append((time.time(), time.process_time()))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -170,6 +228,8 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     fired: list[float | None] = [None] * n
     payloads: list[object] = [None] * n
     marks: dict[str, tuple[float, float]] = {}
+    left = {"n": n}
+    all_done: list = []  # the asyncio.Event, made inside the loop
 
     async def run_one(i: int, trigger) -> None:
         await asyncio.sleep(max(t0 + starts[i] - time.time(), 0))
@@ -185,16 +245,14 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                 await trigger.cleanup()
             except Exception:
                 pass
-
-    async def mark(name: str, at: float) -> None:
-        await asyncio.sleep(max(at - time.time(), 0))
-        marks[name] = (time.time(), time.process_time())
+            left["n"] -= 1
+            if left["n"] == 0:
+                all_done[0].set()
 
     async def main() -> dict:
         await asyncio.sleep(max(t0 - time.time(), 0))
         marks["start"] = (time.time(), time.process_time())
-        markers = [asyncio.ensure_future(mark("window_start", window[0])),
-                   asyncio.ensure_future(mark("window_end", window[1]))]
+        all_done.append(asyncio.Event())
         tasks = []
         for i, dag_id in enumerate(dag_ids):
             if mode == "http-sensor":
@@ -205,17 +263,16 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                                               run_id=RUN_ID, poke_interval=interval, timeout_at=None)
             tasks.append(asyncio.ensure_future(run_one(i, trigger)))
         marks["created"] = (time.time(), time.process_time())
-        pending = set(tasks)
-        while pending and time.time() < deadline:
-            _, pending = await asyncio.wait(pending, timeout=min(1.0, max(deadline - time.time(), 0.01)))
+        try:  # one waiter for all (asyncio.wait on N tasks would cost the harness O(N) per wake-up)
+            await asyncio.wait_for(all_done[0].wait(), max(deadline - time.time(), 0.01))
+        except asyncio.TimeoutError:
+            pass
+        pending = [t for t in tasks if not t.done()]
         cancelled = len(pending)
         for task in pending:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
-        for m in markers:
-            m.cancel()
-        await asyncio.gather(*markers, return_exceptions=True)
         # the per-loop clients of SHARED_POLLING=False stay open by design (one per triggerer loop): close them
         for client in list(xdep_hook._clients.get(asyncio.get_running_loop(), {}).values()):
             await client.close()
@@ -231,20 +288,21 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
 
     # request rates in the steady window, from the stub's 0.1 s buckets of arrival time
     bucket = stats["bucket_s"]
-    ws, we = marks.get("window_start", (window[0], 0))[0], marks.get("window_end", (window[1], 0))[0]
+    ws, we, window_kind = steady_window(stats, window[0], window[1], interval)
     in_window: dict[str, int] = {}
     for route, buckets in stats["counts"].items():
         in_window[route] = sum(c for k, c in buckets.items() if ws <= int(k) * bucket < we)
     intervals = (we - ws) / interval
+    cpu_window = cpu_at(cpu_samples, we) - cpu_at(cpu_samples, ws)
     delays = [f - d for f, d in zip(fired, done_at) if f is not None]
     early = sum(1 for f, d in zip(fired, done_at) if f is not None and f < d)
     wrong = sum(1 for p in payloads if p is not None and p is not True
                 and not (isinstance(p, dict) and p.get("status") == "success"))
     cpu_total = marks["end"][1] - marks["start"][1]
-    cpu_window = (marks["window_end"][1] - marks["window_start"][1]) if "window_end" in marks else None
     result = {
         **spec,
         "label": LABELS[mode],
+        "code": code,
         "fired": sum(1 for f in fired if f is not None),
         "early": early,
         "wrong_payload": wrong,
@@ -255,6 +313,8 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         "requests_window": sum(in_window.values()),
         "requests_window_by_route": in_window,
         "window_s": we - ws,
+        "window_kind": window_kind,
+        "load_avg_1m": os.getloadavg()[0],
         "requests_per_interval": sum(in_window.values()) / intervals if intervals > 0 else None,
         "bytes_total": sum(stats["bytes_in"].values()) + sum(stats["bytes_out"].values()),
         "cpu_s": cpu_total,
@@ -340,7 +400,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float) -> str:
+def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, git: tuple[str, str]) -> str:
     import platform
 
     import psutil
@@ -352,6 +412,11 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float) 
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {psutil.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, seed {seed}, whole script {elapsed:.0f} s. "
         "Method and limits: `benchmarks/README.md`.",
+        "",
+        f"Library: git {git[0]} at the start, {git[1]} at the end; xdep_sensors source fingerprint(s) as the "
+        f"workers imported it: {', '.join(sorted({r['code'] for r in results}))}"
+        + (" — **the library changed during the run: cases are not comparable**"
+           if len({r["code"] for r in results}) > 1 else "") + ".",
         "",
         "| N | mode | interval s | requests / interval (steady) | total requests | triggerer CPU s (whole run) "
         "| CPU s / interval (steady) | peak RSS growth KiB / trigger | detect p50 s | detect p99 s | detect max s "
@@ -382,17 +447,17 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float) 
     lines += ["", "## Details per case", "",
               "| N | mode | timeline warm / steady / completions s | steady requests by route | all requests by route "
               "| bytes on the wire (both ways) | stub CPU s | creating triggers CPU s | RSS baseline → peak MiB "
-              "| triggers cancelled / errors / early | trigger log bytes |",
-              "|---:|---|---|---|---|---:|---:|---:|---|---|---:|"]
+              "| triggers cancelled / errors / early | trigger log | load avg 1 min |",
+              "|---:|---|---|---|---|---:|---:|---:|---|---|---:|---:|"]
     for r in results:
         steady = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_window_by_route"].items()) if v)
         allr = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_by_route"].items()))
         lines.append(
-            f"| {r['n']:,} | {r['label']} | {r['warm']:g} / {r['steady']:g} ({r['window_s']:.1f} measured) / "
+            f"| {r['n']:,} | {r['label']} | {r['warm']:g} / {r['steady']:g} (measured {r['window_s']:.1f} s: {r['window_kind']}) / "
             f"{r['complete']:g} | {steady or '–'} | {allr} | {r['bytes_total'] / 2**20:,.1f} MiB "
             f"| {fmt(r['stub_cpu_s'])} | {fmt(r['create_cpu_s'])} "
             f"| {r['rss_baseline_mib']:.0f} → {r['rss_peak_mib']:.0f} "
-            f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB |")
+            f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB | {r['load_avg_1m']:.2f} |")
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.md").write_text(text)
@@ -417,11 +482,17 @@ def write_plot(results: list[dict]) -> None:
             color, marker = styles[mode]
             xs, ys = [r["n"] for r in rows], [r[key] for r in rows]
             ax.plot(xs, ys, marker=marker, color=color, label=LABELS[mode], linewidth=2)
+            # labels: HttpSensorTrigger above-left, the others below-right (the two upper lines nearly touch)
+            dx, dy, ha = (-7, 6, "right") if mode == "http-sensor" else (7, -11, "left")
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:,.0f}" if y >= 10 else f"{y:.2g}", (x, y), textcoords="offset points",
-                            xytext=(6, -10 if mode == "ours-shared" else 5), fontsize=8, color=color)
+                            xytext=(dx, dy), ha=ha, fontsize=8, color=color)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        values = [r[key] for r in results if r[key]]
+        if values:
+            ax.set_ylim(min(values) / 2.5, max(values) * 2.5)
+        ax.set_xlim(min(r["n"] for r in results) / 1.6, max(r["n"] for r in results) * 1.6)
         ax.set_xlabel("N waiting triggers")
         ax.set_title(title, fontsize=11)
         ax.grid(True, which="both", alpha=0.3)
@@ -454,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.time()
+    git_start = git_state()
     cases = plan(args.quick)
     if args.ns:
         wanted = {int(x) for x in args.ns.split(",")}
@@ -467,9 +539,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"N={r['n']:>5} {mode:<12} req/interval={fmt(r['requests_per_interval'], 1):>8} "
                   f"total_req={r['requests_total']:>7,} cpu={r['cpu_s']:6.2f}s "
                   f"rss/trigger={r['rss_per_trigger_kib']:6.1f}KiB p50={fmt(r['detect_p50_s'])}s "
-                  f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s", flush=True)
+                  f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s "
+                  f"code={r['code']}", flush=True)
     elapsed = time.time() - started
-    write_markdown(results, args.quick, args.seed, elapsed)
+    write_markdown(results, args.quick, args.seed, elapsed, (git_start, git_state()))
     write_plot(results)
     print(f"wrote {RESULTS / 'results.md'} and {RESULTS / 'results.png'} ({elapsed:.0f} s)", flush=True)
     if args.quick:

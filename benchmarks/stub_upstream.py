@@ -21,7 +21,8 @@ Routes (all JSON; every ``/api/v2`` route but ``/version`` needs ``Authorization
 * ``GET  /api/v2/version``
 * ``GET  /api/v2/dags/{dag_id}``
 * ``GET  /api/v2/dags/{dag_id}/dagRuns/{run_id}``
-* ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``run_after_gte``, ``page_offset``, ``page_limit``)
+* ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``states``, ``run_after_gte``, ``end_date_gte``,
+  ``order_by`` ``end_date`` or by id, ``page_offset``, ``page_limit``)
 * ``POST /_schedule``, ``POST /_reset``, ``GET /_stats`` (control, not counted)
 
 ``/_stats`` returns request counts and bytes per route in 0.1 s buckets of arrival time, so the
@@ -210,20 +211,30 @@ def make_app(up: Upstream) -> web.Application:
         try:
             body = json.loads(raw)
             wanted = body.get("dag_ids")
+            states = body.get("states")
             offset = max(int(body.get("page_offset") or 0), 0)
             limit = min(max(int(body.get("page_limit") or 50), 1), 100)  # Airflow's maximum_page_limit
-            gte = body.get("run_after_gte")
-            gte_dt = datetime.fromisoformat(gte.replace("Z", "+00:00")) if gte else None
+            after = body.get("run_after_gte")
+            after_dt = datetime.fromisoformat(after.replace("Z", "+00:00")) if after else None
+            ended = body.get("end_date_gte")
+            ended_ts = datetime.fromisoformat(ended.replace("Z", "+00:00")).timestamp() if ended else None
+            order_by = str(body.get("order_by") or "id")
         except (ValueError, TypeError, AttributeError):
             return answer("runs_list", now, b'{"detail":"bad request"}', 422, len(raw))
-        # every stub run has the same run_after; ties sort by the run's primary key (its index)
-        if gte_dt is not None and RUN_AFTER < gte_dt:
+        index, done_at = up.index, up.done_at
+        if after_dt is not None and RUN_AFTER < after_dt:  # every stub run has the same run_after
             matches: list[int] = []
         elif wanted is None:
             matches = list(range(len(up.dag_ids)))
         else:
-            index = up.index
-            matches = sorted(index[d] for d in set(wanted) if d in index)
+            matches = sorted(index[d] for d in set(wanted) if d in index)  # ties sort by primary key
+        if states is not None:
+            wanted_states = set(states)
+            matches = [i for i in matches if ("success" if now >= done_at[i] else "running") in wanted_states]
+        if ended_ts is not None:  # only finished runs have an end_date
+            matches = [i for i in matches if now >= done_at[i] and done_at[i] >= ended_ts]
+        if order_by.lstrip("-") == "end_date":  # unfinished runs (no end_date) last
+            matches.sort(key=lambda i: (now < done_at[i], done_at[i]), reverse=order_by.startswith("-"))
         page = matches[offset:offset + limit]
         runs = b",".join(up.run_body(i, now) for i in page)
         out = b'{"dag_runs":[' + runs + b'],"total_entries":' + str(len(matches)).encode() + b"}"

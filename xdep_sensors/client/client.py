@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
@@ -10,6 +11,8 @@ from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, Page, Request, V2
 from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
 from xdep_sensors.client.session import ClientConfig, Transport
 from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
+
+log = logging.getLogger(__name__)
 
 MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing
 
@@ -121,6 +124,8 @@ class RemoteAirflowClient:
             offset += len(page.items)
             if not page.items or len(page.items) < PAGE_LIMIT or (page.total is not None and offset >= page.total):
                 return
+        log.warning("stopped reading a listing from %s after %d items (%d pages): the rest is ignored",
+                    self.config.base_url, offset, MAX_PAGES)
 
     async def _all(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page]) -> list[Any]:
         items: list[Any] = []
