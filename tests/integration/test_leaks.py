@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos import ChaosProxy
 from tests.integration.test_dag_run_sensor_live import run_downstream
 from xdep_sensors import RemoteAirflowHook
 from xdep_sensors.errors import XdepError
@@ -56,10 +57,10 @@ def secrets(_upstreams):
 
 
 def test_no_secret_anywhere_after_every_path(_upstreams, downstream_db, out_file, secrets, capfd):
-    runs = []
+    runs, ok_runs = [], {}
     for api, conn in (("v1", "leak_v1"), ("v2", "leak_v2")):
         upstream = _upstreams[api]
-        ok_run = upstream.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+        ok_run = ok_runs[api] = upstream.trigger(conf={}, logical_date=datetime.now(timezone.utc))
         failed_run = upstream.trigger(conf={"fail": True}, logical_date=datetime.now(timezone.utc))
         for dag_id, run_id in (("xdep_ds_by_id_defer", ok_run), ("xdep_ds_by_id_poke", ok_run),
                                ("xdep_ds_tasks_defer", ok_run), ("xdep_ds_by_id_defer", failed_run)):
@@ -67,7 +68,17 @@ def test_no_secret_anywhere_after_every_path(_upstreams, downstream_db, out_file
         runs.append(run_downstream("xdep_ds_asset_missing_defer", {"conn": conn, "out": str(out_file)}))
     runs.append(run_downstream("xdep_ds_by_id_defer", {"conn": "leak_bad", "run_id": "x", "out": str(out_file)}))
     runs.append(run_downstream("xdep_ds_by_id_poke", {"conn": "leak_bad", "run_id": "x", "out": str(out_file)}))
-    assert runs == ["success", "success", "success", "failed", "failed"] * 2 + ["failed", "failed"]
+    # a fault path: the upstream answers 503 for a while (retries, warnings), then the wait succeeds
+    proxy = ChaosProxy(_upstreams["v1"].server.base_url).start()
+    try:
+        os.environ["AIRFLOW_CONN_LEAK_CHAOS"] = json.dumps({"conn_type": "remote_airflow", "host": proxy.url,
+                                                            "login": USER, "password": PASSWORD})
+        proxy.inject("503", 4)
+        runs.append(run_downstream("xdep_ds_by_id_defer", {"conn": "leak_chaos", "run_id": ok_runs["v1"],
+                                                           "out": str(out_file)}))
+    finally:
+        proxy.stop()
+    assert runs == ["success", "success", "success", "failed", "failed"] * 2 + ["failed", "failed", "success"]
 
     printed = "".join(capfd.readouterr()).encode()
     assert [s[:8] for s in secrets if s in printed] == []
