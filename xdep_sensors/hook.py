@@ -102,7 +102,11 @@ class RemoteAirflowHook(BaseHook):
 
     async def aget_client(self) -> RemoteAirflowClient:
         """Return the client shared by everything on this event loop for this connection."""
-        config = await self.aget_config()
+        return self.client_for(await self.aget_config())
+
+    @staticmethod
+    def client_for(config: ClientConfig) -> RemoteAirflowClient:
+        """Return the client (one aiohttp session) shared on this event loop for ``config``."""
         per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
         client = per_loop.get(config)
         if client is None:

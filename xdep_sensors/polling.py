@@ -184,7 +184,12 @@ class SharedPoller:
             while self.subscribers:
                 subs = list(self.subscribers.values())
                 cycle_start = datetime.now(timezone.utc)
-                source = self._needs(subs, cycle_start)
+                try:
+                    source = self._needs(subs, cycle_start)
+                except Exception as exc:  # a bug here must fail the waits, not leave them hanging
+                    for sub in subs:
+                        sub.queue.put_nowait(exc)
+                    raise
                 self._previous_cycle = cycle_start
                 results = await asyncio.gather(*(s.probe.step(source) for s in subs), return_exceptions=True)
                 self.cycles += 1

@@ -12,9 +12,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from xdep_sensors import polling
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.decisions import Decision
-from xdep_sensors import polling
 from xdep_sensors.errors import TransientError, XdepError
 from xdep_sensors.hook import RemoteAirflowHook
 from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
@@ -89,9 +89,10 @@ class _PollingTrigger(BaseTrigger):
             async with polling.POLLERS.get(config, self.poke_interval).subscribe(probe) as updates:
                 while True:
                     yield await self._next(updates.get())
+        client = hook.client_for(config)  # resolved once: no secrets-backend round trip per look
         while True:
             try:
-                yield await probe(await hook.aget_client())
+                yield await probe(client)
             except XdepError as err:
                 yield err
             await self._next(asyncio.sleep(self.poke_interval))

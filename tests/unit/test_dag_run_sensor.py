@@ -230,3 +230,22 @@ class TestTrigger:
             event = await asyncio.wait_for(trigger.run().__anext__(), 10)
         assert event.payload["status"] == "error" and "authentication failed" in event.payload["message"]
         assert TOKEN not in json.dumps(event.payload)
+
+
+class TestOwnPoll:
+    async def test_own_loop_resolves_the_connection_once(self, monkeypatch):
+        from xdep_sensors import polling
+        from xdep_sensors.hook import RemoteAirflowHook
+
+        monkeypatch.setattr(polling, "SHARED_POLLING", False)
+        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
+                                      poke_interval=5)
+        with upstream_mock() as m, instant_sleep(), \
+                mock.patch.object(RemoteAirflowHook, "aget_config", wraps=RemoteAirflowHook(
+                    "upstream").aget_config) as resolve:
+            m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
+            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"}, repeat=2)
+            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
+            event = await trigger.run().__anext__()
+        assert event.payload["status"] == "success"
+        assert resolve.await_count == 1  # not once per look
