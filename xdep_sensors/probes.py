@@ -111,14 +111,15 @@ class DagRunProbe:
         """What a shared poll must fetch for this wait.
 
         ``("finished", dag_id, None)`` once the run is known and only a finished state can change the
-        decision (or tasks decide): then runs that ended lately are all a poll needs to fetch.
+        decision: then runs that ended lately are all a poll needs to fetch.
         Otherwise ``("run", dag_id, bound)`` with the lowest ``run_after`` that matters (None: ask alone).
         """
         w = self.watch
         if not self._dag_known:
             return "run", w.external_dag_id, None
         decisive = set(w.allowed_states) | set(w.failed_states) | set(w.skipped_states)
-        if self._last_run is not None and (w.narrowed or decisive <= FINISHED_RUN_STATES):
+        # Narrowed waits keep the full lookup: their result reports the run's current state too.
+        if self._last_run is not None and not w.narrowed and decisive <= FINISHED_RUN_STATES:
             return "finished", w.external_dag_id, None
         bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else self._run_after
         return "run", w.external_dag_id, bound
