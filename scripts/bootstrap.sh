@@ -2,6 +2,8 @@
 # Install everything the tests and the demo need, on a fresh machine, idempotently:
 #   .venv           the library + Airflow 3.3.2 (downstream, and the Airflow 3 upstream) + test tools
 #   .venv-airflow2  Airflow 2.11.2 + FAB provider (the Airflow 2 upstream, API v1)
+#   .venvs/airflow-<version>   the version matrix (scripts/matrix_venvs.sh): older upstreams, and
+#                              Airflow 3.0.6 / 3.1.8 / 3.2.2 with the library installed as a downstream
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -14,7 +16,7 @@ uv() { "$PY" -m uv "$@"; }
 if [ ! -x .venv/bin/python ]; then
   uv venv --quiet --python "$PY" .venv
 fi
-# 3.3.2 is the Airflow version the suite proves; pyproject only sets the floor.
+# 3.3.2 is the highest Airflow version the suite proves; pyproject only sets the floor.
 uv pip install --quiet --python .venv/bin/python -e ".[test,bench]" "apache-airflow==3.3.2"
 
 if [ ! -x .venv-airflow2/bin/airflow ]; then
@@ -22,3 +24,5 @@ if [ ! -x .venv-airflow2/bin/airflow ]; then
   uv pip install --quiet --python .venv-airflow2/bin/python "apache-airflow==2.11.2" apache-airflow-providers-fab
 fi
 echo "bootstrap: $(.venv/bin/airflow version 2>/dev/null | tail -1) in .venv, $(.venv-airflow2/bin/airflow version 2>/dev/null | tail -1) in .venv-airflow2"
+
+PYTHON="$PY" bash scripts/matrix_venvs.sh
