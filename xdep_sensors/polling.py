@@ -5,7 +5,11 @@ A probe asks a *source* for what it needs (the run it waits for, task instances,
 poll cycle: run lookups become one ``dagRuns/list`` batch request over the union of DAG ids,
 asset-event lookups become one events request from the lowest cursor, and identical remaining
 requests are made once (memoized futures, so a failure reaches every subscriber as the same
-error). ``SharedPoller`` runs one such cycle per (connection, interval) in the triggerer.
+error). The first look of many new waits is coalesced too: their DAGs' existence is read from one
+DAG listing and their runs join the batch run request. ``SharedPoller`` runs one such cycle per
+(connection, interval) in the triggerer, steps the waits through a small pool of workers (no task per
+wait, no loop turn longer than ~20 ms) and wakes a wait's trigger only when what it sees changed, for
+a heartbeat every ``HEARTBEAT_S``, or on every look when that trigger logs at DEBUG.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import contextlib
 import logging
 import os
 import random
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
 
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
+from xdep_sensors.client.records import Dag
 from xdep_sensors.decisions import FINISHED_RUN_STATES
 from xdep_sensors.errors import XdepError
 
@@ -31,6 +37,11 @@ log = logging.getLogger(__name__)
 # Set XDEP_SENSORS_SHARED_POLLING=0 to give every deferred sensor its own poll loop.
 SHARED_POLLING = os.environ.get("XDEP_SENSORS_SHARED_POLLING", "1").lower() not in ("0", "false", "no")
 
+HEARTBEAT_S = 600.0  # a wait whose view has not changed still reports (and logs) this often
+STEP_WORKERS = 32  # probe steps of one cycle in flight at once (the client's connection pool size)
+YIELD_S = 0.02  # a worker that runs steps without waiting hands the loop back this often
+_clock = time.monotonic  # tests replace it: nothing here depends on wall-clock speed
+
 
 class DirectSource:
     """One request per question: what a lone trigger or ``poke`` uses."""
@@ -40,6 +51,15 @@ class DirectSource:
 
     async def run_for(self, watch: DagRunWatch, need: tuple) -> DagRun | None:
         return await _lookup_run(self.client, watch)
+
+    async def dag(self, dag_id: str) -> Dag:
+        return await self.client.get_dag(dag_id)
+
+    async def dag_ids(self) -> list[str]:
+        return [d.dag_id for d in await self.client.list_dags()]
+
+    async def task_ids(self, dag_id: str) -> list[str]:
+        return await self.client.list_task_ids(dag_id)
 
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
         return await self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id)
@@ -63,8 +83,10 @@ class BatchSource:
     """Answers every subscriber of one poll cycle with as few requests as possible."""
 
     def __init__(self, client: RemoteAirflowClient, run_bounds: dict[str, datetime], asset_since: datetime | None,
-                 wants_assets: bool, finished_dags: set[str] | None = None, finished_since: datetime | None = None):
+                 wants_assets: bool, finished_dags: set[str] | None = None, finished_since: datetime | None = None,
+                 new_dags: set[str] | None = None):
         self.client = client
+        self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
         self.run_bounds = run_bounds  # dag_id -> lowest run_after any subscriber needs
         self.finished_dags = finished_dags or set()  # DAGs whose known runs can only change by finishing
         self.finished_since = finished_since
@@ -87,7 +109,28 @@ class BatchSource:
             key = ("run", watch.external_dag_id, watch.run_id, watch.logical_date, watch.latest_after)
             return await self._once(key, lambda: _lookup_run(self.client, watch))
         by_dag: dict[str, list[DagRun]] = await self._once(("batch-runs",), self._batch_runs)
-        return watch.pick(by_dag.get(watch.external_dag_id, []))
+        run = watch.pick(by_dag.get(watch.external_dag_id, []))
+        if run is None and watch.run_id:  # the bound came from the run id's date, only a hint: ask for it alone
+            key = ("run", watch.external_dag_id, watch.run_id, None, None)
+            return await self._once(key, lambda: _lookup_run(self.client, watch))
+        return run
+
+    async def dag(self, dag_id: str) -> Dag:
+        """One upstream DAG (``NotFound`` when absent): the new waits of a cycle share one DAG listing."""
+        if dag_id in self.new_dags and len(self.new_dags) > 2:
+            listed: dict[str, Dag] = await self._once(("dags",), lambda: self.client.find_dags(sorted(self.new_dags)))
+            if dag_id in listed:
+                return listed[dag_id]
+        # not listed (absent, stale, or the listing was not worth reading): ask for it alone, once per cycle
+        return await self._once(("dag", dag_id), lambda: self.client.get_dag(dag_id))
+
+    async def dag_ids(self) -> list[str]:
+        """Every upstream DAG id, for close matches when one is missing (once per cycle)."""
+        dags: list[Dag] = await self._once(("all-dags",), self.client.list_dags)
+        return [d.dag_id for d in dags]
+
+    async def task_ids(self, dag_id: str) -> list[str]:
+        return await self._once(("task-ids", dag_id), lambda: self.client.list_task_ids(dag_id))
 
     async def _finished_runs(self) -> dict[str, list[DagRun]]:
         """Runs of the watched DAGs that ended lately: usually a handful, whatever the number of waits."""
@@ -126,9 +169,14 @@ class BatchSource:
 
 
 class _Subscriber:
-    def __init__(self, probe: Any):
+    __slots__ = ("probe", "queue", "every_look", "last", "delivered")
+
+    def __init__(self, probe: Any, every_look: bool = False):
         self.probe = probe
         self.queue: asyncio.Queue[Decision | BaseException] = asyncio.Queue()
+        self.every_look = every_look
+        self.last: Any = None  # the outcome last delivered, and when
+        self.delivered = float("-inf")
 
 
 class SharedPoller:
@@ -144,9 +192,14 @@ class SharedPoller:
         self.cycles = 0
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, probe: Any) -> AsyncIterator[asyncio.Queue]:
-        """Join the poll; leave on exit, cancellation included; the loop stops with the last subscriber."""
-        sub = _Subscriber(probe)
+    async def subscribe(self, probe: Any, every_look: bool = False) -> AsyncIterator[asyncio.Queue]:
+        """Join the poll; leave on exit, cancellation included; the loop stops with the last subscriber.
+
+        The queue receives each look's outcome when it differs from the previous one (a probe returns
+        the same object when nothing changed), at least every ``HEARTBEAT_S``, and on every look
+        when ``every_look``.
+        """
+        sub = _Subscriber(probe, every_look)
         self.subscribers[id(sub)] = sub
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
@@ -162,10 +215,13 @@ class SharedPoller:
     def _needs(self, subs: list[_Subscriber], cycle_start: datetime) -> BatchSource:
         run_bounds: dict[str, datetime] = {}
         finished: set[str] = set()
+        new_dags: set[str] = set()
         asset_since: list[datetime | None] = []
         for sub in subs:
             need = sub.probe.need()
-            if need[0] == "run" and need[2] is not None:
+            if need[0] == "dag":  # a first look: existence, then its run, both answered for many waits at once
+                new_dags.add(need[1])
+            if need[0] in ("run", "dag") and need[2] is not None:
                 dag_id, bound = need[1], need[2]
                 run_bounds[dag_id] = min(bound, run_bounds.get(dag_id, bound))
             elif need[0] == "finished":
@@ -175,7 +231,7 @@ class SharedPoller:
         since = None if not asset_since or None in asset_since else min(asset_since)  # type: ignore[type-var]
         # Runs that ended since the previous cycle, with a wide margin for clock skew and slow cycles.
         finished_since = (self._previous_cycle or cycle_start) - timedelta(seconds=max(300.0, 3 * self.interval))
-        return BatchSource(self.client, run_bounds, since, bool(asset_since), finished, finished_since)
+        return BatchSource(self.client, run_bounds, since, bool(asset_since), finished, finished_since, new_dags)
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)
@@ -191,9 +247,14 @@ class SharedPoller:
                         sub.queue.put_nowait(exc)
                     raise
                 self._previous_cycle = cycle_start
-                results = await asyncio.gather(*(s.probe.step(source) for s in subs), return_exceptions=True)
+                results = await self._step_all(subs, source)
+                del source  # the cycle's listings go now, not when the next cycle replaces them
                 self.cycles += 1
+                now = _clock()
                 for sub, result in zip(subs, results):
+                    if result is sub.last and not sub.every_look and now - sub.delivered < HEARTBEAT_S:
+                        continue  # nothing new for this wait: its trigger sleeps on
+                    sub.last, sub.delivered = result, now
                     sub.queue.put_nowait(result)
                 errors = [r for r in results if isinstance(r, XdepError) and r.transient]
                 failures = failures + 1 if errors and len(errors) == len(results) else 0
@@ -204,6 +265,33 @@ class SharedPoller:
                 await asyncio.sleep(wait * random.uniform(1.0, 1.1) if failures else wait)
         finally:
             await self.client.close()
+
+
+    @staticmethod
+    async def _step_all(subs: list[_Subscriber], source: BatchSource) -> list[Any]:
+        """Each subscriber's look (decision or exception), in order.
+
+        A few workers take the subscribers in turn: a step answered from the cycle's shared listings
+        completes without suspending, so no task per subscriber is made (thousands of them per cycle
+        outlived young-generation collections and made full ones), and a worker hands the loop back
+        every ``YIELD_S`` so no loop turn blocks the triggerer for long.
+        """
+        results: list[Any] = [None] * len(subs)
+        turns = iter(range(len(subs)))
+
+        async def work() -> None:
+            started = _clock()
+            for i in turns:
+                try:
+                    results[i] = await subs[i].probe.step(source)
+                except Exception as exc:  # noqa: BLE001 - delivered to that subscriber, as gather(return_exceptions)
+                    results[i] = exc
+                if _clock() - started > YIELD_S:
+                    await asyncio.sleep(0)
+                    started = _clock()
+
+        await asyncio.gather(*(work() for _ in range(min(STEP_WORKERS, len(subs)))))
+        return results
 
 
 class PollerRegistry:

@@ -8,19 +8,41 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.client.records import Asset, AssetEvent, DagRun
+from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance
 from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 from xdep_sensors.polling import BatchSource, DirectSource
 
 log = logging.getLogger(__name__)
+
+# Airflow's own run ids: "<run type>__<ISO date>" (+ "_<random>" when there is no logical date).
+_RUN_ID_DATE = re.compile(r"^[a-z_]+?__(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?)")
+
+
+def run_id_date(run_id: str) -> datetime | None:
+    """The date in an Airflow-made run id (its ``run_after``, or the logical date before 3.3), else None.
+
+    A run's ``run_after`` is never earlier than that date, so it bounds a batch lookup of the run;
+    a run id that only looks like one is still found: a run missing from the batch is asked for alone.
+    """
+    match = _RUN_ID_DATE.match(run_id)
+    if match is None:
+        return None
+    try:
+        value = parse_dt(match.group(1))
+    except ValueError:
+        return None
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value - timedelta(seconds=1) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -79,22 +101,30 @@ class DagRunProbe:
         self._dag_known = False
         self._run_after: datetime | None = None  # of the awaited run_id, once seen: bounds shared polls
         self._last_run: DagRun | None = None
+        w = watch
+        # fixed per watch: computed once, not on every look of every wait
+        self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
+        decisive = set(w.allowed_states) | set(w.failed_states) | set(w.skipped_states)
+        self._finish_decides = decisive <= FINISHED_RUN_STATES
+        # what the last decision was made of, and that decision: an unchanged view returns the same object
+        self._decided: tuple[tuple[DagRun | None, list[TaskInstance] | None], Decision] | None = None
 
-    async def _check_dag(self, client: RemoteAirflowClient) -> bool:
+    async def _check_dag(self, source: DirectSource | BatchSource) -> bool:
         w = self.watch
+        client = source.client
         try:
-            dag = await client.get_dag(w.external_dag_id)
+            dag = await source.dag(w.external_dag_id)
         except NotFound:
             if not w.check_existence:
                 return False
-            nearby = close_matches(w.external_dag_id, [d.dag_id for d in await client.list_dags()])
+            nearby = close_matches(w.external_dag_id, await source.dag_ids())
             raise NotFound(
                 f"DAG {w.external_dag_id!r} does not exist upstream at {client.config.base_url}",
                 hint=(f"close matches: {', '.join(nearby)}" if nearby else "check external_dag_id")
                 + "; or set check_existence=False to wait for it to appear",
             ) from None
         if w.check_existence and w.task_ids:
-            known = await client.list_task_ids(w.external_dag_id)
+            known = await source.task_ids(w.external_dag_id)
             unknown = [t for t in w.task_ids if t not in known]
             if unknown:
                 nearby = sorted({m for t in unknown for m in close_matches(t, known)})
@@ -110,19 +140,19 @@ class DagRunProbe:
     def need(self) -> tuple[str, str, datetime | None]:
         """What a shared poll must fetch for this wait.
 
+        ``("dag", dag_id, bound)`` on the first look: the DAG's existence (one listing serves the new
+        waits of a cycle), then the run as ``"run"`` does.
         ``("finished", dag_id, None)`` once the run is known and only a finished state can change the
         decision: then runs that ended lately are all a poll needs to fetch.
         Otherwise ``("run", dag_id, bound)`` with the lowest ``run_after`` that matters (None: ask alone).
         """
         w = self.watch
         if not self._dag_known:
-            return "run", w.external_dag_id, None
-        decisive = set(w.allowed_states) | set(w.failed_states) | set(w.skipped_states)
+            return "dag", w.external_dag_id, self._bound
         # Narrowed waits keep the full lookup: their result reports the run's current state too.
-        if self._last_run is not None and not w.narrowed and decisive <= FINISHED_RUN_STATES:
+        if self._last_run is not None and not w.narrowed and self._finish_decides:
             return "finished", w.external_dag_id, None
-        bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else self._run_after
-        return "run", w.external_dag_id, bound
+        return "run", w.external_dag_id, self._run_after or self._bound
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -132,7 +162,7 @@ class DagRunProbe:
         w = self.watch
         client = source.client
         if not self._dag_known:
-            self._dag_known = await self._check_dag(client)
+            self._dag_known = await self._check_dag(source)
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
@@ -150,9 +180,14 @@ class DagRunProbe:
         if run is not None:
             self._last_run = run
             self._run_after = run.run_after
+        seen = (run, tis)
+        if self._decided is not None and self._decided[0] == seen:
+            return self._decided[1]  # the same view: the same decision object, so a shared poll skips it
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
-        return decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
-                              task_instances=tis, task_ids=w.task_ids)
+        decision = decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
+                                  task_instances=tis, task_ids=w.task_ids)
+        self._decided = (seen, decision)
+        return decision
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ connection (asynchronously) inside the triggerer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -32,7 +33,11 @@ class XdepTimeout(TransientError):
 
 
 class _PollingTrigger(BaseTrigger):
-    """Looks at the upstream every ``poke_interval`` until a decision, an error or ``timeout_at``."""
+    """Looks at the upstream every ``poke_interval`` until a decision, an error or ``timeout_at``.
+
+    It logs at INFO what it sees when that changes (and the final decision), ``still waiting: ...``
+    at least every ``polling.HEARTBEAT_S`` while nothing changes, and every look at DEBUG.
+    """
 
     def __init__(self, *, remote_conn_id: str, poke_interval: float = 60.0, timeout_at: float | None = None):
         super().__init__()
@@ -59,16 +64,27 @@ class _PollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         probe = self._make_probe()
+        said: str | None = None  # the message last logged at INFO, and when
+        said_at = 0.0
         async for outcome in self._outcomes(probe):
             if isinstance(outcome, XdepError):
                 if not outcome.transient:
                     yield TriggerEvent({"status": "error", "message": str(outcome)})
                     return
                 self.log.warning("upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome)
+                said = None  # once it answers again, say what it shows
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                self.log.info("%s", outcome.message)
+                now = polling._clock()
+                if outcome.done or outcome.message != said:
+                    self.log.info("%s", outcome.message)
+                    said, said_at = outcome.message, now
+                elif now - said_at >= polling.HEARTBEAT_S:
+                    self.log.info("still waiting: %s", outcome.message)
+                    said_at = now
+                else:
+                    self.log.debug("%s", outcome.message)
                 if outcome.done:
                     yield TriggerEvent({"status": outcome.status, "message": outcome.message,
                                         "result": outcome.result})
@@ -86,7 +102,8 @@ class _PollingTrigger(BaseTrigger):
             yield err
             return
         if polling.SHARED_POLLING:
-            async with polling.POLLERS.get(config, self.poke_interval).subscribe(probe) as updates:
+            every_look = self._logs_debug()  # else unchanged looks are not even handed over
+            async with polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look) as updates:
                 while True:
                     yield await self._next(updates.get())
         client = hook.client_for(config)  # resolved once: no secrets-backend round trip per look
@@ -96,6 +113,10 @@ class _PollingTrigger(BaseTrigger):
             except XdepError as err:
                 yield err
             await self._next(asyncio.sleep(self.poke_interval))
+
+    def _logs_debug(self) -> bool:
+        is_enabled = getattr(self.log, "isEnabledFor", None)
+        return bool(is_enabled(logging.DEBUG)) if is_enabled is not None else False
 
     async def _next(self, awaitable: Awaitable[Any]) -> Any:
         """Await, but never past ``timeout_at``: then the caller sees the deadline and reports it."""

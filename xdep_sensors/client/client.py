@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
@@ -142,6 +143,30 @@ class RemoteAirflowClient:
     async def list_dags(self, pattern: str | None = None) -> list[Dag]:
         """Return DAGs whose id contains ``pattern`` (all DAGs when ``None``)."""
         return await self._all(lambda d, off: d.dags(pattern, offset=off), lambda d, b: d.parse_dags(b))
+
+    async def find_dags(self, dag_ids: list[str]) -> dict[str, Dag]:
+        """Return those of ``dag_ids`` that one DAG listing shows, reading at most one page per id.
+
+        The listing is narrowed to the ids' common prefix and stops once every id is seen. A DAG it
+        does not return may still exist (stale DAGs are not listed; a listing longer than one page
+        per id is not read on): ask :meth:`get_dag` for those.
+        """
+        wanted = set(dag_ids)
+        if not wanted:
+            return {}
+        prefix = os.path.commonprefix([min(wanted), max(wanted)]) or None  # a substring filter: a superset
+        found: dict[str, Dag] = {}
+        offset = 0
+        for _ in range(min(MAX_PAGES, len(wanted))):
+            page: Page = await self._call(lambda d: d.dags(prefix, offset=offset), lambda d, b: d.parse_dags(b))
+            found.update((dag.dag_id, dag) for dag in page.items if dag.dag_id in wanted)
+            offset += len(page.items)
+            if (len(found) == len(wanted) or len(page.items) < PAGE_LIMIT
+                    or (page.total is not None and offset >= page.total)):
+                break
+            if page.total is not None and -(-page.total // PAGE_LIMIT) > len(wanted):
+                break  # more pages than ids: one GET per id is cheaper
+        return found
 
     async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
         """Return one run, or ``None`` when it does not exist (yet)."""
