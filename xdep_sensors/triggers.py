@@ -171,5 +171,9 @@ class RemoteAssetTrigger(_PollingTrigger):
 
 # The AssetWatcher triggers live in ``watchers`` and are part of this module's public API.
 from xdep_sensors.watchers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger  # noqa: E402
+from xdep_sensors.alerts import (  # noqa: E402
+    RemoteDagRunDeadlineTrigger, RemoteDagRunDurationTrigger, RemoteTaskInstanceEventTrigger,
+)
 
-__all__ = ["RemoteAssetEventTrigger", "RemoteAssetTrigger", "RemoteDagRunEventTrigger", "RemoteDagRunTrigger"]
+__all__ = ["RemoteAssetEventTrigger", "RemoteAssetTrigger", "RemoteDagRunDeadlineTrigger", "RemoteDagRunDurationTrigger",
+           "RemoteDagRunEventTrigger", "RemoteDagRunTrigger", "RemoteTaskInstanceEventTrigger"]

@@ -54,6 +54,7 @@ class TaskInstance(_Record):
     map_index: int = -1
     start_date: datetime | None = None
     end_date: datetime | None = None
+    try_number: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""Upstream (Airflow 2.11) DAGs for the alert-trigger tests; same shape as the Airflow 3 ones."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pendulum
+from airflow.decorators import dag, task, task_group
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+@dag(schedule=None, start_date=START, catchup=False, tags=["xdep-test"])
+def xdep_alert_flaky():
+    """prepare -> grp.boom (fails both of its tries) -> after (upstream_failed)."""
+
+    @task
+    def prepare():
+        return "ok"
+
+    @task_group
+    def grp():
+        @task(retries=1, retry_delay=timedelta(seconds=1))
+        def boom():
+            raise RuntimeError("asked to fail")
+
+        return boom()
+
+    @task
+    def after():
+        return "never"
+
+    prepare() >> grp() >> after()
+
+
+xdep_alert_flaky()
+
+
+@dag(schedule=None, start_date=START, catchup=False, tags=["xdep-test"])
+def xdep_alert_slow():
+    """nap sleeps conf['sleep'] seconds (default 20)."""
+
+    @task
+    def nap(dag_run=None):
+        time.sleep(float(dag_run.conf.get("sleep", 20)))
+
+    nap()
+
+
+xdep_alert_slow()
+
+
+@dag(schedule=None, start_date=START, catchup=False, tags=["xdep-test"])
+def xdep_alert_late():
+    """Succeeds at once when triggered: the deadline watcher's 'met' case; never triggered = always late."""
+
+    @task
+    def land():
+        return "landed"
+
+    land()
+
+
+xdep_alert_late()
