@@ -110,7 +110,9 @@ class BatchSource:
             return await self._once(key, lambda: _lookup_run(self.client, watch))
         by_dag: dict[str, list[DagRun]] = await self._once(("batch-runs",), self._batch_runs)
         run = watch.pick(by_dag.get(watch.external_dag_id, []))
-        if run is None and watch.run_id:  # the bound came from the run id's date, only a hint: ask for it alone
+        if run is None and watch.run_id and kind == "dag":
+            # on a first look the bound came from the run id's date, a hint: a run missing from the batch
+            # is asked for alone, once (later looks rely on the batch: a run id is Airflow's or unbounded)
             key = ("run", watch.external_dag_id, watch.run_id, None, None)
             return await self._once(key, lambda: _lookup_run(self.client, watch))
         return run

@@ -161,12 +161,13 @@ class DagRunProbe:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
         w = self.watch
         client = source.client
+        need = self.need()  # ("dag", ...) on a first look: then the source may ask for the run alone too
         if not self._dag_known:
             self._dag_known = await self._check_dag(source)
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
-            run = await source.run_for(w, self.need()) or self._last_run
+            run = await source.run_for(w, need) or self._last_run
             tis = None
             if run is not None and w.narrowed:
                 tis = await source.task_instances(w.external_dag_id, run.run_id, w.task_group_id)
