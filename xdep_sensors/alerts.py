@@ -179,7 +179,8 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
     @staticmethod
     def position(item: EndedTask) -> tuple[datetime, int | str]:
         ti = item.ti
-        return ti.end_date, f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/{ti.try_number}"  # type: ignore[return-value]
+        key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/{ti.try_number}"
+        return ti.end_date, key  # type: ignore[return-value]
 
     def payload(self, item: EndedTask, upstream: str) -> dict[str, Any]:
         ti = item.ti
