@@ -161,7 +161,7 @@ class Transport:
                 request.method, url, params=list(request.params) or None, json=request.json,
                 headers=headers, auth=auth, allow_redirects=False,
             ) as resp:
-                body = await resp.content.read(MAX_BODY_BYTES + 1)
+                body = await _read_body(resp.content, MAX_BODY_BYTES + 1)
                 if len(body) > MAX_BODY_BYTES:
                     raise BadResponse(f"the upstream answer exceeds {MAX_BODY_BYTES // 2**20} MiB", url=url,
                                       hint="the upstream or a proxy is misbehaving")
@@ -207,3 +207,16 @@ class Transport:
                 log.info("upstream %s (%s); retry %d/%d in %.1fs", safe_url(err.url), err.message, attempt,
                          self.retry.attempts - 1, wait)
                 await self._sleep(wait)
+
+
+async def _read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """Read the body up to ``limit`` bytes; ``read(n)`` alone returns only what has arrived so far."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
