@@ -351,16 +351,20 @@ class TestAssetEvents:
         assert events == sorted(events, key=lambda e: e.timestamp)
         await client.close()
 
-    async def test_v2_one_request_for_many_assets_filtered_here(self):
+    async def test_v2_many_assets_are_filtered_upstream_one_listing_each(self):
         client = make_client()
-        body = {"asset_events": [
-            {"id": i, "asset_id": a, "uri": f"u{a}", "name": f"n{a}", "timestamp": T0.isoformat(), "extra": {}}
-            for i, a in ((1, 1), (2, 2), (3, 3))], "total_entries": 3}
+
+        def body(i, a):
+            return {"asset_events": [{"id": i, "asset_id": a, "uri": f"u{a}", "name": f"n{a}",
+                                      "timestamp": T0.isoformat(), "extra": {}}], "total_entries": 1}
+
         with upstream_mock() as m:
-            m.get(url("/api/v2/assets/events"), payload=body)
+            m.get(url("/api/v2/assets/events"), payload=body(1, 1))
+            m.get(url("/api/v2/assets/events"), payload=body(3, 3))
             events = await client.list_asset_events(asset_ids=[1, 3], since=T0)
-            (_, kwargs), = sent(m)
-            assert "asset_id" not in dict(kwargs["params"])
+            params = [dict(kwargs["params"]) for _, kwargs in sent(m)]
+        assert [p["asset_id"] for p in params] == ["1", "3"]
+        assert all(p["timestamp_gte"] == T0.isoformat() for p in params)
         assert [e.id for e in events] == [1, 3]
         await client.close()
 

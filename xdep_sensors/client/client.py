@@ -5,17 +5,55 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
 from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, Page, Request, V2
+from xdep_sensors.feed import Feed, Step
 from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
 from xdep_sensors.client.session import ClientConfig, Transport
 from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing
+MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing (per poll)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An upstream listing read as a feed: asset events (of one asset, or all), or runs that ended.
+
+    :param kind: ``"asset_events"`` or ``"finished_runs"``.
+    :param asset_id: asset events of this asset only (``None``: every asset's events).
+    :param dag_ids: runs of these DAGs (``None``: every DAG).
+    :param states: finished states of runs to list.
+    """
+
+    kind: str
+    asset_id: int | None = None
+    dag_ids: tuple[str, ...] | None = None
+    states: tuple[str, ...] = ()
+
+    def time_filter(self, dialect: V2) -> bool:
+        return self.kind != "asset_events" or dialect.has_event_time_filter
+
+    def request(self, dialect: V2, step: Step) -> Request:
+        if self.kind == "asset_events":
+            return dialect.asset_events(asset_id=self.asset_id, since=step.lower, newest_first=step.newest_first,
+                                        offset=step.offset)
+        if self.kind == "finished_runs":
+            return dialect.finished_runs(list(self.dag_ids) if self.dag_ids is not None else None, list(self.states),
+                                         step.lower, offset=step.offset)
+        raise ValueError(f"unknown listing kind {self.kind!r}")
+
+    def parse(self, dialect: V2, body: Any) -> Page:
+        return dialect.parse_asset_events(body) if self.kind == "asset_events" else dialect.parse_dag_runs(body)
+
+    def position(self, item: Any) -> tuple[datetime, Any]:
+        if self.kind == "asset_events":
+            return item.timestamp, item.id
+        return item.end_date, f"{item.dag_id}/{item.run_id}"
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -265,35 +303,45 @@ class RemoteAirflowClient:
     ) -> list[AssetEvent]:
         """Return events of ``asset_ids`` (all assets when ``None``) with timestamp >= ``since``, oldest first.
 
-        v2 serves any number of assets with one (paged) request; v1 has no time filter, so each asset
-        is paged newest-first until the cursor is passed.
+        One feed read per asset (or one over every asset): bounded by the events since ``since``.
         """
-        dialect = await self.dialect()
-        wanted = set(asset_ids) if asset_ids is not None else None
-        single = asset_ids[0] if asset_ids is not None and len(asset_ids) == 1 else None
         events: dict[int, AssetEvent] = {}
-        if dialect.has_event_time_filter:
-            found = await self._all(
-                lambda d, off: d.asset_events(asset_id=single, since=since, source_dag_id=source_dag_id, offset=off),
-                lambda d, b: d.parse_asset_events(b),
-            )
-            events.update((e.id, e) for e in found)
-        else:
-            for asset_id in asset_ids if asset_ids is not None else [None]:
-                async for page in self._pages(
-                    lambda d, off, a=asset_id: d.asset_events(asset_id=a, source_dag_id=source_dag_id, offset=off),
-                    lambda d, b: d.parse_asset_events(b),
-                ):
-                    events.update((e.id, e) for e in page.items)
-                    if since is not None and any(e.timestamp < since for e in page.items):
-                        break
-        selected = [
-            e for e in events.values()
-            if (wanted is None or e.asset_id in wanted)
-            and (since is None or e.timestamp >= since)
-            and (source_dag_id is None or e.source_dag_id == source_dag_id)
-        ]
+        for asset_id in asset_ids if asset_ids is not None else [None]:
+            listing = Listing("asset_events", asset_id=asset_id)
+            feed = await self.open_feed(listing, since)
+            events.update((e.id, e) for e in await self.read_feed(feed, listing))
+        selected = [e for e in events.values() if source_dag_id is None or e.source_dag_id == source_dag_id]
         return sorted(selected, key=lambda e: (e.timestamp, e.id))
+
+    # feeds -----------------------------------------------------------------------------------
+
+    async def open_feed(self, listing: Listing, start: datetime | None) -> Feed:
+        """Return a feed over ``listing`` that counts items at or after ``start`` (``None``: all)."""
+        dialect = await self.dialect()
+        return Feed(start, time_filter=listing.time_filter(dialect), position=listing.position)
+
+    async def read_feed(self, feed: Feed, listing: Listing, *, max_pages: int = MAX_PAGES) -> list[Any]:
+        """Read what is new in ``listing`` since ``feed`` last read it (at most ``max_pages`` requests).
+
+        Returns the items never seen by this feed, oldest first. A read cut at ``max_pages`` keeps
+        its position: the next read continues there, so no history length can pin a feed.
+        """
+        step: Step | None = feed.first_step()
+        fresh: list[Any] = []
+        for _ in range(max_pages):
+            assert step is not None
+            current = step
+            page: Page = await self._call(lambda d: listing.request(d, current), listing.parse)
+            new, step = feed.absorb(current, page.items, page.total)
+            fresh.extend(new)
+            if step is None:
+                break
+        else:
+            feed.cut(step)
+            log.warning("read %d pages of %s from %s in one poll; continuing from %s on the next",
+                        max_pages, listing.kind, self.config.base_url, feed.mark.isoformat() if feed.mark else "the start")
+        fresh.sort(key=listing.position)
+        return fresh
 
     # links -----------------------------------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""The feed: what a poll costs and what it finds must not depend on the upstream's history."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from devtools.memory_upstream import T0, MemoryUpstream
+from xdep_sensors.client import ClientConfig, RemoteAirflowClient
+from xdep_sensors.client.client import Listing
+from xdep_sensors.feed import OVERLAP, Feed
+
+
+def make_client(upstream: MemoryUpstream) -> RemoteAirflowClient:
+    return RemoteAirflowClient(ClientConfig("http://up.test", password="t", api_version=upstream.api),
+                               transport=upstream)  # type: ignore[arg-type]
+
+
+def calls(upstream: MemoryUpstream) -> int:
+    return sum(n for path, n in upstream.requests.items() if not path.endswith("/version"))
+
+
+@pytest.fixture(params=["v2", "v1"])
+def upstream(request) -> MemoryUpstream:
+    return MemoryUpstream(api=request.param)
+
+
+class TestFeedOnAssetEvents:
+    async def test_quiet_asset_in_busy_upstream_costs_one_request_and_fires(self, upstream):
+        """The reported case: 5,200 events of a busy asset, then one of a quiet asset."""
+        client = make_client(upstream)
+        start = T0
+        for i in range(5200):
+            upstream.add_event(1, start + timedelta(milliseconds=7 * i + 1))
+        listing = Listing("asset_events", asset_id=2)
+        feed = await client.open_feed(listing, start)
+        assert await client.read_feed(feed, listing) == []
+        before = calls(upstream)
+        for _ in range(3):
+            assert await client.read_feed(feed, listing) == []
+        assert calls(upstream) - before == 3  # one request per quiet poll
+        quiet = upstream.add_event(2, start + timedelta(seconds=60))
+        before = calls(upstream)
+        assert [e.id for e in await client.read_feed(feed, listing)] == [quiet]
+        assert calls(upstream) - before == 1
+
+    async def test_union_read_is_bounded_by_new_items_not_history(self, upstream):
+        client = make_client(upstream)
+        for i in range(5200):
+            upstream.add_event(1 + i % 7, T0 + timedelta(milliseconds=7 * i + 1))
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        first = await client.read_feed(feed, listing)  # history longer than the page cap: cut, then continued
+        assert len(first) == 5000 and feed.behind
+        second = await client.read_feed(feed, listing)
+        assert len(second) == 200 and not feed.behind
+        now = T0 + timedelta(seconds=40)
+        for burst in (0, 1, 99, 100, 101, 350):
+            new_ids = [upstream.add_event(3, now + timedelta(milliseconds=i)) for i in range(burst)]
+            now += timedelta(seconds=5)
+            before = calls(upstream)
+            got = await client.read_feed(feed, listing)
+            assert [e.id for e in got] == new_ids
+            # ceil(new / 100) + 1: the anchor page, then the new items
+            assert calls(upstream) - before <= math.ceil(burst / 100) + 1
+
+    async def test_a_cut_read_never_pins_the_feed(self, upstream):
+        """With more history than one poll may read, a newer item is still found by later polls."""
+        client = make_client(upstream)
+        for i in range(12_000):
+            upstream.add_event(1, T0 + timedelta(milliseconds=3 * i + 1))
+        target = upstream.add_event(1, T0 + timedelta(minutes=20))
+        listing = Listing("asset_events", asset_id=1)
+        feed = await client.open_feed(listing, T0)
+        found, polls = [], 0
+        while target not in found or feed.behind:
+            found += [e.id for e in await client.read_feed(feed, listing, max_pages=10)]
+            polls += 1
+            assert polls < 20
+            if polls == 1 and upstream.api == "v1":  # v1 reads newest first: the newest item comes at once
+                assert target in found
+        assert len(found) == len(set(found)) == 12_001
+
+    async def test_late_visible_item_inside_the_window_is_found_once(self, upstream):
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        ids = [upstream.add_event(1, T0 + timedelta(seconds=s)) for s in range(1, 300)]
+        assert [e.id for e in await client.read_feed(feed, listing)] == ids
+        late = upstream.add_event(2, T0 + timedelta(seconds=299) - OVERLAP / 2)  # committed late
+        got = await client.read_feed(feed, listing)
+        assert [e.id for e in got] == [late]
+        assert await client.read_feed(feed, listing) == []
+
+    async def test_tied_timestamps_are_each_delivered_once(self, upstream):
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        same = T0 + timedelta(seconds=5)
+        ids = [upstream.add_event(1, same) for _ in range(250)]
+        assert sorted(e.id for e in await client.read_feed(feed, listing)) == ids
+        more = [upstream.add_event(1, same) for _ in range(3)]
+        assert sorted(e.id for e in await client.read_feed(feed, listing)) == more
+
+    @pytest.mark.parametrize("seed", [7, 11, 23, 42])
+    async def test_randomized_history_each_item_exactly_once(self, upstream, seed):
+        """Random bursts (more than a poll may read), ties and late items within the window: nothing
+        lost, nothing twice."""
+        rng = random.Random(seed)
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        now = T0 + OVERLAP  # late items never predate the feed's start
+        made: list[int] = []
+        delivered: list[int] = []
+        for _ in range(60):
+            for _ in range(rng.choice([0, 0, 1, 3, 40, 120, 260])):
+                lag = timedelta(seconds=rng.random() * OVERLAP.total_seconds() * 0.9) if rng.random() < 0.1 else timedelta()
+                made.append(upstream.add_event(rng.randint(1, 5), now - lag))
+                if rng.random() < 0.7:
+                    now += timedelta(milliseconds=rng.randint(0, 30))
+            delivered += [e.id for e in await client.read_feed(feed, listing, max_pages=3)]
+            now += timedelta(seconds=5)
+        while feed.behind:
+            delivered += [e.id for e in await client.read_feed(feed, listing, max_pages=3)]
+        delivered += [e.id for e in await client.read_feed(feed, listing)]
+        assert len(delivered) == len(set(delivered))
+        assert sorted(delivered) == sorted(made)
+
+
+class TestFeedOnFinishedRuns:
+    async def test_rare_failure_on_a_busy_dag_costs_one_request_per_quiet_poll(self):
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        for i in range(5200):
+            upstream.add_run("hourly", f"run_{i}", "success", T0 + timedelta(seconds=i))
+        listing = Listing("finished_runs", dag_ids=("hourly",), states=("failed", "success"))
+        feed = await client.open_feed(listing, T0 + timedelta(seconds=5100))
+        assert len(await client.read_feed(feed, listing)) == 100
+        before = calls(upstream)
+        assert await client.read_feed(feed, listing) == []
+        upstream.add_run("hourly", "bad", "failed", T0 + timedelta(seconds=6000))
+        got = await client.read_feed(feed, listing)
+        assert [r.run_id for r in got] == ["bad"]
+        assert calls(upstream) - before == 2
+
+
+class TestFeedPure:
+    def test_window_is_pruned_to_the_overlap(self):
+        feed = Feed(None, time_filter=True, position=lambda i: i)
+        step = feed.first_step()
+        items = [(T0 + timedelta(seconds=s), s) for s in range(0, 600, 10)]
+        fresh, nxt = feed.absorb(step, items, len(items))
+        assert len(fresh) == 60 and nxt is None
+        assert all(t >= feed.mark - OVERLAP for _, t in feed.seen)
+
+    def test_items_before_the_start_are_never_new(self):
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        feed = Feed(start, time_filter=False, position=lambda i: i)
+        step = feed.first_step()
+        fresh, nxt = feed.absorb(step, [(start, 2), (start - timedelta(seconds=1), 1)], 2)
+        assert fresh == [(start, 2)] and nxt is None

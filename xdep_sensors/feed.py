@@ -1,0 +1,202 @@
+"""Reading an upstream listing as a feed: how far it has been read, and what is new since.
+
+Every wait and watcher reads upstream listings (asset events, runs that ended, task instances that
+ended) through a :class:`Feed`: a keyset position (the newest item's time, the *mark*) plus the
+items read within an overlap window behind it. This module is pure: a feed plans each request as
+a :class:`Step` and absorbs each page; ``RemoteAirflowClient.read_feed`` sends them.
+
+Why an overlap window: an item becomes visible upstream after its timestamp is set (its
+transaction commits later; replicas' clocks differ), so a later poll may find an item older than
+the mark. Each poll re-covers ``[mark - overlap, ...)`` and de-duplicates by (key, time).
+
+Why it stays cheap: a warm feed does not re-read the window. It asks for the page that starts at
+the last item it knows (the *anchor*, at offset ``known - 1`` of the window, ascending), so a quiet
+poll is one request and a busy one is ``ceil(new / 100)`` requests. If anything landed inside the
+window, the anchor has moved (or the total does not add up) and the feed re-reads the window once.
+A read cut at the page cap keeps its position and continues there on the next poll.
+
+API v1 asset events have no time filter: their feed reads newest-first and uses the listing's
+``total_entries`` to know how many items are new, stopping as soon as it has found them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Hashable
+
+# The overlap window. Measured on loopback Airflow 3.3.2 and 2.11.2 (tests/integration/test_feed_live.py):
+# items become visible well under a second after their timestamp. One minute covers a slow commit
+# under load and clock differences between an upstream's api-server / scheduler replicas with a
+# wide margin; a warm feed does not pay for it in requests, only in memory (the window's keys).
+OVERLAP = timedelta(seconds=float(os.environ.get("XDEP_SENSORS_FEED_OVERLAP", "60")))
+PAGE = 100  # items per page (both API versions cap a page at 100)
+
+Key = Hashable
+Position = Callable[[Any], "tuple[datetime, Key]"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One request of a read: items at or after ``lower`` (None: no time filter), from ``offset``."""
+
+    lower: datetime | None
+    offset: int
+    newest_first: bool = False
+    anchor: tuple[Key, datetime] | None = None  # the known item expected first on this page
+
+
+class Feed:
+    """Read position over one upstream listing: mark, overlap window, and the keys read in it.
+
+    :param start: the earliest time of interest (items before it are never new); ``None``: all.
+    :param time_filter: whether the listing filters by time server-side (else: newest-first + totals).
+    :param position: ``item -> (time, key)``; an item's identity is ``(key, time)``.
+    """
+
+    def __init__(self, start: datetime | None, *, time_filter: bool, position: Position,
+                 overlap: timedelta = OVERLAP, page: int = PAGE):
+        self.floor = start
+        self.mark = start
+        self.time_filter = time_filter
+        self.position = position
+        self.overlap = overlap
+        self.page = page
+        self.seen: dict[tuple[Key, datetime], None] = {}  # insertion-ordered set of (key, time) in the window
+        self.warm = False  # ``seen`` holds every item of the window: the next read may start at the anchor
+        self.behind = False  # the last read stopped at the page cap: more is waiting upstream
+        self.total: int | None = None  # no-time-filter listings: the listing's size when last read through
+        self._backlog: tuple[int, int, datetime | None] | None = None  # no-time-filter: (offset, total then, stop)
+        self._found = 0  # no-time-filter listings, per read: new items found, expected, top total, phase
+        self._expect: int | None = None
+        self._top_total: int | None = None
+        self._phase = "top"
+        self._stop: datetime | None = None
+        self._resume: datetime | None = None  # time-filtered listings: keyset time where a cut read continues
+        self._settled: datetime | None = None  # the mark when a read last covered the whole window
+        self._covering = False  # the current read started at the window's lower bound
+
+    # planning ---------------------------------------------------------------------------------
+
+    @property
+    def lower(self) -> datetime | None:
+        """Where a read must start covering: the overlap window behind the mark, never before the start."""
+        if self.mark is None:
+            return None
+        # from the mark of the last read that covered the window: a catch-up that moved the mark far
+        # ahead must still look back for items that became visible while it ran
+        settled = self.mark if self._settled is None else min(self.mark, self._settled)
+        low = settled - self.overlap
+        return max(low, self.floor) if self.floor is not None else low
+
+    def _in_window(self) -> list[tuple[Key, datetime]]:
+        low = self.lower
+        return [kt for kt in self.seen if low is None or kt[1] >= low]
+
+    def first_step(self) -> Step:
+        """The first request of the next read."""
+        self._found = 0
+        self._covering = True
+        if not self.time_filter:
+            # stop where coverage is needed: the window when warm, else all the way back to the start
+            self._stop = self.lower if self.warm else self.floor
+            return Step(None, 0, newest_first=True)
+        if self._resume is not None:  # the last read was cut at the page cap: continue it (keyset)
+            last_time, self._resume = self._resume, None
+            self._covering = False
+            return Step(last_time, sum(1 for (_, t) in self.seen if t == last_time))
+        if not self.warm:
+            return Step(self.lower, 0)
+        window = sorted(self._in_window(), key=lambda kt: (kt[1], str(kt[0])))
+        if not window:
+            return Step(self.lower, 0)
+        return Step(self.lower, len(window) - 1, anchor=window[-1])
+
+    def absorb(self, step: Step, items: list[Any], total: int | None) -> tuple[list[Any], Step | None]:
+        """Take one page; return the items never seen before and the next step (None: read done)."""
+        if not self.time_filter:
+            return self._absorb_newest_first(step, items, total)
+        placed = [(self.position(i), i) for i in items]
+        if step.anchor is not None:
+            # the first item must be known and at the anchor's time (tied items may come in any order)
+            first_known = bool(placed) and placed[0][0][0] == step.anchor[1] and \
+                (placed[0][0][1], placed[0][0][0]) in self.seen
+            later_known = any((k, t) in self.seen for (t, k), _ in placed[1:])
+            complete_page = len(items) < self.page
+            added_up = total is None or not complete_page or total == step.offset + len(items)
+            if not first_known or later_known or not added_up:
+                # something landed inside the window (or was deleted): re-read the window once
+                return [], Step(self.lower, 0)
+        fresh = self._take(placed)
+        if len(items) < self.page:
+            self._finish()
+            return fresh, None
+        last_time = placed[-1][0][0]
+        at_last = sum(1 for (_, t) in self.seen if t == last_time)
+        return fresh, Step(last_time, at_last)
+
+    # helpers ------------------------------------------------------------------------------------
+
+    def _take(self, placed: list[tuple[tuple[datetime, Key], Any]]) -> list[Any]:
+        fresh = []
+        for (when, key), item in placed:
+            if self.floor is not None and when < self.floor:
+                continue
+            if (key, when) not in self.seen:
+                self.seen[(key, when)] = None
+                fresh.append(item)
+                if self.mark is None or when > self.mark:
+                    self.mark = when
+        return fresh
+
+    def _finish(self, behind: bool = False) -> None:
+        self.warm = True
+        self.behind = behind
+        if self._covering and not behind:
+            self._settled = self.mark
+        low = self.lower
+        if low is not None:
+            self.seen = {kt: None for kt in self.seen if kt[1] >= low}
+
+    def _absorb_newest_first(self, step: Step, items: list[Any], total: int | None) -> tuple[list[Any], Step | None]:
+        """v1: newest-first pages; the total says how many are new, the window floor says where to stop."""
+        low = self._stop
+        if step.offset == 0:  # the top of the listing: what is new since the last read
+            self._top_total = total
+            self._phase = "top"
+            synced = self.warm and self.total is not None and total is not None
+            self._expect = total - self.total if synced else None  # type: ignore[operator]
+        placed = [(self.position(i), i) for i in items]
+        # below the stop point everything was read before (or is before the start)
+        fresh = self._take([p for p in placed if low is None or p[0][0] >= low])
+        self._found += len(fresh)
+        ended = len(items) < self.page
+        passed_floor = bool(placed) and low is not None and placed[-1][0][0] < low
+        found_all = self._phase == "top" and self._expect is not None and self._found >= self._expect
+        if not (ended or passed_floor or found_all):
+            return fresh, Step(None, step.offset + len(items), newest_first=True)
+        if self._phase == "top" and self._backlog is not None:
+            offset, then, self._stop = self._backlog  # an older read was cut at the page cap: continue it
+            self._phase = "backlog"
+            return fresh, Step(None, offset + ((self._top_total or then) - then), newest_first=True)
+        self._backlog = None
+        self.total = self._top_total
+        self._finish()
+        return fresh, None
+
+    def cut(self, next_step: Step | None = None) -> None:
+        """The read stopped at the page cap: keep what was read; the next read continues after it."""
+        if not self.time_filter and next_step is not None:
+            # offsets are relative to this read's total; keep reading down to where this read had to go
+            self._backlog = (next_step.offset, self._top_total or 0, self._stop)
+            self.total = self._top_total
+            self.warm = self.behind = True
+            return
+        if next_step is not None:
+            self._resume = next_step.lower
+        self._finish(behind=True)
+
+    def state(self) -> dict[str, Any]:
+        """A small JSON summary for logs and tests."""
+        return {"mark": self.mark.isoformat() if self.mark else None, "window": len(self.seen), "warm": self.warm}
