@@ -112,3 +112,110 @@ def polling_mode(request, monkeypatch):
 
     monkeypatch.setattr(polling, "SHARED_POLLING", request.param == "shared-poll")
     return request.param
+
+
+# --- the version matrix (issue 11) ------------------------------------------------------------------
+# Every upstream minor the library supports, and the results file the README table is rendered from.
+
+MATRIX_VENVS = ROOT / ".venvs"
+UPSTREAM_VERSIONS = ("2.9.3", "2.10.5", "2.11.2", "3.0.6", "3.1.8", "3.2.2", "3.3.2")
+MATRIX_UPSTREAM_DAGS = ROOT / "tests" / "versions" / "upstream_dags"  # parse on 3.0 too
+MATRIX_RESULTS = Path(os.environ.get("XDEP_MATRIX_RESULTS", ROOT / ".tmp" / "version-matrix.json"))
+
+
+def airflow_bin(version: str) -> Path:
+    """The `airflow` executable of one matrix version (3.3.2 is .venv, 2.11.2 is .venv-airflow2)."""
+    if version == "3.3.2":
+        return AIRFLOW3_BIN
+    if version == "2.11.2":
+        return AIRFLOW2_BIN
+    path = MATRIX_VENVS / f"airflow-{version}" / "bin" / "airflow"
+    if not path.exists():
+        pytest.fail(f"Airflow {version} not installed at {path}: run `bash scripts/bootstrap.sh`")
+    return path
+
+
+@dataclass
+class MatrixUpstream(Upstream):
+    """An upstream of the matrix. API-only ones (``runs_tasks`` False) finish runs by a state PATCH."""
+
+    version: str = ""
+    token_conn_id: str | None = None  # a static bearer token (Airflow 3 only)
+    runs_tasks: bool = True
+
+    def finish_run(self, run_id: str, dag_id: str = "xdep_test_producer") -> str:
+        """Let the run end in success: its scheduler runs it, or (API-only upstream) set it by REST."""
+        if self.runs_tasks:
+            return self.wait_run(run_id, dag_id)
+        path = f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}"
+        return self.server.api("PATCH", path, {"state": "success"})["state"]
+
+    def asset_event(self, uri: str, extra: dict) -> None:
+        """Create an upstream asset (dataset) event through the REST API."""
+        if self.api == "v1":
+            self.server.api("POST", "/api/v1/datasets/events", {"dataset_uri": uri, "extra": extra})
+            return
+        assets = self.server.api("GET", "/api/v2/assets?limit=100")["assets"]
+        asset_id = next(a["id"] for a in assets if a["uri"] == uri)
+        self.server.api("POST", "/api/v2/assets/events", {"asset_id": asset_id, "extra": extra})
+
+
+def _start_api_only(server: LocalAirflow) -> LocalAirflow:
+    """Start, wait for the DAGs to be parsed, then stop the parser/scheduler: the API alone remains."""
+    _start(server)
+    server.stop_component("dag-processor" if server.major == 3 else "scheduler")
+    return server
+
+
+@pytest.fixture(scope="session")
+def matrix_upstreams(_upstreams, tmp_path_factory) -> dict[str, MatrixUpstream]:
+    """Every upstream version: 3.3.2 and 2.11.2 are the shared full deployments; the others start
+    API-only (their DAGs parsed once, then no scheduler), three at a time, and stop at session end."""
+    own = [v for v in UPSTREAM_VERSIONS if v not in ("3.3.2", "2.11.2")]
+    servers = {}
+    for v in own:
+        major = int(v[0])
+        # FAB provider 1.2 (the one of 2.9.3's day) has no session backend: use the core one there
+        extra = {"AIRFLOW__API__AUTH_BACKENDS": "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,"
+                                                "airflow.api.auth.backend.session"} if v.startswith("2.9.") else {}
+        servers[v] = LocalAirflow(tmp_path_factory.mktemp(f"upstream-{v}"), airflow_bin(v), major=major,
+                                  dags_folder=MATRIX_UPSTREAM_DAGS if major == 3 else HERE / "upstream_dags_v1",
+                                  name=f"upstream-{v}", extra_env=extra)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            for future in [pool.submit(_start_api_only, s) for s in servers.values()]:
+                future.result()
+        result = {
+            "3.3.2": MatrixUpstream("v2", _upstreams["v2"].server, "up_v2", version="3.3.2",
+                                    token_conn_id="up_v2_token"),
+            "2.11.2": MatrixUpstream("v1", _upstreams["v1"].server, "up_v1", version="2.11.2"),
+        }
+        for v, server in servers.items():
+            slug = "mx_" + v.replace(".", "_")
+            _set_conn(slug, host=server.base_url, login="viewer", password="viewer")
+            token = None
+            if server.major == 3:
+                token = f"{slug}_token"
+                _set_conn(token, host=server.base_url, password=server.token("viewer", "viewer"))
+            result[v] = MatrixUpstream("v2" if server.major == 3 else "v1", server, slug, version=v,
+                                       token_conn_id=token, runs_tasks=False)
+        yield result
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def matrix_record():
+    """Record what the matrix proved: ``matrix_record(version, role, check)``; written at session end."""
+    proved: dict[str, dict[str, list[str]]] = {}
+
+    def record(version: str, role: str, check: str) -> None:
+        checks = proved.setdefault(version, {}).setdefault(role, [])
+        if check not in checks:
+            checks.append(check)
+
+    yield record
+    if proved:
+        MATRIX_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        MATRIX_RESULTS.write_text(json.dumps(proved, indent=2, sort_keys=True) + "\n")

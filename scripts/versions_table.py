@@ -1,0 +1,90 @@
+"""Render the README "Supported versions" table from what the version matrix proved.
+
+The integration tests record each passing matrix check in .tmp/version-matrix.json
+(tests/integration/conftest.py ``matrix_record``). This script turns that file into the table
+between the README markers:
+
+    python scripts/versions_table.py           # print the table
+    python scripts/versions_table.py --write   # replace it in README.md
+    python scripts/versions_table.py --check   # exit 1 if README.md claims something else
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / ".tmp" / "version-matrix.json"
+README = ROOT / "README.md"
+START, END = "<!-- versions-table:start -->", "<!-- versions-table:end -->"
+
+UPSTREAM = [  # (check recorded by the tests, what the table says)
+    ("dag_run_wait:password:defer", "DAG-run wait, {auth} (deferred)"),
+    ("dag_run_wait:token:poke", "DAG-run wait, static token (poke)"),
+    ("asset_wait:password:defer", "asset wait (deferred)"),
+    ("task_group_filter", "task-group filter"),
+]
+DOWNSTREAM = [
+    ("dag_run_sensor:defer", "DAG-run sensor deferred (triggerer)"),
+    ("dag_run_sensor:poke", "DAG-run sensor poke"),
+    ("asset_sensor:defer", "asset sensor deferred (triggerer)"),
+    ("asset_sensor:poke", "asset sensor poke"),
+    ("task_group_sensor:defer", "task-group wait"),
+    ("watcher:asset_event", "watcher (triggerer)"),
+    ("durable_state:variable", "durable trigger state: Variable"),
+    ("durable_state:asset_state_store", "durable trigger state: asset state store"),
+]
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def render(proved: dict[str, dict[str, list[str]]]) -> str:
+    lines = ["| Airflow | as upstream (API) | proven as upstream | proven as downstream |", "|---|---|---|---|"]
+    for version in sorted(proved, key=_key):
+        roles = proved[version]
+        auth = "basic auth" if version.startswith("2.") else "JWT from username/password"
+        up = [text.format(auth=auth) for check, text in UPSTREAM if check in roles.get("upstream", [])]
+        down = [text for check, text in DOWNSTREAM if check in roles.get("downstream", [])]
+        api = "v1" if version.startswith("2.") else "v2"
+        lines.append(f"| {version} | {api} | {'; '.join(up) or '—'} | {'; '.join(down) or '—'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="replace the table in README.md")
+    mode.add_argument("--check", action="store_true", help="fail if README.md differs from the results")
+    args = parser.parse_args(argv)
+    if not args.results.exists():
+        print(f"no matrix results at {args.results}: run the integration tests first", file=sys.stderr)
+        return 1
+    table = render(json.loads(args.results.read_text()))
+    if not (args.write or args.check):
+        print(table)
+        return 0
+    text = README.read_text()
+    head, sep, rest = text.partition(START)
+    current, sep2, tail = rest.partition(END)
+    if not (sep and sep2):
+        print(f"README.md lacks the markers {START} ... {END}", file=sys.stderr)
+        return 1
+    if args.check:
+        if current.strip() != table.strip():
+            print("README 'Supported versions' table differs from what the matrix proved; run "
+                  "`python scripts/versions_table.py --write`:\n" + table, file=sys.stderr)
+            return 1
+        print("README 'Supported versions' table matches the matrix results")
+        return 0
+    README.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The lowest and the highest downstream Airflow (3.0.6, 3.3.2) as real deployments with a triggerer.
+
+Each runs both sensors deferrable (in ``airflow triggerer``) and in poke mode (in a worker), a
+task-group wait, a watcher and the durable trigger state, against the upstream of its own
+version: the 3.0.6 downstream polls a 3.0.6 upstream (no shared streams, no server-side task-group
+filter, no asset state store: every feature's fallback), the 3.3.2 one a 3.3.2 upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pytest
+
+from devtools.airflow_local import LocalAirflow
+from tests.integration.conftest import ROOT, MatrixUpstream, airflow_bin
+from tests.integration.test_versions_durable import check_counter_across_restart, local_payloads, wait_for
+
+pytestmark = pytest.mark.integration
+
+DOWNSTREAM_VERSIONS = ("3.0.6", "3.3.2")
+
+
+@dataclass
+class Downstream:
+    version: str
+    server: LocalAirflow
+    up: MatrixUpstream
+
+    def ti_state(self, dag_id: str, run_id: str) -> str | None:
+        return self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait").get("state")
+
+    def result(self, dag_id: str, run_id: str):
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value"
+        value = self.server.api("GET", path)["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def start_waiting(self, dag_id: str, variant: str, conf: dict) -> str:
+        """Trigger a downstream run; return once its sensor is deferred (or poking in a worker)."""
+        run_id = self.server.trigger(dag_id, conf=conf, logical_date=datetime.now(timezone.utc))
+        waiting = "deferred" if variant == "defer" else "running"
+        wait_for(lambda: self.ti_state(dag_id, run_id) == waiting, 180, f"{dag_id} {waiting}")
+        return run_id
+
+
+def _upstream_polls(up: MatrixUpstream) -> int:
+    log = up.server.log_dir / "api-server.log"
+    return sum("/api/v2/assets/events" in line for line in log.read_text(errors="replace").splitlines())
+
+
+@pytest.fixture(scope="module", params=DOWNSTREAM_VERSIONS)
+def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
+    version = request.param
+    up = matrix_upstreams[version]
+    conn = {"conn_type": "remote_airflow", "host": up.server.base_url, "login": "viewer", "password": "viewer"}
+    server = LocalAirflow(
+        tmp_path_factory.mktemp(f"downstream-{version}"), airflow_bin(version), major=3,
+        dags_folder=ROOT / "tests" / "versions" / "downstream_dags",
+        components=("api-server", "scheduler", "dag-processor", "triggerer"), name=f"downstream-{version}",
+        extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "PYTHONPATH": str(ROOT)})
+    polls = _upstream_polls(up)
+    try:
+        server.start(timeout=300)
+        for dag_id in ("xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_asset_poke",
+                       "xdep_v_group_defer", "xdep_v_watch", "xdep_durable_counter"):
+            server.wait_for_dag(dag_id, timeout=180)
+        # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
+        wait_for(lambda: _upstream_polls(up) >= polls + 2, 180, "the watcher's first polls upstream")
+        yield Downstream(version, server, up)
+    finally:
+        server.stop()
+
+
+def test_watcher_schedules_a_downstream_dag(downstream, matrix_record):
+    marker = uuid.uuid4().hex
+    downstream.up.asset_event("file://include/bears", {"marker": marker})
+
+    def fired():
+        return [p for p in local_payloads(downstream.server, "file://include/bears")
+                if p["event"]["extra"] == {"marker": marker}]
+
+    assert len(wait_for(fired, 120, "the watcher's event downstream")) == 1
+    matrix_record(downstream.version, "downstream", "watcher:asset_event")
+
+
+@pytest.mark.parametrize("variant", ["defer", "poke"])
+def test_dag_run_sensor(downstream, matrix_record, variant):
+    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    dag_id = f"xdep_v_run_{variant}"
+    run_id = downstream.start_waiting(dag_id, variant, {"run_id": up_run})
+    assert downstream.up.finish_run(up_run) == "success"
+    assert downstream.server.wait_run(dag_id, run_id, timeout=180) == "success"
+    result = downstream.result(dag_id, run_id)
+    assert (result["run_id"], result["state"]) == (up_run, "success")
+    matrix_record(downstream.version, "downstream", f"dag_run_sensor:{variant}")
+
+
+@pytest.mark.parametrize("variant", ["defer", "poke"])
+def test_asset_sensor(downstream, matrix_record, variant):
+    dag_id = f"xdep_v_asset_{variant}"
+    marker = uuid.uuid4().hex
+    run_id = downstream.start_waiting(dag_id, variant, {"since": datetime.now(timezone.utc).isoformat()})
+    downstream.up.asset_event("file://include/bears", {"marker": marker})
+    assert downstream.server.wait_run(dag_id, run_id, timeout=180) == "success"
+    assert [e["extra"] for e in downstream.result(dag_id, run_id)] == [{"marker": marker}]
+    matrix_record(downstream.version, "downstream", f"asset_sensor:{variant}")
+
+
+def test_task_group_wait(downstream, matrix_record):
+    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    run_id = downstream.start_waiting("xdep_v_group_defer", "defer", {"run_id": up_run})
+    downstream.up.finish_run(up_run)
+    assert downstream.server.wait_run("xdep_v_group_defer", run_id, timeout=180) == "success"
+    result = downstream.result("xdep_v_group_defer", run_id)
+    assert result["run_id"] == up_run
+    matrix_record(downstream.version, "downstream", "task_group_sensor:defer")
+
+
+def test_trigger_state_survives_a_triggerer_restart(downstream, matrix_record):
+    backend = check_counter_across_restart(downstream.server, downstream.version)
+    matrix_record(downstream.version, "downstream", f"durable_state:{backend}")

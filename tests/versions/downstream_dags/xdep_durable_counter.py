@@ -1,0 +1,1 @@
+../durable_dags/xdep_durable_counter.py

@@ -1,0 +1,92 @@
+"""Durable state for triggers on every supported Airflow 3: a JSON object per key that survives restarts.
+
+Airflow 3.3+ injects an asset state store into ``AssetWatcher`` triggers; ``TriggerState`` uses it
+when it is there. Below 3.3 (and for triggers without a store) the value lives in an Airflow
+Variable: the trigger asks the triggerer's supervisor (``GetVariable`` / ``PutVariable``, which it
+relays to its in-process Execution API) through the Task SDK ``Variable``. The SDK call is
+synchronous, so it runs in a worker thread and the triggerer's event loop never blocks. Both paths
+are proven by a counter trigger run in the real triggerer of 3.0.6, 3.1.8, 3.2.2 and 3.3.2 across
+a triggerer restart (``tests/versions/test_durable_state.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+VARIABLE_PREFIX = "xdep_sensors.state."
+_MAX_VARIABLE_KEY = 250  # Variable.key is a String(250)
+
+
+def variable_key(key: str) -> str:
+    """Return the Variable key that holds ``key`` (hashed tail when it would not fit)."""
+    full = VARIABLE_PREFIX + key
+    if len(full) <= _MAX_VARIABLE_KEY:
+        return full
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{full[:_MAX_VARIABLE_KEY - 17]}~{digest}"
+
+
+def _variable_get(key: str) -> Any:
+    from airflow.sdk import Variable
+
+    raw = Variable.get(key, default=None)
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def _variable_set(key: str, value: dict[str, Any]) -> None:
+    from airflow.sdk import Variable
+
+    # Serialised here: 3.0's PutVariable declares a str value and warns about a dict.
+    Variable.set(key, json.dumps(value), description="xdep_sensors: trigger state (cursor)")
+
+
+class TriggerState:
+    """Async get/set of JSON objects by key, in the asset state store (3.3+) or else in Variables.
+
+    :param accessors: asset state store accessors to use (each has ``aget``/``aset``); empty or
+        None means Airflow Variables.
+    """
+
+    def __init__(self, accessors: list[Any] | None = None) -> None:
+        self._accessors = list(accessors or [])
+
+    @classmethod
+    def for_trigger(cls, trigger: Any) -> TriggerState:
+        """Pick the store for a trigger instance: its asset state store if Airflow injected one."""
+        # Airflow < 3.3 never defines the attribute; 3.3+ sets it to None for triggers outside watchers.
+        store = getattr(trigger, "asset_state_store", None)
+        if store is None:
+            return cls()
+        # One accessor per watching asset (a trigger shared by two watchers persists to both).
+        many = [*getattr(store, "_by_name", {}).values(), *getattr(store, "_by_uri", {}).values()]
+        return cls(many or [store])
+
+    @property
+    def backend(self) -> str:
+        """``"asset_state_store"`` or ``"variable"``: where values are kept."""
+        return "asset_state_store" if self._accessors else "variable"
+
+    async def aget(self, key: str) -> dict[str, Any] | None:
+        """Return the object stored under key, or None if there is none."""
+        if self._accessors:
+            for accessor in self._accessors:
+                value = await accessor.aget(key)
+                if isinstance(value, dict):
+                    return value
+            return None
+        value = await sync_to_async(_variable_get, thread_sensitive=False)(variable_key(key))
+        return value if isinstance(value, dict) else None
+
+    async def aset(self, key: str, value: dict[str, Any]) -> None:
+        """Store a JSON-serialisable object under key (replacing what was there)."""
+        if not isinstance(value, dict):
+            raise TypeError(f"TriggerState values are dicts, got {type(value).__name__}")
+        if self._accessors:
+            for accessor in self._accessors:
+                await accessor.aset(key, value)
+            return
+        await sync_to_async(_variable_set, thread_sensitive=False)(variable_key(key), value)
