@@ -19,6 +19,8 @@ Modes:
 Routes (all JSON; every ``/api/v2`` route but ``/version`` needs ``Authorization: Bearer bench-token``):
 
 * ``GET  /api/v2/version``
+* ``GET  /api/v2/dags`` (``dag_id_pattern``: case-insensitive substring, ``_`` any character; ``limit``,
+  ``offset``; ordered by ``dag_id``)
 * ``GET  /api/v2/dags/{dag_id}``
 * ``GET  /api/v2/dags/{dag_id}/dagRuns/{run_id}``
 * ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``states``, ``run_after_gte``, ``end_date_gte``,
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -126,6 +129,7 @@ class Upstream:
         self.running: list[bytes] = []
         self.success: list[bytes] = []
         self.dags: list[bytes] = []
+        self.sorted_ids: list[str] = []
         self.counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.bytes_in: dict[str, int] = defaultdict(int)
         self.bytes_out: dict[str, int] = defaultdict(int)
@@ -141,6 +145,7 @@ class Upstream:
         self.running = [dumps(run_json(d, "running", None)).encode() for d in self.dag_ids]
         self.success = [dumps(run_json(d, "success", t)).encode() for d, t in zip(self.dag_ids, self.done_at)]
         self.dags = [dumps(dag_json(d)).encode() for d in self.dag_ids]
+        self.sorted_ids = sorted(self.dag_ids)
 
     def run_body(self, i: int, now: float) -> bytes:
         return self.success[i] if now >= self.done_at[i] else self.running[i]
@@ -191,6 +196,26 @@ def make_app(up: Upstream) -> web.Application:
         if i is None:
             return not_found("dag", now, f"Dag with id {dag_id} was not found")
         return answer("dag", now, up.dags[i])
+
+    async def list_dags(request: web.Request) -> web.Response:
+        now = time.time()
+        if not authorized(request):
+            return unauthorized("dags", now)
+        try:
+            pattern = request.query.get("dag_id_pattern")
+            offset = max(int(request.query.get("offset") or 0), 0)
+            limit = min(max(int(request.query.get("limit") or 50), 1), 100)
+        except ValueError:
+            return answer("dags", now, b'{"detail":"bad request"}', 422)
+        ids = up.sorted_ids
+        if pattern:  # SQL ILIKE '%pattern%': "_" matches any one character
+            rx = re.compile(".*".join([""] + [".".join(map(re.escape, part.split("_")))
+                                               for part in pattern.split("%")] + [""]), re.I)
+            ids = [d for d in ids if rx.fullmatch(d)]
+        page = ids[offset:offset + limit]
+        out = (b'{"dags":[' + b",".join(up.dags[up.index[d]] for d in page) + b'],"total_entries":'
+               + str(len(ids)).encode() + b"}")
+        return answer("dags", now, out)
 
     async def get_run(request: web.Request) -> web.Response:
         now = time.time()
@@ -261,6 +286,7 @@ def make_app(up: Upstream) -> web.Application:
     app.router.add_post("/api/v2/dags/{dag_id}/dagRuns/list", list_runs)
     app.router.add_get("/api/v2/dags/{dag_id}/dagRuns/{run_id}", get_run)
     app.router.add_get("/api/v2/dags/{dag_id}", get_dag)
+    app.router.add_get("/api/v2/dags", list_dags)
     app.router.add_post("/_schedule", schedule)
     app.router.add_post("/_reset", reset)
     app.router.add_get("/_stats", stats)

@@ -260,11 +260,15 @@ class SharedPoller:
                 del source  # the cycle's listings go now, not when the next cycle replaces them
                 self.cycles += 1
                 now = _clock()
+                handed = 0
                 for sub, result in zip(subs, results):
                     if result is sub.last and not sub.every_look and now - sub.delivered < HEARTBEAT_S:
                         continue  # nothing new for this wait: its trigger sleeps on
                     sub.last, sub.delivered = result, now
                     sub.queue.put_nowait(result)
+                    handed += 1
+                log.debug("shared poll of %s every %gs: %d waits looked, %d handed over",
+                          self.config.base_url, self.interval, len(subs), handed)
                 errors = [r for r in results if isinstance(r, XdepError) and r.transient]
                 failures = failures + 1 if errors and len(errors) == len(results) else 0
                 wait = self.interval
@@ -287,17 +291,24 @@ class SharedPoller:
         """
         results: list[Any] = [None] * len(subs)
         turns = iter(range(len(subs)))
+        loop = asyncio.get_running_loop()
+        # one time budget per loop turn, shared by the workers (they all run in the same turns)
+        budget: dict[str, Any] = {"until": _clock() + YIELD_S, "spent": False}
+
+        def new_turn() -> None:
+            budget["until"], budget["spent"] = _clock() + YIELD_S, False
 
         async def work() -> None:
-            started = _clock()
             for i in turns:
                 try:
                     results[i] = await subs[i].probe.step(source)
                 except Exception as exc:  # noqa: BLE001 - delivered to that subscriber, as gather(return_exceptions)
                     results[i] = exc
-                if _clock() - started > YIELD_S:
+                if budget["spent"] or _clock() > budget["until"]:
+                    if not budget["spent"]:
+                        budget["spent"] = True
+                        loop.call_soon(new_turn)  # runs before the workers resume, in the next turn
                     await _pass_turn()
-                    started = _clock()
 
         await asyncio.gather(*(work() for _ in range(min(STEP_WORKERS, len(subs)))))
         return results

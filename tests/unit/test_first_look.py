@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from datetime import datetime, timezone
 
@@ -201,3 +202,45 @@ class TestConnectionLookup:
             assert resolve.await_count == 1 and len(set(configs)) == 1
             await triggers._resolve(RemoteAirflowHook("upstream"))  # after the TTL: read again
             assert resolve.await_count == 2
+
+
+class TestCycleSteps:
+    async def test_steps_run_without_a_task_each_and_hand_the_loop_back(self, monkeypatch):
+        """Steps answered without waiting run in a few workers, which pass the turn every ``YIELD_S``."""
+        ticks = itertools.count()
+        monkeypatch.setattr(polling, "_clock", lambda: next(ticks) * 0.005)  # each reading: 5 ms later
+
+        steps = []
+
+        class Instant:
+            async def step(self, source):
+                steps.append(1)
+                return "seen"
+
+        subs = [polling._Subscriber(Instant()) for _ in range(400)]
+        turns = []
+
+        async def other_work():
+            while True:
+                turns.append(len(steps))
+                await asyncio.sleep(0)
+
+        made = []
+        loop = asyncio.get_running_loop()
+
+        def counting_factory(loop, coro, **kwargs):
+            made.append(coro)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        bystander = asyncio.ensure_future(other_work())
+        loop.set_task_factory(counting_factory)
+        try:
+            results = await polling.SharedPoller._step_all(subs, None)  # type: ignore[arg-type]
+        finally:
+            loop.set_task_factory(None)
+            bystander.cancel()
+        assert results == ["seen"] * 400
+        assert len(made) <= polling.STEP_WORKERS  # a few workers, not a task per subscriber
+        gaps = [b - a for a, b in zip(turns, turns[1:])]
+        # other work ran every few steps: one turn's budget, plus one step for each other worker
+        assert len(turns) >= 10 and max(gaps) <= polling.YIELD_S / 0.005 + polling.STEP_WORKERS + 2
