@@ -45,6 +45,7 @@ LABELS = {
     "http-sensor": "HttpSensorTrigger",
 }
 RUN_ID = "scheduled__2026-11-20T00:00:00+00:00"
+REAL_RUN_ID = "manual__2026-11-20T00:00:00+00:00"  # runs made through the API must be "manual__" ones
 TOKEN = "bench-token"
 
 
@@ -150,12 +151,13 @@ def worker(spec: dict) -> dict:
     home = tempfile.mkdtemp(prefix="xdep-bench-")
     os.environ["AIRFLOW_HOME"] = home
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    token = spec.get("token") or TOKEN
     os.environ["AIRFLOW_CONN_BENCH_UPSTREAM"] = json.dumps(
-        {"conn_type": "remote_airflow", "host": base, "password": TOKEN, "extra": {"api_version": "v2"}})
+        {"conn_type": "remote_airflow", "host": base, "password": token, "extra": {"api_version": "v2"}})
     # HttpAsyncHook turns the extra into request headers: the token, as a real user would send it
     os.environ["AIRFLOW_CONN_BENCH_HTTP"] = json.dumps(
         {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http",
-         "extra": {"Authorization": f"Bearer {TOKEN}"}})
+         "extra": {"Authorization": f"Bearer {token}"}})
 
     # Airflow and the triggers log to stdout/stderr: send fd 1 and 2 to a log file (as the triggerer sends
     # trigger logs away from its console), keep our own copies for progress and errors.
@@ -181,6 +183,7 @@ def worker(spec: dict) -> dict:
 
 def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     mode, n, interval = spec["mode"], spec["n"], spec["interval"]
+    real = bool(spec.get("real"))  # a real Airflow upstream: no completions, no stub statistics
     import asyncio
     import gc
     import logging
@@ -209,21 +212,43 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     baseline_rss = proc.memory_info().rss
     peak = {"rss": baseline_rss}
     cpu_samples: list[tuple[float, float]] = []  # (wall, process CPU) every 0.1 s, for any window later
+    cycle_samples: list[tuple[float, int]] = []  # (wall, shared poll cycles completed so far)
     stop_sampling = threading.Event()
+
+    def cycles_done() -> int:
+        return sum(p.cycles for p in list(polling.POLLERS.pollers.values()))
 
     def sample() -> None:
         while not stop_sampling.wait(0.1):
             peak["rss"] = max(peak["rss"], proc.memory_info().rss)
             cpu_samples.append((time.time(), time.process_time()))
+            cycle_samples.append((time.time(), cycles_done()))
+
+    # full (generation 2) collections: how many, and how long each blocked the loop
+    gc_full: list[float] = []
+    gc_started: list[float] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info.get("generation") == 2:
+            if phase == "start":
+                gc_started[:] = [time.perf_counter()]
+            elif gc_started:
+                gc_full.append(time.perf_counter() - gc_started[0])
+
+    gc.callbacks.append(on_gc)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
 
     t0 = time.time() + 0.5
     done_at = [t0 + off for off in offsets]
-    _http_json("POST", f"{base}/_schedule", {"dag_ids": dag_ids, "done_at": done_at})
+    if not real:
+        _http_json("POST", f"{base}/_schedule", {"dag_ids": dag_ids, "done_at": done_at})
     window = (t0 + spec["warm"], t0 + spec["warm"] + spec["steady"])
     deadline = t0 + spec["warm"] + spec["steady"] + spec["complete"] + 2 * interval + 20.0
+    if real:  # nothing completes upstream: measure the waiting, then stop
+        deadline = t0 + spec["warm"] + spec["steady"] + 0.5
+    stalls: list[float] = []  # how late the loop woke a 50 ms sleeper: time the loop was blocked
 
     fired: list[float | None] = [None] * n
     payloads: list[object] = [None] * n
@@ -249,18 +274,29 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             if left["n"] == 0:
                 all_done[0].set()
 
+    async def watch_loop() -> None:
+        tick = 0.05
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(tick)
+            stalls.append(max(time.perf_counter() - before - tick, 0.0))
+
     async def main() -> dict:
         await asyncio.sleep(max(t0 - time.time(), 0))
+        monitor = asyncio.ensure_future(watch_loop())
         marks["start"] = (time.time(), time.process_time())
         all_done.append(asyncio.Event())
         tasks = []
         for i, dag_id in enumerate(dag_ids):
             if mode == "http-sensor":
-                trigger = HttpSensorTrigger(endpoint=f"/api/v2/dags/{dag_id}/dagRuns/{RUN_ID}",
+                # a real upstream has the run already: wait for one it does not have (404, as the stub answers)
+                http_run = f"absent__{REAL_RUN_ID}" if real else RUN_ID
+                trigger = HttpSensorTrigger(endpoint=f"/api/v2/dags/{dag_id}/dagRuns/{http_run}",
                                             http_conn_id="bench_http", poke_interval=interval)
             else:
                 trigger = RemoteDagRunTrigger(remote_conn_id="bench_upstream", external_dag_id=dag_id,
-                                              run_id=RUN_ID, poke_interval=interval, timeout_at=None)
+                                              run_id=REAL_RUN_ID if real else RUN_ID, poke_interval=interval,
+                                              timeout_at=None)
             tasks.append(asyncio.ensure_future(run_one(i, trigger)))
         marks["created"] = (time.time(), time.process_time())
         try:  # one waiter for all (asyncio.wait on N tasks would cost the harness O(N) per wake-up)
@@ -277,13 +313,33 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         for client in list(xdep_hook._clients.get(asyncio.get_running_loop(), {}).values()):
             await client.close()
         await asyncio.sleep(0.25)  # let aiohttp close its transports
+        monitor.cancel()
         marks["end"] = (time.time(), time.process_time())
         return {"cancelled": cancelled, "errors": [repr(e)[:300] for e in errors[:5]], "n_errors": len(errors)}
 
     print(f"  [{mode} N={n}] running {deadline - t0:.0f}s at most ...", file=err, flush=True)
-    outcome = asyncio.run(main())
+    if os.environ.get("XDEP_BENCH_PROFILE"):  # a development aid: cProfile of the event loop, to this file
+        import cProfile
+
+        profiler = cProfile.Profile()
+        outcome = profiler.runcall(asyncio.run, main())
+        profiler.dump_stats(f"{os.environ['XDEP_BENCH_PROFILE']}.{mode}.{n}")
+    else:
+        outcome = asyncio.run(main())
     stop_sampling.set()
     sampler.join()
+    gc.callbacks.remove(on_gc)
+    stall_info = {
+        "stall_max_s": max(stalls, default=0.0),
+        "stalls_over_0_2": sum(1 for x in stalls if x > 0.2),
+        "stall_p99_s": percentile(stalls, 0.99),
+        "gc_full": len(gc_full),
+        "gc_full_max_s": max(gc_full, default=0.0),
+    }
+    cycles = cycle_window(cycle_samples, window[0], window[1])
+    if real:
+        return _real_result(spec, code, window, cycles, marks, cpu_samples, fired, outcome, stall_info, peak,
+                            baseline_rss, log_path)
     stats = _http_json("GET", f"{base}/_stats")
 
     # request rates in the steady window, from the stub's 0.1 s buckets of arrival time
@@ -329,8 +385,52 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         "detect_p99_s": percentile(delays, 0.99),
         "detect_max_s": max(delays) if delays else None,
         "log_bytes": os.path.getsize(log_path),
+        "log_lines": _count_lines(log_path),
+        **stall_info,
     }
     return result
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def cycle_window(samples: list[tuple[float, int]], ws: float, we: float) -> tuple[float, float, int] | None:
+    """Whole shared-poll cycles in ``[ws, we)``: from the first cycle end in it to the last, and how many."""
+    ends, prev = [], None
+    for t, count in samples:
+        if prev is not None and count > prev and ws <= t < we:
+            ends.append(t)
+        prev = count
+    if len(ends) >= 2:
+        return ends[0], ends[-1], len(ends) - 1
+    return None
+
+
+def _real_result(spec, code, window, cycles, marks, cpu_samples, fired, outcome, stall_info, peak, baseline_rss,
+                 log_path) -> dict:
+    """A case against a real Airflow: the triggerer side; the parent adds the upstream's CPU."""
+    ws, we = window
+    kind = "fixed"
+    if spec["mode"] != "http-sensor" and cycles is not None:
+        ws, we, k = cycles
+        kind = f"{k} whole poll cycles"
+    intervals = (we - ws) / spec["interval"]
+    cpu_window = cpu_at(cpu_samples, we) - cpu_at(cpu_samples, ws)
+    return {
+        **spec, "label": LABELS[spec["mode"]], "code": code, "fired": sum(1 for f in fired if f is not None),
+        **outcome, "window": [ws, we], "window_s": we - ws, "window_kind": kind,
+        "t_start": marks["start"][0], "t_end": marks["end"][0],
+        "cpu_s": marks["end"][1] - marks["start"][1],
+        "cpu_per_interval_steady": cpu_window / intervals if intervals > 0 else None,
+        "create_cpu_s": marks["created"][1] - marks["start"][1],
+        "wall_s": marks["end"][0] - marks["start"][0],
+        "rss_per_trigger_kib": (peak["rss"] - baseline_rss) / spec["n"] / 1024,
+        "load_avg_1m": os.getloadavg()[0],
+        "log_bytes": os.path.getsize(log_path), "log_lines": _count_lines(log_path),
+        **stall_info,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,6 +486,182 @@ def run_case(case: dict, mode: str, seed: int) -> dict:
         _stop(stub)
 
 
+# ---------------------------------------------------------------------------------------------
+# a real Airflow 3 upstream: what the waiting costs the upstream's API server
+
+
+DAG_FILE = """
+from datetime import datetime
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+for i in range({start}, {stop}):
+    with DAG(f"bench_dag_{{i}}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+        EmptyOperator(task_id="work")
+    globals()[dag.dag_id] = dag
+"""
+
+
+def real_plan(quick: bool) -> list[dict]:
+    """Per N: interval and timeline against the real Airflow (no completions: the waiting is measured)."""
+    # Intervals of 30-60 s (sensors default to 60 s): a one-worker api-server on SQLite and a shared 2-core box
+    # serves ~1,000 HttpSensorTrigger polls per 30 s; far more at once and it stalls (pool timeouts).
+    # At 30 s, N=1,000 HttpSensorTrigger polls already made requests wait 30-90 s and fail with pool timeouts.
+    if quick:
+        return [dict(n=1000, interval=60.0, warm=65.0, steady=130.0, complete=0.0)]
+    return [dict(n=1000, interval=60.0, warm=65.0, steady=130.0, complete=0.0),
+            dict(n=2000, interval=60.0, warm=65.0, steady=130.0, complete=0.0)]
+
+
+def _tree_cpu(root) -> float:
+    """CPU seconds of a process, its live descendants and its reaped children."""
+    import psutil
+
+    total = 0.0
+    try:
+        t = root.cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+        for child in root.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+class RealUpstream:
+    """A real Airflow 3 api-server on loopback (SQLite) with N DAGs, each with one queued run."""
+
+    def __init__(self, home: Path):
+        sys.path.insert(0, str(ROOT))
+        from devtools.airflow_local import LocalAirflow
+
+        self.af = LocalAirflow(home, Path(sys.executable).parent / "airflow", components=("api-server",),
+                               name="bench-upstream",
+                               extra_env={"AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "600",
+                                          "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600"})
+        self.n = 0
+        self.timings: dict[str, float] = {}
+
+    def start(self) -> None:
+        t = time.time()
+        self.af.start(timeout=600)
+        self.timings["start_s"] = time.time() - t
+        import psutil
+
+        self.proc = psutil.Process(self.af._procs["api-server"].pid)
+
+    def grow(self, n: int) -> None:
+        """Have DAGs bench_dag_0 .. n-1 parsed, each with run RUN_ID (created through the API, one at a time)."""
+        af = self.af
+        af.dags_folder.mkdir(parents=True, exist_ok=True)
+        for start in range(self.n - self.n % 100, n, 100):  # files of 100 DAGs: each parses well within timeouts
+            (af.dags_folder / f"bench_dags_{start:05d}.py").write_text(DAG_FILE.format(start=start, stop=min(start + 100, n)))
+        t = time.time()
+        af.start_component("dag-processor", wait=False)
+        try:
+            while af.api("GET", "/api/v2/dags?limit=1")["total_entries"] < n:
+                if time.time() - t > 900:
+                    raise RuntimeError(f"the upstream parsed too few DAGs in 900 s\n{af.tail_logs()}")
+                time.sleep(2)
+        finally:
+            af.stop_component("dag-processor")  # it would compete for CPU with what is measured
+        self.timings[f"parse_{n}_s"] = time.time() - t
+        t = time.time()
+        have = af.api("GET", "/api/v2/dags/~/dagRuns?limit=1")["total_entries"]  # a kept home has some already
+        for i in range(max(self.n, have), n):
+            af.trigger(f"bench_dag_{i}", logical_date="2026-11-20T00:00:00+00:00", run_id=REAL_RUN_ID)
+        self.timings[f"runs_{n}_s"] = time.time() - t
+        self.n = n
+
+    def cpu(self) -> float:
+        return _tree_cpu(self.proc)
+
+    def access_log_size(self) -> int:
+        try:
+            return (self.af.log_dir / "api-server.log").stat().st_size
+        except OSError:
+            return 0
+
+    def requests_between(self, start: int, stop: int) -> int:
+        """API requests in the access log between two byte offsets."""
+        with open(self.af.log_dir / "api-server.log", "rb") as f:
+            f.seek(start)
+            chunk = f.read(max(stop - start, 0))
+        return sum(1 for line in chunk.splitlines() if b"/api/v2/" in line and (b"GET" in line or b"POST" in line))
+
+    def idle(self, seconds: float) -> float:
+        """CPU seconds per second the api-server uses while nobody asks anything."""
+        c0 = self.cpu()
+        time.sleep(seconds)
+        return (self.cpu() - c0) / seconds
+
+    def settle(self, idle: float, limit: float = 120.0) -> float:
+        """Wait until requests left over from a case are served (CPU back near idle); return the seconds waited."""
+        t = time.time()
+        while time.time() - t < limit:
+            c0 = self.cpu()
+            time.sleep(3.0)
+            if (self.cpu() - c0) / 3.0 <= max(3 * idle, 0.01):
+                break
+        return time.time() - t
+
+    def stop(self) -> None:
+        self.af.stop()
+
+
+def run_real_case(up: RealUpstream, case: dict, mode: str, seed: int) -> dict:
+    """One mode against the real upstream: the worker plays the triggerer, this process samples the api-server."""
+    python = sys.executable
+    samples: list[tuple[float, float]] = []
+    log_sizes: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            now = time.time()
+            samples.append((now, up.cpu()))
+            log_sizes.append((now, up.access_log_size()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    budget = case["warm"] + case["steady"] + 60.0
+    try:
+        with tempfile.NamedTemporaryFile("r", suffix=".json", prefix="xdep-bench-") as out:
+            spec = {**case, "mode": mode, "port": up.af.port, "seed": seed, "out": out.name, "real": True,
+                    "token": up.af.token()}
+            worker_proc = subprocess.Popen([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                                           stdout=subprocess.DEVNULL, cwd=str(ROOT))
+            try:
+                rc = worker_proc.wait(budget + 120)
+            except subprocess.TimeoutExpired:
+                _stop(worker_proc)
+                raise RuntimeError(f"worker {mode} N={case['n']} (real upstream) overran its time budget")
+            if rc != 0:
+                raise RuntimeError(f"worker {mode} N={case['n']} (real upstream) failed with exit code {rc}")
+            r = json.loads(Path(out.name).read_text())
+    finally:
+        time.sleep(0.3)
+        stop.set()
+        sampler.join()
+    r.pop("token", None)
+    ws, we = r["window"]
+    intervals = (we - ws) / r["interval"]
+
+    def size_at(when: float) -> int:
+        return next((size for t, size in log_sizes if t >= when), log_sizes[-1][1])
+
+    r["upstream_cpu_s"] = cpu_at(samples, r["t_end"]) - cpu_at(samples, r["t_start"])
+    r["upstream_cpu_per_interval"] = (cpu_at(samples, we) - cpu_at(samples, ws)) / intervals
+    r["upstream_requests_per_interval"] = up.requests_between(size_at(ws), size_at(we)) / intervals
+    r["upstream_requests_total"] = up.requests_between(size_at(r["t_start"]), size_at(r["t_end"]))
+    return r
+
+
 def fmt(value, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -400,7 +676,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, git: tuple[str, str]) -> str:
+def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, git: tuple[str, str],
+                   real: list[dict] | None = None, real_info: dict | None = None) -> str:
     import platform
 
     import psutil
@@ -414,9 +691,9 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
         "Method and limits: `benchmarks/README.md`.",
         "",
         f"Library: git {git[0]} at the start, {git[1]} at the end; xdep_sensors source fingerprint(s) as the "
-        f"workers imported it: {', '.join(sorted({r['code'] for r in results}))}"
+        f"workers imported it: {', '.join(sorted({r['code'] for r in results + (real or [])}))}"
         + (" — **the library changed during the run: cases are not comparable**"
-           if len({r["code"] for r in results}) > 1 else "") + ".",
+           if len({r["code"] for r in results + (real or [])}) > 1 else "") + ".",
         "",
         "| N | mode | interval s | requests / interval (steady) | total requests | triggerer CPU s (whole run) "
         "| CPU s / interval (steady) | peak RSS growth KiB / trigger | detect p50 s | detect p99 s | detect max s "
@@ -458,6 +735,45 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
             f"| {fmt(r['stub_cpu_s'])} | {fmt(r['create_cpu_s'])} "
             f"| {r['rss_baseline_mib']:.0f} → {r['rss_peak_mib']:.0f} "
             f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB | {r['load_avg_1m']:.2f} |")
+    lines += ["", "## Event-loop stalls and full garbage collections (triggerer)", "",
+              "A 50 ms sleeper in the triggerer's loop records how late it wakes: the time the loop was blocked. "
+              "Airflow's triggerer warns above 0.2 s.", "",
+              "| upstream | N | mode | stall max s | stall p99 s | stalls > 0.2 s | full GCs | longest full GC s "
+              "| trigger log lines |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results + (real or []):
+        lines.append(
+            f"| {'real Airflow' if r.get('real') else 'stub'} | {r['n']:,} | {r['label']} | {fmt(r['stall_max_s'], 3)} "
+            f"| {fmt(r['stall_p99_s'], 3)} | {r['stalls_over_0_2']} | {r['gc_full']} | {fmt(r['gc_full_max_s'], 3)} "
+            f"| {r['log_lines']:,} |")
+    if real:
+        info = real_info or {}
+        lines += ["", "## Upstream cost on a real Airflow (api-server CPU)", "",
+                  f"Apache Airflow {info.get('airflow', '?')} api-server (one worker, SQLite, loopback), its process "
+                  "and children sampled every 0.1 s; the scheduler and dag-processor are stopped while measuring, so "
+                  "runs stay queued and nothing completes. Setup: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in info.get("timings", {}).items()) + ".", "",
+                  "| N | mode | interval s | api-server CPU s / interval (steady) | idle CPU s / interval "
+                  "| API requests / interval (access log) | api-server CPU s (whole case) | API requests (whole case) "
+                  "| triggerer CPU s (whole case) | steady window | load avg 1 min |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for r in real:
+            lines.append(
+                f"| {r['n']:,} | {r['label']} | {r['interval']:g} | {fmt(r['upstream_cpu_per_interval'], 3)} "
+                f"| {fmt(r['upstream_idle_cpu_per_interval'], 3)} | {fmt(r['upstream_requests_per_interval'], 1)} "
+                f"| {fmt(r['upstream_cpu_s'])} | {r['upstream_requests_total']:,} | {fmt(r['cpu_s'])} "
+                f"| {r['window_s']:.1f} s ({r['window_kind']}) | {r['load_avg_1m']:.2f} |")
+        lines += ["", "| N | api-server CPU ratio (HttpSensorTrigger ÷ shared poll, steady, raw) "
+                  "| same, idle CPU subtracted from both | API requests ratio |", "|---:|---:|---:|---:|"]
+        for n in sorted({r["n"] for r in real}):
+            by = {r["mode"]: r for r in real if r["n"] == n}
+            ours, http = by.get("ours-shared"), by.get("http-sensor")
+            if ours and http:
+                idle = ours["upstream_idle_cpu_per_interval"]
+                lines.append(
+                    f"| {n:,} | {fmt(ratio(http['upstream_cpu_per_interval'], ours['upstream_cpu_per_interval']), 1)} "
+                    f"| {fmt(ratio(http['upstream_cpu_per_interval'] - idle, max(ours['upstream_cpu_per_interval'] - idle, 1e-9)), 1)} "
+                    f"| {fmt(ratio(http['upstream_requests_per_interval'], ours['upstream_requests_per_interval']), 1)} |")
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.md").write_text(text)
@@ -465,6 +781,8 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
 
 
 def write_plot(results: list[dict]) -> None:
+    if not results:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -509,12 +827,53 @@ def write_plot(results: list[dict]) -> None:
     plt.close(fig)
 
 
+def run_real(cases: list[dict], modes: list[str], seed: int) -> tuple[list[dict], dict]:
+    """Every (N, mode) against one real Airflow upstream, N growing; the api-server's CPU per interval."""
+    keep = os.environ.get("XDEP_BENCH_UPSTREAM_HOME")  # a development aid: reuse (and keep) this Airflow home
+    home = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="xdep-bench-airflow-"))
+    up = RealUpstream(home)
+    results: list[dict] = []
+    info: dict = {}
+    try:
+        print("  [real upstream] starting Airflow 3 (api-server, SQLite) ...", flush=True)
+        up.start()
+        for case in sorted(cases, key=lambda c: c["n"]):
+            print(f"  [real upstream] {case['n']:,} DAGs and runs ...", flush=True)
+            up.grow(case["n"])
+            up.settle(0.005)
+            idle = up.idle(20.0)
+            info[case["n"]] = {"idle_cpu_per_s": idle}
+            # ours first: HttpSensorTrigger's polls can still be queued in the api-server after its case ends
+            for mode in sorted(modes, key=lambda m: m != "ours-shared"):
+                r = run_real_case(up, case, mode, seed)
+                r["settle_s"] = up.settle(idle)
+                r["upstream_idle_cpu_per_interval"] = idle * r["interval"]
+                results.append(r)
+                print(f"N={r['n']:>5} {mode:<12} [real upstream] api-server CPU/interval="
+                      f"{r['upstream_cpu_per_interval']:.3f}s requests/interval={r['upstream_requests_per_interval']:.1f} "
+                      f"triggerer cpu={r['cpu_s']:.2f}s stall_max={r['stall_max_s']:.3f}s fired={r['fired']} "
+                      f"errors={r['n_errors']} {r['errors'][:1]} code={r['code']}", flush=True)
+        info["timings"] = dict(up.timings)
+        import importlib.metadata as md
+
+        info["airflow"] = md.version("apache-airflow")
+    finally:
+        up.stop()
+        import shutil
+
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
+    return results, info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="N deferred triggers against a stub upstream Airflow")
     parser.add_argument("--quick", action="store_true", help="N=1000 only, short timeline (< 3 minutes)")
     parser.add_argument("--seed", type=int, default=20261120)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
     parser.add_argument("--ns", default="", help="comma-separated subset of the planned N values")
+    parser.add_argument("--no-real", action="store_true", help="skip the cases against a real Airflow upstream")
+    parser.add_argument("--real-only", action="store_true", help="only the cases against a real Airflow upstream")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -532,6 +891,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for c in cases if c["n"] in wanted]
     modes = [m for m in args.modes.split(",") if m]
     results = []
+    if args.real_only:
+        cases = []
     for case in cases:
         for mode in modes:
             r = run_case(case, mode, args.seed)
@@ -541,16 +902,28 @@ def main(argv: list[str] | None = None) -> int:
                   f"rss/trigger={r['rss_per_trigger_kib']:6.1f}KiB p50={fmt(r['detect_p50_s'])}s "
                   f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s "
                   f"code={r['code']}", flush=True)
+
+    real: list[dict] = []
+    real_info: dict = {}
+    if not args.no_real:
+        real_cases = real_plan(args.quick)
+        if args.ns:
+            real_cases = [c for c in real_cases if c["n"] in wanted]
+        real, real_info = run_real(real_cases, [m for m in modes if m != "ours-direct"], args.seed)
     elapsed = time.time() - started
-    write_markdown(results, args.quick, args.seed, elapsed, (git_start, git_state()))
+    write_markdown(results, args.quick, args.seed, elapsed, (git_start, git_state()), real, real_info)
     write_plot(results)
     print(f"wrote {RESULTS / 'results.md'} and {RESULTS / 'results.png'} ({elapsed:.0f} s)", flush=True)
     if args.quick:
         by = {r["mode"]: r for r in results}
         ours, http = by.get("ours-shared"), by.get("http-sensor")
+        rby = {r["mode"]: r for r in real}
+        up_ratio = ratio(rby.get("http-sensor", {}).get("upstream_cpu_per_interval"),
+                         rby.get("ours-shared", {}).get("upstream_cpu_per_interval"))
         if ours and http:
             print(f"RESULT requests_ratio={ratio(http['requests_per_interval'], ours['requests_per_interval']):.1f} "
                   f"cpu_ratio={ratio(http['cpu_s'], ours['cpu_s']):.1f} "
+                  f"upstream_cpu_ratio={fmt(up_ratio, 1).replace(',', '')} "
                   f"p99_detect_s={ours['detect_p99_s']:.2f} interval_s={ours['interval']:g}", flush=True)
     return 0
 
