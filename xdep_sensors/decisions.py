@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Literal
 
 from xdep_sensors.client.dialects import parse_dt
@@ -112,32 +112,51 @@ def decide_dag_run(
 
 @dataclass(frozen=True)
 class Cursor:
-    """Position in an upstream stream (asset events, finished runs): items strictly after it are new.
+    """What a consumer has consumed of an upstream feed (asset events, runs that ended).
 
-    Timestamps can tie, so the keys (event ids, run ids) already consumed *at* ``timestamp`` are
-    kept too.
+    An item is new when it is at or after ``floor`` and not consumed. ``recent`` holds the
+    ``(key, time)`` of items consumed within the overlap window behind ``timestamp``, so an item
+    that becomes visible late (older than the newest consumed one) is still new, and nothing is
+    consumed twice. Cursors stored before 0.3 (``timestamp`` + ``seen_ids`` only) read as a floor
+    at ``timestamp``.
     """
 
-    timestamp: str | None = None  # ISO-8601, timezone-aware
-    seen_ids: tuple[int | str, ...] = field(default_factory=tuple)
+    timestamp: str | None = None  # ISO-8601, timezone-aware: the newest consumed item (or the start)
+    seen_ids: tuple[int | str, ...] = field(default_factory=tuple)  # keys consumed at exactly ``timestamp``
+    recent: tuple[tuple[int | str, str], ...] = field(default_factory=tuple)  # (key, ISO time) in the window
+    floor: str | None = None  # items before it are never new (default: ``timestamp``)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_consumed", {(k, parse_dt(t)) for k, t in self.recent})
 
     def is_new_at(self, when: datetime, key: int | str) -> bool:
         mine = parse_dt(self.timestamp)
-        if mine is None or when > mine:
+        if mine is None:
             return True
-        return when == mine and key not in self.seen_ids
+        floor = parse_dt(self.floor) or mine
+        if when < floor or (key, when) in self._consumed:  # type: ignore[attr-defined]
+            return False
+        return not (when == mine and key in self.seen_ids)
 
-    def advance_with(self, items: Iterable[tuple[datetime, int | str]]) -> Cursor:
+    def advance_with(self, items: Iterable[tuple[datetime, int | str]], overlap: timedelta | None = None) -> Cursor:
         """Return the cursor after consuming ``(timestamp, key)`` items (any order)."""
+        from xdep_sensors.feed import OVERLAP
+
         items = list(items)
-        mine = parse_dt(self.timestamp)
-        if not items or (mine is not None and mine > max(t for t, _ in items)):
+        if not items:
             return self
-        latest = max(t for t, _ in items)
-        keys = {k for t, k in items if t == latest}
-        if mine == latest:
-            keys |= set(self.seen_ids)
-        return Cursor(latest.isoformat(), tuple(sorted(keys, key=str)))
+        mine = parse_dt(self.timestamp)
+        latest = max([t for t, _ in items] + ([mine] if mine else []))
+        old_floor = parse_dt(self.floor) or mine
+        floor = latest - (overlap or OVERLAP)
+        if old_floor is not None:
+            floor = max(floor, old_floor)
+        consumed = set(self._consumed) | {(k, t) for t, k in items}  # type: ignore[attr-defined]
+        if mine is not None:
+            consumed |= {(k, mine) for k in self.seen_ids}
+        kept = sorted(((k, t) for k, t in consumed if t >= floor), key=lambda kt: (kt[1], str(kt[0])))
+        return Cursor(latest.isoformat(), tuple(sorted({k for k, t in kept if t == latest}, key=str)),
+                      tuple((k, t.isoformat()) for k, t in kept), floor.isoformat())
 
     def is_new(self, event: AssetEvent) -> bool:
         return self.is_new_at(event.timestamp, event.id)
@@ -146,14 +165,21 @@ class Cursor:
         """Return the cursor after consuming ``events`` (any order)."""
         return self.advance_with((e.timestamp, e.id) for e in events)
 
+    @property
+    def start(self) -> datetime | None:
+        """The earliest time an unconsumed item can have: where a read for this consumer starts."""
+        return parse_dt(self.floor) or parse_dt(self.timestamp)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"timestamp": self.timestamp, "seen_ids": list(self.seen_ids)}
+        return {"timestamp": self.timestamp, "seen_ids": list(self.seen_ids),
+                "recent": [list(kt) for kt in self.recent], "floor": self.floor}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Cursor:
         if not data:
             return cls()
-        return cls(data.get("timestamp"), tuple(data.get("seen_ids") or ()))
+        recent = tuple((k, t) for k, t in data.get("recent") or ())
+        return cls(data.get("timestamp"), tuple(data.get("seen_ids") or ()), recent, data.get("floor"))
 
 
 def decide_assets(

@@ -45,6 +45,7 @@ class Step:
     offset: int
     newest_first: bool = False
     anchor: tuple[Key, datetime] | None = None  # the known item expected first on this page
+    head: bool = False  # a look at the newest item only: where a feed that starts "now" begins
 
 
 class Feed:
@@ -53,10 +54,16 @@ class Feed:
     :param start: the earliest time of interest (items before it are never new); ``None``: all.
     :param time_filter: whether the listing filters by time server-side (else: newest-first + totals).
     :param position: ``item -> (time, key)``; an item's identity is ``(key, time)``.
+    :param at_head: start at the listing's newest item: what is visible now counts as read (a shared
+        read's subscribers cover it with their own catch-up), only later items are new.
+    :param ordered: whether the listing can be ordered by time (Airflow 2's task-instance listing
+        cannot): unordered listings re-read their whole window on every read.
     """
 
     def __init__(self, start: datetime | None, *, time_filter: bool, position: Position,
-                 overlap: timedelta = OVERLAP, page: int = PAGE):
+                 overlap: timedelta = OVERLAP, page: int = PAGE, at_head: bool = False, ordered: bool = True):
+        self.ordered = ordered
+        self._silent = at_head  # the first read only establishes the position
         self.floor = start
         self.mark = start
         self.time_filter = time_filter
@@ -102,6 +109,10 @@ class Feed:
             # stop where coverage is needed: the window when warm, else all the way back to the start
             self._stop = self.lower if self.warm else self.floor
             return Step(None, 0, newest_first=True)
+        if self._silent and self.mark is None:
+            return Step(None, 0, newest_first=True, head=True)
+        if not self.ordered:
+            return Step(self.lower, 0)
         if self._resume is not None:  # the last read was cut at the page cap: continue it (keyset)
             last_time, self._resume = self._resume, None
             self._covering = False
@@ -118,6 +129,19 @@ class Feed:
         if not self.time_filter:
             return self._absorb_newest_first(step, items, total)
         placed = [(self.position(i), i) for i in items]
+        if step.head:
+            if not placed:  # an empty listing: everything that appears later is new
+                self._silent = False
+                self._finish()
+                return [], None
+            self.mark = max(when for (when, _), _ in placed)
+            return [], Step(self.lower, 0)
+        if not self.ordered:
+            fresh = self._take(placed)
+            if len(items) < self.page:
+                self._finish()
+                return fresh, None
+            return fresh, Step(step.lower, step.offset + len(items))
         if step.anchor is not None:
             # the first item must be known and at the anchor's time (tied items may come in any order)
             first_known = bool(placed) and placed[0][0][0] == step.anchor[1] and \
@@ -139,7 +163,7 @@ class Feed:
     # helpers ------------------------------------------------------------------------------------
 
     def _take(self, placed: list[tuple[tuple[datetime, Key], Any]]) -> list[Any]:
-        fresh = []
+        fresh: list[Any] = []
         for (when, key), item in placed:
             if self.floor is not None and when < self.floor:
                 continue
@@ -148,11 +172,12 @@ class Feed:
                 fresh.append(item)
                 if self.mark is None or when > self.mark:
                     self.mark = when
-        return fresh
+        return [] if self._silent else fresh
 
     def _finish(self, behind: bool = False) -> None:
         self.warm = True
         self.behind = behind
+        self._silent = self._silent and behind  # the position is established once the first read is through
         if self._covering and not behind:
             self._settled = self.mark
         low = self.lower
@@ -163,6 +188,8 @@ class Feed:
         """v1: newest-first pages; the total says how many are new, the window floor says where to stop."""
         low = self._stop
         if step.offset == 0:  # the top of the listing: what is new since the last read
+            if self._silent and self.mark is None and items:  # starting at the head: cover its window
+                low = self._stop = self.position(items[0])[0] - self.overlap
             self._top_total = total
             self._phase = "top"
             synced = self.warm and self.total is not None and total is not None
@@ -196,6 +223,35 @@ class Feed:
         if next_step is not None:
             self._resume = next_step.lower
         self._finish(behind=True)
+
+    def derive(self, position: Position) -> Feed:
+        """A feed over a narrower listing (one asset of this one) that continues from this position.
+
+        Its first read re-covers the window (its own listing's window is a part of this one's).
+        """
+        # before the window everything was read already: that is the new feed's floor
+        feed = Feed(self.lower, time_filter=self.time_filter, position=position, overlap=self.overlap,
+                    page=self.page, ordered=self.ordered)
+        feed.mark, feed._settled, feed.seen = self.mark, self._settled, dict(self.seen)
+        return feed
+
+    @classmethod
+    def merged(cls, feeds: list[Feed], position: Position) -> Feed:
+        """A feed over a wider listing (every asset) that continues from where ``feeds`` all were.
+
+        Its first read covers the window behind the lowest of their marks; items of other targets
+        found there are new to it.
+        """
+        first = feeds[0]
+        marks = [f.mark for f in feeds if f.mark is not None]
+        feed = cls(None, time_filter=first.time_filter, position=position, overlap=first.overlap, page=first.page,
+                   ordered=first.ordered, at_head=not marks)
+        if marks:
+            feed.mark = feed._settled = min(marks)
+            feed.floor = feed.mark - feed.overlap
+            for f in feeds:
+                feed.seen.update(f.seen)
+        return feed
 
     def state(self) -> dict[str, Any]:
         """A small JSON summary for logs and tests."""

@@ -19,6 +19,7 @@ from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance
 from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
+from xdep_sensors.feed import Feed
 from xdep_sensors.polling import BatchSource, DirectSource
 
 log = logging.getLogger(__name__)
@@ -232,13 +233,23 @@ class AssetWatch:
 
 
 class AssetProbe:
-    """Looks for new upstream events of the watched assets; asset ids are resolved once and cached."""
+    """Looks for new upstream events of the watched assets; asset ids are resolved once and cached.
+
+    The probe reads each asset's events as a feed (its own, or the shared poll's): each look costs
+    what is new since the previous one, never the upstream's history. Matched events wait in
+    ``pending`` until the decision is made (with ``require="all"`` one asset may have to wait for
+    another).
+    """
 
     def __init__(self, watch: AssetWatch, logger: logging.Logger | logging.LoggerAdapter | None = None):
         self.watch = watch
         self.log = logger or log
         self.ids: dict[str, int] = {}
         self.cursors = {ref.label: Cursor.from_dict(watch.cursors.get(ref.label)) for ref in watch.refs}
+        self.feeds: dict[str, Feed] = {}  # this probe's own feeds (when it polls alone)
+        self.caught_up = False  # read from each cursor up to now at least once (a shared poll then suffices)
+        self.pending: dict[str, dict[int, AssetEvent]] = {ref.label: {} for ref in watch.refs}
+        self._last: Decision | None = None
 
     async def _resolve(self, client: RemoteAirflowClient) -> list[str]:
         """Fill ``self.ids``; return the labels still unknown upstream."""
@@ -253,6 +264,7 @@ class AssetProbe:
             exact = [a for a in found if ref.matches(a) or AssetRef(uri=ref.label).matches(a)]
             if exact:
                 self.ids[ref.label] = exact[0].id
+                self.caught_up = False  # a newly found asset needs its own catch-up
         missing = [ref.label for ref in self.watch.refs if ref.label not in self.ids]
         if missing and self.watch.check_existence:
             known = await client.list_assets()
@@ -265,15 +277,19 @@ class AssetProbe:
             )
         return missing
 
-    def need(self) -> tuple[str, datetime | None]:
-        """What a shared poll must fetch for this wait: events since its lowest cursor."""
+    def need(self) -> tuple[str, frozenset[int]]:
+        """What a shared poll must read for this wait: the events of its (resolved) assets."""
         if not self.ids:
-            return "none", None
-        return "assets", self._lower()
+            return "none", frozenset()
+        return "assets", frozenset(self.ids.values())
 
-    def _lower(self) -> datetime | None:
-        stamps = [parse_dt(c.timestamp) for c in self.cursors.values()]
-        return parse_dt(self.watch.since) or (min(stamps) if stamps and all(stamps) else None)  # type: ignore[type-var]
+    def start(self, label: str) -> datetime | None:
+        """The earliest event time that can count for this asset: ``since``, else its cursor's floor."""
+        return parse_dt(self.watch.since) or self.cursors[label].start
+
+    def _is_new(self, label: str, event: AssetEvent) -> bool:
+        since = parse_dt(self.watch.since)
+        return event.timestamp >= since if since else self.cursors[label].is_new(event)
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -283,22 +299,21 @@ class AssetProbe:
         w = self.watch
         client = source.client
         missing = await self._resolve(client)
-        # ``since`` replaces the cursors with a fixed lower bound; otherwise each asset's cursor decides.
-        since = parse_dt(w.since)
-        events = await source.asset_events(list(self.ids.values()), self._lower(),
-                                           w.source_dag_id) if self.ids else []
-        new: dict[str, list[AssetEvent]] = {}
-        for ref in w.refs:
-            cursor = self.cursors[ref.label]
-            new[ref.label] = [
-                e for e in events
-                if e.asset_id == self.ids.get(ref.label)
-                and (e.timestamp >= since if since else cursor.is_new(e))
-            ]
+        events = await source.asset_events(self) if self.ids else []
+        for event in events:
+            if w.source_dag_id is not None and event.source_dag_id != w.source_dag_id:
+                continue
+            for label, asset_id in self.ids.items():
+                if event.asset_id == asset_id and self._is_new(label, event):
+                    self.pending[label][event.id] = event
+        new = {label: sorted(self.pending[label].values(), key=lambda e: (e.timestamp, e.id)) for label in self.pending}
         decision = decide_assets(new, require="any" if w.require == "any" else "all")
         message = decision.message + (f"; not upstream yet: {', '.join(missing)}" if missing else "")
         if not decision.done:
-            return Decision("waiting", message)
+            if self._last is not None and self._last.message == message:
+                return self._last  # nothing changed: the same object tells a shared poll so
+            self._last = Decision("waiting", message)
+            return self._last
         cursors = {label: self.cursors[label].advance(evts).to_dict() for label, evts in new.items()}
         url = client.asset_url(self.ids[w.refs[0].label]) if w.refs[0].label in self.ids else None
         return Decision("success", message, {"events": decision.result, "cursors": cursors, "url": url,

@@ -87,14 +87,21 @@ class TestProbe:
         probe = AssetProbe(watch)
         with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS, repeat=True)
+            # each asset is read as its own feed: first look a1 then a2, second look the same
             m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1})
-            m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0), v2_event(2, 2, T0)],
-                                                       "total_entries": 2})
+            m.get(u("/api/v2/assets/events"), payload={"asset_events": [], "total_entries": 0})
+            m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1})
+            m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(2, 2, T0)], "total_entries": 1})
             first = await probe(c)
             second = await probe(c)
             asset_lookups = sum(len(v) for k, v in m.requests.items() if str(k[1]).split("?")[0].endswith("/assets"))
+            event_params = [dict(call.kwargs["params"]) for k, v in m.requests.items()
+                            if str(k[1]).split("?")[0].endswith("/assets/events") for call in v]
         assert first.status == "waiting" and first.message.startswith("1 of 2 assets have new events")
         assert second.status == "success" and asset_lookups == 2  # once per asset, then cached
+        assert [e["id"] for e in second.result["events"]] == [1, 2]
+        assert sorted(p["asset_id"] for p in event_params) == ["1", "1", "2", "2"]  # filtered upstream, per asset
+        assert all("timestamp_gte" in p for p in event_params)
         await c.close()
 
     async def test_cursor_excludes_already_consumed_tie(self):

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
+from xdep_sensors.feed import OVERLAP
 from xdep_sensors.decisions import DAG_RUN_STATES, Cursor, StateRules, decide_assets, decide_dag_run
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -100,10 +101,24 @@ class TestCursor:
     def test_empty_cursor_takes_everything(self):
         assert Cursor().is_new(event(1, T0))
 
-    def test_strictly_later_is_new_earlier_is_not(self):
+    def test_later_is_new_earlier_only_inside_the_overlap_window(self):
         c = Cursor().advance([event(1, T0)])
         assert c.is_new(event(2, T0 + timedelta(microseconds=1)))
-        assert not c.is_new(event(0, T0 - timedelta(seconds=1)))
+        assert c.is_new(event(0, T0 - timedelta(seconds=1)))  # visible late: still new, once
+        assert not c.is_new(event(0, T0 - OVERLAP - timedelta(seconds=1)))
+        c2 = c.advance([event(0, T0 - timedelta(seconds=1))])
+        assert not c2.is_new(event(0, T0 - timedelta(seconds=1))) and not c2.is_new(event(1, T0))
+
+    def test_a_start_is_a_hard_floor(self):
+        start = Cursor(T0.isoformat())  # as a sensor's first run starts: at its data interval start
+        assert not start.is_new(event(0, T0 - timedelta(seconds=1))) and start.is_new(event(1, T0))
+        after = start.advance([event(1, T0 + timedelta(seconds=5))])
+        assert not after.is_new(event(0, T0 - timedelta(seconds=1)))
+
+    def test_cursors_stored_by_older_versions_still_read(self):
+        old = Cursor.from_dict({"timestamp": T0.isoformat(), "seen_ids": [7]})
+        assert not old.is_new(event(7, T0)) and old.is_new(event(8, T0))
+        assert not old.is_new(event(6, T0 - timedelta(seconds=1)))
 
     def test_ties_neither_lost_nor_duplicated(self):
         c = Cursor().advance([event(1, T0)])

@@ -163,3 +163,20 @@ class TestFeedPure:
         step = feed.first_step()
         fresh, nxt = feed.absorb(step, [(start, 2), (start - timedelta(seconds=1), 1)], 2)
         assert fresh == [(start, 2)] and nxt is None
+
+
+class TestFeedAtHead:
+    async def test_starts_at_the_newest_item_then_delivers_what_comes_after(self, upstream):
+        client = make_client(upstream)
+        for i in range(3000):  # one every 100 ms: the last minute (the window) holds 600
+            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
+        listing = Listing("asset_events")
+        dialect = await client.dialect()
+        feed = Feed(None, time_filter=listing.time_filter(dialect), position=listing.position, at_head=True)
+        before = calls(upstream)
+        assert await client.read_feed(feed, listing) == []  # what is visible now only sets the position
+        assert calls(upstream) - before <= 2 + 600 / 100  # the newest item, then its window: not the history
+        late = upstream.add_event(2, T0 + timedelta(milliseconds=100 * 2999) - OVERLAP / 3)
+        new = upstream.add_event(2, T0 + timedelta(seconds=400))
+        assert sorted(e.id for e in await client.read_feed(feed, listing)) == [late, new]
+        assert await client.read_feed(feed, listing) == []

@@ -90,7 +90,21 @@ class TestSharedPoller:
         assert poller._task is not None and poller._task.done()
         gc.collect()
 
-    async def test_asset_waits_share_one_events_request(self):
+    async def test_asset_waits_share_the_upstream_feed(self, monkeypatch):
+        """40 asset waits: each catches up once on its own asset, then one shared read serves them all."""
+        from datetime import timedelta
+
+        from devtools.memory_upstream import MemoryUpstream
+        from xdep_sensors.client import RemoteAirflowClient
+
+        upstream = MemoryUpstream(api="v2")
+        for i in range(3000):  # a busy upstream's history (not watched)
+            upstream.add_event(99, T0 - timedelta(hours=1) + timedelta(seconds=i))
+        for i in range(0, 40, 2):
+            upstream.add_event(i, T0 + timedelta(seconds=i), {"i": i})
+        monkeypatch.setattr(polling, "RemoteAirflowClient", lambda config: RemoteAirflowClient(
+            config, transport=upstream))  # type: ignore[arg-type]
+
         def asset_probe(i):
             watch = AssetWatch(assets=[{"uri": f"file://a{i}", "name": None}],
                                cursors={f"file://a{i}": {"timestamp": T0.isoformat()}})
@@ -98,17 +112,37 @@ class TestSharedPoller:
             probe.ids = {f"file://a{i}": i}
             return probe
 
-        events = [{"id": 10 + i, "asset_id": i, "uri": f"file://a{i}", "name": f"a{i}", "timestamp": T0.isoformat(),
-                   "extra": {"i": i}} for i in range(0, 40, 2)]
-        with upstream_mock() as m, instant_sleep():
-            m.get(f"{BASE}/api/v2/assets/events?limit=100&offset=0&order_by=timestamp"
-                  f"&timestamp_gte={T0.isoformat().replace('+', '%2B').replace(':', '%3A')}",
-                  payload={"asset_events": events, "total_entries": len(events)})
-            results = await first_results(polling.POLLERS.get(CONFIG, 7), [asset_probe(i) for i in range(40)])
-            gets = [k for k in m.requests if k[0] == "GET" and "events" in str(k[1])]
-        assert len(gets) == 1
-        assert [r.status for r in results] == ["success" if i % 2 == 0 else "waiting" for i in range(40)]
-        assert results[2].result["events"][0]["extra"] == {"i": 2}
+        def events_requests():
+            return upstream.requests["/api/v2/assets/events"]
+
+        poller = polling.POLLERS.get(CONFIG, 7)
+        probes = [asset_probe(i) for i in range(40)]
+        queues: dict[int, asyncio.Queue] = {}
+        done = asyncio.Event()
+
+        async def one(i, probe):
+            async with poller.subscribe(probe, every_look=True) as updates:
+                queues[i] = updates
+                await done.wait()
+
+        with instant_sleep():
+            tasks = [asyncio.ensure_future(one(i, p)) for i, p in enumerate(probes)]
+            while len(queues) < 40:
+                await asyncio.sleep(0)
+            first = [await queues[i].get() for i in range(40)]
+            # the first cycle: the shared feed starts at the newest event (2 requests), one catch-up per asset
+            assert events_requests() <= 2 + 40
+            assert [r.status for r in first] == ["success" if i % 2 == 0 else "waiting" for i in range(40)]
+            assert first[2].result["events"][0]["extra"] == {"i": 2}
+            for cycle in range(3):
+                before = events_requests()
+                fresh = upstream.add_event(2 * cycle + 1, T0 + timedelta(minutes=5, seconds=cycle))
+                got = [await queues[i].get() for i in range(40)]
+                assert events_requests() - before <= 2  # the anchor page and what is new: not the history
+                winner = got[2 * cycle + 1]
+                assert winner.status == "success" and [e["id"] for e in winner.result["events"]] == [fresh]
+            done.set()
+            await asyncio.gather(*tasks)
 
 
 class TestFinishedOnly:

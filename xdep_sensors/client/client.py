@@ -38,22 +38,51 @@ class Listing:
     def time_filter(self, dialect: V2) -> bool:
         return self.kind != "asset_events" or dialect.has_event_time_filter
 
+    def ordered(self, dialect: V2) -> bool:
+        """Whether the listing sorts by time (Airflow 2's task-instance listing cannot)."""
+        return self.kind != "ended_task_instances" or dialect.name != "v1"
+
     def request(self, dialect: V2, step: Step) -> Request:
+        dag_ids = list(self.dag_ids) if self.dag_ids is not None else None
         if self.kind == "asset_events":
             return dialect.asset_events(asset_id=self.asset_id, since=step.lower, newest_first=step.newest_first,
                                         offset=step.offset)
         if self.kind == "finished_runs":
-            return dialect.finished_runs(list(self.dag_ids) if self.dag_ids is not None else None, list(self.states),
-                                         step.lower, offset=step.offset)
+            return dialect.finished_runs(dag_ids, list(self.states), step.lower, offset=step.offset,
+                                         newest_first=step.newest_first)
+        if self.kind == "ended_task_instances":
+            return dialect.ended_task_instances(dag_ids, list(self.states), step.lower, offset=step.offset,
+                                                newest_first=step.newest_first)
         raise ValueError(f"unknown listing kind {self.kind!r}")
 
     def parse(self, dialect: V2, body: Any) -> Page:
-        return dialect.parse_asset_events(body) if self.kind == "asset_events" else dialect.parse_dag_runs(body)
-
-    def position(self, item: Any) -> tuple[datetime, Any]:
         if self.kind == "asset_events":
-            return item.timestamp, item.id
-        return item.end_date, f"{item.dag_id}/{item.run_id}"
+            return dialect.parse_asset_events(body)
+        if self.kind == "ended_task_instances":
+            page = dialect.parse_ended_task_instances(body)
+            return Page([ti for ti in page.items if ti.end_date is not None], page.total)
+        return dialect.parse_dag_runs(body)
+
+    @property
+    def position(self) -> Callable[[Any], tuple[datetime, Any]]:
+        """``item -> (time, key)``: where an item of this listing sits, and its identity."""
+        return _POSITIONS[self.kind]
+
+
+def _event_position(item: AssetEvent) -> tuple[datetime, Any]:
+    return item.timestamp, item.id
+
+
+def _run_position(item: DagRun) -> tuple[datetime, Any]:
+    return item.end_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
+
+
+def _ti_position(item: TaskInstance) -> tuple[datetime, Any]:
+    return item.end_date, f"{item.dag_id}/{item.run_id}/{item.task_id}/{item.map_index}/{item.try_number}"  # type: ignore[return-value]
+
+
+_POSITIONS = {"asset_events": _event_position, "finished_runs": _run_position,
+              "ended_task_instances": _ti_position}
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -318,7 +347,8 @@ class RemoteAirflowClient:
     async def open_feed(self, listing: Listing, start: datetime | None) -> Feed:
         """Return a feed over ``listing`` that counts items at or after ``start`` (``None``: all)."""
         dialect = await self.dialect()
-        return Feed(start, time_filter=listing.time_filter(dialect), position=listing.position)
+        return Feed(start, time_filter=listing.time_filter(dialect), position=listing.position,
+                    ordered=listing.ordered(dialect))
 
     async def read_feed(self, feed: Feed, listing: Listing, *, max_pages: int = MAX_PAGES) -> list[Any]:
         """Read what is new in ``listing`` since ``feed`` last read it (at most ``max_pages`` requests).
@@ -340,7 +370,7 @@ class RemoteAirflowClient:
             feed.cut(step)
             log.warning("read %d pages of %s from %s in one poll; continuing from %s on the next",
                         max_pages, listing.kind, self.config.base_url, feed.mark.isoformat() if feed.mark else "the start")
-        fresh.sort(key=listing.position)
+        fresh.sort(key=lambda item: (listing.position(item)[0], str(listing.position(item)[1])))
         return fresh
 
     # links -----------------------------------------------------------------------------------

@@ -157,9 +157,10 @@ class V2:
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
 
     def finished_runs(self, dag_ids: list[str] | None, states: list[str], end_date_gte: datetime | None, *,
-                      limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
+                      limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
         """Runs of many DAGs in one request (the batch endpoint, same body on v1 and v2)."""
-        body: dict[str, Any] = {"states": states, "order_by": "end_date", "page_offset": offset, "page_limit": limit}
+        body: dict[str, Any] = {"states": states, "order_by": "-end_date" if newest_first else "end_date",
+                                "page_offset": offset, "page_limit": limit}
         if dag_ids is not None:
             body["dag_ids"] = dag_ids
         if end_date_gte is not None:
@@ -170,9 +171,10 @@ class V2:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/tasks")
 
     def ended_task_instances(self, dag_ids: list[str] | None, states: list[str], since: datetime | None, *,
-                             limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
+                             limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
         """Task instances of many DAGs in ``states`` that ended at or after ``since``, oldest end first."""
-        body: dict[str, Any] = {"state": states, "order_by": "end_date", "page_offset": offset, "page_limit": limit}
+        body: dict[str, Any] = {"state": states, "order_by": "-end_date" if newest_first else "end_date",
+                                "page_offset": offset, "page_limit": limit}
         if dag_ids is not None:
             body["dag_ids"] = dag_ids
         if since is not None:
@@ -387,7 +389,7 @@ class V1(V2):
         return path + (f"&map_index={map_index}" if map_index >= 0 else "")
 
     def ended_task_instances(self, dag_ids: list[str] | None, states: list[str], since: datetime | None, *,
-                             limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
+                             limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
         # Airflow 2's batch listing filters by end date but cannot order (order_by is not in its form):
         # the server-side filter keeps the answer to the new items; the client sorts.
         body: dict[str, Any] = {"state": states, "page_offset": offset, "page_limit": limit}

@@ -1,0 +1,166 @@
+"""Shared reads of upstream feeds: what is new each cycle for many consumers, and their catch-ups.
+
+Both the sensors' shared poll (``polling``) and the AssetWatcher triggers' shared streams
+(``watchers``) read through one :class:`SharedReads` per (connection, kind of listing):
+
+* ``read(client, targets)`` once per cycle returns the items that are new to the shared feed,
+  by target (asset id, or DAG id). Asset events come from one listing per asset or from one
+  listing over every asset, whichever costs fewer requests; runs and task instances that ended
+  come from one listing over all watched DAGs. A new shared feed starts at the listing's newest
+  item: what is visible then is left to the consumers' catch-ups.
+* ``catch_up(client, target, start)`` brings one consumer from its own cursor up to now, through
+  the listing of that one target (so its cost is that target's items, never the whole upstream's).
+  A consumer catches up *after* the cycle's shared read, so every item is in its catch-up or new
+  to the shared feed; it de-duplicates the overlap by its cursor. Identical catch-ups (same
+  target and start) in one cycle are one read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Hashable
+
+from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.client.client import Listing
+from xdep_sensors.feed import PAGE, Feed
+
+log = logging.getLogger(__name__)
+
+UNION_MIN_TARGETS = 3  # with one or two assets, their own listings are never dearer than the union
+PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
+
+
+@dataclass
+class _CatchUp:
+    feed: Feed
+    items: list[Any] = field(default_factory=list)
+    cycle: int = -1
+    running: asyncio.Future | None = None
+
+
+class SharedReads:
+    """New items of one kind of listing, for a changing set of targets, read once per cycle.
+
+    :param kind: ``"asset_events"``, ``"finished_runs"`` or ``"ended_task_instances"``.
+    :param states: the states a runs / task-instance listing asks for.
+    """
+
+    def __init__(self, kind: str, states: tuple[str, ...] = ()):
+        self.kind = kind
+        self.states = tuple(sorted(states))
+        self.per_target: dict[Hashable, Feed] = {}
+        self.union: Feed | None = None
+        self.union_targets: tuple | None = None
+        self.per_target_until = 0
+        self.union_sizes: deque[int] = deque(maxlen=3)
+        self.cycle = 0
+        self._catchups: dict[tuple, _CatchUp] = {}
+
+    # listings -----------------------------------------------------------------------------------
+
+    def listing(self, target: Hashable | None) -> Listing:
+        """The listing of one target (``None``: of every asset)."""
+        if self.kind == "asset_events":
+            return Listing("asset_events", asset_id=target)  # type: ignore[arg-type]
+        return Listing(self.kind, dag_ids=(target,), states=self.states)  # type: ignore[arg-type]
+
+    def _union_listing(self, targets: tuple) -> Listing:
+        if self.kind == "asset_events":
+            return Listing("asset_events")
+        return Listing(self.kind, dag_ids=targets, states=self.states)
+
+    @staticmethod
+    def target_of(item: Any) -> Hashable:
+        return getattr(item, "asset_id", None) if hasattr(item, "asset_id") else item.dag_id
+
+    # the shared read ----------------------------------------------------------------------------
+
+    async def read(self, client: RemoteAirflowClient, targets: set[Hashable]) -> dict[Hashable, list[Any]]:
+        """Read what is new for ``targets`` since the previous cycle (call once per cycle)."""
+        self.cycle += 1
+        self._catchups = {k: c for k, c in self._catchups.items() if c.cycle >= self.cycle - 1}
+        if not targets:
+            self.per_target.clear()
+            self.union = self.union_targets = None
+            return {}
+        if self.kind == "asset_events" and (len(targets) < UNION_MIN_TARGETS or self.cycle < self.per_target_until):
+            items = await self._read_per_target(client, targets)
+        else:
+            items = await self._read_union(client, targets)
+        out: dict[Hashable, list[Any]] = {}
+        for item in items:
+            out.setdefault(self.target_of(item), []).append(item)
+        return out
+
+    async def _read_per_target(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
+        if self.union is not None:  # switching from the union: each asset continues from its position
+            for target in targets:
+                self.per_target.setdefault(target, self.union.derive(self.listing(target).position))
+            self.union = self.union_targets = None
+        for gone in set(self.per_target) - targets:
+            del self.per_target[gone]
+        items: list[Any] = []
+        for target in sorted(targets, key=str):
+            listing = self.listing(target)
+            feed = self.per_target.get(target)
+            if feed is None:
+                feed = self.per_target[target] = await self._at_head(client, listing)
+            items += await client.read_feed(feed, listing)
+        return items
+
+    async def _read_union(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
+        key = tuple(sorted(targets, key=str)) if self.kind != "asset_events" else None
+        listing = self._union_listing(key or ())
+        if self.union is None or self.union_targets != key:
+            previous = [self.union] if self.union is not None else list(self.per_target.values())
+            # continue from where the previous feeds were; start at the head only when there were none
+            self.union = (Feed.merged(previous, listing.position) if previous
+                          else await self._at_head(client, listing))
+            self.union_targets = key
+            self.per_target.clear()
+        items = await client.read_feed(self.union, listing)
+        if self.kind == "asset_events":
+            self.union_sizes.append(len(items))
+            # a busy upstream: the union's pages outnumber the watched assets' listings
+            if min(self.union_sizes) > PAGE * (len(targets) - 1):
+                self.per_target_until = self.cycle + PER_TARGET_CYCLES
+                self.union_sizes.clear()
+                log.info("upstream %s is busy (%d new asset events per poll, %d watched assets): reading "
+                         "one listing per asset", client.config.base_url, len(items), len(targets))
+        return items
+
+    @staticmethod
+    async def _at_head(client: RemoteAirflowClient, listing: Listing) -> Feed:
+        dialect = await client.dialect()
+        return Feed(None, time_filter=listing.time_filter(dialect), position=listing.position, at_head=True,
+                    ordered=listing.ordered(dialect))
+
+    # catch-ups ----------------------------------------------------------------------------------
+
+    async def catch_up(self, client: RemoteAirflowClient, target: Hashable,
+                       start: datetime | None) -> tuple[list[Any], bool]:
+        """Every item of ``target`` from ``start`` read so far, and whether that reaches now.
+
+        A catch-up cut at the page cap continues on the next cycle's call; one that is not asked
+        for during a cycle is dropped.
+        """
+        key = (target, start)
+        catchup = self._catchups.get(key)
+        if catchup is None:
+            catchup = self._catchups[key] = _CatchUp(await client.open_feed(self.listing(target), start))
+        if catchup.cycle != self.cycle:
+            catchup.cycle = self.cycle
+            catchup.running = asyncio.ensure_future(self._advance(client, catchup, target))
+        try:
+            await asyncio.shield(catchup.running)  # type: ignore[arg-type]
+        except Exception:
+            self._catchups.pop(key, None)
+            raise
+        return catchup.items, not catchup.feed.behind
+
+    async def _advance(self, client: RemoteAirflowClient, catchup: _CatchUp, target: Hashable) -> None:
+        catchup.items += await client.read_feed(catchup.feed, self.listing(target))
