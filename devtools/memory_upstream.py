@@ -38,6 +38,7 @@ class MemoryUpstream:
     events: list[tuple[datetime, int, int, dict]] = field(default_factory=list)  # (ts, id, asset_id, extra)
     runs: list[tuple[datetime, str, str, str]] = field(default_factory=list)  # (end_date, dag_id, run_id, state)
     requests: Counter = field(default_factory=Counter)
+    assets: set[int] = field(default_factory=set)  # assets that exist without events yet
     _next_id: int = 1
 
     # writing -------------------------------------------------------------------------------------
@@ -67,6 +68,8 @@ class MemoryUpstream:
             return {"version": "3.3.2" if self.api == "v2" else "2.11.2"}
         if request.path in ("/api/v2/assets/events", "/api/v1/datasets/events"):
             body = self._events(params)
+        elif request.path in ("/api/v2/assets", "/api/v1/datasets"):
+            body = self._assets(params)
         elif request.path.endswith("/dags/~/dagRuns/list"):
             body = self._runs(request.json)
         else:
@@ -90,6 +93,13 @@ class MemoryUpstream:
                   "timestamp": _iso(t), "source_dag_id": "producer", "source_task_id": "t", "source_run_id": "r",
                   "source_map_index": -1} for t, i, a, x in page]
         return {"dataset_events": items, "total_entries": len(rows)}
+
+    def _assets(self, params: dict[str, str]) -> dict:
+        pattern = params.get("uri_pattern") or params.get("name_pattern") or ""
+        ids = sorted({e[2] for e in self.events} | self.assets)
+        rows = [{"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}} for a in ids
+                if pattern in f"s3://bucket/asset-{a}" or pattern in f"asset-{a}"]
+        return {"assets" if self.api == "v2" else "datasets": rows, "total_entries": len(rows)}
 
     def _runs(self, body: dict) -> dict:
         dag_ids = body.get("dag_ids")

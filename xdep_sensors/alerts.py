@@ -81,24 +81,17 @@ class _StatefulAlert(_RemoteEventTrigger):
         return None  # each looks at one DAG's present, with its own thresholds: nothing worth sharing
 
     async def load_state(self) -> dict[str, Any] | None:
-        for accessor in self._accessors():
-            stored = await accessor.aget(self._state_key)
-            if stored:
-                return dict(stored)
-        return None
+        stored = await self._store().aget(self._state_key)
+        return dict(stored) if stored else None
 
     async def save_state(self, state: dict[str, Any]) -> None:
-        for accessor in self._accessors():
-            await accessor.aset(self._state_key, state)
+        await self._store().aset(self._state_key, state)
 
     async def _start_state(self, fresh: dict[str, Any]) -> dict[str, Any]:
         state = await self.load_state()
         if state is not None:
             self.log.info("resuming %s from its stored state", self.target)
             return state
-        if not self._accessors():
-            self.log.warning("no asset state store here (Airflow < 3.3?): what happens while the triggerer is "
-                             "down is not alerted after a restart")
         await self.save_state(fresh)
         return fresh
 
@@ -139,6 +132,8 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
     """
 
     kind = "task_instances"
+    listing_kind = "ended_task_instances"
+    listing_states = tuple(sorted(TASK_END_STATES))  # every end state: the listing is shared by all such watchers
 
     def __init__(self, *, remote_conn_id: str, external_dag_id: str, task_ids: list[str] | None = None,
                  task_group_id: str | None = None, states: list[str] | None = None, poll_interval: float = 60.0):
@@ -189,11 +184,8 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
             "try_number": ti.try_number, "state": ti.state, "start_date": ti.start_date and _iso(ti.start_date),
             "end_date": ti.end_date and _iso(ti.end_date), "url": item.url}}
 
-    @classmethod
-    async def fetch(cls, client: RemoteAirflowClient, targets: list[str] | None, since: datetime | None) -> list[Any]:
-        # Every end state of every watched DAG in one (paged) request; states and tasks are matched in ``mine``.
-        found = await client.list_ended_task_instances(targets, sorted(TASK_END_STATES), end_date_gte=since)
-        return [EndedTask(ti, client.task_url(ti)) for ti in found]
+    def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
+        return [EndedTask(ti, client.task_url(ti)) for ti in items]
 
 
 # --- runs (or tasks) running too long ----------------------------------------------------------

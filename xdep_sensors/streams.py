@@ -133,6 +133,12 @@ class SharedReads:
                          "one listing per asset", client.config.base_url, len(items), len(targets))
         return items
 
+    def marks(self) -> dict[Hashable, datetime]:
+        """How far the shared read has got, per target (``None`` key: the union over every target)."""
+        if self.union is not None:
+            return {None: self.union.mark} if self.union.mark is not None else {}
+        return {target: feed.mark for target, feed in self.per_target.items() if feed.mark is not None}
+
     @staticmethod
     async def _at_head(client: RemoteAirflowClient, listing: Listing) -> Feed:
         dialect = await client.dialect()

@@ -1,10 +1,13 @@
 """Event triggers for Airflow 3 ``AssetWatcher``: schedule a downstream DAG on upstream events.
 
-Each trigger fires one ``TriggerEvent`` per new upstream asset event (or per upstream run reaching
-one of ``states``). The cursor lives in the asset state store the triggerer injects (Airflow 3.3+),
-written after each event is handed over, so a restarted triggerer neither loses nor repeats
-events; without a store the trigger starts from "now". Watchers on one connection share one poll
-per interval through ``shared_stream_key`` where Airflow offers it.
+Each trigger fires one ``TriggerEvent`` per new upstream item of its listing (an asset's events,
+runs that finished, task instances that ended), read as a feed (``xdep_sensors.feed``): each poll
+costs what is new upstream, never its history. Its state - the consumed cursor (with the items of
+the overlap window) and how far the listing has been *read* - is durable (``TriggerState``: the
+asset state store on Airflow 3.3+, an Airflow Variable below), written after each handover, so a
+restarted triggerer resumes where it read and neither loses nor repeats items. Watchers on one
+connection share one read per interval through ``shared_stream_key`` where Airflow offers it
+(3.3+): a watcher joining it catches up on its own target from its stored position first.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.records import AssetEvent
 from xdep_sensors.decisions import Cursor
-from xdep_sensors.errors import XdepError
+from xdep_sensors.durable import TriggerState
+from xdep_sensors.errors import NotFound, XdepError
+from xdep_sensors.feed import OVERLAP, Feed
 from xdep_sensors.hook import RemoteAirflowHook
+from xdep_sensors.streams import SharedReads
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +35,15 @@ SHARED_STREAMS = hasattr(BaseEventTrigger, "filter_shared_stream")  # Airflow 3.
 FINISHED_STATES = frozenset({"success", "failed"})
 MAX_BACKOFF = 900.0
 AUTH_RETRY = 300.0
+CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is still catching up (each read is capped)
 
 
 class _Subscribers:
-    """Who listens on each shared poll (in the triggerer's one event loop): their targets and cursors."""
+    """Who listens on each shared poll (in the triggerer's one event loop), and the shared reads."""
 
     def __init__(self) -> None:
         self.by_key: dict[Hashable, dict[int, _RemoteEventTrigger]] = {}
+        self.reads: dict[Hashable, SharedReads] = {}
 
     def add(self, key: Hashable, trigger: _RemoteEventTrigger) -> None:
         self.by_key.setdefault(key, {})[id(trigger)] = trigger
@@ -46,14 +54,9 @@ class _Subscribers:
         if not members:
             self.by_key.pop(key, None)
 
-    def snapshot(self, key: Hashable) -> tuple[list[Any] | None, datetime | None]:
-        """Return the union of targets and the lowest cursor: what one request must cover."""
-        members = list(self.by_key.get(key, {}).values())
-        if not members:
-            return None, None
-        targets = sorted({m.target for m in members})
-        stamps = [parse_dt(m.cursor.timestamp) for m in members]
-        return targets, (min(stamps) if all(stamps) else None)  # type: ignore[type-var]
+    def targets(self, key: Hashable) -> set[Hashable]:
+        """The resolved listing targets (asset ids, DAG ids) of the watchers on this poll."""
+        return {m.target_id for m in self.by_key.get(key, {}).values() if m.target_id is not None}
 
 
 SUBSCRIBERS = _Subscribers()
@@ -65,9 +68,11 @@ def _delay(poll_interval: float, failures: int, err: XdepError) -> float:
 
 
 class _RemoteEventTrigger(BaseEventTrigger):
-    """Polls an upstream, fires once per new item, persists its cursor after each handover."""
+    """Reads an upstream listing as a feed, fires once per new item of its own, persists its state."""
 
-    kind: ClassVar[str]
+    kind: ClassVar[str]  # names the durable state
+    listing_kind: ClassVar[str] = ""  # the listing read (``xdep_sensors.client.client.Listing`` kinds)
+    listing_states: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, remote_conn_id: str, poll_interval: float = 60.0):
         super().__init__()
@@ -78,6 +83,9 @@ class _RemoteEventTrigger(BaseEventTrigger):
         self.remote_conn_id = remote_conn_id
         self.poll_interval = float(poll_interval)
         self.cursor = Cursor()
+        self.read_mark: datetime | None = None  # how far the listing has been read (durable)
+        self._saved_read: datetime | None = None
+        self.target_id: Hashable | None = None  # what the listing is filtered by (asset id, DAG id)
 
     # what subclasses define -----------------------------------------------------------------
 
@@ -98,9 +106,13 @@ class _RemoteEventTrigger(BaseEventTrigger):
     def payload(self, item: Any, upstream: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    @classmethod
-    async def fetch(cls, client: RemoteAirflowClient, targets: list[str] | None, since: datetime | None) -> list[Any]:
-        raise NotImplementedError
+    async def resolve(self, client: RemoteAirflowClient) -> Hashable:
+        """The listing target of this trigger (by default its ``target``)."""
+        return self.target
+
+    def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
+        """Turn listing records into the items ``mine``/``position``/``payload`` take (default: as they are)."""
+        return items
 
     # serialization --------------------------------------------------------------------------
 
@@ -108,46 +120,69 @@ class _RemoteEventTrigger(BaseEventTrigger):
         kwargs = {"remote_conn_id": self.remote_conn_id, "poll_interval": self.poll_interval, **self._kwargs()}
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
-    # cursor -----------------------------------------------------------------------------------
+    # durable state ----------------------------------------------------------------------------
 
     @property
     def _state_key(self) -> str:
         return f"xdep_sensors:{self.kind}:{self.remote_conn_id}:{self.target}"
 
-    def _accessors(self) -> list[Any]:
-        store = self.asset_state_store
-        if store is None:
-            return []
-        # One accessor per watching asset (a trigger shared by two watchers persists to both).
-        many = [*getattr(store, "_by_name", {}).values(), *getattr(store, "_by_uri", {}).values()]
-        return many or [store]
+    def _store(self) -> TriggerState:
+        return TriggerState.for_trigger(self)
 
     async def load_cursor(self) -> None:
-        """Resume from the stored cursor; without one, start from now (and store that)."""
-        for accessor in self._accessors():
-            stored = await accessor.aget(self._state_key)
-            if stored:
-                self.cursor = Cursor.from_dict(stored)  # type: ignore[arg-type]
-                self.log.info("resuming %s after %s", self.target, self.cursor.timestamp)
-                return
+        """Resume from the stored state; without one, start from now (and store that)."""
+        stored = await self._store().aget(self._state_key)
+        if stored:
+            self.cursor = Cursor.from_dict(stored)
+            self.read_mark = self._saved_read = parse_dt(stored.get("read"))
+            self.log.info("resuming %s: consumed up to %s, read up to %s", self.target, self.cursor.timestamp,
+                          stored.get("read") or self.cursor.timestamp)
+            return
         self.cursor = Cursor(datetime.now(timezone.utc).isoformat())
-        if not self._accessors():
-            self.log.warning("no asset state store here (Airflow < 3.3?): events before %s are not replayed "
-                             "after a triggerer restart", self.cursor.timestamp)
         await self.save_cursor()
 
     async def save_cursor(self) -> None:
-        for accessor in self._accessors():
-            await accessor.aset(self._state_key, self.cursor.to_dict())
+        state = self.cursor.to_dict()
+        if self.read_mark is not None:
+            state["read"] = self.read_mark.isoformat()
+        await self._store().aset(self._state_key, state)
+        self._saved_read = self.read_mark
+
+    async def note_read(self, mark: datetime | None) -> None:
+        """Remember how far the listing was read (stored when it moved by half the overlap window)."""
+        if mark is None or (self.read_mark is not None and mark <= self.read_mark):
+            return
+        self.read_mark = mark
+        if self._saved_read is None or mark - self._saved_read >= OVERLAP / 2:
+            await self.save_cursor()
+
+    def read_start(self) -> datetime | None:
+        """Where a read for this trigger starts: the overlap window behind what it read, not before its cursor."""
+        start = self.cursor.start
+        if self.read_mark is not None:
+            behind = self.read_mark - OVERLAP
+            start = behind if start is None else max(start, behind)
+        return start
 
     async def emit(self, items: list[Any], upstream: str) -> AsyncIterator[TriggerEvent]:
         """Yield one event per new item of ours, oldest first, advancing the cursor after each."""
         new = sorted((i for i in items if self.mine(i) and self.cursor.is_new_at(*self.position(i))),
-                     key=self.position)
+                     key=lambda i: (self.position(i)[0], str(self.position(i)[1])))
         for item in new:
+            if not self.cursor.is_new_at(*self.position(item)):
+                continue  # the same item twice in one batch (a catch-up and the shared read)
             yield TriggerEvent(self.payload(item, upstream))
             self.cursor = self.cursor.advance_with([self.position(item)])
             await self.save_cursor()
+
+    def _listing(self) -> Any:
+        return SharedReads(self.listing_kind, self.listing_states).listing(self.target_id)
+
+    async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
+        wait = _delay(self.poll_interval, failures, err)
+        (self.log.warning if err.transient else self.log.error)(
+            "upstream error on %s%s (%d in a row), retrying in %.0fs: %s", self.target, what, failures, wait, err)
+        await asyncio.sleep(wait)
 
     # standalone path --------------------------------------------------------------------------
 
@@ -155,21 +190,25 @@ class _RemoteEventTrigger(BaseEventTrigger):
         await self.load_cursor()
         hook = RemoteAirflowHook(self.remote_conn_id)
         failures = 0
+        feed: Feed | None = None
         while True:
             try:
                 client = await hook.aget_client()
-                items = await self.fetch(client, [self.target], parse_dt(self.cursor.timestamp))
+                if self.target_id is None:
+                    self.target_id = await self.resolve(client)
+                listing = self._listing()
+                if feed is None:
+                    feed = await client.open_feed(listing, self.read_start())
+                items = self.adapt(client, await client.read_feed(feed, listing))
             except XdepError as err:
                 failures += 1
-                wait = _delay(self.poll_interval, failures, err)
-                (self.log.warning if err.transient else self.log.error)(
-                    "upstream error on %s (%d in a row), retrying in %.0fs: %s", self.target, failures, wait, err)
-                await asyncio.sleep(wait)
+                await self._backoff(failures, err)
                 continue
             failures = 0
             async for event in self.emit(items, client.config.ui_base):
                 yield event
-            await asyncio.sleep(self.poll_interval)
+            await self.note_read(feed.mark)
+            await asyncio.sleep(CATCH_UP_PAUSE if feed.behind else self.poll_interval)
 
     # shared path (Airflow 3.3+) ---------------------------------------------------------------
 
@@ -180,36 +219,65 @@ class _RemoteEventTrigger(BaseEventTrigger):
 
     @classmethod
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """One poll for every watcher on this connection: each request covers all their targets."""
+        """One read per interval for every watcher on this connection: what is new for all their targets."""
         interval = float(kwargs.get("poll_interval", 60.0))
         key = ("xdep_sensors", cls.kind, kwargs["remote_conn_id"], interval)
+        reads = SUBSCRIBERS.reads.setdefault(key, SharedReads(cls.listing_kind, cls.listing_states))
         hook = RemoteAirflowHook(kwargs["remote_conn_id"])
         failures = 0
-        while True:
-            targets, since = SUBSCRIBERS.snapshot(key)
-            try:
-                client = await hook.aget_client()
-                items = await cls.fetch(client, targets, since)
-            except XdepError as err:
-                failures += 1
-                wait = _delay(interval, failures, err)
-                (log.warning if err.transient else log.error)(
-                    "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s", cls.kind,
-                    failures, wait, err)
-                await asyncio.sleep(wait)
-                continue
-            failures = 0
-            yield {"items": items, "upstream": client.config.ui_base}
-            await asyncio.sleep(interval)
+        try:
+            while True:
+                targets = SUBSCRIBERS.targets(key)
+                try:
+                    client = await hook.aget_client()
+                    by_target = await reads.read(client, targets)
+                except XdepError as err:
+                    failures += 1
+                    wait = _delay(interval, failures, err)
+                    (log.warning if err.transient else log.error)(
+                        "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s", cls.kind,
+                        failures, wait, err)
+                    await asyncio.sleep(wait)
+                    continue
+                failures = 0
+                yield {"by_target": by_target, "targets": targets, "upstream": client.config.ui_base,
+                       "marks": reads.marks()}
+                await asyncio.sleep(interval)
+        finally:
+            if SUBSCRIBERS.reads.get(key) is reads and key not in SUBSCRIBERS.by_key:
+                SUBSCRIBERS.reads.pop(key, None)
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         await self.load_cursor()
         key = self.shared_stream_key()
         SUBSCRIBERS.add(key, self)
+        hook = RemoteAirflowHook(self.remote_conn_id)
+        caught_up, failures = False, 0
         try:
             async for batch in shared_stream:
-                async for event in self.emit(batch["items"], batch["upstream"]):
+                try:
+                    client = await hook.aget_client()
+                    if self.target_id is None:
+                        self.target_id = await self.resolve(client)
+                    items = list(batch["by_target"].get(self.target_id, []))
+                    if not caught_up and self.target_id in batch["targets"]:
+                        # after a shared read that covered our target: every item is in it or in this
+                        reads = SUBSCRIBERS.reads[key]
+                        behind, caught_up = await reads.catch_up(client, self.target_id, self.read_start())
+                        items = behind + items
+                    failures = 0
+                except XdepError as err:
+                    failures += 1
+                    wait = _delay(self.poll_interval, failures, err)
+                    (self.log.warning if err.transient else self.log.error)(
+                        "upstream error on %s (%d in a row), looking again with the next poll: %s", self.target,
+                        failures, err)
+                    continue
+                async for event in self.emit(self.adapt(client, items), batch["upstream"]):
                     yield event
+                if caught_up:
+                    marks = batch["marks"]
+                    await self.note_read(marks.get(self.target_id, marks.get(None)))
         finally:
             SUBSCRIBERS.remove(key, self)
 
@@ -226,6 +294,7 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
     """
 
     kind = "assets"
+    listing_kind = "asset_events"
 
     def __init__(self, *, remote_conn_id: str, asset_uri: str | None = None, asset_name: str | None = None,
                  source_dag_id: str | None = None, poll_interval: float = 60.0):
@@ -259,10 +328,19 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
     def payload(self, item: AssetEvent, upstream: str) -> dict[str, Any]:
         return {"upstream": upstream, "event": item.to_dict()}
 
-    @classmethod
-    async def fetch(cls, client: RemoteAirflowClient, targets: list[str] | None, since: datetime | None) -> list[Any]:
-        # Every asset's events in one request (v2); targets are matched by URI/name in ``mine``.
-        return await client.list_asset_events(since=since)
+    async def resolve(self, client: RemoteAirflowClient) -> Hashable:
+        """The upstream asset's id (asset ids are per deployment: looked up, never configured)."""
+        dialect = await client.dialect()
+        if self.asset_uri is not None or not dialect.has_asset_names:
+            found = await client.list_assets(uri_pattern=self.target)
+        else:
+            found = await client.list_assets(name_pattern=self.asset_name)
+        for asset in found:
+            if (asset.uri.rstrip("/") == self.target.rstrip("/") if self.asset_uri is not None or
+                    not dialect.has_asset_names else asset.name == self.asset_name):
+                return asset.id
+        raise NotFound(f"asset {self.target} does not exist upstream at {client.config.base_url}",
+                       hint="check the watcher's asset_uri / asset_name; the watcher looks again later")
 
 
 class RemoteDagRunEventTrigger(_RemoteEventTrigger):
@@ -276,6 +354,8 @@ class RemoteDagRunEventTrigger(_RemoteEventTrigger):
     """
 
     kind = "runs"
+    listing_kind = "finished_runs"
+    listing_states = tuple(sorted(FINISHED_STATES))
 
     def __init__(self, *, remote_conn_id: str, external_dag_id: str, states: list[str] | None = None,
                  poll_interval: float = 60.0):
@@ -305,8 +385,3 @@ class RemoteDagRunEventTrigger(_RemoteEventTrigger):
 
     def payload(self, item: DagRun, upstream: str) -> dict[str, Any]:
         return {"upstream": upstream, "run": item.to_dict()}
-
-    @classmethod
-    async def fetch(cls, client: RemoteAirflowClient, targets: list[str] | None, since: datetime | None) -> list[Any]:
-        # One batch request for every watched DAG; both finished states, filtered per trigger.
-        return await client.list_finished_runs(targets, sorted(FINISHED_STATES), end_date_gte=since)

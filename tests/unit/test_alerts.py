@@ -34,6 +34,17 @@ def remote_conn(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
 
 
+@pytest.fixture(autouse=True)
+def variables(monkeypatch):
+    """Without an asset state store a trigger keeps its state in an Airflow Variable: a dict here."""
+    from xdep_sensors import durable
+
+    box: dict = {}
+    monkeypatch.setattr(durable, "_variable_get", lambda key: box.get(key))
+    monkeypatch.setattr(durable, "_variable_set", lambda key, value: box.__setitem__(key, value))
+    return box
+
+
 class Store:
     """The asset state store's interface (aget/aset), keeping JSON like the real one."""
 
@@ -156,6 +167,7 @@ class TestRemoteTaskInstanceEventTrigger:
         assert a.shared_stream_key() == b.shared_stream_key()
         for t in (a, b):
             await t.load_cursor()
+            t.target_id = t.target  # resolved (as filter_shared_stream does on its first batch)
             SUBSCRIBERS.add(t.shared_stream_key(), t)
         try:
             with upstream_mock() as m:

@@ -93,15 +93,22 @@ class TestCursorPersistence:
         stored = t.asset_state_store.data["xdep_sensors:assets:upstream:file://bears"]
         assert abs(datetime.fromisoformat(stored["timestamp"]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
 
-    async def test_without_a_state_store_it_starts_from_now(self, caplog):
-        """Airflow < 3.3 injects no asset state store: start from now, and say so."""
+    async def test_without_an_asset_state_store_state_goes_to_a_variable(self, monkeypatch):
+        """Airflow < 3.3 injects no asset state store: the state lives in an Airflow Variable (real
+        triggerers of 3.0-3.2 are exercised by tests/versions); here the Variable calls are recorded."""
+        from xdep_sensors import durable
+
+        box: dict = {}
+        monkeypatch.setattr(durable, "_variable_get", lambda key: box.get(key))
+        monkeypatch.setattr(durable, "_variable_set", lambda key, value: box.__setitem__(key, value))
         t = asset_trigger()
-        assert t.asset_state_store is None
+        t.asset_state_store = None
         await t.load_cursor()
-        start = datetime.fromisoformat(t.cursor.timestamp)
-        assert abs(start - datetime.now(timezone.utc)) < timedelta(seconds=5)
-        old = event(1, start - timedelta(seconds=1))
-        assert [e async for e in t.emit([old], BASE)] == []  # what happened before is not replayed
+        assert list(box) == ["xdep_sensors.state.xdep_sensors:assets:upstream:file://bears"]
+        t2 = asset_trigger()
+        t2.asset_state_store = None
+        await t2.load_cursor()
+        assert t2.cursor == t.cursor  # resumed, not restarted from now
 
     async def test_emits_once_each_and_resumes_after_restart(self):
         store = FakeStore()
@@ -148,47 +155,120 @@ class TestCursorPersistence:
 
 
 class TestPolling:
-    async def test_standalone_run_polls_and_sleeps(self):
-        t = asset_trigger()
-        url = re.compile(re.escape(BASE + "/api/v2/assets/events") + r"\?.*")
-        future = (datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()
-        body = {"asset_events": [{"id": 9, "asset_id": 1, "uri": "file://bears", "name": "file://bears",
-                                  "timestamp": future, "extra": {"p": 1}}], "total_entries": 1}
-        with upstream_mock() as m, mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
-            m.get(url, status=503, body="down", repeat=4)
-            m.get(url, payload=body)
-            first = await asyncio.wait_for(t.run().__anext__(), 10)
-        assert first.payload["event"]["id"] == 9
-        assert sleep.await_count == 4  # 3 retries inside the client, then one backoff before the next poll
+    """Watchers read feeds: a poll costs what is new upstream, never its history."""
 
-    async def test_shared_stream_filters_per_trigger(self):
-        a = asset_trigger()
-        b = RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri="file://cubs", poll_interval=5)
-        later = datetime.now(timezone.utc) + timedelta(seconds=1)
-        batch = {"items": [event(1, later), event(2, later, uri="file://cubs")], "upstream": BASE}
+    @pytest.fixture
+    def upstream(self, monkeypatch):
+        from devtools.memory_upstream import MemoryUpstream
+        from xdep_sensors.client import RemoteAirflowClient
+        from xdep_sensors.hook import RemoteAirflowHook
 
-        async def stream():
-            yield batch
+        up = MemoryUpstream(api="v2")
 
-        got_a = [e.payload["event"]["id"] async for e in a.filter_shared_stream(stream())]
-        got_b = [e.payload["event"]["id"] async for e in b.filter_shared_stream(stream())]
-        assert (got_a, got_b) == ([1], [2])
-        assert SUBSCRIBERS.by_key == {}  # both left cleanly
+        async def client(self):
+            return RemoteAirflowClient(self.client_for(await self.aget_config()).config, transport=up)
 
-    async def test_shared_poll_covers_every_subscriber_in_one_request(self):
-        a = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="d1", poll_interval=5)
-        b = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="d2", poll_interval=5)
-        for t in (a, b):
-            await t.load_cursor()
-            SUBSCRIBERS.add(t.shared_stream_key(), t)
-        try:
-            with upstream_mock() as m:
-                m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": [], "total_entries": 0})
-                stream = RemoteDagRunEventTrigger.open_shared_stream(a.serialize()[1])
-                batch = await stream.__anext__()
-                (call,) = [c for key, calls in m.requests.items() if key[0] == "POST" for c in calls]
-            assert batch["items"] == [] and call.kwargs["json"]["dag_ids"] == ["d1", "d2"]
-            await stream.aclose()
-        finally:
-            for t in (a, b):
-                SUBSCRIBERS.remove(t.shared_stream_key(), t)
+        monkeypatch.setattr(RemoteAirflowHook, "aget_client", client)
+        return up
+
+    @staticmethod
+    def events_requests(up) -> int:
+        return up.requests["/api/v2/assets/events"]
+
+    async def test_quiet_asset_watcher_in_a_busy_upstream(self, upstream):
+        """The reported case: 5,200 events of a busy asset; a watcher on a quiet one still fires, cheaply."""
+        now = datetime.now(timezone.utc)
+        for i in range(5200):
+            upstream.add_event(1, now - timedelta(minutes=30) + timedelta(milliseconds=300 * i))
+        upstream.assets.add(2)
+        t = RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri="s3://bucket/asset-2", poll_interval=5)
+        t.asset_state_store = FakeStore()
+        polls = []
+
+        async def sleep(seconds):
+            polls.append(self.events_requests(upstream))
+            if len(polls) == 3:  # the quiet asset's event comes while the watcher polls
+                upstream.add_event(2, datetime.now(timezone.utc), {"path": "s3://x"})
+
+        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=sleep):
+            fired = await asyncio.wait_for(t.run().__anext__(), 10)
+        assert fired.payload["event"]["extra"] == {"path": "s3://x"}
+        per_poll = [b - a for a, b in zip([0, *polls], polls)]
+        assert max(per_poll) <= 2, per_poll  # never the busy asset's history
+        assert "timestamp" in t.asset_state_store.data[t._state_key]  # the cursor moves once handed over
+
+    async def test_restart_resumes_where_it_read(self, upstream):
+        """A restarted watcher starts from its stored read position: nothing lost, nothing twice."""
+        store = FakeStore()
+        now = datetime.now(timezone.utc)
+        t = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="hourly", states=["failed"],
+                                     poll_interval=5)
+        t.asset_state_store = store
+        await store.aset(t._state_key, {"timestamp": (now - timedelta(hours=1)).isoformat()})
+        for i in range(3000):  # a busy DAG that always succeeds: the failed-runs watcher reads past them
+            upstream.add_run("hourly", f"ok_{i}", "success", now - timedelta(hours=1) + timedelta(seconds=1.2 * i))
+        upstream.add_run("hourly", "bad_1", "failed", now - timedelta(seconds=1))
+        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+            gen = t.run()
+            first = await asyncio.wait_for(gen.__anext__(), 10)
+            with pytest.raises(asyncio.TimeoutError):  # the triggerer resumes the watcher: handover complete
+                await asyncio.wait_for(gen.__anext__(), 0.3)
+        assert first.payload["run"]["run_id"] == "bad_1"
+        upstream.add_run("hourly", "bad_2", "failed", now + timedelta(seconds=5))  # while the triggerer is down
+        t2 = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="hourly", states=["failed"],
+                                      poll_interval=5)
+        t2.asset_state_store = store
+        before = upstream.requests["/api/v2/dags/~/dagRuns/list"]
+        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+            second = await asyncio.wait_for(t2.run().__anext__(), 10)
+        assert second.payload["run"]["run_id"] == "bad_2"  # bad_1 is not repeated
+        assert upstream.requests["/api/v2/dags/~/dagRuns/list"] - before <= 2  # from the read mark, not from bad_1
+
+    async def test_shared_stream_serves_watchers_after_their_catch_up(self, upstream):
+        """Two asset watchers on one shared read; a busy third asset costs them pages of new items only."""
+        now = datetime.now(timezone.utc)
+        for i in range(2000):
+            upstream.add_event(1, now - timedelta(minutes=20) + timedelta(milliseconds=500 * i))
+        upstream.assets |= {2, 3}
+        before_start = upstream.add_event(2, now - timedelta(seconds=1))  # stored cursor below: a restart
+        watchers = [RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri=f"s3://bucket/asset-{a}",
+                                            poll_interval=5) for a in (2, 3)]
+        store = FakeStore()
+        for w in watchers:
+            w.asset_state_store = store
+        await store.aset(watchers[0]._state_key, {"timestamp": (now - timedelta(seconds=2)).isoformat()})
+        queues = [asyncio.Queue() for _ in watchers]
+        fired: list[list[int]] = [[], []]
+        cycles = []
+
+        async def fan_out():
+            stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
+            async for batch in stream:
+                cycles.append(self.events_requests(upstream))
+                if len(cycles) == 3:
+                    upstream.add_event(3, datetime.now(timezone.utc))
+                    for i in range(150):  # a burst on the busy asset
+                        upstream.add_event(1, datetime.now(timezone.utc))
+                if len(cycles) == 4:
+                    upstream.add_event(2, datetime.now(timezone.utc))
+                for q in queues:
+                    q.put_nowait(batch)
+                if len(cycles) == 7:
+                    for q in queues:
+                        q.put_nowait(None)
+                    await stream.aclose()
+                    return
+
+        async def listen(i):
+            async def batches():
+                while (b := await queues[i].get()) is not None:
+                    yield b
+            async for event in watchers[i].filter_shared_stream(batches()):
+                fired[i].append(event.payload["event"]["id"])
+
+        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+            await asyncio.wait_for(asyncio.gather(fan_out(), listen(0), listen(1)), 20)
+        assert fired[0][0] == before_start and len(fired[0]) == 2 and len(fired[1]) == 1
+        per_cycle = [b - a for a, b in zip(cycles, cycles[1:])]
+        assert max(per_cycle) <= 2 + 2 + 1, per_cycle  # new items' pages + the anchor (+ catch-ups at first)
+        assert SUBSCRIBERS.by_key == {}
