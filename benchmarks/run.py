@@ -226,6 +226,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
 
     # full (generation 2) collections: how many, and how long each blocked the loop
     gc_full: list[float] = []
+    gc_at: list[float] = []
     gc_started: list[float] = []
 
     def on_gc(phase: str, info: dict) -> None:
@@ -234,6 +235,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                 gc_started[:] = [time.perf_counter()]
             elif gc_started:
                 gc_full.append(time.perf_counter() - gc_started[0])
+                gc_at.append(time.time())
 
     gc.callbacks.append(on_gc)
 
@@ -249,9 +251,12 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     if real:  # nothing completes upstream: measure the waiting, then stop
         deadline = t0 + spec["warm"] + spec["steady"] + 0.5
     stalls: list[float] = []  # how late the loop woke a 50 ms sleeper: time the loop was blocked
+    stall_at: list[tuple[float, float, float]] = []  # (seconds after t0, stall, loop CPU) of stalls over 0.2 s
+    busy: list[float] = []  # loop-thread CPU seconds per monitor window
 
     fired: list[float | None] = [None] * n
-    payloads: list[object] = [None] * n
+    payloads: list[object] = [None] * n  # True, or the status of a wrong event: not the payload (kept objects
+    # would be the harness's, and make full garbage collections a triggerer would not make)
     marks: dict[str, tuple[float, float]] = {}
     left = {"n": n}
     all_done: list = []  # the asyncio.Event, made inside the loop
@@ -262,7 +267,8 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         try:
             async for event in agen:
                 fired[i] = time.time()
-                payloads[i] = event.payload
+                p = event.payload
+                payloads[i] = True if p is True or (isinstance(p, dict) and p.get("status") == "success") else repr(p)[:200]
                 break
         finally:
             await agen.aclose()
@@ -277,9 +283,13 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     async def watch_loop() -> None:
         tick = 0.05
         while True:
-            before = time.perf_counter()
+            before, cpu_before = time.perf_counter(), time.thread_time()
             await asyncio.sleep(tick)
             stalls.append(max(time.perf_counter() - before - tick, 0.0))
+            # the loop thread's own CPU in that window: the blocking work, whatever the machine's load
+            busy.append(time.thread_time() - cpu_before)
+            if stalls[-1] > 0.2:
+                stall_at.append((round(time.time() - t0, 1), round(stalls[-1], 3), round(busy[-1], 3)))
 
     async def main() -> dict:
         await asyncio.sleep(max(t0 - time.time(), 0))
@@ -333,8 +343,12 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         "stall_max_s": max(stalls, default=0.0),
         "stalls_over_0_2": sum(1 for x in stalls if x > 0.2),
         "stall_p99_s": percentile(stalls, 0.99),
+        "stall_cpu_max_s": max(busy, default=0.0),
+        "stalls_cpu_over_0_2": sum(1 for x in busy if x > 0.2),
         "gc_full": len(gc_full),
         "gc_full_max_s": max(gc_full, default=0.0),
+        "stalls_over_0_2_at": stall_at[:20],  # seconds after t0
+        "gc_full_at": [(round(t - t0, 1), round(d, 3)) for t, d in zip(gc_at, gc_full)],
     }
     cycles = cycle_window(cycle_samples, window[0], window[1])
     if real:
@@ -738,13 +752,16 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
     lines += ["", "## Event-loop stalls and full garbage collections (triggerer)", "",
               "A 50 ms sleeper in the triggerer's loop records how late it wakes: the time the loop was blocked. "
               "Airflow's triggerer warns above 0.2 s.", "",
-              "| upstream | N | mode | stall max s | stall p99 s | stalls > 0.2 s | full GCs | longest full GC s "
-              "| trigger log lines |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+              "| upstream | N | mode | stall max s (wall) | stall p99 s | stalls > 0.2 s (wall) "
+              "| loop CPU max s per window | windows > 0.2 s CPU | full GCs | longest full GC s (wall) "
+              "| stalls > 0.2 s at (s after start, wall, CPU) | trigger log lines |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in results + (real or []):
         lines.append(
             f"| {'real Airflow' if r.get('real') else 'stub'} | {r['n']:,} | {r['label']} | {fmt(r['stall_max_s'], 3)} "
-            f"| {fmt(r['stall_p99_s'], 3)} | {r['stalls_over_0_2']} | {r['gc_full']} | {fmt(r['gc_full_max_s'], 3)} "
+            f"| {fmt(r['stall_p99_s'], 3)} | {r['stalls_over_0_2']} | {fmt(r['stall_cpu_max_s'], 3)} "
+            f"| {r['stalls_cpu_over_0_2']} | {r['gc_full']} | {fmt(r['gc_full_max_s'], 3)} "
+            f"| {'; '.join(f'{a:g}: {b:.2f}/{c:.2f}' for a, b, c in r['stalls_over_0_2_at'][:6]) or '–'} "
             f"| {r['log_lines']:,} |")
     if real:
         info = real_info or {}
@@ -902,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"rss/trigger={r['rss_per_trigger_kib']:6.1f}KiB p50={fmt(r['detect_p50_s'])}s "
                   f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s "
                   f"code={r['code']}", flush=True)
+            print(f"        stall max={r['stall_max_s']:.3f}s over 0.2 s at {r['stalls_over_0_2_at']}, "
+                  f"full GCs at {r['gc_full_at']}", flush=True)
 
     real: list[dict] = []
     real_info: dict = {}
