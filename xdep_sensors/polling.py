@@ -3,7 +3,8 @@
 A probe asks a *source* for what it needs (the run it waits for, task instances, asset events).
 ``DirectSource`` sends one request per question. ``BatchSource`` serves every subscriber of one
 poll cycle: run lookups become one ``dagRuns/list`` batch request over the union of DAG ids,
-asset-event lookups become one events request from the lowest cursor, and identical remaining
+asset-event lookups become one shared read of the upstream's asset-event feeds (``streams``: only
+what is new since the previous cycle, plus each new wait's own catch-up), and identical remaining
 requests are made once (memoized futures, so a failure reaches every subscriber as the same
 error). The first look of many new waits is coalesced too: their DAGs' existence is read from one
 DAG listing and their runs join the batch run request. ``SharedPoller`` runs one such cycle per
@@ -27,11 +28,13 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hasha
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
 from xdep_sensors.client.records import Dag
 from xdep_sensors.decisions import FINISHED_RUN_STATES
+from xdep_sensors.client.client import Listing
 from xdep_sensors.errors import XdepError
+from xdep_sensors.streams import SharedReads
 
 if TYPE_CHECKING:
     from xdep_sensors.decisions import Decision
-    from xdep_sensors.probes import DagRunWatch
+    from xdep_sensors.probes import AssetProbe, DagRunWatch
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,17 @@ class DirectSource:
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
         return await self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id)
 
-    async def asset_events(self, asset_ids: list[int], since: datetime | None,
-                           source_dag_id: str | None) -> list[AssetEvent]:
-        return await self.client.list_asset_events(asset_ids=asset_ids, since=since, source_dag_id=source_dag_id)
+    async def asset_events(self, probe: AssetProbe) -> list[AssetEvent]:
+        """What is new for the probe's assets, through its own feeds (one listing per asset)."""
+        events: list[AssetEvent] = []
+        for label, asset_id in probe.ids.items():
+            listing = Listing("asset_events", asset_id=asset_id)
+            feed = probe.feeds.get(label)
+            if feed is None:
+                feed = probe.feeds[label] = await self.client.open_feed(listing, probe.start(label))
+            events += await self.client.read_feed(feed, listing)
+        probe.caught_up = not any(f.behind for f in probe.feeds.values())
+        return events
 
 
 async def _lookup_run(client: RemoteAirflowClient, watch: DagRunWatch) -> DagRun | None:
@@ -84,16 +95,16 @@ async def _lookup_run(client: RemoteAirflowClient, watch: DagRunWatch) -> DagRun
 class BatchSource:
     """Answers every subscriber of one poll cycle with as few requests as possible."""
 
-    def __init__(self, client: RemoteAirflowClient, run_bounds: dict[str, datetime], asset_since: datetime | None,
-                 wants_assets: bool, finished_dags: set[str] | None = None, finished_since: datetime | None = None,
+    def __init__(self, client: RemoteAirflowClient, run_bounds: dict[str, datetime], asset_reads: SharedReads | None,
+                 asset_targets: set[int], finished_dags: set[str] | None = None, finished_since: datetime | None = None,
                  new_dags: set[str] | None = None):
         self.client = client
         self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
         self.run_bounds = run_bounds  # dag_id -> lowest run_after any subscriber needs
         self.finished_dags = finished_dags or set()  # DAGs whose known runs can only change by finishing
         self.finished_since = finished_since
-        self.asset_since = asset_since
-        self.wants_assets = wants_assets
+        self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
+        self.asset_targets = asset_targets  # asset ids any subscriber waits on
         self._memo: dict[Hashable, asyncio.Future] = {}
 
     def _once(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
@@ -157,19 +168,26 @@ class BatchSource:
         return await self._once(("tis", dag_id, run_id, task_group_id),
                                 lambda: self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id))
 
-    async def asset_events(self, asset_ids: list[int], since: datetime | None,
-                           source_dag_id: str | None) -> list[AssetEvent]:
-        if not self.wants_assets:
-            return await DirectSource(self.client).asset_events(asset_ids, since, source_dag_id)
-        by_asset: dict[int, list[AssetEvent]] = await self._once(("events",), self._events)
-        return [e for asset_id in asset_ids for e in by_asset.get(asset_id, [])
-                if (since is None or e.timestamp >= since) and (source_dag_id is None or e.source_dag_id == source_dag_id)]
+    async def asset_events(self, probe: AssetProbe) -> list[AssetEvent]:
+        """What is new for the probe's assets: this cycle's shared read, plus its catch-up until it is done.
 
-    async def _events(self) -> dict[int, list[AssetEvent]]:
-        by_asset: dict[int, list[AssetEvent]] = {}
-        for event in await self.client.list_asset_events(since=self.asset_since):
-            by_asset.setdefault(event.asset_id, []).append(event)
-        return by_asset
+        The shared read comes first, so an item is either in the catch-up or new to the shared feeds.
+        """
+        if self.asset_reads is None or not set(probe.ids.values()) <= self.asset_targets:
+            return await DirectSource(self.client).asset_events(probe)
+        reads = self.asset_reads
+        by_asset = await self._once(("asset-events",), lambda: reads.read(self.client, self.asset_targets))
+        events = [e for asset_id in probe.ids.values() for e in by_asset.get(asset_id, [])]
+        if not probe.caught_up:
+            done = True
+            for label, asset_id in probe.ids.items():
+                start = probe.start(label)
+                items, complete = await self._once(("catch-up", asset_id, start),
+                                                   lambda a=asset_id, s=start: reads.catch_up(self.client, a, s))
+                events += items
+                done = done and complete
+            probe.caught_up = done
+        return events
 
 
 @types.coroutine
@@ -200,6 +218,7 @@ class SharedPoller:
         self._task: asyncio.Task | None = None
         self._previous_cycle: datetime | None = None
         self.cycles = 0
+        self.asset_reads = SharedReads("asset_events")  # positions in the upstream's asset events, kept across cycles
 
     @contextlib.asynccontextmanager
     async def subscribe(self, probe: Any, every_look: bool = False) -> AsyncIterator[asyncio.Queue]:
@@ -226,7 +245,7 @@ class SharedPoller:
         run_bounds: dict[str, datetime] = {}
         finished: set[str] = set()
         new_dags: set[str] = set()
-        asset_since: list[datetime | None] = []
+        asset_targets: set[int] = set()
         for sub in subs:
             need = sub.probe.need()
             if need[0] == "dag":  # a first look: existence, then its run, both answered for many waits at once
@@ -237,11 +256,10 @@ class SharedPoller:
             elif need[0] == "finished":
                 finished.add(need[1])
             elif need[0] == "assets":
-                asset_since.append(need[1])
-        since = None if not asset_since or None in asset_since else min(asset_since)  # type: ignore[type-var]
+                asset_targets |= need[1]
         # Runs that ended since the previous cycle, with a wide margin for clock skew and slow cycles.
         finished_since = (self._previous_cycle or cycle_start) - timedelta(seconds=max(300.0, 3 * self.interval))
-        return BatchSource(self.client, run_bounds, since, bool(asset_since), finished, finished_since, new_dags)
+        return BatchSource(self.client, run_bounds, self.asset_reads, asset_targets, finished, finished_since, new_dags)
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)
