@@ -7,6 +7,9 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/python scripts/demo.py
 
-# Unit tests plus integration tests against real Airflow 3.3 and 2.11 upstreams.
+# Unit tests plus integration tests against real Airflow upstreams (every minor 2.9-3.3) and real
+# downstream deployments (3.0.6 and 3.3.2); then check that the README's "Supported versions"
+# table says exactly what this run proved.
 test: bootstrap
 	.venv/bin/python -m pytest -ra
+	.venv/bin/python scripts/versions_table.py --check

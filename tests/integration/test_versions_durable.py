@@ -57,8 +57,11 @@ def check_counter_across_restart(server: LocalAirflow, version: str) -> str:
     assert [p["n"] for p in first] == [1], first
     server.stop_component("triggerer")
     server.start_component("triggerer")
-    both = wait_for(lambda: (p := local_payloads(server, COUNTER_URI)) if len(p) >= 2 else None, 180,
-                    "the counter's event after the triggerer restart")
+    def two_events():
+        payloads = local_payloads(server, COUNTER_URI)
+        return payloads if len(payloads) >= 2 else None
+
+    both = wait_for(two_events, 180, "the counter's event after the triggerer restart")
     assert [p["n"] for p in both] == [1, 2], both
     backend = both[-1]["backend"]
     assert backend == ("asset_state_store" if version >= "3.3" else "variable")

@@ -1,0 +1,31 @@
+"""Pure parts of xdep_sensors.durable (the real-triggerer proof is tests/integration/test_versions_durable.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from xdep_sensors.durable import VARIABLE_PREFIX, TriggerState, variable_key
+
+
+class TestVariableKey:
+    def test_short_keys_keep_their_name(self):
+        assert variable_key("asset_event:up:file://x") == VARIABLE_PREFIX + "asset_event:up:file://x"
+
+    def test_long_keys_fit_a_variable_and_stay_distinct(self):
+        a, b = "k" * 400 + "a", "k" * 400 + "b"
+        assert len(variable_key(a)) == 250 and len(variable_key(b)) == 250
+        assert variable_key(a) != variable_key(b)
+
+
+class TestTriggerState:
+    def test_a_trigger_without_a_store_uses_variables(self):
+        class Plain:  # like every trigger on Airflow < 3.3: no asset_state_store attribute at all
+            pass
+
+        assert TriggerState.for_trigger(Plain()).backend == "variable"
+
+    def test_values_must_be_objects(self):
+        with pytest.raises(TypeError, match="dicts"):
+            asyncio.run(TriggerState().aset("k", [1, 2]))  # type: ignore[arg-type]
