@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -45,6 +46,7 @@ class ChaosProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.fault: Fault | None = None
         self.total = 0
+        self.paths: Counter[str] = Counter()  # requests per path (a pass-through request counter)
         self.other = Redirected()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="chaos-proxy")
@@ -118,6 +120,7 @@ class ChaosProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.total += 1
+        self.paths[request.path] += 1
         fault = self._active()
         if fault is None:
             return await self._pass(request)

@@ -1,0 +1,181 @@
+"""Busy upstreams, for real: what a wait costs and whether it fires must not depend on history.
+
+Each real upstream (Airflow 3.3 / API v2 and Airflow 2.11 / API v1) gets 5,200 events of a busy
+asset and 5,200 finished runs of a busy DAG over the last 30 minutes (seeded into its DB; every
+read goes through its API server). Requests are counted by a pass-through proxy in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from tests.chaos import ChaosProxy
+from tests.integration.conftest import HERE
+from xdep_sensors.hook import RemoteAirflowHook
+from xdep_sensors.probes import AssetProbe, AssetWatch
+from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunEventTrigger
+
+pytestmark = pytest.mark.integration
+
+BUSY = "s3://xdep-feed/orders.parquet"
+QUIET = "s3://xdep-feed/customers.parquet"
+QUIET2 = "s3://xdep-feed/suppliers.parquet"
+DAG = "xdep_feed_busy"
+HISTORY = 5200
+
+
+def seed(server, *args: str) -> None:
+    python = Path(server.airflow_bin).parent / "python"
+    res = subprocess.run([str(python), str(HERE / "seed_history.py"), *args], env=server.env, cwd=server.home,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+
+def _asset_ids(server) -> dict[str, int]:
+    path = "/api/v2/assets?limit=100" if server.major == 3 else "/api/v1/datasets?limit=100"
+    body = server.api("GET", path)
+    return {a["uri"]: a["id"] for a in body.get("assets", body.get("datasets", []))}
+
+
+@pytest.fixture(scope="module")
+def busy(_upstreams):
+    """Both upstreams with 5,200 busy-asset events and 5,200 finished runs, each behind a counting proxy."""
+    out = {}
+    for api, up in _upstreams.items():
+        up.server.wait_for_dag(DAG, timeout=180)
+        deadline = time.monotonic() + 120
+        while not {BUSY, QUIET, QUIET2} <= set(_asset_ids(up.server)):
+            assert time.monotonic() < deadline, "the feed test assets were not registered upstream"
+            time.sleep(1)
+        seed(up.server, "events", BUSY, str(HISTORY), "1800")
+        seed(up.server, "runs", DAG, str(HISTORY), "1800", "success", "ok")
+        proxy = ChaosProxy(up.server.base_url).start()
+        conn_id = f"feed_{api}"
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+            {"conn_type": "remote_airflow", "host": proxy.url, "login": "viewer", "password": "viewer"})
+        out[api] = (up, proxy, conn_id)
+    yield out
+    for _, proxy, _ in out.values():
+        proxy.stop()
+
+
+@pytest.fixture(params=["v2", "v1"])
+def feed_upstream(request, busy):
+    return busy[request.param]
+
+
+def events_path(up) -> str:
+    return "/api/v2/assets/events" if up.api == "v2" else "/api/v1/datasets/events"
+
+
+def runs_path(up) -> str:
+    return f"/api/{up.api}/dags/~/dagRuns/list"
+
+
+class TestAssetWaits:
+    async def test_quiet_asset_found_within_two_polls_at_bounded_cost(self, feed_upstream):
+        """The reported case: a busy asset's long history never delays or inflates a quiet asset's wait."""
+        up, proxy, conn_id = feed_upstream
+        hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+        # two assets: the union would be the busy upstream's whole history; per-asset listings are not
+        watch = AssetWatch(assets=[{"uri": QUIET, "name": None}, {"uri": QUIET2, "name": None}], require="any",
+                           cursors={QUIET: {"timestamp": hour_ago}, QUIET2: {"timestamp": hour_ago}})
+        probe = AssetProbe(watch)
+        client = await RemoteAirflowHook(conn_id).aget_client()
+        try:
+            assert (await probe(client)).status == "waiting"
+            for _ in range(3):
+                before = proxy.paths[events_path(up)]
+                assert (await probe(client)).status == "waiting"
+                assert proxy.paths[events_path(up)] - before <= 2  # one listing per watched asset
+            await asyncio.to_thread(seed, up.server, "events", QUIET, "1", "0", '{"path": "s3://x/1.csv"}')
+            polls = 0
+            while (decision := await probe(client)).status == "waiting":
+                polls += 1
+                assert polls < 2, "the new event was not found within two polls"
+            assert [e["extra"]["path"] for e in decision.result["events"]] == ["s3://x/1.csv"]
+        finally:
+            await client.close()
+
+    @pytest.mark.parametrize("shared", [True, False], ids=["shared-poll", "own-poll"])
+    async def test_deferred_sensor_fires_in_a_busy_upstream(self, feed_upstream, shared, monkeypatch):
+        """The trigger a deferred RemoteAssetSensor runs: fires on the quiet asset's event, whatever the busy one did."""
+        from xdep_sensors import polling
+
+        monkeypatch.setattr(polling, "SHARED_POLLING", shared)
+        up, proxy, conn_id = feed_upstream
+        start = datetime.now(timezone.utc) - timedelta(hours=1)
+        trigger = RemoteAssetTrigger(remote_conn_id=conn_id, assets=[{"uri": QUIET2, "name": None}], poke_interval=1,
+                                     timeout_at=time.time() + 120, cursors={QUIET2: {"timestamp": start.isoformat()}})
+        fired = asyncio.ensure_future(trigger.run().__anext__())
+        await asyncio.sleep(4)
+        before = proxy.paths[events_path(up)]
+        await asyncio.to_thread(seed, up.server, "events", QUIET2, "1", "0", '{"path": "s3://x/2.csv"}')
+        event = await asyncio.wait_for(fired, 60)
+        assert event.payload["status"] == "success", event.payload
+        assert [e["extra"]["path"] for e in event.payload["result"]["events"]] == ["s3://x/2.csv"]
+        # seeding took a few seconds of 1 s polls: each poll is one small request, not 52 pages of history
+        assert proxy.paths[events_path(up)] - before < 40
+
+
+class TestRareFailedRun:
+    async def test_found_within_two_polls_and_a_restart_neither_loses_nor_repeats(self, feed_upstream):
+        """RemoteDagRunEventTrigger(states=["failed"]) on a DAG with 5,200 successful runs since its last event."""
+        up, proxy, conn_id = feed_upstream
+        store: dict = {}
+
+        class Store:  # the watcher's durable state, kept across the "restart" below
+            async def aget(self, key, default=None):
+                return store.get(key, default)
+
+            async def aset(self, key, value):
+                store[key] = json.loads(json.dumps(value))
+
+        def watcher() -> RemoteDagRunEventTrigger:
+            t = RemoteDagRunEventTrigger(remote_conn_id=conn_id, external_dag_id=DAG, states=["failed"],
+                                         poll_interval=1)
+            t.asset_state_store = Store()
+            return t
+
+        first = watcher()
+        store[first._state_key] = {"timestamp": (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()}
+        per_poll: list[int] = []
+        seeded: list[int] = []
+
+        async def sleep(seconds):  # one call per poll: count its requests, seed a failure once reads are cheap
+            per_poll.append(proxy.paths[runs_path(up)] - sum(per_poll))
+            if not seeded and len(per_poll) >= 4 and max(per_poll[-2:]) <= 2:
+                await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "failed", "bad_a")
+                seeded.append(len(per_poll))
+
+        proxy.paths[runs_path(up)] = 0
+        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=sleep):
+            gen = first.run()
+            event = await asyncio.wait_for(gen.__anext__(), 120)
+            assert event.payload["run"]["run_id"] == "bad_a_0"
+            print(f"{up.api}: runs-listing requests per poll: {per_poll} (failure seeded after poll {seeded[0]})")
+            assert len(per_poll) - seeded[0] <= 1  # found by the first or second poll after it happened
+            # the catch-up over 5,200 runs is paged across polls; afterwards a poll is one or two requests
+            assert sum(per_poll[:3]) <= 60 and max(per_poll[3:]) <= 2, per_poll
+            with pytest.raises(asyncio.TimeoutError):  # the triggerer resumes the watcher: handover complete
+                await asyncio.wait_for(gen.__anext__(), 3)
+            await gen.aclose()
+
+            # the triggerer is down while another run fails; then a new triggerer starts the watcher
+            await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "failed", "bad_b")
+            per_poll.clear()
+            proxy.paths[runs_path(up)] = 0
+            seeded.append(0)
+            second = watcher()
+            event = await asyncio.wait_for(second.run().__anext__(), 60)
+        assert event.payload["run"]["run_id"] == "bad_b_0"  # bad_a is not repeated, bad_b not lost
+        assert proxy.paths[runs_path(up)] <= 2  # from the stored read position, not from the old cursor
