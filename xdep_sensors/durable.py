@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 VARIABLE_PREFIX = "xdep_sensors.state."
 _MAX_VARIABLE_KEY = 250  # Variable.key is a String(250)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
 def variable_key(key: str) -> str:
-    """Return the Variable key that holds ``key`` (hashed tail when it would not fit)."""
-    full = VARIABLE_PREFIX + key
-    if len(full) <= _MAX_VARIABLE_KEY:
+    """Return the Variable key that holds ``key``: URL-safe, at most 250 characters, distinct per key.
+
+    The Task SDK puts the key in an Execution API URL path unescaped: on 3.0 a ``/`` (as in an asset
+    URI) answers 404, so other characters become ``_`` and a hash of the original keeps keys apart.
+    """
+    safe = _UNSAFE.sub("_", key)
+    full = VARIABLE_PREFIX + safe
+    if safe == key and len(full) <= _MAX_VARIABLE_KEY:
         return full
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return f"{full[:_MAX_VARIABLE_KEY - 17]}~{digest}"

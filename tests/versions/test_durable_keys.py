@@ -11,7 +11,13 @@ from xdep_sensors.durable import VARIABLE_PREFIX, TriggerState, variable_key
 
 class TestVariableKey:
     def test_short_keys_keep_their_name(self):
-        assert variable_key("asset_event:up:file://x") == VARIABLE_PREFIX + "asset_event:up:file://x"
+        assert variable_key("asset_event:up:dag-1.x") == VARIABLE_PREFIX + "asset_event:up:dag-1.x"
+
+    def test_asset_uris_become_url_safe_and_stay_distinct(self):
+        # the Task SDK puts the key in a URL path unescaped; Airflow 3.0.6 answers 404 to a "/" there
+        a, b = variable_key("assets:up:file://include/bears"), variable_key("assets:up:file:__include_bears")
+        assert a.startswith(VARIABLE_PREFIX + "assets:up:file:__include_bears~")
+        assert "/" not in a and a != b
 
     def test_long_keys_fit_a_variable_and_stay_distinct(self):
         a, b = "k" * 400 + "a", "k" * 400 + "b"
