@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Hashable
 
 from xdep_sensors.client import RemoteAirflowClient
@@ -30,6 +30,7 @@ from xdep_sensors.feed import PAGE, Feed
 
 log = logging.getLogger(__name__)
 
+RETAIN = timedelta(minutes=10)  # how long items the shared read delivered stay at hand for consumers that join later
 UNION_MIN_TARGETS = 3  # with one or two assets, their own listings are never dearer than the union
 PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
 
@@ -59,6 +60,11 @@ class SharedReads:
         self.union_sizes: deque[int] = deque(maxlen=3)
         self.cycle = 0
         self._catchups: dict[tuple, _CatchUp] = {}
+        # Every item the shared read delivered lately, and since when it delivered everything per target
+        # (``None``: the union): a consumer whose start is later catches up from here, with no request.
+        self.retained: deque[tuple[datetime, Hashable, Any]] = deque()
+        self.covered: dict[Hashable, datetime] = {}
+        self._dropped_until: datetime | None = None
 
     # listings -----------------------------------------------------------------------------------
 
@@ -94,7 +100,32 @@ class SharedReads:
         out: dict[Hashable, list[Any]] = {}
         for item in items:
             out.setdefault(self.target_of(item), []).append(item)
+        self._retain(items)
         return out
+
+    def _retain(self, items: list[Any]) -> None:
+        feeds = {None: self.union} if self.union is not None else dict(self.per_target)
+        self.covered = {t: c for t, c in self.covered.items() if t in feeds}
+        for target, feed in feeds.items():
+            if target not in self.covered and feed is not None and feed.warm and not feed._silent and feed.mark:
+                self.covered[target] = feed.mark  # everything after this mark is delivered by the shared read
+        if not items and not self.retained:
+            return
+        position = Listing(self.kind).position
+        for item in items:
+            self.retained.append((position(item)[0], self.target_of(item), item))
+        newest = max(t for t, _, _ in self.retained)
+        while self.retained and self.retained[0][0] < newest - RETAIN:
+            self._dropped_until = self.retained.popleft()[0]
+
+    def _from_retained(self, target: Hashable, start: datetime | None) -> list[Any] | None:
+        """Items of ``target`` from ``start`` out of what the shared read delivered, if that covers it."""
+        covered = self.covered.get(target, self.covered.get(None))
+        if start is None or covered is None or start <= covered:
+            return None
+        if self._dropped_until is not None and start <= self._dropped_until:
+            return None  # older than what is kept
+        return [item for when, t, item in self.retained if t == target and when >= start]
 
     async def _read_per_target(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
         if self.union is not None:  # switching from the union: each asset continues from its position
@@ -154,6 +185,9 @@ class SharedReads:
         A catch-up cut at the page cap continues on the next cycle's call; one that is not asked
         for during a cycle is dropped.
         """
+        kept = self._from_retained(target, start)
+        if kept is not None:
+            return kept, True
         key = (target, start)
         catchup = self._catchups.get(key)
         if catchup is None:

@@ -180,3 +180,28 @@ class TestFeedAtHead:
         new = upstream.add_event(2, T0 + timedelta(seconds=400))
         assert sorted(e.id for e in await client.read_feed(feed, listing)) == [late, new]
         assert await client.read_feed(feed, listing) == []
+
+
+class TestSharedReads:
+    async def test_a_consumer_joining_later_catches_up_from_what_was_delivered(self, upstream):
+        """A sensor of the next downstream run starts from its committed cursor: no request needed."""
+        from xdep_sensors.streams import SharedReads
+
+        client = make_client(upstream)
+        for i in range(2000):
+            upstream.add_event(9, T0 + timedelta(milliseconds=500 * i))
+        reads = SharedReads("asset_events")
+        targets = {1, 2, 3}
+        now = T0 + timedelta(seconds=1000)
+        assert await reads.read(client, targets) == {}  # starts at the newest event
+        first = upstream.add_event(1, now)
+        got = await reads.read(client, targets)
+        assert [e.id for e in got[1]] == [first]
+        second = upstream.add_event(1, now + timedelta(seconds=5))
+        assert [e.id for e in (await reads.read(client, targets))[1]] == [second]
+        before = calls(upstream)
+        items, complete = await reads.catch_up(client, 1, now - timedelta(milliseconds=100))  # after the head
+        assert complete and [e.id for e in items] == [first, second] and calls(upstream) == before
+        # a start before what the shared read covers is read from the upstream
+        items, complete = await reads.catch_up(client, 1, T0)
+        assert complete and [e.id for e in items] == [first, second] and calls(upstream) > before

@@ -104,7 +104,7 @@ class TestCursorPersistence:
         t = asset_trigger()
         t.asset_state_store = None
         await t.load_cursor()
-        assert list(box) == ["xdep_sensors.state.xdep_sensors:assets:upstream:file://bears"]
+        assert list(box) == [durable.variable_key(t._state_key)]
         t2 = asset_trigger()
         t2.asset_state_store = None
         await t2.load_cursor()
