@@ -39,6 +39,7 @@ class MemoryUpstream:
     runs: list[tuple[datetime, str, str, str]] = field(default_factory=list)  # (end_date, dag_id, run_id, state)
     requests: Counter = field(default_factory=Counter)
     assets: set[int] = field(default_factory=set)  # assets that exist without events yet
+    by_asset: dict[int, list] = field(default_factory=dict)
     _next_id: int = 1
 
     # writing -------------------------------------------------------------------------------------
@@ -46,7 +47,9 @@ class MemoryUpstream:
     def add_event(self, asset_id: int, when: datetime, extra: dict | None = None) -> int:
         event_id = self._next_id
         self._next_id += 1
-        bisect.insort(self.events, (when, event_id, asset_id, extra or {}), key=lambda e: (e[0], e[1]))
+        row = (when, event_id, asset_id, extra or {})
+        bisect.insort(self.events, row, key=lambda e: (e[0], e[1]))
+        bisect.insort(self.by_asset.setdefault(asset_id, []), row, key=lambda e: (e[0], e[1]))
         return event_id
 
     def add_run(self, dag_id: str, run_id: str, state: str, end: datetime) -> None:
@@ -79,24 +82,28 @@ class MemoryUpstream:
     def _events(self, params: dict[str, str]) -> dict:
         asset = params.get("asset_id") or params.get("dataset_id")
         since = parse_dt(params.get("timestamp_gte")) if self.api == "v2" else None
-        rows = [e for e in self.events if (asset is None or e[2] == int(asset)) and (since is None or e[0] >= since)]
-        if params.get("order_by", "timestamp").startswith("-"):
-            rows = rows[::-1]
+        rows = self.events if asset is None else self.by_asset.get(int(asset), [])
+        low = bisect.bisect_left(rows, since, key=lambda e: e[0]) if since is not None else 0
         offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), 100)
-        page = rows[offset:offset + limit]
+        if params.get("order_by", "timestamp").startswith("-"):
+            high = len(rows) - offset
+            page = rows[max(low, high - limit):max(high, low)][::-1]
+        else:
+            page = rows[low + offset:low + offset + limit]
+        total = len(rows) - low
         if self.api == "v2":
             items = [{"id": i, "asset_id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": x,
                       "timestamp": _iso(t), "source_dag_id": "producer", "source_task_id": "t",
                       "source_run_id": "r", "source_map_index": -1} for t, i, a, x in page]
-            return {"asset_events": items, "total_entries": len(rows)}
+            return {"asset_events": items, "total_entries": total}
         items = [{"id": i, "dataset_id": a, "dataset_uri": f"s3://bucket/asset-{a}", "extra": x,
                   "timestamp": _iso(t), "source_dag_id": "producer", "source_task_id": "t", "source_run_id": "r",
                   "source_map_index": -1} for t, i, a, x in page]
-        return {"dataset_events": items, "total_entries": len(rows)}
+        return {"dataset_events": items, "total_entries": total}
 
     def _assets(self, params: dict[str, str]) -> dict:
         pattern = params.get("uri_pattern") or params.get("name_pattern") or ""
-        ids = sorted({e[2] for e in self.events} | self.assets)
+        ids = sorted(set(self.by_asset) | self.assets)
         rows = [{"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}} for a in ids
                 if pattern in f"s3://bucket/asset-{a}" or pattern in f"asset-{a}"]
         return {"assets" if self.api == "v2" else "datasets": rows, "total_entries": len(rows)}

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
 
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
-from xdep_sensors.client.records import Dag
+from xdep_sensors.client.records import Asset, Dag
 from xdep_sensors.decisions import FINISHED_RUN_STATES
 from xdep_sensors.client.client import Listing
 from xdep_sensors.errors import XdepError
@@ -68,6 +68,17 @@ class DirectSource:
 
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
         return await self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id)
+
+    def known_asset(self, key: tuple[str, str]) -> int | None:
+        return None
+
+    def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
+        return None
+
+    async def assets(self, key: tuple[str, str]) -> list[Asset]:
+        """Assets whose URI (``("uri", ...)``) or name (``("name", ...)``) contains the value."""
+        by, value = key
+        return await self.client.list_assets(**{f"{by}_pattern": value})
 
     async def asset_events(self, probe: AssetProbe) -> list[AssetEvent]:
         """What is new for the probe's assets, through its own feeds (one listing per asset)."""
@@ -167,6 +178,17 @@ class BatchSource:
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
         return await self._once(("tis", dag_id, run_id, task_group_id),
                                 lambda: self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id))
+
+    def known_asset(self, key: tuple[str, str]) -> int | None:
+        """An asset id another wait of this poll resolved already (asset ids do not change)."""
+        return self.asset_reads.asset_ids.get(key) if self.asset_reads is not None else None
+
+    def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
+        if self.asset_reads is not None:
+            self.asset_reads.asset_ids[key] = asset_id
+
+    async def assets(self, key: tuple[str, str]) -> list[Asset]:
+        return await self._once(("assets", key), lambda: DirectSource(self.client).assets(key))
 
     async def asset_events(self, probe: AssetProbe) -> list[AssetEvent]:
         """What is new for the probe's assets: this cycle's shared read, plus its catch-up until it is done.

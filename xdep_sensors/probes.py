@@ -251,19 +251,23 @@ class AssetProbe:
         self.pending: dict[str, dict[int, AssetEvent]] = {ref.label: {} for ref in watch.refs}
         self._last: Decision | None = None
 
-    async def _resolve(self, client: RemoteAirflowClient) -> list[str]:
+    async def _resolve(self, source: DirectSource | BatchSource) -> list[str]:
         """Fill ``self.ids``; return the labels still unknown upstream."""
+        client = source.client
         dialect = await client.dialect()
         for ref in self.watch.refs:
             if ref.label in self.ids:
                 continue
-            if ref.uri is not None or not dialect.has_asset_names:
-                found = await client.list_assets(uri_pattern=ref.label)
-            else:
-                found = await client.list_assets(name_pattern=ref.name)
-            exact = [a for a in found if ref.matches(a) or AssetRef(uri=ref.label).matches(a)]
-            if exact:
-                self.ids[ref.label] = exact[0].id
+            by_uri = ref.uri is not None or not dialect.has_asset_names
+            key = ("uri" if by_uri else "name", ref.label)
+            asset_id = source.known_asset(key)
+            if asset_id is None:
+                found = await source.assets(key)
+                exact = [a for a in found if ref.matches(a) or AssetRef(uri=ref.label).matches(a)]
+                asset_id = exact[0].id if exact else None
+            if asset_id is not None:
+                self.ids[ref.label] = asset_id
+                source.remember_asset(key, asset_id)
                 self.caught_up = False  # a newly found asset needs its own catch-up
         missing = [ref.label for ref in self.watch.refs if ref.label not in self.ids]
         if missing and self.watch.check_existence:
@@ -298,7 +302,7 @@ class AssetProbe:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
         w = self.watch
         client = source.client
-        missing = await self._resolve(client)
+        missing = await self._resolve(source)
         events = await source.asset_events(self) if self.ids else []
         for event in events:
             if w.source_dag_id is not None and event.source_dag_id != w.source_dag_id:

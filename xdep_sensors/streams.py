@@ -65,6 +65,7 @@ class SharedReads:
         self.retained: deque[tuple[datetime, Hashable, Any]] = deque()
         self.covered: dict[Hashable, datetime] = {}
         self._dropped_until: datetime | None = None
+        self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
 
     # listings -----------------------------------------------------------------------------------
 
