@@ -44,7 +44,7 @@ def _key(version: str) -> tuple[int, ...]:
 
 
 def render(proved: dict[str, dict[str, list[str]]]) -> str:
-    lines = ["| Airflow | as upstream (API) | proven as upstream | proven as downstream |", "|---|---|---|---|"]
+    lines = ["| Airflow | API | proven as upstream | proven as downstream |", "|---|---|---|---|"]
     for version in sorted(proved, key=_key):
         roles = proved[version]
         auth = "basic auth" if version.startswith("2.") else "JWT from username/password"

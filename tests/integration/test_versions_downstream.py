@@ -80,7 +80,7 @@ def test_watcher_schedules_a_downstream_dag(downstream, matrix_record):
 
     def fired():
         return [p for p in local_payloads(downstream.server, "file://include/bears")
-                if p["event"]["extra"] == {"marker": marker}]
+                if p["event"]["extra"].get("marker") == marker]  # the API may add from_rest_api
 
     assert len(wait_for(fired, 120, "the watcher's event downstream")) == 1
     matrix_record(downstream.version, "downstream", "watcher:asset_event")
@@ -105,7 +105,7 @@ def test_asset_sensor(downstream, matrix_record, variant):
     run_id = downstream.start_waiting(dag_id, variant, {"since": datetime.now(timezone.utc).isoformat()})
     downstream.up.asset_event("file://include/bears", {"marker": marker})
     assert downstream.server.wait_run(dag_id, run_id, timeout=180) == "success"
-    assert [e["extra"] for e in downstream.result(dag_id, run_id)] == [{"marker": marker}]
+    assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
     matrix_record(downstream.version, "downstream", f"asset_sensor:{variant}")
 
 
