@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Literal
 
@@ -126,15 +127,24 @@ class Cursor:
     recent: tuple[tuple[int | str, str], ...] = field(default_factory=tuple)  # (key, ISO time) in the window
     floor: str | None = None  # items before it are never new (default: ``timestamp``)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_consumed", {(k, parse_dt(t)) for k, t in self.recent})
+    # parsed once per cursor, on first use (a wait asks about every event it sees)
+    @cached_property
+    def _consumed(self) -> set[tuple[int | str, datetime]]:
+        return {(k, parse_dt(t)) for k, t in self.recent}  # type: ignore[misc]
+
+    @cached_property
+    def _mine(self) -> datetime | None:
+        return parse_dt(self.timestamp)
+
+    @cached_property
+    def _floor(self) -> datetime | None:
+        return parse_dt(self.floor) or self._mine
 
     def is_new_at(self, when: datetime, key: int | str) -> bool:
-        mine = parse_dt(self.timestamp)
+        mine = self._mine
         if mine is None:
             return True
-        floor = parse_dt(self.floor) or mine
-        if when < floor or (key, when) in self._consumed:  # type: ignore[attr-defined]
+        if when < self._floor or (key, when) in self._consumed:  # type: ignore[operator]
             return False
         return not (when == mine and key in self.seen_ids)
 
@@ -145,9 +155,9 @@ class Cursor:
         items = list(items)
         if not items:
             return self
-        mine = parse_dt(self.timestamp)
+        mine = self._mine
         latest = max([t for t, _ in items] + ([mine] if mine else []))
-        old_floor = parse_dt(self.floor) or mine
+        old_floor = self._floor
         floor = latest - (overlap or OVERLAP)
         if old_floor is not None:
             floor = max(floor, old_floor)
@@ -168,7 +178,7 @@ class Cursor:
     @property
     def start(self) -> datetime | None:
         """The earliest time an unconsumed item can have: where a read for this consumer starts."""
-        return parse_dt(self.floor) or parse_dt(self.timestamp)
+        return self._floor
 
     def to_dict(self) -> dict[str, Any]:
         return {"timestamp": self.timestamp, "seen_ids": list(self.seen_ids),

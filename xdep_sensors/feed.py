@@ -150,8 +150,19 @@ class Feed:
             complete_page = len(items) < self.page
             added_up = total is None or not complete_page or total == step.offset + len(items)
             if not first_known or later_known or not added_up:
-                # something landed inside the window (or was deleted): re-read the window once
-                return [], Step(self.lower, 0)
+                # Something landed inside the window (or was deleted). Late items are mostly recent: read
+                # the window newest-first until the total's count of unseen items is found.
+                if total is None:
+                    return [], Step(self.lower, 0)
+                self._expect, self._found = total - (step.offset + 1), 0
+                return [], Step(self.lower, 0, newest_first=True)
+        if step.newest_first:
+            fresh = self._take(placed)
+            self._found += len(fresh)
+            if len(items) < self.page or self._found >= (self._expect or 0):
+                self._finish()
+                return fresh, None
+            return fresh, Step(self.lower, step.offset + len(items), newest_first=True)
         fresh = self._take(placed)
         if len(items) < self.page:
             self._finish()

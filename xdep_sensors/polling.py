@@ -195,13 +195,14 @@ class BatchSource:
 
         The shared read comes first, so an item is either in the catch-up or new to the shared feeds.
         """
-        if self.asset_reads is None or not set(probe.ids.values()) <= self.asset_targets:
+        if self.asset_reads is None:
             return await DirectSource(self.client).asset_events(probe)
         reads = self.asset_reads
         by_asset = await self._once(("asset-events",), lambda: reads.read(self.client, self.asset_targets))
         events = [e for asset_id in probe.ids.values() for e in by_asset.get(asset_id, [])]
         if not probe.caught_up:
-            done = True
+            # caught up only once this cycle's shared read covered all its assets (else: again next cycle)
+            done = set(probe.ids.values()) <= self.asset_targets
             for label, asset_id in probe.ids.items():
                 start = probe.start(label)
                 items, complete = await self._once(("catch-up", asset_id, start),
@@ -277,7 +278,11 @@ class SharedPoller:
                 run_bounds[dag_id] = min(bound, run_bounds.get(dag_id, bound))
             elif need[0] == "finished":
                 finished.add(need[1])
-            elif need[0] == "assets":
+            elif need[0] == "none" and hasattr(sub.probe, "adopt_ids") and self.asset_reads.asset_ids:
+                dialect = getattr(self.client, "_dialect", None)
+                sub.probe.adopt_ids(self.asset_reads.asset_ids, bool(dialect and dialect.has_asset_names))
+                need = sub.probe.need()
+            if need[0] == "assets":
                 asset_targets |= need[1]
         # Runs that ended since the previous cycle, with a wide margin for clock skew and slow cycles.
         finished_since = (self._previous_cycle or cycle_start) - timedelta(seconds=max(300.0, 3 * self.interval))

@@ -244,6 +244,8 @@ class AssetProbe:
     def __init__(self, watch: AssetWatch, logger: logging.Logger | logging.LoggerAdapter | None = None):
         self.watch = watch
         self.log = logger or log
+        self.refs = watch.refs
+        self.since = parse_dt(watch.since)
         self.ids: dict[str, int] = {}
         self.cursors = {ref.label: Cursor.from_dict(watch.cursors.get(ref.label)) for ref in watch.refs}
         self.feeds: dict[str, Feed] = {}  # this probe's own feeds (when it polls alone)
@@ -255,7 +257,7 @@ class AssetProbe:
         """Fill ``self.ids``; return the labels still unknown upstream."""
         client = source.client
         dialect = await client.dialect()
-        for ref in self.watch.refs:
+        for ref in self.refs:
             if ref.label in self.ids:
                 continue
             by_uri = ref.uri is not None or not dialect.has_asset_names
@@ -269,7 +271,7 @@ class AssetProbe:
                 self.ids[ref.label] = asset_id
                 source.remember_asset(key, asset_id)
                 self.caught_up = False  # a newly found asset needs its own catch-up
-        missing = [ref.label for ref in self.watch.refs if ref.label not in self.ids]
+        missing = [ref.label for ref in self.refs if ref.label not in self.ids]
         if missing and self.watch.check_existence:
             known = await client.list_assets()
             names = sorted({a.uri for a in known} | {a.name for a in known})
@@ -281,6 +283,14 @@ class AssetProbe:
             )
         return missing
 
+    def adopt_ids(self, known: dict[tuple[str, str], int], by_name: bool) -> None:
+        """Take asset ids the shared poll already resolved for other waits (no lookup needed)."""
+        for ref in self.refs:
+            key = ("name", ref.label) if ref.uri is None and by_name else ("uri", ref.label)
+            if ref.label not in self.ids and key in known:
+                self.ids[ref.label] = known[key]
+                self.caught_up = False
+
     def need(self) -> tuple[str, frozenset[int]]:
         """What a shared poll must read for this wait: the events of its (resolved) assets."""
         if not self.ids:
@@ -289,11 +299,10 @@ class AssetProbe:
 
     def start(self, label: str) -> datetime | None:
         """The earliest event time that can count for this asset: ``since``, else its cursor's floor."""
-        return parse_dt(self.watch.since) or self.cursors[label].start
+        return self.since or self.cursors[label].start
 
     def _is_new(self, label: str, event: AssetEvent) -> bool:
-        since = parse_dt(self.watch.since)
-        return event.timestamp >= since if since else self.cursors[label].is_new(event)
+        return event.timestamp >= self.since if self.since else self.cursors[label].is_new(event)
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -319,6 +328,6 @@ class AssetProbe:
             self._last = Decision("waiting", message)
             return self._last
         cursors = {label: self.cursors[label].advance(evts).to_dict() for label, evts in new.items()}
-        url = client.asset_url(self.ids[w.refs[0].label]) if w.refs[0].label in self.ids else None
+        url = client.asset_url(self.ids[self.refs[0].label]) if self.refs[0].label in self.ids else None
         return Decision("success", message, {"events": decision.result, "cursors": cursors, "url": url,
                                              "started_from": w.cursors, "upstream": client.config.ui_base})

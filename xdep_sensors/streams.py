@@ -63,6 +63,7 @@ class SharedReads:
         # Every item the shared read delivered lately, and since when it delivered everything per target
         # (``None``: the union): a consumer whose start is later catches up from here, with no request.
         self.retained: deque[tuple[datetime, Hashable, Any]] = deque()
+        self._retained_by: dict[Hashable, list[tuple[datetime, Any]]] = {}
         self.covered: dict[Hashable, datetime] = {}
         self._dropped_until: datetime | None = None
         self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
@@ -114,10 +115,18 @@ class SharedReads:
             return
         position = Listing(self.kind).position
         for item in items:
-            self.retained.append((position(item)[0], self.target_of(item), item))
+            when, target = position(item)[0], self.target_of(item)
+            self.retained.append((when, target, item))
+            self._retained_by.setdefault(target, []).append((when, item))
         newest = max(t for t, _, _ in self.retained)
+        dropped = False
         while self.retained and self.retained[0][0] < newest - RETAIN:
             self._dropped_until = self.retained.popleft()[0]
+            dropped = True
+        if dropped:
+            self._retained_by = {}
+            for when, target, item in self.retained:
+                self._retained_by.setdefault(target, []).append((when, item))
 
     def _from_retained(self, target: Hashable, start: datetime | None) -> list[Any] | None:
         """Items of ``target`` from ``start`` out of what the shared read delivered, if that covers it."""
@@ -126,7 +135,7 @@ class SharedReads:
             return None
         if self._dropped_until is not None and start <= self._dropped_until:
             return None  # older than what is kept
-        return [item for when, t, item in self.retained if t == target and when >= start]
+        return [item for when, item in self._retained_by.get(target, ()) if when >= start]
 
     async def _read_per_target(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
         if self.union is not None:  # switching from the union: each asset continues from its position
