@@ -103,6 +103,8 @@ class SharedReads:
         for item in items:
             out.setdefault(self.target_of(item), []).append(item)
         self._retain(items)
+        log.debug("shared %s read, cycle %d, targets %s: %d new %s", self.kind, self.cycle, sorted(targets, key=str),
+                  len(items), {t: [self.listing(t).position(i)[1] for i in v] for t, v in out.items()})
         return out
 
     def _retain(self, items: list[Any]) -> None:
@@ -197,6 +199,7 @@ class SharedReads:
         """
         kept = self._from_retained(target, start)
         if kept is not None:
+            log.debug("catch-up of %s from %s: %d items from what the shared read delivered", target, start, len(kept))
             return kept, True
         key = (target, start)
         catchup = self._catchups.get(key)
@@ -210,6 +213,8 @@ class SharedReads:
         except Exception:
             self._catchups.pop(key, None)
             raise
+        log.debug("catch-up of %s from %s, cycle %d: %d items %s", target, start, self.cycle, len(catchup.items),
+                  [self.listing(target).position(i)[1] for i in catchup.items[-5:]])
         return catchup.items, not catchup.feed.behind
 
     async def _advance(self, client: RemoteAirflowClient, catchup: _CatchUp, target: Hashable) -> None:
