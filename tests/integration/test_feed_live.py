@@ -179,3 +179,44 @@ class TestRareFailedRun:
             event = await asyncio.wait_for(second.run().__anext__(), 60)
         assert event.payload["run"]["run_id"] == "bad_b_0"  # bad_a is not repeated, bad_b not lost
         assert proxy.paths[runs_path(up)] <= 2  # from the stored read position, not from the old cursor
+
+
+class TestVisibilityLag:
+    def test_items_become_visible_well_inside_the_overlap_window(self, busy, request):
+        """The evidence behind the overlap window: how long after its timestamp an item is listed.
+
+        Real producer runs emit an asset event from a task; a poller lists events and finished runs
+        every 50 ms and records when each first appears. The lag must stay far below the window.
+        """
+        from xdep_sensors.feed import OVERLAP
+
+        lags: dict[str, list[float]] = {}
+        for api, (up, _, _) in busy.items():
+            server = up.server
+            events = "/api/v2/assets/events" if api == "v2" else "/api/v1/datasets/events"
+            runs = f"/api/{api}/dags/~/dagRuns/list"
+            seen_events: dict[int, float] = {}
+            seen_runs: dict[str, float] = {}
+            stamps: dict[str, datetime] = {}
+            run_ids = [up.trigger("xdep_test_assets", conf={"which": "bears", "extra": {"lag": i}}) for i in range(3)]
+            deadline = time.monotonic() + 180
+            while len(seen_runs) < 3 and time.monotonic() < deadline:
+                now = datetime.now(timezone.utc)
+                body = server.api("GET", f"{events}?order_by=-timestamp&limit=20")
+                for e in body.get("asset_events", body.get("dataset_events", [])):
+                    seen_events.setdefault(e["id"], (now - datetime.fromisoformat(
+                        e["timestamp"].replace("Z", "+00:00"))).total_seconds())
+                listed = server.api("POST", runs, {"dag_ids": ["xdep_test_assets"], "states": ["success", "failed"],
+                                                   "order_by": "-end_date", "page_limit": 20})
+                for r in listed["dag_runs"]:
+                    if r["dag_run_id"] in run_ids and r["dag_run_id"] not in seen_runs:
+                        end = datetime.fromisoformat(r["end_date"].replace("Z", "+00:00"))
+                        seen_runs[r["dag_run_id"]] = (now - end).total_seconds()
+                        stamps[r["dag_run_id"]] = end
+                time.sleep(0.05)
+            assert len(seen_runs) == 3, "the producer runs did not finish"
+            recent = [lag for lag in seen_events.values() if lag < 600]
+            lags[f"{api} asset events"] = recent[-3:]
+            lags[f"{api} runs (end_date)"] = list(seen_runs.values())
+        print("visibility lag (s, an upper bound: includes up to 50 ms of polling):", json.dumps(lags))
+        assert all(abs(lag) < OVERLAP.total_seconds() / 10 for values in lags.values() for lag in values), lags
