@@ -62,3 +62,18 @@ def instant_sleep():
 
     with mock.patch("asyncio.sleep", fake):
         yield delays
+
+
+class MemoryStateStore:
+    """The asset state store's interface (``aget``/``aset``) over a dict, keeping JSON like the real one."""
+
+    def __init__(self):
+        self.data: dict = {}
+
+    async def aget(self, key, default=None):
+        return self.data.get(key, default)
+
+    async def aset(self, key, value):
+        import json
+
+        self.data[key] = json.loads(json.dumps(value))

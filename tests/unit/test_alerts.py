@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import instant_sleep, upstream_mock
+from tests.conftest import MemoryStateStore, instant_sleep, upstream_mock
 
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.alerts import EndedTask
@@ -45,17 +45,7 @@ def variables(monkeypatch):
     return box
 
 
-class Store:
-    """The asset state store's interface (aget/aset), keeping JSON like the real one."""
-
-    def __init__(self):
-        self.data: dict = {}
-
-    async def aget(self, key, default=None):
-        return self.data.get(key, default)
-
-    async def aset(self, key, value):
-        self.data[key] = json.loads(json.dumps(value))
+Store = MemoryStateStore
 
 
 def ago(seconds: float) -> str:

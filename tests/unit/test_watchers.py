@@ -11,7 +11,7 @@ from unittest import mock
 import pytest
 from aioresponses import aioresponses
 
-from tests.conftest import upstream_mock
+from tests.conftest import MemoryStateStore, upstream_mock
 
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.client import AssetEvent, DagRun
@@ -28,17 +28,7 @@ def remote_conn(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
 
 
-class FakeStore:
-    """Stands in for the asset state store the triggerer injects on Airflow 3.3+."""
-
-    def __init__(self):
-        self.data: dict = {}
-
-    async def aget(self, key, default=None):
-        return self.data.get(key, default)
-
-    async def aset(self, key, value):
-        self.data[key] = json.loads(json.dumps(value))
+FakeStore = MemoryStateStore
 
 
 def event(i, ts, uri="file://bears", **extra):

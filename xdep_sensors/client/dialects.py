@@ -256,6 +256,7 @@ class V2:
                 map_index=ti.get("map_index", -1),
                 start_date=parse_dt(ti.get("start_date")),
                 end_date=parse_dt(ti.get("end_date")),
+                try_number=ti.get("try_number"),
             )
             for ti in body["task_instances"]
         ]
@@ -266,20 +267,7 @@ class V2:
 
     def parse_ended_task_instances(self, body: dict) -> Page:
         """Parse a task-instance listing, try numbers included (both API versions)."""
-        items = [
-            TaskInstance(
-                dag_id=ti["dag_id"],
-                run_id=ti["dag_run_id"],
-                task_id=ti["task_id"],
-                state=ti.get("state"),
-                map_index=ti.get("map_index", -1),
-                start_date=parse_dt(ti.get("start_date")),
-                end_date=parse_dt(ti.get("end_date")),
-                try_number=ti.get("try_number"),
-            )
-            for ti in body["task_instances"]
-        ]
-        return Page(items, body.get("total_entries"))
+        return self.parse_task_instances(body)
 
     def parse_assets(self, body: dict) -> Page:
         items = [
