@@ -240,28 +240,28 @@ class Feed:
     def derive(self, position: Position) -> Feed:
         """A feed over a narrower listing (one asset of this one) that continues from this position.
 
-        Its first read re-covers the window (its own listing's window is a part of this one's).
+        Before this feed's window everything was read already: that is the new feed's floor. Its
+        first read covers the window again (a few items of one asset; consumers de-duplicate).
         """
-        # before the window everything was read already: that is the new feed's floor
-        feed = Feed(self.lower, time_filter=self.time_filter, position=position, overlap=self.overlap,
+        return Feed(self.lower, time_filter=self.time_filter, position=position, overlap=self.overlap,
                     page=self.page, ordered=self.ordered)
-        feed.mark, feed._settled, feed.seen = self.mark, self._settled, dict(self.seen)
-        return feed
 
     @classmethod
-    def merged(cls, feeds: list[Feed], position: Position) -> Feed:
+    def merged(cls, feeds: list[Feed], position: Position, head: datetime | None = None,
+               floor: datetime | None = None) -> Feed:
         """A feed over a wider listing (every asset) that continues from where ``feeds`` all were.
 
-        Its first read covers the window behind the lowest of their marks; items of other targets
-        found there are new to it.
+        Its first read covers the window behind the lowest of their marks (or behind ``head``, the
+        listing's newest item when they last read, if known: a quiet feed's mark is old, yet it read
+        up to then); items of other targets found there are new to it.
         """
         first = feeds[0]
-        marks = [f.mark for f in feeds if f.mark is not None]
+        marks = [head] if head is not None else [f.mark for f in feeds if f.mark is not None]
         feed = cls(None, time_filter=first.time_filter, position=position, overlap=first.overlap, page=first.page,
                    ordered=first.ordered, at_head=not marks)
         if marks:
             feed.mark = feed._settled = min(marks)
-            feed.floor = feed.mark - feed.overlap
+            feed.floor = feed.mark - feed.overlap if floor is None else max(feed.mark - feed.overlap, floor)
             for f in feeds:
                 feed.seen.update(f.seen)
         return feed

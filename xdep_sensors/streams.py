@@ -26,12 +26,12 @@ from typing import Any, Hashable
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.client import Listing
-from xdep_sensors.feed import PAGE, Feed
+from xdep_sensors.feed import PAGE, Feed, Step
 
 log = logging.getLogger(__name__)
 
 RETAIN = timedelta(minutes=10)  # how long items the shared read delivered stay at hand for consumers that join later
-UNION_MIN_TARGETS = 3  # with one or two assets, their own listings are never dearer than the union
+UNION_MIN_TARGETS = 2  # with one asset, its own listing is never dearer than the union
 PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
 
 
@@ -57,7 +57,9 @@ class SharedReads:
         self.union: Feed | None = None
         self.union_targets: tuple | None = None
         self.per_target_until = 0
-        self.union_sizes: deque[int] = deque(maxlen=3)
+        self._probe_since: datetime | None = None  # per-asset spells: where the union's count is asked from
+        self._probe_cycle = 0
+        self._counted_from: datetime | None = None
         self.cycle = 0
         self._catchups: dict[tuple, _CatchUp] = {}
         # Every item the shared read delivered lately, and since when it delivered everything per target
@@ -95,7 +97,8 @@ class SharedReads:
             self.per_target.clear()
             self.union = self.union_targets = None
             return {}
-        if self.kind == "asset_events" and (len(targets) < UNION_MIN_TARGETS or self.cycle < self.per_target_until):
+        if self.kind == "asset_events" and (len(targets) < UNION_MIN_TARGETS or self.cycle < self.per_target_until
+                                             or not await self._union_is_cheaper(client, targets)):
             items = await self._read_per_target(client, targets)
         else:
             items = await self._read_union(client, targets)
@@ -155,23 +158,52 @@ class SharedReads:
             items += await client.read_feed(feed, listing)
         return items
 
+    async def _union_is_cheaper(self, client: RemoteAirflowClient, targets: set[Hashable]) -> bool:
+        """After a spell of per-asset reads: would the union be cheaper now? One request tells (API v2).
+
+        The union's total since the newest per-asset mark at the previous check says how many events
+        per cycle the union would read; Airflow 2 has no time filter to ask with, so it stays per asset.
+        """
+        if self.union is not None or not self.per_target:
+            return True
+        marks = [f.mark for f in self.per_target.values() if f.mark is not None]
+        if not marks or not (await client.dialect()).has_event_time_filter:
+            self.per_target_until = self.cycle + PER_TARGET_CYCLES
+            return False
+        since = self._counted_from = self._probe_since or max(marks)
+        cycles, self._probe_cycle = max(self.cycle - self._probe_cycle, 1), self.cycle
+        union = Listing("asset_events")
+        page = await client._call(lambda d: union.request(d, Step(since, 0, newest_first=True)), union.parse)
+        if page.items:  # the newest event: where the next count starts
+            self._probe_since = union.position(page.items[0])[0]
+        busy = page.total is None or page.total / cycles > PAGE * (len(targets) - 1)
+        if busy:
+            self.per_target_until = self.cycle + PER_TARGET_CYCLES
+        return not busy
+
     async def _read_union(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
         key = tuple(sorted(targets, key=str)) if self.kind != "asset_events" else None
         listing = self._union_listing(key or ())
         if self.union is None or self.union_targets != key:
             previous = [self.union] if self.union is not None else list(self.per_target.values())
             # continue from where the previous feeds were; start at the head only when there were none
-            self.union = (Feed.merged(previous, listing.position) if previous
+            # From per-asset reads, the count just taken says where the upstream is (its newest event)
+            # and that little happened since the previous count: the union starts there, not behind
+            # the quiet assets' old marks (their feeds read up to now); items older than the previous
+            # count were covered by the per-asset feeds.
+            switching = self.per_target and self._probe_cycle == self.cycle
+            head = self._probe_since if switching else None
+            floor = self._counted_from if switching else None
+            self.union = (Feed.merged(previous, listing.position, head, floor) if previous
                           else await self._at_head(client, listing))
             self.union_targets = key
             self.per_target.clear()
         items = await client.read_feed(self.union, listing)
         if self.kind == "asset_events":
-            self.union_sizes.append(len(items))
             # a busy upstream: the union's pages outnumber the watched assets' listings
-            if min(self.union_sizes) > PAGE * (len(targets) - 1):
+            if len(items) > PAGE * (len(targets) - 1):
                 self.per_target_until = self.cycle + PER_TARGET_CYCLES
-                self.union_sizes.clear()
+                self._probe_since, self._probe_cycle = self.union.mark, self.cycle  # count from here later
                 log.info("upstream %s is busy (%d new asset events per poll, %d watched assets): reading "
                          "one listing per asset", client.config.base_url, len(items), len(targets))
         return items

@@ -205,3 +205,39 @@ class TestSharedReads:
         # a start before what the shared read covers is read from the upstream
         items, complete = await reads.catch_up(client, 1, T0)
         assert complete and [e.id for e in items] == [first, second] and calls(upstream) > before
+
+
+class TestUnionOrPerAsset:
+    async def test_busy_upstream_switches_to_per_asset_and_back_when_it_calms(self):
+        """Two watched assets: the union while the upstream is quiet, their own listings while it is busy."""
+        from xdep_sensors.streams import SharedReads
+
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        reads = SharedReads("asset_events")
+        targets = {1, 2}
+        now = T0 + timedelta(hours=1)
+        upstream.add_event(1, now)
+        await reads.read(client, targets)
+        assert reads.union is not None  # quiet: one listing serves both
+
+        def per_cycle(busy: bool) -> int:
+            nonlocal now
+            now += timedelta(seconds=5)
+            for i in range(500 if busy else 0):
+                upstream.add_event(9, now + timedelta(milliseconds=i))
+            return calls(upstream)
+
+        costs = []
+        for cycle in range(14):
+            before = per_cycle(busy=True)
+            await reads.read(client, targets)
+            costs.append(calls(upstream) - before)
+        # per asset: 2 requests, not 6 pages of the union (+1 count every 10 cycles to see if it calmed down)
+        assert reads.union is None and max(costs[2:]) <= 3 and sorted(costs[2:])[-2] <= 2, costs
+        for cycle in range(25):  # calm again: within two spells a count tells the union is cheaper
+            per_cycle(busy=False)
+            await reads.read(client, targets)
+        assert reads.union is not None
+        fresh = upstream.add_event(2, now + timedelta(seconds=1))
+        assert [e.id for e in (await reads.read(client, targets))[2]] == [fresh]
