@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
@@ -24,6 +25,14 @@ T = TypeVar("T")
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ClientConfig, RemoteAirflowClient]] = (
     weakref.WeakKeyDictionary()
 )
+
+# Triggers of one loop share one connection lookup for CONFIG_TTL_S: a burst of deferrals, or every
+# watcher's every poll, would otherwise read the same connection (a secrets backend, or the
+# triggerer's supervisor) each time; a changed connection reaches them after at most the TTL.
+CONFIG_TTL_S = 30.0
+_ttl_clock = time.monotonic  # tests replace it
+_configs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _as_bool_or_path(value: Any) -> bool | str:
@@ -100,9 +109,22 @@ class RemoteAirflowHook(BaseHook):
             raise
         return config_from_connection(conn, conn.extra_dejson)
 
+    async def aget_shared_config(self) -> ClientConfig:
+        """The connection's client config, read at most once per ``CONFIG_TTL_S`` on this event loop."""
+        per_loop = _configs.setdefault(asyncio.get_running_loop(), {})
+        now = _ttl_clock()
+        hit = per_loop.get(self.remote_conn_id)
+        if hit is None or now - hit[0] > CONFIG_TTL_S or (hit[1].done() and hit[1].exception() is not None):
+            hit = per_loop[self.remote_conn_id] = (now, asyncio.ensure_future(self.aget_config()))
+        return await asyncio.shield(hit[1])
+
     async def aget_client(self) -> RemoteAirflowClient:
-        """Return the client shared by everything on this event loop for this connection."""
-        return self.client_for(await self.aget_config())
+        """Return the client shared by everything on this event loop for this connection.
+
+        The connection is read at most once per ``CONFIG_TTL_S`` per event loop, whatever the number
+        of triggers and polls asking.
+        """
+        return self.client_for(await self.aget_shared_config())
 
     @staticmethod
     def client_for(config: ClientConfig) -> RemoteAirflowClient:

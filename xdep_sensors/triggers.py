@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from xdep_sensors import polling
-from xdep_sensors.client import ClientConfig, RemoteAirflowClient
+from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.decisions import Decision
 from xdep_sensors.errors import TransientError, XdepError
 from xdep_sensors.hook import RemoteAirflowHook
@@ -31,26 +30,6 @@ class XdepTimeout(TransientError):
 
     def __init__(self) -> None:
         super().__init__("no answer before the sensor's timeout")
-
-
-CONFIG_TTL_S = 30.0
-_ttl_clock = time.monotonic  # tests replace it
-_configs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future]]] = (
-    weakref.WeakKeyDictionary())
-
-
-async def _resolve(hook: RemoteAirflowHook) -> ClientConfig:
-    """The connection's client config; triggers of one loop starting within ``CONFIG_TTL_S`` share one lookup.
-
-    A burst of deferrals would otherwise read the same connection (secrets backends, or the triggerer's
-    supervisor) once per trigger; a changed connection reaches new triggers after at most the TTL.
-    """
-    per_loop = _configs.setdefault(asyncio.get_running_loop(), {})
-    now = _ttl_clock()
-    hit = per_loop.get(hook.remote_conn_id)
-    if hit is None or now - hit[0] > CONFIG_TTL_S or (hit[1].done() and hit[1].exception() is not None):
-        hit = per_loop[hook.remote_conn_id] = (now, asyncio.ensure_future(hook.aget_config()))
-    return await asyncio.shield(hit[1])
 
 
 class _PollingTrigger(BaseTrigger):
@@ -118,7 +97,7 @@ class _PollingTrigger(BaseTrigger):
         """Each look's decision or error: from a shared poll (default) or from this trigger's own loop."""
         hook = RemoteAirflowHook(self.remote_conn_id)
         try:
-            config = await _resolve(hook)
+            config = await hook.aget_shared_config()
         except XdepError as err:
             yield err
             return

@@ -189,18 +189,18 @@ class TestConnectionLookup:
         import json
         from unittest import mock
 
-        from xdep_sensors import triggers
+        from xdep_sensors import hook
         from xdep_sensors.hook import RemoteAirflowHook
 
         conn = {"conn_type": "remote_airflow", "host": BASE, "password": "t", "extra": {"api_version": "v2"}}
         monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
-        readings = iter([0.0] * 50 + [triggers.CONFIG_TTL_S + 1] * 10)
-        monkeypatch.setattr(triggers, "_ttl_clock", lambda: next(readings))
+        readings = iter([0.0] * 50 + [hook.CONFIG_TTL_S + 1] * 10)
+        monkeypatch.setattr(hook, "_ttl_clock", lambda: next(readings))
         with mock.patch.object(RemoteAirflowHook, "aget_config", autospec=True,
                                side_effect=RemoteAirflowHook.aget_config) as resolve:
-            configs = await asyncio.gather(*(triggers._resolve(RemoteAirflowHook("upstream")) for _ in range(50)))
+            configs = await asyncio.gather(*(RemoteAirflowHook("upstream").aget_shared_config() for _ in range(50)))
             assert resolve.await_count == 1 and len(set(configs)) == 1
-            await triggers._resolve(RemoteAirflowHook("upstream"))  # after the TTL: read again
+            await RemoteAirflowHook("upstream").aget_shared_config()  # after the TTL: read again
             assert resolve.await_count == 2
 
 
