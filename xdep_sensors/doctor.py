@@ -91,8 +91,8 @@ async def _check_asset(checks: list[Check], client: RemoteAirflowClient, uri: st
         checks.append(Check(f"asset {label}", False, "does not exist upstream",
                             f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name"))
         return
-    events = await client.list_asset_events(asset_ids=[matches[0].id])
-    latest = f"latest event {events[-1].timestamp.isoformat()}" if events else "no events yet"
+    event = await client.latest_asset_event(matches[0].id)
+    latest = f"latest event {event.timestamp.isoformat()}" if event else "no events yet"
     checks.append(Check(f"asset {label}", True, f"exists (id {matches[0].id}); {latest}"))
 
 

@@ -26,7 +26,7 @@ from typing import Any, Hashable
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.client import Listing
-from xdep_sensors.feed import PAGE, Feed, Step
+from xdep_sensors.feed import PAGE, Feed
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class SharedReads:
         since = self._counted_from = self._probe_since or max(marks)
         cycles, self._probe_cycle = max(self.cycle - self._probe_cycle, 1), self.cycle
         union = Listing("asset_events")
-        page = await client._call(lambda d: union.request(d, Step(since, 0, newest_first=True)), union.parse)
+        page = await client.newest_page(union, since)
         if page.items:  # the newest event: where the next count starts
             self._probe_since = union.position(page.items[0])[0]
         busy = page.total is None or page.total / cycles > PAGE * (len(targets) - 1)

@@ -241,3 +241,15 @@ class TestUnionOrPerAsset:
         assert reads.union is not None
         fresh = upstream.add_event(2, now + timedelta(seconds=1))
         assert [e.id for e in (await reads.read(client, targets))[2]] == [fresh]
+
+
+class TestLatestEvent:
+    async def test_the_doctors_latest_event_is_one_request_whatever_the_history(self, upstream):
+        client = make_client(upstream)
+        for i in range(6000):
+            upstream.add_event(1, T0 + timedelta(seconds=i))
+        before = calls(upstream)
+        event = await client.latest_asset_event(1)
+        assert event is not None and event.timestamp == T0 + timedelta(seconds=5999)
+        assert calls(upstream) - before == 1
+        assert await client.latest_asset_event(2) is None

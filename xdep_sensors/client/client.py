@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
 from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, Page, Request, V2
-from xdep_sensors.feed import Feed, Step
 from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
 from xdep_sensors.client.session import ClientConfig, Transport
 from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
+from xdep_sensors.feed import Feed, Step
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,12 @@ MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,0
 
 @dataclass(frozen=True)
 class Listing:
-    """An upstream listing read as a feed: asset events (of one asset, or all), or runs that ended.
+    """An upstream listing read as a feed: asset events (of one asset, or all), runs or task instances that ended.
 
-    :param kind: ``"asset_events"`` or ``"finished_runs"``.
+    :param kind: ``"asset_events"``, ``"finished_runs"`` or ``"ended_task_instances"``.
     :param asset_id: asset events of this asset only (``None``: every asset's events).
-    :param dag_ids: runs of these DAGs (``None``: every DAG).
-    :param states: finished states of runs to list.
+    :param dag_ids: runs / task instances of these DAGs (``None``: every DAG).
+    :param states: the end states to list.
     """
 
     kind: str
@@ -59,7 +59,7 @@ class Listing:
         if self.kind == "asset_events":
             return dialect.parse_asset_events(body)
         if self.kind == "ended_task_instances":
-            page = dialect.parse_ended_task_instances(body)
+            page = dialect.parse_task_instances(body)
             return Page([ti for ti in page.items if ti.end_date is not None], page.total)
         return dialect.parse_dag_runs(body)
 
@@ -282,21 +282,10 @@ class RemoteAirflowClient:
             items = [ti for ti in items if ti.task_id.startswith(f"{task_group_id}.")]
         return items
 
-    async def list_ended_task_instances(
-        self, dag_ids: list[str] | None, states: list[str], *, end_date_gte: datetime | None = None
-    ) -> list[TaskInstance]:
-        """Return task instances of ``dag_ids`` in ``states`` that ended at or after a time, oldest end first."""
-        items = await self._all(
-            lambda d, off: d.ended_task_instances(dag_ids, states, end_date_gte, offset=off),
-            lambda d, b: d.parse_ended_task_instances(b),
-        )
-        ended = [ti for ti in items if ti.end_date is not None and (end_date_gte is None or ti.end_date >= end_date_gte)]
-        return sorted(ended, key=lambda ti: (ti.end_date, ti.run_id, ti.task_id, ti.map_index))
-
     async def list_task_instances_in_states(self, dag_ids: list[str] | None, states: list[str]) -> list[TaskInstance]:
         """Return task instances of ``dag_ids`` currently in ``states`` (e.g. running), try numbers included."""
         return await self._all(lambda d, off: d.task_instances_in_states(dag_ids, states, offset=off),
-                               lambda d, b: d.parse_ended_task_instances(b))
+                               lambda d, b: d.parse_task_instances(b))
 
     async def list_runs_in_states(self, dag_ids: list[str] | None, states: list[str]) -> list[DagRun]:
         """Return runs of ``dag_ids`` currently in ``states`` (e.g. running)."""
@@ -342,7 +331,16 @@ class RemoteAirflowClient:
         selected = [e for e in events.values() if source_dag_id is None or e.source_dag_id == source_dag_id]
         return sorted(selected, key=lambda e: (e.timestamp, e.id))
 
+    async def latest_asset_event(self, asset_id: int) -> AssetEvent | None:
+        """Return the newest event of an asset (one request, whatever its history)."""
+        page = await self.newest_page(Listing("asset_events", asset_id=asset_id), None)
+        return page.items[0] if page.items else None
+
     # feeds -----------------------------------------------------------------------------------
+
+    async def newest_page(self, listing: Listing, since: datetime | None) -> Page:
+        """One page of ``listing`` at or after ``since``, newest first: its newest items and total count."""
+        return await self._call(lambda d: listing.request(d, Step(since, 0, newest_first=True)), listing.parse)
 
     async def open_feed(self, listing: Listing, start: datetime | None) -> Feed:
         """Return a feed over ``listing`` that counts items at or after ``start`` (``None``: all)."""

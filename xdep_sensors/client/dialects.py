@@ -265,10 +265,6 @@ class V2:
     def parse_task_ids(self, body: dict) -> list[str]:
         return [t["task_id"] for t in body["tasks"]]
 
-    def parse_ended_task_instances(self, body: dict) -> Page:
-        """Parse a task-instance listing, try numbers included (both API versions)."""
-        return self.parse_task_instances(body)
-
     def parse_assets(self, body: dict) -> Page:
         items = [
             Asset(id=a["id"], uri=a["uri"], name=a.get("name") or a["uri"], group=a.get("group"),
