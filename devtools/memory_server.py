@@ -10,7 +10,6 @@ are not part of the API: ``POST /_events`` ``[[asset_id, iso timestamp], ...]`` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -16,7 +16,7 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any, AsyncIterator, ClassVar, Hashable
+from typing import Any, AsyncIterator, Hashable
 
 from croniter import croniter
 
@@ -198,8 +198,9 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
     The alert comes while the run runs (at the first poll after ``start_date + max_duration``), once
     per run; a run cleared and started again is a new run here. With ``task_ids`` it watches those
     tasks instead (task duration): once per task instance try running longer than ``max_duration``.
-    Only limits crossed after the watcher first started fire; with the asset state store (Airflow
-    3.3+) a limit crossed while the triggerer was down fires when it is back.
+    Only limits crossed after the watcher first started fire; its state is durable (the asset state
+    store on Airflow 3.3+, an Airflow Variable below), so a limit crossed while the triggerer was down
+    fires when it is back.
 
     :param remote_conn_id: connection of type ``remote_airflow``.
     :param external_dag_id: the upstream DAG id.
@@ -294,8 +295,8 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
     at tick *d* is met by a run whose ``end_date`` is after the previous tick and at or before *d*;
     it is judged a few seconds after *d* (so a run ending just before is visible), from the upstream's
     own end dates. Each deadline is judged once: the last one handled is stored after each event is
-    handed over, so a restart neither repeats one nor, with the asset state store (Airflow 3.3+),
-    skips one that passed while the triggerer was down (up to the last ten).
+    handed over (durably: the asset state store on 3.3+, an Airflow Variable below), so a restart
+    neither repeats one nor skips one that passed while the triggerer was down (up to the last ten).
 
     :param remote_conn_id: connection of type ``remote_airflow``.
     :param external_dag_id: the upstream DAG id.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
-from datetime import datetime, timedelta
 from typing import Any, Iterable, Literal
 
 from xdep_sensors.client.dialects import parse_dt
@@ -148,7 +148,7 @@ class Cursor:
             return False
         return not (when == mine and key in self.seen_ids)
 
-    def advance_with(self, items: Iterable[tuple[datetime, int | str]], overlap: timedelta | None = None) -> Cursor:
+    def advance_with(self, items: Iterable[tuple[datetime, int | str]]) -> Cursor:
         """Return the cursor after consuming ``(timestamp, key)`` items (any order)."""
         from xdep_sensors.feed import OVERLAP
 
@@ -158,7 +158,7 @@ class Cursor:
         mine = self._mine
         latest = max([t for t, _ in items] + ([mine] if mine else []))
         old_floor = self._floor
-        floor = latest - (overlap or OVERLAP)
+        floor = latest - OVERLAP
         if old_floor is not None:
             floor = max(floor, old_floor)
         consumed = set(self._consumed) | {(k, t) for t, k in items}  # type: ignore[attr-defined]

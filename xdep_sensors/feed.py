@@ -86,6 +86,11 @@ class Feed:
         self._settled: datetime | None = None  # the mark when a read last covered the whole window
         self._covering = False  # the current read started at the window's lower bound
 
+    @property
+    def established(self) -> bool:
+        """A first read went through: from here on, every item the feed sees is delivered."""
+        return self.warm and not self._silent
+
     # planning ---------------------------------------------------------------------------------
 
     @property
@@ -265,7 +270,3 @@ class Feed:
             for f in feeds:
                 feed.seen.update(f.seen)
         return feed
-
-    def state(self) -> dict[str, Any]:
-        """A small JSON summary for logs and tests."""
-        return {"mark": self.mark.isoformat() if self.mark else None, "window": len(self.seen), "warm": self.warm}

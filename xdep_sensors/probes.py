@@ -203,6 +203,10 @@ class AssetRef:
     def label(self) -> str:
         return self.uri or self.name or ""
 
+    def lookup_key(self, names: bool) -> tuple[str, str]:
+        """How this asset is looked up: by URI, or by name where the upstream has names (API v2)."""
+        return ("name", self.label) if self.uri is None and names else ("uri", self.label)
+
     def matches(self, asset: Asset) -> bool:
         if self.uri is not None:  # Airflow normalizes "scheme://host" to "scheme://host/"
             return asset.uri.rstrip("/") == self.uri.rstrip("/")
@@ -260,8 +264,7 @@ class AssetProbe:
         for ref in self.refs:
             if ref.label in self.ids:
                 continue
-            by_uri = ref.uri is not None or not dialect.has_asset_names
-            key = ("uri" if by_uri else "name", ref.label)
+            key = ref.lookup_key(dialect.has_asset_names)
             asset_id = source.known_asset(key)
             if asset_id is None:
                 found = await source.assets(key)
@@ -286,7 +289,7 @@ class AssetProbe:
     def adopt_ids(self, known: dict[tuple[str, str], int], by_name: bool) -> None:
         """Take asset ids the shared poll already resolved for other waits (no lookup needed)."""
         for ref in self.refs:
-            key = ("name", ref.label) if ref.uri is None and by_name else ("uri", ref.label)
+            key = ref.lookup_key(by_name)
             if ref.label not in self.ids and key in known:
                 self.ids[ref.label] = known[key]
                 self.caught_up = False

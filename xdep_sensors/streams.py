@@ -35,6 +35,13 @@ UNION_MIN_TARGETS = 2  # with one asset, its own listing is never dearer than th
 PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
 
 
+def listing_for(kind: str, target: Hashable | None, states: tuple[str, ...] = ()) -> Listing:
+    """The listing of one target: an asset's events (``None``: every asset's), or one DAG's runs / tasks."""
+    if kind == "asset_events":
+        return Listing("asset_events", asset_id=target)  # type: ignore[arg-type]
+    return Listing(kind, dag_ids=(target,), states=tuple(sorted(states)))  # type: ignore[arg-type]
+
+
 @dataclass
 class _CatchUp:
     feed: Feed
@@ -64,8 +71,9 @@ class SharedReads:
         self._catchups: dict[tuple, _CatchUp] = {}
         # Every item the shared read delivered lately, and since when it delivered everything per target
         # (``None``: the union): a consumer whose start is later catches up from here, with no request.
-        self.retained: deque[tuple[datetime, Hashable, Any]] = deque()
-        self._retained_by: dict[Hashable, list[tuple[datetime, Any]]] = {}
+        self.position = Listing(kind).position
+        self.retained: dict[Hashable, deque[tuple[datetime, Any]]] = {}  # per target, in delivery order
+        self._newest: datetime | None = None
         self.covered: dict[Hashable, datetime] = {}
         self._dropped_until: datetime | None = None
         self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
@@ -74,18 +82,15 @@ class SharedReads:
 
     def listing(self, target: Hashable | None) -> Listing:
         """The listing of one target (``None``: of every asset)."""
-        if self.kind == "asset_events":
-            return Listing("asset_events", asset_id=target)  # type: ignore[arg-type]
-        return Listing(self.kind, dag_ids=(target,), states=self.states)  # type: ignore[arg-type]
+        return listing_for(self.kind, target, self.states)
 
     def _union_listing(self, targets: tuple) -> Listing:
         if self.kind == "asset_events":
             return Listing("asset_events")
         return Listing(self.kind, dag_ids=targets, states=self.states)
 
-    @staticmethod
-    def target_of(item: Any) -> Hashable:
-        return getattr(item, "asset_id", None) if hasattr(item, "asset_id") else item.dag_id
+    def target_of(self, item: Any) -> Hashable:
+        return item.asset_id if self.kind == "asset_events" else item.dag_id
 
     # the shared read ----------------------------------------------------------------------------
 
@@ -106,32 +111,31 @@ class SharedReads:
         for item in items:
             out.setdefault(self.target_of(item), []).append(item)
         self._retain(items)
-        log.debug("shared %s read, cycle %d, targets %s: %d new %s", self.kind, self.cycle, sorted(targets, key=str),
-                  len(items), {t: [self.listing(t).position(i)[1] for i in v] for t, v in out.items()})
+        if log.isEnabledFor(logging.DEBUG):  # the keys are only worth computing when someone reads them
+            log.debug("shared %s read, cycle %d, targets %s: %d new %s", self.kind, self.cycle,
+                      sorted(targets, key=str), len(items), {t: [self.position(i)[1] for i in v] for t, v in out.items()})
         return out
 
     def _retain(self, items: list[Any]) -> None:
         feeds = {None: self.union} if self.union is not None else dict(self.per_target)
         self.covered = {t: c for t, c in self.covered.items() if t in feeds}
         for target, feed in feeds.items():
-            if target not in self.covered and feed is not None and feed.warm and not feed._silent and feed.mark:
+            if target not in self.covered and feed.established and feed.mark:
                 self.covered[target] = feed.mark  # everything after this mark is delivered by the shared read
-        if not items and not self.retained:
-            return
-        position = Listing(self.kind).position
         for item in items:
-            when, target = position(item)[0], self.target_of(item)
-            self.retained.append((when, target, item))
-            self._retained_by.setdefault(target, []).append((when, item))
-        newest = max(t for t, _, _ in self.retained)
-        dropped = False
-        while self.retained and self.retained[0][0] < newest - RETAIN:
-            self._dropped_until = self.retained.popleft()[0]
-            dropped = True
-        if dropped:
-            self._retained_by = {}
-            for when, target, item in self.retained:
-                self._retained_by.setdefault(target, []).append((when, item))
+            when = self.position(item)[0]
+            self.retained.setdefault(self.target_of(item), deque()).append((when, item))
+            self._newest = when if self._newest is None else max(self._newest, when)
+        if self._newest is None:
+            return
+        cutoff = self._newest - RETAIN
+        for target in list(self.retained):
+            kept = self.retained[target]
+            while kept and kept[0][0] < cutoff:
+                dropped = kept.popleft()[0]
+                self._dropped_until = dropped if self._dropped_until is None else max(self._dropped_until, dropped)
+            if not kept:
+                del self.retained[target]
 
     def _from_retained(self, target: Hashable, start: datetime | None) -> list[Any] | None:
         """Items of ``target`` from ``start`` out of what the shared read delivered, if that covers it."""
@@ -140,7 +144,7 @@ class SharedReads:
             return None
         if self._dropped_until is not None and start <= self._dropped_until:
             return None  # older than what is kept
-        return [item for when, item in self._retained_by.get(target, ()) if when >= start]
+        return [item for when, item in self.retained.get(target, ()) if when >= start]
 
     async def _read_per_target(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
         if self.union is not None:  # switching from the union: each asset continues from its position
@@ -186,7 +190,7 @@ class SharedReads:
         listing = self._union_listing(key or ())
         if self.union is None or self.union_targets != key:
             previous = [self.union] if self.union is not None else list(self.per_target.values())
-            # continue from where the previous feeds were; start at the head only when there were none
+            # Continue from where the previous feeds were; start at the head only when there were none.
             # From per-asset reads, the count just taken says where the upstream is (its newest event)
             # and that little happened since the previous count: the union starts there, not behind
             # the quiet assets' old marks (their feeds read up to now); items older than the previous
@@ -245,8 +249,9 @@ class SharedReads:
         except Exception:
             self._catchups.pop(key, None)
             raise
-        log.debug("catch-up of %s from %s, cycle %d: %d items %s", target, start, self.cycle, len(catchup.items),
-                  [self.listing(target).position(i)[1] for i in catchup.items[-5:]])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("catch-up of %s from %s, cycle %d: %d items, the last %s", target, start, self.cycle,
+                      len(catchup.items), [self.position(i)[1] for i in catchup.items[-5:]])
         return catchup.items, not catchup.feed.behind
 
     async def _advance(self, client: RemoteAirflowClient, catchup: _CatchUp, target: Hashable) -> None:

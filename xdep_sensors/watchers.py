@@ -27,7 +27,8 @@ from xdep_sensors.durable import TriggerState
 from xdep_sensors.errors import NotFound, XdepError
 from xdep_sensors.feed import OVERLAP, Feed
 from xdep_sensors.hook import RemoteAirflowHook
-from xdep_sensors.streams import SharedReads
+from xdep_sensors.client.client import Listing
+from xdep_sensors.streams import SharedReads, listing_for
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,8 @@ class _RemoteEventTrigger(BaseEventTrigger):
             self.cursor = self.cursor.advance_with([self.position(item)])
             await self.save_cursor()
 
-    def _listing(self) -> Any:
-        return SharedReads(self.listing_kind, self.listing_states).listing(self.target_id)
+    def _listing(self) -> Listing:
+        return listing_for(self.listing_kind, self.target_id, self.listing_states)
 
     async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
         wait = _delay(self.poll_interval, failures, err)
@@ -268,7 +269,6 @@ class _RemoteEventTrigger(BaseEventTrigger):
                     failures = 0
                 except XdepError as err:
                     failures += 1
-                    wait = _delay(self.poll_interval, failures, err)
                     (self.log.warning if err.transient else self.log.error)(
                         "upstream error on %s (%d in a row), looking again with the next poll: %s", self.target,
                         failures, err)
