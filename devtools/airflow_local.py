@@ -271,13 +271,20 @@ class LocalAirflow:
                  expect: tuple[int, ...]) -> Any:
         """Send one JSON request; raise RuntimeError unless the status is in expect."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method.upper(), headers={
-            "Accept": "application/json", "Content-Type": "application/json", **headers})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
+        for attempt in range(6):
+            req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method.upper(), headers={
+                "Accept": "application/json", "Content-Type": "application/json", **headers})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    status, raw = resp.status, resp.read()
+            except urllib.error.HTTPError as e:
+                status, raw = e.code, e.read()
+            # SQLite lets one writer in at a time: with the scheduler writing, a request's commit can
+            # time out ("database is locked", answered as a 500 "Database error", rolled back). Again.
+            if status == 500 and b"Database error" in raw and status not in expect and attempt < 5:
+                time.sleep(1 + attempt)
+                continue
+            break
         if status not in expect:
             raise RuntimeError(f"{self.name}: {method} {path} -> HTTP {status}: {raw[:2000]!r}")
         try:
