@@ -185,6 +185,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     mode, n, interval = spec["mode"], spec["n"], spec["interval"]
     real = bool(spec.get("real"))  # a real Airflow upstream: no completions, no stub statistics
     import asyncio
+    import collections
     import gc
     import logging
 
@@ -208,6 +209,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     dag_ids = [f"bench_dag_{i}" for i in range(n)]
 
     gc.collect()
+    heap_baseline = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     time.sleep(0.2)
     baseline_rss = proc.memory_info().rss
     peak = {"rss": baseline_rss}
@@ -229,7 +231,15 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     gc_at: list[float] = []
     gc_started: list[float] = []
 
+    gc_young = {"s": 0.0, "n": 0, "started": 0.0}  # generation 0 and 1 collections: count and total time
+
     def on_gc(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            if phase == "start":
+                gc_young["started"] = time.perf_counter()
+            else:
+                gc_young["s"] += time.perf_counter() - gc_young["started"]
+                gc_young["n"] += 1
         if info.get("generation") == 2:
             if phase == "start":
                 gc_started[:] = [time.perf_counter()]
@@ -291,12 +301,25 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             if stalls[-1] > 0.2:
                 stall_at.append((round(time.time() - t0, 1), round(stalls[-1], 3), round(busy[-1], 3)))
 
+    async def heap_census() -> None:  # development aid: what the heap holds in the middle of the steady window
+        await asyncio.sleep(max((window[0] + window[1]) / 2 - time.time(), 0))
+
+        objs = gc.get_objects()
+        kinds = collections.Counter(type(o).__qualname__ for o in objs)
+        kinds.subtract(heap_baseline)
+        print(f"  heap: {len(objs)} tracked objects ({len(objs) - heap_baseline.total()} more than before t0); "
+              f"most grown: {kinds.most_common(30)}", file=err, flush=True)
+        del objs
+
     async def main() -> dict:
         await asyncio.sleep(max(t0 - time.time(), 0))
         monitor = asyncio.ensure_future(watch_loop())
+        if os.environ.get("XDEP_BENCH_HEAP"):
+            asyncio.ensure_future(heap_census())
         marks["start"] = (time.time(), time.process_time())
         all_done.append(asyncio.Event())
         tasks = []
+        sensor_deadline = time.time() + 7 * 24 * 3600  # what a sensor with the default timeout (7 days) passes
         for i, dag_id in enumerate(dag_ids):
             if mode == "http-sensor":
                 # a real upstream has the run already: wait for one it does not have (404, as the stub answers)
@@ -306,7 +329,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             else:
                 trigger = RemoteDagRunTrigger(remote_conn_id="bench_upstream", external_dag_id=dag_id,
                                               run_id=REAL_RUN_ID if real else RUN_ID, poke_interval=interval,
-                                              timeout_at=None)
+                                              timeout_at=sensor_deadline)
             tasks.append(asyncio.ensure_future(run_one(i, trigger)))
         marks["created"] = (time.time(), time.process_time())
         try:  # one waiter for all (asyncio.wait on N tasks would cost the harness O(N) per wake-up)
@@ -347,6 +370,9 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         "stalls_cpu_over_0_2": sum(1 for x in busy if x > 0.2),
         "gc_full": len(gc_full),
         "gc_full_max_s": max(gc_full, default=0.0),
+        "gc_full_total_s": sum(gc_full),
+        "gc_young": gc_young["n"],
+        "gc_young_total_s": gc_young["s"],
         "stalls_over_0_2_at": stall_at[:20],  # seconds after t0
         "gc_full_at": [(round(t - t0, 1), round(d, 3)) for t, d in zip(gc_at, gc_full)],
     }
@@ -928,7 +954,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s "
                   f"code={r['code']}", flush=True)
             print(f"        stall max={r['stall_max_s']:.3f}s over 0.2 s at {r['stalls_over_0_2_at']}, "
-                  f"full GCs at {r['gc_full_at']}", flush=True)
+                  f"full GCs at {r['gc_full_at']} (total {r['gc_full_total_s']:.2f}s), "
+                  f"young GCs {r['gc_young']} (total {r['gc_young_total_s']:.2f}s)", flush=True)
 
     real: list[dict] = []
     real_info: dict = {}

@@ -111,12 +111,7 @@ class RemoteAirflowHook(BaseHook):
 
     async def aget_shared_config(self) -> ClientConfig:
         """The connection's client config, read at most once per ``CONFIG_TTL_S`` on this event loop."""
-        per_loop = _configs.setdefault(asyncio.get_running_loop(), {})
-        now = _ttl_clock()
-        hit = per_loop.get(self.remote_conn_id)
-        if hit is None or now - hit[0] > CONFIG_TTL_S or (hit[1].done() and hit[1].exception() is not None):
-            hit = per_loop[self.remote_conn_id] = (now, asyncio.ensure_future(self.aget_config()))
-        return await asyncio.shield(hit[1])
+        return await shared_config(self.remote_conn_id, self)
 
     async def aget_client(self) -> RemoteAirflowClient:
         """Return the client shared by everything on this event loop for this connection.
@@ -154,3 +149,19 @@ class RemoteAirflowHook(BaseHook):
         except Exception as exc:
             return False, str(exc)
         return summarize(checks)
+
+
+async def shared_config(remote_conn_id: str, hook: RemoteAirflowHook | None = None) -> ClientConfig:
+    """``remote_conn_id``'s client config, read at most once per ``CONFIG_TTL_S`` on this event loop.
+
+    A hit costs no hook and no future: thousands of triggers starting at once ask for it.
+    """
+    per_loop = _configs.setdefault(asyncio.get_running_loop(), {})
+    now = _ttl_clock()
+    hit = per_loop.get(remote_conn_id)
+    if hit is None or now - hit[0] > CONFIG_TTL_S or (hit[1].done() and hit[1].exception() is not None):
+        lookup = (hook or RemoteAirflowHook(remote_conn_id)).aget_config()
+        hit = per_loop[remote_conn_id] = (now, asyncio.ensure_future(lookup))
+    if hit[1].done():
+        return hit[1].result()
+    return await asyncio.shield(hit[1])

@@ -16,7 +16,6 @@ a heartbeat every ``HEARTBEAT_S``, or on every look when that trigger logs at DE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -116,7 +115,20 @@ class BatchSource:
         self.finished_since = finished_since
         self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
         self.asset_targets = asset_targets  # asset ids any subscriber waits on
+        self.finished: dict[str, list[DagRun]] | None = None  # runs of finished_dags that ended lately, once read
         self._memo: dict[Hashable, asyncio.Future] = {}
+
+    async def prefetch(self) -> None:
+        """Read what most waits of the cycle share before stepping them: the runs that ended lately.
+
+        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``).
+        A failure is kept for the steps, which deliver it.
+        """
+        if self.finished_dags:
+            try:
+                self.finished = await self._once(("finished-runs",), self._finished_runs)
+            except Exception:  # noqa: BLE001 - each wait's step gets the same error from the memo
+                pass
 
     def _once(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
         if key not in self._memo:
@@ -220,14 +232,100 @@ def _pass_turn() -> Any:
 
 
 class _Subscriber:
-    __slots__ = ("probe", "queue", "every_look", "last", "delivered")
+    """One wait's place in a shared poll: its probe, what it was last handed, and its outcomes to take.
 
-    def __init__(self, probe: Any, every_look: bool = False):
+    It is its own context manager (join on enter, leave on exit, cancellation included) and mailbox:
+    no queue, event or generator per wait, as thousands of waits keep theirs for as long as they wait
+    and every full garbage collection scans them.
+    """
+
+    __slots__ = ("poller", "probe", "every_look", "last", "delivered", "_pending", "_waiter")
+
+    def __init__(self, probe: Any, every_look: bool = False, poller: SharedPoller | None = None):
+        self.poller = poller
         self.probe = probe
-        self.queue: asyncio.Queue[Decision | BaseException] = asyncio.Queue()
         self.every_look = every_look
         self.last: Any = None  # the outcome last delivered, and when
         self.delivered = float("-inf")
+        self._pending: list[Any] | None = None  # outcomes not taken yet (rare: the trigger was busy)
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, outcome: Any) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._waiter = None
+            waiter.set_result(outcome)
+        elif self._pending is None:
+            self._pending = [outcome]
+        else:
+            self._pending.append(outcome)
+
+    async def get(self, timeout: float | None = None) -> Any:
+        """The next outcome, in the order put; ``None`` when ``timeout`` seconds pass first."""
+        if self._pending:
+            outcome = self._pending.pop(0)
+            if not self._pending:
+                self._pending = None
+            return outcome
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def __aenter__(self) -> _Subscriber:
+        if self.poller is not None:
+            self.poller._join(self)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.poller is not None:
+            self.poller._leave(self)
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class LoneLooks:
+    """A trigger's own looks when polls are not shared: one now, then one every ``interval``.
+
+    The same interface as a shared poll's subscription (``async with``, ``get(timeout)``).
+    """
+
+    def __init__(self, probe: Callable[[RemoteAirflowClient], Awaitable[Decision]], client: RemoteAirflowClient,
+                 interval: float):
+        self.probe, self.client, self.interval = probe, client, interval
+        self._looked = False
+
+    async def __aenter__(self) -> LoneLooks:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+    async def _look(self) -> Decision | XdepError:
+        if self._looked:
+            await asyncio.sleep(self.interval)
+        self._looked = True
+        try:
+            return await self.probe(self.client)
+        except XdepError as err:
+            return err
+
+    async def get(self, timeout: float | None = None) -> Any:
+        """The next look's decision or error; ``None`` when ``timeout`` seconds pass first."""
+        if timeout is None:
+            return await self._look()
+        try:
+            return await asyncio.wait_for(self._look(), timeout)
+        except asyncio.TimeoutError:
+            return None
 
 
 class SharedPoller:
@@ -243,26 +341,26 @@ class SharedPoller:
         self.cycles = 0
         self.asset_reads = SharedReads("asset_events")  # positions in the upstream's asset events, kept across cycles
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, probe: Any, every_look: bool = False) -> AsyncIterator[asyncio.Queue]:
-        """Join the poll; leave on exit, cancellation included; the loop stops with the last subscriber.
+    def subscribe(self, probe: Any, every_look: bool = False) -> _Subscriber:
+        """A place in the poll, to ``async with``: joined on enter, left on exit (cancellation included).
 
-        The queue receives each look's outcome when it differs from the previous one (a probe returns
-        the same object when nothing changed), at least every ``HEARTBEAT_S``, and on every look
-        when ``every_look``.
+        The loop starts with the first subscriber and stops with the last. ``get()`` returns each
+        look's outcome when it differs from the previous one (a probe returns the same object when
+        nothing changed), at least every ``HEARTBEAT_S``, and on every look when ``every_look``.
         """
-        sub = _Subscriber(probe, every_look)
+        return _Subscriber(probe, every_look, self)
+
+    def _join(self, sub: _Subscriber) -> None:
         self.subscribers[id(sub)] = sub
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
-        try:
-            yield sub.queue
-        finally:
-            self.subscribers.pop(id(sub), None)
-            if not self.subscribers:
-                self._on_empty()
-                if self._task is not None and not self._task.done():
-                    self._task.cancel()
+
+    def _leave(self, sub: _Subscriber) -> None:
+        self.subscribers.pop(id(sub), None)
+        if not self.subscribers:
+            self._on_empty()
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
 
     def _needs(self, subs: list[_Subscriber], cycle_start: datetime) -> BatchSource:
         run_bounds: dict[str, datetime] = {}
@@ -299,9 +397,10 @@ class SharedPoller:
                     source = self._needs(subs, cycle_start)
                 except Exception as exc:  # a bug here must fail the waits, not leave them hanging
                     for sub in subs:
-                        sub.queue.put_nowait(exc)
+                        sub.put(exc)
                     raise
                 self._previous_cycle = cycle_start
+                await source.prefetch()
                 results = await self._step_all(subs, source)
                 del source  # the cycle's listings go now, not when the next cycle replaces them
                 self.cycles += 1
@@ -311,7 +410,7 @@ class SharedPoller:
                     if result is sub.last and not sub.every_look and now - sub.delivered < HEARTBEAT_S:
                         continue  # nothing new for this wait: its trigger sleeps on
                     sub.last, sub.delivered = result, now
-                    sub.queue.put_nowait(result)
+                    sub.put(result)
                     handed += 1
                     if handed % HAND_OVER_BATCH == 0:  # the woken triggers run in the next loop turn: a few at a time
                         await _pass_turn()
@@ -348,8 +447,11 @@ class SharedPoller:
 
         async def work() -> None:
             for i in turns:
+                probe = subs[i].probe
+                unchanged = getattr(probe, "unchanged", None)
                 try:
-                    results[i] = await subs[i].probe.step(source)
+                    result = unchanged(source) if unchanged is not None else None
+                    results[i] = result if result is not None else await probe.step(source)
                 except Exception as exc:  # noqa: BLE001 - delivered to that subscriber, as gather(return_exceptions)
                     results[i] = exc
                 if budget["spent"] or _clock() > budget["until"]:

@@ -158,6 +158,20 @@ class DagRunProbe:
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
 
+    def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
+        """The last decision, when a shared poll's runs that ended lately hold none of this wait's DAG.
+
+        Only for a wait that needs just that listing (``need()`` is ``"finished"``): then a step would
+        see the same run and return the same decision, so most waits of a cycle need no step at all.
+        """
+        finished = getattr(source, "finished", None)
+        w = self.watch
+        if (finished is None or self._decided is None or self._last_run is None or not self._dag_known
+                or w.narrowed or not self._finish_decides or w.external_dag_id in finished):
+            return None
+        seen, decision = self._decided
+        return decision if seen[0] is self._last_run and seen[1] is None else None
+
     async def step(self, source: DirectSource | BatchSource) -> Decision:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
         w = self.watch
@@ -309,6 +323,20 @@ class AssetProbe:
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
+
+    def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
+        """The last decision, when a shared poll's runs that ended lately hold none of this wait's DAG.
+
+        Only for a wait that needs just that listing (``need()`` is ``"finished"``): then a step would
+        see the same run and return the same decision, so most waits of a cycle need no step at all.
+        """
+        finished = getattr(source, "finished", None)
+        w = self.watch
+        if (finished is None or self._decided is None or self._last_run is None or not self._dag_known
+                or w.narrowed or not self._finish_decides or w.external_dag_id in finished):
+            return None
+        seen, decision = self._decided
+        return decision if seen[0] is self._last_run and seen[1] is None else None
 
     async def step(self, source: DirectSource | BatchSource) -> Decision:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""

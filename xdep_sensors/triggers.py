@@ -16,20 +16,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from xdep_sensors import polling
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.decisions import Decision
-from xdep_sensors.errors import TransientError, XdepError
-from xdep_sensors.hook import RemoteAirflowHook
+from xdep_sensors.errors import XdepError
+from xdep_sensors.hook import RemoteAirflowHook, shared_config
 from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
 
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "skipped", "error", "timeout"})
 
 Probe = Callable[[RemoteAirflowClient], Awaitable[Decision]]
-
-
-class XdepTimeout(TransientError):
-    """The trigger's own deadline passed while it waited for the next look."""
-
-    def __init__(self) -> None:
-        super().__init__("no answer before the sensor's timeout")
 
 
 class _PollingTrigger(BaseTrigger):
@@ -64,69 +57,59 @@ class _PollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         probe = self._make_probe()
-        said: str | None = None  # the message last logged at INFO, and when
-        said_at = 0.0
-        async for outcome in self._outcomes(probe):
-            if isinstance(outcome, XdepError):
-                if not outcome.transient:
-                    yield TriggerEvent({"status": "error", "message": str(outcome)})
+        config = None
+        while config is None:  # the connection, read once per CONFIG_TTL_S for every trigger of this loop
+            try:
+                config = await shared_config(self.remote_conn_id)
+            except XdepError as err:
+                if not err.transient:
+                    yield TriggerEvent({"status": "error", "message": str(err)})
                     return
-                self.log.warning("upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome)
-                said = None  # once it answers again, say what it shows
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                now = polling._clock()
-                if outcome.done or outcome.message != said:
-                    self.log.info("%s", outcome.message)
-                    said, said_at = outcome.message, now
-                elif now - said_at >= polling.HEARTBEAT_S:
-                    self.log.info("still waiting: %s", outcome.message)
-                    said_at = now
-                else:
-                    self.log.debug("%s", outcome.message)
-                if outcome.done:
-                    yield TriggerEvent({"status": outcome.status, "message": outcome.message,
-                                        "result": outcome.result})
-                    return
-            if self.timeout_at is not None and self.timeout_at - time.time() <= 0:
-                yield TriggerEvent({"status": "timeout", "message": "the sensor timed out before the upstream was ready"})
-                return
-
-    async def _outcomes(self, probe: Any) -> AsyncIterator[Decision | BaseException]:
-        """Each look's decision or error: from a shared poll (default) or from this trigger's own loop."""
-        hook = RemoteAirflowHook(self.remote_conn_id)
-        try:
-            config = await hook.aget_shared_config()
-        except XdepError as err:
-            yield err
-            return
+                self.log.warning("cannot read connection %s, trying again in %.0fs: %s", self.remote_conn_id,
+                                 self.poke_interval, err)
+                await asyncio.sleep(self.poke_interval)
         if polling.SHARED_POLLING:
             every_look = self._logs_debug()  # else unchanged looks are not even handed over
-            async with polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look) as updates:
-                while True:
-                    yield await self._next(updates.get())
-        client = hook.client_for(config)  # resolved once: no secrets-backend round trip per look
-        while True:
-            try:
-                yield await probe(client)
-            except XdepError as err:
-                yield err
-            await self._next(asyncio.sleep(self.poke_interval))
+            looks: Any = polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look)
+        else:
+            looks = polling.LoneLooks(probe, RemoteAirflowHook.client_for(config), self.poke_interval)
+        said: str | None = None  # the message last logged at INFO, and when
+        said_at = 0.0
+        async with looks:
+            while True:
+                # never waits past timeout_at: then the look is None, and the deadline is reported below
+                remaining = None if self.timeout_at is None else max(self.timeout_at - time.time(), 0)
+                outcome = await looks.get(remaining)
+                if isinstance(outcome, XdepError):
+                    if not outcome.transient:
+                        yield TriggerEvent({"status": "error", "message": str(outcome)})
+                        return
+                    self.log.warning("upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome)
+                    said = None  # once it answers again, say what it shows
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                elif outcome is not None:
+                    now = polling._clock()
+                    if outcome.done or outcome.message != said:
+                        self.log.info("%s", outcome.message)
+                        said, said_at = outcome.message, now
+                    elif now - said_at >= polling.HEARTBEAT_S:
+                        self.log.info("still waiting: %s", outcome.message)
+                        said_at = now
+                    else:
+                        self.log.debug("%s", outcome.message)
+                    if outcome.done:
+                        yield TriggerEvent({"status": outcome.status, "message": outcome.message,
+                                            "result": outcome.result})
+                        return
+                if self.timeout_at is not None and self.timeout_at - time.time() <= 0:
+                    yield TriggerEvent({"status": "timeout",
+                                        "message": "the sensor timed out before the upstream was ready"})
+                    return
 
     def _logs_debug(self) -> bool:
         is_enabled = getattr(self.log, "isEnabledFor", None)
         return bool(is_enabled(logging.DEBUG)) if is_enabled is not None else False
-
-    async def _next(self, awaitable: Awaitable[Any]) -> Any:
-        """Await, but never past ``timeout_at``: then the caller sees the deadline and reports it."""
-        if self.timeout_at is None:
-            return await awaitable
-        remaining = max(self.timeout_at - time.time(), 0)
-        try:
-            return await asyncio.wait_for(awaitable, remaining)
-        except asyncio.TimeoutError:
-            return XdepTimeout()
 
 
 class RemoteDagRunTrigger(_PollingTrigger):

@@ -162,3 +162,67 @@ class TestFinishedOnly:
         assert body["states"] == ["failed", "success"] and "end_date_gte" in body and len(body["dag_ids"]) == 300
         assert [i for i, r in enumerate(results) if r.status == "success"] == [7]
         assert results[0].message.endswith(": running")  # the others keep their last known state
+
+
+class TestSubscriberMailbox:
+    """A wait's mailbox: outcomes in order, none lost, and a deadline that ends the wait for one."""
+
+    async def test_outcomes_come_in_order_and_none_is_lost(self):
+        sub = polling._Subscriber(probe=None)
+        sub.put("a")
+        sub.put("b")
+        assert [await sub.get(), await sub.get()] == ["a", "b"]
+        taker = asyncio.ensure_future(sub.get())
+        await asyncio.sleep(0)
+        sub.put("c")
+        assert await taker == "c"
+
+    async def test_a_deadline_gives_none_and_a_later_outcome_waits_to_be_taken(self):
+        sub = polling._Subscriber(probe=None)
+        assert await sub.get(timeout=0) is None
+        sub.put("late")
+        assert await sub.get(timeout=0) == "late"
+
+    async def test_a_trigger_past_its_deadline_reports_timeout_while_the_poll_sleeps(self, monkeypatch):
+        """The shared poll looks every 60 s; the trigger's deadline, 0.05 s away, still ends it then."""
+        import json
+        import time
+
+        conn = {"conn_type": "remote_airflow", "host": BASE, "password": "t", "extra": {"api_version": "v2"}}
+        monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+
+        from xdep_sensors.triggers import RemoteDagRunTrigger
+
+        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="dag_1", run_id="r1",
+                                      poke_interval=60, timeout_at=time.time() + 0.05)
+        with upstream_mock() as m:
+            m.get(str(URL(BASE + "/api/v2/dags/dag_1")), payload={"dag_id": "dag_1"}, repeat=True)
+            m.get(str(URL(BASE + "/api/v2/dags/dag_1/dagRuns/r1")), payload=run_json("dag_1") | {"dag_run_id": "r1"},
+                  repeat=True)
+            event = await asyncio.wait_for(trigger.run().__anext__(), 30)
+        assert event.payload["status"] == "timeout"
+
+    async def test_waits_whose_dag_ended_nothing_lately_need_no_step(self):
+        """After a look, a cycle answers such waits from the one listing: only the DAG that ended is stepped."""
+        from xdep_sensors.client import RemoteAirflowClient
+        from xdep_sensors.client.dialects import V2
+
+        probes = [known_probe(f"dag_{i}") for i in range(5)]
+        for i, probe in enumerate(probes):
+            probe._last_run = V2().parse_dag_run(run_json(f"dag_{i}"))
+        dags = {f"dag_{i}" for i in range(5)}
+        since = datetime(2026, 11, 20, tzinfo=timezone.utc)
+        with upstream_mock() as m:
+            m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0})
+            m.post(str(LIST), payload={"dag_runs": [run_json("dag_3", "success")], "total_entries": 1})
+            async with RemoteAirflowClient(CONFIG) as client:
+                quiet = polling.BatchSource(client, {}, None, set(), dags, since)
+                assert [p.unchanged(quiet) for p in probes] == [None] * 5  # nothing read yet
+                await quiet.prefetch()
+                first = [await p.step(quiet) for p in probes]
+                assert [p.unchanged(quiet) for p in probes] == first  # the same decision objects
+                ended = polling.BatchSource(client, {}, None, set(), dags, since)
+                await ended.prefetch()
+                again = [p.unchanged(ended) for p in probes]
+                assert again[:3] + again[4:] == first[:3] + first[4:] and again[3] is None
+                assert (await probes[3].step(ended)).status == "success"
