@@ -186,6 +186,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     real = bool(spec.get("real"))  # a real Airflow upstream: no completions, no stub statistics
     import asyncio
     import collections
+    import contextvars
     import gc
     import logging
 
@@ -241,6 +242,11 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                 gc_young["s"] += time.perf_counter() - gc_young["started"]
                 gc_young["n"] += 1
         if info.get("generation") == 2:
+            if phase == "start" and os.environ.get("XDEP_BENCH_HEAP"):  # development aid: what it scans
+                kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+                kinds.subtract(heap_baseline)
+                print(f"  full GC at {time.time() - t0:.1f}s scans {kinds.total() + heap_baseline.total()} objects; "
+                      f"most grown: {kinds.most_common(12)}", file=err, flush=True)
             if phase == "start":
                 gc_started[:] = [time.perf_counter()]
             elif gc_started:
@@ -272,7 +278,6 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     all_done: list = []  # the asyncio.Event, made inside the loop
 
     async def run_one(i: int, trigger) -> None:
-        await asyncio.sleep(max(t0 + starts[i] - time.time(), 0))
         agen = trigger.run()
         try:
             async for event in agen:
@@ -301,6 +306,22 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             if stalls[-1] > 0.2:
                 stall_at.append((round(time.time() - t0, 1), round(stalls[-1], 3), round(busy[-1], 3)))
 
+    def trace_slow_callbacks(over: float = 0.03) -> None:
+        """Print every loop callback that runs longer than ``over`` seconds, and whether a full GC ran in it."""
+        from asyncio import events
+
+        run = events.Handle._run
+
+        def timed(handle) -> None:
+            started, full_gcs = time.perf_counter(), len(gc_full)
+            run(handle)
+            took = time.perf_counter() - started
+            if took > over:
+                print(f"  slow callback {took:.3f}s at {time.time() - t0:.1f}s, full GCs in it: "
+                      f"{len(gc_full) - full_gcs}: {handle._callback!r:.200}", file=err, flush=True)
+
+        events.Handle._run = timed
+
     async def heap_census() -> None:  # development aid: what the heap holds in the middle of the steady window
         await asyncio.sleep(max((window[0] + window[1]) / 2 - time.time(), 0))
 
@@ -314,13 +335,19 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     async def main() -> dict:
         await asyncio.sleep(max(t0 - time.time(), 0))
         monitor = asyncio.ensure_future(watch_loop())
+        if os.environ.get("XDEP_BENCH_SLOW"):  # development aid: which callbacks block the loop, and why
+            trace_slow_callbacks()
         if os.environ.get("XDEP_BENCH_HEAP"):
             asyncio.ensure_future(heap_census())
         marks["start"] = (time.time(), time.process_time())
         all_done.append(asyncio.Event())
-        tasks = []
+        tasks: list[asyncio.Future] = []
         sensor_deadline = time.time() + 7 * 24 * 3600  # what a sensor with the default timeout (7 days) passes
-        for i, dag_id in enumerate(dag_ids):
+        loop = asyncio.get_running_loop()
+
+        def arrive(i: int) -> None:
+            """Trigger i reaches the triggerer: it is made and its run() starts (as TriggerRunner does)."""
+            dag_id = dag_ids[i]
             if mode == "http-sensor":
                 # a real upstream has the run already: wait for one it does not have (404, as the stub answers)
                 http_run = f"absent__{REAL_RUN_ID}" if real else RUN_ID
@@ -331,13 +358,17 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                                               run_id=REAL_RUN_ID if real else RUN_ID, poke_interval=interval,
                                               timeout_at=sensor_deadline)
             tasks.append(asyncio.ensure_future(run_one(i, trigger)))
+
+        quiet = contextvars.Context()  # the arrivals' timers share one context (the harness's, not the triggers')
+        for i in range(n):
+            loop.call_later(max(t0 + starts[i] - time.time(), 0), arrive, i, context=quiet)
         marks["created"] = (time.time(), time.process_time())
         try:  # one waiter for all (asyncio.wait on N tasks would cost the harness O(N) per wake-up)
             await asyncio.wait_for(all_done[0].wait(), max(deadline - time.time(), 0.01))
         except asyncio.TimeoutError:
             pass
         pending = [t for t in tasks if not t.done()]
-        cancelled = len(pending)
+        cancelled = len(pending) + n - len(tasks)
         for task in pending:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -16,6 +16,7 @@ a heartbeat every ``HEARTBEAT_S``, or on every look when that trigger logs at DE
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import random
@@ -239,7 +240,7 @@ class _Subscriber:
     and every full garbage collection scans them.
     """
 
-    __slots__ = ("poller", "probe", "every_look", "last", "delivered", "_pending", "_waiter")
+    __slots__ = ("poller", "probe", "every_look", "last", "delivered", "_pending", "_waiter", "_timer")
 
     def __init__(self, probe: Any, every_look: bool = False, poller: SharedPoller | None = None):
         self.poller = poller
@@ -248,34 +249,42 @@ class _Subscriber:
         self.last: Any = None  # the outcome last delivered, and when
         self.delivered = float("-inf")
         self._pending: list[Any] | None = None  # outcomes not taken yet (rare: the trigger was busy)
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future | None = None  # what the trigger awaits, and its deadline's timer
+        self._timer: asyncio.TimerHandle | None = None
 
     def put(self, outcome: Any) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_result(outcome)
+            self._settle(outcome)
         elif self._pending is None:
             self._pending = [outcome]
         else:
             self._pending.append(outcome)
 
-    async def get(self, timeout: float | None = None) -> Any:
-        """The next outcome, in the order put; ``None`` when ``timeout`` seconds pass first."""
+    def get(self, timeout: float | None = None) -> asyncio.Future:
+        """A future of the next outcome, in the order put; it gives ``None`` when ``timeout`` seconds pass first.
+
+        A future, not a coroutine: nothing more is kept per waiting trigger.
+        """
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         if self._pending:
-            outcome = self._pending.pop(0)
+            waiter.set_result(self._pending.pop(0))
             if not self._pending:
                 self._pending = None
-            return outcome
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            return waiter
+        self._waiter = waiter
+        if timeout is not None:
+            self._timer = loop.call_later(timeout, _expire, self, context=_NO_CONTEXT)
+        return waiter
+
+    def _settle(self, outcome: Any) -> None:
+        waiter, timer = self._waiter, self._timer
+        self._waiter = self._timer = None
+        if timer is not None:
+            timer.cancel()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)
 
     async def __aenter__(self) -> _Subscriber:
         if self.poller is not None:
@@ -283,13 +292,18 @@ class _Subscriber:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._waiter = self._timer = None
         if self.poller is not None:
             self.poller._leave(self)
 
 
-def _expire(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+_NO_CONTEXT = contextvars.Context()  # what a deadline's timer runs in: no copy of the caller's context per timer
+
+
+def _expire(sub: _Subscriber) -> None:
+    sub._settle(None)
 
 
 class LoneLooks:

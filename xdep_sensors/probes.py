@@ -61,8 +61,16 @@ class DagRunWatch:
     task_group_id: str | None = None
     check_existence: bool = True
 
+    def __post_init__(self) -> None:
+        # kept as tuples of strings, which the garbage collector stops tracking (thousands of waits keep one)
+        for name in ("allowed_states", "failed_states", "skipped_states", "task_ids"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
     def to_kwargs(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values: the state and task lists as lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @property
     def narrowed(self) -> bool:
@@ -108,7 +116,9 @@ class DagRunProbe:
         decisive = set(w.allowed_states) | set(w.failed_states) | set(w.skipped_states)
         self._finish_decides = decisive <= FINISHED_RUN_STATES
         # what the last decision was made of, and that decision: an unchanged view returns the same object
-        self._decided: tuple[tuple[DagRun | None, list[TaskInstance] | None], Decision] | None = None
+        self._seen_run: DagRun | None = None
+        self._seen_tis: list[TaskInstance] | None = None
+        self._decision: Decision | None = None
 
     async def _check_dag(self, source: DirectSource | BatchSource) -> bool:
         w = self.watch
@@ -166,11 +176,10 @@ class DagRunProbe:
         """
         finished = getattr(source, "finished", None)
         w = self.watch
-        if (finished is None or self._decided is None or self._last_run is None or not self._dag_known
+        if (finished is None or self._decision is None or self._last_run is None or not self._dag_known
                 or w.narrowed or not self._finish_decides or w.external_dag_id in finished):
             return None
-        seen, decision = self._decided
-        return decision if seen[0] is self._last_run and seen[1] is None else None
+        return self._decision if self._seen_run is self._last_run and self._seen_tis is None else None
 
     async def step(self, source: DirectSource | BatchSource) -> Decision:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
@@ -196,13 +205,12 @@ class DagRunProbe:
         if run is not None:
             self._last_run = run
             self._run_after = run.run_after
-        seen = (run, tis)
-        if self._decided is not None and self._decided[0] == seen:
-            return self._decided[1]  # the same view: the same decision object, so a shared poll skips it
+        if self._decision is not None and self._seen_run == run and self._seen_tis == tis:
+            return self._decision  # the same view: the same decision object, so a shared poll skips it
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
         decision = decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
                                   task_instances=tis, task_ids=w.task_ids)
-        self._decided = (seen, decision)
+        self._seen_run, self._seen_tis, self._decision = run, tis, decision
         return decision
 
 
@@ -323,20 +331,6 @@ class AssetProbe:
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
-
-    def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
-        """The last decision, when a shared poll's runs that ended lately hold none of this wait's DAG.
-
-        Only for a wait that needs just that listing (``need()`` is ``"finished"``): then a step would
-        see the same run and return the same decision, so most waits of a cycle need no step at all.
-        """
-        finished = getattr(source, "finished", None)
-        w = self.watch
-        if (finished is None or self._decided is None or self._last_run is None or not self._dag_known
-                or w.narrowed or not self._finish_decides or w.external_dag_id in finished):
-            return None
-        seen, decision = self._decided
-        return decision if seen[0] is self._last_run and seen[1] is None else None
 
     async def step(self, source: DirectSource | BatchSource) -> Decision:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
