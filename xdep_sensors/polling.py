@@ -323,23 +323,18 @@ class LoneLooks:
     async def __aexit__(self, *exc: Any) -> None:
         return None
 
-    async def _look(self) -> Decision | XdepError:
+    async def get(self, timeout: float | None = None) -> Any:
+        """The next look's decision or error; ``None`` when ``timeout`` seconds pass before it is due."""
         if self._looked:
+            if timeout is not None and timeout < self.interval:
+                await asyncio.sleep(timeout)
+                return None
             await asyncio.sleep(self.interval)
         self._looked = True
         try:
             return await self.probe(self.client)
         except XdepError as err:
             return err
-
-    async def get(self, timeout: float | None = None) -> Any:
-        """The next look's decision or error; ``None`` when ``timeout`` seconds pass first."""
-        if timeout is None:
-            return await self._look()
-        try:
-            return await asyncio.wait_for(self._look(), timeout)
-        except asyncio.TimeoutError:
-            return None
 
 
 class SharedPoller:
