@@ -8,8 +8,9 @@ what is new since the previous cycle, plus each new wait's own catch-up), and id
 requests are made once (memoized futures, so a failure reaches every subscriber as the same
 error). The first look of many new waits is coalesced too: their DAGs' existence is read from one
 DAG listing and their runs join the batch run request. ``SharedPoller`` runs one such cycle per
-(connection, interval) in the triggerer, steps the waits through a small pool of workers (no task per
-wait, no loop turn longer than ~20 ms) and wakes a wait's trigger only when what it sees changed, for
+(connection, interval) in the triggerer, answers the waits whose DAG ended no run lately from the cycle's
+listing without a step, steps the others through a small pool of workers (no task per wait, no loop turn
+longer than ~20 ms) and wakes a wait's trigger only when what it sees changed, for
 a heartbeat every ``HEARTBEAT_S``, or on every look when that trigger logs at DEBUG.
 """
 

@@ -175,9 +175,8 @@ class DagRunProbe:
         see the same run and return the same decision, so most waits of a cycle need no step at all.
         """
         finished = getattr(source, "finished", None)
-        w = self.watch
-        if (finished is None or self._decision is None or self._last_run is None or not self._dag_known
-                or w.narrowed or not self._finish_decides or w.external_dag_id in finished):
+        if (finished is None or self._decision is None or self.need()[0] != "finished"
+                or self.watch.external_dag_id in finished):
             return None
         return self._decision if self._seen_run is self._last_run and self._seen_tis is None else None
 

@@ -6,7 +6,6 @@ connection (asynchronously) inside the triggerer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -57,17 +56,11 @@ class _PollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         probe = self._make_probe()
-        config = None
-        while config is None:  # the connection, read once per CONFIG_TTL_S for every trigger of this loop
-            try:
-                config = await shared_config(self.remote_conn_id)
-            except XdepError as err:
-                if not err.transient:
-                    yield TriggerEvent({"status": "error", "message": str(err)})
-                    return
-                self.log.warning("cannot read connection %s, trying again in %.0fs: %s", self.remote_conn_id,
-                                 self.poke_interval, err)
-                await asyncio.sleep(self.poke_interval)
+        try:  # the connection, read once per CONFIG_TTL_S for every trigger of this loop
+            config = await shared_config(self.remote_conn_id)
+        except XdepError as err:  # missing or misconfigured: the message names the connection and the fix
+            yield TriggerEvent({"status": "error", "message": str(err)})
+            return
         if polling.SHARED_POLLING:
             every_look = self._logs_debug()  # else unchanged looks are not even handed over
             looks: Any = polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look)

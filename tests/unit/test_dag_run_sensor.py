@@ -191,7 +191,7 @@ class TestTrigger:
             sleeps.append(s)
             await real_sleep(0)
 
-        with upstream_mock() as m, mock.patch("xdep_sensors.triggers.asyncio.sleep", fake_sleep):
+        with upstream_mock() as m, mock.patch("asyncio.sleep", fake_sleep):
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "dag_run_id": "r1", "state": "running"})
