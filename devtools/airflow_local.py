@@ -120,6 +120,9 @@ class LocalAirflow:
                 # SQLite normally forces SequentialExecutor (~4 s per task); LocalExecutor is ~4x faster here.
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK": "1",
+                # SQLite has no row locks: a task's "mini scheduler" can set the next task back to
+                # scheduled after the scheduler queued it, which then runs twice and fails its run
+                "AIRFLOW__SCHEDULER__SCHEDULE_AFTER_TASK_EXECUTION": "False",
             })
         env.update(extra)
         return env
