@@ -1,4 +1,4 @@
-"""Pure parts of xdep_sensors.durable (the real-triggerer proof is tests/integration/test_versions_durable.py)."""
+"""Pure parts of xdep_sensors.durable (the real-triggerer proof is tests/integration/test_versions_downstream.py)."""
 
 from __future__ import annotations
 
