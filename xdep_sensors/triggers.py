@@ -40,6 +40,17 @@ class _PollingTrigger(BaseTrigger):
     watch_class: type[DagRunWatch] | type[AssetWatch]
     probe_class: type[DagRunProbe] | type[AssetProbe]
 
+    @property
+    def log(self) -> Any:
+        """The trigger class's logger (same name as Airflow's per-instance one), shared by its triggers.
+
+        The triggerer routes a line to its task's log by context, not by logger object; a logger of
+        its own per waiting trigger is 8 more objects that every full garbage collection scans.
+        """
+        if self._log is None:
+            type(self).logger()  # cached on the class, where instances find it
+        return self._log
+
     def _set_watch(self, **fields: Any) -> None:
         self.watch = self.watch_class(**fields)
 

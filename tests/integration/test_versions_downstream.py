@@ -94,6 +94,11 @@ class Downstream:
         value = self.server.api("GET", path)["value"]
         return json.loads(value) if isinstance(value, str) else value
 
+    def task_log(self, dag_id: str, run_id: str) -> str:
+        """The sensor task's log as the UI shows it (the triggerer's part included), as text."""
+        body = self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait/logs/1")
+        return json.dumps(body["content"]) if isinstance(body, dict) else str(body)
+
     def start_waiting(self, dag_id: str, variant: str, conf: dict) -> str:
         """Trigger a downstream run; return once its sensor is deferred (or poking in a worker)."""
         run_id = self.server.trigger(dag_id, conf=conf, logical_date=datetime.now(timezone.utc))
@@ -151,6 +156,10 @@ def test_dag_run_sensor(downstream, matrix_record, variant):
     assert downstream.server.wait_run(dag_id, run_id, timeout=180) == "success"
     result = downstream.result(dag_id, run_id)
     assert (result["run_id"], result["state"]) == (up_run, "success")
+    if variant == "defer":  # what the trigger saw is in the task's log, under the trigger class's logger
+        log = downstream.task_log(dag_id, run_id)
+        assert f"xdep_test_producer run {up_run}: success" in log, log[-3000:]
+        assert "xdep_sensors.triggers.RemoteDagRunTrigger" in log, log[-3000:]
     matrix_record(downstream.version, "downstream", f"dag_run_sensor:{variant}")
 
 

@@ -123,3 +123,18 @@ class TestTriggerLogsChanges:
         fake_clock(monkeypatch, [0.0])
         lines = await self.run_trigger(monkeypatch, caplog, VIEWS, shared=True)
         assert len(lines) == len(VIEWS)  # its logger is at DEBUG: every look is handed over and logged
+
+
+def test_triggers_of_a_class_share_one_logger_under_airflows_name():
+    """Thousands of waits keep no logger each; the line keeps the name Airflow's per-trigger one had."""
+    from xdep_sensors.triggers import RemoteAssetTrigger
+
+    first, second = (RemoteDagRunTrigger(remote_conn_id="u", external_dag_id=d, run_id="r") for d in "pq")
+    assert first.log is second.log
+    assert first.log._logger_factory_args == ("xdep_sensors.triggers.RemoteDagRunTrigger",)
+    asset = RemoteAssetTrigger(remote_conn_id="u", assets=[{"uri": "s3://b/k"}])
+    assert asset.log is not first.log
+    assert asset.log._logger_factory_args == ("xdep_sensors.triggers.RemoteAssetTrigger",)
+    own = logging.getLogger("test.xdep.own")
+    second._log = own  # a logger set on one trigger stays that trigger's
+    assert second.log is own and first.log is not own
