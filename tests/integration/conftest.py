@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,16 @@ class Upstream:
 
     def wait_run(self, run_id: str, dag_id: str = "xdep_test_producer", **kwargs) -> str:
         return self.server.wait_run(dag_id, run_id, **kwargs)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll predicate every second until it returns something truthy; return that, or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(1)
+    return value
 
 
 def _set_conn(conn_id: str, **fields) -> None:

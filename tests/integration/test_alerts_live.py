@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import AIRFLOW3_BIN, HERE
+from tests.integration.conftest import AIRFLOW3_BIN, HERE, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +23,6 @@ APIS = ("v2", "v1")
 UPSTREAM_DAGS = ("xdep_alert_flaky", "xdep_alert_slow", "xdep_alert_late")
 ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow", "late")
 MET: dict[str, dict] = {}  # api -> the xdep_alert_late run that met one deadline
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1)
-    return value
 
 
 def _asset_ids(server: LocalAirflow) -> dict[str, int]:
@@ -88,7 +79,7 @@ def downstream(_upstreams, tmp_path_factory):
         for api in APIS:
             for alert in ALERTS:
                 server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
-        server.alert_assets = _wait(lambda: (ids := _asset_ids(server)) and len(ids) == len(APIS) * len(ALERTS)
+        server.alert_assets = wait_for(lambda: (ids := _asset_ids(server)) and len(ids) == len(APIS) * len(ALERTS)
                                     and ids, 120, "downstream alert assets registered")
         time.sleep(8)  # the triggerer picks the watchers up and stores their start state
         for api in APIS:  # one deadline met early: that deadline must not fire, later ones name this run
@@ -105,7 +96,7 @@ def test_failing_task_fires_once(_upstreams, downstream, api):
     upstream = _upstreams[api]
     run_id = _trigger(upstream, "xdep_alert_flaky")
     assert upstream.wait_run(run_id, "xdep_alert_flaky") == "failed"
-    _wait(lambda: _for_run(downstream, api, "task-failed", run_id) and _for_run(downstream, api, "upstream-failed",
+    wait_for(lambda: _for_run(downstream, api, "task-failed", run_id) and _for_run(downstream, api, "upstream-failed",
                                                                                   run_id), 60, "both task alerts")
     time.sleep(6)  # three more polls: nothing may fire twice
     (failed,) = [p["task_instance"] for p in _for_run(downstream, api, "task-failed", run_id)]
@@ -122,8 +113,8 @@ def test_failing_task_fires_once(_upstreams, downstream, api):
 def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api):
     upstream = _upstreams[api]
     run_id = _trigger(upstream, "xdep_alert_slow", sleep=20)
-    (run_alert,) = _wait(lambda: _for_run(downstream, api, "run-slow", run_id), 60, "run duration alert")
-    (task_alert,) = _wait(lambda: _for_run(downstream, api, "task-slow", run_id), 60, "task duration alert")
+    (run_alert,) = wait_for(lambda: _for_run(downstream, api, "run-slow", run_id), 60, "run duration alert")
+    (task_alert,) = wait_for(lambda: _for_run(downstream, api, "task-slow", run_id), 60, "task duration alert")
     assert upstream.wait_run(run_id, "xdep_alert_slow") == "success"
     time.sleep(4)
     assert len(_for_run(downstream, api, "run-slow", run_id)) == 1
@@ -138,7 +129,7 @@ def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api):
 def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):
     before = {api: _trigger(_upstreams[api], "xdep_alert_slow", sleep=40) for api in APIS}
     for api in APIS:
-        _wait(lambda api=api: _for_run(downstream, api, "run-slow", before[api]), 60, "duration alert before restart")
+        wait_for(lambda api=api: _for_run(downstream, api, "run-slow", before[api]), 60, "duration alert before restart")
     downstream.stop_component("triggerer")
     stopped = datetime.now(timezone.utc)
     tick = stopped.replace(second=0, microsecond=0) + timedelta(minutes=1)  # a deadline passes while it is down
@@ -146,13 +137,13 @@ def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):
     slow = {api: _trigger(_upstreams[api], "xdep_alert_slow", sleep=100) for api in APIS}
     for api in APIS:
         assert _upstreams[api].wait_run(failing[api], "xdep_alert_flaky") == "failed"
-    _wait(lambda: datetime.now(timezone.utc) > tick + timedelta(seconds=8), 90, "a deadline while down")
+    wait_for(lambda: datetime.now(timezone.utc) > tick + timedelta(seconds=8), 90, "a deadline while down")
     downstream.start_component("triggerer")
 
     for api in APIS:  # what happened while it was down fires now
-        _wait(lambda api=api: _for_run(downstream, api, "task-failed", failing[api]), 90, "failure from downtime")
-        _wait(lambda api=api: _for_run(downstream, api, "run-slow", slow[api]), 90, "long run from downtime")
-        _wait(lambda api=api: any(p["deadline"] == tick.isoformat() for p in _payloads(downstream, api, "late")),
+        wait_for(lambda api=api: _for_run(downstream, api, "task-failed", failing[api]), 90, "failure from downtime")
+        wait_for(lambda api=api: _for_run(downstream, api, "run-slow", slow[api]), 90, "long run from downtime")
+        wait_for(lambda api=api: any(p["deadline"] == tick.isoformat() for p in _payloads(downstream, api, "late")),
               90, "deadline from downtime")
     time.sleep(8)
     for api in APIS:  # ... once, and what fired before the restart does not fire again
@@ -168,7 +159,7 @@ def test_missed_deadlines_fire_once_per_deadline(_upstreams, downstream, api):
     """Runs last: the every-minute deadline watcher has been on since the module started."""
     met_end = datetime.fromisoformat(MET[api]["end_date"].replace("Z", "+00:00"))
     met_tick = met_end.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    _wait(lambda: len([p for p in _payloads(downstream, api, "late")
+    wait_for(lambda: len([p for p in _payloads(downstream, api, "late")
                        if datetime.fromisoformat(p["deadline"]) > met_tick]) >= 1, 90, "a deadline after the met one")
     fired = _payloads(downstream, api, "late")
     ticks = [datetime.fromisoformat(p["deadline"]) for p in fired]

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import ROOT, MatrixUpstream, airflow_bin
+from tests.integration.conftest import ROOT, MatrixUpstream, airflow_bin, wait_for
 from xdep_sensors.durable import variable_key
 
 pytestmark = pytest.mark.integration
@@ -31,15 +31,6 @@ DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2")
 
 COUNTER_URI = "xdep://durable/counter"
 COUNTER_KEY = "tests:durable:counter"
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(1)
-    return value
 
 
 def local_payloads(server: LocalAirflow, uri: str) -> list[dict]:

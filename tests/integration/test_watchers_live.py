@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import AIRFLOW3_BIN, HERE
+from tests.integration.conftest import AIRFLOW3_BIN, HERE, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +28,11 @@ def downstream(_upstreams, tmp_path_factory):
         for dag_id in ("xdep_watch_bears", "xdep_watch_named", "xdep_watch_producer", "xdep_restart_asset_sensor",
                        "xdep_restart_run_sensor"):
             server.wait_for_dag(dag_id, timeout=180)
-        _wait(lambda: _asset_id(server, "file://include/bears") is not None, 120, "downstream assets registered")
+        wait_for(lambda: _asset_id(server, "file://include/bears") is not None, 120, "downstream assets registered")
         time.sleep(8)  # let the triggerer pick the watchers up and store their start cursors
         yield server
     finally:
         server.stop()
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1)
-    return value
 
 
 def _asset_id(server: LocalAirflow, uri: str) -> int | None:
@@ -80,7 +71,7 @@ def _produce(upstream, **conf) -> str:
 def test_upstream_asset_event_starts_downstream_dag_with_extra(upstream_v2, downstream):
     before = {r["dag_run_id"] for r in _runs(downstream, "xdep_watch_bears")}
     _produce(upstream_v2, extra={"path": "s3://team-a/bears.csv"})
-    new_run = _wait(lambda: [r for r in _runs(downstream, "xdep_watch_bears")
+    new_run = wait_for(lambda: [r for r in _runs(downstream, "xdep_watch_bears")
                              if r["dag_run_id"] not in before and r["state"] == "success"], 120, "downstream run")
     assert _xcom(downstream, "xdep_watch_bears", new_run[0]["dag_run_id"]) == [{"path": "s3://team-a/bears.csv"}]
 
@@ -96,7 +87,7 @@ def test_upstream_run_success_starts_another(upstream_v2, downstream):
                if r["dag_run_id"] not in before and r["state"] == "success"]
         return [r for r in new if run_id in _xcom(downstream, "xdep_watch_producer", r["dag_run_id"])]
 
-    assert _wait(started_by_ours, 120, "a downstream run started by our upstream run")
+    assert wait_for(started_by_ours, 120, "a downstream run started by our upstream run")
 
 
 def test_events_during_triggerer_downtime_are_consumed_exactly_once(upstream_v2, downstream):
@@ -108,7 +99,7 @@ def test_events_during_triggerer_downtime_are_consumed_exactly_once(upstream_v2,
         return [e for e in _local_events(downstream, "file://include/bears")
                 if e["extra"]["payload"]["event"]["source_run_id"] in produced]
 
-    _wait(lambda: len(mine()) >= 2, 120, "both downtime events downstream")
+    wait_for(lambda: len(mine()) >= 2, 120, "both downtime events downstream")
     time.sleep(6)  # three more polls: nothing may be fired twice
     events = mine()
     assert sorted(e["extra"]["payload"]["event"]["extra"]["downtime"] for e in events) == [1, 2]
@@ -138,7 +129,7 @@ def test_deferred_sensor_survives_a_triggerer_restart_and_consumes_once(upstream
     since = datetime.now(timezone.utc).isoformat()
     run_id = downstream.trigger("xdep_restart_asset_sensor", conf={"since": since},
                                 logical_date=datetime.now(timezone.utc))
-    _wait(lambda: _task_state(downstream, "xdep_restart_asset_sensor", run_id) == "deferred", 120, "deferred")
+    wait_for(lambda: _task_state(downstream, "xdep_restart_asset_sensor", run_id) == "deferred", 120, "deferred")
     downstream.stop_component("triggerer")
     produced = _produce(upstream_v2, extra={"restart": "triggerer"})
     downstream.start_component("triggerer")
@@ -152,7 +143,7 @@ def test_deferred_sensor_survives_an_upstream_api_server_restart(upstream_v2, do
     up_run = upstream_v2.trigger(conf={"sleep": 12}, logical_date=datetime.now(timezone.utc))
     run_id = downstream.trigger("xdep_restart_run_sensor", conf={"run_id": up_run},
                                 logical_date=datetime.now(timezone.utc))
-    _wait(lambda: _task_state(downstream, "xdep_restart_run_sensor", run_id) == "deferred", 120, "deferred")
+    wait_for(lambda: _task_state(downstream, "xdep_restart_run_sensor", run_id) == "deferred", 120, "deferred")
     upstream_v2.server.stop_component("api-server")
     time.sleep(5)  # the sensor polls a dead upstream meanwhile
     upstream_v2.server.start_component("api-server")
