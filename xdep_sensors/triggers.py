@@ -40,6 +40,10 @@ class _PollingTrigger(BaseTrigger):
     watch_class: type[DagRunWatch] | type[AssetWatch]
     probe_class: type[DagRunProbe] | type[AssetProbe]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._log = None  # each trigger class gets a logger of its own name, not its parent class's
+
     @property
     def log(self) -> Any:
         """The trigger class's logger (same name as Airflow's per-instance one), shared by its triggers.

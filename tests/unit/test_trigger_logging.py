@@ -135,6 +135,11 @@ def test_triggers_of_a_class_share_one_logger_under_airflows_name():
     asset = RemoteAssetTrigger(remote_conn_id="u", assets=[{"uri": "s3://b/k"}])
     assert asset.log is not first.log
     assert asset.log._logger_factory_args == ("xdep_sensors.triggers.RemoteAssetTrigger",)
+    class Mine(RemoteDagRunTrigger):  # a user's subclass logs under its own name, not its parent's
+        pass
+
+    mine = Mine(remote_conn_id="u", external_dag_id="p", run_id="r")
+    assert mine.log._logger_factory_args == (f"{__name__}.Mine",)
     own = logging.getLogger("test.xdep.own")
     second._log = own  # a logger set on one trigger stays that trigger's
     assert second.log is own and first.log is not own
