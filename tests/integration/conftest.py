@@ -172,9 +172,15 @@ class MatrixUpstream(Upstream):
 
 
 def _start_api_only(server: LocalAirflow) -> LocalAirflow:
-    """Start, wait for the DAGs to be parsed, then stop the parser/scheduler: the API alone remains."""
+    """Start, wait for the DAGs to be parsed, then stop all but the API server.
+
+    Without a scheduler a triggered run stays queued until the test sets its end state by REST. A
+    scheduler left running would run the run's tasks meanwhile and race that PATCH on SQLite (no row
+    locks): the run could end ``failed`` on its own, under CI load, before or after the PATCH.
+    """
     _start(server)
-    server.stop_component("dag-processor" if server.major == 3 else "scheduler")
+    for name in ("dag-processor", "scheduler") if server.major == 3 else ("scheduler",):
+        server.stop_component(name)
     return server
 
 

@@ -90,6 +90,17 @@ class Downstream:
         body = self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait/logs/1")
         return json.dumps(body["content"]) if isinstance(body, dict) else str(body)
 
+    def wait_success(self, dag_id: str, run_id: str) -> None:
+        """Wait for the downstream run to end; if it did not succeed, say why (sensor log, components)."""
+        state = self.server.wait_run(dag_id, run_id, timeout=180)
+        if state != "success":
+            try:
+                log = self.task_log(dag_id, run_id)[-4000:]
+            except RuntimeError as err:
+                log = f"(task log unreadable: {err})"
+            raise AssertionError(f"{dag_id} {run_id} ended {state!r}; sensor log:\n{log}\n"
+                                 f"{self.server.tail_logs(20)}\n{self.up.server.tail_logs(20)}")
+
     def start_waiting(self, dag_id: str, variant: str, conf: dict) -> str:
         """Trigger a downstream run; return once its sensor is deferred (or poking in a worker)."""
         run_id = self.server.trigger(dag_id, conf=conf, logical_date=datetime.now(timezone.utc))
@@ -144,7 +155,7 @@ def test_dag_run_sensor(downstream, matrix_record, variant):
     dag_id = f"xdep_v_run_{variant}"
     run_id = downstream.start_waiting(dag_id, variant, {"run_id": up_run})
     assert downstream.up.finish_run(up_run) == "success"
-    assert downstream.server.wait_run(dag_id, run_id, timeout=180) == "success"
+    downstream.wait_success(dag_id, run_id)
     result = downstream.result(dag_id, run_id)
     assert (result["run_id"], result["state"]) == (up_run, "success")
     if variant == "defer":  # what the trigger saw is in the task's log, under the trigger class's logger
@@ -160,7 +171,7 @@ def test_asset_sensor(downstream, matrix_record, variant):
     marker = uuid.uuid4().hex
     run_id = downstream.start_waiting(dag_id, variant, {"since": datetime.now(timezone.utc).isoformat()})
     downstream.up.asset_event("file://include/bears", {"marker": marker})
-    assert downstream.server.wait_run(dag_id, run_id, timeout=180) == "success"
+    downstream.wait_success(dag_id, run_id)
     assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
     matrix_record(downstream.version, "downstream", f"asset_sensor:{variant}")
 
@@ -169,7 +180,7 @@ def test_task_group_wait(downstream, matrix_record):
     up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
     run_id = downstream.start_waiting("xdep_v_group_defer", "defer", {"run_id": up_run})
     downstream.up.finish_run(up_run)
-    assert downstream.server.wait_run("xdep_v_group_defer", run_id, timeout=180) == "success"
+    downstream.wait_success("xdep_v_group_defer", run_id)
     result = downstream.result("xdep_v_group_defer", run_id)
     assert result["run_id"] == up_run
     matrix_record(downstream.version, "downstream", "task_group_sensor:defer")
