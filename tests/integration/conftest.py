@@ -53,6 +53,28 @@ def wait_for(predicate, timeout: float, what: str):
     return value
 
 
+def local_asset_id(server: LocalAirflow, uri: str) -> int | None:
+    """The id of an asset of a (downstream) deployment, or None while it is not registered yet."""
+    assets = server.api("GET", "/api/v2/assets?limit=100")["assets"]
+    return next((a["id"] for a in assets if a["uri"].rstrip("/") == uri.rstrip("/")), None)
+
+
+def local_asset_events(server: LocalAirflow, asset_id: int, order_by: str | None = None) -> list[dict]:
+    """A deployment's own events of one asset (its watchers' fires), up to 100.
+
+    Airflow 3.3.2 answers 500 while an event's created run has no start_date yet: wait that out.
+    """
+    query = f"asset_id={asset_id}&limit=100" + (f"&order_by={order_by}" if order_by else "")
+    for _ in range(30):
+        try:
+            return server.api("GET", f"/api/v2/assets/events?{query}")["asset_events"]
+        except RuntimeError as err:
+            if "HTTP 500" not in str(err):
+                raise
+            time.sleep(1)
+    raise AssertionError(f"{server.name}: asset events stayed unreadable (HTTP 500)")
+
+
 def _set_conn(conn_id: str, **fields) -> None:
     os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "remote_airflow", **fields})
 

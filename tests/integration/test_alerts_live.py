@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import AIRFLOW3_BIN, HERE, wait_for
+from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +31,8 @@ def _asset_ids(server: LocalAirflow) -> dict[str, int]:
 
 def _payloads(server: LocalAirflow, api: str, alert: str) -> list[dict]:
     """Every fire of one alert so far: the payloads of the local asset's events, oldest first."""
-    asset_id = server.alert_assets[f"xdep://alert/{api}/{alert}"]
-    for _ in range(30):
-        try:
-            events = server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&order_by=timestamp&limit=100")
-            return [{**e["extra"]["payload"], "_at": e["timestamp"]} for e in events["asset_events"]]
-        except RuntimeError as err:
-            if "HTTP 500" not in str(err):  # 3.3.2 answers 500 while an event's created run has no start_date
-                raise
-            time.sleep(1)
-    raise AssertionError("downstream asset events stayed unreadable (HTTP 500)")
+    events = local_asset_events(server, server.alert_assets[f"xdep://alert/{api}/{alert}"], order_by="timestamp")
+    return [{**e["extra"]["payload"], "_at": e["timestamp"]} for e in events]
 
 
 def _for_run(server, api, alert, run_id) -> list[dict]:

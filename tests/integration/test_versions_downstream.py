@@ -14,7 +14,6 @@ writes fires 1 twice. Below 3.3 the state is an Airflow Variable; from 3.3 the a
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +21,14 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import ROOT, MatrixUpstream, airflow_bin, wait_for
+from tests.integration.conftest import (
+    ROOT,
+    MatrixUpstream,
+    airflow_bin,
+    local_asset_events,
+    local_asset_id,
+    wait_for,
+)
 from xdep_sensors.durable import variable_key
 
 pytestmark = pytest.mark.integration
@@ -35,19 +41,10 @@ COUNTER_KEY = "tests:durable:counter"
 
 def local_payloads(server: LocalAirflow, uri: str) -> list[dict]:
     """Payloads of the deployment's own asset events of uri (fired by its watcher triggers)."""
-    assets = server.api("GET", "/api/v2/assets?limit=100")["assets"]
-    asset_id = next((a["id"] for a in assets if a["uri"] == uri), None)
+    asset_id = local_asset_id(server, uri)
     if asset_id is None:
         return []
-    for _ in range(30):
-        try:
-            events = server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&limit=100")["asset_events"]
-            return [e["extra"]["payload"] for e in sorted(events, key=lambda e: e["id"])]
-        except RuntimeError as err:  # 3.3.2 answers 500 while an event's created run has no start_date yet
-            if "HTTP 500" not in str(err):
-                raise
-            time.sleep(1)
-    raise AssertionError("asset events stayed unreadable (HTTP 500)")
+    return [e["extra"]["payload"] for e in sorted(local_asset_events(server, asset_id), key=lambda e: e["id"])]
 
 
 def check_counter_across_restart(server: LocalAirflow, version: str) -> str:

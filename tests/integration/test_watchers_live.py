@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import AIRFLOW3_BIN, HERE, wait_for
+from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, local_asset_id, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,29 +28,16 @@ def downstream(_upstreams, tmp_path_factory):
         for dag_id in ("xdep_watch_bears", "xdep_watch_named", "xdep_watch_producer", "xdep_restart_asset_sensor",
                        "xdep_restart_run_sensor"):
             server.wait_for_dag(dag_id, timeout=180)
-        wait_for(lambda: _asset_id(server, "file://include/bears") is not None, 120, "downstream assets registered")
+        wait_for(lambda: local_asset_id(server, "file://include/bears") is not None, 120,
+                 "downstream assets registered")
         time.sleep(8)  # let the triggerer pick the watchers up and store their start cursors
         yield server
     finally:
         server.stop()
 
 
-def _asset_id(server: LocalAirflow, uri: str) -> int | None:
-    assets = server.api("GET", "/api/v2/assets?limit=100")["assets"]
-    return next((a["id"] for a in assets if a["uri"].rstrip("/") == uri.rstrip("/")), None)
-
-
 def _local_events(server: LocalAirflow, uri: str) -> list[dict]:
-    asset_id = _asset_id(server, uri)
-    for _ in range(30):
-        try:
-            return server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&limit=100")["asset_events"]
-        except RuntimeError as err:
-            # Airflow 3.3.2 answers 500 while an event's created run has no start_date yet
-            if "HTTP 500" not in str(err):
-                raise
-            time.sleep(1)
-    raise AssertionError("downstream asset events stayed unreadable (HTTP 500)")
+    return local_asset_events(server, local_asset_id(server, uri))
 
 
 def _runs(server: LocalAirflow, dag_id: str) -> list[dict]:
