@@ -2,8 +2,10 @@
 
 It answers the requests ``RemoteAirflowClient`` builds for asset events (v2 ``/api/v2/assets/events``
 with ``asset_id``, ``timestamp_gte``, ``order_by``; v1 ``/api/v1/datasets/events``, newest first and
-no time filter) and for runs that ended (``POST .../dagRuns/list`` with ``end_date_gte``), with
-``limit``/``offset`` paging and ``total_entries`` as Airflow computes them. Bodies go through
+no time filter), for DAGs and for runs (``POST .../dagRuns/list`` with the ``run_after``/``execution_date``,
+``start_date`` and ``end_date`` bounds and ``order_by``; one run; one DAG's runs by logical date), with
+``limit``/``offset`` paging and ``total_entries`` as Airflow computes them. ``page_limit`` plays
+``[api] maximum_page_limit``: it caps a GET's page silently (the batch POSTs ignore it, as Airflow's do). Bodies go through
 ``json.dumps``/``json.loads`` so a client pays for decoding as it would over HTTP. Every request is
 counted. Items can be added with any timestamp, so late-visible items can be simulated.
 
@@ -37,9 +39,11 @@ class MemoryUpstream:
 
     api: str = "v2"
     events: list[tuple[datetime, int, int, dict]] = field(default_factory=list)  # (ts, id, asset_id, extra)
-    runs: list[tuple[datetime, str, str, str]] = field(default_factory=list)  # (end_date, dag_id, run_id, state)
+    runs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dag_id, run_id) -> run fields
+    page_limit: int = 100  # the server's [api] maximum_page_limit
     requests: Counter = field(default_factory=Counter)
     assets: set[int] = field(default_factory=set)  # assets that exist without events yet
+    dags: set[str] = field(default_factory=set)  # DAGs that exist without runs yet
     by_asset: dict[int, list] = field(default_factory=dict)
     cpu: float = 0.0  # process CPU seconds spent answering (json.dumps and filtering)
     _next_id: int = 1
@@ -55,7 +59,16 @@ class MemoryUpstream:
         return event_id
 
     def add_run(self, dag_id: str, run_id: str, state: str, end: datetime) -> None:
-        bisect.insort(self.runs, (end, dag_id, run_id, state), key=lambda r: (r[0], r[1], r[2]))
+        """A run that ended at ``end`` (started 5 minutes before, for a logical date an hour before)."""
+        self.put_run(dag_id, run_id, state, logical_date=end - timedelta(hours=1), start=end - timedelta(minutes=5),
+                     end=end)
+
+    def put_run(self, dag_id: str, run_id: str, state: str, *, logical_date: datetime | None,
+                run_after: datetime | None = None, start: datetime | None = None, end: datetime | None = None) -> None:
+        """Create or update a run (``run_after`` defaults to the logical date)."""
+        self.runs[(dag_id, run_id)] = {"dag_id": dag_id, "run_id": run_id, "state": state,
+                                       "logical_date": logical_date, "run_after": run_after or logical_date,
+                                       "start_date": start, "end_date": end}
 
     # the transport interface ----------------------------------------------------------------------
 
@@ -85,6 +98,8 @@ class MemoryUpstream:
             body = self._assets(params)
         elif request.path.endswith("/dags/~/dagRuns/list"):
             body = self._runs(request.json)
+        elif request.path.startswith(f"/api/{self.api}/dags"):
+            body = self._dags(request.path, params)
         else:
             raise NotFound(f"memory upstream has no {request.method} {request.path}", url=request.path)
         return json.dumps(body)
@@ -94,7 +109,7 @@ class MemoryUpstream:
         since = parse_dt(params.get("timestamp_gte")) if self.api == "v2" else None
         rows = self.events if asset is None else self.by_asset.get(int(asset), [])
         low = bisect.bisect_left(rows, since, key=lambda e: e[0]) if since is not None else 0
-        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), 100)
+        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
         if params.get("order_by", "timestamp").startswith("-"):
             high = len(rows) - offset
             page = rows[max(low, high - limit):max(high, low)][::-1]
@@ -116,21 +131,65 @@ class MemoryUpstream:
         ids = sorted(set(self.by_asset) | self.assets)
         rows = [{"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}} for a in ids
                 if pattern in f"s3://bucket/asset-{a}" or pattern in f"asset-{a}"]
-        return {"assets" if self.api == "v2" else "datasets": rows, "total_entries": len(rows)}
+        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+        return {"assets" if self.api == "v2" else "datasets": rows[offset:offset + limit], "total_entries": len(rows)}
+
+    def _run_json(self, run: dict) -> dict:
+        return {"dag_id": run["dag_id"], "dag_run_id": run["run_id"], "state": run["state"],
+                "logical_date": _iso(run["logical_date"]), "execution_date": _iso(run["logical_date"]),
+                "run_after": _iso(run["run_after"]), "start_date": _iso(run["start_date"]),
+                "end_date": _iso(run["end_date"]), "run_type": "scheduled", "conf": {}}
+
+    def _select(self, rows: list[dict], *, bounds: dict[str, Any], order_by: str | None) -> list[dict]:
+        for key, value in bounds.items():
+            if value is None:
+                continue
+            field_name, op = key.rsplit("_", 1)
+            field_name = "logical_date" if field_name == "execution_date" else field_name
+            when = parse_dt(value)
+            rows = [r for r in rows if r[field_name] is not None
+                    and (r[field_name] >= when if op == "gte" else r[field_name] <= when)]
+        if order_by:
+            key = "logical_date" if order_by.lstrip("-") == "execution_date" else order_by.lstrip("-")
+            far = datetime.max.replace(tzinfo=timezone.utc)  # NULLs sort last ascending, as on PostgreSQL
+            rows = sorted(rows, key=lambda r: (r[key] or far, r["dag_id"], r["run_id"]),
+                          reverse=order_by.startswith("-"))
+        return rows
 
     def _runs(self, body: dict) -> dict:
         dag_ids = body.get("dag_ids")
         states = set(body.get("states") or ())
-        since = parse_dt(body.get("end_date_gte"))
-        rows = [r for r in self.runs if (dag_ids is None or r[1] in dag_ids) and (not states or r[3] in states)
-                and (since is None or r[0] >= since)]
+        rows = [r for r in self.runs.values() if (dag_ids is None or r["dag_id"] in dag_ids)
+                and (not states or r["state"] in states)]
+        bounds = {k: body.get(k) for k in ("run_after_gte", "execution_date_gte", "start_date_gte", "end_date_gte")}
+        rows = self._select(rows, bounds=bounds, order_by=body.get("order_by") or "run_after")
         offset, limit = int(body.get("page_offset", 0)), min(int(body.get("page_limit", 50)), 100)
-        page = rows[offset:offset + limit]
-        items = [{"dag_id": d, "dag_run_id": r, "state": s, "logical_date": _iso(e - timedelta(hours=1)),
-                  "run_after": _iso(e - timedelta(hours=1)), "execution_date": _iso(e - timedelta(hours=1)),
-                  "start_date": _iso(e - timedelta(minutes=5)), "end_date": _iso(e), "run_type": "scheduled",
-                  "conf": {}} for e, d, r, s in page]
-        return {"dag_runs": items, "total_entries": len(rows)}
+        return {"dag_runs": [self._run_json(r) for r in rows[offset:offset + limit]], "total_entries": len(rows)}
+
+    def _dags(self, path: str, params: dict[str, str]) -> dict:
+        parts = path.split("/")[4:]  # after /api/vN/dags
+        known = sorted({dag for dag, _ in self.runs} | self.dags)
+        if not parts:
+            rows = [d for d in known if params.get("dag_id_pattern", "") in d]
+            offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+            return {"dags": [{"dag_id": d, "is_paused": False} for d in rows[offset:offset + limit]],
+                    "total_entries": len(rows)}
+        dag_id = parts[0]
+        if dag_id not in known:
+            raise NotFound(f"DAG {dag_id} not found", url=path)
+        if len(parts) == 1:
+            return {"dag_id": dag_id, "is_paused": False}
+        if len(parts) == 3:
+            run = self.runs.get((dag_id, parts[2]))
+            if run is None:
+                raise NotFound("run not found", url=path)
+            return self._run_json(run)
+        rows = [r for r in self.runs.values() if r["dag_id"] == dag_id]
+        bounds = {k: params.get(k) for k in ("logical_date_gte", "logical_date_lte", "execution_date_gte",
+                                              "execution_date_lte", "run_after_gte")}
+        rows = self._select(rows, bounds=bounds, order_by=params.get("order_by"))
+        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+        return {"dag_runs": [self._run_json(r) for r in rows[offset:offset + limit]], "total_entries": len(rows)}
 
     def describe(self, request: Request) -> str:
         return f"{request.method} {request.path}?{urlencode(request.params)}"

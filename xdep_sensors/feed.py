@@ -11,8 +11,10 @@ the mark. Each poll re-covers ``[mark - overlap, ...)`` and de-duplicates by (ke
 
 Why it stays cheap: a warm feed does not re-read the window. It asks for the page that starts at
 the last item it knows (the *anchor*, at offset ``known - 1`` of the window, ascending), so a quiet
-poll is one request and a busy one is ``ceil(new / 100)`` requests. If anything landed inside the
-window, the anchor has moved (or the total does not add up) and the feed re-reads the window once.
+poll is one request and a busy one is ``ceil(new / page size)`` requests, at the page size the server
+returns. If anything landed inside the window, the anchor has moved (or the total does not add up)
+and the feed re-reads the window once. The end of a listing is told by its total (or an empty
+page), never by a page shorter than asked for: ``[api] maximum_page_limit`` may be below 100.
 A read cut at the page cap keeps its position and continues there on the next poll.
 
 API v1 asset events have no time filter: their feed reads newest-first and uses the listing's
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Hashable
 
 # The overlap window. Measured on loopback Airflow 3.3.2 and 2.11.2 (tests/integration/test_feed_live.py,
@@ -33,10 +35,22 @@ from typing import Any, Callable, Hashable
 # scheduler and worker hosts with a wide margin; a warm feed does not pay for it in requests (only a
 # late item does, in pages proportional to its lateness), only in memory (the window's keys).
 OVERLAP = timedelta(seconds=float(os.environ.get("XDEP_SENSORS_FEED_OVERLAP", "60")))
-PAGE = 100  # items per page (both API versions cap a page at 100)
+PAGE = 100  # items asked for per page; the server may return fewer (its ``[api] maximum_page_limit``)
 
 Key = Hashable
 Position = Callable[[Any], "tuple[datetime, Key]"]
+
+
+def listing_ends(offset: int, count: int, total: int | None) -> bool:
+    """Whether a page of ``count`` items at ``offset`` is the last of its listing.
+
+    The server decides the page size (``[api] maximum_page_limit`` may be below what was asked for),
+    so a short page says nothing: the listing's ``total_entries`` does, and where the server gives
+    none (optional from Airflow 3.2), only an empty page ends it.
+    """
+    if count == 0:
+        return True
+    return total is not None and offset + count >= total
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class Feed:
     """
 
     def __init__(self, start: datetime | None, *, time_filter: bool, position: Position,
-                 overlap: timedelta = OVERLAP, page: int = PAGE, at_head: bool = False, ordered: bool = True):
+                 overlap: timedelta = OVERLAP, at_head: bool = False, ordered: bool = True):
         self.ordered = ordered
         self._silent = at_head  # the first read only establishes the position
         self.floor = start
@@ -71,7 +85,6 @@ class Feed:
         self.time_filter = time_filter
         self.position = position
         self.overlap = overlap
-        self.page = page
         self.seen: dict[tuple[Key, datetime], None] = {}  # insertion-ordered set of (key, time) in the window
         self.warm = False  # ``seen`` holds every item of the window: the next read may start at the anchor
         self.behind = False  # the last read stopped at the page cap: more is waiting upstream
@@ -117,6 +130,11 @@ class Feed:
             self._stop = self.lower if self.warm else self.floor
             return Step(None, 0, newest_first=True)
         if self._silent and self.mark is None:
+            if not self.ordered:
+                # an unordered listing has no "newest first" page to find its head on (Airflow 2.9's
+                # task-instance batch returns every match at once): cover the window behind now instead
+                self.mark = datetime.now(timezone.utc)
+                return Step(self.lower, 0)
             return Step(None, 0, newest_first=True, head=True)
         if not self.ordered:
             return Step(self.lower, 0)
@@ -143,9 +161,10 @@ class Feed:
                 return [], None
             self.mark = max(when for (when, _), _ in placed)
             return [], Step(self.lower, 0)
+        last = listing_ends(step.offset, len(items), total)
         if not self.ordered:
             fresh = self._take(placed)
-            if len(items) < self.page:
+            if last:
                 self._finish()
                 return fresh, None
             return fresh, Step(step.lower, step.offset + len(items))
@@ -154,8 +173,7 @@ class Feed:
             first_known = bool(placed) and placed[0][0][0] == step.anchor[1] and \
                 (placed[0][0][1], placed[0][0][0]) in self.seen
             later_known = any((k, t) in self.seen for (t, k), _ in placed[1:])
-            complete_page = len(items) < self.page
-            added_up = total is None or not complete_page or total == step.offset + len(items)
+            added_up = total is None or not last or total == step.offset + len(items)
             if not first_known or later_known or not added_up:
                 # Something landed inside the window (or was deleted). Late items are mostly recent: read
                 # the window newest-first until the total's count of unseen items is found.
@@ -166,12 +184,12 @@ class Feed:
         if step.newest_first:
             fresh = self._take(placed)
             self._found += len(fresh)
-            if len(items) < self.page or self._found >= (self._expect or 0):
+            if last or self._found >= (self._expect or 0):
                 self._finish()
                 return fresh, None
             return fresh, Step(self.lower, step.offset + len(items), newest_first=True)
         fresh = self._take(placed)
-        if len(items) < self.page:
+        if last:
             self._finish()
             return fresh, None
         last_time = placed[-1][0][0]
@@ -216,7 +234,7 @@ class Feed:
         # below the stop point everything was read before (or is before the start)
         fresh = self._take([p for p in placed if low is None or p[0][0] >= low])
         self._found += len(fresh)
-        ended = len(items) < self.page
+        ended = listing_ends(step.offset, len(items), total)
         passed_floor = bool(placed) and low is not None and placed[-1][0][0] < low
         found_all = self._phase == "top" and self._expect is not None and self._found >= self._expect
         if not (ended or passed_floor or found_all):
@@ -249,7 +267,7 @@ class Feed:
         first read covers the window again (a few items of one asset; consumers de-duplicate).
         """
         return Feed(self.lower, time_filter=self.time_filter, position=position, overlap=self.overlap,
-                    page=self.page, ordered=self.ordered)
+                    ordered=self.ordered)
 
     @classmethod
     def merged(cls, feeds: list[Feed], position: Position, head: datetime | None = None,
@@ -262,7 +280,7 @@ class Feed:
         """
         first = feeds[0]
         marks = [head] if head is not None else [f.mark for f in feeds if f.mark is not None]
-        feed = cls(None, time_filter=first.time_filter, position=position, overlap=first.overlap, page=first.page,
+        feed = cls(None, time_filter=first.time_filter, position=position, overlap=first.overlap,
                    ordered=first.ordered, at_head=not marks)
         if marks:
             feed.mark = feed._settled = min(marks)

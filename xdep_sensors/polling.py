@@ -23,15 +23,15 @@ import os
 import random
 import time
 import types
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
 
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
 from xdep_sensors.client.records import Asset, Dag
-from xdep_sensors.decisions import FINISHED_RUN_STATES
 from xdep_sensors.client.client import Listing
 from xdep_sensors.errors import XdepError
-from xdep_sensors.streams import SharedReads
+from xdep_sensors.feed import PAGE, listing_ends
+from xdep_sensors.streams import RunChanges, SharedReads
 
 if TYPE_CHECKING:
     from xdep_sensors.decisions import Decision
@@ -55,7 +55,7 @@ class DirectSource:
     def __init__(self, client: RemoteAirflowClient):
         self.client = client
 
-    async def run_for(self, watch: DagRunWatch, need: tuple) -> DagRun | None:
+    async def run_for(self, watch: DagRunWatch, need: tuple, known: DagRun | None) -> DagRun | None:
         return await _lookup_run(self.client, watch)
 
     async def dag(self, dag_id: str) -> Dag:
@@ -107,28 +107,29 @@ async def _lookup_run(client: RemoteAirflowClient, watch: DagRunWatch) -> DagRun
 class BatchSource:
     """Answers every subscriber of one poll cycle with as few requests as possible."""
 
-    def __init__(self, client: RemoteAirflowClient, run_bounds: dict[str, datetime], asset_reads: SharedReads | None,
-                 asset_targets: set[int], finished_dags: set[str] | None = None, finished_since: datetime | None = None,
-                 new_dags: set[str] | None = None):
+    def __init__(self, client: RemoteAirflowClient, first_bounds: dict[str, datetime | None],
+                 run_changes: RunChanges | None, asset_reads: SharedReads | None, asset_targets: set[int],
+                 new_dags: set[str] | None = None, first_waits: int = 0):
         self.client = client
         self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
-        self.run_bounds = run_bounds  # dag_id -> lowest run_after any subscriber needs
-        self.finished_dags = finished_dags or set()  # DAGs whose known runs can only change by finishing
-        self.finished_since = finished_since
+        self.first_waits = first_waits  # how many waits take their first look this cycle
+        self.first_bounds = first_bounds  # dag_id -> lowest run_after a first look needs (None: any)
+        self.run_changes = run_changes  # the poller's feeds of runs that started / ended (they outlive this cycle)
         self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
         self.asset_targets = asset_targets  # asset ids any subscriber waits on
-        self.finished: dict[str, list[DagRun]] | None = None  # runs of finished_dags that ended lately, once read
+        self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG, once read
         self._memo: dict[Hashable, asyncio.Future] = {}
 
     async def prefetch(self) -> None:
-        """Read what most waits of the cycle share before stepping them: the runs that ended lately.
+        """Read what most waits of the cycle share before stepping them: the runs that started or ended.
 
-        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``).
+        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``);
+        and the cycle's first looks come after this read, so nothing happens between the two unseen.
         A failure is kept for the steps, which deliver it.
         """
-        if self.finished_dags:
+        if self.run_changes is not None:
             try:
-                self.finished = await self._once(("finished-runs",), self._finished_runs)
+                self.changes = await self._once(("run-changes",), self._read_changes)
             except Exception:  # noqa: BLE001 - each wait's step gets the same error from the memo
                 pass
 
@@ -137,23 +138,51 @@ class BatchSource:
             self._memo[key] = asyncio.ensure_future(make())
         return self._memo[key]
 
-    async def run_for(self, watch: DagRunWatch, need: tuple) -> DagRun | None:
-        """The run this wait is about; ``None`` when absent (or, for a known run, not finished lately)."""
-        kind, dag_id, bound = need
-        if kind == "finished" and dag_id in self.finished_dags:
-            finished: dict[str, list[DagRun]] = await self._once(("finished-runs",), self._finished_runs)
-            return watch.pick(finished.get(dag_id, []))
-        if bound is None or watch.external_dag_id not in self.run_bounds:
-            key = ("run", watch.external_dag_id, watch.run_id, watch.logical_date, watch.latest_after)
-            return await self._once(key, lambda: _lookup_run(self.client, watch))
-        by_dag: dict[str, list[DagRun]] = await self._once(("batch-runs",), self._batch_runs)
-        run = watch.pick(by_dag.get(watch.external_dag_id, []))
-        if run is None and watch.run_id and kind == "dag":
-            # on a first look the bound came from the run id's date, a hint: a run missing from the batch
-            # is asked for alone, once (later looks rely on the batch: a run id is Airflow's or unbounded)
-            key = ("run", watch.external_dag_id, watch.run_id, None, None)
-            return await self._once(key, lambda: _lookup_run(self.client, watch))
-        return run
+    async def _read_changes(self) -> dict[str, list[DagRun]]:
+        assert self.run_changes is not None
+        return await self.run_changes.read(self.client)
+
+    async def run_for(self, watch: DagRunWatch, need: tuple, known: DagRun | None) -> DagRun | None:
+        """The run this wait is about (``None``: none yet), its newest state, as cheaply as the cycle allows."""
+        kind, dag_id = need[0], need[1]
+        if kind == "dag" and dag_id in self.first_bounds:
+            covered_above, complete, by_dag = await self._once(("first-look",), self._first_look)
+            run, certain = watch.find(by_dag.get(dag_id, []), covered_above, complete)
+            if run is not None or certain:
+                return run
+        elif kind == "run" and self.run_changes is not None:
+            changes: dict[str, list[DagRun]] = await self._once(("run-changes",), self._read_changes)
+            if not self.run_changes.fresh:  # else the feeds began this cycle: ask once, exactly
+                latest = {known.run_id: known} if known is not None else {}
+                latest.update((run.run_id, run) for run in changes.get(dag_id, ()))  # the later read wins
+                return watch.pick(list(latest.values()))
+        # a run the shared reads cannot answer for: asked for exactly, once per (DAG, target) and cycle
+        key = ("run", dag_id, watch.run_id, watch.logical_date, watch.latest_after)
+        return await self._once(key, lambda: _lookup_run(self.client, watch))
+
+    async def _first_look(self) -> tuple[datetime | None, bool, dict[str, list[DagRun]]]:
+        """The newest runs of the DAGs new waits look at: (covered above, complete, runs by DAG).
+
+        Recent runs (the usual case: today's run of a DAG) are answered from it for many waits at
+        once; it reads at most one page per hundred new waits, so its cost follows the waits, never the
+        upstream's history. A wait whose run is older than the pages reach is asked for exactly.
+        """
+        bounds = list(self.first_bounds.values())
+        since = None if None in bounds else min(bounds)  # type: ignore[type-var]
+        dag_ids = sorted(self.first_bounds)
+        items: list[DagRun] = []
+        complete = False
+        for _ in range(max(1, -(-self.first_waits // PAGE))):
+            page = await self.client.newest_runs(dag_ids, run_after_gte=since, offset=len(items))
+            complete = listing_ends(len(items), len(page.items), page.total)
+            items += page.items
+            if complete:
+                break
+        by_dag: dict[str, list[DagRun]] = {}
+        for run in items:
+            by_dag.setdefault(run.dag_id, []).append(run)
+        oldest = [r.run_after for r in items if r.run_after is not None]
+        return (min(oldest) if oldest else None), complete, by_dag
 
     async def dag(self, dag_id: str) -> Dag:
         """One upstream DAG (``NotFound`` when absent): the new waits of a cycle share one DAG listing."""
@@ -171,23 +200,6 @@ class BatchSource:
 
     async def task_ids(self, dag_id: str) -> list[str]:
         return await self._once(("task-ids", dag_id), lambda: self.client.list_task_ids(dag_id))
-
-    async def _finished_runs(self) -> dict[str, list[DagRun]]:
-        """Runs of the watched DAGs that ended lately: usually a handful, whatever the number of waits."""
-        by_dag: dict[str, list[DagRun]] = {}
-        runs = await self.client.list_finished_runs(sorted(self.finished_dags), sorted(FINISHED_RUN_STATES),
-                                                    end_date_gte=self.finished_since)
-        for run in runs:
-            by_dag.setdefault(run.dag_id, []).append(run)
-        return by_dag
-
-    async def _batch_runs(self) -> dict[str, list[DagRun]]:
-        """One (paged) request for every subscriber's runs, indexed by DAG id once for all of them."""
-        since = min(self.run_bounds.values())
-        by_dag: dict[str, list[DagRun]] = {}
-        for run in await self.client.list_runs_batch(sorted(self.run_bounds), run_after_gte=since):
-            by_dag.setdefault(run.dag_id, []).append(run)
-        return by_dag
 
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
         return await self._once(("tis", dag_id, run_id, task_group_id),
@@ -347,9 +359,9 @@ class SharedPoller:
         self.subscribers: dict[int, _Subscriber] = {}
         self._on_empty = on_empty
         self._task: asyncio.Task | None = None
-        self._previous_cycle: datetime | None = None
         self.cycles = 0
         self.asset_reads = SharedReads("asset_events")  # positions in the upstream's asset events, kept across cycles
+        self.run_changes = RunChanges()  # positions in the upstream's runs that started / ended, kept across cycles
 
     def subscribe(self, probe: Any, every_look: bool = False) -> _Subscriber:
         """A place in the poll, to ``async with``: joined on enter, left on exit (cancellation included).
@@ -372,29 +384,34 @@ class SharedPoller:
             if self._task is not None and not self._task.done():
                 self._task.cancel()
 
-    def _needs(self, subs: list[_Subscriber], cycle_start: datetime) -> BatchSource:
-        run_bounds: dict[str, datetime] = {}
-        finished: set[str] = set()
+    def _needs(self, subs: list[_Subscriber]) -> BatchSource:
+        first_bounds: dict[str, datetime | None] = {}
+        first_waits = 0
+        run_waits = False
         new_dags: set[str] = set()
         asset_targets: set[int] = set()
         for sub in subs:
             need = sub.probe.need()
             if need[0] == "dag":  # a first look: existence, then its run, both answered for many waits at once
                 new_dags.add(need[1])
-            if need[0] in ("run", "dag") and need[2] is not None:
+                first_waits += 1
                 dag_id, bound = need[1], need[2]
-                run_bounds[dag_id] = min(bound, run_bounds.get(dag_id, bound))
-            elif need[0] == "finished":
-                finished.add(need[1])
+                if dag_id in first_bounds:
+                    previous = first_bounds[dag_id]
+                    bound = None if bound is None or previous is None else min(bound, previous)
+                first_bounds[dag_id] = bound
+            if need[0] in ("dag", "run"):
+                run_waits = True
             elif need[0] == "none" and hasattr(sub.probe, "adopt_ids") and self.asset_reads.asset_ids:
                 dialect = getattr(self.client, "_dialect", None)
                 sub.probe.adopt_ids(self.asset_reads.asset_ids, bool(dialect and dialect.has_asset_names))
                 need = sub.probe.need()
             if need[0] == "assets":
                 asset_targets |= need[1]
-        # Runs that ended since the previous cycle, with a wide margin for clock skew and slow cycles.
-        finished_since = (self._previous_cycle or cycle_start) - timedelta(seconds=max(300.0, 3 * self.interval))
-        return BatchSource(self.client, run_bounds, self.asset_reads, asset_targets, finished, finished_since, new_dags)
+        if not run_waits:
+            self.run_changes.drop()  # kept only while read every cycle: a stale position would cost a catch-up
+        return BatchSource(self.client, first_bounds, self.run_changes if run_waits else None, self.asset_reads,
+                           asset_targets, new_dags, first_waits)
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)
@@ -402,14 +419,12 @@ class SharedPoller:
         try:
             while self.subscribers:
                 subs = list(self.subscribers.values())
-                cycle_start = datetime.now(timezone.utc)
                 try:
-                    source = self._needs(subs, cycle_start)
+                    source = self._needs(subs)
                 except Exception as exc:  # a bug here must fail the waits, not leave them hanging
                     for sub in subs:
                         sub.put(exc)
                     raise
-                self._previous_cycle = cycle_start
                 await source.prefetch()
                 results = await self._step_all(subs, source)
                 del source  # the cycle's listings go now, not when the next cycle replaces them

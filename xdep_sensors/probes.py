@@ -16,7 +16,7 @@ from typing import Any
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance
-from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.decisions import Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 from xdep_sensors.feed import Feed
@@ -87,6 +87,31 @@ class DagRunWatch:
         eligible = [r for r in runs if r.run_after is not None and (after is None or r.run_after >= after)]
         return max(eligible, key=lambda r: r.run_after, default=None)  # type: ignore[arg-type, return-value]
 
+    def find(self, runs: list[DagRun], covered_above: datetime | None, complete: bool) -> tuple[DagRun | None, bool]:
+        """This wait's run in one page of newest runs, and whether the page's answer is certain.
+
+        :param covered_above: the page holds every run with a later ``run_after`` than this.
+        :param complete: the page is the whole listing (nothing was left on later pages).
+
+        A run found is certain. No run is certain for a logical date when the page is the whole
+        listing (bounded by ``run_after`` >= the logical date, which a run's ``run_after`` never
+        precedes), and for ``latest_after`` when the page covers its bound; a run id the page does
+        not show is asked for exactly (it may be anyone's string).
+        """
+        run = self.pick(runs)
+        if run is not None:
+            return run, True
+        if self.run_id:
+            return None, False
+        if self.logical_date:
+            return None, complete
+        after = parse_dt(self.latest_after)
+        return None, complete or (after is not None and covered_above is not None and after > covered_above)
+
+    @property
+    def decisive_states(self) -> frozenset[str]:
+        return frozenset(self.allowed_states) | frozenset(self.failed_states) | frozenset(self.skipped_states)
+
     @property
     def selector(self) -> str:
         if self.run_id:
@@ -108,13 +133,12 @@ class DagRunProbe:
         self.watch = watch
         self.log = logger or log
         self._dag_known = False
-        self._run_after: datetime | None = None  # of the awaited run_id, once seen: bounds shared polls
         self._last_run: DagRun | None = None
         w = watch
         # fixed per watch: computed once, not on every look of every wait
         self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
-        decisive = set(w.allowed_states) | set(w.failed_states) | set(w.skipped_states)
-        self._finish_decides = decisive <= FINISHED_RUN_STATES
+        # a queued run has no start date: no listing of changes shows it, so such a wait asks exactly
+        self._exact = "queued" in w.decisive_states
         # what the last decision was made of, and that decision: an unchanged view returns the same object
         self._seen_run: DagRun | None = None
         self._seen_tis: list[TaskInstance] | None = None
@@ -152,31 +176,31 @@ class DagRunProbe:
         """What a shared poll must fetch for this wait.
 
         ``("dag", dag_id, bound)`` on the first look: the DAG's existence (one listing serves the new
-        waits of a cycle), then the run as ``"run"`` does.
-        ``("finished", dag_id, None)`` once the run is known and only a finished state can change the
-        decision: then runs that ended lately are all a poll needs to fetch.
-        Otherwise ``("run", dag_id, bound)`` with the lowest ``run_after`` that matters (None: ask alone).
+        waits of a cycle), then the run: from one page of the newest runs of the cycle's new waits
+        (``bound``: the lowest ``run_after`` that can matter), else asked for exactly.
+        ``("run", dag_id, None)`` afterwards: the runs that started or ended upstream since the previous
+        look (``RunChanges``) are all a look needs, whatever the run's age.
+        ``("exact", dag_id, None)`` for a wait decided by the ``queued`` state, which no such listing shows.
         """
         w = self.watch
         if not self._dag_known:
             return "dag", w.external_dag_id, self._bound
-        # Narrowed waits keep the full lookup: their result reports the run's current state too.
-        if self._last_run is not None and not w.narrowed and self._finish_decides:
-            return "finished", w.external_dag_id, None
-        return "run", w.external_dag_id, self._run_after or self._bound
+        return ("exact" if self._exact else "run"), w.external_dag_id, None
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
 
     def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
-        """The last decision, when a shared poll's runs that ended lately hold none of this wait's DAG.
+        """The last decision, when the cycle's run changes hold none of this wait's DAG.
 
-        Only for a wait that needs just that listing (``need()`` is ``"finished"``): then a step would
-        see the same run and return the same decision, so most waits of a cycle need no step at all.
+        Only for a wait that needs just those (``need()`` is ``"run"``, not narrowed to tasks, whose
+        task instances change without their run): then a step would see the same run and return the
+        same decision, so most waits of a cycle need no step at all.
         """
-        finished = getattr(source, "finished", None)
-        if (finished is None or self._decision is None or self.need()[0] != "finished"
-                or self.watch.external_dag_id in finished):
+        changes = getattr(source, "changes", None)
+        if (changes is None or source.run_changes is None or source.run_changes.fresh  # type: ignore[union-attr]
+                or self._decision is None or self.watch.narrowed or self.need()[0] != "run"
+                or self.watch.external_dag_id in changes):
             return None
         return self._decision if self._seen_run is self._last_run and self._seen_tis is None else None
 
@@ -184,13 +208,13 @@ class DagRunProbe:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
         w = self.watch
         client = source.client
-        need = self.need()  # ("dag", ...) on a first look: then the source may ask for the run alone too
+        need = self.need()  # ("dag", ...) on a first look: then the source may answer from the first-look page
         if not self._dag_known:
             self._dag_known = await self._check_dag(source)
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
-            run = await source.run_for(w, need) or self._last_run
+            run = await source.run_for(w, need, self._last_run) or self._last_run
             tis = None
             if run is not None and w.narrowed:
                 tis = await source.task_instances(w.external_dag_id, run.run_id, w.task_group_id)
@@ -203,7 +227,6 @@ class DagRunProbe:
             return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         if run is not None:
             self._last_run = run
-            self._run_after = run.run_after
         if self._decision is not None and self._seen_run == run and self._seen_tis == tis:
             return self._decision  # the same view: the same decision object, so a shared poll skips it
         url = client.run_url(w.external_dag_id, run.run_id) if run else None

@@ -256,3 +256,44 @@ class SharedReads:
 
     async def _advance(self, client: RemoteAirflowClient, catchup: _CatchUp, target: Hashable) -> None:
         catchup.items += await client.read_feed(catchup.feed, self.listing(target))
+
+
+STARTED_RUNS = Listing("started_runs")
+ENDED_RUNS = Listing("finished_runs", states=("failed", "success"))
+
+
+class RunChanges:
+    """What changed in the upstream's DAG runs since the previous cycle: what DAG-run waits read.
+
+    Two feeds over the batch run listing of every DAG the connection may read: runs by start date
+    (a run appears to a wait when it starts, whatever its logical date: a backfill or a manual run
+    too) and runs by end date (success or failed). A run that ended is in the second, whether or
+    not the first saw it run. Each cycle's read costs what started or ended upstream since the
+    previous one, never a wait's bound or the upstream's history: the feeds start at the listings'
+    newest items, and ``fresh`` says they did so this cycle, so waits that were already waiting ask
+    for their run exactly once (what was visible then counts as read). A cycle with no DAG-run wait
+    drops the feeds rather than keep a position that would go stale.
+    """
+
+    def __init__(self) -> None:
+        self.feeds: tuple[Feed, Feed] | None = None
+        self.fresh = False
+
+    async def read(self, client: RemoteAirflowClient) -> dict[str, list[Any]]:
+        """The runs new to either feed this cycle, by DAG id: started ones first, each oldest first."""
+        self.fresh = self.feeds is None
+        if self.feeds is None:
+            self.feeds = (await SharedReads._at_head(client, STARTED_RUNS),
+                          await SharedReads._at_head(client, ENDED_RUNS))
+        out: dict[str, list[Any]] = {}
+        try:
+            for feed, listing in zip(self.feeds, (STARTED_RUNS, ENDED_RUNS)):
+                for run in await client.read_feed(feed, listing):
+                    out.setdefault(run.dag_id, []).append(run)
+        except BaseException:
+            self.drop()  # a read that failed half-way may have marked items read: start again, exactly
+            raise
+        return out
+
+    def drop(self) -> None:
+        self.feeds = None

@@ -110,7 +110,8 @@ class TestProbe:
                            cursors={"file://a1": {"timestamp": T0.isoformat(), "seen_ids": [5]}})
         with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS)
-            m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(5, 1, T0), v2_event(6, 1, T0)]})
+            m.get(u("/api/v2/assets/events"), payload={"asset_events": [v2_event(5, 1, T0), v2_event(6, 1, T0)],
+                                                            "total_entries": 2})
             decision = await AssetProbe(watch)(c)
         assert [e["id"] for e in decision.result["events"]] == [6]
         await c.close()

@@ -194,14 +194,19 @@ class TestTrigger:
         with upstream_mock() as m, mock.patch("asyncio.sleep", fake_sleep):
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "dag_run_id": "r1", "state": "running"})
-            # once the run is known, the shared poll only asks which watched runs finished lately
-            m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": [{**RUN, "dag_run_id": "r1"}]})
+            # the shared poll reads the runs that started and that ended: first where they stand (none yet),
+            # then r1 starts, then it ends
+            started = {**RUN, "dag_run_id": "r1", "state": "running", "start_date": T0.isoformat()}
+            ended = {**started, "state": "success", "end_date": (T0 + timedelta(minutes=1)).isoformat()}
+            for answer in ([], [], [], [started], [], [ended], [ended]):  # started / ended, + the first look's page
+                m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": answer, "total_entries": len(answer)})
             event = await trigger.run().__anext__()
-            (batch,) = m.requests[("POST", URL(BASE + "/api/v2/dags/~/dagRuns/list"))]
+            bodies = [c.kwargs["json"] for c in m.requests[("POST", URL(BASE + "/api/v2/dags/~/dagRuns/list"))]]
         assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "r1"
-        assert batch.kwargs["json"]["dag_ids"] == ["producer"]
-        assert batch.kwargs["json"]["states"] == ["failed", "success"] and "end_date_gte" in batch.kwargs["json"]
+        assert [b["order_by"] for b in bodies] == ["-start_date", "-end_date", "-run_after", "start_date", "end_date",
+                                                   "start_date", "end_date"]
+        assert bodies[2]["dag_ids"] == ["producer"]  # the first look's page: only the waits' DAGs
+        assert all(b["states"] == ["failed", "success"] for b in bodies[1::2][:1] + bodies[4::2])
         assert len(sleeps) >= 2 and set(sleeps) == {5.0}  # every look is followed by one poke_interval
 
     async def test_transient_errors_do_not_end_the_wait(self):
@@ -210,6 +215,7 @@ class TestTrigger:
         with upstream_mock() as m, instant_sleep():
             m.get(u("/api/v2/dags/producer"), status=502, body="bad gateway", repeat=4)
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
+            m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": [], "total_entries": 0}, repeat=True)
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "failed"})
             event = await trigger.run().__anext__()
         assert event.payload["status"] == "failed"

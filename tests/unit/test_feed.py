@@ -253,3 +253,106 @@ class TestLatestEvent:
         assert event is not None and event.timestamp == T0 + timedelta(seconds=5999)
         assert calls(upstream) - before == 1
         assert await client.latest_asset_event(2) is None
+
+
+class TestServerPageSize:
+    """``[api] maximum_page_limit`` below 100: a short page is not the end of a listing."""
+
+    async def test_a_capped_page_loses_and_repeats_nothing(self, upstream):
+        upstream.page_limit = 25
+        client = make_client(upstream)
+        listing = Listing("asset_events", asset_id=1)
+        feed = await client.open_feed(listing, T0)
+        made = [upstream.add_event(1, T0 + timedelta(seconds=s)) for s in range(1, 301)]
+        assert [e.id for e in await client.read_feed(feed, listing)] == made
+        more = [upstream.add_event(1, T0 + timedelta(seconds=400 + s)) for s in range(60)]
+        assert [e.id for e in await client.read_feed(feed, listing)] == more
+        assert await client.read_feed(feed, listing) == []
+
+    async def test_listings_read_every_page(self, upstream):
+        upstream.page_limit = 25
+        for a in range(1, 61):
+            upstream.assets.add(a)
+        client = make_client(upstream)
+        assert len(await client.list_assets()) == 60
+        upstream.dags.update(f"dag_{i}" for i in range(70))
+        assert len(await client.list_dags()) == 70
+        found = await client.find_dags([f"dag_{i}" for i in range(0, 70, 10)])
+        assert sorted(found) == sorted(f"dag_{i}" for i in range(0, 70, 10))
+
+
+class TestUnpagedBatch:
+    """Airflow 2.9's task-instance batch has no paging: it answers every match, whatever the offset."""
+
+    class Unpaged:
+        dialect_name = "v1"
+
+        def __init__(self, rows):
+            self.rows, self.requests = rows, []
+
+        async def close(self):
+            return None
+
+        async def send(self, request):
+            self.requests.append(request)
+            if request.path.endswith("/version"):
+                return {"version": "2.9.3"}
+            since = request.json.get("end_date_gte")
+            rows = [r for r in self.rows if since is None or r["end_date"] >= since]
+            return {"task_instances": rows, "total_entries": len(rows)}
+
+    async def test_read_once_narrowed_by_end_date_and_never_twice(self):
+        def ti(i, end):
+            return {"dag_id": "d", "dag_run_id": f"r{i}", "task_id": "t", "state": "failed", "map_index": -1,
+                    "try_number": 1, "end_date": end.isoformat()}
+
+        old = [ti(i, T0 - timedelta(days=1, seconds=i)) for i in range(500)]  # history: never read
+        upstream = self.Unpaged(old)
+        client = RemoteAirflowClient(ClientConfig("http://up.test", password="t", api_version="v1"),
+                                     transport=upstream)  # type: ignore[arg-type]
+        listing = Listing("ended_task_instances", dag_ids=("d",), states=("failed",))
+        from xdep_sensors.streams import SharedReads
+
+        feed = await SharedReads._at_head(client, listing)  # where a shared read starts: the window behind now
+        assert await client.read_feed(feed, listing) == []
+        lists = [r for r in upstream.requests if r.json is not None]
+        assert len(lists) == 1 and "end_date_gte" in lists[0].json
+        upstream.rows.append(ti(900, datetime.now(timezone.utc)))
+        got = await client.read_feed(feed, listing)
+        assert [t.run_id for t in got] == ["r900"]
+        assert await client.read_feed(feed, listing) == []
+        assert len([r for r in upstream.requests if r.json is not None]) == 3  # one request a read
+
+
+class TestNullableFields:
+    """What the specs mark nullable never crashes a read: such items are skipped or given a key."""
+
+    def test_runs_and_task_instances_without_ids_are_skipped(self):
+        from xdep_sensors.client.dialects import V1, V2
+
+        runs = V1().parse_dag_runs({"dag_runs": [{"dag_id": "d", "dag_run_id": None, "state": "success"},
+                                                 {"dag_id": "d", "dag_run_id": "r", "state": "success"}],
+                                    "total_entries": 2})
+        assert [r.run_id for r in runs.items] == ["r"] and runs.total == 2
+        tis = V2().parse_task_instances({"task_instances": [
+            {"dag_id": "d", "dag_run_id": "r", "task_id": None}, {"dag_id": "d", "dag_run_id": "r", "task_id": "t"}]})
+        assert [t.task_id for t in tis.items] == ["t"]
+
+    def test_events_without_uri_name_or_id(self):
+        from xdep_sensors.client.dialects import V1, V2
+
+        (e,) = V2().parse_asset_events({"asset_events": [{"id": 1, "asset_id": 3, "uri": None, "name": None,
+                                                          "timestamp": T0.isoformat()}]}).items
+        assert e.uri == "" and e.name == ""
+        (e1,) = V1().parse_asset_events({"dataset_events": [{"dataset_id": 3, "dataset_uri": "s3://x",
+                                                             "timestamp": T0.isoformat(), "source_run_id": "r"}]}).items
+        assert isinstance(e1.id, str) and "r" in e1.id
+
+    def test_finished_runs_without_end_date_are_left_out(self):
+        from xdep_sensors.client.dialects import V2
+
+        listing = Listing("finished_runs", states=("success",))
+        page = listing.parse(V2(), {"dag_runs": [
+            {"dag_id": "d", "dag_run_id": "a", "state": "success", "end_date": None},
+            {"dag_id": "d", "dag_run_id": "b", "state": "success", "end_date": T0.isoformat()}], "total_entries": 2})
+        assert [r.run_id for r in page.items] == ["b"]

@@ -15,6 +15,7 @@ from xdep_sensors import polling
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import NotFound
 from xdep_sensors.probes import DagRunProbe, DagRunWatch, run_id_date
+from xdep_sensors.streams import RunChanges
 
 BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
@@ -40,7 +41,13 @@ def mock_dag_listing(m, dag_ids):
         m.get(DAGS, payload={"dags": [dag_json(d) for d in ids[offset:offset + 100]], "total_entries": len(ids)})
 
 
+def mock_changes(m):
+    """The shared poll's run-change feeds (runs that started, runs that ended) start on a quiet upstream."""
+    m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0}, repeat=2)
+
+
 def mock_run_batch(m, runs, total=None):
+    mock_changes(m)
     total = len(runs) if total is None else total
     for offset in range(0, max(len(runs), 1), 100):
         m.post(str(LIST), payload={"dag_runs": runs[offset:offset + 100], "total_entries": total})
@@ -91,17 +98,17 @@ class TestFirstLookCoalesced:
             mock_run_batch(m, [run_json(d) for d in sorted(dag_ids)])
             results = await first_results(probes)
             counts = requests_by_route(m)
-            batch = m.requests[("POST", LIST)][0].kwargs["json"]
+            batch = m.requests[("POST", LIST)][2].kwargs["json"]
             listing = next(calls for (method, url), calls in m.requests.items() if url.path == "/api/v2/dags")
-        # 10 pages of the DAG listing + 10 pages of runs, instead of 1,000 + 1,000 single GETs
-        assert counts == {"dags listing": 10, "run batch": 10}
+        # 10 pages of the DAG listing + 10 pages of runs (+ 2 starting the change feeds), not 1,000 + 1,000 GETs
+        assert counts == {"dags listing": 10, "run batch": 2 + 10}
         assert {r.status for r in results} == {"waiting"}
         assert all("running" in r.message for r in results)
         assert dict(listing[0].kwargs["params"])["dag_id_pattern"] == "bench_dag_"  # narrowed to the ids' common prefix
         assert batch["dag_ids"] == sorted(dag_ids)
         assert batch["run_after_gte"] == "2026-11-19T23:59:59+00:00"  # the run id's date bounds the batch
-        # the next look needs no first look again: only runs that ended lately
-        assert {p.need()[0] for p in probes} == {"finished"}
+        # the next look needs no first look again: only the runs that started or ended since
+        assert {p.need()[0] for p in probes} == {"run"}
 
     async def test_waits_on_one_dag_check_it_once(self):
         probes = [DagRunProbe(DagRunWatch(external_dag_id="producer", logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
@@ -112,7 +119,7 @@ class TestFirstLookCoalesced:
             mock_run_batch(m, [])
             results = await first_results(probes)
             counts = requests_by_route(m)
-        assert counts == {"GET /api/v2/dags/producer": 1, "GET /api/v2/dags/producer/tasks": 1, "run batch": 1}
+        assert counts == {"GET /api/v2/dags/producer": 1, "GET /api/v2/dags/producer/tasks": 1, "run batch": 2 + 1}
         assert {r.status for r in results} == {"waiting"}
 
     async def test_missing_dag_fails_fast_with_close_matches_others_wait(self):
@@ -128,7 +135,7 @@ class TestFirstLookCoalesced:
             counts = requests_by_route(m)
         assert [r.status for r in results[:5]] == ["waiting"] * 5
         assert isinstance(results[5], NotFound) and "sales_O" in str(results[5]) and "sales_0" in results[5].hint
-        assert counts == {"dags listing": 2, "GET /api/v2/dags/sales_O": 1, "run batch": 1}
+        assert counts == {"dags listing": 2, "GET /api/v2/dags/sales_O": 1, "run batch": 2 + 1}
 
     async def test_missing_dag_without_check_existence_keeps_waiting(self):
         probes = [DagRunProbe(DagRunWatch(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
@@ -154,7 +161,7 @@ class TestFirstLookCoalesced:
             results = await first_results(probes)
             counts = requests_by_route(m)
         assert {r.status for r in results} == {"waiting"}
-        assert counts["dags listing"] == 1 and counts["run batch"] == 1
+        assert counts["dags listing"] == 1 and counts["run batch"] == 2 + 1
         assert sum(v for k, v in counts.items() if k.startswith("GET /api/v2/dags/")) == 3
 
     async def test_run_id_missing_from_the_batch_is_asked_alone_on_the_first_look_only(self):
@@ -171,11 +178,12 @@ class TestFirstLookCoalesced:
                       status=404, payload={"detail": "no run"})
             results = await first_results(probes)
         assert "running" in results[0].message and "no run" in results[1].message
-        assert probes[0].need()[0] == "finished" and probes[1].need()[0] == "run"
-        source = polling.BatchSource(None, {"d_1": run_id_date("manual__2030-01-01T00:00:00+00:00")},  # type: ignore[arg-type]
-                                     None, False)
-        source._memo[("batch-runs",)] = done({})
-        assert await source.run_for(probes[1].watch, probes[1].need()) is None  # later looks: the batch only
+        assert probes[0].need()[0] == "run" and probes[1].need()[0] == "run"
+        changes = RunChanges()
+        changes.feeds = ()  # type: ignore[assignment]  # established in an earlier cycle
+        source = polling.BatchSource(None, {}, changes, None, set())  # type: ignore[arg-type]
+        source._memo[("run-changes",)] = done({})
+        assert await source.run_for(probes[1].watch, probes[1].need(), None) is None  # later looks: the changes only
 
 
 def done(value):

@@ -41,25 +41,6 @@ async def first_results(poller, probes):
 
 
 class TestSharedPoller:
-    async def test_many_waits_one_batch_request(self):
-        probes = [known_probe(f"dag_{i}") for i in range(250)]
-        with upstream_mock() as m, instant_sleep():
-            m.post(str(LIST), payload={"dag_runs": [run_json(f"dag_{i}", "success") for i in range(100)],
-                                       "total_entries": 250})
-            m.post(str(LIST), payload={"dag_runs": [run_json(f"dag_{i}") for i in range(100, 200)],
-                                       "total_entries": 250})
-            m.post(str(LIST), payload={"dag_runs": [], "total_entries": 250})
-            poller = polling.POLLERS.get(CONFIG, 5)
-            results = await first_results(poller, probes)
-            calls = m.requests[("POST", LIST)]
-        assert len(calls) == 3  # 250 waits, one paged batch request (100 runs per page)
-        assert calls[0].kwargs["json"]["dag_ids"] == sorted(f"dag_{i}" for i in range(250))
-        assert calls[0].kwargs["json"]["run_after_gte"] == T0.isoformat()
-        statuses = [r.status for r in results]
-        assert statuses[:100] == ["success"] * 100 and set(statuses[100:]) == {"waiting"}
-        await asyncio.sleep(0)
-        assert polling.POLLERS.pollers == {}  # the loop stopped with its last subscriber
-
     async def test_one_failure_reaches_every_subscriber_as_the_same_error(self):
         probes = [known_probe(f"dag_{i}") for i in range(3)]
         with upstream_mock() as m, instant_sleep():
@@ -145,21 +126,32 @@ class TestSharedPoller:
             await asyncio.gather(*tasks)
 
 
-class TestFinishedOnly:
-    async def test_known_running_runs_cost_one_small_request(self):
-        """Waits whose run is known and only a finished state decides: one 'ended lately' request."""
-        from xdep_sensors.client.dialects import V2
+class TestKnownRuns:
+    async def test_known_running_runs_cost_two_small_requests(self):
+        """300 waits whose runs are known and running: a cycle reads the runs that started and that ended."""
+        from devtools.memory_upstream import MemoryUpstream
+        from xdep_sensors.client import RemoteAirflowClient
+        from xdep_sensors.streams import RunChanges
 
+        upstream = MemoryUpstream()
+        for i in range(300):
+            upstream.put_run(f"dag_{i}", f"scheduled__{T0.date()}", "running", logical_date=T0, start=T0)
         probes = [known_probe(f"dag_{i}") for i in range(300)]
-
-        for i, probe in enumerate(probes):
-            probe._last_run = V2().parse_dag_run(run_json(f"dag_{i}"))
-        with upstream_mock() as m, instant_sleep():
-            m.post(str(LIST), payload={"dag_runs": [run_json("dag_7", "success")], "total_entries": 1})
-            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
-            (call,) = m.requests[("POST", LIST)]
-        body = call.kwargs["json"]
-        assert body["states"] == ["failed", "success"] and "end_date_gte" in body and len(body["dag_ids"]) == 300
+        changes = RunChanges()
+        async with RemoteAirflowClient(CONFIG, transport=upstream) as client:  # type: ignore[arg-type]
+            first = polling.BatchSource(client, {}, changes, None, set())
+            await first.prefetch()
+            assert changes.fresh  # the feeds start here: each wait asks for its run once, exactly
+            assert {(await p.step(first)).message for p in probes[:3]} >= {f"dag_0 run scheduled__{T0.date()}: running"}
+            for p in probes[3:]:
+                await p.step(first)
+            before = sum(upstream.requests.values())
+            upstream.put_run("dag_7", f"scheduled__{T0.date()}", "success", logical_date=T0, start=T0,
+                             end=datetime.now(timezone.utc))
+            second = polling.BatchSource(client, {}, changes, None, set())
+            await second.prefetch()
+            results = [p.unchanged(second) or await p.step(second) for p in probes]
+            assert sum(upstream.requests.values()) - before == 2  # whatever the number of waits
         assert [i for i, r in enumerate(results) if r.status == "success"] == [7]
         assert results[0].message.endswith(": running")  # the others keep their last known state
 
@@ -202,27 +194,30 @@ class TestSubscriberMailbox:
             event = await asyncio.wait_for(trigger.run().__anext__(), 30)
         assert event.payload["status"] == "timeout"
 
-    async def test_waits_whose_dag_ended_nothing_lately_need_no_step(self):
-        """After a look, a cycle answers such waits from the one listing: only the DAG that ended is stepped."""
+    async def test_waits_whose_dag_changed_nothing_need_no_step(self):
+        """After a look, a cycle answers such waits from the change feeds: only the DAG that changed is stepped."""
+        from devtools.memory_upstream import MemoryUpstream
         from xdep_sensors.client import RemoteAirflowClient
-        from xdep_sensors.client.dialects import V2
+        from xdep_sensors.streams import RunChanges
 
+        upstream = MemoryUpstream()
+        for i in range(5):
+            upstream.put_run(f"dag_{i}", f"scheduled__{T0.date()}", "running", logical_date=T0, start=T0)
         probes = [known_probe(f"dag_{i}") for i in range(5)]
-        for i, probe in enumerate(probes):
-            probe._last_run = V2().parse_dag_run(run_json(f"dag_{i}"))
-        dags = {f"dag_{i}" for i in range(5)}
-        since = datetime(2026, 11, 20, tzinfo=timezone.utc)
-        with upstream_mock() as m:
-            m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0})
-            m.post(str(LIST), payload={"dag_runs": [run_json("dag_3", "success")], "total_entries": 1})
-            async with RemoteAirflowClient(CONFIG) as client:
-                quiet = polling.BatchSource(client, {}, None, set(), dags, since)
-                assert [p.unchanged(quiet) for p in probes] == [None] * 5  # nothing read yet
-                await quiet.prefetch()
-                first = [await p.step(quiet) for p in probes]
-                assert [p.unchanged(quiet) for p in probes] == first  # the same decision objects
-                ended = polling.BatchSource(client, {}, None, set(), dags, since)
-                await ended.prefetch()
-                again = [p.unchanged(ended) for p in probes]
-                assert again[:3] + again[4:] == first[:3] + first[4:] and again[3] is None
-                assert (await probes[3].step(ended)).status == "success"
+        changes = RunChanges()
+        async with RemoteAirflowClient(CONFIG, transport=upstream) as client:  # type: ignore[arg-type]
+            fresh = polling.BatchSource(client, {}, changes, None, set())
+            assert [p.unchanged(fresh) for p in probes] == [None] * 5  # nothing read yet
+            await fresh.prefetch()
+            assert [p.unchanged(fresh) for p in probes] == [None] * 5  # the feeds just started: ask exactly
+            first = [await p.step(fresh) for p in probes]
+            quiet = polling.BatchSource(client, {}, changes, None, set())
+            await quiet.prefetch()
+            assert [p.unchanged(quiet) for p in probes] == first  # the same decision objects
+            upstream.put_run("dag_3", f"scheduled__{T0.date()}", "success", logical_date=T0, start=T0,
+                             end=datetime.now(timezone.utc))
+            ended = polling.BatchSource(client, {}, changes, None, set())
+            await ended.prefetch()
+            again = [p.unchanged(ended) for p in probes]
+            assert again[:3] + again[4:] == first[:3] + first[4:] and again[3] is None
+            assert (await probes[3].step(ended)).status == "success"

@@ -13,7 +13,7 @@ from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, Page, Request, V2
 from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
 from xdep_sensors.client.session import ClientConfig, Transport
 from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
-from xdep_sensors.feed import Feed, Step
+from xdep_sensors.feed import Feed, Step, listing_ends
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,10 @@ MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,0
 
 @dataclass(frozen=True)
 class Listing:
-    """An upstream listing read as a feed: asset events (of one asset, or all), runs or task instances that ended.
+    """An upstream listing read as a feed: asset events (of one asset, or all), runs that started or
+    ended, task instances that ended.
 
-    :param kind: ``"asset_events"``, ``"finished_runs"`` or ``"ended_task_instances"``.
+    :param kind: ``"asset_events"``, ``"started_runs"``, ``"finished_runs"`` or ``"ended_task_instances"``.
     :param asset_id: asset events of this asset only (``None``: every asset's events).
     :param dag_ids: runs / task instances of these DAGs (``None``: every DAG).
     :param states: the end states to list.
@@ -47,6 +48,8 @@ class Listing:
         if self.kind == "asset_events":
             return dialect.asset_events(asset_id=self.asset_id, since=step.lower, newest_first=step.newest_first,
                                         offset=step.offset)
+        if self.kind == "started_runs":
+            return dialect.started_runs(dag_ids, step.lower, offset=step.offset, newest_first=step.newest_first)
         if self.kind == "finished_runs":
             return dialect.finished_runs(dag_ids, list(self.states), step.lower, offset=step.offset,
                                          newest_first=step.newest_first)
@@ -61,7 +64,9 @@ class Listing:
         if self.kind == "ended_task_instances":
             page = dialect.parse_task_instances(body)
             return Page([ti for ti in page.items if ti.end_date is not None], page.total)
-        return dialect.parse_dag_runs(body)
+        page = dialect.parse_dag_runs(body)
+        dated = "start_date" if self.kind == "started_runs" else "end_date"
+        return Page([r for r in page.items if getattr(r, dated) is not None], page.total)
 
     @property
     def position(self) -> Callable[[Any], tuple[datetime, Any]]:
@@ -77,11 +82,15 @@ def _run_position(item: DagRun) -> tuple[datetime, Any]:
     return item.end_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
 
 
+def _started_position(item: DagRun) -> tuple[datetime, Any]:
+    return item.start_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
+
+
 def _ti_position(item: TaskInstance) -> tuple[datetime, Any]:
     return item.end_date, f"{item.dag_id}/{item.run_id}/{item.task_id}/{item.map_index}/{item.try_number}"  # type: ignore[return-value]
 
 
-_POSITIONS = {"asset_events": _event_position, "finished_runs": _run_position,
+_POSITIONS = {"asset_events": _event_position, "started_runs": _started_position, "finished_runs": _run_position,
               "ended_task_instances": _ti_position}
 
 
@@ -189,9 +198,9 @@ class RemoteAirflowClient:
         for _ in range(MAX_PAGES):
             page: Page = await self._call(lambda d: build(d, offset), parse)
             yield page
-            offset += len(page.items)
-            if not page.items or len(page.items) < PAGE_LIMIT or (page.total is not None and offset >= page.total):
+            if listing_ends(offset, len(page.items), page.total):
                 return
+            offset += len(page.items)
         log.warning("stopped reading a listing from %s after %d items (%d pages): the rest is ignored",
                     self.config.base_url, offset, MAX_PAGES)
 
@@ -227,12 +236,11 @@ class RemoteAirflowClient:
         for _ in range(min(MAX_PAGES, len(wanted))):
             page: Page = await self._call(lambda d: d.dags(prefix, offset=offset), lambda d, b: d.parse_dags(b))
             found.update((dag.dag_id, dag) for dag in page.items if dag.dag_id in wanted)
-            offset += len(page.items)
-            if (len(found) == len(wanted) or len(page.items) < PAGE_LIMIT
-                    or (page.total is not None and offset >= page.total)):
+            if len(found) == len(wanted) or listing_ends(offset, len(page.items), page.total):
                 break
-            if page.total is not None and -(-page.total // PAGE_LIMIT) > len(wanted):
-                break  # more pages than ids: one GET per id is cheaper
+            offset += len(page.items)
+            if page.total is not None and -(-page.total // len(page.items)) > len(wanted):
+                break  # more pages (of the server's size) than ids: one GET per id is cheaper
         return found
 
     async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
@@ -253,18 +261,13 @@ class RemoteAirflowClient:
         )
         return page.items
 
-    async def list_runs_batch(self, dag_ids: list[str], *, run_after_gte: datetime | None = None) -> list[DagRun]:
-        """Return runs of many DAGs with ``run_after`` >= a time (execution date on v1), in one paged request."""
-        return await self._all(lambda d, off: d.runs_batch(dag_ids, run_after_gte, offset=off),
-                               lambda d, b: d.parse_dag_runs(b))
+    async def newest_runs(self, dag_ids: list[str], *, run_after_gte: datetime | None = None, offset: int = 0) -> Page:
+        """One page of runs of many DAGs with ``run_after`` >= a time (execution date on v1), newest first.
 
-    async def list_finished_runs(
-        self, dag_ids: list[str] | None, states: list[str], *, end_date_gte: datetime | None = None
-    ) -> list[DagRun]:
-        """Return runs of ``dag_ids`` (all DAGs when ``None``) in ``states`` that ended at or after a time."""
-        return await self._all(
-            lambda d, off: d.finished_runs(dag_ids, states, end_date_gte, offset=off), lambda d, b: d.parse_dag_runs(b)
-        )
+        What a first look reads for many new waits at once; the page's total says whether more follow.
+        """
+        return await self._call(lambda d: d.runs_batch(dag_ids, run_after_gte, offset=offset),
+                                lambda d, b: d.parse_dag_runs(b))
 
     async def list_task_instances(
         self, dag_id: str, run_id: str, *, task_group_id: str | None = None

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
 
-PAGE_LIMIT = 100  # both API versions cap a page at 100 items
+PAGE_LIMIT = 100  # what we ask for; a server's ``[api] maximum_page_limit`` may cap a GET's page lower
 
 Params = tuple[tuple[str, str], ...]
 
@@ -74,7 +74,7 @@ def _params(**kwargs: Any) -> Params:
 def _dag_run(body: dict, logical_date: datetime | None, run_after: datetime | None) -> DagRun:
     return DagRun(
         dag_id=body["dag_id"],
-        run_id=body["dag_run_id"],
+        run_id=body.get("dag_run_id") or "",  # nullable in the v1 spec; listings drop such runs
         state=body.get("state"),
         logical_date=logical_date,
         run_after=run_after,
@@ -85,12 +85,16 @@ def _dag_run(body: dict, logical_date: datetime | None, run_after: datetime | No
     )
 
 
-def _asset_event(e: dict, asset_id: int, uri: str, name: str) -> AssetEvent:
+def _asset_event(e: dict, asset_id: int, uri: str | None, name: str | None) -> AssetEvent:
+    event_id = e.get("id")
+    if event_id is None:  # the v1 spec has no event id (servers send one): identify it by what it carries
+        event_id = "/".join(str(e.get(k)) for k in ("timestamp", "source_dag_id", "source_run_id", "source_task_id",
+                                                    "source_map_index"))
     return AssetEvent(
-        id=e["id"],
+        id=event_id,
         asset_id=asset_id,
-        uri=uri,
-        name=name,
+        uri=uri or name or "",  # both nullable in the 3.x spec
+        name=name or uri or "",
         timestamp=parse_dt(e["timestamp"]),  # type: ignore[arg-type]
         extra=e.get("extra") or {},
         source_dag_id=e.get("source_dag_id"),
@@ -154,6 +158,17 @@ class V2:
                                 "page_limit": limit}
         if since is not None:
             body["run_after_gte"] = format_dt(since)
+        return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
+
+    def started_runs(self, dag_ids: list[str] | None, start_date_gte: datetime | None, *, limit: int = PAGE_LIMIT,
+                     offset: int = 0, newest_first: bool = False) -> Request:
+        """Runs of many DAGs (every DAG when ``None``) that started at or after a time, in any state now."""
+        body: dict[str, Any] = {"order_by": "-start_date" if newest_first else "start_date",
+                                "page_offset": offset, "page_limit": limit}
+        if dag_ids is not None:
+            body["dag_ids"] = dag_ids
+        if start_date_gte is not None:
+            body["start_date_gte"] = format_dt(start_date_gte)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
 
     def finished_runs(self, dag_ids: list[str] | None, states: list[str], end_date_gte: datetime | None, *,
@@ -244,7 +259,8 @@ class V2:
         return _dag_run(body, parse_dt(body.get("logical_date")), parse_dt(body.get("run_after")))
 
     def parse_dag_runs(self, body: dict) -> Page:
-        return Page([self.parse_dag_run(r) for r in body["dag_runs"]], body.get("total_entries"))
+        runs = [self.parse_dag_run(r) for r in body["dag_runs"]]
+        return Page([r for r in runs if r.run_id], body.get("total_entries"))
 
     def parse_task_instances(self, body: dict) -> Page:
         items = [
@@ -259,6 +275,7 @@ class V2:
                 try_number=ti.get("try_number"),
             )
             for ti in body["task_instances"]
+            if ti.get("task_id") is not None  # nullable in the 3.x spec
         ]
         return Page(items, body.get("total_entries"))
 
@@ -274,8 +291,7 @@ class V2:
         return Page(items, body.get("total_entries"))
 
     def parse_asset_events(self, body: dict) -> Page:
-        items = [_asset_event(e, e["asset_id"], e.get("uri") or e.get("name"), e.get("name") or e.get("uri"))
-                 for e in body["asset_events"]]
+        items = [_asset_event(e, e["asset_id"], e.get("uri"), e.get("name")) for e in body["asset_events"]]
         return Page(items, body.get("total_entries"))
 
     def ui_run_path(self, dag_id: str, run_id: str) -> str:
@@ -359,7 +375,8 @@ class V1(V2):
         return Page(items, body.get("total_entries"))
 
     def parse_asset_events(self, body: dict) -> Page:
-        items = [_asset_event(e, e["dataset_id"], e["dataset_uri"], e["dataset_uri"]) for e in body["dataset_events"]]
+        items = [_asset_event(e, e["dataset_id"], e.get("dataset_uri"), e.get("dataset_uri"))
+                 for e in body["dataset_events"]]
         return Page(items, body.get("total_entries"))
 
     def ui_run_path(self, dag_id: str, run_id: str) -> str:

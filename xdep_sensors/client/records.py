@@ -70,9 +70,9 @@ class Asset(_Record):
 
 @dataclass(frozen=True)
 class AssetEvent(_Record):
-    """An upstream asset (dataset) event."""
+    """An upstream asset (dataset) event (``id``: a string only where an Airflow 2 server sends none)."""
 
-    id: int
+    id: int | str
     asset_id: int
     uri: str
     name: str

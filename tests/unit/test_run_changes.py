@@ -1,0 +1,150 @@
+"""DAG-run waits in a shared poll read what changed upstream: cost bounded by new runs, never by history.
+
+The upstream is ``devtools.memory_upstream`` (the REST listings' filters, ordering and paging), so
+requests are counted exactly; the same cases run against real Airflow in
+``tests/integration/test_feed_live.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta, timezone
+from unittest import mock
+
+import pytest
+
+from devtools.memory_upstream import MemoryUpstream
+from xdep_sensors import polling
+from xdep_sensors.client import ClientConfig, RemoteAirflowClient
+from xdep_sensors.probes import DagRunProbe, DagRunWatch
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+HISTORY = 5200
+DAG = "busy"
+
+
+def calls(upstream: MemoryUpstream) -> int:
+    return sum(n for path, n in upstream.requests.items() if not path.endswith("/version"))
+
+
+@pytest.fixture(params=["v2", "v1"])
+def upstream(request) -> MemoryUpstream:
+    """5,200 finished runs of one DAG, 30 s apart, the newest ending now."""
+    up = MemoryUpstream(api=request.param)
+    for i in range(HISTORY):
+        end = NOW - timedelta(seconds=30 * (HISTORY - 1 - i))
+        up.put_run(DAG, f"ok_{i}", "success", logical_date=end - timedelta(minutes=1), start=end - timedelta(seconds=20),
+                   end=end)
+    return up
+
+
+def oldest_logical_date() -> datetime:
+    return NOW - timedelta(seconds=30 * (HISTORY - 1)) - timedelta(minutes=1)
+
+
+class Poll:
+    """One shared poll over the memory upstream; ``on_cycle(n)`` runs after cycle n, before the next."""
+
+    def __init__(self, upstream: MemoryUpstream, on_cycle=None):
+        self.upstream = upstream
+        self.on_cycle = on_cycle or (lambda n: None)
+        self.per_cycle: list[int] = []
+        config = ClientConfig("http://mem.test", password="t", api_version=upstream.api, conn_id="mem")
+        self.poller = polling.SharedPoller(config, 5.0, on_empty=lambda: None)
+
+    def client(self, config):
+        return RemoteAirflowClient(config, transport=self.upstream)  # type: ignore[arg-type]
+
+    async def outcomes(self, probe, until, others=()):
+        """Outcomes handed to ``probe``'s wait until ``until(decision)`` holds; counts requests per cycle.
+
+        ``others`` wait in the same poll meanwhile.
+        """
+        real_sleep = asyncio.sleep
+
+        async def sleep(seconds, *args, **kwargs):
+            self.per_cycle.append(calls(self.upstream) - sum(self.per_cycle))
+            self.on_cycle(len(self.per_cycle))
+            await real_sleep(0)
+
+        seen = []
+        with mock.patch.object(polling, "RemoteAirflowClient", self.client), mock.patch("asyncio.sleep", sleep):
+            async with contextlib.AsyncExitStack() as stack:
+                for other in others:
+                    await stack.enter_async_context(self.poller.subscribe(other))
+                sub = await stack.enter_async_context(self.poller.subscribe(probe, every_look=True))
+                while True:
+                    outcome = await asyncio.wait_for(sub.get(), 10)
+                    if isinstance(outcome, Exception):
+                        raise outcome
+                    seen.append(outcome)
+                    if until(outcome):
+                        return seen
+
+
+class TestOldRun:
+    async def test_an_old_run_is_found_at_the_first_look(self, upstream):
+        """The reported case: the wait's run is the 5,200th newest; it fired never (703 requests, then timeout)."""
+        watch = DagRunWatch(DAG, logical_date=oldest_logical_date().isoformat())
+        poll = Poll(upstream)
+        seen = await poll.outcomes(DagRunProbe(watch), until=lambda d: d.done)
+        assert len(seen) == 1 and seen[0].status == "success" and seen[0].result["run_id"] == "ok_0"
+        assert calls(upstream) <= 10, upstream.requests
+
+    @pytest.mark.parametrize("selector", ["run_id", "latest_after"])
+    async def test_other_selectors_too(self, upstream, selector):
+        if selector == "run_id":
+            watch, expected = DagRunWatch(DAG, run_id="ok_3"), "ok_3"
+        else:  # the newest run at or after a bound: here the newest of all
+            watch, expected = DagRunWatch(DAG, latest_after=oldest_logical_date().isoformat()), f"ok_{HISTORY - 1}"
+        seen = await Poll(upstream).outcomes(DagRunProbe(watch), until=lambda d: d.done)
+        assert len(seen) == 1 and seen[0].result["run_id"] == expected
+        assert calls(upstream) <= 10, upstream.requests
+
+
+class TestMissingRun:
+    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(self, upstream):
+        """A run that does not exist yet, whose logical date lies before 5,200 runs: then it is backfilled."""
+        wanted = NOW - timedelta(days=30)
+        marks: dict[str, int] = {}
+
+        def on_cycle(n):
+            if n == 6:  # the backfill starts: a run with an old logical date, started now
+                upstream.put_run(DAG, "backfill_1", "running", logical_date=wanted, run_after=wanted,
+                                 start=datetime.now(timezone.utc))
+                marks["started"] = n
+            if n == 9:
+                upstream.put_run(DAG, "backfill_1", "success", logical_date=wanted, run_after=wanted,
+                                 start=datetime.now(timezone.utc) - timedelta(seconds=1), end=datetime.now(timezone.utc))
+                marks["ended"] = n
+
+        poll = Poll(upstream, on_cycle)
+        seen = await poll.outcomes(DagRunProbe(DagRunWatch(DAG, logical_date=wanted.isoformat())),
+                                   until=lambda d: d.done)
+        waiting = [d for d in seen if d.status == "waiting"]
+        running = [i for i, d in enumerate(seen) if "backfill_1: running" in d.message]
+        assert waiting[0].message.endswith("no run for logical date " + wanted.isoformat() + " yet")
+        # every look is one outcome (every_look): outcome i comes from cycle i + 1
+        assert running and running[0] + 1 - marks["started"] <= 2, [d.message for d in seen]
+        assert seen[-1].status == "success" and len(seen) - marks["ended"] <= 2
+        # after the first look, a poll reads what started and what ended since the previous one
+        assert max(poll.per_cycle[1:]) <= 3, poll.per_cycle
+
+    async def test_many_waits_on_many_dags_share_two_requests_a_poll(self, upstream):
+        """100 waits for runs that do not exist yet, each on its own DAG: the poll's cost does not grow with them."""
+        for i in range(100):
+            upstream.dags.add(f"dag_{i}")
+        others = [DagRunProbe(DagRunWatch(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
+
+        def on_cycle(n):
+            if n == 5:
+                upstream.put_run("dag_7", "manual__7", "success", logical_date=NOW, start=NOW, end=NOW)
+
+        poll = Poll(upstream, on_cycle)
+        seen = await poll.outcomes(DagRunProbe(DagRunWatch("dag_7", run_id="manual__7")), until=lambda d: d.done,
+                                   others=others)
+        assert seen[-1].result["run_id"] == "manual__7" and len(seen) - 5 <= 2
+        # the first look: the change feeds start (2 requests each), a DAG listing, one page of newest runs,
+        # one exact lookup per run id the page does not show; then two requests a poll, whatever the waits
+        assert poll.per_cycle[0] <= 4 + 1 + 1 + 100 and max(poll.per_cycle[1:]) <= 2, poll.per_cycle
