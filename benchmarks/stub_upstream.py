@@ -23,7 +23,7 @@ Routes (all JSON; every ``/api/v2`` route but ``/version`` needs ``Authorization
   ``offset``; ordered by ``dag_id``)
 * ``GET  /api/v2/dags/{dag_id}``
 * ``GET  /api/v2/dags/{dag_id}/dagRuns/{run_id}``
-* ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``states``, ``run_after_gte``, ``end_date_gte``,
+* ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``states``, ``run_after_gte``, ``start_date_gte``, ``end_date_gte``,
   ``order_by`` ``end_date`` or by id, ``page_offset``, ``page_limit``)
 * ``POST /_schedule``, ``POST /_reset``, ``GET /_stats`` (control, not counted)
 
@@ -241,6 +241,8 @@ def make_app(up: Upstream) -> web.Application:
             limit = min(max(int(body.get("page_limit") or 50), 1), 100)  # Airflow's maximum_page_limit
             after = body.get("run_after_gte")
             after_dt = datetime.fromisoformat(after.replace("Z", "+00:00")) if after else None
+            started = body.get("start_date_gte")
+            started_dt = datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None
             ended = body.get("end_date_gte")
             ended_ts = datetime.fromisoformat(ended.replace("Z", "+00:00")).timestamp() if ended else None
             order_by = str(body.get("order_by") or "id")
@@ -249,6 +251,8 @@ def make_app(up: Upstream) -> web.Application:
         index, done_at = up.index, up.done_at
         if after_dt is not None and RUN_AFTER < after_dt:  # every stub run has the same run_after
             matches: list[int] = []
+        elif started_dt is not None and RUN_AFTER + timedelta(seconds=2) < started_dt:  # ... and start_date
+            matches = []
         elif wanted is None:
             matches = list(range(len(up.dag_ids)))
         else:

@@ -23,7 +23,7 @@ import os
 import random
 import time
 import types
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
 
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
@@ -400,7 +400,7 @@ class SharedPoller:
                     previous = first_bounds[dag_id]
                     bound = None if bound is None or previous is None else min(bound, previous)
                 first_bounds[dag_id] = bound
-            if need[0] in ("dag", "run"):
+            if need[0] == "run":
                 run_waits = True
             elif need[0] == "none" and hasattr(sub.probe, "adopt_ids") and self.asset_reads.asset_ids:
                 dialect = getattr(self.client, "_dialect", None)
@@ -409,7 +409,10 @@ class SharedPoller:
             if need[0] == "assets":
                 asset_targets |= need[1]
         if not run_waits:
-            self.run_changes.drop()  # kept only while read every cycle: a stale position would cost a catch-up
+            if first_waits:  # the change feeds will start from here when these waits look again
+                self.run_changes.look_from(datetime.now(timezone.utc))
+            else:  # kept only while read every cycle: a stale position would cost a catch-up
+                self.run_changes.drop()
         return BatchSource(self.client, first_bounds, self.run_changes if run_waits else None, self.asset_reads,
                            asset_targets, new_dags, first_waits)
 

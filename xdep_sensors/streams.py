@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Hashable
 
 from xdep_sensors.client import RemoteAirflowClient
@@ -269,31 +269,50 @@ class RunChanges:
     (a run appears to a wait when it starts, whatever its logical date: a backfill or a manual run
     too) and runs by end date (success or failed). A run that ended is in the second, whether or
     not the first saw it run. Each cycle's read costs what started or ended upstream since the
-    previous one, never a wait's bound or the upstream's history: the feeds start at the listings'
-    newest items, and ``fresh`` says they did so this cycle, so waits that were already waiting ask
-    for their run exactly once (what was visible then counts as read). A cycle with no DAG-run wait
-    drops the feeds rather than keep a position that would go stale.
+    previous one, never a wait's bound or the upstream's history.
+
+    The feeds start where the waits' first looks were (``look_from``, less ``MARGIN`` for the clocks
+    of this host and the upstream), so what happened since a first look is delivered; after a failed
+    read they continue from the last read that went through. With no such time (the first read ever
+    serves waits that looked already), they start at the listings' newest items and ``fresh`` tells
+    the waits to ask for their runs exactly, once. A cycle with no DAG-run wait drops the feeds rather
+    than keep a position that would go stale.
     """
+
+    MARGIN = timedelta(minutes=5)
 
     def __init__(self) -> None:
         self.feeds: tuple[Feed, Feed] | None = None
         self.fresh = False
+        self.since: datetime | None = None  # where the feeds must start when they (re)start
+
+    def look_from(self, when: datetime) -> None:
+        """First looks were made at ``when`` (by this host's clock), before the feeds read anything."""
+        if self.feeds is None and self.since is None:
+            self.since = when
 
     async def read(self, client: RemoteAirflowClient) -> dict[str, list[Any]]:
         """The runs new to either feed this cycle, by DAG id: started ones first, each oldest first."""
-        self.fresh = self.feeds is None
+        began = datetime.now(timezone.utc)
+        self.fresh = self.feeds is None and self.since is None
         if self.feeds is None:
-            self.feeds = (await SharedReads._at_head(client, STARTED_RUNS),
-                          await SharedReads._at_head(client, ENDED_RUNS))
+            if self.since is None:
+                self.feeds = (await SharedReads._at_head(client, STARTED_RUNS),
+                              await SharedReads._at_head(client, ENDED_RUNS))
+            else:
+                start = self.since - self.MARGIN
+                self.feeds = (await client.open_feed(STARTED_RUNS, start), await client.open_feed(ENDED_RUNS, start))
         out: dict[str, list[Any]] = {}
         try:
             for feed, listing in zip(self.feeds, (STARTED_RUNS, ENDED_RUNS)):
                 for run in await client.read_feed(feed, listing):
                     out.setdefault(run.dag_id, []).append(run)
         except BaseException:
-            self.drop()  # a read that failed half-way may have marked items read: start again, exactly
+            self.feeds = None  # a read that failed half-way may have marked items read: restart from `since`
             raise
+        self.since = began
         return out
 
     def drop(self) -> None:
         self.feeds = None
+        self.since = None

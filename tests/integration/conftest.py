@@ -26,6 +26,9 @@ ROOT = HERE.parents[1]
 AIRFLOW3_BIN = Path(os.environ.get("XDEP_AIRFLOW3_BIN", Path(sys.executable).parent / "airflow"))
 AIRFLOW2_BIN = Path(os.environ.get("XDEP_AIRFLOW2_BIN", ROOT / ".venv-airflow2" / "bin" / "airflow"))
 UPSTREAM_DAGS = ("xdep_test_producer", "xdep_test_assets")
+# An operator may set [api] maximum_page_limit below its default 100: every test against these upstreams
+# (sensors, watchers, feeds) then reads pages of 25, which Airflow caps silently.
+PAGE_CAP = {"AIRFLOW__API__MAXIMUM_PAGE_LIMIT": "25"}
 
 
 @dataclass
@@ -93,9 +96,9 @@ def _upstreams(tmp_path_factory):
         pytest.fail(f"Airflow 2 upstream not installed at {AIRFLOW2_BIN}: run `bash scripts/bootstrap.sh`")
     servers = {
         "v2": LocalAirflow(tmp_path_factory.mktemp("upstream-v2"), AIRFLOW3_BIN, major=3,
-                           dags_folder=HERE / "upstream_dags", name="upstream-v2"),
+                           dags_folder=HERE / "upstream_dags", name="upstream-v2", extra_env=PAGE_CAP),
         "v1": LocalAirflow(tmp_path_factory.mktemp("upstream-v1"), AIRFLOW2_BIN, major=2,
-                           dags_folder=HERE / "upstream_dags_v1", name="upstream-v1"),
+                           dags_folder=HERE / "upstream_dags_v1", name="upstream-v1", extra_env=PAGE_CAP),
     }
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -1,7 +1,9 @@
 """Seed an upstream's metadata DB with history, fast: run with the *upstream's* Python and env.
 
     python seed_history.py events <asset uri> <count> <seconds back> [extra json]
-    python seed_history.py runs <dag id> <count> <seconds back> <state> [run id prefix]
+    python seed_history.py runs <dag id> <count> <seconds back> <state> [run id prefix] [logical date]
+
+With a logical date (ISO), one run for it that starts and ends now: a backfill of an old date.
 
 The REST API creates one asset event in ~7 ms on SQLite and cannot create finished runs without
 running them; the feed tests need thousands of items, so they are written here in one
@@ -45,15 +47,18 @@ def main(argv: list[str]) -> None:
             from airflow.utils.types import DagRunType
 
             state, prefix = argv[4], argv[5] if len(argv) > 5 else "seeded"
+            backfill = timezone.parse(argv[6]) if len(argv) > 6 else None
             for i in range(count):
                 end = start + step * i
-                logical = end - timedelta(minutes=1)
+                logical = end - timedelta(minutes=1) if backfill is None else backfill
                 try:
                     run = DagRun(dag_id=name, run_id=f"{prefix}_{i}", run_type=DagRunType.MANUAL,
-                                 logical_date=logical, run_after=logical, start_date=logical, state=state)
+                                 logical_date=logical, run_after=logical,
+                                 start_date=logical if backfill is None else now, state=state)
                 except TypeError:  # Airflow 2
                     run = DagRun(dag_id=name, run_id=f"{prefix}_{i}", run_type=DagRunType.MANUAL,
-                                 execution_date=logical, start_date=logical, state=state)
+                                 execution_date=logical, start_date=logical if backfill is None else now,
+                                 state=state)
                 run.end_date = end
                 session.add(run)
         else:

@@ -181,6 +181,85 @@ class TestRareFailedRun:
         assert proxy.paths[runs_path(up)] <= 2  # from the stored read position, not from the old cursor
 
 
+def _run(up, run_id: str) -> dict:
+    return up.server.api("GET", f"/api/{up.api}/dags/{DAG}/dagRuns/{run_id}")
+
+
+def _sent(proxy) -> int:
+    return sum(n for path, n in proxy.paths.items() if not path.endswith("/version"))
+
+
+class TestDagRunWaits:
+    """RemoteDagRunTrigger against 5,200 finished runs of one DAG: history neither hides a run nor costs polls."""
+
+    @pytest.mark.parametrize("shared", [True, False], ids=["shared-poll", "own-poll"])
+    async def test_the_oldest_run_is_found_at_the_first_look(self, feed_upstream, shared, monkeypatch):
+        """The reported case: the run exists and succeeded, 5,200 runs back; the wait timed out after 703 requests."""
+        from xdep_sensors import polling
+
+        monkeypatch.setattr(polling, "SHARED_POLLING", shared)
+        up, proxy, conn_id = feed_upstream
+        oldest = _run(up, "ok_0")
+        logical = oldest.get("logical_date") or oldest["execution_date"]
+        before = _sent(proxy)
+        trigger = RemoteDagRunTrigger(remote_conn_id=conn_id, external_dag_id=DAG, logical_date=logical,
+                                      poke_interval=2, timeout_at=time.time() + 60)
+        event = await asyncio.wait_for(trigger.run().__anext__(), 60)
+        assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "ok_0", event.payload
+        assert _sent(proxy) - before <= 10, proxy.paths
+
+    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(self, feed_upstream):
+        """A run that does not exist yet, for a date before the 5,200 runs; then it is backfilled."""
+        up, proxy, conn_id = feed_upstream
+        wanted = (datetime.now(timezone.utc) - timedelta(days=3)).replace(microsecond=0)
+        trigger = RemoteDagRunTrigger(remote_conn_id=conn_id, external_dag_id=DAG, logical_date=wanted.isoformat(),
+                                      poke_interval=1, timeout_at=time.time() + 120)
+        per_poll: list[int] = []
+        seeded: list[int] = []
+        base = _sent(proxy)
+        real_sleep = asyncio.sleep
+
+        async def sleep(seconds, *args, **kwargs):  # the shared poll sleeps once per cycle
+            per_poll.append(_sent(proxy) - base - sum(per_poll))
+            if not seeded and len(per_poll) >= 5:
+                await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "success", "backfill",
+                                        wanted.isoformat())
+                seeded.append(len(per_poll))
+            await real_sleep(0.2)
+
+        with mock.patch("xdep_sensors.polling.asyncio.sleep", new=sleep):
+            event = await asyncio.wait_for(trigger.run().__anext__(), 120)
+        assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "backfill_0"
+        print(f"{up.api}: requests per poll {per_poll} (backfill seeded after poll {seeded[0]})")
+        assert len(per_poll) - seeded[0] <= 2  # found by the first or second poll after it happened
+        assert max(per_poll[1:]) <= 3, per_poll  # after the first look: what started or ended, not the history
+
+
+class TestServerPageSize:
+    """The session's upstreams run with ``[api] maximum_page_limit = 25``: short pages are not the end."""
+
+    async def test_the_cap_is_real_and_a_listing_loses_and_repeats_nothing(self, feed_upstream):
+        up, proxy, conn_id = feed_upstream
+        asset_id = _asset_ids(up.server)[BUSY]
+        query = f"asset_id={asset_id}" if up.api == "v2" else f"dataset_id={asset_id}"
+        raw_ids: list[int] = []
+        newest: dict = {}
+        for offset in range(0, 300, 25):
+            body = up.server.api("GET", f"{events_path(up)}?{query}&order_by=-timestamp&limit=100&offset={offset}")
+            page = body.get("asset_events", body.get("dataset_events"))
+            assert len(page) == 25  # the server's page size, whatever we ask for
+            raw_ids += [e["id"] for e in page]
+            newest = page[-1]
+        since = datetime.fromisoformat(newest["timestamp"].replace("Z", "+00:00"))
+        client = await RemoteAirflowHook(conn_id).aget_client()
+        try:
+            events = await client.list_asset_events(asset_ids=[asset_id], since=since)
+        finally:
+            await client.close()
+        got = [e.id for e in events]
+        assert len(got) == len(set(got)) and set(raw_ids) <= set(got), (len(got), len(raw_ids))
+
+
 class TestVisibilityLag:
     def test_items_become_visible_well_inside_the_overlap_window(self, busy, request):
         """The evidence behind the overlap window: how long after its timestamp an item is listed.

@@ -194,19 +194,20 @@ class TestTrigger:
         with upstream_mock() as m, mock.patch("asyncio.sleep", fake_sleep):
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
-            # the shared poll reads the runs that started and that ended: first where they stand (none yet),
-            # then r1 starts, then it ends
-            started = {**RUN, "dag_run_id": "r1", "state": "running", "start_date": T0.isoformat()}
-            ended = {**started, "state": "success", "end_date": (T0 + timedelta(minutes=1)).isoformat()}
-            for answer in ([], [], [], [started], [], [ended], [ended]):  # started / ended, + the first look's page
+            # the first look reads the newest runs (none), then the shared poll reads the runs that started
+            # and that ended since then: r1 starts, then it ends
+            now = datetime.now(timezone.utc)
+            started = {**RUN, "dag_run_id": "r1", "state": "running", "start_date": now.isoformat()}
+            ended = {**started, "state": "success", "end_date": (now + timedelta(seconds=1)).isoformat()}
+            for answer in ([], [started], [], [ended], [ended]):  # the first look's page, then started / ended
                 m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": answer, "total_entries": len(answer)})
             event = await trigger.run().__anext__()
             bodies = [c.kwargs["json"] for c in m.requests[("POST", URL(BASE + "/api/v2/dags/~/dagRuns/list"))]]
         assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "r1"
-        assert [b["order_by"] for b in bodies] == ["-start_date", "-end_date", "-run_after", "start_date", "end_date",
-                                                   "start_date", "end_date"]
-        assert bodies[2]["dag_ids"] == ["producer"]  # the first look's page: only the waits' DAGs
-        assert all(b["states"] == ["failed", "success"] for b in bodies[1::2][:1] + bodies[4::2])
+        assert [b["order_by"] for b in bodies] == ["-run_after", "start_date", "end_date", "start_date", "end_date"]
+        assert bodies[0]["dag_ids"] == ["producer"]  # the first look's page: only the waits' DAGs
+        assert bodies[2]["states"] == bodies[4]["states"] == ["failed", "success"]
+        assert "start_date_gte" in bodies[1] and "end_date_gte" in bodies[2]  # from the first look, not all history
         assert len(sleeps) >= 2 and set(sleeps) == {5.0}  # every look is followed by one poke_interval
 
     async def test_transient_errors_do_not_end_the_wait(self):

@@ -41,13 +41,7 @@ def mock_dag_listing(m, dag_ids):
         m.get(DAGS, payload={"dags": [dag_json(d) for d in ids[offset:offset + 100]], "total_entries": len(ids)})
 
 
-def mock_changes(m):
-    """The shared poll's run-change feeds (runs that started, runs that ended) start on a quiet upstream."""
-    m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0}, repeat=2)
-
-
 def mock_run_batch(m, runs, total=None):
-    mock_changes(m)
     total = len(runs) if total is None else total
     for offset in range(0, max(len(runs), 1), 100):
         m.post(str(LIST), payload={"dag_runs": runs[offset:offset + 100], "total_entries": total})
@@ -98,10 +92,10 @@ class TestFirstLookCoalesced:
             mock_run_batch(m, [run_json(d) for d in sorted(dag_ids)])
             results = await first_results(probes)
             counts = requests_by_route(m)
-            batch = m.requests[("POST", LIST)][2].kwargs["json"]
+            batch = m.requests[("POST", LIST)][0].kwargs["json"]
             listing = next(calls for (method, url), calls in m.requests.items() if url.path == "/api/v2/dags")
-        # 10 pages of the DAG listing + 10 pages of runs (+ 2 starting the change feeds), not 1,000 + 1,000 GETs
-        assert counts == {"dags listing": 10, "run batch": 2 + 10}
+        # 10 pages of the DAG listing + 10 pages of runs, instead of 1,000 + 1,000 single GETs
+        assert counts == {"dags listing": 10, "run batch": 10}
         assert {r.status for r in results} == {"waiting"}
         assert all("running" in r.message for r in results)
         assert dict(listing[0].kwargs["params"])["dag_id_pattern"] == "bench_dag_"  # narrowed to the ids' common prefix
@@ -119,7 +113,7 @@ class TestFirstLookCoalesced:
             mock_run_batch(m, [])
             results = await first_results(probes)
             counts = requests_by_route(m)
-        assert counts == {"GET /api/v2/dags/producer": 1, "GET /api/v2/dags/producer/tasks": 1, "run batch": 2 + 1}
+        assert counts == {"GET /api/v2/dags/producer": 1, "GET /api/v2/dags/producer/tasks": 1, "run batch": 1}
         assert {r.status for r in results} == {"waiting"}
 
     async def test_missing_dag_fails_fast_with_close_matches_others_wait(self):
@@ -135,7 +129,7 @@ class TestFirstLookCoalesced:
             counts = requests_by_route(m)
         assert [r.status for r in results[:5]] == ["waiting"] * 5
         assert isinstance(results[5], NotFound) and "sales_O" in str(results[5]) and "sales_0" in results[5].hint
-        assert counts == {"dags listing": 2, "GET /api/v2/dags/sales_O": 1, "run batch": 2 + 1}
+        assert counts == {"dags listing": 2, "GET /api/v2/dags/sales_O": 1, "run batch": 1}
 
     async def test_missing_dag_without_check_existence_keeps_waiting(self):
         probes = [DagRunProbe(DagRunWatch(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
@@ -161,7 +155,7 @@ class TestFirstLookCoalesced:
             results = await first_results(probes)
             counts = requests_by_route(m)
         assert {r.status for r in results} == {"waiting"}
-        assert counts["dags listing"] == 1 and counts["run batch"] == 2 + 1
+        assert counts["dags listing"] == 1 and counts["run batch"] == 1
         assert sum(v for k, v in counts.items() if k.startswith("GET /api/v2/dags/")) == 3
 
     async def test_run_id_missing_from_the_batch_is_asked_alone_on_the_first_look_only(self):

@@ -104,17 +104,22 @@ class TestOldRun:
 
 
 class TestMissingRun:
-    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(self, upstream):
-        """A run that does not exist yet, whose logical date lies before 5,200 runs: then it is backfilled."""
+    @pytest.mark.parametrize("start_at", [1, 6], ids=["before-the-change-feeds-start", "later"])
+    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(self, upstream,
+                                                                                               start_at):
+        """A run that does not exist yet, whose logical date lies before 5,200 runs: then it is backfilled.
+
+        Started right after the first look (before the change feeds read anything), or later.
+        """
         wanted = NOW - timedelta(days=30)
         marks: dict[str, int] = {}
 
         def on_cycle(n):
-            if n == 6:  # the backfill starts: a run with an old logical date, started now
+            if n == start_at:  # the backfill starts: a run with an old logical date, started now
                 upstream.put_run(DAG, "backfill_1", "running", logical_date=wanted, run_after=wanted,
                                  start=datetime.now(timezone.utc))
                 marks["started"] = n
-            if n == 9:
+            if n == start_at + 3:
                 upstream.put_run(DAG, "backfill_1", "success", logical_date=wanted, run_after=wanted,
                                  start=datetime.now(timezone.utc) - timedelta(seconds=1), end=datetime.now(timezone.utc))
                 marks["ended"] = n
