@@ -118,8 +118,8 @@ class Cursor:
     An item is new when it is at or after ``floor`` and not consumed. ``recent`` holds the
     ``(key, time)`` of items consumed within the overlap window behind ``timestamp``, so an item
     that becomes visible late (older than the newest consumed one) is still new, and nothing is
-    consumed twice. Cursors stored before 0.3 (``timestamp`` + ``seen_ids`` only) read as a floor
-    at ``timestamp``.
+    consumed twice. A cursor of the earlier form (``timestamp`` + ``seen_ids`` only) reads as a
+    floor at ``timestamp``.
     """
 
     timestamp: str | None = None  # ISO-8601, timezone-aware: the newest consumed item (or the start)

@@ -6,7 +6,8 @@ Variable: the trigger asks the triggerer's supervisor (``GetVariable`` / ``PutVa
 relays to its in-process Execution API) through the Task SDK ``Variable``. The SDK call is
 synchronous, so it runs in a worker thread and the triggerer's event loop never blocks. Both paths
 are proven by a counter trigger run in the real triggerer of 3.0.6, 3.1.8, 3.2.2 and 3.3.2 across
-a triggerer restart (``tests/versions/test_durable_state.py``).
+a triggerer restart (``tests/integration/test_versions_downstream.py``,
+``test_trigger_state_survives_a_triggerer_restart``).
 """
 
 from __future__ import annotations
