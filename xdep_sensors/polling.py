@@ -109,12 +109,13 @@ class BatchSource:
 
     def __init__(self, client: RemoteAirflowClient, first_bounds: dict[str, datetime | None],
                  run_changes: RunChanges | None, asset_reads: SharedReads | None, asset_targets: set[int],
-                 new_dags: set[str] | None = None, first_waits: int = 0):
+                 new_dags: set[str] | None = None, first_waits: int = 0, read_started: bool = True):
         self.client = client
         self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
         self.first_waits = first_waits  # how many waits take their first look this cycle
         self.first_bounds = first_bounds  # dag_id -> lowest run_after a first look needs (None: any)
         self.run_changes = run_changes  # the poller's feeds of runs that started / ended (they outlive this cycle)
+        self.read_started = read_started  # some wait needs the runs that started, not only those that ended
         self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
         self.asset_targets = asset_targets  # asset ids any subscriber waits on
         self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG, once read
@@ -140,7 +141,7 @@ class BatchSource:
 
     async def _read_changes(self) -> dict[str, list[DagRun]]:
         assert self.run_changes is not None
-        return await self.run_changes.read(self.client)
+        return await self.run_changes.read(self.client, started=self.read_started)
 
     async def run_for(self, watch: DagRunWatch, need: tuple, known: DagRun | None) -> DagRun | None:
         """The run this wait is about (``None``: none yet), its newest state, as cheaply as the cycle allows."""
@@ -150,7 +151,7 @@ class BatchSource:
             run, certain = watch.find(by_dag.get(dag_id, []), covered_above, complete)
             if run is not None or certain:
                 return run
-        elif kind == "run" and self.run_changes is not None:
+        elif kind in ("run", "finished") and self.run_changes is not None:
             changes: dict[str, list[DagRun]] = await self._once(("run-changes",), self._read_changes)
             if not self.run_changes.fresh:  # else the feeds began this cycle: ask once, exactly
                 latest = {known.run_id: known} if known is not None else {}
@@ -387,7 +388,7 @@ class SharedPoller:
     def _needs(self, subs: list[_Subscriber]) -> BatchSource:
         first_bounds: dict[str, datetime | None] = {}
         first_waits = 0
-        run_waits = False
+        started = ended = False
         new_dags: set[str] = set()
         asset_targets: set[int] = set()
         for sub in subs:
@@ -401,20 +402,22 @@ class SharedPoller:
                     bound = None if bound is None or previous is None else min(bound, previous)
                 first_bounds[dag_id] = bound
             if need[0] == "run":
-                run_waits = True
+                started = ended = True
+            elif need[0] == "finished":
+                ended = True
             elif need[0] == "none" and hasattr(sub.probe, "adopt_ids") and self.asset_reads.asset_ids:
                 dialect = getattr(self.client, "_dialect", None)
                 sub.probe.adopt_ids(self.asset_reads.asset_ids, bool(dialect and dialect.has_asset_names))
                 need = sub.probe.need()
             if need[0] == "assets":
                 asset_targets |= need[1]
-        if not run_waits:
-            if first_waits:  # the change feeds will start from here when these waits look again
-                self.run_changes.look_from(datetime.now(timezone.utc))
-            else:  # kept only while read every cycle: a stale position would cost a catch-up
-                self.run_changes.drop()
-        return BatchSource(self.client, first_bounds, self.run_changes if run_waits else None, self.asset_reads,
-                           asset_targets, new_dags, first_waits)
+        # a change feed is kept only while read every cycle (a stale position would cost a catch-up); one
+        # not reading yet starts where this cycle's first looks are
+        self.run_changes.keep(started, ended)
+        if first_waits:
+            self.run_changes.look_from(datetime.now(timezone.utc))
+        return BatchSource(self.client, first_bounds, self.run_changes if ended else None, self.asset_reads,
+                           asset_targets, new_dags, first_waits, read_started=started)
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)

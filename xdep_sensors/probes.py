@@ -16,7 +16,7 @@ from typing import Any
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance
-from xdep_sensors.decisions import Cursor, Decision, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 from xdep_sensors.feed import Feed
@@ -139,6 +139,8 @@ class DagRunProbe:
         self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
         # a queued run has no start date: no listing of changes shows it, so such a wait asks exactly
         self._exact = "queued" in w.decisive_states
+        # once its run is known, only that run's end can change the decision (not a newer run, nor "running")
+        self._end_decides = not w.latest_after and (w.narrowed or w.decisive_states <= FINISHED_RUN_STATES)
         # what the last decision was made of, and that decision: an unchanged view returns the same object
         self._seen_run: DagRun | None = None
         self._seen_tis: list[TaskInstance] | None = None
@@ -179,13 +181,18 @@ class DagRunProbe:
         waits of a cycle), then the run: from one page of the newest runs of the cycle's new waits
         (``bound``: the lowest ``run_after`` that can matter), else asked for exactly.
         ``("run", dag_id, None)`` afterwards: the runs that started or ended upstream since the previous
-        look (``RunChanges``) are all a look needs, whatever the run's age.
+        look (``RunChanges``) are all a look needs, whatever the run's age; ``("finished", dag_id, None)``
+        once the run is known and only its end can decide: the runs that ended are enough.
         ``("exact", dag_id, None)`` for a wait decided by the ``queued`` state, which no such listing shows.
         """
         w = self.watch
         if not self._dag_known:
             return "dag", w.external_dag_id, self._bound
-        return ("exact" if self._exact else "run"), w.external_dag_id, None
+        if self._exact:
+            return "exact", w.external_dag_id, None
+        if self._last_run is not None and self._end_decides:
+            return "finished", w.external_dag_id, None
+        return "run", w.external_dag_id, None
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -193,13 +200,13 @@ class DagRunProbe:
     def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
         """The last decision, when the cycle's run changes hold none of this wait's DAG.
 
-        Only for a wait that needs just those (``need()`` is ``"run"``, not narrowed to tasks, whose
+        Only for a wait that needs just those (``need()`` is ``"run"`` or ``"finished"``, not narrowed to tasks, whose
         task instances change without their run): then a step would see the same run and return the
         same decision, so most waits of a cycle need no step at all.
         """
         changes = getattr(source, "changes", None)
         if (changes is None or source.run_changes is None or source.run_changes.fresh  # type: ignore[union-attr]
-                or self._decision is None or self.watch.narrowed or self.need()[0] != "run"
+                or self._decision is None or self.watch.narrowed or self.need()[0] not in ("run", "finished")
                 or self.watch.external_dag_id in changes):
             return None
         return self._decision if self._seen_run is self._last_run and self._seen_tis is None else None

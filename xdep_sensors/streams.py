@@ -262,6 +262,17 @@ STARTED_RUNS = Listing("started_runs")
 ENDED_RUNS = Listing("finished_runs", states=("failed", "success"))
 
 
+class _Slot:
+    """One change feed of ``RunChanges`` and where it must start when it (re)starts."""
+
+    __slots__ = ("listing", "feed", "since")
+
+    def __init__(self, listing: Listing):
+        self.listing = listing
+        self.feed: Feed | None = None
+        self.since: datetime | None = None
+
+
 class RunChanges:
     """What changed in the upstream's DAG runs since the previous cycle: what DAG-run waits read.
 
@@ -269,50 +280,59 @@ class RunChanges:
     (a run appears to a wait when it starts, whatever its logical date: a backfill or a manual run
     too) and runs by end date (success or failed). A run that ended is in the second, whether or
     not the first saw it run. Each cycle's read costs what started or ended upstream since the
-    previous one, never a wait's bound or the upstream's history.
+    previous one, never a wait's bound or the upstream's history. The started-runs feed is read only
+    while some wait needs it (a run not known yet, a newer run, a running state): waits whose run is
+    known and decided by its end need only the second.
 
-    The feeds start where the waits' first looks were (``look_from``, less ``MARGIN`` for the clocks
-    of this host and the upstream), so what happened since a first look is delivered; after a failed
-    read they continue from the last read that went through. With no such time (the first read ever
-    serves waits that looked already), they start at the listings' newest items and ``fresh`` tells
-    the waits to ask for their runs exactly, once. A cycle with no DAG-run wait drops the feeds rather
-    than keep a position that would go stale.
+    A feed starts where the waits' first looks were (``look_from``, less ``MARGIN`` for the clocks of
+    this host and the upstream), so what happened since a first look is delivered; after a failed
+    read it continues from its last read that went through. With no such time (the first read ever
+    serves waits that looked already), it starts at the listing's newest item and ``fresh`` tells the
+    waits to ask for their runs exactly, once. A feed no wait needs this cycle is dropped rather than
+    kept at a position that would go stale.
     """
 
     MARGIN = timedelta(minutes=5)
 
     def __init__(self) -> None:
-        self.feeds: tuple[Feed, Feed] | None = None
+        self.started = _Slot(STARTED_RUNS)
+        self.ended = _Slot(ENDED_RUNS)
         self.fresh = False
-        self.since: datetime | None = None  # where the feeds must start when they (re)start
 
     def look_from(self, when: datetime) -> None:
-        """First looks were made at ``when`` (by this host's clock), before the feeds read anything."""
-        if self.feeds is None and self.since is None:
-            self.since = when
+        """First looks were made at ``when`` (by this host's clock): feeds not reading yet start there."""
+        for slot in (self.started, self.ended):
+            if slot.feed is None and slot.since is None:
+                slot.since = when
 
-    async def read(self, client: RemoteAirflowClient) -> dict[str, list[Any]]:
-        """The runs new to either feed this cycle, by DAG id: started ones first, each oldest first."""
-        began = datetime.now(timezone.utc)
-        self.fresh = self.feeds is None and self.since is None
-        if self.feeds is None:
-            if self.since is None:
-                self.feeds = (await SharedReads._at_head(client, STARTED_RUNS),
-                              await SharedReads._at_head(client, ENDED_RUNS))
-            else:
-                start = self.since - self.MARGIN
-                self.feeds = (await client.open_feed(STARTED_RUNS, start), await client.open_feed(ENDED_RUNS, start))
+    def keep(self, started: bool, ended: bool) -> None:
+        """Drop the feeds no wait needs this cycle."""
+        for slot, needed in ((self.started, started), (self.ended, ended)):
+            if not needed:
+                slot.feed = slot.since = None
+
+    @property
+    def reading(self) -> bool:
+        return self.started.feed is not None or self.ended.feed is not None
+
+    async def read(self, client: RemoteAirflowClient, started: bool = True) -> dict[str, list[Any]]:
+        """The runs new to the feeds this cycle, by DAG id: started ones first, each oldest first."""
+        slots = [self.started, self.ended] if started else [self.ended]
+        self.fresh = any(slot.feed is None and slot.since is None for slot in slots)
         out: dict[str, list[Any]] = {}
-        try:
-            for feed, listing in zip(self.feeds, (STARTED_RUNS, ENDED_RUNS)):
-                for run in await client.read_feed(feed, listing):
+        for slot in slots:
+            began = datetime.now(timezone.utc)
+            if slot.feed is None:
+                slot.feed = (await SharedReads._at_head(client, slot.listing) if slot.since is None
+                             else await client.open_feed(slot.listing, slot.since - self.MARGIN))
+            try:
+                for run in await client.read_feed(slot.feed, slot.listing):
                     out.setdefault(run.dag_id, []).append(run)
-        except BaseException:
-            self.feeds = None  # a read that failed half-way may have marked items read: restart from `since`
-            raise
-        self.since = began
+            except BaseException:
+                slot.feed = None  # a read that failed half-way may have marked items read: restart from since
+                raise
+            slot.since = began
         return out
 
     def drop(self) -> None:
-        self.feeds = None
-        self.since = None
+        self.keep(False, False)

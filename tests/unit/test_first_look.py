@@ -101,8 +101,8 @@ class TestFirstLookCoalesced:
         assert dict(listing[0].kwargs["params"])["dag_id_pattern"] == "bench_dag_"  # narrowed to the ids' common prefix
         assert batch["dag_ids"] == sorted(dag_ids)
         assert batch["run_after_gte"] == "2026-11-19T23:59:59+00:00"  # the run id's date bounds the batch
-        # the next look needs no first look again: only the runs that started or ended since
-        assert {p.need()[0] for p in probes} == {"run"}
+        # the next look needs no first look again: only the runs that ended since (each run is known)
+        assert {p.need()[0] for p in probes} == {"finished"}
 
     async def test_waits_on_one_dag_check_it_once(self):
         probes = [DagRunProbe(DagRunWatch(external_dag_id="producer", logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
@@ -172,7 +172,7 @@ class TestFirstLookCoalesced:
                       status=404, payload={"detail": "no run"})
             results = await first_results(probes)
         assert "running" in results[0].message and "no run" in results[1].message
-        assert probes[0].need()[0] == "run" and probes[1].need()[0] == "run"
+        assert probes[0].need()[0] == "finished" and probes[1].need()[0] == "run"
         changes = RunChanges()
         changes.feeds = ()  # type: ignore[assignment]  # established in an earlier cycle
         source = polling.BatchSource(None, {}, changes, None, set())  # type: ignore[arg-type]
