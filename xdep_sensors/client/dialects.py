@@ -160,27 +160,30 @@ class V2:
             body["run_after_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
 
-    def started_runs(self, dag_ids: list[str] | None, start_date_gte: datetime | None, *, limit: int = PAGE_LIMIT,
-                     offset: int = 0, newest_first: bool = False) -> Request:
-        """Runs of many DAGs (every DAG when ``None``) that started at or after a time, in any state now."""
-        body: dict[str, Any] = {"order_by": "-start_date" if newest_first else "start_date",
-                                "page_offset": offset, "page_limit": limit}
+    def _runs_by(self, dated: str, since: datetime | None, dag_ids: list[str] | None, states: list[str] | None, *,
+                 limit: int, offset: int, newest_first: bool) -> Request:
+        """Runs of many DAGs (every DAG when ``None``) ordered and bounded by one of their dates."""
+        body: dict[str, Any] = {"order_by": f"-{dated}" if newest_first else dated, "page_offset": offset,
+                                "page_limit": limit}
+        if states is not None:
+            body["states"] = states
         if dag_ids is not None:
             body["dag_ids"] = dag_ids
-        if start_date_gte is not None:
-            body["start_date_gte"] = format_dt(start_date_gte)
+        if since is not None:
+            body[f"{dated}_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
+
+    def started_runs(self, dag_ids: list[str] | None, start_date_gte: datetime | None, *, limit: int = PAGE_LIMIT,
+                     offset: int = 0, newest_first: bool = False) -> Request:
+        """Runs that started at or after a time, in whatever state they are now (the batch endpoint)."""
+        return self._runs_by("start_date", start_date_gte, dag_ids, None, limit=limit, offset=offset,
+                             newest_first=newest_first)
 
     def finished_runs(self, dag_ids: list[str] | None, states: list[str], end_date_gte: datetime | None, *,
                       limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
-        """Runs of many DAGs in one request (the batch endpoint, same body on v1 and v2)."""
-        body: dict[str, Any] = {"states": states, "order_by": "-end_date" if newest_first else "end_date",
-                                "page_offset": offset, "page_limit": limit}
-        if dag_ids is not None:
-            body["dag_ids"] = dag_ids
-        if end_date_gte is not None:
-            body["end_date_gte"] = format_dt(end_date_gte)
-        return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
+        """Runs in ``states`` that ended at or after a time (the batch endpoint, same body on v1 and v2)."""
+        return self._runs_by("end_date", end_date_gte, dag_ids, states, limit=limit, offset=offset,
+                             newest_first=newest_first)
 
     def tasks(self, dag_id: str) -> Request:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/tasks")
