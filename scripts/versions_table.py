@@ -26,6 +26,7 @@ UPSTREAM = [  # (check recorded by the tests, what the table says)
     ("dag_run_wait:token:poke", "DAG-run wait, static token (poke)"),
     ("asset_wait:password:defer", "asset wait (deferred)"),
     ("task_group_filter", "task-group filter"),
+    ("task_failure_alert", "task-failure alert"),
 ]
 DOWNSTREAM = [
     ("dag_run_sensor:defer", "DAG-run sensor deferred (triggerer)"),

@@ -139,8 +139,9 @@ class DagRunProbe:
         self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
         # a queued run has no start date: no listing of changes shows it, so such a wait asks exactly
         self._exact = "queued" in w.decisive_states
-        # once its run is known, only that run's end can change the decision (not a newer run, nor "running")
-        self._end_decides = not w.latest_after and (w.narrowed or w.decisive_states <= FINISHED_RUN_STATES)
+        # once its run is known, only that run's end can change the decision (not a newer run, nor "running");
+        # a wait narrowed to tasks reports its run's current state too, so it follows the run's start as well
+        self._end_decides = not w.latest_after and not w.narrowed and w.decisive_states <= FINISHED_RUN_STATES
         # what the last decision was made of, and that decision: an unchanged view returns the same object
         self._seen_run: DagRun | None = None
         self._seen_tis: list[TaskInstance] | None = None

@@ -75,3 +75,45 @@ def test_task_group_filter(matrix_upstreams, matrix_record, version):
     assert sorted(ti.task_id for ti in tis) == ["grp.a", "grp.b"]
     up.finish_run(run_id)
     matrix_record(version, "upstream", "task_group_filter")
+
+
+@pytest.mark.parametrize("version", [v for v in UPSTREAM_VERSIONS if v.startswith("2.") and v != "2.11.2"])
+async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
+    """RemoteTaskInstanceEventTrigger on the API-only Airflow 2 upstreams (2.9's task-instance batch has no paging).
+
+    The watcher polls a few times, then a task of a new run is set failed through the REST API: it
+    fires with that task instance. (2.11.2 is the shared upstream of tests/integration/test_alerts_live.py.)
+    """
+    import asyncio
+    from unittest import mock
+
+    from tests.conftest import MemoryStateStore
+    from xdep_sensors.triggers import RemoteTaskInstanceEventTrigger
+
+    up = matrix_upstreams[version]
+    run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    trigger = RemoteTaskInstanceEventTrigger(remote_conn_id=up.conn_id, external_dag_id="xdep_test_producer",
+                                             states=["failed"], poll_interval=1)
+    trigger.asset_state_store = MemoryStateStore()
+    polls: list[int] = []
+    real_sleep = asyncio.sleep
+
+    def fail_extract() -> None:
+        up.server.api("POST", "/api/v1/dags/xdep_test_producer/updateTaskInstancesState", {
+            "dry_run": False, "dag_run_id": run_id, "task_id": "extract", "include_upstream": False,
+            "include_downstream": False, "include_future": False, "include_past": False, "new_state": "failed"})
+
+    async def sleep(seconds, *args, **kwargs):  # the watcher's stream sleeps once per poll
+        polls.append(1)
+        if len(polls) == 3:
+            await asyncio.to_thread(fail_extract)
+        await real_sleep(0.2)
+
+    with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=sleep):
+        gen = trigger.run()
+        event = await asyncio.wait_for(gen.__anext__(), 90)
+        await gen.aclose()
+    ti = event.payload["task_instance"]
+    assert (ti["run_id"], ti["task_id"], ti["state"]) == (run_id, "extract", "failed"), event.payload
+    up.finish_run(run_id)
+    matrix_record(version, "upstream", "task_failure_alert")
