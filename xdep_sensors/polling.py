@@ -24,7 +24,7 @@ import random
 import time
 import types
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
 from xdep_sensors.client.records import Asset, Dag

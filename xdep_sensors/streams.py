@@ -26,7 +26,7 @@ from typing import Any, Hashable
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.client import Listing
-from xdep_sensors.feed import PAGE, Feed
+from xdep_sensors.feed import OVERLAP, PAGE, Feed
 
 log = logging.getLogger(__name__)
 
@@ -284,15 +284,14 @@ class RunChanges:
     while some wait needs it (a run not known yet, a newer run, a running state): waits whose run is
     known and decided by its end need only the second.
 
-    A feed starts where the waits' first looks were (``look_from``, less ``MARGIN`` for the clocks of
-    this host and the upstream), so what happened since a first look is delivered; after a failed
+    A feed starts where the waits' first looks were (``look_from``, less the overlap window, which
+    covers the clocks of this host and the upstream as it covers late commits), so what happened
+    since a first look is delivered; after a failed
     read it continues from its last read that went through. With no such time (the first read ever
     serves waits that looked already), it starts at the listing's newest item and ``fresh`` tells the
     waits to ask for their runs exactly, once. A feed no wait needs this cycle is dropped rather than
     kept at a position that would go stale.
     """
-
-    MARGIN = timedelta(minutes=5)
 
     def __init__(self) -> None:
         self.started = _Slot(STARTED_RUNS)
@@ -324,7 +323,7 @@ class RunChanges:
             began = datetime.now(timezone.utc)
             if slot.feed is None:
                 slot.feed = (await SharedReads._at_head(client, slot.listing) if slot.since is None
-                             else await client.open_feed(slot.listing, slot.since - self.MARGIN))
+                             else await client.open_feed(slot.listing, slot.since - OVERLAP))
             try:
                 for run in await client.read_feed(slot.feed, slot.listing):
                     out.setdefault(run.dag_id, []).append(run)

@@ -6,7 +6,6 @@ import asyncio
 import gc
 from datetime import datetime, timezone
 
-import pytest
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
