@@ -84,7 +84,7 @@ def downstream(_upstreams, tmp_path_factory):
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_failing_task_fires_once(_upstreams, downstream, api):
+def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
     upstream = _upstreams[api]
     run_id = _trigger(upstream, "xdep_alert_flaky")
     assert upstream.wait_run(run_id, "xdep_alert_flaky") == "failed"
@@ -99,6 +99,7 @@ def test_failing_task_fires_once(_upstreams, downstream, api):
     assert (blocked["task_id"], blocked["state"]) == ("after", "upstream_failed")
     assert {"dag_id", "run_id", "task_id", "map_index", "try_number", "state", "start_date", "end_date",
             "url"} <= set(failed)
+    matrix_record("3.3.2" if api == "v2" else "2.11.2", "upstream", "task_failure_alert")
 
 
 @pytest.mark.parametrize("api", APIS)
