@@ -24,10 +24,11 @@ from airflow.triggers.base import TriggerEvent
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
+from xdep_sensors.client.policy import POLICY
 from xdep_sensors.client.records import TaskInstance
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook
-from xdep_sensors.watchers import FINISHED_STATES, _delay, _RemoteEventTrigger
+from xdep_sensors.watchers import FINISHED_STATES, _RemoteEventTrigger
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class _StatefulAlert(_RemoteEventTrigger):
         return fresh
 
     async def _backoff(self, failures: int, err: XdepError) -> None:
-        wait = _delay(self.poll_interval, failures, err)
+        wait = POLICY.poll_delay(self.poll_interval, failures, err)
         (self.log.warning if err.transient else self.log.error)(
             "upstream error on %s (%d in a row), retrying in %.0fs: %s", self.target, failures, wait, err)
         await asyncio.sleep(wait)

@@ -20,7 +20,6 @@ import asyncio
 import contextvars
 import logging
 import os
-import random
 import time
 import types
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable
 from xdep_sensors.client import AssetEvent, ClientConfig, DagRun, RemoteAirflowClient, TaskInstance
 from xdep_sensors.client.records import Asset, Dag
 from xdep_sensors.client.client import Listing
+from xdep_sensors.client.policy import POLICY
 from xdep_sensors.errors import XdepError
 from xdep_sensors.feed import PAGE, listing_ends
 from xdep_sensors.streams import RunChanges, SharedReads
@@ -330,6 +330,8 @@ class LoneLooks:
                  interval: float):
         self.probe, self.client, self.interval = probe, client, interval
         self._looked = False
+        self._failures = 0  # transient errors in a row: the next look backs off by the client's one rule
+        self._error: XdepError | None = None
 
     async def __aenter__(self) -> LoneLooks:
         return self
@@ -340,15 +342,19 @@ class LoneLooks:
     async def get(self, timeout: float | None = None) -> Any:
         """The next look's decision or error; ``None`` when ``timeout`` seconds pass before it is due."""
         if self._looked:
-            if timeout is not None and timeout < self.interval:
+            wait = POLICY.poll_delay(self.interval, self._failures, self._error)
+            if timeout is not None and timeout < wait:
                 await asyncio.sleep(timeout)
                 return None
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(wait)
         self._looked = True
         try:
-            return await self.probe(self.client)
+            result = await self.probe(self.client)
         except XdepError as err:
+            self._failures, self._error = (self._failures + 1, err) if err.transient else (0, None)
             return err
+        self._failures, self._error = 0, None
+        return result
 
 
 class SharedPoller:
@@ -449,11 +455,9 @@ class SharedPoller:
                           self.config.base_url, self.interval, len(subs), handed)
                 errors = [r for r in results if isinstance(r, XdepError) and r.transient]
                 failures = failures + 1 if errors and len(errors) == len(results) else 0
-                wait = self.interval
-                if failures:  # the whole upstream is struggling: back off, and honour Retry-After
-                    retry_after = max((getattr(e, "retry_after", None) or 0) for e in errors)
-                    wait = max(retry_after, min(900.0, self.interval * 2 ** min(failures - 1, 6)))
-                await asyncio.sleep(wait * random.uniform(1.0, 1.1) if failures else wait)
+                # the whole upstream struggling: back off (the client's one rule), honouring Retry-After
+                worst = max(errors, key=lambda e: getattr(e, "retry_after", None) or 0, default=None)
+                await asyncio.sleep(POLICY.poll_delay(self.interval, failures, worst))
         finally:
             await self.client.close()
 

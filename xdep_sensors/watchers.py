@@ -21,6 +21,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
+from xdep_sensors.client.policy import POLICY
 from xdep_sensors.client.records import AssetEvent
 from xdep_sensors.decisions import Cursor
 from xdep_sensors.durable import TriggerState
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 
 SHARED_STREAMS = hasattr(BaseEventTrigger, "filter_shared_stream")  # Airflow 3.3+
 FINISHED_STATES = frozenset({"success", "failed"})
-MAX_BACKOFF = 900.0
-AUTH_RETRY = 300.0
 CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is still catching up (each read is capped)
 
 
@@ -61,11 +60,6 @@ class _Subscribers:
 
 
 SUBSCRIBERS = _Subscribers()
-
-
-def _delay(poll_interval: float, failures: int, err: XdepError) -> float:
-    wait = min(MAX_BACKOFF, poll_interval * 2 ** min(failures - 1, 8))
-    return wait if err.transient else max(wait, AUTH_RETRY)
 
 
 class _RemoteEventTrigger(BaseEventTrigger):
@@ -180,7 +174,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         return listing_for(self.listing_kind, self.target_id, self.listing_states)
 
     async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
-        wait = _delay(self.poll_interval, failures, err)
+        wait = POLICY.poll_delay(self.poll_interval, failures, err)
         (self.log.warning if err.transient else self.log.error)(
             "upstream error on %s%s (%d in a row), retrying in %.0fs: %s", self.target, what, failures, wait, err)
         await asyncio.sleep(wait)
@@ -234,7 +228,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
                     by_target = await reads.read(client, targets)
                 except XdepError as err:
                     failures += 1
-                    wait = _delay(interval, failures, err)
+                    wait = POLICY.poll_delay(interval, failures, err)
                     (log.warning if err.transient else log.error)(
                         "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s", cls.kind,
                         failures, wait, err)

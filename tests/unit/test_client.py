@@ -403,3 +403,28 @@ class TestDoctor:
             checks = await diagnose(client)
         assert [c.name for c in checks if not c.ok] == ["read assets"]
         await client.close()
+
+
+class TestPollDelay:
+    """The one backoff rule for poll loops (shared polls, lone looks, watchers, alerts)."""
+
+    def test_the_interval_without_failures_then_doubling_with_jitter_never_sooner(self):
+        import random as _random
+
+        from xdep_sensors.client.policy import RetryPolicy
+
+        policy, rng = RetryPolicy(), _random.Random(3)
+        assert policy.poll_delay(5, 0) == 5
+        for failures in range(1, 12):
+            wait = policy.poll_delay(5, failures, UpstreamUnavailable("down"), rng=rng)
+            assert min(5 * 2 ** (failures - 1), policy.max_poll_delay / 2) <= wait
+            assert 5 <= wait <= min(policy.max_poll_delay, 5 * 2 ** failures)
+
+    def test_retry_after_and_configuration_errors_wait_longer(self):
+        from xdep_sensors.client.policy import RetryPolicy
+        from xdep_sensors.errors import PermissionDenied, RateLimited
+
+        policy = RetryPolicy()
+        assert policy.poll_delay(5, 1, RateLimited("slow down", retry_after=120)) >= 120
+        assert policy.poll_delay(5, 1, PermissionDenied("forbidden")) >= policy.config_error_delay
+        assert policy.poll_delay(3600, 1, UpstreamUnavailable("down")) >= 3600  # never sooner than the interval

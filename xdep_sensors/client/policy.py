@@ -108,18 +108,49 @@ def is_retryable(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter and a bounded number of attempts per request."""
+    """Exponential backoff with jitter: the one rule for retrying a request and for polling after failures.
+
+    A request is retried ``attempts - 1`` times, ``base_delay`` doubling per attempt up to
+    ``max_delay`` (:meth:`delay`). A poll loop (shared polls, a trigger's own looks, watchers and
+    alerts) uses the same doubling from its interval after consecutive failed polls, up to
+    ``max_poll_delay`` and never sooner than its interval (:meth:`poll_delay`). Both honour
+    ``Retry-After``.
+    """
 
     attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_retry_after: float = 300.0
+    max_poll_delay: float = 900.0
+    config_error_delay: float = 300.0  # a poll that failed for a reason that is not transient (a token, a URL)
 
-    def delay(self, attempt: int, exc: BaseException | None = None, *, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based) after ``exc``."""
-        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+    def _backoff(self, base: float, attempt: int, cap: float, exc: BaseException | None,
+                 rng: random.Random | None) -> float:
+        ceiling = min(cap, base * (2 ** (attempt - 1)))
         wait = (rng or random).uniform(ceiling / 2, ceiling)
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             wait = max(wait, min(float(retry_after), self.max_retry_after))
         return wait
+
+    def delay(self, attempt: int, exc: BaseException | None = None, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based) after ``exc``."""
+        return self._backoff(self.base_delay, attempt, self.max_delay, exc, rng)
+
+    def poll_delay(self, interval: float, failures: int, exc: BaseException | None = None, *,
+                   rng: random.Random | None = None) -> float:
+        """Seconds until the next poll of a loop polling every ``interval`` after ``failures`` failed polls in a row.
+
+        No failure: the interval. Then the interval doubling per failure (with jitter, never less than
+        the interval, at most ``max_poll_delay``); at least ``config_error_delay`` after an error that
+        is not transient (waiting for someone to fix a connection, without hammering the upstream).
+        """
+        if failures <= 0:
+            return interval
+        wait = max(interval, self._backoff(interval * 2, failures, self.max_poll_delay, exc, rng))
+        if exc is not None and not is_retryable(exc):
+            wait = max(wait, self.config_error_delay)
+        return min(wait, max(self.max_poll_delay, interval))
+
+
+POLICY = RetryPolicy()
