@@ -20,7 +20,7 @@ from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateR
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 from xdep_sensors.feed import Feed
-from xdep_sensors.polling import BatchSource, DirectSource
+from xdep_sensors.sources import BatchSource, DirectSource
 
 log = logging.getLogger(__name__)
 

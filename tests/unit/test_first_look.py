@@ -11,7 +11,7 @@ import pytest
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
-from xdep_sensors import polling
+from xdep_sensors import polling, sources
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import NotFound
 from xdep_sensors.probes import DagRunProbe, DagRunWatch, run_id_date
@@ -175,7 +175,7 @@ class TestFirstLookCoalesced:
         assert probes[0].need()[0] == "finished" and probes[1].need()[0] == "run"
         changes = RunChanges()
         changes.feeds = ()  # type: ignore[assignment]  # established in an earlier cycle
-        source = polling.BatchSource(None, {}, changes, None, set())  # type: ignore[arg-type]
+        source = sources.BatchSource(None, {}, changes, None, set())  # type: ignore[arg-type]
         source._memo[("run-changes",)] = done({})
         assert await source.run_for(probes[1].watch, probes[1].need(), None) is None  # later looks: the changes only
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
-from xdep_sensors import polling
+from xdep_sensors import polling, sources
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import UpstreamUnavailable
 from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
@@ -138,7 +138,7 @@ class TestKnownRuns:
         probes = [known_probe(f"dag_{i}") for i in range(300)]
         changes = RunChanges()
         async with RemoteAirflowClient(CONFIG, transport=upstream) as client:  # type: ignore[arg-type]
-            first = polling.BatchSource(client, {}, changes, None, set())
+            first = sources.BatchSource(client, {}, changes, None, set())
             await first.prefetch()
             assert changes.fresh  # the feeds start here: each wait asks for its run once, exactly
             assert {(await p.step(first)).message for p in probes[:3]} >= {f"dag_0 run scheduled__{T0.date()}: running"}
@@ -147,7 +147,7 @@ class TestKnownRuns:
             before = sum(upstream.requests.values())
             upstream.put_run("dag_7", f"scheduled__{T0.date()}", "success", logical_date=T0, start=T0,
                              end=datetime.now(timezone.utc))
-            second = polling.BatchSource(client, {}, changes, None, set())
+            second = sources.BatchSource(client, {}, changes, None, set())
             await second.prefetch()
             results = [p.unchanged(second) or await p.step(second) for p in probes]
             assert sum(upstream.requests.values()) - before == 2  # whatever the number of waits
@@ -205,17 +205,17 @@ class TestSubscriberMailbox:
         probes = [known_probe(f"dag_{i}") for i in range(5)]
         changes = RunChanges()
         async with RemoteAirflowClient(CONFIG, transport=upstream) as client:  # type: ignore[arg-type]
-            fresh = polling.BatchSource(client, {}, changes, None, set())
+            fresh = sources.BatchSource(client, {}, changes, None, set())
             assert [p.unchanged(fresh) for p in probes] == [None] * 5  # nothing read yet
             await fresh.prefetch()
             assert [p.unchanged(fresh) for p in probes] == [None] * 5  # the feeds just started: ask exactly
             first = [await p.step(fresh) for p in probes]
-            quiet = polling.BatchSource(client, {}, changes, None, set())
+            quiet = sources.BatchSource(client, {}, changes, None, set())
             await quiet.prefetch()
             assert [p.unchanged(quiet) for p in probes] == first  # the same decision objects
             upstream.put_run("dag_3", f"scheduled__{T0.date()}", "success", logical_date=T0, start=T0,
                              end=datetime.now(timezone.utc))
-            ended = polling.BatchSource(client, {}, changes, None, set())
+            ended = sources.BatchSource(client, {}, changes, None, set())
             await ended.prefetch()
             again = [p.unchanged(ended) for p in probes]
             assert again[:3] + again[4:] == first[:3] + first[4:] and again[3] is None

@@ -1,0 +1,240 @@
+"""Where a probe gets upstream data: straight from the client, or from one shared poll cycle.
+
+A probe asks a *source* for what it needs (the run it waits for, task instances, asset events).
+``DirectSource`` sends one request per question: what a lone trigger and ``poke`` use.
+``BatchSource`` serves every subscriber of one cycle of a shared poll (``polling``): a first look
+reads the newest runs of the cycle's new waits, later looks the runs that started or ended since the
+previous cycle (``streams.RunChanges``), asset waits one shared read of the asset-event feeds
+(``streams.SharedReads``), and identical remaining requests are made once (memoized futures, so a
+failure reaches every subscriber as the same error). The DAG existence checks of the new waits come
+from one DAG listing.
+
+Sources know waits only by the :class:`RunWait` and :class:`AssetReader` protocols, so this module
+imports no probe: probes import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Hashable, Protocol
+
+from xdep_sensors.client import AssetEvent, DagRun, RemoteAirflowClient, TaskInstance
+from xdep_sensors.client.client import Listing
+from xdep_sensors.client.dialects import parse_dt
+from xdep_sensors.client.records import Asset, Dag
+from xdep_sensors.feed import PAGE, Feed, listing_ends
+from xdep_sensors.streams import RunChanges, SharedReads
+
+
+class RunWait(Protocol):
+    """What a source needs of a DAG-run wait (``probes.DagRunWatch``)."""
+
+    external_dag_id: str
+    run_id: str | None
+    logical_date: str | None
+    latest_after: str | None
+
+    def pick(self, runs: list[DagRun]) -> DagRun | None: ...
+
+    def find(self, runs: list[DagRun], covered_above: datetime | None,
+             complete: bool) -> tuple[DagRun | None, bool]: ...
+
+
+class AssetReader(Protocol):
+    """What a source needs of an asset wait (``probes.AssetProbe``): its assets, feeds and starting points."""
+
+    ids: dict[str, int]
+    feeds: dict[str, Feed]
+    caught_up: bool
+
+    def start(self, label: str) -> datetime | None: ...
+
+
+class DirectSource:
+    """One request per question: what a lone trigger or ``poke`` uses."""
+
+    def __init__(self, client: RemoteAirflowClient):
+        self.client = client
+
+    async def run_for(self, watch: RunWait, need: tuple, known: DagRun | None) -> DagRun | None:
+        return await _lookup_run(self.client, watch)
+
+    async def dag(self, dag_id: str) -> Dag:
+        return await self.client.get_dag(dag_id)
+
+    async def dag_ids(self) -> list[str]:
+        return [d.dag_id for d in await self.client.list_dags()]
+
+    async def task_ids(self, dag_id: str) -> list[str]:
+        return await self.client.list_task_ids(dag_id)
+
+    async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
+        return await self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id)
+
+    def known_asset(self, key: tuple[str, str]) -> int | None:
+        return None
+
+    def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
+        return None
+
+    async def assets(self, key: tuple[str, str]) -> list[Asset]:
+        """Assets whose URI (``("uri", ...)``) or name (``("name", ...)``) contains the value."""
+        by, value = key
+        return await self.client.list_assets(**{f"{by}_pattern": value})
+
+    async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
+        """What is new for the probe's assets, through its own feeds (one listing per asset)."""
+        events: list[AssetEvent] = []
+        for label, asset_id in probe.ids.items():
+            listing = Listing("asset_events", asset_id=asset_id)
+            feed = probe.feeds.get(label)
+            if feed is None:
+                feed = probe.feeds[label] = await self.client.open_feed(listing, probe.start(label))
+            events += await self.client.read_feed(feed, listing)
+        probe.caught_up = not any(f.behind for f in probe.feeds.values())
+        return events
+
+
+async def _lookup_run(client: RemoteAirflowClient, watch: RunWait) -> DagRun | None:
+    if watch.run_id:
+        return await client.get_dag_run(watch.external_dag_id, watch.run_id)
+    runs = await client.list_dag_runs(watch.external_dag_id, logical_date=parse_dt(watch.logical_date),
+                                      run_after_gte=parse_dt(watch.latest_after), limit=1)
+    return runs[0] if runs else None
+
+
+class BatchSource:
+    """Answers every subscriber of one poll cycle with as few requests as possible."""
+
+    def __init__(self, client: RemoteAirflowClient, first_bounds: dict[str, datetime | None],
+                 run_changes: RunChanges | None, asset_reads: SharedReads | None, asset_targets: set[int],
+                 new_dags: set[str] | None = None, first_waits: int = 0, read_started: bool = True):
+        self.client = client
+        self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
+        self.first_waits = first_waits  # how many waits take their first look this cycle
+        self.first_bounds = first_bounds  # dag_id -> lowest run_after a first look needs (None: any)
+        self.run_changes = run_changes  # the poller's feeds of runs that started / ended (they outlive this cycle)
+        self.read_started = read_started  # some wait needs the runs that started, not only those that ended
+        self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
+        self.asset_targets = asset_targets  # asset ids any subscriber waits on
+        self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG, once read
+        self._memo: dict[Hashable, asyncio.Future] = {}
+
+    async def prefetch(self) -> None:
+        """Read what most waits of the cycle share before stepping them: the runs that started or ended.
+
+        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``);
+        and the cycle's first looks come after this read, so nothing happens between the two unseen.
+        A failure is kept for the steps, which deliver it.
+        """
+        if self.run_changes is not None:
+            try:
+                self.changes = await self._once(("run-changes",), self._read_changes)
+            except Exception:  # noqa: BLE001 - each wait's step gets the same error from the memo
+                pass
+
+    def _once(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+        if key not in self._memo:
+            self._memo[key] = asyncio.ensure_future(make())
+        return self._memo[key]
+
+    async def _read_changes(self) -> dict[str, list[DagRun]]:
+        assert self.run_changes is not None
+        return await self.run_changes.read(self.client, started=self.read_started)
+
+    async def run_for(self, watch: RunWait, need: tuple, known: DagRun | None) -> DagRun | None:
+        """The run this wait is about (``None``: none yet), its newest state, as cheaply as the cycle allows."""
+        kind, dag_id = need[0], need[1]
+        if kind == "dag" and dag_id in self.first_bounds:
+            covered_above, complete, by_dag = await self._once(("first-look",), self._first_look)
+            run, certain = watch.find(by_dag.get(dag_id, []), covered_above, complete)
+            if run is not None or certain:
+                return run
+        elif kind in ("run", "finished") and self.run_changes is not None:
+            changes: dict[str, list[DagRun]] = await self._once(("run-changes",), self._read_changes)
+            if not self.run_changes.fresh:  # else the feeds began this cycle: ask once, exactly
+                latest = {known.run_id: known} if known is not None else {}
+                latest.update((run.run_id, run) for run in changes.get(dag_id, ()))  # the later read wins
+                return watch.pick(list(latest.values()))
+        # a run the shared reads cannot answer for: asked for exactly, once per (DAG, target) and cycle
+        key = ("run", dag_id, watch.run_id, watch.logical_date, watch.latest_after)
+        return await self._once(key, lambda: _lookup_run(self.client, watch))
+
+    async def _first_look(self) -> tuple[datetime | None, bool, dict[str, list[DagRun]]]:
+        """The newest runs of the DAGs new waits look at: (covered above, complete, runs by DAG).
+
+        Recent runs (the usual case: today's run of a DAG) are answered from it for many waits at
+        once; it reads at most one page per hundred new waits, so its cost follows the waits, never the
+        upstream's history. A wait whose run is older than the pages reach is asked for exactly.
+        """
+        bounds = list(self.first_bounds.values())
+        since = None if None in bounds else min(bounds)  # type: ignore[type-var]
+        dag_ids = sorted(self.first_bounds)
+        items: list[DagRun] = []
+        complete = False
+        for _ in range(max(1, -(-self.first_waits // PAGE))):
+            page = await self.client.newest_runs(dag_ids, run_after_gte=since, offset=len(items))
+            complete = listing_ends(len(items), len(page.items), page.total)
+            items += page.items
+            if complete:
+                break
+        by_dag: dict[str, list[DagRun]] = {}
+        for run in items:
+            by_dag.setdefault(run.dag_id, []).append(run)
+        oldest = [r.run_after for r in items if r.run_after is not None]
+        return (min(oldest) if oldest else None), complete, by_dag
+
+    async def dag(self, dag_id: str) -> Dag:
+        """One upstream DAG (``NotFound`` when absent): the new waits of a cycle share one DAG listing."""
+        if dag_id in self.new_dags and len(self.new_dags) > 2:
+            listed: dict[str, Dag] = await self._once(("dags",), lambda: self.client.find_dags(sorted(self.new_dags)))
+            if dag_id in listed:
+                return listed[dag_id]
+        # not listed (absent, stale, or the listing was not worth reading): ask for it alone, once per cycle
+        return await self._once(("dag", dag_id), lambda: self.client.get_dag(dag_id))
+
+    async def dag_ids(self) -> list[str]:
+        """Every upstream DAG id, for close matches when one is missing (once per cycle)."""
+        dags: list[Dag] = await self._once(("all-dags",), self.client.list_dags)
+        return [d.dag_id for d in dags]
+
+    async def task_ids(self, dag_id: str) -> list[str]:
+        return await self._once(("task-ids", dag_id), lambda: self.client.list_task_ids(dag_id))
+
+    async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
+        return await self._once(("tis", dag_id, run_id, task_group_id),
+                                lambda: self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id))
+
+    def known_asset(self, key: tuple[str, str]) -> int | None:
+        """An asset id another wait of this poll resolved already (asset ids do not change)."""
+        return self.asset_reads.asset_ids.get(key) if self.asset_reads is not None else None
+
+    def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
+        if self.asset_reads is not None:
+            self.asset_reads.asset_ids[key] = asset_id
+
+    async def assets(self, key: tuple[str, str]) -> list[Asset]:
+        return await self._once(("assets", key), lambda: DirectSource(self.client).assets(key))
+
+    async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
+        """What is new for the probe's assets: this cycle's shared read, plus its catch-up until it is done.
+
+        The shared read comes first, so an item is either in the catch-up or new to the shared feeds.
+        """
+        if self.asset_reads is None:
+            return await DirectSource(self.client).asset_events(probe)
+        reads = self.asset_reads
+        by_asset = await self._once(("asset-events",), lambda: reads.read(self.client, self.asset_targets))
+        events = [e for asset_id in probe.ids.values() for e in by_asset.get(asset_id, [])]
+        if not probe.caught_up:
+            # caught up only once this cycle's shared read covered all its assets (else: again next cycle)
+            done = set(probe.ids.values()) <= self.asset_targets
+            for label, asset_id in probe.ids.items():
+                start = probe.start(label)
+                items, complete = await self._once(("catch-up", asset_id, start),
+                                                   lambda a=asset_id, s=start: reads.catch_up(self.client, a, s))
+                events += items
+                done = done and complete
+            probe.caught_up = done
+        return events
