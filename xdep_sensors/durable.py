@@ -1,4 +1,8 @@
-"""Durable state for triggers on every supported Airflow 3: a JSON object per key that survives restarts.
+"""Durable state, one place: triggers' state and the asset sensors' cursors, a JSON object per key.
+
+Keys follow one rule (:func:`variable_key`). ``CursorStore`` keeps a ``RemoteAssetSensor`` task's
+consumed-events cursors (a worker writes it, in a Variable). ``TriggerState`` keeps a trigger's state
+on every supported Airflow 3.
 
 Airflow 3.3+ injects an asset state store into ``AssetWatcher`` triggers; ``TriggerState`` uses it
 when it is there. Below 3.3 (and for triggers without a store) the value lives in an Airflow
@@ -15,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from asgiref.sync import sync_to_async
 
@@ -45,11 +49,61 @@ def _variable_get(key: str) -> Any:
     return json.loads(raw) if isinstance(raw, str) else raw
 
 
-def _variable_set(key: str, value: dict[str, Any]) -> None:
+def _variable_set(key: str, value: dict[str, Any], description: str = "xdep_sensors: trigger state (cursor)") -> None:
     from airflow.sdk import Variable
 
     # Serialised here: 3.0's PutVariable declares a str value and warns about a dict.
-    Variable.set(key, json.dumps(value), description="xdep_sensors: trigger state (cursor)")
+    Variable.set(key, json.dumps(value), description=description)
+
+
+KEEP_RUNS = 50
+
+
+class CursorStore:
+    """One ``RemoteAssetSensor`` task's consumed-events cursors (``{asset label: Cursor dict}``), in a Variable.
+
+    A Variable (not XCom with ``include_prior_dates``) because downstream runs do not arrive in
+    logical-date order: a backfilled or manual run with an older logical date must still see the
+    cursor the newest consumer left. Each consuming run also records where it started, so a cleared
+    and re-run downstream run consumes the same upstream events again instead of waiting for new ones.
+    Its key follows :func:`variable_key` like a trigger's state; a cursor stored under the key of
+    earlier versions (``xdep_sensors.cursor.<dag>.<task>``) is read until the next commit.
+    """
+
+    def __init__(self, dag_id: str, task_id: str, *, get: Callable[[str], Any] | None = None,
+                 set_: Callable[[str, dict[str, Any]], None] | None = None):
+        self.key = variable_key(f"cursor:{dag_id}.{task_id}")
+        self.legacy_key = f"xdep_sensors.cursor.{dag_id}.{task_id}"
+        self._get = get or _variable_get
+        self._set = set_ or (lambda key, value: _variable_set(
+            key, value, "xdep_sensors: upstream asset events already consumed by this task"))
+
+    def _load(self) -> dict[str, Any]:
+        raw = self._get(self.key) or self._get(self.legacy_key)
+        if not raw:
+            return {"cursors": {}, "runs": {}}
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return {"cursors": data.get("cursors") or {}, "runs": data.get("runs") or {}}
+
+    def start(self, run_id: str) -> dict[str, Any]:
+        """Return the cursors this run starts from (a re-run starts where its first try started)."""
+        data = self._load()
+        if run_id in data["runs"]:
+            return data["runs"][run_id]
+        return data["cursors"]
+
+    def commit(self, run_id: str, started_from: dict[str, Any], cursors: dict[str, Any]) -> None:
+        """Record a successful consumption; never moves a label's cursor backwards."""
+        data = self._load()
+        merged = dict(data["cursors"])
+        for label, cursor in cursors.items():
+            current = merged.get(label) or {}
+            if (current.get("timestamp") or "") <= (cursor.get("timestamp") or ""):
+                merged[label] = cursor
+        runs = {k: v for k, v in data["runs"].items() if k != run_id}
+        runs[run_id] = started_from
+        runs = dict(list(runs.items())[-KEEP_RUNS:])
+        self._set(self.key, {"cursors": merged, "runs": runs})
 
 
 class TriggerState:

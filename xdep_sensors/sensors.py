@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow.sdk import Asset, AssetAlias
 
 from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.cursors import CursorStore
+from xdep_sensors.durable import CursorStore
 from xdep_sensors.decisions import DAG_RUN_STATES, TASK_STATES
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook

@@ -16,7 +16,11 @@ pytestmark = pytest.mark.integration
 def clear_cursor(dag_id: str) -> None:
     from airflow.models.variable import Variable
 
-    Variable.delete(f"xdep_sensors.cursor.{dag_id}.wait")
+    from xdep_sensors.durable import CursorStore
+
+    store = CursorStore(dag_id, "wait")
+    Variable.delete(store.key)
+    Variable.delete(store.legacy_key)
 
 
 def produce_later(upstream, delay: float = 3.0, **conf) -> dict:

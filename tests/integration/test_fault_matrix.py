@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import AirflowException
 from tests.chaos import PERMANENT, TRANSIENT, ChaosProxy
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.policy import RetryPolicy
-from xdep_sensors.cursors import CursorStore
+from xdep_sensors.durable import CursorStore
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunTrigger
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk import Asset
 from xdep_sensors import RemoteAssetSensor
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.cursors import CursorStore
+from xdep_sensors.durable import CursorStore
 from xdep_sensors.probes import AssetProbe, AssetWatch
 from xdep_sensors.triggers import RemoteAssetTrigger
 
@@ -148,7 +148,16 @@ class TestCursorStore:
         assert store.start("run1") == {}
         store.commit("run1", {}, {"a": {"timestamp": "2026-11-20T00:00:01+00:00", "seen_ids": [1]}})
         assert store.start("run3")["a"]["seen_ids"] == [2]  # the cursor never moved back
-        assert json.loads(box["xdep_sensors.cursor.d.w"])["runs"].keys() == {"run1", "run2"}
+        assert box["xdep_sensors.state.cursor:d.w"]["runs"].keys() == {"run1", "run2"}
+
+    def test_a_cursor_stored_by_an_earlier_version_is_read_then_written_anew(self):
+        old = {"cursors": {"a": {"timestamp": "2026-11-20T00:00:01+00:00", "seen_ids": [1]}}, "runs": {}}
+        box: dict = {"xdep_sensors.cursor.d.w": json.dumps(old)}
+        store = CursorStore("d", "w", get=box.get, set_=box.__setitem__)
+        assert store.start("run9")["a"]["seen_ids"] == [1]
+        store.commit("run9", store.start("run9"), {"a": {"timestamp": "2026-11-20T00:00:02+00:00", "seen_ids": [2]}})
+        assert box["xdep_sensors.state.cursor:d.w"]["cursors"]["a"]["seen_ids"] == [2]
+        assert store.start("run10")["a"]["seen_ids"] == [2]  # the new key wins from now on
 
 
 class TestSensor:
