@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 from devtools.memory_upstream import T0  # noqa: E402
 from xdep_sensors import polling  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
-from xdep_sensors.decisions import Cursor  # noqa: E402
-from xdep_sensors.probes import AssetProbe, AssetWatch  # noqa: E402
+from xdep_sensors.durable import Cursor  # noqa: E402
+from xdep_sensors.probes import AssetProbe, AssetTarget  # noqa: E402
 from xdep_sensors.watchers import RemoteAssetEventTrigger  # noqa: E402
 
 INTERVAL = 5.0
@@ -148,7 +148,7 @@ async def _run(args, rng, clock, port, control) -> dict:
     poller.client = client
 
     def sensor_probe(s: int, cursors: dict) -> AssetProbe:
-        return AssetProbe(AssetWatch(assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors))
+        return AssetProbe(AssetTarget(assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors))
 
     probes = {s: sensor_probe(s, {uri(sensors_of[s]): {"timestamp": start.isoformat()}}) for s in range(args.sensors)}
     subs = {s: polling._Subscriber(p, False) for s, p in probes.items()}  # as subscribed to the shared poll

@@ -16,7 +16,8 @@ from typing import Any
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance
-from xdep_sensors.decisions import FINISHED_RUN_STATES, Cursor, Decision, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.decisions import FINISHED_RUN_STATES, Decision, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.durable import Cursor
 from xdep_sensors.doctor import close_matches
 from xdep_sensors.errors import NotFound
 from xdep_sensors.feed import Feed
@@ -47,7 +48,7 @@ def run_id_date(run_id: str) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class DagRunWatch:
+class DagRunTarget:
     """What a DAG-run wait looks for; every field is a plain JSON value."""
 
     external_dag_id: str
@@ -129,7 +130,7 @@ class DagRunWatch:
 class DagRunProbe:
     """Looks at one upstream DAG run per call; existence and pause are checked until known."""
 
-    def __init__(self, watch: DagRunWatch, logger: logging.Logger | logging.LoggerAdapter | None = None):
+    def __init__(self, watch: DagRunTarget, logger: logging.Logger | logging.LoggerAdapter | None = None):
         self.watch = watch
         self.log = logger or log
         self._dag_known = False
@@ -266,10 +267,10 @@ class AssetRef:
 
 
 @dataclass(frozen=True)
-class AssetWatch:
+class AssetTarget:
     """What an asset wait looks for; every field is a plain JSON value.
 
-    ``cursors`` maps each asset's label to :class:`~xdep_sensors.decisions.Cursor` dicts; events at
+    ``cursors`` maps each asset's label to :class:`~xdep_sensors.durable.Cursor` dicts; events at
     or after ``since`` that the cursor has not seen are new.
     """
 
@@ -297,7 +298,7 @@ class AssetProbe:
     another).
     """
 
-    def __init__(self, watch: AssetWatch, logger: logging.Logger | logging.LoggerAdapter | None = None):
+    def __init__(self, watch: AssetTarget, logger: logging.Logger | logging.LoggerAdapter | None = None):
         self.watch = watch
         self.log = logger or log
         self.refs = watch.refs

@@ -23,7 +23,7 @@ from xdep_sensors.decisions import DAG_RUN_STATES, TASK_STATES
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
-from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
+from xdep_sensors.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
 from xdep_sensors.triggers import TRIGGER_EVENT_STATUSES, RemoteAssetTrigger, RemoteDagRunTrigger
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class RemoteDagRunSensor(_RemoteSensor):
         self.task_group_id = task_group_id
         self.check_existence = check_existence
 
-    def _watch(self, context: Context) -> DagRunWatch:
+    def _watch(self, context: Context) -> DagRunTarget:
         selector: dict[str, str] = {}
         if self.run_id:
             selector["run_id"] = str(self.run_id)
@@ -245,7 +245,7 @@ class RemoteDagRunSensor(_RemoteSensor):
                                        "logical_date or latest_after")
             own = _as_datetime("logical_date", own)
             selector["logical_date"] = (own - (self.execution_delta or timedelta())).isoformat()
-        return DagRunWatch(
+        return DagRunTarget(
             external_dag_id=self.external_dag_id, allowed_states=self.allowed_states,
             failed_states=self.failed_states, skipped_states=self.skipped_states,
             task_ids=list(self.task_ids) if self.task_ids else None, task_group_id=self.task_group_id or None,
@@ -335,7 +335,7 @@ class RemoteAssetSensor(_RemoteSensor):
     def _cursor_store(self, context: Context) -> CursorStore:
         return CursorStore(context["ti"].dag_id, self.task_id)
 
-    def _watch(self, context: Context) -> AssetWatch:
+    def _watch(self, context: Context) -> AssetTarget:
         refs = [{"uri": self.asset_uri, "name": None}] if self.asset_uri else (
             [{"uri": None, "name": self.asset_name}] if self.asset_name else self.asset_refs)
         since = _as_datetime("since", self.since).astimezone(timezone.utc).isoformat() if self.since else None
@@ -348,7 +348,7 @@ class RemoteAssetSensor(_RemoteSensor):
             start = _as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
             cursors = {(r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start}
                        for r in refs}
-        return AssetWatch(assets=refs, require=self.require, source_dag_id=self.source_dag_id or None, since=since,
+        return AssetTarget(assets=refs, require=self.require, source_dag_id=self.source_dag_id or None, since=since,
                           cursors=cursors, check_existence=self.check_existence)
 
     def make_probe(self, context: Context) -> Probe:

@@ -28,7 +28,7 @@ from xdep_sensors.streams import RunChanges, SharedReads
 
 
 class RunWait(Protocol):
-    """What a source needs of a DAG-run wait (``probes.DagRunWatch``)."""
+    """What a source needs of a DAG-run wait (``probes.DagRunTarget``)."""
 
     external_dag_id: str
     run_id: str | None

@@ -17,7 +17,7 @@ from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.decisions import Decision
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook, shared_config
-from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
+from xdep_sensors.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
 
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "skipped", "error", "timeout"})
 
@@ -37,7 +37,7 @@ class _PollingTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.timeout_at = timeout_at
 
-    watch_class: type[DagRunWatch] | type[AssetWatch]
+    watch_class: type[DagRunTarget] | type[AssetTarget]
     probe_class: type[DagRunProbe] | type[AssetProbe]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -128,10 +128,10 @@ class RemoteDagRunTrigger(_PollingTrigger):
     :param external_dag_id: the upstream DAG id.
     :param poke_interval: seconds between looks at the upstream.
     :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
-    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.DagRunWatch`.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.DagRunTarget`.
     """
 
-    watch_class = DagRunWatch
+    watch_class = DagRunTarget
     probe_class = DagRunProbe
 
     def __init__(self, *, remote_conn_id: str, external_dag_id: str, poke_interval: float = 60.0,
@@ -148,10 +148,10 @@ class RemoteAssetTrigger(_PollingTrigger):
     :param assets: the watched assets, as ``{"uri": ..., "name": ...}`` dicts.
     :param poke_interval: seconds between looks at the upstream.
     :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
-    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.AssetWatch`.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.AssetTarget`.
     """
 
-    watch_class = AssetWatch
+    watch_class = AssetTarget
     probe_class = AssetProbe
 
     def __init__(self, *, remote_conn_id: str, assets: list[dict[str, str | None]], poke_interval: float = 60.0,

@@ -23,8 +23,7 @@ from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.policy import POLICY
 from xdep_sensors.client.records import AssetEvent
-from xdep_sensors.decisions import Cursor
-from xdep_sensors.durable import TriggerState
+from xdep_sensors.durable import Cursor, TriggerState
 from xdep_sensors.errors import NotFound, XdepError
 from xdep_sensors.feed import OVERLAP, Feed
 from xdep_sensors.hook import RemoteAirflowHook

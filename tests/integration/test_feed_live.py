@@ -21,7 +21,7 @@ import pytest
 from tests.chaos import ChaosProxy
 from tests.integration.conftest import HERE
 from xdep_sensors.hook import RemoteAirflowHook
-from xdep_sensors.probes import AssetProbe, AssetWatch
+from xdep_sensors.probes import AssetProbe, AssetTarget
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunEventTrigger, RemoteDagRunTrigger
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ class TestAssetWaits:
         up, proxy, conn_id = feed_upstream
         hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
         # two assets: the union would be the busy upstream's whole history; per-asset listings are not
-        watch = AssetWatch(assets=[{"uri": QUIET, "name": None}, {"uri": QUIET2, "name": None}], require="any",
+        watch = AssetTarget(assets=[{"uri": QUIET, "name": None}, {"uri": QUIET2, "name": None}], require="any",
                            cursors={QUIET: {"timestamp": hour_ago}, QUIET2: {"timestamp": hour_ago}})
         probe = AssetProbe(watch)
         client = await RemoteAirflowHook(conn_id).aget_client()

@@ -18,7 +18,7 @@ from airflow.sdk import Asset
 from xdep_sensors import RemoteAssetSensor
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.durable import CursorStore
-from xdep_sensors.probes import AssetProbe, AssetWatch
+from xdep_sensors.probes import AssetProbe, AssetTarget
 from xdep_sensors.triggers import RemoteAssetTrigger
 
 BASE = "http://up.test:8080"
@@ -68,7 +68,7 @@ class TestValidation:
 class TestProbe:
     async def test_exact_match_despite_substring_api(self):
         c = client()
-        watch = AssetWatch(assets=[{"uri": "file://a1", "name": None}], cursors={"file://a1": {"timestamp": T0.isoformat()}})
+        watch = AssetTarget(assets=[{"uri": "file://a1", "name": None}], cursors={"file://a1": {"timestamp": T0.isoformat()}})
         with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS)  # uri_pattern=file://a1 also matches file://a10
             m.get(u("/api/v2/assets/events"), payload={"asset_events": [
@@ -82,7 +82,7 @@ class TestProbe:
     async def test_all_waits_for_every_asset_and_ids_are_cached(self):
         c = client()
         cursors = {f"file://a{i}": {"timestamp": T0.isoformat()} for i in (1, 2)}
-        watch = AssetWatch(assets=[{"uri": "file://a1", "name": None}, {"uri": "file://a2", "name": None}],
+        watch = AssetTarget(assets=[{"uri": "file://a1", "name": None}, {"uri": "file://a2", "name": None}],
                            cursors=cursors)
         probe = AssetProbe(watch)
         with upstream_mock() as m:
@@ -106,7 +106,7 @@ class TestProbe:
 
     async def test_cursor_excludes_already_consumed_tie(self):
         c = client()
-        watch = AssetWatch(assets=[{"uri": "file://a1", "name": None}],
+        watch = AssetTarget(assets=[{"uri": "file://a1", "name": None}],
                            cursors={"file://a1": {"timestamp": T0.isoformat(), "seen_ids": [5]}})
         with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload=ASSETS)
@@ -118,7 +118,7 @@ class TestProbe:
 
     async def test_missing_asset_lists_close_matches(self):
         c = client()
-        watch = AssetWatch(assets=[{"uri": "file://a3", "name": None}], cursors={"file://a3": {}})
+        watch = AssetTarget(assets=[{"uri": "file://a3", "name": None}], cursors={"file://a3": {}})
         with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
             m.get(u("/api/v2/assets"), payload=ASSETS)
@@ -128,7 +128,7 @@ class TestProbe:
 
     async def test_missing_asset_waits_without_check_existence(self):
         c = client()
-        watch = AssetWatch(assets=[{"uri": "file://a3", "name": None}], cursors={}, check_existence=False)
+        watch = AssetTarget(assets=[{"uri": "file://a3", "name": None}], cursors={}, check_existence=False)
         with upstream_mock() as m:
             m.get(u("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
             decision = await AssetProbe(watch)(c)

@@ -14,7 +14,7 @@ from tests.conftest import instant_sleep, upstream_mock
 from xdep_sensors import polling, sources
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import NotFound
-from xdep_sensors.probes import DagRunProbe, DagRunWatch, run_id_date
+from xdep_sensors.probes import DagRunProbe, DagRunTarget, run_id_date
 from xdep_sensors.streams import RunChanges
 
 BASE = "http://up.test:8080"
@@ -86,7 +86,7 @@ class TestRunIdDate:
 class TestFirstLookCoalesced:
     async def test_a_thousand_new_waits_cost_a_handful_of_requests(self):
         dag_ids = [f"bench_dag_{i}" for i in range(1000)]
-        probes = [DagRunProbe(DagRunWatch(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
+        probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
         with upstream_mock() as m, instant_sleep():
             mock_dag_listing(m, dag_ids)
             mock_run_batch(m, [run_json(d) for d in sorted(dag_ids)])
@@ -105,7 +105,7 @@ class TestFirstLookCoalesced:
         assert {p.need()[0] for p in probes} == {"finished"}
 
     async def test_waits_on_one_dag_check_it_once(self):
-        probes = [DagRunProbe(DagRunWatch(external_dag_id="producer", logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
+        probes = [DagRunProbe(DagRunTarget(external_dag_id="producer", logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
                                           task_ids=["load"])) for d in range(1, 21)]
         with upstream_mock() as m, instant_sleep():
             m.get(BASE + "/api/v2/dags/producer", payload=dag_json("producer"))
@@ -118,8 +118,8 @@ class TestFirstLookCoalesced:
 
     async def test_missing_dag_fails_fast_with_close_matches_others_wait(self):
         dag_ids = [f"sales_{i}" for i in range(5)]
-        probes = [DagRunProbe(DagRunWatch(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
-        probes.append(DagRunProbe(DagRunWatch(external_dag_id="sales_O", run_id=RUN_ID)))  # typo of sales_0
+        probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
+        probes.append(DagRunProbe(DagRunTarget(external_dag_id="sales_O", run_id=RUN_ID)))  # typo of sales_0
         with upstream_mock() as m, instant_sleep():
             m.get(DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5})  # the narrowed listing
             m.get(BASE + "/api/v2/dags/sales_O", status=404, payload={"detail": "not found"})
@@ -132,7 +132,7 @@ class TestFirstLookCoalesced:
         assert counts == {"dags listing": 2, "GET /api/v2/dags/sales_O": 1, "run batch": 1}
 
     async def test_missing_dag_without_check_existence_keeps_waiting(self):
-        probes = [DagRunProbe(DagRunWatch(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
+        probes = [DagRunProbe(DagRunTarget(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
                   for i in range(3)]
         with upstream_mock() as m, instant_sleep():
             m.get(DAGS, payload={"dags": [], "total_entries": 0})
@@ -146,7 +146,7 @@ class TestFirstLookCoalesced:
 
     async def test_long_listing_is_not_read_on(self):
         """A listing with more pages than new ids costs one page, then one GET per id."""
-        probes = [DagRunProbe(DagRunWatch(external_dag_id=d, run_id=RUN_ID)) for d in ("a_x", "b_y", "c_z")]
+        probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in ("a_x", "b_y", "c_z")]
         with upstream_mock() as m, instant_sleep():
             m.get(DAGS, payload={"dags": [dag_json(f"other_{i}") for i in range(100)], "total_entries": 10_000})
             for d in ("a_x", "b_y", "c_z"):
@@ -160,7 +160,7 @@ class TestFirstLookCoalesced:
 
     async def test_run_id_missing_from_the_batch_is_asked_alone_on_the_first_look_only(self):
         """A run id that only looks like Airflow's (its date is not its run's) is still found."""
-        probes = [DagRunProbe(DagRunWatch(external_dag_id=f"d_{i}", run_id="manual__2030-01-01T00:00:00+00:00"))
+        probes = [DagRunProbe(DagRunTarget(external_dag_id=f"d_{i}", run_id="manual__2030-01-01T00:00:00+00:00"))
                   for i in range(3)]
         with upstream_mock() as m, instant_sleep():
             m.get(DAGS, payload={"dags": [dag_json(f"d_{i}") for i in range(3)], "total_entries": 3})

@@ -12,7 +12,7 @@ from tests.conftest import instant_sleep, upstream_mock
 from xdep_sensors import polling, sources
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import UpstreamUnavailable
-from xdep_sensors.probes import AssetProbe, AssetWatch, DagRunProbe, DagRunWatch
+from xdep_sensors.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
 
 BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
@@ -26,7 +26,7 @@ def run_json(dag_id, state="running"):
 
 
 def known_probe(dag_id: str) -> DagRunProbe:
-    probe = DagRunProbe(DagRunWatch(external_dag_id=dag_id, logical_date=T0.isoformat()))
+    probe = DagRunProbe(DagRunTarget(external_dag_id=dag_id, logical_date=T0.isoformat()))
     probe._dag_known = True  # existence was checked on the subscriber's first look
     return probe
 
@@ -86,7 +86,7 @@ class TestSharedPoller:
             config, transport=upstream))  # type: ignore[arg-type]
 
         def asset_probe(i):
-            watch = AssetWatch(assets=[{"uri": f"file://a{i}", "name": None}],
+            watch = AssetTarget(assets=[{"uri": f"file://a{i}", "name": None}],
                                cursors={f"file://a{i}": {"timestamp": T0.isoformat()}})
             probe = AssetProbe(watch)
             probe.ids = {f"file://a{i}": i}

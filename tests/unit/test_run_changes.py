@@ -17,7 +17,7 @@ import pytest
 from devtools.memory_upstream import MemoryUpstream
 from xdep_sensors import polling
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.probes import DagRunProbe, DagRunWatch
+from xdep_sensors.probes import DagRunProbe, DagRunTarget
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HISTORY = 5200
@@ -86,7 +86,7 @@ class Poll:
 class TestOldRun:
     async def test_an_old_run_is_found_at_the_first_look(self, upstream):
         """The reported case: the wait's run is the 5,200th newest; it fired never (703 requests, then timeout)."""
-        watch = DagRunWatch(DAG, logical_date=oldest_logical_date().isoformat())
+        watch = DagRunTarget(DAG, logical_date=oldest_logical_date().isoformat())
         poll = Poll(upstream)
         seen = await poll.outcomes(DagRunProbe(watch), until=lambda d: d.done)
         assert len(seen) == 1 and seen[0].status == "success" and seen[0].result["run_id"] == "ok_0"
@@ -95,9 +95,9 @@ class TestOldRun:
     @pytest.mark.parametrize("selector", ["run_id", "latest_after"])
     async def test_other_selectors_too(self, upstream, selector):
         if selector == "run_id":
-            watch, expected = DagRunWatch(DAG, run_id="ok_3"), "ok_3"
+            watch, expected = DagRunTarget(DAG, run_id="ok_3"), "ok_3"
         else:  # the newest run at or after a bound: here the newest of all
-            watch, expected = DagRunWatch(DAG, latest_after=oldest_logical_date().isoformat()), f"ok_{HISTORY - 1}"
+            watch, expected = DagRunTarget(DAG, latest_after=oldest_logical_date().isoformat()), f"ok_{HISTORY - 1}"
         seen = await Poll(upstream).outcomes(DagRunProbe(watch), until=lambda d: d.done)
         assert len(seen) == 1 and seen[0].result["run_id"] == expected
         assert calls(upstream) <= 10, upstream.requests
@@ -125,7 +125,7 @@ class TestMissingRun:
                 marks["ended"] = n
 
         poll = Poll(upstream, on_cycle)
-        seen = await poll.outcomes(DagRunProbe(DagRunWatch(DAG, logical_date=wanted.isoformat())),
+        seen = await poll.outcomes(DagRunProbe(DagRunTarget(DAG, logical_date=wanted.isoformat())),
                                    until=lambda d: d.done)
         waiting = [d for d in seen if d.status == "waiting"]
         running = [i for i, d in enumerate(seen) if "backfill_1: running" in d.message]
@@ -140,14 +140,14 @@ class TestMissingRun:
         """100 waits for runs that do not exist yet, each on its own DAG: the poll's cost does not grow with them."""
         for i in range(100):
             upstream.dags.add(f"dag_{i}")
-        others = [DagRunProbe(DagRunWatch(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
+        others = [DagRunProbe(DagRunTarget(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
 
         def on_cycle(n):
             if n == 5:
                 upstream.put_run("dag_7", "manual__7", "success", logical_date=NOW, start=NOW, end=NOW)
 
         poll = Poll(upstream, on_cycle)
-        seen = await poll.outcomes(DagRunProbe(DagRunWatch("dag_7", run_id="manual__7")), until=lambda d: d.done,
+        seen = await poll.outcomes(DagRunProbe(DagRunTarget("dag_7", run_id="manual__7")), until=lambda d: d.done,
                                    others=others)
         assert seen[-1].result["run_id"] == "manual__7" and len(seen) - 5 <= 2
         # the first look: the change feeds start (2 requests each), a DAG listing, one page of newest runs,
