@@ -23,7 +23,7 @@ from xdep_sensors.client import AssetEvent, DagRun, RemoteAirflowClient, TaskIns
 from xdep_sensors.client.client import Listing
 from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.client.records import Asset, Dag
-from xdep_sensors.feed import PAGE, Feed, listing_ends
+from xdep_sensors.feed import PAGE, Feed
 from xdep_sensors.streams import RunChanges, SharedReads
 
 
@@ -170,15 +170,8 @@ class BatchSource:
         """
         bounds = list(self.first_bounds.values())
         since = None if None in bounds else min(bounds)  # type: ignore[type-var]
-        dag_ids = sorted(self.first_bounds)
-        items: list[DagRun] = []
-        complete = False
-        for _ in range(max(1, -(-self.first_waits // PAGE))):
-            page = await self.client.newest_runs(dag_ids, run_after_gte=since, offset=len(items))
-            complete = listing_ends(len(items), len(page.items), page.total)
-            items += page.items
-            if complete:
-                break
+        items, complete = await self.client.newest_runs(sorted(self.first_bounds), run_after_gte=since,
+                                                        max_pages=max(1, -(-self.first_waits // PAGE)))
         by_dag: dict[str, list[DagRun]] = {}
         for run in items:
             by_dag.setdefault(run.dag_id, []).append(run)

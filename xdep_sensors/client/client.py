@@ -193,16 +193,24 @@ class RemoteAirflowClient:
                 hint=f"upstream API {dialect.name} {self.upstream_version or ''}".rstrip() + "; please report it",
             ) from None
 
-    async def _pages(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page]) -> AsyncIterator[Page]:
+    async def _pages(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page], *,
+                     max_pages: int | None = None, on_cap: bool = True) -> AsyncIterator[Page]:
+        """The pages of an offset-paged listing, at the server's page size, until its total (or an empty page).
+
+        Every listing that is not read as a feed (``read_feed``) is read here. ``on_cap``: warn when
+        ``max_pages`` stops the read before the listing's end.
+        """
         offset = 0
-        for _ in range(MAX_PAGES):
+        max_pages = max_pages or MAX_PAGES
+        for _ in range(max_pages):
             page: Page = await self._call(lambda d: build(d, offset), parse)
             yield page
             if listing_ends(offset, len(page.items), page.total):
                 return
             offset += len(page.items)
-        log.warning("stopped reading a listing from %s after %d items (%d pages): the rest is ignored",
-                    self.config.base_url, offset, MAX_PAGES)
+        if on_cap:
+            log.warning("stopped reading a listing from %s after %d items (%d pages): the rest is ignored",
+                        self.config.base_url, offset, max_pages)
 
     async def _all(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page]) -> list[Any]:
         items: list[Any] = []
@@ -232,14 +240,12 @@ class RemoteAirflowClient:
             return {}
         prefix = os.path.commonprefix([min(wanted), max(wanted)]) or None  # a substring filter: a superset
         found: dict[str, Dag] = {}
-        offset = 0
-        for _ in range(min(MAX_PAGES, len(wanted))):
-            page: Page = await self._call(lambda d: d.dags(prefix, offset=offset), lambda d, b: d.parse_dags(b))
+        async for page in self._pages(lambda d, off: d.dags(prefix, offset=off), lambda d, b: d.parse_dags(b),
+                                      max_pages=min(MAX_PAGES, len(wanted)), on_cap=False):
             found.update((dag.dag_id, dag) for dag in page.items if dag.dag_id in wanted)
-            if len(found) == len(wanted) or listing_ends(offset, len(page.items), page.total):
+            if len(found) == len(wanted):
                 break
-            offset += len(page.items)
-            if page.total is not None and -(-page.total // len(page.items)) > len(wanted):
+            if page.items and page.total is not None and -(-page.total // len(page.items)) > len(wanted):
                 break  # more pages (of the server's size) than ids: one GET per id is cheaper
         return found
 
@@ -261,13 +267,20 @@ class RemoteAirflowClient:
         )
         return page.items
 
-    async def newest_runs(self, dag_ids: list[str], *, run_after_gte: datetime | None = None, offset: int = 0) -> Page:
-        """One page of runs of many DAGs with ``run_after`` >= a time (execution date on v1), newest first.
+    async def newest_runs(self, dag_ids: list[str], *, run_after_gte: datetime | None = None,
+                          max_pages: int = 1) -> tuple[list[DagRun], bool]:
+        """Runs of many DAGs with ``run_after`` >= a time (execution date on v1), newest first, at most
+        ``max_pages`` pages: the runs, and whether they are the whole listing.
 
-        What a first look reads for many new waits at once; the page's total says whether more follow.
+        What a first look reads for many new waits at once.
         """
-        return await self._call(lambda d: d.runs_batch(dag_ids, run_after_gte, offset=offset),
-                                lambda d, b: d.parse_dag_runs(b))
+        runs: list[DagRun] = []
+        complete = False
+        async for page in self._pages(lambda d, off: d.runs_batch(dag_ids, run_after_gte, offset=off),
+                                      lambda d, b: d.parse_dag_runs(b), max_pages=max_pages, on_cap=False):
+            complete = listing_ends(len(runs), len(page.items), page.total)
+            runs += page.items
+        return runs, complete
 
     async def list_task_instances(
         self, dag_id: str, run_id: str, *, task_group_id: str | None = None
