@@ -22,6 +22,7 @@ from xdep_sensors.probes import DagRunProbe, DagRunTarget
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HISTORY = 5200
 DAG = "busy"
+MAX_CYCLES = 50  # a test whose wait never ends fails here instead of polling forever
 
 
 def calls(upstream: MemoryUpstream) -> int:
@@ -74,13 +75,14 @@ class Poll:
                 for other in others:
                     await stack.enter_async_context(self.poller.subscribe(other))
                 sub = await stack.enter_async_context(self.poller.subscribe(probe, every_look=True))
-                while True:
+                while len(self.per_cycle) < MAX_CYCLES:
                     outcome = await asyncio.wait_for(sub.get(), 10)
                     if isinstance(outcome, Exception):
                         raise outcome
                     seen.append(outcome)
                     if until(outcome):
                         return seen
+        raise AssertionError(f"no outcome met the condition in {MAX_CYCLES} cycles: {[d.message for d in seen[-3:]]}")
 
 
 class TestOldRun:
@@ -143,8 +145,9 @@ class TestMissingRun:
         others = [DagRunProbe(DagRunTarget(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
 
         def on_cycle(n):
-            if n == 5:
-                upstream.put_run("dag_7", "manual__7", "success", logical_date=NOW, start=NOW, end=NOW)
+            if n == 5:  # a run that starts and ends now (NOW is when the module was imported)
+                now = datetime.now(timezone.utc)
+                upstream.put_run("dag_7", "manual__7", "success", logical_date=now, start=now, end=now)
 
         poll = Poll(upstream, on_cycle)
         seen = await poll.outcomes(DagRunProbe(DagRunTarget("dag_7", run_id="manual__7")), until=lambda d: d.done,
