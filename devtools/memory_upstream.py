@@ -109,7 +109,7 @@ class MemoryUpstream:
         since = parse_dt(params.get("timestamp_gte")) if self.api == "v2" else None
         rows = self.events if asset is None else self.by_asset.get(int(asset), [])
         low = bisect.bisect_left(rows, since, key=lambda e: e[0]) if since is not None else 0
-        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+        offset, limit = self._window(params)
         if params.get("order_by", "timestamp").startswith("-"):
             high = len(rows) - offset
             page = rows[max(low, high - limit):max(high, low)][::-1]
@@ -131,8 +131,12 @@ class MemoryUpstream:
         ids = sorted(set(self.by_asset) | self.assets)
         rows = [{"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}} for a in ids
                 if pattern in f"s3://bucket/asset-{a}" or pattern in f"asset-{a}"]
-        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+        offset, limit = self._window(params)
         return {"assets" if self.api == "v2" else "datasets": rows[offset:offset + limit], "total_entries": len(rows)}
+
+    def _window(self, params: dict[str, str]) -> tuple[int, int]:
+        """A GET's ``offset`` and ``limit``, the limit silently capped at the server's page limit."""
+        return int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
 
     def _run_json(self, run: dict) -> dict:
         return {"dag_id": run["dag_id"], "dag_run_id": run["run_id"], "state": run["state"],
@@ -171,7 +175,7 @@ class MemoryUpstream:
         known = sorted({dag for dag, _ in self.runs} | self.dags)
         if not parts:
             rows = [d for d in known if params.get("dag_id_pattern", "") in d]
-            offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+            offset, limit = self._window(params)
             return {"dags": [{"dag_id": d, "is_paused": False} for d in rows[offset:offset + limit]],
                     "total_entries": len(rows)}
         dag_id = parts[0]
@@ -188,7 +192,7 @@ class MemoryUpstream:
         bounds = {k: params.get(k) for k in ("logical_date_gte", "logical_date_lte", "execution_date_gte",
                                               "execution_date_lte", "run_after_gte")}
         rows = self._select(rows, bounds=bounds, order_by=params.get("order_by"))
-        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
+        offset, limit = self._window(params)
         return {"dag_runs": [self._run_json(r) for r in rows[offset:offset + limit]], "total_entries": len(rows)}
 
     def describe(self, request: Request) -> str:

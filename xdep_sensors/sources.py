@@ -124,9 +124,10 @@ class BatchSource:
     async def prefetch(self) -> None:
         """Read what most waits of the cycle share before stepping them: the runs that started or ended.
 
-        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``);
-        and the cycle's first looks come after this read, so nothing happens between the two unseen.
-        A failure is kept for the steps, which deliver it.
+        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``).
+        The cycle's first looks come after this read, and feeds that start later start from them
+        (``RunChanges.look_from``), so nothing that happens in between goes unseen. A failure is kept
+        for the steps, which deliver it.
         """
         if self.run_changes is not None:
             try:

@@ -156,3 +156,20 @@ class TestMissingRun:
         # the first look: the change feeds start (2 requests each), a DAG listing, one page of newest runs,
         # one exact lookup per run id the page does not show; then two requests a poll, whatever the waits
         assert poll.per_cycle[0] <= 4 + 1 + 1 + 100 and max(poll.per_cycle[1:]) <= 2, poll.per_cycle
+
+
+class TestQueuedState:
+    async def test_a_wait_decided_by_queued_asks_exactly_every_poll(self, upstream):
+        """A queued run has no start date, so no change feed lists it: such a wait asks for its run itself."""
+        watch = DagRunTarget(DAG, run_id="manual_q", allowed_states=["queued"])
+        probe = DagRunProbe(watch)
+
+        def on_cycle(n):
+            if n == 3:
+                upstream.put_run(DAG, "manual_q", "queued", logical_date=datetime.now(timezone.utc))
+
+        poll = Poll(upstream, on_cycle)
+        seen = await poll.outcomes(probe, until=lambda d: d.done)
+        assert probe.need()[0] == "exact"
+        assert seen[-1].status == "success" and seen[-1].result["state"] == "queued"
+        assert len(seen) - 3 <= 1, [d.message for d in seen]  # the first poll after the run appeared
