@@ -123,6 +123,10 @@ async def _run(args, rng, clock, port, control) -> dict:
     produced: dict[int, tuple[int, object]] = {}  # event id -> (asset, visible since)
     stamped: dict[int, object] = {}  # event id -> its timestamp
 
+    if args.debug:
+        async with control.get("/_stats", params={"log": "1"}):
+            pass  # start logging requests
+
     async def new_events() -> None:
         rows, visible = [], []
         for asset in range(args.assets):
@@ -224,7 +228,7 @@ async def _run(args, rng, clock, port, control) -> dict:
             req0, up0 = await stats()
             cpu0 = time.process_time()
             t0 = time.perf_counter()
-            source = poller._needs([subs[s] for s in probes], clock.now)
+            source = poller._needs([subs[s] for s in probes])
             results = await asyncio.gather(*(p.step(source) for p in probes.values()))
             for s, decision in zip(list(probes), results):
                 if decision.status == "success":
@@ -243,6 +247,9 @@ async def _run(args, rng, clock, port, control) -> dict:
             ours.cpu.append(time.process_time() - cpu0)
             req1, up1 = await stats()
             ours.requests.append(req1 - req0)
+            if args.debug and cycle in (20, 21, 22):
+                async with control.get("/_stats", params={"log": "1"}) as resp:
+                    print("cycle", cycle, "ours:", *(await resp.json())["log"], sep="\n  ")
             ours.upstream_cpu.append(up1 - up0)
             # theirs
             cpu0 = time.process_time()
@@ -250,6 +257,9 @@ async def _run(args, rng, clock, port, control) -> dict:
             theirs.cpu.append(time.process_time() - cpu0)
             req2, up2 = await stats()
             theirs.requests.append(req2 - req1)
+            if args.debug:
+                async with control.get("/_stats", params={"log": "1"}):
+                    pass  # forget their requests
             theirs.upstream_cpu.append(up2 - up1)
         for q in queues:
             q.put_nowait(None)

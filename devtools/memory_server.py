@@ -35,7 +35,10 @@ def app_for(upstream: MemoryUpstream) -> web.Application:
         return web.json_response([upstream.add_event(int(a), parse_dt(t)) for a, t in rows])
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"requests": dict(upstream.requests), "cpu": time.process_time()})
+        body = {"requests": dict(upstream.requests), "cpu": time.process_time()}
+        if request.query.get("log"):  # and the requests since the previous ?log=1, then forget them
+            body["log"], upstream.log = upstream.log or [], []
+        return web.json_response(body)
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/_events", add_events)

@@ -42,6 +42,7 @@ class MemoryUpstream:
     runs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dag_id, run_id) -> run fields
     page_limit: int = 100  # the server's [api] maximum_page_limit
     requests: Counter = field(default_factory=Counter)
+    log: list | None = None  # every request's (path, params), when a caller sets a list here
     assets: set[int] = field(default_factory=set)  # assets that exist without events yet
     dags: set[str] = field(default_factory=set)  # DAGs that exist without runs yet
     by_asset: dict[int, list] = field(default_factory=dict)
@@ -87,6 +88,8 @@ class MemoryUpstream:
 
     def _answer(self, request: Request) -> Any:
         self.requests[request.path] += 1
+        if self.log is not None:
+            self.log.append((request.path, request.params))
         params = dict(request.params)
         if request.path.endswith("/version"):
             if not request.path.startswith(f"/api/{self.api}/"):

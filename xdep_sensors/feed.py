@@ -9,12 +9,14 @@ Why an overlap window: an item becomes visible upstream after its timestamp is s
 transaction commits later; replicas' clocks differ), so a later poll may find an item older than
 the mark. Each poll re-covers ``[mark - overlap, ...)`` and de-duplicates by (key, time).
 
-Why it stays cheap: a warm feed does not re-read the window. It asks for the page that starts at
-the last item it knows (the *anchor*, at offset ``known - 1`` of the window, ascending), so a quiet
-poll is one request and a busy one is ``ceil(new / page size)`` requests, at the page size the server
-returns. If anything landed inside the window, the anchor has moved (or the total does not add up)
-and the feed re-reads the window once. The end of a listing is told by its total (or an empty
-page), never by a page shorter than asked for: ``[api] maximum_page_limit`` may be below 100.
+Why it stays cheap: a warm feed does not re-read the window. It asks for the window newest first;
+the listing's total, less the window's items it has read, is how many items are unseen (new ones,
+and any that landed late inside the window), and it reads down only until it has found them. A quiet
+poll is one request, a busy one ``ceil(new / page size)`` requests at the page size the server
+returns, and a late item costs the pages down to it. The end of a listing is told by its total (or
+an empty page), never by a page shorter than asked for: ``[api] maximum_page_limit`` may be below
+100. Without a total, a warm read continues from the last item it knows (the *anchor*) and re-reads
+the window once if anything landed inside it.
 A read cut at the page cap keeps its position and continues there on the next poll.
 
 API v1 asset events have no time filter: their feed reads newest-first and uses the listing's
@@ -61,6 +63,7 @@ class Step:
     offset: int
     newest_first: bool = False
     anchor: tuple[Key, datetime] | None = None  # the known item expected first on this page
+    known: int | None = None  # a warm read's top page: how many items of the window were read before
     head: bool = False  # a look at the newest item only: where a feed that starts "now" begins
 
 
@@ -98,6 +101,7 @@ class Feed:
         self._resume: datetime | None = None  # time-filtered listings: keyset time where a cut read continues
         self._settled: datetime | None = None  # the mark when a read last covered the whole window
         self._covering = False  # the current read started at the window's lower bound
+        self.budget = 1  # requests the current read may make (``RemoteAirflowClient.read_feed`` sets it)
 
     @property
     def established(self) -> bool:
@@ -144,10 +148,10 @@ class Feed:
             return Step(last_time, sum(1 for (_, t) in self.seen if t == last_time))
         if not self.warm:
             return Step(self.lower, 0)
-        window = sorted(self._in_window(), key=lambda kt: (kt[1], str(kt[0])))
-        if not window:
+        known = len(self._in_window())
+        if not known:
             return Step(self.lower, 0)
-        return Step(self.lower, len(window) - 1, anchor=window[-1])
+        return Step(self.lower, 0, newest_first=True, known=known)
 
     def absorb(self, step: Step, items: list[Any], total: int | None) -> tuple[list[Any], Step | None]:
         """Take one page; return the items never seen before and the next step (None: read done)."""
@@ -168,6 +172,16 @@ class Feed:
                 self._finish()
                 return fresh, None
             return fresh, Step(step.lower, step.offset + len(items))
+        if step.known is not None:
+            # Newest first only when the whole window fits in this read's pages: a read cut half-way
+            # down would hand consumers newer items before older ones. Otherwise (a burst, or no total
+            # to count with) read on from the newest known item, oldest first.
+            unseen = None if total is None else total - step.known  # new items, and any that landed late
+            on_page = sum(1 for (when, key), _ in placed if (key, when) not in self.seen)
+            if unseen is None or (on_page < unseen and total > max(len(items), 1) * self.budget):  # type: ignore[operator]
+                window = sorted(self._in_window(), key=lambda kt: (kt[1], str(kt[0])))
+                return [], Step(self.lower, len(window) - 1, anchor=window[-1])
+            self._expect = unseen
         if step.anchor is not None:
             # the first item must be known and at the anchor's time (tied items may come in any order)
             first_known = bool(placed) and placed[0][0][0] == step.anchor[1] and \

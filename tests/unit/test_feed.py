@@ -64,7 +64,7 @@ class TestFeedOnAssetEvents:
             before = calls(upstream)
             got = await client.read_feed(feed, listing)
             assert [e.id for e in got] == new_ids
-            # ceil(new / 100) + 1: the anchor page, then the new items
+            # ceil(new / 100), and one request when quiet: the window newest first, down to its unseen items
             assert calls(upstream) - before <= math.ceil(burst / 100) + 1
 
     async def test_a_cut_read_never_pins_the_feed(self, upstream):
@@ -104,6 +104,52 @@ class TestFeedOnAssetEvents:
         assert sorted(e.id for e in await client.read_feed(feed, listing)) == ids
         more = [upstream.add_event(1, same) for _ in range(3)]
         assert sorted(e.id for e in await client.read_feed(feed, listing)) == more
+
+    async def test_a_late_item_costs_the_pages_down_to_it(self):
+        """A warm read counts the window's unseen items (its total less what it has read) and reads newest
+        first only until it has found them: new items and a late one 150 items deep cost two pages."""
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        for i in range(300):
+            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
+        await client.read_feed(feed, listing)
+        top = T0 + timedelta(seconds=30)
+        new = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
+        before = calls(upstream)
+        assert [e.id for e in await client.read_feed(feed, listing)] == new
+        assert calls(upstream) - before == 1
+        new = [upstream.add_event(1, top + timedelta(seconds=1, milliseconds=i)) for i in range(50)]
+        late = upstream.add_event(2, top - timedelta(seconds=10))  # 100 known items below the new ones
+        before = calls(upstream)
+        assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(new + [late])
+        assert calls(upstream) - before == 2
+        before = calls(upstream)
+        assert await client.read_feed(feed, listing) == []
+        assert calls(upstream) - before == 1
+
+    async def test_a_burst_beyond_the_pages_of_one_read_arrives_oldest_first(self):
+        """A window too long to read newest first within one read is read oldest first, across reads:
+        a consumer's cursor (which forgets what is older than its newest item less the overlap) accepts all."""
+        from xdep_sensors.durable import Cursor
+
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        upstream.add_event(1, T0)
+        await client.read_feed(feed, listing)
+        burst = [upstream.add_event(1, T0 + timedelta(seconds=1 + i * 0.2)) for i in range(1000)]  # 200 s
+        upstream.add_event(2, T0 + timedelta(seconds=100))  # and a late one in the middle of it
+        cursor, taken = Cursor(T0.isoformat()), []
+        for _ in range(20):
+            got = await client.read_feed(feed, listing, max_pages=3)
+            taken += [e.id for e in got if cursor.is_new(e)]
+            cursor = cursor.advance(got)
+            if not feed.behind and not got:
+                break
+        assert sorted(taken) == sorted(burst + [upstream._next_id - 1])
 
     @pytest.mark.parametrize("seed", [7, 11, 23, 42])
     async def test_randomized_history_each_item_exactly_once(self, upstream, seed):

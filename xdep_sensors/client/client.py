@@ -370,6 +370,7 @@ class RemoteAirflowClient:
         Returns the items never seen by this feed, oldest first. A read cut at ``max_pages`` keeps
         its position: the next read continues there, so no history length can pin a feed.
         """
+        feed.budget = max_pages
         step: Step | None = feed.first_step()
         fresh: list[Any] = []
         for _ in range(max_pages):
