@@ -216,7 +216,8 @@ async def _run(args, rng, clock, port, control) -> dict:
         return sent
 
     with mock.patch("xdep_sensors.hook.RemoteAirflowHook.aget_client", new=hook_client), \
-            mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+            mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()), \
+            mock.patch("xdep_sensors.streams._clock", new=lambda: (clock.now - T0).total_seconds()):
         stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
         listeners = [asyncio.ensure_future(listen(w)) for w in range(len(watchers))]
         stalls: list[float] = []

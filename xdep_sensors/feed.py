@@ -284,8 +284,7 @@ class Feed:
                     ordered=self.ordered)
 
     @classmethod
-    def merged(cls, feeds: list[Feed], position: Position, head: datetime | None = None,
-               floor: datetime | None = None) -> Feed:
+    def merged(cls, feeds: list[Feed], position: Position, head: datetime | None = None) -> Feed:
         """A feed over a wider listing (every asset) that continues from where ``feeds`` all were.
 
         Its first read covers the window behind the lowest of their marks (or behind ``head``, the
@@ -298,7 +297,7 @@ class Feed:
                    ordered=first.ordered, at_head=not marks)
         if marks:
             feed.mark = feed._settled = min(marks)
-            feed.floor = feed.mark - feed.overlap if floor is None else max(feed.mark - feed.overlap, floor)
+            feed.floor = feed.mark - feed.overlap
             for f in feeds:
                 feed.seen.update(f.seen)
         return feed

@@ -24,7 +24,7 @@ from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.policy import POLICY
 from xdep_sensors.errors import XdepError
 from xdep_sensors.sources import BatchSource
-from xdep_sensors.streams import RunChanges, SharedReads
+from xdep_sensors.streams import RunChanges, SharedReads, asset_reads_for
 
 if TYPE_CHECKING:
     from xdep_sensors.decisions import Decision
@@ -168,7 +168,6 @@ class SharedPoller:
         self._on_empty = on_empty
         self._task: asyncio.Task | None = None
         self.cycles = 0
-        self.asset_reads = SharedReads("asset_events")  # positions in the upstream's asset events, kept across cycles
         self.run_changes = RunChanges()  # positions in the upstream's runs that started / ended, kept across cycles
 
     def subscribe(self, probe: Any, every_look: bool = False) -> _Subscriber:
@@ -184,6 +183,11 @@ class SharedPoller:
         self.subscribers[id(sub)] = sub
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
+
+    @property
+    def asset_reads(self) -> SharedReads:
+        """Positions in the upstream's asset events, kept across cycles (shared with the watchers' stream)."""
+        return asset_reads_for(self.config)
 
     def _leave(self, sub: _Subscriber) -> None:
         self.subscribers.pop(id(sub), None)
@@ -223,8 +227,11 @@ class SharedPoller:
         self.run_changes.keep(started, ended)
         if first_waits:
             self.run_changes.look_from(datetime.now(timezone.utc))
+        if not asset_targets:
+            self.asset_reads.leave(self)
         return BatchSource(self.client, first_bounds, self.run_changes if ended else None, self.asset_reads,
-                           asset_targets, new_dags, first_waits, read_started=started)
+                           asset_targets, new_dags, first_waits, read_started=started,
+                           reader=(self, self.interval / 2))
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)
@@ -260,6 +267,7 @@ class SharedPoller:
                 worst = max(errors, key=lambda e: getattr(e, "retry_after", None) or 0, default=None)
                 await asyncio.sleep(POLICY.poll_delay(self.interval, failures, worst))
         finally:
+            self.asset_reads.leave(self)
             await self.client.close()
 
 

@@ -109,7 +109,8 @@ class BatchSource:
 
     def __init__(self, client: RemoteAirflowClient, first_bounds: dict[str, datetime | None],
                  run_changes: RunChanges | None, asset_reads: SharedReads | None, asset_targets: set[int],
-                 new_dags: set[str] | None = None, first_waits: int = 0, read_started: bool = True):
+                 new_dags: set[str] | None = None, first_waits: int = 0, read_started: bool = True,
+                 reader: tuple[Hashable, float] | None = None):
         self.client = client
         self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
         self.first_waits = first_waits  # how many waits take their first look this cycle
@@ -118,6 +119,7 @@ class BatchSource:
         self.read_started = read_started  # some wait needs the runs that started, not only those that ended
         self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
         self.asset_targets = asset_targets  # asset ids any subscriber waits on
+        self.reader = reader  # (who, fresh for seconds): asset reads shared with other readers (``read_for``)
         self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG, once read
         self._memo: dict[Hashable, asyncio.Future] = {}
 
@@ -161,6 +163,14 @@ class BatchSource:
         # a run the shared reads cannot answer for: asked for exactly, once per (DAG, target) and cycle
         key = ("run", dag_id, watch.run_id, watch.logical_date, watch.latest_after)
         return await self._once(key, lambda: _lookup_run(self.client, watch))
+
+    async def _read_assets(self) -> dict[Hashable, list[AssetEvent]]:
+        assert self.asset_reads is not None
+        if self.reader is None:
+            return await self.asset_reads.read(self.client, self.asset_targets)
+        who, fresh_for = self.reader
+        by_asset, _ = await self.asset_reads.read_for(who, self.client, self.asset_targets, fresh_for)
+        return by_asset
 
     async def _first_look(self) -> tuple[datetime | None, bool, dict[str, list[DagRun]]]:
         """The newest runs of the DAGs new waits look at: (covered above, complete, runs by DAG).
@@ -219,7 +229,7 @@ class BatchSource:
         if self.asset_reads is None:
             return await DirectSource(self.client).asset_events(probe)
         reads = self.asset_reads
-        by_asset = await self._once(("asset-events",), lambda: reads.read(self.client, self.asset_targets))
+        by_asset = await self._once(("asset-events",), self._read_assets)
         events = [e for asset_id in probe.ids.values() for e in by_asset.get(asset_id, [])]
         if not probe.caught_up:
             # caught up only once this cycle's shared read covered all its assets (else: again next cycle)

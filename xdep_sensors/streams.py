@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Hashable
 
-from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.client import Listing
 from xdep_sensors.feed import OVERLAP, PAGE, Feed
 
 log = logging.getLogger(__name__)
 
+_clock = time.monotonic  # when shared reads were made (a benchmark replaces it with its simulated clock)
 RETAIN = timedelta(minutes=10)  # how long items the shared read delivered stay at hand for consumers that join later
 UNION_MIN_TARGETS = 2  # with one asset, its own listing is never dearer than the union
 PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
@@ -40,6 +42,12 @@ def listing_for(kind: str, target: Hashable | None, states: tuple[str, ...] = ()
     if kind == "asset_events":
         return Listing("asset_events", asset_id=target)  # type: ignore[arg-type]
     return Listing(kind, dag_ids=(target,), states=tuple(sorted(states)))  # type: ignore[arg-type]
+
+
+@dataclass
+class _Reader:
+    taken: int  # the sequence number of the last read this reader took
+    targets: frozenset = frozenset()
 
 
 @dataclass
@@ -66,7 +74,7 @@ class SharedReads:
         self.per_target_until = 0
         self._probe_since: datetime | None = None  # per-asset spells: where the union's count is asked from
         self._probe_cycle = 0
-        self._counted_from: datetime | None = None
+        self._union_covering = False  # the union's first read after a switch is still under way
         self.cycle = 0
         self._catchups: dict[tuple, _CatchUp] = {}
         # Every item the shared read delivered lately, and since when it delivered everything per target
@@ -77,6 +85,13 @@ class SharedReads:
         self.covered: dict[Hashable, datetime] = {}
         self._dropped_until: datetime | None = None
         self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
+        # Several readers of one connection (the sensors' shared poll, the watchers' shared stream):
+        # each read made, by sequence number, until every reader has taken it; each reader's place.
+        self.readers: dict[Hashable, _Reader] = {}
+        self._reads: deque[tuple[int, float, frozenset, dict[Hashable, list[Any]]]] = deque()
+        self._seq = 0
+        self._lock: asyncio.Lock | None = None
+        self._key: Hashable = None  # where ``asset_reads_for`` keeps it
 
     # listings -----------------------------------------------------------------------------------
 
@@ -91,6 +106,57 @@ class SharedReads:
 
     def target_of(self, item: Any) -> Hashable:
         return item.asset_id if self.kind == "asset_events" else item.dag_id
+
+    # readers ------------------------------------------------------------------------------------
+
+    async def read_for(self, reader: Hashable, client: RemoteAirflowClient, targets: set[Hashable],
+                       fresh_for: float) -> tuple[dict[Hashable, list[Any]], dict[Hashable, datetime]]:
+        """What is new for ``targets`` since this reader's previous call, for one of several readers,
+        and how far the shared feeds had read then (``marks()``).
+
+        A read another reader made less than ``fresh_for`` seconds ago that covered these targets is
+        handed over instead of a new one: two readers polling every interval, in any phase, cost one
+        read per interval (each call either reads or takes a read at most half an interval old, and
+        the next read comes within the interval).
+        """
+        if not targets:
+            self.leave(reader)
+            return {}, {}
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            place = self.readers.get(reader)
+            if place is None:
+                place = self.readers[reader] = _Reader(self._seq)
+            place.targets = frozenset(targets)
+            last = self._reads[-1] if self._reads else None
+            if last is None or last[0] <= place.taken or _clock() - last[1] > fresh_for or not place.targets <= last[2]:
+                wanted = frozenset().union(*(r.targets for r in self.readers.values()))
+                by_target = await self.read(client, set(wanted))
+                self._seq += 1
+                self._reads.append((self._seq, _clock(), wanted, by_target))
+            out: dict[Hashable, list[Any]] = {}
+            for seq, _, _, by_target in self._reads:
+                if seq > place.taken:
+                    for target in targets:
+                        out.setdefault(target, []).extend(by_target.get(target, ()))
+            place.taken = self._seq
+            self._forget_taken()
+            return {t: items for t, items in out.items() if items}, self.marks()
+
+    def leave(self, reader: Hashable) -> None:
+        """This reader reads no more (until it calls again: then it starts from the next read)."""
+        if self.readers.pop(reader, None) is not None:
+            self._forget_taken()
+        if not self.readers and _BY_CONNECTION.get(self._key) is self:
+            del _BY_CONNECTION[self._key]  # the next reader starts afresh, as a new poll would
+
+    def _forget_taken(self) -> None:
+        oldest = min((r.taken for r in self.readers.values()), default=self._seq)
+        while self._reads and self._reads[0][0] <= oldest and len(self._reads) > 1:
+            self._reads.popleft()
+        if not self.readers:
+            self._reads.clear()
 
     # the shared read ----------------------------------------------------------------------------
 
@@ -174,7 +240,7 @@ class SharedReads:
         if not marks or not (await client.dialect()).has_event_time_filter:
             self.per_target_until = self.cycle + PER_TARGET_CYCLES
             return False
-        since = self._counted_from = self._probe_since or max(marks)
+        since = self._probe_since or max(marks)
         cycles, self._probe_cycle = max(self.cycle - self._probe_cycle, 1), self.cycle
         union = Listing("asset_events")
         page = await client.newest_page(union, since)
@@ -193,19 +259,22 @@ class SharedReads:
             # Continue from where the previous feeds were; start at the head only when there were none.
             # From per-asset reads, the count just taken says where the upstream is (its newest event)
             # and that little happened since the previous count: the union starts there, not behind
-            # the quiet assets' old marks (their feeds read up to now); items older than the previous
-            # count were covered by the per-asset feeds.
+            # the quiet assets' old marks (their feeds read up to now). Its first read covers the
+            # overlap window behind that newest event, as each per-asset feed would have: an item
+            # that becomes visible late there is found (what the per-asset feeds read is not repeated).
             switching = self.per_target and self._probe_cycle == self.cycle
             head = self._probe_since if switching else None
-            floor = self._counted_from if switching else None
-            self.union = (Feed.merged(previous, listing.position, head, floor) if previous
+            self.union = (Feed.merged(previous, listing.position, head) if previous
                           else await self._at_head(client, listing))
             self.union_targets = key
             self.per_target.clear()
+            self._union_covering = bool(previous)
         items = await client.read_feed(self.union, listing)
         if self.kind == "asset_events":
-            # a busy upstream: the union's pages outnumber the watched assets' listings
-            if len(items) > PAGE * (len(targets) - 1):
+            covering, self._union_covering = self._union_covering, self._union_covering and self.union.behind
+            # a busy upstream: the union's pages outnumber the watched assets' listings (not counting the
+            # first read after a switch, which covers the window behind where the per-asset feeds were)
+            if not covering and len(items) > PAGE * (len(targets) - 1):
                 self.per_target_until = self.cycle + PER_TARGET_CYCLES
                 self._probe_since, self._probe_cycle = self.union.mark, self.cycle  # count from here later
                 log.info("upstream %s is busy (%d new asset events per poll, %d watched assets): reading "
@@ -256,6 +325,20 @@ class SharedReads:
 
     async def _advance(self, client: RemoteAirflowClient, catchup: _CatchUp, target: Hashable) -> None:
         catchup.items += await client.read_feed(catchup.feed, self.listing(target))
+
+
+_BY_CONNECTION: dict[Hashable, SharedReads] = {}
+
+
+def asset_reads_for(config: ClientConfig) -> SharedReads:
+    """The asset-event reads of one connection in this event loop: the sensors' shared poll and the
+    watchers' shared stream read the upstream's asset events through the same feeds (``read_for``)."""
+    key = (id(asyncio.get_running_loop()), config.conn_id, config.base_url)
+    reads = _BY_CONNECTION.get(key)
+    if reads is None:
+        reads = _BY_CONNECTION[key] = SharedReads("asset_events")
+        reads._key = key
+    return reads
 
 
 STARTED_RUNS = Listing("started_runs")

@@ -28,7 +28,7 @@ from xdep_sensors.errors import NotFound, XdepError
 from xdep_sensors.feed import OVERLAP, Feed
 from xdep_sensors.hook import RemoteAirflowHook
 from xdep_sensors.client.client import Listing
-from xdep_sensors.streams import SharedReads, listing_for
+from xdep_sensors.streams import SharedReads, asset_reads_for, listing_for
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,20 @@ class _RemoteEventTrigger(BaseEventTrigger):
         key = ("xdep_sensors", cls.kind, kwargs["remote_conn_id"], interval)
         reads = SUBSCRIBERS.reads.setdefault(key, SharedReads(cls.listing_kind, cls.listing_states))
         hook = RemoteAirflowHook(kwargs["remote_conn_id"])
+        reader = object()  # this stream, among the readers of the connection's asset events
         failures = 0
         try:
             while True:
                 targets = SUBSCRIBERS.targets(key)
                 try:
                     client = await hook.aget_client()
-                    by_target = await reads.read(client, targets)
+                    if cls.listing_kind == "asset_events":
+                        # the same feeds as the sensors' shared poll on this connection: one read for both
+                        reads = SUBSCRIBERS.reads[key] = asset_reads_for(client.config)
+                        by_target, marks = await reads.read_for(reader, client, targets, interval / 2)
+                    else:
+                        by_target = await reads.read(client, targets)
+                        marks = reads.marks()
                 except XdepError as err:
                     failures += 1
                     wait = POLICY.poll_delay(interval, failures, err)
@@ -235,9 +242,10 @@ class _RemoteEventTrigger(BaseEventTrigger):
                     continue
                 failures = 0
                 yield {"by_target": by_target, "targets": targets, "upstream": client.config.ui_base,
-                       "marks": reads.marks()}
+                       "marks": marks}
                 await asyncio.sleep(interval)
         finally:
+            reads.leave(reader)
             if SUBSCRIBERS.reads.get(key) is reads and key not in SUBSCRIBERS.by_key:
                 SUBSCRIBERS.reads.pop(key, None)
 

@@ -281,10 +281,16 @@ class TestUnionOrPerAsset:
             costs.append(calls(upstream) - before)
         # per asset: 2 requests, not 6 pages of the union (+1 count every 10 cycles to see if it calmed down)
         assert reads.union is None and max(costs[2:]) <= 3 and sorted(costs[2:])[-2] <= 2, costs
+        delivered = []
+        late = None
         for cycle in range(25):  # calm again: within two spells a count tells the union is cheaper
             per_cycle(busy=False)
-            await reads.read(client, targets)
+            delivered += [e.id for e in (await reads.read(client, targets)).get(1, [])]
+            if reads.union is not None and late is None:
+                # just switched: an event of a watched asset becomes visible late, older than the count
+                late = upstream.add_event(1, reads._probe_since - timedelta(seconds=30))
         assert reads.union is not None
+        assert late is not None and delivered.count(late) == 1  # the switch to the union covers the window
         fresh = upstream.add_event(2, now + timedelta(seconds=1))
         assert [e.id for e in (await reads.read(client, targets))[2]] == [fresh]
 
@@ -402,3 +408,60 @@ class TestNullableFields:
             {"dag_id": "d", "dag_run_id": "a", "state": "success", "end_date": None},
             {"dag_id": "d", "dag_run_id": "b", "state": "success", "end_date": T0.isoformat()}], "total_entries": 2})
         assert [r.run_id for r in page.items] == ["b"]
+
+
+class TestReaders:
+    """The sensors' shared poll and the watchers' shared stream of one connection read one set of feeds."""
+
+    async def test_two_readers_in_any_phase_cost_one_read_per_interval_and_each_gets_every_item_once(self, monkeypatch):
+        from xdep_sensors import streams
+
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        clock = [0.0]
+        monkeypatch.setattr(streams, "_clock", lambda: clock[0])
+        reads = streams.SharedReads("asset_events")
+        targets = {1, 2}
+        interval = 10.0
+        got: dict[str, list[int]] = {"poll": [], "stream": []}
+        made: list[int] = []
+        reads_made = []
+        for phase in (0.0, 2.0, 4.9, 5.1, 9.0):  # where the stream calls, after the poll
+            for tick in range(6):
+                if tick == 1:
+                    reads_before = reads._seq  # after the first interval of each phase
+                start = 100.0 * len(reads_made) + tick * interval
+                made.append(upstream.add_event(1 + tick % 2, T0 + timedelta(seconds=start + 0.5)))
+                for who, at in (("poll", start + 1.0), ("stream", start + 1.0 + phase)):
+                    clock[0] = at
+                    by_target, _ = await reads.read_for(who, client, targets, interval / 2)
+                    got[who] += [e.id for items in by_target.values() for e in items]
+            reads_made.append(reads._seq - reads_before)
+        for who in ("poll", "stream"):  # a handed-over read may be up to half an interval old: the next brings the rest
+            clock[0] += interval
+            by_target, _ = await reads.read_for(who, client, targets, interval / 2)
+            got[who] += [e.id for items in by_target.values() for e in items]
+        for who in ("poll", "stream"):
+            assert len(got[who]) == len(set(got[who])), who
+        # every item after the readers' first call (the shared feed starts at the head then)
+        assert set(made[1:]) <= set(got["poll"]) and set(made[1:]) <= set(got["stream"])
+        assert reads_made == [5, 5, 5, 5, 5], reads_made  # one read per interval, whatever the phase
+
+    async def test_a_reader_that_leaves_pins_nothing_and_the_last_one_out_frees_the_feeds(self):
+        from xdep_sensors import streams
+
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        reads = streams.asset_reads_for(client.config)
+        assert streams.asset_reads_for(client.config) is reads  # one per connection and event loop
+        for i in range(20):
+            upstream.add_event(1, T0 + timedelta(seconds=i))
+            await reads.read_for("poll", client, {1}, 0.0)
+            if i == 0:
+                await reads.read_for("stream", client, {1}, 0.0)
+        assert len(reads._reads) > 10  # the stream has not taken them: they wait for it
+        reads.leave("stream")
+        assert len(reads._reads) == 1
+        by_target, _ = await reads.read_for("poll", client, set(), 0.0)  # no target left: the poll leaves
+        assert by_target == {} and not reads.readers
+        assert streams.asset_reads_for(client.config) is not reads
