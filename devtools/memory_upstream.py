@@ -42,6 +42,7 @@ class MemoryUpstream:
     runs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dag_id, run_id) -> run fields
     page_limit: int = 100  # the server's [api] maximum_page_limit
     requests: Counter = field(default_factory=Counter)
+    sources: dict[int, str] = field(default_factory=dict)  # event id -> its source DAG, when not "producer"
     log: list | None = None  # every request's (path, params), when a caller sets a list here
     assets: set[int] = field(default_factory=set)  # assets that exist without events yet
     dags: set[str] = field(default_factory=set)  # DAGs that exist without runs yet
@@ -51,9 +52,11 @@ class MemoryUpstream:
 
     # writing -------------------------------------------------------------------------------------
 
-    def add_event(self, asset_id: int, when: datetime, extra: dict | None = None) -> int:
+    def add_event(self, asset_id: int, when: datetime, extra: dict | None = None, source_dag_id: str = "producer") -> int:
         event_id = self._next_id
         self._next_id += 1
+        if source_dag_id != "producer":
+            self.sources[event_id] = source_dag_id
         row = (when, event_id, asset_id, extra or {})
         bisect.insort(self.events, row, key=lambda e: (e[0], e[1]))
         bisect.insort(self.by_asset.setdefault(asset_id, []), row, key=lambda e: (e[0], e[1]))
@@ -111,6 +114,8 @@ class MemoryUpstream:
         asset = params.get("asset_id") or params.get("dataset_id")
         since = parse_dt(params.get("timestamp_gte")) if self.api == "v2" else None
         rows = self.events if asset is None else self.by_asset.get(int(asset), [])
+        if params.get("source_dag_id"):
+            rows = [r for r in rows if self.sources.get(r[1], "producer") == params["source_dag_id"]]
         low = bisect.bisect_left(rows, since, key=lambda e: e[0]) if since is not None else 0
         offset, limit = self._window(params)
         if params.get("order_by", "timestamp").startswith("-"):
@@ -121,19 +126,18 @@ class MemoryUpstream:
         total = len(rows) - low
         if self.api == "v2":
             items = [{"id": i, "asset_id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": x,
-                      "timestamp": _iso(t), "source_dag_id": "producer", "source_task_id": "t",
+                      "timestamp": _iso(t), "source_dag_id": self.sources.get(i, "producer"), "source_task_id": "t",
                       "source_run_id": "r", "source_map_index": -1} for t, i, a, x in page]
             return {"asset_events": items, "total_entries": total}
         items = [{"id": i, "dataset_id": a, "dataset_uri": f"s3://bucket/asset-{a}", "extra": x,
-                  "timestamp": _iso(t), "source_dag_id": "producer", "source_task_id": "t", "source_run_id": "r",
-                  "source_map_index": -1} for t, i, a, x in page]
+                  "timestamp": _iso(t), "source_dag_id": self.sources.get(i, "producer"), "source_task_id": "t",
+                  "source_run_id": "r", "source_map_index": -1} for t, i, a, x in page]
         return {"dataset_events": items, "total_entries": total}
 
     def _assets(self, params: dict[str, str]) -> dict:
-        pattern = params.get("uri_pattern") or params.get("name_pattern") or ""
         ids = sorted(set(self.by_asset) | self.assets)
         rows = [{"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}} for a in ids
-                if pattern in f"s3://bucket/asset-{a}" or pattern in f"asset-{a}"]
+                if _matches(params, "uri", f"s3://bucket/asset-{a}") and _matches(params, "name", f"asset-{a}")]
         offset, limit = self._window(params)
         return {"assets" if self.api == "v2" else "datasets": rows[offset:offset + limit], "total_entries": len(rows)}
 
@@ -177,7 +181,7 @@ class MemoryUpstream:
         parts = path.split("/")[4:]  # after /api/vN/dags
         known = sorted({dag for dag, _ in self.runs} | self.dags)
         if not parts:
-            rows = [d for d in known if params.get("dag_id_pattern", "") in d]
+            rows = [d for d in known if _matches(params, "dag_id", d)]
             offset, limit = self._window(params)
             return {"dags": [{"dag_id": d, "is_paused": False} for d in rows[offset:offset + limit]],
                     "total_entries": len(rows)}
@@ -200,3 +204,13 @@ class MemoryUpstream:
 
     def describe(self, request: Request) -> str:
         return f"{request.method} {request.path}?{urlencode(request.params)}"
+
+
+def _matches(params: dict[str, str], field: str, value: str) -> bool:
+    """Airflow's ``<field>_pattern`` (case-insensitive substring) and, as from 3.2, ``<field>_prefix_pattern``
+    (case-sensitive prefix), each with ``|`` between alternatives (3.2+; v1 and the model's 3.x alike)."""
+    pattern, prefix = params.get(f"{field}_pattern"), params.get(f"{field}_prefix_pattern")
+    if pattern and not any(t.strip().lower() in value.lower() for t in pattern.split("|") if t.strip()):
+        return False
+    return not prefix or any(value.startswith(t.strip()) for t in prefix.split("|") if t.strip())
+

@@ -307,6 +307,7 @@ class AssetProbe:
         self.cursors = {ref.label: Cursor.from_dict(watch.cursors.get(ref.label)) for ref in watch.refs}
         self.feeds: dict[str, Feed] = {}  # this probe's own feeds (when it polls alone)
         self.caught_up = False  # read from each cursor up to now at least once (a shared poll then suffices)
+        self.source_dag_id = watch.source_dag_id  # its own reads and catch-ups ask the server for these only
         self.pending: dict[str, dict[int, AssetEvent]] = {ref.label: {} for ref in watch.refs}
         self._last: Decision | None = None
 

@@ -47,6 +47,7 @@ class AssetReader(Protocol):
     ids: dict[str, int]
     feeds: dict[str, Feed]
     caught_up: bool
+    source_dag_id: str | None  # only events this upstream DAG produced (the server filters its own reads)
 
     def start(self, label: str) -> datetime | None: ...
 
@@ -87,7 +88,7 @@ class DirectSource:
         """What is new for the probe's assets, through its own feeds (one listing per asset)."""
         events: list[AssetEvent] = []
         for label, asset_id in probe.ids.items():
-            listing = Listing("asset_events", asset_id=asset_id)
+            listing = Listing("asset_events", asset_id=asset_id, source_dag_id=probe.source_dag_id)
             feed = probe.feeds.get(label)
             if feed is None:
                 feed = probe.feeds[label] = await self.client.open_feed(listing, probe.start(label))
@@ -236,8 +237,10 @@ class BatchSource:
             done = set(probe.ids.values()) <= self.asset_targets
             for label, asset_id in probe.ids.items():
                 start = probe.start(label)
-                items, complete = await self._once(("catch-up", asset_id, start),
-                                                   lambda a=asset_id, s=start: reads.catch_up(self.client, a, s))
+                source = probe.source_dag_id
+                items, complete = await self._once(
+                    ("catch-up", asset_id, start, source),
+                    lambda a=asset_id, s=start, d=source: reads.catch_up(self.client, a, s, d))
                 events += items
                 done = done and complete
             probe.caught_up = done

@@ -37,10 +37,12 @@ UNION_MIN_TARGETS = 2  # with one asset, its own listing is never dearer than th
 PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
 
 
-def listing_for(kind: str, target: Hashable | None, states: tuple[str, ...] = ()) -> Listing:
-    """The listing of one target: an asset's events (``None``: every asset's), or one DAG's runs / tasks."""
+def listing_for(kind: str, target: Hashable | None, states: tuple[str, ...] = (),
+                source_dag_id: str | None = None) -> Listing:
+    """The listing of one target: an asset's events (``None``: every asset's; only those ``source_dag_id``
+    produced, if given), or one DAG's runs / tasks."""
     if kind == "asset_events":
-        return Listing("asset_events", asset_id=target)  # type: ignore[arg-type]
+        return Listing("asset_events", asset_id=target, source_dag_id=source_dag_id)  # type: ignore[arg-type]
     return Listing(kind, dag_ids=(target,), states=tuple(sorted(states)))  # type: ignore[arg-type]
 
 
@@ -53,6 +55,7 @@ class _Reader:
 @dataclass
 class _CatchUp:
     feed: Feed
+    listing: Listing
     items: list[Any] = field(default_factory=list)
     cycle: int = -1
     running: asyncio.Future | None = None
@@ -295,9 +298,10 @@ class SharedReads:
 
     # catch-ups ----------------------------------------------------------------------------------
 
-    async def catch_up(self, client: RemoteAirflowClient, target: Hashable,
-                       start: datetime | None) -> tuple[list[Any], bool]:
-        """Every item of ``target`` from ``start`` read so far, and whether that reaches now.
+    async def catch_up(self, client: RemoteAirflowClient, target: Hashable, start: datetime | None,
+                       source_dag_id: str | None = None) -> tuple[list[Any], bool]:
+        """Every item of ``target`` from ``start`` read so far (with ``source_dag_id``: at least those
+        that DAG produced; the server filters the catch-up), and whether that reaches now.
 
         A catch-up cut at the page cap continues on the next cycle's call; one that is not asked
         for during a cycle is dropped.
@@ -306,13 +310,14 @@ class SharedReads:
         if kept is not None:
             log.debug("catch-up of %s from %s: %d items from what the shared read delivered", target, start, len(kept))
             return kept, True
-        key = (target, start)
+        key = (target, start, source_dag_id)
         catchup = self._catchups.get(key)
         if catchup is None:
-            catchup = self._catchups[key] = _CatchUp(await client.open_feed(self.listing(target), start))
+            listing = listing_for(self.kind, target, self.states, source_dag_id)
+            catchup = self._catchups[key] = _CatchUp(await client.open_feed(listing, start), listing)
         if catchup.cycle != self.cycle:
             catchup.cycle = self.cycle
-            catchup.running = asyncio.ensure_future(self._advance(client, catchup, target))
+            catchup.running = asyncio.ensure_future(self._advance(client, catchup))
         try:
             await asyncio.shield(catchup.running)  # type: ignore[arg-type]
         except Exception:
@@ -323,8 +328,9 @@ class SharedReads:
                       len(catchup.items), [self.position(i)[1] for i in catchup.items[-5:]])
         return catchup.items, not catchup.feed.behind
 
-    async def _advance(self, client: RemoteAirflowClient, catchup: _CatchUp, target: Hashable) -> None:
-        catchup.items += await client.read_feed(catchup.feed, self.listing(target))
+    @staticmethod
+    async def _advance(client: RemoteAirflowClient, catchup: _CatchUp) -> None:
+        catchup.items += await client.read_feed(catchup.feed, catchup.listing)
 
 
 _BY_CONNECTION: dict[Hashable, SharedReads] = {}

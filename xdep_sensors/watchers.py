@@ -67,6 +67,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
     kind: ClassVar[str]  # names the durable state
     listing_kind: ClassVar[str] = ""  # the listing read (``xdep_sensors.client.client.Listing`` kinds)
     listing_states: ClassVar[tuple[str, ...]] = ()
+    source_dag_id: str | None = None  # asset events: only those this upstream DAG produced
 
     def __init__(self, *, remote_conn_id: str, poll_interval: float = 60.0):
         super().__init__()
@@ -170,7 +171,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
             await self.save_cursor()
 
     def _listing(self) -> Listing:
-        return listing_for(self.listing_kind, self.target_id, self.listing_states)
+        return listing_for(self.listing_kind, self.target_id, self.listing_states, self.source_dag_id)
 
     async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
         wait = POLICY.poll_delay(self.poll_interval, failures, err)
@@ -265,7 +266,8 @@ class _RemoteEventTrigger(BaseEventTrigger):
                     if not caught_up and self.target_id in batch["targets"]:
                         # after a shared read that covered our target: every item is in it or in this
                         reads = SUBSCRIBERS.reads[key]
-                        behind, caught_up = await reads.catch_up(client, self.target_id, self.read_start())
+                        behind, caught_up = await reads.catch_up(client, self.target_id, self.read_start(),
+                                                                 self.source_dag_id)
                         items = behind + items
                     failures = 0
                 except XdepError as err:

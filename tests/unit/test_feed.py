@@ -465,3 +465,24 @@ class TestReaders:
         by_target, _ = await reads.read_for("poll", client, set(), 0.0)  # no target left: the poll leaves
         assert by_target == {} and not reads.readers
         assert streams.asset_reads_for(client.config) is not reads
+
+
+class TestServerFilters:
+    """Filters the upstream's API offers are applied by the server, not by reading everything."""
+
+    async def test_source_dag_id_is_filtered_by_the_server(self, upstream):
+        """An asset with 3,000 events from one DAG and one from the wanted DAG: the wait reads that one."""
+        from xdep_sensors.probes import AssetProbe, AssetTarget
+
+        client = make_client(upstream)
+        for i in range(3000):
+            upstream.add_event(1, T0 + timedelta(seconds=i), source_dag_id="noisy")
+        wanted = upstream.add_event(1, T0 + timedelta(seconds=1500, milliseconds=1), source_dag_id="orders")
+        probe = AssetProbe(AssetTarget(assets=[{"uri": "s3://bucket/asset-1", "name": None}], source_dag_id="orders",
+                                       since=T0.isoformat()))
+        before = calls(upstream)
+        decision = await probe(client)
+        assert decision.status == "success" and [e["id"] for e in decision.result["events"]] == [wanted]
+        assert calls(upstream) - before <= 2  # the asset's lookup and one page of its events
+        events = await client.list_asset_events(asset_ids=[1], since=T0, source_dag_id="orders")
+        assert [e.id for e in events] == [wanted]

@@ -27,12 +27,14 @@ class Listing:
 
     :param kind: ``"asset_events"``, ``"started_runs"``, ``"finished_runs"`` or ``"ended_task_instances"``.
     :param asset_id: asset events of this asset only (``None``: every asset's events).
+    :param source_dag_id: asset events produced by this DAG only (filtered by the server, every version).
     :param dag_ids: runs / task instances of these DAGs (``None``: every DAG).
     :param states: the end states to list.
     """
 
     kind: str
     asset_id: int | None = None
+    source_dag_id: str | None = None
     dag_ids: tuple[str, ...] | None = None
     states: tuple[str, ...] = ()
 
@@ -46,7 +48,8 @@ class Listing:
     def request(self, dialect: V2, step: Step) -> Request:
         dag_ids = list(self.dag_ids) if self.dag_ids is not None else None
         if self.kind == "asset_events":
-            return dialect.asset_events(asset_id=self.asset_id, since=step.lower, newest_first=step.newest_first,
+            return dialect.asset_events(asset_id=self.asset_id, source_dag_id=self.source_dag_id,
+                                        since=step.lower, newest_first=step.newest_first,
                                         offset=step.offset)
         if self.kind == "started_runs":
             return dialect.started_runs(dag_ids, step.lower, offset=step.offset, newest_first=step.newest_first)
@@ -341,11 +344,10 @@ class RemoteAirflowClient:
         """
         events: dict[int, AssetEvent] = {}
         for asset_id in asset_ids if asset_ids is not None else [None]:
-            listing = Listing("asset_events", asset_id=asset_id)
+            listing = Listing("asset_events", asset_id=asset_id, source_dag_id=source_dag_id)
             feed = await self.open_feed(listing, since)
             events.update((e.id, e) for e in await self.read_feed(feed, listing))
-        selected = [e for e in events.values() if source_dag_id is None or e.source_dag_id == source_dag_id]
-        return sorted(selected, key=lambda e: (e.timestamp, e.id))
+        return sorted(events.values(), key=lambda e: (e.timestamp, e.id))
 
     async def latest_asset_event(self, asset_id: int) -> AssetEvent | None:
         """Return the newest event of an asset (one request, whatever its history)."""
