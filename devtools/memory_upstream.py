@@ -42,6 +42,7 @@ class MemoryUpstream:
     runs: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dag_id, run_id) -> run fields
     page_limit: int = 100  # the server's [api] maximum_page_limit
     requests: Counter = field(default_factory=Counter)
+    version: str | None = None  # what /version answers (default: 3.3.2 for v2, 2.11.2 for v1)
     sources: dict[int, str] = field(default_factory=dict)  # event id -> its source DAG, when not "producer"
     log: list | None = None  # every request's (path, params), when a caller sets a list here
     assets: set[int] = field(default_factory=set)  # assets that exist without events yet
@@ -97,7 +98,7 @@ class MemoryUpstream:
         if request.path.endswith("/version"):
             if not request.path.startswith(f"/api/{self.api}/"):
                 raise NotFound("no such API", url=request.path)
-            return json.dumps({"version": "3.3.2" if self.api == "v2" else "2.11.2"})
+            return json.dumps({"version": self.version or ("3.3.2" if self.api == "v2" else "2.11.2")})
         if request.path in ("/api/v2/assets/events", "/api/v1/datasets/events"):
             body = self._events(params)
         elif request.path in ("/api/v2/assets", "/api/v1/datasets"):

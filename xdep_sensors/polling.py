@@ -202,6 +202,7 @@ class SharedPoller:
         started = ended = False
         new_dags: set[str] = set()
         asset_targets: set[int] = set()
+        unresolved: list[tuple[str, str]] = []  # assets new waits look up: one listing finds many (3.2+)
         for sub in subs:
             need = sub.probe.need()
             if need[0] == "dag":  # a first look: existence, then its run, both answered for many waits at once
@@ -220,6 +221,11 @@ class SharedPoller:
                 dialect = getattr(self.client, "_dialect", None)
                 sub.probe.adopt_ids(self.asset_reads.asset_ids, bool(dialect and dialect.has_asset_names))
                 need = sub.probe.need()
+            refs = getattr(sub.probe, "refs", None)
+            if refs is not None and len(sub.probe.ids) < len(refs):
+                dialect = getattr(self.client, "_dialect", None)
+                unresolved += [ref.lookup_key(dialect.has_asset_names if dialect else True)
+                               for ref in refs if ref.label not in sub.probe.ids]
             if need[0] == "assets":
                 asset_targets |= need[1]
         # a change feed is kept only while read every cycle (a stale position would cost a catch-up); one
@@ -229,9 +235,11 @@ class SharedPoller:
             self.run_changes.look_from(datetime.now(timezone.utc))
         if not asset_targets:
             self.asset_reads.leave(self)
-        return BatchSource(self.client, first_bounds, self.run_changes if ended else None, self.asset_reads,
-                           asset_targets, new_dags, first_waits, read_started=started,
-                           reader=(self, self.interval / 2))
+        source = BatchSource(self.client, first_bounds, self.run_changes if ended else None, self.asset_reads,
+                             asset_targets, new_dags, first_waits, read_started=started,
+                             reader=(self, self.interval / 2))
+        source.unresolved = unresolved
+        return source
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)

@@ -315,13 +315,14 @@ class AssetProbe:
         """Fill ``self.ids``; return the labels still unknown upstream."""
         client = source.client
         dialect = await client.dialect()
+        keys = [ref.lookup_key(dialect.has_asset_names) for ref in self.refs if ref.label not in self.ids]
         for ref in self.refs:
             if ref.label in self.ids:
                 continue
             key = ref.lookup_key(dialect.has_asset_names)
             asset_id = source.known_asset(key)
             if asset_id is None:
-                found = await source.assets(key)
+                found = await source.assets(key, among=keys)
                 exact = [a for a in found if ref.matches(a) or AssetRef(uri=ref.label).matches(a)]
                 asset_id = exact[0].id if exact else None
             if asset_id is not None:

@@ -57,6 +57,7 @@ class DirectSource:
 
     def __init__(self, client: RemoteAirflowClient):
         self.client = client
+        self._memo: dict[Hashable, asyncio.Future] = {}  # asset lookups of this look
 
     async def run_for(self, watch: RunWait, need: tuple, known: DagRun | None) -> DagRun | None:
         return await _lookup_run(self.client, watch)
@@ -79,10 +80,10 @@ class DirectSource:
     def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
         return None
 
-    async def assets(self, key: tuple[str, str]) -> list[Asset]:
-        """Assets whose URI (``("uri", ...)``) or name (``("name", ...)``) contains the value."""
-        by, value = key
-        return await self.client.list_assets(**{f"{by}_pattern": value})
+    async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
+        """Assets whose URI (``("uri", ...)``) or name (``("name", ...)``) contains the value; with
+        ``among`` (the keys the same wait looks up next), one listing finds them all where it can."""
+        return await _find_asset(self.client, key, among, self._memo)
 
     async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
         """What is new for the probe's assets, through its own feeds (one listing per asset)."""
@@ -95,6 +96,26 @@ class DirectSource:
             events += await self.client.read_feed(feed, listing)
         probe.caught_up = not any(f.behind for f in probe.feeds.values())
         return events
+
+
+async def _find_asset(client: RemoteAirflowClient, key: tuple[str, str], among: list[tuple[str, str]],
+                      memo: dict[Hashable, Any]) -> list[Asset]:
+    """The assets one lookup key finds. Where the upstream takes alternatives (3.2+), the keys looked up
+    together (``among``) share one listing of assets whose URI or name starts with one of them; a key it
+    does not find exactly is asked for alone, as on older upstreams (a substring filter)."""
+    by, value = key
+
+    def once(k: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+        if k not in memo:
+            memo[k] = asyncio.ensure_future(make())
+        return memo[k]
+
+    values = sorted({v for b, v in among if b == by} | {value})
+    if len(values) > 1 and await client.alternatives():
+        listed: list[Asset] = await once(("find-assets", by, tuple(values)), lambda: client.find_assets(by, values))
+        if any((a.uri.rstrip("/") == value.rstrip("/")) if by == "uri" else a.name == value for a in listed):
+            return listed
+    return await once(("assets", key), lambda: client.list_assets(**{f"{by}_pattern": value}))
 
 
 async def _lookup_run(client: RemoteAirflowClient, watch: RunWait) -> DagRun | None:
@@ -121,6 +142,7 @@ class BatchSource:
         self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
         self.asset_targets = asset_targets  # asset ids any subscriber waits on
         self.reader = reader  # (who, fresh for seconds): asset reads shared with other readers (``read_for``)
+        self.unresolved: list[tuple[str, str]] = []  # lookup keys of the assets new waits look up this cycle
         self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG, once read
         self._memo: dict[Hashable, asyncio.Future] = {}
 
@@ -219,8 +241,9 @@ class BatchSource:
         if self.asset_reads is not None:
             self.asset_reads.asset_ids[key] = asset_id
 
-    async def assets(self, key: tuple[str, str]) -> list[Asset]:
-        return await self._once(("assets", key), lambda: DirectSource(self.client).assets(key))
+    async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
+        """As ``DirectSource.assets``, and every new wait of the cycle looks up its assets in the same listings."""
+        return await _find_asset(self.client, key, [*self.unresolved, *among], self._memo)
 
     async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
         """What is new for the probe's assets: this cycle's shared read, plus its catch-up until it is done.

@@ -486,3 +486,37 @@ class TestServerFilters:
         assert calls(upstream) - before <= 2  # the asset's lookup and one page of its events
         events = await client.list_asset_events(asset_ids=[1], since=T0, source_dag_id="orders")
         assert [e.id for e in events] == [wanted]
+
+    @pytest.mark.parametrize("version, lookups", [("3.3.2", 2), ("3.2.2", 2), ("3.1.8", 100)])
+    async def test_the_assets_of_a_cycles_new_waits_are_found_in_one_listing_from_3_2(self, version, lookups):
+        """1,000 new asset waits on 100 assets: 3.2+ finds them by URI prefixes as alternatives (two
+        listings of at most 1,500 characters of URIs each), older upstreams one substring lookup per asset."""
+        import asyncio
+
+        from xdep_sensors import polling
+        from xdep_sensors.probes import AssetProbe, AssetTarget
+
+        upstream = MemoryUpstream(api="v2", version=version)
+        upstream.assets |= set(range(100))
+        client = make_client(upstream)
+        probes = [AssetProbe(AssetTarget(assets=[{"uri": f"s3://bucket/asset-{i % 100}", "name": None}],
+                                         since=T0.isoformat())) for i in range(1000)]
+        poller = polling.SharedPoller(client.config, 5, on_empty=lambda: None)
+        poller.client = client
+        source = poller._needs([polling._Subscriber(p) for p in probes])
+        await asyncio.gather(*(p.step(source) for p in probes))
+        assert all(p.ids == {f"s3://bucket/asset-{i % 100}": i % 100} for i, p in enumerate(probes))
+        assert upstream.requests["/api/v2/assets"] == lookups
+
+    @pytest.mark.parametrize("version", ["3.3.2", "3.1.8"])
+    async def test_dags_without_a_common_prefix_are_found_by_their_ids_from_3_2(self, version):
+        upstream = MemoryUpstream(api="v2", version=version)
+        upstream.dags |= {f"team_{i}_load" for i in range(3000)}
+        wanted = [f"team_{i}_load" for i in range(0, 3000, 300)] + ["billing", "crm"]
+        upstream.dags |= {"billing", "crm"}
+        client = make_client(upstream)
+        found = await client.find_dags(wanted)
+        if version == "3.3.2":
+            assert set(found) == set(wanted) and upstream.requests["/api/v2/dags"] == 1
+        else:  # no common prefix, no alternatives: the listing is longer than the ids are worth (GETs follow)
+            assert upstream.requests["/api/v2/dags"] == 1 and len(found) < len(wanted)

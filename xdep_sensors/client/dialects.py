@@ -120,8 +120,10 @@ class V2:
     def dag(self, dag_id: str) -> Request:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}")
 
-    def dags(self, pattern: str | None = None, *, limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
-        return Request("GET", f"{self.prefix}/dags", _params(dag_id_pattern=pattern, limit=limit, offset=offset))
+    def dags(self, pattern: str | None = None, *, prefixes: str | None = None, limit: int = PAGE_LIMIT,
+             offset: int = 0) -> Request:
+        return Request("GET", f"{self.prefix}/dags", _params(dag_id_pattern=pattern, dag_id_prefix_pattern=prefixes,
+                                                             limit=limit, offset=offset))
 
     def dag_run(self, dag_id: str, run_id: str) -> Request:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}")
@@ -222,9 +224,11 @@ class V2:
         params = _params(state=states, end_date_lte=before, order_by="-end_date", limit=1)
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
 
-    def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None, limit: int = PAGE_LIMIT,
-               offset: int = 0) -> Request:
-        params = _params(uri_pattern=uri_pattern, name_pattern=name_pattern, limit=limit, offset=offset)
+    def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None,
+               uri_prefix_pattern: str | None = None, name_prefix_pattern: str | None = None,
+               limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
+        params = _params(uri_pattern=uri_pattern, name_pattern=name_pattern, uri_prefix_pattern=uri_prefix_pattern,
+                         name_prefix_pattern=name_prefix_pattern, limit=limit, offset=offset)
         return Request("GET", f"{self.prefix}/assets", params)
 
     def asset_events(
@@ -342,7 +346,9 @@ class V1(V2):
         return Request("GET", path, _params(limit=limit, offset=offset))
 
     def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None, limit: int = PAGE_LIMIT,
-               offset: int = 0) -> Request:
+               offset: int = 0, **prefixes: str | None) -> Request:
+        if any(prefixes.values()):
+            raise ValueError("Airflow 2 has no prefix patterns")  # callers ask ``alternatives()`` first
         params = _params(uri_pattern=uri_pattern or name_pattern, limit=limit, offset=offset)
         return Request("GET", f"{self.prefix}/datasets", params)
 
