@@ -168,6 +168,7 @@ class SharedPoller:
         self._on_empty = on_empty
         self._task: asyncio.Task | None = None
         self.cycles = 0
+        self._asset_reads: SharedReads | None = None
         self.run_changes = RunChanges()  # positions in the upstream's runs that started / ended, kept across cycles
 
     def subscribe(self, probe: Any, every_look: bool = False) -> _Subscriber:
@@ -187,7 +188,9 @@ class SharedPoller:
     @property
     def asset_reads(self) -> SharedReads:
         """Positions in the upstream's asset events, kept across cycles (shared with the watchers' stream)."""
-        return asset_reads_for(self.config)
+        if self._asset_reads is None:
+            self._asset_reads = asset_reads_for(self.config)
+        return self._asset_reads
 
     def _leave(self, sub: _Subscriber) -> None:
         self.subscribers.pop(id(sub), None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -94,7 +95,6 @@ class SharedReads:
         self._reads: deque[tuple[int, float, frozenset, dict[Hashable, list[Any]]]] = deque()
         self._seq = 0
         self._lock: asyncio.Lock | None = None
-        self._key: Hashable = None  # where ``asset_reads_for`` keeps it
 
     # listings -----------------------------------------------------------------------------------
 
@@ -151,8 +151,9 @@ class SharedReads:
         """This reader reads no more (until it calls again: then it starts from the next read)."""
         if self.readers.pop(reader, None) is not None:
             self._forget_taken()
-        if not self.readers and _BY_CONNECTION.get(self._key) is self:
-            del _BY_CONNECTION[self._key]  # the next reader starts afresh, as a new poll would
+            if not self.readers:  # the next reader starts at the head, as a new poll would
+                self.per_target.clear()
+                self.union = self.union_targets = None
 
     def _forget_taken(self) -> None:
         oldest = min((r.taken for r in self.readers.values()), default=self._seq)
@@ -333,17 +334,19 @@ class SharedReads:
         catchup.items += await client.read_feed(catchup.feed, catchup.listing)
 
 
-_BY_CONNECTION: dict[Hashable, SharedReads] = {}
+_BY_CONNECTION: weakref.WeakValueDictionary[Hashable, SharedReads] = weakref.WeakValueDictionary()
 
 
 def asset_reads_for(config: ClientConfig) -> SharedReads:
     """The asset-event reads of one connection in this event loop: the sensors' shared poll and the
-    watchers' shared stream read the upstream's asset events through the same feeds (``read_for``)."""
+    watchers' shared stream read the upstream's asset events through the same feeds (``read_for``).
+
+    It lives as long as a poll or stream holds it.
+    """
     key = (id(asyncio.get_running_loop()), config.conn_id, config.base_url)
     reads = _BY_CONNECTION.get(key)
     if reads is None:
         reads = _BY_CONNECTION[key] = SharedReads("asset_events")
-        reads._key = key
     return reads
 
 

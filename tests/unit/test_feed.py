@@ -447,7 +447,7 @@ class TestReaders:
         assert set(made[1:]) <= set(got["poll"]) and set(made[1:]) <= set(got["stream"])
         assert reads_made == [5, 5, 5, 5, 5], reads_made  # one read per interval, whatever the phase
 
-    async def test_a_reader_that_leaves_pins_nothing_and_the_last_one_out_frees_the_feeds(self):
+    async def test_a_reader_that_leaves_pins_nothing_and_nobody_holding_them_frees_the_feeds(self):
         from xdep_sensors import streams
 
         upstream = MemoryUpstream(api="v2")
@@ -464,7 +464,10 @@ class TestReaders:
         assert len(reads._reads) == 1
         by_target, _ = await reads.read_for("poll", client, set(), 0.0)  # no target left: the poll leaves
         assert by_target == {} and not reads.readers
-        assert streams.asset_reads_for(client.config) is not reads
+        assert reads.union is None and not reads.per_target  # the next reader starts at the head
+        assert streams.asset_reads_for(client.config) is reads  # (while a poll or a stream holds it)
+        del reads
+        assert not streams._BY_CONNECTION
 
 
 class TestServerFilters:
