@@ -4,6 +4,7 @@
 
 REST routes as the model answers them (any bearer token is accepted), plus control routes that
 are not part of the API: ``POST /_events`` ``[[asset_id, iso timestamp], ...]`` -> event ids,
+``POST /_runs`` ``[[dag_id, run_id, state, logical, start, end], ...]`` (dates ISO or null),
 ``GET /_stats`` -> ``{"requests": {...}, "cpu": <process CPU seconds>}``.
 """
 
@@ -34,6 +35,12 @@ def app_for(upstream: MemoryUpstream) -> web.Application:
         rows = await request.json()
         return web.json_response([upstream.add_event(int(a), parse_dt(t)) for a, t in rows])
 
+    async def put_runs(request: web.Request) -> web.Response:
+        for dag_id, run_id, state, logical, start, end in await request.json():
+            upstream.put_run(dag_id, run_id, state, logical_date=parse_dt(logical), start=parse_dt(start),
+                             end=parse_dt(end))
+        return web.json_response({})
+
     async def stats(request: web.Request) -> web.Response:
         body = {"requests": dict(upstream.requests), "cpu": time.process_time()}
         if request.query.get("log"):  # and the requests since the previous ?log=1, then forget them
@@ -42,6 +49,7 @@ def app_for(upstream: MemoryUpstream) -> web.Application:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/_events", add_events)
+    app.router.add_post("/_runs", put_runs)
     app.router.add_get("/_stats", stats)
     app.router.add_route("*", "/{tail:api/.*}", api)
     return app

@@ -95,9 +95,9 @@ class DagRunTarget:
         :param complete: the page is the whole listing (nothing was left on later pages).
 
         A run found is certain. No run is certain for a logical date when the page is the whole
-        listing (bounded by ``run_after`` >= the logical date, which a run's ``run_after`` never
-        precedes), and for ``latest_after`` when the page covers its bound; a run id the page does
-        not show is asked for exactly (it may be anyone's string).
+        listing or covers it (a run's ``run_after`` never precedes its logical date: the page holds
+        every run after that date), and for ``latest_after`` when the page covers its bound; a run
+        id the page does not show is asked for exactly (it may be anyone's string).
         """
         run = self.pick(runs)
         if run is not None:
@@ -105,7 +105,8 @@ class DagRunTarget:
         if self.run_id:
             return None, False
         if self.logical_date:
-            return None, complete
+            logical = parse_dt(self.logical_date)
+            return None, complete or (covered_above is not None and logical is not None and logical > covered_above)
         after = parse_dt(self.latest_after)
         return None, complete or (after is not None and covered_above is not None and after > covered_above)
 

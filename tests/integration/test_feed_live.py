@@ -237,6 +237,42 @@ class TestDagRunWaits:
         assert per_poll[1] <= 6 and max(per_poll[2:]) <= 3, per_poll
 
 
+    async def test_a_triggerer_restart_in_between_loses_and_repeats_nothing(self, feed_upstream):
+        """The wait polls a while, its triggerer stops, the run is backfilled meanwhile, a new triggerer
+        starts the trigger again from its kwargs: it fires once, at its first look, at first-look cost."""
+        up, proxy, conn_id = feed_upstream
+        wanted = (datetime.now(timezone.utc) - timedelta(days=4)).replace(microsecond=0)
+        kwargs = dict(remote_conn_id=conn_id, external_dag_id=DAG, logical_date=wanted.isoformat(), poke_interval=1,
+                      timeout_at=time.time() + 120)
+        polls: list[int] = []
+        real_sleep = asyncio.sleep
+
+        async def sleep(seconds, *args, **kw):  # the shared poll sleeps once per cycle
+            polls.append(_sent(proxy))
+            await real_sleep(0.2)
+
+        with mock.patch("xdep_sensors.polling.asyncio.sleep", new=sleep):
+            first = RemoteDagRunTrigger(**kwargs).run()
+            waiting = asyncio.ensure_future(first.__anext__())
+            while len(polls) < 4:
+                assert not waiting.done()  # the run does not exist yet
+                await real_sleep(0.1)
+            waiting.cancel()  # the triggerer stops: it cancels its triggers
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await first.aclose()
+            await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "success", "restarted",
+                                    wanted.isoformat())
+            before = _sent(proxy)
+            events = []
+            second = RemoteDagRunTrigger(**kwargs).run()  # a new triggerer runs the trigger from its kwargs
+            events.append(await asyncio.wait_for(second.__anext__(), 60))
+            await second.aclose()
+        assert [e.payload["result"]["run_id"] for e in events] == ["restarted_0"]
+        assert events[0].payload["status"] == "success"
+        assert _sent(proxy) - before <= 10, proxy.paths  # its first look: the run is asked for exactly
+
+
 class TestServerPageSize:
     """The session's upstreams run with ``[api] maximum_page_limit = 25``: short pages are not the end."""
 

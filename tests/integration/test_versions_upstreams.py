@@ -18,6 +18,7 @@ from tests.integration.conftest import UPSTREAM_VERSIONS
 from tests.integration.test_asset_sensor_live import clear_cursor
 from tests.integration.test_dag_run_sensor_live import run_downstream
 from xdep_sensors import RemoteAirflowHook
+from xdep_sensors.probes import AssetProbe, AssetTarget
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,26 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
     assert (ti["run_id"], ti["task_id"], ti["state"]) == (run_id, "extract", "failed"), event.payload
     up.finish_run(run_id)
     matrix_record(version, "upstream", "task_failure_alert")
+
+
+@pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
+async def test_one_listing_finds_many_dags_and_assets_from_3_2(matrix_upstreams, version):
+    """From 3.2 the server takes ``|`` between prefix alternatives: ids or URIs with no common prefix are
+    found in one listing (a server that ignored the ``|`` would find none of them). Older versions use
+    substring filters, and the same lookups find the same things."""
+    up = matrix_upstreams[version]
+    client = await RemoteAirflowHook(up.conn_id).aget_client()
+    try:
+        newer = tuple(int(p) for p in version.split(".")[:2]) >= (3, 2)
+        assert await client.alternatives() is newer
+        assert set(await client.find_dags(["xdep_test_producer", "no_such_dag"])) == {"xdep_test_producer"}
+        if newer:
+            found = await client.find_assets("uri", ["bears_named", "file://include/bears", "s3://no/such"])
+            assert {"bears_named", "file://include/bears"} <= {a.uri for a in found}
+        probe = AssetProbe(AssetTarget(assets=[{"uri": "file://include/bears", "name": None},
+                                               {"uri": "s3://no/such", "name": None}], check_existence=False,
+                                       since=datetime.now(timezone.utc).isoformat()))
+        decision = await probe(client)
+        assert list(probe.ids) == ["file://include/bears"] and decision.status == "waiting"
+    finally:
+        await client.close()
