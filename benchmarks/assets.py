@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -96,18 +97,31 @@ class Tally:
             print("late delivery", self.name, consumer, event_id, event_ts, now)
 
 
-async def run(args: argparse.Namespace) -> dict:
-    rng = random.Random(args.seed)
-    clock = Clock()
+@contextlib.asynccontextmanager
+async def model_server():
+    """The upstream model in its own process, on loopback: ``(port, control session)``."""
     server = subprocess.Popen([sys.executable, "-m", "devtools.memory_server", "--api", "v2"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         port = int(server.stdout.readline().split()[1])  # type: ignore[union-attr]
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as control:
-            return await _run(args, rng, clock, port, control)
+            yield port, control
     finally:
         server.terminate()
         server.wait(10)
+
+
+# the rows both busy-upstream benchmarks report first: (label, key, format)
+COST_ROWS = [("requests per interval (steady)", "requests_per_interval", "{:.1f}"),
+             ("requests, worst interval (steady)", "requests_max", "{:d}"),
+             ("requests, first interval", "first_interval_requests", "{:d}"),
+             ("downstream CPU per interval (ms)", "cpu_ms_per_interval", "{:.1f}"),
+             ("upstream (model server) CPU per interval (ms)", "upstream_cpu_ms_per_interval", "{:.1f}")]
+
+
+async def run(args: argparse.Namespace) -> dict:
+    async with model_server() as (port, control):
+        return await _run(args, random.Random(args.seed), Clock(), port, control)
 
 
 async def _run(args, rng, clock, port, control) -> dict:
@@ -314,11 +328,7 @@ async def _run(args, rng, clock, port, control) -> dict:
 
 def report(res: dict) -> str:
     c, o, t = res["config"], res["ours"], res["theirs"]
-    rows = [("requests per interval (steady)", "requests_per_interval", "{:.1f}"),
-            ("requests, worst interval (steady)", "requests_max", "{:d}"),
-            ("requests, first interval", "first_interval_requests", "{:d}"),
-            ("downstream CPU per interval (ms)", "cpu_ms_per_interval", "{:.1f}"),
-            ("upstream (model server) CPU per interval (ms)", "upstream_cpu_ms_per_interval", "{:.1f}"),
+    rows = COST_ROWS + [
             ("detection p50 (s)", "detect_p50_s", "{:.2f}"),
             ("detection p99 (s)", "detect_p99_s", "{:.2f}"),
             ("deliveries (consumer x event)", "delivered", "{:d}"),

@@ -30,19 +30,16 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from assets import COST_ROWS, model_server  # noqa: E402  (the asset case: same model, same cost rows)
 from xdep_sensors import polling  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
 from xdep_sensors.probes import DagRunProbe, DagRunTarget  # noqa: E402
@@ -57,15 +54,8 @@ def iso(t: datetime | None) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    server = subprocess.Popen([sys.executable, "-m", "devtools.memory_server", "--api", "v2"], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        port = int(server.stdout.readline().split()[1])  # type: ignore[union-attr]
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as control:
-            return await _run(args, port, control)
-    finally:
-        server.terminate()
-        server.wait(10)
+    async with model_server() as (port, control):
+        return await _run(args, port, control)
 
 
 async def _run(args, port, control) -> dict:
@@ -236,11 +226,7 @@ async def _run(args, port, control) -> dict:
 
 def report(res: dict) -> str:
     c, o, t = res["config"], res["ours"], res["theirs"]
-    rows = [("requests per interval (steady)", "requests_per_interval", "{:.1f}"),
-            ("requests, worst interval (steady)", "requests_max", "{:d}"),
-            ("requests, first interval", "first_interval_requests", "{:d}"),
-            ("downstream CPU per interval (ms)", "cpu_ms_per_interval", "{:.1f}"),
-            ("upstream (model server) CPU per interval (ms)", "upstream_cpu_ms_per_interval", "{:.1f}"),
+    rows = COST_ROWS + [
             ("detection p50 (s)", "detect_p50_s", "{:.1f}"),
             ("detection p99 (s)", "detect_p99_s", "{:.1f}"),
             ("waits fired", "fired", "{:d}"),
