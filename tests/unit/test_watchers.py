@@ -262,3 +262,84 @@ class TestPolling:
         per_cycle = [b - a for a, b in zip(cycles, cycles[1:])]
         assert max(per_cycle) <= 2 + 2 + 1, per_cycle  # new items' pages + the anchor (+ catch-ups at first)
         assert SUBSCRIBERS.by_key == {}
+
+
+class TestOneReadForSensorsAndWatchers:
+    async def test_the_sensors_poll_and_the_watchers_stream_share_one_read_per_interval(self, monkeypatch):
+        """In one triggerer, deferred asset sensors and asset watchers on one connection: one events
+        listing per interval for both, and every consumer gets every new event once."""
+        from devtools.memory_upstream import MemoryUpstream
+        from xdep_sensors import polling, streams
+        from xdep_sensors.client import RemoteAirflowClient
+        from xdep_sensors.hook import RemoteAirflowHook
+        from xdep_sensors.probes import AssetProbe, AssetTarget
+
+        up = MemoryUpstream(api="v2")
+        clients: dict = {}
+
+        async def client(self):  # the hook's client: the same connection (id and URL) as the poll's
+            config = self.client_for(await self.aget_config()).config
+            return clients.setdefault("c", RemoteAirflowClient(config, transport=up))
+
+        monkeypatch.setattr(RemoteAirflowHook, "aget_client", client)
+        clock = [0.0]
+        monkeypatch.setattr(streams, "_clock", lambda: clock[0])
+        start = datetime.now(timezone.utc)
+        assets = range(1, 4)
+        for a in assets:
+            up.add_event(a, start - timedelta(minutes=5))  # history: before every consumer's start
+        config = (await client(RemoteAirflowHook("upstream"))).config
+        poller = polling.SharedPoller(config, 5, on_empty=lambda: None)
+        poller.client = clients["c"]
+
+        def sensor(a: int) -> polling._Subscriber:
+            return polling._Subscriber(AssetProbe(AssetTarget(
+                assets=[{"uri": f"s3://bucket/asset-{a}", "name": None}], since=start.isoformat())))
+
+        subs = [sensor(a) for a in assets]
+        watchers = [RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri=f"s3://bucket/asset-{a}",
+                                            poll_interval=5) for a in assets]
+        store = FakeStore()
+        for w in watchers:
+            w.asset_state_store = store
+            await store.aset(w._state_key, {"timestamp": start.isoformat()})
+        queues = [asyncio.Queue() for _ in watchers]
+        got: dict[str, list[int]] = {}
+
+        async def listen(i):
+            async def batches():
+                while (b := await queues[i].get()) is not None:
+                    yield b
+            async for e in watchers[i].filter_shared_stream(batches()):
+                got.setdefault(f"w{i}", []).append(e.payload["event"]["id"])
+
+        made: list[tuple[int, int]] = []  # (asset, event id)
+        per_interval: list[int] = []
+        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+            stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
+            listeners = [asyncio.ensure_future(listen(i)) for i in range(len(watchers))]
+            for interval in range(8):
+                clock[0] += 5
+                before = up.requests["/api/v2/assets/events"]
+                if interval >= 2:  # after both have resolved their assets and caught up
+                    made += [(a, up.add_event(a, datetime.now(timezone.utc))) for a in assets]
+                source = poller._needs(subs)
+                for i, decision in enumerate(await asyncio.gather(*(s.probe.step(source) for s in subs))):
+                    if decision.status == "success":
+                        got.setdefault(f"s{i}", []).extend(e["id"] for e in decision.result["events"])
+                        subs[i] = polling._Subscriber(AssetProbe(AssetTarget(
+                            assets=subs[i].probe.watch.assets, cursors=decision.result["cursors"])))
+                batch = await stream.__anext__()
+                for q in queues:
+                    q.put_nowait(batch)
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                per_interval.append(up.requests["/api/v2/assets/events"] - before)
+            for q in queues:
+                q.put_nowait(None)
+            await asyncio.gather(*listeners)
+            await stream.aclose()
+        assert per_interval[3:] == [1] * 5, per_interval  # one listing per interval serves both
+        for i, a in enumerate(assets):
+            mine = [e for asset, e in made if asset == a]
+            assert got[f"s{i}"] == mine and got[f"w{i}"] == mine, (i, got)
