@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -62,6 +63,36 @@ def instant_sleep():
 
     with mock.patch("asyncio.sleep", fake):
         yield delays
+
+
+_REAL_SLEEP = asyncio.sleep  # what the helpers below yield with, whatever a test patches
+
+
+async def next_or_quiet(agen, polls_done, polls: int = 3, guard_s: float = 120.0):
+    """The next item of ``agen`` (a trigger's ``run()``), or ``None`` once its trigger has made ``polls``
+    more polls without one.
+
+    ``polls_done()`` counts the trigger's polls: the delays ``instant_sleep`` recorded, a sleep mock's
+    ``await_count``, requests the upstream answered. "Nothing happened" is proven by polls, never by a
+    fixed time, so a slow machine proves as much as a fast one (``guard_s`` only stops a hung test). A
+    generator left waiting is closed (as a triggerer cancels a trigger).
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(agen.__anext__())
+    target, give_up = polls_done() + polls, loop.time() + guard_s
+    try:
+        while loop.time() < give_up:
+            if task.done():
+                return task.result()
+            if polls_done() >= target:
+                return None
+            await _REAL_SLEEP(0.001)
+        raise AssertionError(f"neither an item nor {polls} more polls in {guard_s:g} s")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await task
 
 
 class MemoryStateStore:

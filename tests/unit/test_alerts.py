@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import MemoryStateStore, instant_sleep, upstream_mock
+from tests.conftest import MemoryStateStore, instant_sleep, next_or_quiet, upstream_mock
 
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.alerts import EndedTask
@@ -121,17 +121,15 @@ class TestRemoteTaskInstanceEventTrigger:
         end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
         body = {"task_instances": [ti_json("grp.boom", "failed", end), ti_json("grp.ok", "success", end),
                                    ti_json("grp.retry", "up_for_retry", end)], "total_entries": 3}
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep() as delays:
             m.post(TI_LIST, payload=body, repeat=True)
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 5)
-            with pytest.raises(asyncio.TimeoutError):  # the same listing again: nothing new
-                await asyncio.wait_for(gen.__anext__(), 0.3)
+            assert await next_or_quiet(gen, lambda: len(delays)) is None  # the same listing again: nothing new
             (call, *_) = [c for k, calls in m.requests.items() if k[0] == "POST" for c in calls]
             t2 = self.make(task_group_id="grp")  # "restart" on the same store
             t2.asset_state_store = store
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(t2.run().__anext__(), 0.3)
+            assert await next_or_quiet(t2.run(), lambda: len(delays)) is None
         ti = first.payload["task_instance"]
         assert first.payload["upstream"] == BASE
         assert (ti["task_id"], ti["state"], ti["try_number"], ti["map_index"]) == ("grp.boom", "failed", 2, -1)
@@ -212,16 +210,14 @@ class TestRemoteDagRunDurationTrigger:
         await store.aset(t._state_key, {"since": ago(3600), "fired": []})
         body = {"dag_runs": [run_json("long", start=ago(120)), run_json("short", start=ago(10)),
                              run_json("other", start=ago(500), dag_id="x")], "total_entries": 3}
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep() as delays:
             m.post(RUN_LIST, payload=body, repeat=True)
             gen = t.run()
             event = await asyncio.wait_for(gen.__anext__(), 5)
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(gen.__anext__(), 0.3)
+            assert await next_or_quiet(gen, lambda: len(delays)) is None
             t2 = self.make()  # restart: the stored state says "long" fired already
             t2.asset_state_store = store
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(t2.run().__anext__(), 0.3)
+            assert await next_or_quiet(t2.run(), lambda: len(delays)) is None
             sent = [c for k, calls in m.requests.items() if k[0] == "POST" for c in calls][0].kwargs["json"]
         assert event.payload["run"]["run_id"] == "long" and event.payload["run"]["state"] == "running"
         assert 119 < event.payload["running_for"] < 130 and event.payload["upstream"] == BASE
@@ -241,10 +237,9 @@ class TestRemoteDagRunDurationTrigger:
         t = self.make()
         t.asset_state_store = store
         await store.aset(t._state_key, {"since": ago(3600), "fired": ["gone@2026-01-01T00:00:00+00:00"]})
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep() as delays:
             m.post(RUN_LIST, payload={"dag_runs": [], "total_entries": 0}, repeat=True)
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(t.run().__anext__(), 0.3)
+            assert await next_or_quiet(t.run(), lambda: len(delays)) is None
         assert store.data[t._state_key]["fired"] == []
 
     async def test_task_duration_fires_per_task_try_with_its_run(self):
@@ -311,14 +306,11 @@ class TestRemoteDagRunDeadlineTrigger:
         """Run the trigger against a fixed upstream answer; return its events until it goes quiet."""
         url = re.compile(re.escape(BASE + "/api/v2/dags/producer/dagRuns") + r"\?.*")
         events = []
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep() as delays:
             m.get(url, payload=runs_page, repeat=True)
             gen = t.run()
-            while True:
-                try:
-                    events.append(await asyncio.wait_for(gen.__anext__(), 0.3))
-                except asyncio.TimeoutError:
-                    break
+            while (event := await next_or_quiet(gen, lambda: len(delays))) is not None:
+                events.append(event)
             calls = [c for k, calls in m.requests.items() if k[0] == "GET" and "dagRuns" in str(k[1]) for c in calls]
         return events, calls
 
