@@ -49,8 +49,9 @@ def listing_for(kind: str, target: Hashable | None, states: tuple[str, ...] = ()
 
 @dataclass
 class _Reader:
-    taken: int  # the sequence number of the last read this reader took
     targets: frozenset = frozenset()
+    pending: dict = field(default_factory=dict)  # target -> items of reads made since it last called
+    took_last: bool = True  # it has had the last read made (a reader joining starts from the next one)
 
 
 @dataclass
@@ -90,10 +91,10 @@ class SharedReads:
         self._dropped_until: datetime | None = None
         self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
         # Several readers of one connection (the sensors' shared poll, the watchers' shared stream):
-        # each read made, by sequence number, until every reader has taken it; each reader's place.
+        # what each has not taken yet of the reads made for all of them (only its own targets' items).
         self.readers: dict[Hashable, _Reader] = {}
-        self._reads: deque[tuple[int, float, frozenset, dict[Hashable, list[Any]]]] = deque()
-        self._seq = 0
+        self._last_read: tuple[float, frozenset] | None = None  # when the last read for readers was made, and for what
+        self.reads_made = 0
         self._lock: asyncio.Lock | None = None
 
     # listings -----------------------------------------------------------------------------------
@@ -128,39 +129,28 @@ class SharedReads:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            place = self.readers.get(reader)
-            if place is None:
-                place = self.readers[reader] = _Reader(self._seq)
+            place = self.readers.setdefault(reader, _Reader())
             place.targets = frozenset(targets)
-            last = self._reads[-1] if self._reads else None
-            if last is None or last[0] <= place.taken or _clock() - last[1] > fresh_for or not place.targets <= last[2]:
+            last = self._last_read
+            if last is None or place.took_last or _clock() - last[0] > fresh_for or not place.targets <= last[1]:
                 wanted = frozenset().union(*(r.targets for r in self.readers.values()))
                 by_target = await self.read(client, set(wanted))
-                self._seq += 1
-                self._reads.append((self._seq, _clock(), wanted, by_target))
-            out: dict[Hashable, list[Any]] = {}
-            for seq, _, _, by_target in self._reads:
-                if seq > place.taken:
-                    for target in targets:
-                        out.setdefault(target, []).extend(by_target.get(target, ()))
-            place.taken = self._seq
-            self._forget_taken()
-            return {t: items for t, items in out.items() if items}, self.marks()
+                self._last_read = (_clock(), wanted)
+                self.reads_made += 1
+                for other in self.readers.values():  # each reader keeps only its own targets' items
+                    for target in other.targets:
+                        if by_target.get(target):
+                            other.pending.setdefault(target, []).extend(by_target[target])
+                    other.took_last = False
+            out, place.pending, place.took_last = place.pending, {}, True
+            return {t: items for t, items in out.items() if t in place.targets}, self.marks()
 
     def leave(self, reader: Hashable) -> None:
         """This reader reads no more (until it calls again: then it starts from the next read)."""
-        if self.readers.pop(reader, None) is not None:
-            self._forget_taken()
-            if not self.readers:  # the next reader starts at the head, as a new poll would
-                self.per_target.clear()
-                self.union = self.union_targets = None
-
-    def _forget_taken(self) -> None:
-        oldest = min((r.taken for r in self.readers.values()), default=self._seq)
-        while self._reads and self._reads[0][0] <= oldest and len(self._reads) > 1:
-            self._reads.popleft()
-        if not self.readers:
-            self._reads.clear()
+        if self.readers.pop(reader, None) is not None and not self.readers:
+            self.per_target.clear()  # the next reader starts at the head, as a new poll would
+            self.union = self.union_targets = None
+            self._last_read = None
 
     # the shared read ----------------------------------------------------------------------------
 

@@ -429,14 +429,14 @@ class TestReaders:
         for phase in (0.0, 2.0, 4.9, 5.1, 9.0):  # where the stream calls, after the poll
             for tick in range(6):
                 if tick == 1:
-                    reads_before = reads._seq  # after the first interval of each phase
+                    reads_before = reads.reads_made  # after the first interval of each phase
                 start = 100.0 * len(reads_made) + tick * interval
                 made.append(upstream.add_event(1 + tick % 2, T0 + timedelta(seconds=start + 0.5)))
                 for who, at in (("poll", start + 1.0), ("stream", start + 1.0 + phase)):
                     clock[0] = at
                     by_target, _ = await reads.read_for(who, client, targets, interval / 2)
                     got[who] += [e.id for items in by_target.values() for e in items]
-            reads_made.append(reads._seq - reads_before)
+            reads_made.append(reads.reads_made - reads_before)
         for who in ("poll", "stream"):  # a handed-over read may be up to half an interval old: the next brings the rest
             clock[0] += interval
             by_target, _ = await reads.read_for(who, client, targets, interval / 2)
@@ -447,7 +447,7 @@ class TestReaders:
         assert set(made[1:]) <= set(got["poll"]) and set(made[1:]) <= set(got["stream"])
         assert reads_made == [5, 5, 5, 5, 5], reads_made  # one read per interval, whatever the phase
 
-    async def test_a_reader_that_leaves_pins_nothing_and_nobody_holding_them_frees_the_feeds(self):
+    async def test_a_reader_keeps_only_its_own_targets_items_and_nobody_holding_them_frees_the_feeds(self):
         from xdep_sensors import streams
 
         upstream = MemoryUpstream(api="v2")
@@ -459,9 +459,10 @@ class TestReaders:
             await reads.read_for("poll", client, {1}, 0.0)
             if i == 0:
                 await reads.read_for("stream", client, {1}, 0.0)
-        assert len(reads._reads) > 10  # the stream has not taken them: they wait for it
+        # what the stream has not taken waits for it: its own targets' items only
+        assert set(reads.readers["stream"].pending) == {1} and len(reads.readers["stream"].pending[1]) == 19
         reads.leave("stream")
-        assert len(reads._reads) == 1
+        assert set(reads.readers) == {"poll"} and not reads.readers["poll"].pending
         by_target, _ = await reads.read_for("poll", client, set(), 0.0)  # no target left: the poll leaves
         assert by_target == {} and not reads.readers
         assert reads.union is None and not reads.per_target  # the next reader starts at the head
