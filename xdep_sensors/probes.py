@@ -262,9 +262,7 @@ class AssetRef:
         return ("name", self.label) if self.uri is None and names else ("uri", self.label)
 
     def matches(self, asset: Asset) -> bool:
-        if self.uri is not None:  # Airflow normalizes "scheme://host" to "scheme://host/"
-            return asset.uri.rstrip("/") == self.uri.rstrip("/")
-        return asset.name == self.name
+        return asset.is_("uri", self.uri) if self.uri is not None else asset.is_("name", self.name or "")
 
 
 @dataclass(frozen=True)

@@ -104,18 +104,20 @@ async def _find_asset(client: RemoteAirflowClient, key: tuple[str, str], among: 
     together (``among``) share one listing of assets whose URI or name starts with one of them; a key it
     does not find exactly is asked for alone, as on older upstreams (a substring filter)."""
     by, value = key
-
-    def once(k: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
-        if k not in memo:
-            memo[k] = asyncio.ensure_future(make())
-        return memo[k]
-
     values = sorted({v for b, v in among if b == by} | {value})
     if len(values) > 1 and await client.alternatives():
-        listed: list[Asset] = await once(("find-assets", by, tuple(values)), lambda: client.find_assets(by, values))
-        if any((a.uri.rstrip("/") == value.rstrip("/")) if by == "uri" else a.name == value for a in listed):
+        listed: list[Asset] = await _once(memo, ("find-assets", by, tuple(values)),
+                                          lambda: client.find_assets(by, values))
+        if any(a.is_(by, value) for a in listed):
             return listed
-    return await once(("assets", key), lambda: client.list_assets(**{f"{by}_pattern": value}))
+    return await _once(memo, ("assets", key), lambda: client.list_assets(**{f"{by}_pattern": value}))
+
+
+def _once(memo: dict[Hashable, asyncio.Future], key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+    """One future per key: identical requests of one look or cycle are made once (a failure reaches all)."""
+    if key not in memo:
+        memo[key] = asyncio.ensure_future(make())
+    return memo[key]
 
 
 async def _lookup_run(client: RemoteAirflowClient, watch: RunWait) -> DagRun | None:
@@ -161,9 +163,7 @@ class BatchSource:
                 pass
 
     def _once(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
-        if key not in self._memo:
-            self._memo[key] = asyncio.ensure_future(make())
-        return self._memo[key]
+        return _once(self._memo, key, make)
 
     async def _read_changes(self) -> dict[str, list[DagRun]]:
         assert self.run_changes is not None

@@ -64,7 +64,7 @@ class TestFeedOnAssetEvents:
             before = calls(upstream)
             got = await client.read_feed(feed, listing)
             assert [e.id for e in got] == new_ids
-            # ceil(new / 100), and one request when quiet: the window newest first, down to its unseen items
+            # a window of over 5,000 items (more than one read's pages): read from the last known item, oldest first
             assert calls(upstream) - before <= math.ceil(burst / 100) + 1
 
     async def test_a_cut_read_never_pins_the_feed(self, upstream):
@@ -128,6 +128,22 @@ class TestFeedOnAssetEvents:
         before = calls(upstream)
         assert await client.read_feed(feed, listing) == []
         assert calls(upstream) - before == 1
+
+    async def test_new_items_cost_ceil_new_over_the_page_size(self):
+        """The README's "a busy one ceil(new / page size)": no anchor page before the new items."""
+        upstream = MemoryUpstream(api="v2")
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        upstream.add_event(1, T0)
+        await client.read_feed(feed, listing)
+        top = T0
+        for burst, cost in ((0, 1), (50, 1), (100, 1), (101, 2), (250, 3)):
+            top += timedelta(seconds=1)
+            new = [upstream.add_event(1, top + timedelta(microseconds=i)) for i in range(burst)]
+            before = calls(upstream)
+            assert [e.id for e in await client.read_feed(feed, listing)] == new
+            assert calls(upstream) - before == cost, burst
 
     async def test_a_burst_beyond_the_pages_of_one_read_arrives_oldest_first(self):
         """A window too long to read newest first within one read is read oldest first, across reads:

@@ -67,6 +67,11 @@ class Asset(_Record):
     group: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def is_(self, by: str, value: str) -> bool:
+        """Whether this is the asset with that URI (``by="uri"``; Airflow normalizes "scheme://host" to
+        "scheme://host/") or that name (``by="name"``)."""
+        return self.uri.rstrip("/") == value.rstrip("/") if by == "uri" else self.name == value
+
 
 @dataclass(frozen=True)
 class AssetEvent(_Record):
