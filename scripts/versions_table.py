@@ -37,7 +37,16 @@ DOWNSTREAM = [
     ("watcher:asset_event", "watcher (triggerer)"),
     ("durable_state:variable", "durable trigger state: Variable"),
     ("durable_state:asset_state_store", "durable trigger state: asset state store"),
+    # several checks: the row needs all of them
+    (("worker_free:dag_run:success:0", "worker_free:dag_run:failed:0", "worker_free:dag_run:skipped:0",
+      "worker_free:asset:0"), "worker-free sensors (success, failure, skip): 0 worker runs"),
+    (("worker_free:dag_run:success:1", "worker_free:dag_run:failed:1", "worker_free:dag_run:skipped:1",
+      "worker_free:asset:1"), "end_from_trigger (success, failure, skip): 1 worker run, the start"),
 ]
+
+
+def _proved(check: str | tuple[str, ...], checks: list[str]) -> bool:
+    return all(c in checks for c in ((check,) if isinstance(check, str) else check))
 
 
 def _key(version: str) -> tuple[int, ...]:
@@ -49,8 +58,8 @@ def render(proved: dict[str, dict[str, list[str]]]) -> str:
     for version in sorted(proved, key=_key):
         roles = proved[version]
         auth = "basic auth" if version.startswith("2.") else "JWT from username/password"
-        up = [text.format(auth=auth) for check, text in UPSTREAM if check in roles.get("upstream", [])]
-        down = [text for check, text in DOWNSTREAM if check in roles.get("downstream", [])]
+        up = [text.format(auth=auth) for check, text in UPSTREAM if _proved(check, roles.get("upstream", []))]
+        down = [text for check, text in DOWNSTREAM if _proved(check, roles.get("downstream", []))]
         api = "v1" if version.startswith("2.") else "v2"
         lines.append(f"| {version} | {api} | {'; '.join(up) or '—'} | {'; '.join(down) or '—'} |")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+import warnings
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from airflow.providers.common.compat.sdk import (
@@ -16,19 +17,19 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow.sdk import Asset, AssetAlias
+from airflow.triggers.base import StartTriggerArgs
 
-from xdep_sensors.client.dialects import parse_dt
 from xdep_sensors.durable import CursorStore
 from xdep_sensors.decisions import DAG_RUN_STATES, TASK_STATES
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
 from xdep_sensors.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
+from xdep_sensors.task_args import airflow_version, asset_target, dag_run_target
 from xdep_sensors.triggers import TRIGGER_EVENT_STATUSES, RemoteAssetTrigger, RemoteDagRunTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.triggers.base import BaseTrigger
 
     from xdep_sensors.triggers import Probe
 
@@ -44,38 +45,79 @@ def _state_list(name: str, value: Any, known: frozenset[str]) -> list[str]:
     return list(value)
 
 
-def _as_datetime(name: str, value: Any) -> datetime:
-    try:
-        parsed = value if isinstance(value, datetime) else parse_dt(value)
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        raise AirflowException(f"{name}={value!r} is not an ISO-8601 datetime")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+START_FROM_TRIGGER_SINCE = (3, 3)  # Airflow renders a task's arguments in the triggerer from 3.3
 
 
 class _RemoteSensor(BaseSensorOperator):
-    """What both sensors share: one probe, run in the triggerer (deferrable) or by ``poke``."""
+    """What both sensors share: one probe, run in the triggerer (deferrable) or by ``poke``.
+
+    ``start_from_trigger`` / ``end_from_trigger`` (Airflow's names and meaning, opt-in): the
+    scheduler hands the task straight to the triggerer, and the trigger ends the task itself, so a
+    wait costs no worker run. See the README's "Worker-free waits".
+    """
 
     link_class: type[UpstreamRunLink] | type[UpstreamAssetLink] = UpstreamRunLink
+    trigger_class: type[RemoteDagRunTrigger] | type[RemoteAssetTrigger] = RemoteDagRunTrigger
+    start_from_trigger = False
+    start_trigger_args = None
 
     def __init__(self, *, remote_conn_id: str = RemoteAirflowHook.default_conn_name, deferrable: bool = True,
-                 **kwargs: Any) -> None:
+                 start_from_trigger: bool = False, end_from_trigger: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not isinstance(remote_conn_id, str) or not remote_conn_id.strip():
             raise ValueError(f"remote_conn_id must be a connection id, got {remote_conn_id!r}")
-        if not isinstance(deferrable, bool):
-            raise ValueError(f"deferrable must be True or False, got {deferrable!r}")
+        for name, value in (("deferrable", deferrable), ("start_from_trigger", start_from_trigger),
+                            ("end_from_trigger", end_from_trigger)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+        for name, value in (("start_from_trigger", start_from_trigger), ("end_from_trigger", end_from_trigger)):
+            if value and not deferrable:
+                raise ValueError(f"{name}=True needs deferrable=True: a waiting task in poke or reschedule mode "
+                                 "runs on a worker")
         self.remote_conn_id = remote_conn_id
         self.deferrable = deferrable
+        self.end_from_trigger = end_from_trigger
+        self.start_from_trigger = start_from_trigger
         self._probe: Probe | None = None
+
+    def _start_in_triggerer(self, task_args: dict[str, Any]) -> None:
+        """Set ``start_trigger_args`` from the sensor's arguments (called last by each sensor's ``__init__``).
+
+        The triggerer renders the templated ones (those named in ``template_fields``) before the
+        trigger builds its watch, with the same function the worker uses.
+        """
+        if not self.start_from_trigger:
+            return
+        running = airflow_version()
+        if running < START_FROM_TRIGGER_SINCE:
+            warnings.warn(
+                f"{self.task_id}: start_from_trigger=True needs Airflow 3.3+ (this is "
+                f"{'.'.join(map(str, running))}): the task starts on a worker and defers from there"
+                + (" (end_from_trigger still applies)" if self.end_from_trigger else ""),
+                UserWarning, stacklevel=3)
+            self.start_from_trigger = False
+            return
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{self.trigger_class.__module__}.{self.trigger_class.__qualname__}",
+            trigger_kwargs={"remote_conn_id": self.remote_conn_id, "poke_interval": float(self.poke_interval),
+                            "timeout_at": None, **self._ending_kwargs(), "from_task": True, **task_args},
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=timedelta(seconds=float(self.timeout) + 60),
+        )
+
+    def _ending_kwargs(self) -> dict[str, Any]:
+        if not self.end_from_trigger:
+            return {}
+        return {"end_from_trigger": True, "retries": int(self.retries or 0),
+                "soft_fail": bool(self.soft_fail or getattr(self, "never_fail", False))}
 
     # subclasses ------------------------------------------------------------------------------
 
-    def make_probe(self, context: Context) -> Probe:
+    def _watch(self, context: Context) -> DagRunTarget | AssetTarget:
         raise NotImplementedError
 
-    def make_trigger(self, context: Context, timeout_at: float) -> BaseTrigger:
+    def make_probe(self, context: Context) -> Probe:
         raise NotImplementedError
 
     def on_success(self, context: Context, result: Any) -> Any:
@@ -88,7 +130,9 @@ class _RemoteSensor(BaseSensorOperator):
             return super().execute(context)
         timeout_at = time.time() + float(self.timeout)
         self.defer(
-            trigger=self.make_trigger(context, timeout_at),
+            trigger=self.trigger_class(remote_conn_id=self.remote_conn_id, poke_interval=self.poke_interval,
+                                       timeout_at=timeout_at, **self._ending_kwargs(),
+                                       **self._watch(context).to_kwargs()),
             method_name="execute_complete",
             # the trigger reports its own, clearer, timeout first; this is only a safety net
             timeout=timedelta(seconds=float(self.timeout) + 60),
@@ -155,6 +199,10 @@ class RemoteDagRunSensor(_RemoteSensor):
     :param task_group_id: wait for the tasks of this upstream task group (templated).
     :param check_existence: fail fast when the DAG or tasks do not exist upstream (default True).
     :param deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
+    :param start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
+        (Airflow 3.3+; below, a warning and the task starts on a worker).
+    :param end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
+        on a worker; a timeout, and a failure Airflow would retry differently, still resume on one.
     """
 
     template_fields: Sequence[str] = (
@@ -226,38 +274,26 @@ class RemoteDagRunSensor(_RemoteSensor):
         self.task_ids = task_ids
         self.task_group_id = task_group_id
         self.check_existence = check_existence
+        if self.start_from_trigger and logical_date_fn is not None:
+            raise ValueError("logical_date_fn cannot travel to the triggerer (start_from_trigger=True): give "
+                             "logical_date as a template, e.g. \"{{ logical_date - macros.timedelta(hours=1) }}\", "
+                             "or execution_delta")
+        self._start_in_triggerer(self._task_args())
+
+    def _task_args(self) -> dict[str, Any]:
+        """The arguments that decide which run (``execution_delta`` in seconds: they travel as JSON)."""
+        return {"external_dag_id": self.external_dag_id, "run_id": self.run_id, "logical_date": self.logical_date,
+                "latest_after": self.latest_after,
+                "execution_delta": self.execution_delta.total_seconds() if self.execution_delta else None,
+                "allowed_states": self.allowed_states, "failed_states": self.failed_states,
+                "skipped_states": self.skipped_states, "task_ids": self.task_ids, "task_group_id": self.task_group_id,
+                "check_existence": self.check_existence}
 
     def _watch(self, context: Context) -> DagRunTarget:
-        selector: dict[str, str] = {}
-        if self.run_id:
-            selector["run_id"] = str(self.run_id)
-        elif self.latest_after:
-            selector["latest_after"] = _as_datetime("latest_after", self.latest_after).isoformat()
-        elif self.logical_date:
-            selector["logical_date"] = _as_datetime("logical_date", self.logical_date).isoformat()
-        elif self.logical_date_fn is not None:
-            selector["logical_date"] = _as_datetime("logical_date_fn()", self.logical_date_fn(context)).isoformat()
-        else:
-            dag_run = context.get("dag_run")
-            own = context.get("logical_date") or getattr(dag_run, "run_after", None)
-            if own is None:
-                raise AirflowException("this run has neither a logical date nor run_after; give run_id, "
-                                       "logical_date or latest_after")
-            own = _as_datetime("logical_date", own)
-            selector["logical_date"] = (own - (self.execution_delta or timedelta())).isoformat()
-        return DagRunTarget(
-            external_dag_id=self.external_dag_id, allowed_states=self.allowed_states,
-            failed_states=self.failed_states, skipped_states=self.skipped_states,
-            task_ids=list(self.task_ids) if self.task_ids else None, task_group_id=self.task_group_id or None,
-            check_existence=self.check_existence, **selector,
-        )
+        return dag_run_target(self._task_args(), context, self.logical_date_fn)
 
     def make_probe(self, context: Context) -> Probe:
         return DagRunProbe(self._watch(context), self.log)
-
-    def make_trigger(self, context: Context, timeout_at: float) -> BaseTrigger:
-        return RemoteDagRunTrigger(remote_conn_id=self.remote_conn_id, poke_interval=self.poke_interval,
-                                   timeout_at=timeout_at, **self._watch(context).to_kwargs())
 
 
 def _asset_refs(asset_uri: Any, asset_name: Any, assets: Any) -> list[dict[str, str | None]]:
@@ -293,6 +329,10 @@ class RemoteAssetSensor(_RemoteSensor):
     :param check_existence: an asset unknown upstream fails fast with close matches (default True).
     :param remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated).
     :param deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
+    :param start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
+        (Airflow 3.3+; below, a warning and the task starts on a worker).
+    :param end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
+        on a worker; a timeout, and a failure Airflow would retry differently, still resume on one.
 
     Local ``Asset`` outlets get one local event per matched upstream event, carrying the upstream
     ``extra`` plus provenance under ``xdep_upstream``.
@@ -301,6 +341,7 @@ class RemoteAssetSensor(_RemoteSensor):
     template_fields: Sequence[str] = ("asset_uri", "asset_name", "remote_conn_id", "source_dag_id", "since")
     ui_color = "#e6f4ea"
     link_class = UpstreamAssetLink
+    trigger_class = RemoteAssetTrigger
     operator_extra_links = (UpstreamAssetLink(),)
 
     def __init__(
@@ -331,32 +372,26 @@ class RemoteAssetSensor(_RemoteSensor):
             self._bridge_alias = AssetAlias(f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}"
                                             f"__{self.task_id}")
             self.outlets = [*self.outlets, self._bridge_alias]
+            if self.end_from_trigger:
+                warnings.warn(f"{self.task_id}: end_from_trigger is off: Airflow records a task's local outlet "
+                              "events only when a worker ends it (the trigger hands its events back to one)",
+                              UserWarning, stacklevel=2)
+                self.end_from_trigger = False
+        self._start_in_triggerer(self._task_args())
 
     def _cursor_store(self, context: Context) -> CursorStore:
         return CursorStore(context["ti"].dag_id, self.task_id)
 
+    def _task_args(self) -> dict[str, Any]:
+        return {"asset_uri": self.asset_uri, "asset_name": self.asset_name, "assets": self.asset_refs,
+                "require": self.require, "source_dag_id": self.source_dag_id, "since": self.since,
+                "check_existence": self.check_existence}
+
     def _watch(self, context: Context) -> AssetTarget:
-        refs = [{"uri": self.asset_uri, "name": None}] if self.asset_uri else (
-            [{"uri": None, "name": self.asset_name}] if self.asset_name else self.asset_refs)
-        since = _as_datetime("since", self.since).astimezone(timezone.utc).isoformat() if self.since else None
-        cursors: dict[str, Any] = {}
-        if since is None:
-            stored = self._cursor_store(context).start(context["run_id"])
-            dag_run = context.get("dag_run")
-            first = (context.get("data_interval_start") or context.get("logical_date")
-                     or getattr(dag_run, "run_after", None))
-            start = _as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
-            cursors = {(r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start}
-                       for r in refs}
-        return AssetTarget(assets=refs, require=self.require, source_dag_id=self.source_dag_id or None, since=since,
-                          cursors=cursors, check_existence=self.check_existence)
+        return asset_target(self._task_args(), context)
 
     def make_probe(self, context: Context) -> Probe:
         return AssetProbe(self._watch(context), self.log)
-
-    def make_trigger(self, context: Context, timeout_at: float) -> BaseTrigger:
-        return RemoteAssetTrigger(remote_conn_id=self.remote_conn_id, poke_interval=self.poke_interval,
-                                  timeout_at=timeout_at, **self._watch(context).to_kwargs())
 
     def on_success(self, context: Context, result: Any) -> Any:
         events = result["events"]

@@ -179,12 +179,13 @@ class MatrixUpstream(Upstream):
     token_conn_id: str | None = None  # a static bearer token (Airflow 3 only)
     runs_tasks: bool = True
 
-    def finish_run(self, run_id: str, dag_id: str = "xdep_test_producer") -> str:
-        """Let the run end in success: its scheduler runs it, or (API-only upstream) set it by REST."""
+    def finish_run(self, run_id: str, dag_id: str = "xdep_test_producer", state: str = "success") -> str:
+        """Let the run end (in success, or in ``state``): its scheduler runs it, or (API-only upstream) set
+        it by REST. A full upstream's run fails only when triggered with ``conf={"fail": True}``."""
         if self.runs_tasks:
             return self.wait_run(run_id, dag_id)
         path = f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}"
-        return self.server.api("PATCH", path, {"state": "success"})["state"]
+        return self.server.api("PATCH", path, {"state": state})["state"]
 
     def asset_event(self, uri: str, extra: dict) -> None:
         """Create an upstream asset (dataset) event through the REST API."""

@@ -87,6 +87,13 @@ class Downstream:
         body = self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait/logs/1")
         return json.dumps(body["content"]) if isinstance(body, dict) else str(body)
 
+    def worker_runs(self, dag_id: str, run_id: str) -> int:
+        """How many times a worker ran the sensor task: each worker run starts with one Execution API
+        ``PATCH /execution/task-instances/<id>/run`` (a resume included), in the API server's access log."""
+        ti_id = self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait")["id"]
+        log = (self.server.log_dir / "api-server.log").read_text(errors="replace")
+        return sum(f"/execution/task-instances/{ti_id}/run" in line for line in log.splitlines())
+
     def wait_success(self, dag_id: str, run_id: str) -> None:
         """Wait for the downstream run to end; if it did not succeed, say why (sensor log, components)."""
         state = self.server.wait_run(dag_id, run_id, timeout=180)
@@ -125,6 +132,7 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     try:
         server.start(timeout=300)
         for dag_id in ("xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_asset_poke",
+                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_asset_free",
                        "xdep_v_group_defer", "xdep_v_watch", "xdep_durable_counter"):
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
@@ -159,6 +167,7 @@ def test_dag_run_sensor(downstream, matrix_record, variant):
         log = downstream.task_log(dag_id, run_id)
         assert f"xdep_test_producer run {up_run}: success" in log, log[-3000:]
         assert "xdep_sensors.triggers.RemoteDagRunTrigger" in log, log[-3000:]
+        assert downstream.worker_runs(dag_id, run_id) == 2  # the classic deferral: the start and the resume
     matrix_record(downstream.version, "downstream", f"dag_run_sensor:{variant}")
 
 
@@ -171,6 +180,45 @@ def test_asset_sensor(downstream, matrix_record, variant):
     downstream.wait_success(dag_id, run_id)
     assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
     matrix_record(downstream.version, "downstream", f"asset_sensor:{variant}")
+
+
+def _starts_in_triggerer(version: str) -> bool:
+    return tuple(int(p) for p in version.split(".")) >= (3, 3)
+
+
+@pytest.mark.parametrize("outcome", ["success", "failed", "skipped"])
+def test_worker_free_dag_run_sensor(downstream, matrix_record, outcome):
+    """start_from_trigger + end_from_trigger: no worker run from 3.3 (below, one: the start); the
+    task ends in the trigger with the worker path's outcome, XCom and log line."""
+    up_run = downstream.up.trigger(conf={} if outcome == "success" else {"fail": True},
+                                   logical_date=datetime.now(timezone.utc))
+    dag_id = "xdep_v_run_free_skip" if outcome == "skipped" else "xdep_v_run_free"
+    run_id = downstream.start_waiting(dag_id, "defer", {"run_id": up_run})
+    assert downstream.up.finish_run(up_run, state="success" if outcome == "success" else "failed") == (
+        "success" if outcome == "success" else "failed")
+    downstream.server.wait_run(dag_id, run_id, timeout=180)
+    assert downstream.ti_state(dag_id, run_id) == outcome, downstream.task_log(dag_id, run_id)[-3000:]
+    log = downstream.task_log(dag_id, run_id)
+    if outcome == "success":
+        result = downstream.result(dag_id, run_id)
+        assert (result["run_id"], result["state"]) == (up_run, "success")
+    else:
+        assert f"upstream {outcome}: xdep_test_producer run {up_run}: failed" in log, log[-3000:]
+    runs = downstream.worker_runs(dag_id, run_id)
+    assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
+    matrix_record(downstream.version, "downstream", f"worker_free:dag_run:{outcome}:{runs}")
+
+
+def test_worker_free_asset_sensor(downstream, matrix_record):
+    dag_id = "xdep_v_asset_free"
+    marker = uuid.uuid4().hex
+    run_id = downstream.start_waiting(dag_id, "defer", {"since": datetime.now(timezone.utc).isoformat()})
+    downstream.up.asset_event("file://include/bears", {"marker": marker})
+    downstream.wait_success(dag_id, run_id)
+    assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
+    runs = downstream.worker_runs(dag_id, run_id)
+    assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
+    matrix_record(downstream.version, "downstream", f"worker_free:asset:{runs}")
 
 
 def test_task_group_wait(downstream, matrix_record):

@@ -1,0 +1,94 @@
+"""What a sensor task waits for, from its (rendered) arguments and its run's context.
+
+Built on a worker (``execute`` before deferring, ``poke``) or, with ``start_from_trigger``, in the
+triggerer once Airflow has rendered the arguments there: one function per sensor, so both places
+wait for exactly the same thing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+from airflow.providers.common.compat.sdk import AirflowException
+
+from xdep_sensors.client.client import _version_tuple
+from xdep_sensors.client.dialects import parse_dt
+from xdep_sensors.durable import CursorStore
+from xdep_sensors.probes import AssetTarget, DagRunTarget
+
+
+def airflow_version() -> tuple[int, ...]:
+    """The running Airflow's version as a tuple, e.g. ``(3, 3, 2)``."""
+    from airflow import __version__
+
+    return _version_tuple(__version__)
+
+
+def as_datetime(name: str, value: Any) -> datetime:
+    """An aware datetime from a datetime or an ISO-8601 string (naive means UTC); the error names ``name``."""
+    try:
+        parsed = value if isinstance(value, datetime) else parse_dt(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise AirflowException(f"{name}={value!r} is not an ISO-8601 datetime")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def dag_run_target(args: Mapping[str, Any], context: Mapping[str, Any],
+                   logical_date_fn: Callable[[Any], datetime] | None = None) -> DagRunTarget:
+    """The run a ``RemoteDagRunSensor`` waits for.
+
+    :param args: the sensor's rendered arguments (``external_dag_id``, ``run_id``, ``logical_date``,
+        ``latest_after``, ``execution_delta`` (a timedelta or seconds), the state lists, ``task_ids``,
+        ``task_group_id``, ``check_existence``).
+    """
+    selector: dict[str, str] = {}
+    if args.get("run_id"):
+        selector["run_id"] = str(args["run_id"])
+    elif args.get("latest_after"):
+        selector["latest_after"] = as_datetime("latest_after", args["latest_after"]).isoformat()
+    elif args.get("logical_date"):
+        selector["logical_date"] = as_datetime("logical_date", args["logical_date"]).isoformat()
+    elif logical_date_fn is not None:
+        selector["logical_date"] = as_datetime("logical_date_fn()", logical_date_fn(context)).isoformat()
+    else:
+        dag_run = context.get("dag_run")
+        own = context.get("logical_date") or getattr(dag_run, "run_after", None)
+        if own is None:
+            raise AirflowException("this run has neither a logical date nor run_after; give run_id, "
+                                   "logical_date or latest_after")
+        delta = args.get("execution_delta") or timedelta()
+        delta = delta if isinstance(delta, timedelta) else timedelta(seconds=float(delta))
+        selector["logical_date"] = (as_datetime("logical_date", own) - delta).isoformat()
+    task_ids = args.get("task_ids")
+    return DagRunTarget(
+        external_dag_id=args["external_dag_id"], allowed_states=list(args["allowed_states"]),
+        failed_states=list(args["failed_states"]), skipped_states=list(args["skipped_states"]),
+        task_ids=list(task_ids) if task_ids else None, task_group_id=args.get("task_group_id") or None,
+        check_existence=args.get("check_existence", True), **selector,
+    )
+
+
+def asset_target(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetTarget:
+    """The events a ``RemoteAssetSensor`` waits for; without ``since``, its task's cursors (a Variable read).
+
+    :param args: the sensor's rendered arguments (``asset_uri``, ``asset_name``, ``assets`` (refs),
+        ``require``, ``source_dag_id``, ``since``, ``check_existence``).
+    """
+    refs = [{"uri": args["asset_uri"], "name": None}] if args.get("asset_uri") else (
+        [{"uri": None, "name": args["asset_name"]}] if args.get("asset_name") else list(args["assets"]))
+    since = as_datetime("since", args["since"]).astimezone(timezone.utc).isoformat() if args.get("since") else None
+    cursors: dict[str, Any] = {}
+    if since is None:
+        ti = context["ti"]
+        stored = CursorStore(ti.dag_id, ti.task_id).start(context["run_id"])
+        dag_run = context.get("dag_run")
+        first = (context.get("data_interval_start") or context.get("logical_date")
+                 or getattr(dag_run, "run_after", None))
+        start = as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
+        cursors = {(r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start}
+                   for r in refs}
+    return AssetTarget(assets=refs, require=args.get("require", "all"), source_dag_id=args.get("source_dag_id") or None,
+                       since=since, cursors=cursors, check_existence=args.get("check_existence", True))
