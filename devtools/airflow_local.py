@@ -1,4 +1,9 @@
-"""Start and stop real Airflow deployments on loopback (SQLite) for integration tests and demos."""
+"""Start and stop real Airflow deployments on loopback for integration tests and demos.
+
+SQLite by default; PostgreSQL (``database_url``, see devtools/postgres.py) and several triggerers
+(``triggerers``: each its own hostname, 127.0.0.<n>, so the ``job`` table tells them apart) give a
+deployment the shape of a production one.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 _FAB = "airflow.providers.fab.auth_manager.api.auth.backend"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def component_hostname() -> str:
+    """``[core] hostname_callable`` of a deployment's triggerers: each has its own (``XDEP_HOSTNAME``)."""
+    return os.environ["XDEP_HOSTNAME"]
 
 
 def free_port() -> int:
@@ -55,7 +68,8 @@ class LocalAirflow:
 
     def __init__(self, home: Path, airflow_bin: Path | str, *, major: int = 3, dags_folder: Path | None = None,
                  port: int | None = None, extra_env: dict[str, str] | None = None,
-                 components: tuple[str, ...] | None = None, name: str = "airflow") -> None:
+                 components: tuple[str, ...] | None = None, name: str = "airflow", database_url: str | None = None,
+                 triggerers: int = 1) -> None:
         if major not in (2, 3):
             raise ValueError(f"unsupported Airflow major version {major}")
         self.home = Path(home).resolve()
@@ -66,11 +80,16 @@ class LocalAirflow:
         self.base_url = f"http://127.0.0.1:{self.port}"
         default = ("api-server", "scheduler", "dag-processor") if major == 3 else ("webserver", "scheduler")
         self.components: tuple[str, ...] = tuple(components or default)
+        self.triggerers = triggerers
+        if triggerers > 1 and "triggerer" in self.components:
+            self.components += tuple(f"triggerer-{n}" for n in range(2, triggerers + 1))
+        self.database_url = database_url
         self.log_dir = self.home / "logs"
         self._api = "/api/v2" if major == 3 else "/api/v1"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._tokens: dict[tuple[str, str], str] = {}
         self._atexit = False
+        self._trigger_ports: dict[str, str] = {}
         self.env = self._build_env(extra_env or {})
 
     def _build_env(self, extra: dict[str, str]) -> dict[str, str]:
@@ -124,8 +143,30 @@ class LocalAirflow:
                 # scheduled after the scheduler queued it, which then runs twice and fails its run
                 "AIRFLOW__SCHEDULER__SCHEDULE_AFTER_TASK_EXECUTION": "False",
             })
+        if self.database_url:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.database_url
+        if self.triggerers > 1:  # a triggerer that stops heartbeating loses its triggers to another within ~15 s
+            env.update({"AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15"})
         env.update(extra)
         return env
+
+    def triggerer_names(self) -> list[str]:
+        return [c for c in self.components if c == "triggerer" or c.startswith("triggerer-")]
+
+    def triggerer_hostname(self, component: str) -> str:
+        """The hostname a triggerer writes in the ``job`` table (127.0.0.<n> when there are several)."""
+        return f"127.0.0.{1 if component == 'triggerer' else int(component.rsplit('-', 1)[1])}"
+
+    def _component_env(self, name: str) -> dict[str, str]:
+        if self.triggerers < 2 or name not in self.triggerer_names():
+            return self.env
+        if name not in self._trigger_ports:
+            self._trigger_ports[name] = str(free_port())
+        return {**self.env, "XDEP_HOSTNAME": self.triggerer_hostname(name),
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.airflow_local.component_hostname",
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": self._trigger_ports[name],
+                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH")) if p)}
 
     def start(self, timeout: float = 180) -> LocalAirflow:
         """Migrate the DB, start every component, wait for the API and create the users."""
@@ -172,11 +213,12 @@ class LocalAirflow:
         """Start one component in its own session; wait for readiness if it serves the API."""
         if name in self._procs and self._procs[name].poll() is None:
             raise RuntimeError(f"{self.name}: component {name} is already running")
-        args = [name, "--port", str(self.port)] if name in ("api-server", "webserver") else [name]
+        command = "triggerer" if name in self.triggerer_names() else name
+        args = [name, "--port", str(self.port)] if name in ("api-server", "webserver") else [command]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self._procs[name] = subprocess.Popen(
-                [self.airflow_bin, *args], env=self.env, cwd=self.home, stdin=subprocess.DEVNULL,
+                [self.airflow_bin, *args], env=self._component_env(name), cwd=self.home, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait and name in ("api-server", "webserver"):
             self._wait_ready(time.monotonic() + timeout)
@@ -184,6 +226,27 @@ class LocalAirflow:
     def stop_component(self, name: str) -> None:
         """Stop one component (its whole process group and any escaped descendants)."""
         self._terminate([name])
+
+    def worker_runs(self, dag_id: str, run_id: str, task_id: str) -> int:
+        """How many times a worker ran a task instance (a resume included): each run parses the DAG file
+        first, and says so in the task's log (``attempt=<n>.log``; a triggerer writes files of its own)."""
+        folder = self.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return sum(path.read_text(errors="replace").count("Filling up the DagBag from")
+                   for path in folder.glob("attempt=*.log") if ".log.trigger." not in path.name)
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL one component's process group at once, as a crash or an OOM kill would (no clean-up)."""
+        proc = self._procs.pop(name)
+        family = _descendants(proc.pid)
+        _signal_group(proc.pid, signal.SIGKILL)
+        for pid, _, started in family:  # a child that left the group (setsid) dies with it too
+            stat = _proc_stat(pid)
+            if stat and stat[2] == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        proc.wait(timeout=30)
 
     def _terminate(self, names: list[str], grace: float = 15) -> None:
         """SIGTERM the groups of the given components, wait up to grace seconds, then SIGKILL leftovers."""

@@ -37,6 +37,7 @@ DOWNSTREAM = [
     ("watcher:asset_event", "watcher (triggerer)"),
     ("durable_state:variable", "durable trigger state: Variable"),
     ("durable_state:asset_state_store", "durable trigger state: asset state store"),
+    ("triggerer_failover", "a killed triggerer's waits complete on the other (2 triggerers)"),
     # several checks: the row needs all of them
     (("worker_free:dag_run:success:0", "worker_free:dag_run:failed:0", "worker_free:dag_run:skipped:0",
       "worker_free:asset:0"), "worker-free sensors (success, failure, skip): 0 worker runs"),

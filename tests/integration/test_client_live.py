@@ -31,8 +31,9 @@ class TestVersionAndAuth:
 
     def test_login_password_reads_runs(self, upstream):
         # v2: exchanged for a JWT at /auth/token; v1: HTTP basic auth
+        upstream.trigger(conf={})  # at least one run to read
         runs = run(upstream.conn_id, lambda c: c.list_dag_runs("~", limit=1))
-        assert isinstance(runs, list)
+        assert len(runs) == 1 and runs[0].run_id and runs[0].dag_id
 
     def test_static_token(self, upstream_v2):
         dag = run("up_v2_token", lambda c: c.get_dag("xdep_test_producer"))

@@ -14,12 +14,14 @@ writes fires 1 twice. Below 3.3 the state is an Airflow Variable; from 3.3 the a
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
 
+from devtools import postgres
 from devtools.airflow_local import LocalAirflow
 from tests.integration.conftest import (
     ROOT,
@@ -34,6 +36,10 @@ from xdep_sensors.durable import variable_key
 pytestmark = pytest.mark.integration
 
 DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2")
+# Two triggerers from 3.2: below, Airflow hands every AssetWatcher trigger to each triggerer that looks
+# for work (``Trigger.get_sorted_triggers`` selects asset triggers whoever holds them; fixed in 3.2), so
+# each triggerer runs the watcher and every upstream event fires once per triggerer.
+HA_VERSIONS = ("3.2.2", "3.3.2")
 
 COUNTER_URI = "xdep://durable/counter"
 COUNTER_KEY = "tests:durable:counter"
@@ -48,23 +54,28 @@ def local_payloads(server: LocalAirflow, uri: str) -> list[dict]:
 
 
 def check_counter_across_restart(server: LocalAirflow, version: str) -> str:
-    """Counter fires 1, the triggerer restarts, it fires 2: return the backend the trigger used."""
+    """Counter fired 1..k, every triggerer restarts, it fires k+1: return the backend the trigger used.
+
+    (k is 1 unless a triggerer of this deployment already took the counter over: the failover test.)"""
     first = wait_for(lambda: local_payloads(server, COUNTER_URI), 180, "the counter's first event")
-    assert [p["n"] for p in first] == [1], first
-    server.stop_component("triggerer")
-    server.start_component("triggerer")
+    k = len(first)
+    assert [p["n"] for p in first] == list(range(1, k + 1)), first
+    for name in server.triggerer_names():  # every triggerer: none may take the trigger over meanwhile
+        server.stop_component(name)
+    for name in server.triggerer_names():
+        server.start_component(name)
 
-    def two_events():
+    def one_more():
         payloads = local_payloads(server, COUNTER_URI)
-        return payloads if len(payloads) >= 2 else None
+        return payloads if len(payloads) > k else None
 
-    both = wait_for(two_events, 180, "the counter's event after the triggerer restart")
-    assert [p["n"] for p in both] == [1, 2], both
+    both = wait_for(one_more, 180, "the counter's event after the triggerer restart")
+    assert [p["n"] for p in both] == list(range(1, k + 2)), both
     backend = both[-1]["backend"]
     assert backend == ("asset_state_store" if version >= "3.3" else "variable")
     if backend == "variable":  # the value is where durable.py says, readable through the API
         var = server.api("GET", f"/api/v2/variables/{variable_key(COUNTER_KEY)}")
-        assert json.loads(var["value"]) == {"n": 2}
+        assert json.loads(var["value"]) == {"n": k + 1}
     return backend
 
 
@@ -88,11 +99,7 @@ class Downstream:
         return json.dumps(body["content"]) if isinstance(body, dict) else str(body)
 
     def worker_runs(self, dag_id: str, run_id: str) -> int:
-        """How many times a worker ran the sensor task: each worker run starts with one Execution API
-        ``PATCH /execution/task-instances/<id>/run`` (a resume included), in the API server's access log."""
-        ti_id = self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait")["id"]
-        log = (self.server.log_dir / "api-server.log").read_text(errors="replace")
-        return sum(f"/execution/task-instances/{ti_id}/run" in line for line in log.splitlines())
+        return self.server.worker_runs(dag_id, run_id, "wait")
 
     def wait_success(self, dag_id: str, run_id: str) -> None:
         """Wait for the downstream run to end; if it did not succeed, say why (sensor log, components)."""
@@ -118,15 +125,21 @@ def _upstream_polls(up: MatrixUpstream) -> int:
     return sum("/api/v2/assets/events" in line for line in log.read_text(errors="replace").splitlines())
 
 
+def _database(version: str) -> str:
+    return "xdep_downstream_" + version.replace(".", "_")
+
+
 @pytest.fixture(scope="module", params=DOWNSTREAM_VERSIONS)
 def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     version = request.param
     up = matrix_upstreams[version]
     conn = {"conn_type": "remote_airflow", "host": up.server.base_url, "login": "viewer", "password": "viewer"}
+    # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
         tmp_path_factory.mktemp(f"downstream-{version}"), airflow_bin(version), major=3,
         dags_folder=ROOT / "tests" / "versions" / "downstream_dags",
         components=("api-server", "scheduler", "dag-processor", "triggerer"), name=f"downstream-{version}",
+        database_url=postgres.fresh_database(_database(version)), triggerers=2 if version in HA_VERSIONS else 1,
         extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "PYTHONPATH": str(ROOT)})
     polls = _upstream_polls(up)
     try:
@@ -219,6 +232,72 @@ def test_worker_free_asset_sensor(downstream, matrix_record):
     runs = downstream.worker_runs(dag_id, run_id)
     assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
     matrix_record(downstream.version, "downstream", f"worker_free:asset:{runs}")
+
+
+def _trigger_hosts(downstream: Downstream) -> list[str | None]:
+    """The hostname of the triggerer running each trigger (None: not assigned), from the ``trigger`` and
+    ``job`` tables (the ``job`` table keeps hostnames, not pids: each triggerer has its own)."""
+    rows = postgres.query(_database(downstream.version),
+                          "SELECT j.hostname FROM trigger t LEFT JOIN job j ON j.id = t.triggerer_id ORDER BY t.id")
+    return [r[0] for r in rows]
+
+
+def _triggerers_that_ran(downstream: Downstream, dag_id: str, run_id: str) -> set[str]:
+    """Hostnames of the triggerers that ran a task's trigger: each writes the task's trigger log to a file
+    of its own, ``<attempt>.log.trigger.<job id>.log``; the ``job`` table has the job's hostname."""
+    folder = downstream.server.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=wait"
+    jobs = [int(m.group(1)) for f in folder.glob("*.log.trigger.*.log") if (m := re.search(r"\.(\d+)\.log$", f.name))]
+    rows = postgres.query(_database(downstream.version), "SELECT hostname FROM job WHERE id = ANY(%s)", (jobs,))
+    return {r[0] for r in rows}
+
+
+@pytest.mark.parametrize("downstream", HA_VERSIONS, indirect=True)
+def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream, matrix_record):
+    """Two triggerers; the one running a classic deferred sensor, a worker-free one and the watcher is
+    SIGKILLed; the upstream run ends and an asset event appears while no triggerer runs them. Airflow
+    hands the triggers to the other triggerer: both sensors succeed once, the watcher fires once."""
+    server = downstream.server
+    first, second = server.triggerer_names()
+    one, two = server.triggerer_hostname(first), server.triggerer_hostname(second)
+    server.stop_component(second)  # every trigger on the first one
+    runs = {dag_id: downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+            for dag_id in ("xdep_v_run_defer", "xdep_v_run_free")}
+    waits = {dag_id: downstream.start_waiting(dag_id, "defer", {"run_id": up_run}) for dag_id, up_run in runs.items()}
+
+    def all_on(host):
+        hosts = _trigger_hosts(downstream)
+        return len(hosts) >= 3 and set(hosts) == {host}  # the two sensors' triggers and the watcher's
+
+    wait_for(lambda: all_on(one), 180, f"every trigger on {first}")
+    server.start_component(second)
+    server.kill_component(first)
+    marker = uuid.uuid4().hex
+    downstream.up.asset_event("file://include/bears", {"marker": marker})
+    for up_run in runs.values():
+        assert downstream.up.finish_run(up_run) == "success"
+    for dag_id, run_id in waits.items():
+        downstream.wait_success(dag_id, run_id)
+        result = downstream.result(dag_id, run_id)
+        assert (result["run_id"], result["state"]) == (runs[dag_id], "success")
+        assert downstream.ti_state(dag_id, run_id) == "success"
+        # the first one held it (above); the other one ran it to the end (a SIGKILLed triggerer may not
+        # have flushed its part of the task's trigger log)
+        assert two in _triggerers_that_ran(downstream, dag_id, run_id)
+
+    def fired(mark):
+        return [p for p in local_payloads(server, "file://include/bears") if p["event"]["extra"].get("marker") == mark]
+
+    wait_for(lambda: fired(marker), 180, "the watcher's event after the failover")
+    later = uuid.uuid4().hex  # once a later event has fired, a repeat of the first would have too
+    downstream.up.asset_event("file://include/bears", {"marker": later})
+    wait_for(lambda: fired(later), 180, "the watcher's next event")
+    assert len(fired(marker)) == 1
+    assert set(_trigger_hosts(downstream)) == {two}  # the watcher's trigger, now on the other triggerer
+    assert downstream.worker_runs("xdep_v_run_defer", waits["xdep_v_run_defer"]) == 2
+    assert downstream.worker_runs("xdep_v_run_free", waits["xdep_v_run_free"]) == (
+        0 if _starts_in_triggerer(downstream.version) else 1)
+    server.start_component(first)  # two triggerers again for the module's other tests
+    matrix_record(downstream.version, "downstream", "triggerer_failover")
 
 
 def test_task_group_wait(downstream, matrix_record):

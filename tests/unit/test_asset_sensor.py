@@ -13,7 +13,7 @@ from aioresponses import aioresponses
 
 from tests.conftest import upstream_mock
 
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 from airflow.sdk import Asset
 from xdep_sensors import RemoteAssetSensor
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
@@ -197,6 +197,6 @@ class TestSensor:
 
     def test_failed_try_does_not_commit(self):
         s = RemoteAssetSensor(task_id="w", asset_uri="file://a1")
-        with mock.patch.object(CursorStore, "commit") as commit, pytest.raises(Exception):
+        with mock.patch.object(CursorStore, "commit") as commit, pytest.raises(AirflowSensorTimeout, match="late"):
             s.execute_complete(self.ctx(), {"status": "timeout", "message": "late"})
         commit.assert_not_called()
