@@ -110,15 +110,14 @@ class _PollingTrigger(BaseTrigger):
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        try:  # the connection, read once per CONFIG_TTL_S for every trigger of this loop
+        try:
             if self.from_task:
                 await self._start_from_task()
             probe = self._make_probe()
-            config = await shared_config(self.remote_conn_id)
-        except XdepError as err:  # missing or misconfigured: the message names the connection and the fix
-            yield await self._end({"status": "error", "message": str(err)})
-            return
-        except AirflowException as err:  # a task argument that is not what it must be (start_from_trigger)
+            config = await shared_config(self.remote_conn_id)  # read once per CONFIG_TTL_S for the loop's triggers
+        # a connection missing or misconfigured (the message names it and the fix), or a task argument
+        # that is not what it must be (start_from_trigger)
+        except (XdepError, AirflowException) as err:
             yield await self._end({"status": "error", "message": str(err)})
             return
         if polling.SHARED_POLLING:

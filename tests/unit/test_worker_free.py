@@ -181,6 +181,16 @@ class TestStartFromTrigger:
         await trigger._start_from_task()
         assert trigger.watch.cursors == {"s3://a": cursor}
 
+    async def test_a_rendered_argument_that_is_no_date_ends_the_wait_with_its_name(self):
+        sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer",
+                                    logical_date="{{ params.day }}", start_from_trigger=True)
+        trigger = RemoteDagRunTrigger(**sensor.start_trigger_args.trigger_kwargs)
+        trigger.task_instance = SimpleNamespace(task_id="wait", get_template_context=_rendered_context)
+        trigger.logical_date = "next tuesday"  # as the triggerer rendered it
+        event = await trigger.run().__anext__()
+        assert event.payload["status"] == "error"
+        assert event.payload["message"] == "logical_date='next tuesday' is not an ISO-8601 datetime"
+
     def test_below_airflow_3_3_the_task_starts_on_a_worker_with_a_warning(self, monkeypatch):
         monkeypatch.setattr("xdep_sensors.sensors.airflow_version", lambda: (3, 1, 8))
         with pytest.warns(UserWarning, match=r"start_from_trigger=True needs Airflow 3\.3\+ \(this is 3\.1\.8\)"):
