@@ -54,12 +54,15 @@ def local_payloads(server: LocalAirflow, uri: str) -> list[dict]:
 
 
 def check_counter_across_restart(server: LocalAirflow, version: str) -> str:
-    """Counter fired 1..k, every triggerer restarts, it fires k+1: return the backend the trigger used.
+    """The counter fired, every triggerer restarts, it fires a higher number: return the backend it used.
 
-    (k is 1 unless a triggerer of this deployment already took the counter over: the failover test.)"""
+    Each start reads the counter, writes it plus one, then fires it. A store that loses writes fires a
+    number twice; one that keeps them fires strictly increasing numbers, and the value stored is the
+    last one fired. (A triggerer SIGKILLed between the write and the event's commit, as in the
+    failover test, loses that event: a gap, not a repeat.)"""
     first = wait_for(lambda: local_payloads(server, COUNTER_URI), 180, "the counter's first event")
-    k = len(first)
-    assert [p["n"] for p in first] == list(range(1, k + 1)), first
+    fired = [p["n"] for p in first]
+    assert fired == sorted(set(fired)) and fired[0] == 1, first
     for name in server.triggerer_names():  # every triggerer: none may take the trigger over meanwhile
         server.stop_component(name)
     for name in server.triggerer_names():
@@ -67,15 +70,16 @@ def check_counter_across_restart(server: LocalAirflow, version: str) -> str:
 
     def one_more():
         payloads = local_payloads(server, COUNTER_URI)
-        return payloads if len(payloads) > k else None
+        return payloads if len(payloads) > len(first) else None
 
     both = wait_for(one_more, 180, "the counter's event after the triggerer restart")
-    assert [p["n"] for p in both] == list(range(1, k + 2)), both
+    after = [p["n"] for p in both]
+    assert after[:len(fired)] == fired and after == sorted(set(after)), both  # higher, never repeated
     backend = both[-1]["backend"]
     assert backend == ("asset_state_store" if version >= "3.3" else "variable")
     if backend == "variable":  # the value is where durable.py says, readable through the API
         var = server.api("GET", f"/api/v2/variables/{variable_key(COUNTER_KEY)}")
-        assert json.loads(var["value"]) == {"n": k + 1}
+        assert json.loads(var["value"]) == {"n": after[-1]}
     return backend
 
 
