@@ -7,6 +7,7 @@ wait for exactly the same thing.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
@@ -18,6 +19,7 @@ from xdep_sensors.durable import CursorStore
 from xdep_sensors.probes import AssetTarget, DagRunTarget
 
 
+@functools.cache
 def airflow_version() -> tuple[int, ...]:
     """The running Airflow's version as a tuple, e.g. ``(3, 3, 2)``."""
     from airflow import __version__

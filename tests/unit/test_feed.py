@@ -28,6 +28,17 @@ def upstream(request) -> MemoryUpstream:
     return MemoryUpstream(api=request.param)
 
 
+
+async def warm_asset_feed():
+    """A v2 upstream with one event, and an asset-event feed that has read it: (upstream, client, listing, feed)."""
+    upstream = MemoryUpstream(api="v2")
+    client = make_client(upstream)
+    listing = Listing("asset_events")
+    feed = await client.open_feed(listing, T0)
+    upstream.add_event(1, T0)
+    await client.read_feed(feed, listing)
+    return upstream, client, listing, feed
+
 class TestFeedOnAssetEvents:
     async def test_quiet_asset_in_busy_upstream_costs_one_request_and_fires(self, upstream):
         """The reported case: 5,200 events of a busy asset, then one of a quiet asset."""
@@ -131,12 +142,7 @@ class TestFeedOnAssetEvents:
 
     async def test_new_items_cost_ceil_new_over_the_page_size(self):
         """The README's "a busy one ceil(new / page size)": no anchor page before the new items."""
-        upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
-        listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
-        upstream.add_event(1, T0)
-        await client.read_feed(feed, listing)
+        upstream, client, listing, feed = await warm_asset_feed()
         top = T0
         for burst, cost in ((0, 1), (50, 1), (100, 1), (101, 2), (250, 3)):
             top += timedelta(seconds=1)
@@ -150,12 +156,7 @@ class TestFeedOnAssetEvents:
         a consumer's cursor (which forgets what is older than its newest item less the overlap) accepts all."""
         from xdep_sensors.durable import Cursor
 
-        upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
-        listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
-        upstream.add_event(1, T0)
-        await client.read_feed(feed, listing)
+        upstream, client, listing, feed = await warm_asset_feed()
         burst = [upstream.add_event(1, T0 + timedelta(seconds=1 + i * 0.2)) for i in range(1000)]  # 200 s
         upstream.add_event(2, T0 + timedelta(seconds=100))  # and a late one in the middle of it
         cursor, taken = Cursor(T0.isoformat()), []
