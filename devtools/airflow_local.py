@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 _FAB = "airflow.providers.fab.auth_manager.api.auth.backend"
 
@@ -237,15 +237,9 @@ class LocalAirflow:
     def kill_component(self, name: str) -> None:
         """SIGKILL one component's process group at once, as a crash or an OOM kill would (no clean-up)."""
         proc = self._procs.pop(name)
-        family = _descendants(proc.pid)
+        escaped = [d for d in _descendants(proc.pid) if d[1] != proc.pid]
         _signal_group(proc.pid, signal.SIGKILL)
-        for pid, _, started in family:  # a child that left the group (setsid) dies with it too
-            stat = _proc_stat(pid)
-            if stat and stat[2] == started:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        _kill_escaped(escaped)
         proc.wait(timeout=30)
 
     def _terminate(self, names: list[str], grace: float = 15) -> None:
@@ -263,15 +257,7 @@ class LocalAirflow:
             time.sleep(0.2)
         for p in procs:
             _signal_group(p.pid, signal.SIGKILL)
-        for pid, pgid, started in escaped:  # task processes call setpgid/setsid and leave our groups
-            stat = _proc_stat(pid)
-            if stat and stat[2] == started:
-                if pgid == pid:
-                    _signal_group(pgid, signal.SIGKILL)
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+        _kill_escaped(escaped)
         for p in procs:
             try:
                 p.wait(timeout=5)
@@ -407,6 +393,20 @@ class LocalAirflow:
                 lines = log.read_text(errors="replace").splitlines()[-n:]
                 out.append(f"--- {self.name} {comp}.log (last {len(lines)} lines) ---\n" + "\n".join(lines))
         return "\n".join(out)
+
+
+def _kill_escaped(escaped: Iterable[tuple[int, int, str]]) -> None:
+    """SIGKILL descendants that left a component's group (task processes call setpgid/setsid), each only
+    if it is still the process seen then (same start time), and its own group if it leads one."""
+    for pid, pgid, started in escaped:
+        stat = _proc_stat(pid)
+        if stat and stat[2] == started:
+            if pgid == pid:
+                _signal_group(pgid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:
