@@ -25,6 +25,10 @@ _FAB = "airflow.providers.fab.auth_manager.api.auth.backend"
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# A Viewer user on every Airflow 3 deployment whose password is recognisable: the leak scans look for it
+# (and for the JWTs it is exchanged for) in everything a downstream that used it keeps.
+CANARY_USER = "canary"
+CANARY_PASSWORD = "Canary-Passw0rd-xdep-7c2d91"
 
 
 def component_hostname() -> str:
@@ -114,7 +118,7 @@ class LocalAirflow:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__AUTH_MANAGER":
                     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{CANARY_USER}:viewer",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
@@ -174,7 +178,8 @@ class LocalAirflow:
         for d in (self.home, self.log_dir, self.dags_folder):
             d.mkdir(parents=True, exist_ok=True)
         if self.major == 3:
-            (self.home / "passwords.json").write_text(json.dumps({"admin": "admin", "viewer": "viewer"}))
+            (self.home / "passwords.json").write_text(json.dumps(
+                {"admin": "admin", "viewer": "viewer", CANARY_USER: CANARY_PASSWORD}))
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

@@ -40,9 +40,12 @@ DOWNSTREAM = [
     ("triggerer_failover", "a killed triggerer's waits complete on the other (2 triggerers)"),
     # several checks: the row needs all of them
     (("worker_free:dag_run:success:0", "worker_free:dag_run:failed:0", "worker_free:dag_run:skipped:0",
-      "worker_free:asset:0"), "worker-free sensors (success, failure, skip): 0 worker runs"),
+      "worker_free:dag_run:auth_failed:0", "worker_free:asset:0"),
+     "worker-free sensors (success, failure, skip, wrong password): 0 worker runs"),
     (("worker_free:dag_run:success:1", "worker_free:dag_run:failed:1", "worker_free:dag_run:skipped:1",
-      "worker_free:asset:1"), "end_from_trigger (success, failure, skip): 1 worker run, the start"),
+      "worker_free:dag_run:auth_failed:1", "worker_free:asset:1"),
+     "end_from_trigger (success, failure, skip, wrong password): 1 worker run, the start"),
+    ("no_credential_leak:postgres", "no credential in its PostgreSQL DB (trigger kwargs decrypted) or logs"),
 ]
 
 

@@ -47,6 +47,7 @@ class ChaosProxy:
         self.fault: Fault | None = None
         self.total = 0
         self.paths: Counter[str] = Counter()  # requests per path (a pass-through request counter)
+        self.user_agents: Counter[str | None] = Counter()  # requests per User-Agent header
         self.other = Redirected()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="chaos-proxy")
@@ -121,6 +122,7 @@ class ChaosProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.total += 1
         self.paths[request.path] += 1
+        self.user_agents[request.headers.get("User-Agent")] += 1
         fault = self._active()
         if fault is None:
             return await self._pass(request)

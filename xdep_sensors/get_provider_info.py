@@ -65,6 +65,12 @@ def get_provider_info() -> dict:
                         "description": "Base URL for links to the upstream UI, when it differs from the Deployment URL.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "client_name": {
+                        "label": "Client name",
+                        "description": "This deployment's name, sent in the User-Agent so the upstream team sees who "
+                                       "polls (default: the XDEP_SENSORS_CLIENT_NAME environment variable).",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
             }
         ],

@@ -62,6 +62,7 @@ def config_from_connection(conn: Connection, extra: dict[str, Any]) -> ClientCon
         timeout=timeout,
         ui_url=extra.get("ui_url") or None,
         conn_id=conn.conn_id,
+        client_name=str(extra["client_name"]) if extra.get("client_name") else None,
     )
 
 

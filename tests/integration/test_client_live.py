@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import xdep_sensors
+from tests.chaos import ChaosProxy
 from xdep_sensors import RemoteAirflowHook
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.errors import AuthenticationError, NotFound, PermissionDenied
@@ -55,6 +56,24 @@ class TestVersionAndAuth:
         with pytest.raises((AuthenticationError, PermissionDenied)) as info:
             run("bad_token", lambda c: c.get_dag("xdep_test_producer"))
         assert WRONG not in str(info.value)
+
+    def test_every_request_says_who_sends_it(self, upstream, monkeypatch):
+        """The User-Agent names the library, this Airflow and the connection's ``client_name`` (control
+        characters stripped) on every request the upstream receives, the JWT exchange included."""
+        from airflow import __version__ as airflow_version
+
+        proxy = ChaosProxy(upstream.server.base_url).start()
+        try:
+            conn = {"conn_type": "remote_airflow", "host": proxy.url, "login": "viewer", "password": "viewer",
+                    "extra": {"client_name": "team-b\r\nX-Evil: 1 (prod)"}}
+            monkeypatch.setenv("AIRFLOW_CONN_NAMED", json.dumps(conn))
+            upstream.trigger(conf={})
+            assert run("named", lambda c: c.list_dag_runs("~", limit=1))
+        finally:
+            proxy.stop()
+        expected = f"xdep-sensors/{xdep_sensors.__version__} (Airflow {airflow_version}; team-b X-Evil: 1 prod)"
+        assert dict(proxy.user_agents) == {expected: proxy.total}
+        assert proxy.total >= 2 and (proxy.paths["/auth/token"] == 1) == (upstream.api == "v2")
 
     def test_test_connection_button(self, upstream):
         ok, message = RemoteAirflowHook(upstream.conn_id).test_connection()

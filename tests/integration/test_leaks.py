@@ -7,7 +7,6 @@ task-instance notes; plus log files), exception text and ``repr``s.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos import ChaosProxy
+from tests.leakscan import scan_files, secret_forms
 from tests.integration.test_dag_run_sensor_live import run_downstream
 from xdep_sensors import RemoteAirflowHook
 from xdep_sensors.errors import XdepError
@@ -24,20 +24,6 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "Leak-Canary-Passw0rd-5b1e"
 USER = "leakcheck"
-
-
-def _forms(secret: str) -> list[bytes]:
-    """The secret as bytes, and as it would appear inside a basic-auth header."""
-    return [secret.encode(), base64.b64encode(f"{USER}:{secret}".encode())]
-
-
-def _scan_home(secrets: list[bytes]) -> list[str]:
-    hits = []
-    for path in Path(os.environ["AIRFLOW_HOME"]).rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            hits += [f"{path}: {s[:8]!r}..." for s in secrets if s in data]
-    return hits
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +39,7 @@ def secrets(_upstreams):
                                                      "host": _upstreams["v2"].server.base_url, "password": token})
     os.environ["AIRFLOW_CONN_LEAK_BAD"] = json.dumps({"conn_type": "remote_airflow", "host": v1.base_url,
                                                       "login": USER, "password": PASSWORD + "-wrong"})
-    return [*_forms(PASSWORD), *_forms(PASSWORD + "-wrong"), token.encode()]
+    return [*secret_forms(USER, PASSWORD), *secret_forms(USER, PASSWORD + "-wrong"), token.encode()]
 
 
 def test_no_secret_anywhere_after_every_path(_upstreams, downstream_db, out_file, secrets, capfd):
@@ -82,7 +68,7 @@ def test_no_secret_anywhere_after_every_path(_upstreams, downstream_db, out_file
 
     printed = "".join(capfd.readouterr()).encode()
     assert [s[:8] for s in secrets if s in printed] == []
-    assert _scan_home(secrets) == []
+    assert scan_files(Path(os.environ["AIRFLOW_HOME"]), secrets) == []
 
     with pytest.raises(XdepError) as info:
         RemoteAirflowHook("leak_bad").run(lambda c: c.get_dag("xdep_test_producer"))

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools import postgres
-from devtools.airflow_local import LocalAirflow
+from devtools.airflow_local import CANARY_PASSWORD, CANARY_USER, LocalAirflow
 from tests.integration.conftest import (
     ROOT,
     MatrixUpstream,
@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     local_asset_id,
     wait_for,
 )
+from tests.leakscan import encrypted_rows, scan_files, scan_postgres, secret_forms
 from xdep_sensors.durable import variable_key
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,8 @@ DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2")
 # each triggerer runs the watcher and every upstream event fires once per triggerer.
 HA_VERSIONS = ("3.2.2", "3.3.2")
 
+# production shape: secrets in the metadata DB (trigger kwargs, Variables) are encrypted
+FERNET_KEY = "ZmVybmV0LWtleS1vZi10aGUtdmVyc2lvbi1tYXRyaXg="
 COUNTER_URI = "xdep://durable/counter"
 COUNTER_KEY = "tests:durable:counter"
 
@@ -137,19 +140,23 @@ def _database(version: str) -> str:
 def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     version = request.param
     up = matrix_upstreams[version]
-    conn = {"conn_type": "remote_airflow", "host": up.server.base_url, "login": "viewer", "password": "viewer"}
+    # the canary user: the leak scan looks for its password and for the JWTs it is exchanged for
+    conn = {"conn_type": "remote_airflow", "host": up.server.base_url, "login": CANARY_USER,
+            "password": CANARY_PASSWORD}
+    bad = {**conn, "password": CANARY_PASSWORD + "-wrong"}
     # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
         tmp_path_factory.mktemp(f"downstream-{version}"), airflow_bin(version), major=3,
         dags_folder=ROOT / "tests" / "versions" / "downstream_dags",
         components=("api-server", "scheduler", "dag-processor", "triggerer"), name=f"downstream-{version}",
         database_url=postgres.fresh_database(_database(version)), triggerers=2 if version in HA_VERSIONS else 1,
-        extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "PYTHONPATH": str(ROOT)})
+        extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "AIRFLOW_CONN_UP_BAD": json.dumps(bad),
+                   "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY, "PYTHONPATH": str(ROOT)})
     polls = _upstream_polls(up)
     try:
         server.start(timeout=300)
         for dag_id in ("xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_asset_poke",
-                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_asset_free",
+                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_run_free_badauth", "xdep_v_asset_free",
                        "xdep_v_group_defer", "xdep_v_watch", "xdep_durable_counter"):
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
@@ -317,3 +324,44 @@ def test_task_group_wait(downstream, matrix_record):
 def test_trigger_state_survives_a_triggerer_restart(downstream, matrix_record):
     backend = check_counter_across_restart(downstream.server, downstream.version)
     matrix_record(downstream.version, "downstream", f"durable_state:{backend}")
+
+
+def test_no_credential_in_the_deployment(downstream, matrix_record):
+    """The connection's password (the canary user's), a wrong one, and the JWTs an upstream issues for
+    them appear nowhere the downstream keeps anything: its PostgreSQL database (``pg_dump``, plus trigger
+    kwargs and Variables decrypted with its Fernet key) and its files (task, trigger and component logs),
+    while waits are in flight and after they ended. A worker-free wait with the wrong password fails in
+    the trigger, saying what to fix."""
+    server, database = downstream.server, _database(downstream.version)
+    secrets = [*secret_forms(CANARY_USER, CANARY_PASSWORD), *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong")]
+    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    waits = {dag_id: downstream.start_waiting(dag_id, "defer", conf) for dag_id, conf in (
+        ("xdep_v_run_defer", {"run_id": up_run}), ("xdep_v_run_free", {"run_id": up_run}),
+        ("xdep_v_asset_free", {"since": datetime.now(timezone.utc).isoformat()}))}
+    bad = server.trigger("xdep_v_run_free_badauth", conf={"run_id": up_run}, logical_date=datetime.now(timezone.utc))
+
+    def in_flight():  # every wait's trigger is stored (the watchers' and the counter's too)
+        return len(_trigger_hosts(downstream)) >= 5
+
+    wait_for(in_flight, 180, "the waits' triggers in the trigger table")
+    assert encrypted_rows(database) >= 5
+    # the scan sees inside the encrypted kwargs: the upstream run id is in the waits' triggers
+    assert any(h.startswith("trigger ") for h in scan_postgres(database, FERNET_KEY, [up_run.encode()]))
+    assert scan_postgres(database, FERNET_KEY, secrets, jwt_user=CANARY_USER) == []
+
+    marker = uuid.uuid4().hex
+    downstream.up.asset_event("file://include/bears", {"marker": marker})
+    assert downstream.up.finish_run(up_run) == "success"
+    for dag_id, run_id in waits.items():
+        downstream.wait_success(dag_id, run_id)
+    assert server.wait_run("xdep_v_run_free_badauth", bad, timeout=180) == "failed"
+    log = downstream.task_log("xdep_v_run_free_badauth", bad)
+    assert "authentication failed for conn 'up_bad'" in log and "check the login and password" in log, log[-3000:]
+    runs = downstream.worker_runs("xdep_v_run_free_badauth", bad)
+    assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
+
+    assert scan_postgres(database, FERNET_KEY, secrets, jwt_user=CANARY_USER) == []
+    # passwords.json: the test harness's users of this deployment's own UI (the canary is one of them)
+    assert scan_files(server.home, secrets, jwt_user=CANARY_USER, skip=("passwords.json",)) == []
+    matrix_record(downstream.version, "downstream", f"worker_free:dag_run:auth_failed:{runs}")
+    matrix_record(downstream.version, "downstream", "no_credential_leak:postgres")

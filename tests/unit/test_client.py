@@ -428,3 +428,27 @@ class TestPollDelay:
         assert policy.poll_delay(5, 1, RateLimited("slow down", retry_after=120)) >= 120
         assert policy.poll_delay(5, 1, PermissionDenied("forbidden")) >= policy.config_error_delay
         assert policy.poll_delay(3600, 1, UpstreamUnavailable("down")) >= 3600  # never sooner than the interval
+
+
+class TestUserAgent:
+    def test_names_the_library_airflow_and_the_client(self, monkeypatch):
+        from airflow import __version__ as airflow_version
+
+        import xdep_sensors
+        from xdep_sensors.client.session import user_agent
+
+        monkeypatch.delenv("XDEP_SENSORS_CLIENT_NAME", raising=False)
+        base = f"xdep-sensors/{xdep_sensors.__version__} (Airflow {airflow_version}"
+        assert user_agent() == base + ")"  # no name unless one is given
+        monkeypatch.setenv("XDEP_SENSORS_CLIENT_NAME", "analytics-prod")
+        assert user_agent() == base + "; analytics-prod)"
+        assert user_agent("team-b") == base + "; team-b)"  # the connection's extra wins
+        assert user_agent("a\r\nInjected: 1\x00 (x; y)") == base + "; a Injected: 1 x y)"
+        assert user_agent("é" + "n" * 300) == base + "; " + "n" * 100 + ")"
+
+    async def test_the_session_sends_it(self):
+        from xdep_sensors.client.session import user_agent
+
+        transport = Transport(ClientConfig(base_url=BASE, client_name="team-b"))
+        assert transport.session().headers["User-Agent"] == user_agent("team-b")
+        await transport.close()

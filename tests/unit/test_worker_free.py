@@ -118,6 +118,35 @@ class TestAssetSuccessInTheTrigger:
         assert store.start("run2") == cursors  # the next run starts after these events
         assert store.start("run1") == {"s3://a": {"timestamp": None}}  # a re-run of this one consumes them again
 
+    async def test_a_success_event_lost_after_the_commit_costs_no_event(self, monkeypatch):
+        """The cursor is stored before the success event; if that event is lost (the triggerer dies in
+        between), Airflow runs the trigger again: it starts where this run's first try started, finds
+        the same events, and commits the same cursor again. The next run starts after them, once."""
+        stored = {}
+        monkeypatch.setattr(durable, "_variable_get", lambda key: stored.get(key))
+        monkeypatch.setattr(durable, "_variable_set", lambda key, value, description="": stored.update({key: value}))
+        sensor = RemoteAssetSensor(task_id="wait", remote_conn_id="up", asset_uri="s3://a",
+                                   start_from_trigger=True, end_from_trigger=True)
+        events = [{"id": 7, "uri": "s3://a", "timestamp": (T0 + timedelta(minutes=1)).isoformat()}]
+        consumed = {"s3://a": {"timestamp": events[0]["timestamp"], "seen_ids": [7]}}
+
+        async def one_try():
+            trigger = RemoteAssetTrigger(**sensor.start_trigger_args.trigger_kwargs)
+            trigger.task_instance = SimpleNamespace(dag_id="down", task_id="wait", run_id="run1",
+                                                    get_template_context=_rendered_context)
+            await trigger._start_from_task()
+            started_from = trigger.watch.cursors
+            event = await trigger._end({"status": "success", "message": "1 of 1", "result": {
+                "events": events, "started_from": started_from, "cursors": consumed}})
+            return started_from, event, json.dumps(stored, sort_keys=True)
+
+        first_start, _lost, after_first = await one_try()
+        assert first_start == {"s3://a": {"timestamp": T0.isoformat()}}  # the run's data interval start
+        again_start, event, after_again = await one_try()
+        assert again_start == first_start and after_again == after_first
+        assert isinstance(event, TaskSuccessEvent) and event.xcoms == {"return_value": events}
+        assert durable.CursorStore("down", "wait").start("run2") == consumed
+
     async def test_a_cursor_that_cannot_be_stored_hands_the_success_to_a_worker(self, monkeypatch):
         def refuse(*args, **kwargs):
             raise RuntimeError("the API server is away")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ class ClientConfig:
     timeout: float = 30.0
     ui_url: str | None = None
     conn_id: str = "remote_airflow_default"
+    client_name: str | None = None  # who polls, in the User-Agent (see :func:`user_agent`)
 
     def __post_init__(self):
         if self.api_version not in API_VERSIONS:
@@ -77,6 +79,28 @@ class ClientConfig:
     @property
     def ui_base(self) -> str:
         return (self.ui_url or self.base_url).rstrip("/")
+
+
+CLIENT_NAME_ENV = "XDEP_SENSORS_CLIENT_NAME"
+
+
+def user_agent(client_name: str | None = None) -> str:
+    """``xdep-sensors/<version> (Airflow <version>; <client name>)``: who sends the upstream requests.
+
+    The name is the connection extra ``client_name`` or else the environment variable
+    ``XDEP_SENSORS_CLIENT_NAME`` (e.g. the deployment's name); without either, no name. Only printable
+    ASCII is kept (no control characters, no parentheses or semicolons), at most 100 characters.
+    """
+    from xdep_sensors import __version__
+
+    try:
+        from airflow import __version__ as airflow_version
+    except ImportError:  # the client used outside Airflow
+        airflow_version = "unknown"
+    name = client_name if client_name is not None else os.environ.get(CLIENT_NAME_ENV, "")
+    name = " ".join("".join(c if c.isprintable() and c.isascii() and c not in "();" else " " for c in name).split())
+    details = f"Airflow {airflow_version}" + (f"; {name[:100]}" if name else "")
+    return f"xdep-sensors/{__version__} ({details})"
 
 
 class Transport:
@@ -105,7 +129,7 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32),
-                headers={"Accept": "application/json", "User-Agent": "xdep-sensors"},
+                headers={"Accept": "application/json", "User-Agent": user_agent(self.config.client_name)},
             )
         return self._session
 

@@ -2,7 +2,7 @@
 
 Both sensors deferrable (in the triggerer), worker-free (``start_from_trigger`` + ``end_from_trigger``)
 and in poke mode (in a worker), a task-group wait, and a watcher; all poll the connection ``up`` (set
-by the test as ``AIRFLOW_CONN_UP``).
+by the test as ``AIRFLOW_CONN_UP``; ``up_bad`` has a wrong password).
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ with DAG("xdep_v_run_free_skip", schedule=None, start_date=START, catchup=False,
     RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer",
                        run_id="{{ dag_run.conf['run_id'] }}", failed_states=[], skipped_states=["failed"],
                        poke_interval=2, timeout=300, **FREE)
+
+# worker-free with wrong credentials (connection ``up_bad``): the trigger fails the task, saying what to fix
+with DAG("xdep_v_run_free_badauth", schedule=None, start_date=START, catchup=False, tags=["xdep-test"]):
+    RemoteDagRunSensor(task_id="wait", remote_conn_id="up_bad", external_dag_id="xdep_test_producer",
+                       run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300, **FREE)
 
 with DAG("xdep_v_group_defer", schedule=None, start_date=START, catchup=False, tags=["xdep-test"]):
     RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer",
