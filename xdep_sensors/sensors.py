@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import time
 import warnings
 from datetime import datetime, timedelta
@@ -58,6 +60,7 @@ class _RemoteSensor(BaseSensorOperator):
 
     link_class: type[UpstreamRunLink] | type[UpstreamAssetLink] = UpstreamRunLink
     trigger_class: type[RemoteDagRunTrigger] | type[RemoteAssetTrigger] = RemoteDagRunTrigger
+    kind = "dag_run"  # in ``xdep_dependency``: "dag_run" or "asset"
     start_from_trigger = False
     start_trigger_args = None
 
@@ -80,8 +83,25 @@ class _RemoteSensor(BaseSensorOperator):
         self.start_from_trigger = start_from_trigger
         self._probe: Probe | None = None
 
+    @classmethod
+    def get_serialized_fields(cls):
+        """Airflow's operator fields plus ``xdep_dependency``: what the Remote dependencies page shows."""
+        return frozenset(super().get_serialized_fields() | {"xdep_dependency"})
+
+    def _finish_init(self, task_args: dict[str, Any]) -> None:
+        """Called last by each sensor's ``__init__`` with its wait's (unrendered) arguments."""
+        self._start_in_triggerer(task_args)
+        # JSON text: Airflow's serialization keeps an operator's extra string field as it is everywhere
+        # (a dict would be written raw and read back as an encoded value)
+        self.xdep_dependency = json.dumps({
+            "kind": self.kind, "remote_conn_id": self.remote_conn_id,
+            "mode": "deferrable" if self.deferrable else ("reschedule" if self.reschedule else "poke"),
+            "start_from_trigger": self.start_from_trigger, "end_from_trigger": self.end_from_trigger,
+            **{k: v for k, v in task_args.items() if v is not None},
+        }, default=str)
+
     def _start_in_triggerer(self, task_args: dict[str, Any]) -> None:
-        """Set ``start_trigger_args`` from the sensor's arguments (called last by each sensor's ``__init__``).
+        """Set ``start_trigger_args`` from the sensor's arguments.
 
         The triggerer renders the templated ones (those named in ``template_fields``) before the
         trigger builds its watch, with the same function the worker uses.
@@ -278,7 +298,7 @@ class RemoteDagRunSensor(_RemoteSensor):
             raise ValueError("logical_date_fn cannot travel to the triggerer (start_from_trigger=True): give "
                              "logical_date as a template, e.g. \"{{ logical_date - macros.timedelta(hours=1) }}\", "
                              "or execution_delta")
-        self._start_in_triggerer(self._task_args())
+        self._finish_init(self._task_args())
 
     def _task_args(self) -> dict[str, Any]:
         """The arguments that decide which run (``execution_delta`` in seconds: they travel as JSON)."""
@@ -342,6 +362,7 @@ class RemoteAssetSensor(_RemoteSensor):
     ui_color = "#e6f4ea"
     link_class = UpstreamAssetLink
     trigger_class = RemoteAssetTrigger
+    kind = "asset"
     operator_extra_links = (UpstreamAssetLink(),)
 
     def __init__(
@@ -377,7 +398,7 @@ class RemoteAssetSensor(_RemoteSensor):
                               "events only when a worker ends it (the trigger hands its events back to one)",
                               UserWarning, stacklevel=2)
                 self.end_from_trigger = False
-        self._start_in_triggerer(self._task_args())
+        self._finish_init(self._task_args())
 
     def _cursor_store(self, context: Context) -> CursorStore:
         return CursorStore(context["ti"].dag_id, self.task_id)

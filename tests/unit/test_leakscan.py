@@ -19,8 +19,8 @@ def test_finds_a_password_and_its_basic_auth_form(tmp_path):
 
 
 def test_finds_a_jwt_issued_for_the_user_only():
-    mine = jwt.encode({"sub": "canary", "role": "viewer"}, "k" * 32, algorithm="HS512").encode()
-    other = jwt.encode({"sub": "0193-task-uuid"}, "k" * 32, algorithm="HS512").encode()
+    mine = jwt.encode({"sub": "canary", "role": "viewer"}, "k" * 64, algorithm="HS512").encode()
+    other = jwt.encode({"sub": "0193-task-uuid"}, "k" * 64, algorithm="HS512").encode()
     data = b"Bearer " + other + b" then " + mine + b"."
     assert jwts_for(data, "canary") == [mine]
     assert hits("x", data, [], jwt_user="canary") == ["x: a JWT issued for 'canary'"]
