@@ -26,3 +26,12 @@ fi
 echo "bootstrap: $(.venv/bin/airflow version 2>/dev/null | tail -1) in .venv, $(.venv-airflow2/bin/airflow version 2>/dev/null | tail -1) in .venv-airflow2"
 
 PYTHON="$PY" bash scripts/matrix_venvs.sh
+
+# Debian's Chromium for the Remote dependencies page's browser test (Playwright drives it; it never
+# downloads a browser).
+if [ ! -x /usr/bin/chromium ]; then
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi; }
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi

@@ -57,7 +57,7 @@ def scan_files(root: Path, secrets: list[bytes], jwt_user: str | None = None,
 def scan_postgres(database: str, fernet_key: str, secrets: list[bytes], jwt_user: str | None = None) -> list[str]:
     """Credentials in a PostgreSQL metadata database: its ``pg_dump``, plus every trigger's kwargs and
     every encrypted Variable, decrypted (a byte scan alone cannot see inside them)."""
-    from cryptography.fernet import Fernet
+    from cryptography.fernet import Fernet, InvalidToken
 
     from devtools import postgres
 
@@ -69,12 +69,16 @@ def scan_postgres(database: str, fernet_key: str, secrets: list[bytes], jwt_user
                   postgres.query(database, "SELECT key, val FROM variable WHERE is_encrypted")]
     for where, value in encrypted:
         if value:
-            found += hits(where, fernet.decrypt(value.encode()), secrets, jwt_user)
+            try:
+                plain = fernet.decrypt(value.encode())
+            except InvalidToken:  # kept in the clear (Airflow 3.0.6 stores trigger kwargs so)
+                plain = value.encode()
+            found += hits(where, plain, secrets, jwt_user)
     return found
 
 
 def encrypted_rows(database: str) -> int:
-    """How many trigger kwargs and Variables the database keeps encrypted (the scan decrypts them)."""
+    """How many trigger kwargs and encrypted Variables the database keeps (the scan decrypts them)."""
     from devtools import postgres
 
     return sum(postgres.query(database, sql)[0][0] for sql in (

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -144,6 +146,8 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     conn = {"conn_type": "remote_airflow", "host": up.server.base_url, "login": CANARY_USER,
             "password": CANARY_PASSWORD}
     bad = {**conn, "password": CANARY_PASSWORD + "-wrong"}
+    v1 = matrix_upstreams["2.11.2"].server  # the Remote dependencies page shows an Airflow 2 upstream too
+    conn_v1 = {"conn_type": "remote_airflow", "host": v1.base_url, "login": "viewer", "password": "viewer"}
     # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
         tmp_path_factory.mktemp(f"downstream-{version}"), airflow_bin(version), major=3,
@@ -151,12 +155,13 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
         components=("api-server", "scheduler", "dag-processor", "triggerer"), name=f"downstream-{version}",
         database_url=postgres.fresh_database(_database(version)), triggerers=2 if version in HA_VERSIONS else 1,
         extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "AIRFLOW_CONN_UP_BAD": json.dumps(bad),
+                   "AIRFLOW_CONN_UP_V1": json.dumps(conn_v1),
                    "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY, "PYTHONPATH": str(ROOT)})
     polls = _upstream_polls(up)
     try:
         server.start(timeout=300)
         for dag_id in ("xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_asset_poke",
-                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_run_free_badauth", "xdep_v_asset_free",
+                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_run_free_badauth", "xdep_v_asset_free", "xdep_v_run_v1",
                        "xdep_v_group_defer", "xdep_v_watch", "xdep_durable_counter"):
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
@@ -365,3 +370,106 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
     assert scan_files(server.home, secrets, jwt_user=CANARY_USER, skip=("passwords.json",)) == []
     matrix_record(downstream.version, "downstream", f"worker_free:dag_run:auth_failed:{runs}")
     matrix_record(downstream.version, "downstream", "no_credential_leak:postgres")
+
+
+def _get(server: LocalAirflow, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(server.base_url + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
+    """The plugin's JSON route on a real downstream: every sensor and the watcher from its serialized DAGs,
+    a wait in flight with its rendered target, what the upstreams (its own version's, and Airflow 2.11)
+    show now; refused without a user; no credential in it."""
+    server = downstream.server
+    matrix_upstreams["2.11.2"].trigger(conf={}, logical_date=datetime.now(timezone.utc))  # a run to show
+    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    run_id = downstream.start_waiting("xdep_v_run_defer", "defer", {"run_id": up_run})
+
+    assert _get(server, "/xdep-sensors/api/dependencies")[0] == 401
+    assert _get(server, "/xdep-sensors/dependencies")[0] == 401
+    status, text = _get(server, "/xdep-sensors/api/dependencies",
+                        {"Authorization": f"Bearer {server.token('viewer', 'viewer')}"})
+    assert status == 200 and CANARY_PASSWORD not in text
+    body = json.loads(text)
+    items = {(i.get("dag_id"), i.get("task_id")): i for i in body["dependencies"] if i["kind"] != "watcher"}
+    assert {d for d, _ in items} >= {"xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_run_free",
+                                      "xdep_v_group_defer", "xdep_v_run_v1"}
+    waiting = items[("xdep_v_run_defer", "wait")]
+    assert (waiting["kind"], waiting["remote_conn_id"], waiting["upstream"]["external_dag_id"]) == (
+        "dag_run_sensor", "up", "xdep_test_producer")
+    assert waiting["upstream"]["run_id"] == "{{ dag_run.conf['run_id'] }}"  # declared: the template
+    flight = [w for w in waiting["in_flight"] if w["run_id"] == run_id]
+    assert flight and flight[0]["state"] == "deferred" and flight[0]["target"]["run_id"] == up_run  # rendered
+    assert waiting["status"] == "waiting" and waiting["upstream_now"]["latest_run"]["run_id"]
+    assert items[("xdep_v_group_defer", "wait")]["upstream"]["task_group_id"] == "grp"
+    assert items[("xdep_v_asset_free", "wait")]["mode"] == (
+        "worker-free" if _starts_in_triggerer(downstream.version) else "deferrable, ends in the triggerer")
+    assert items[("xdep_v_run_poke", "wait")]["mode"] == "poke"
+    watchers = [i for i in body["dependencies"] if i["kind"] == "watcher" and "xdep_v_watch" in i["schedules"]]
+    assert watchers and watchers[0]["trigger"] == "RemoteAssetEventTrigger"
+    assert watchers[0]["upstream"]["asset_uri"] == "file://include/bears"
+    up, v1 = body["upstreams"]["up"], body["upstreams"]["up_v1"]
+    assert (up["reachable"], up["authenticated"], up["api"], up["version"]) == (True, True, "v2", downstream.version)
+    assert (v1["reachable"], v1["authenticated"], v1["api"], v1["version"]) == (True, True, "v1", "2.11.2")
+    assert items[("xdep_v_run_v1", "wait")]["upstream_now"]["latest_run"]["run_id"]
+    assert up["host"] == downstream.up.server.base_url and "viewer" not in json.dumps(body["upstreams"])
+
+    if downstream.version >= "3.1":  # in the UI's navigation (3.0 has no plugin views)
+        plugins = server.api("GET", "/api/v2/plugins")["plugins"]
+        views = [v for p in plugins if p["name"] == "xdep_sensors" for v in p.get("external_views", [])]
+        assert [v["href"] for v in views] == ["/xdep-sensors/dependencies"]
+    assert downstream.up.finish_run(up_run) == "success"
+    downstream.wait_success("xdep_v_run_defer", run_id)
+    matrix_record(downstream.version, "downstream", "remote_dependencies:json")
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.parametrize("downstream", ["3.3.2"], indirect=True)
+def test_remote_dependencies_page_in_a_real_browser(downstream, tmp_path):
+    """Headless Chromium: refused before logging in; after it, Browse -> Remote dependencies shows the page in
+    Airflow's UI, with a wait in flight, the upstream's health and the filter. A screenshot for the README."""
+    from playwright.sync_api import sync_playwright
+
+    server = downstream.server
+    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    run_id = downstream.start_waiting("xdep_v_run_defer", "defer", {"run_id": up_run})
+    page_url = f"{server.base_url}/xdep-sensors/dependencies"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 1000})
+            page = context.new_page()
+            assert page.goto(page_url).status == 401  # not logged in
+            page.goto(f"{server.base_url}/auth/login")  # Airflow's own login form
+            page.get_by_label("Username").fill("viewer")
+            page.get_by_label("Password").fill("viewer")
+            page.get_by_role("button", name=re.compile("sign in|log in|login", re.I)).click()
+            page.wait_for_url(re.compile(r"^(?!.*/auth/login).*$"), timeout=60_000)
+
+            page.goto(f"{server.base_url}/plugin/xdep-sensors")  # the UI's route for the plugin's view
+            frame = page.frame_locator("iframe")
+            frame.get_by_role("heading", name="Remote dependencies").wait_for(timeout=60_000)
+            row = frame.locator("tr", has_text="xdep_v_run_defer").first
+            assert "waiting" in row.inner_text()
+            assert "reachable, Airflow 3.3.2 (API v2), authenticated" in frame.locator("section[data-conn=up]").inner_text()
+            page.screenshot(path=str(tmp_path / "remote-dependencies.png"))
+
+            direct = context.new_page()
+            assert direct.goto(page_url + "?q=bears").status == 200  # the same session, the page itself
+            texts = direct.locator("tbody tr").all_inner_texts()
+            assert texts and all("bears" in t for t in texts)
+        finally:
+            browser.close()
+    shot = ROOT / ".tmp" / "remote-dependencies.png"
+    shot.parent.mkdir(exist_ok=True)
+    shot.write_bytes((tmp_path / "remote-dependencies.png").read_bytes())
+    assert downstream.up.finish_run(up_run) == "success"
+    downstream.wait_success("xdep_v_run_defer", run_id)

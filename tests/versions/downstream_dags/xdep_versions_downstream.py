@@ -40,6 +40,11 @@ with DAG("xdep_v_run_free_badauth", schedule=None, start_date=START, catchup=Fal
     RemoteDagRunSensor(task_id="wait", remote_conn_id="up_bad", external_dag_id="xdep_test_producer",
                        run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300, **FREE)
 
+# on the Remote dependencies page only (never triggered): a wait on the Airflow 2.11 upstream (``up_v1``)
+with DAG("xdep_v_run_v1", schedule=None, start_date=START, catchup=False, tags=["xdep-test"]):
+    RemoteDagRunSensor(task_id="wait", remote_conn_id="up_v1", external_dag_id="xdep_test_producer",
+                       run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300)
+
 with DAG("xdep_v_group_defer", schedule=None, start_date=START, catchup=False, tags=["xdep-test"]):
     RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer",
                        run_id="{{ dag_run.conf['run_id'] }}", task_group_id="grp", poke_interval=2, timeout=300)

@@ -1,0 +1,349 @@
+"""What this deployment waits on across deployments: the data of the Remote dependencies page.
+
+Three sources, none of them a DAG file:
+
+- the metadata database: serialized DAGs (each sensor's ``xdep_dependency``), the ``trigger`` table
+  (watchers, and the *rendered* target of every wait in flight) and task instances (waits in flight,
+  recent outcomes) — :func:`read_deployment`, one session, a handful of queries;
+- the upstream deployments: per connection one coalesced read (its version, the newest runs of every
+  upstream DAG waited on, the newest asset events), cached ``FACTS_TTL_S`` across viewers and
+  requests, bounded by ``FACTS_TIME_LIMIT_S`` so a dead upstream never blocks the page —
+  :class:`UpstreamFacts`;
+- :func:`compose` joins them into one item per dependency, with a status a person can act on.
+
+Nothing here reads or returns a credential: connections give their host (user-info and query
+stripped), the client's errors carry credential-free URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from xdep_sensors.errors import XdepError, safe_url
+
+SENSOR_KINDS = {"dag_run": "dag_run_sensor", "asset": "asset_sensor"}
+WAITING_STATES = ("deferred", "up_for_reschedule", "running")  # running: a sensor poking on a worker
+ENDED_STATES = ("success", "failed", "skipped", "upstream_failed")
+RECENT = 5  # outcomes kept per sensor task
+FACTS_TTL_S = 30.0
+FACTS_TIME_LIMIT_S = 5.0
+TRIGGER_MODULE = "xdep_sensors."
+# trigger kwargs shown as a wait's (rendered) upstream target; the rest is bookkeeping
+TARGET_KEYS = ("external_dag_id", "run_id", "logical_date", "latest_after", "task_ids", "task_group_id",
+               "assets", "asset_uri", "asset_name", "require", "source_dag_id", "since", "dag_ids", "states")
+
+
+# --- declared dependencies (serialized DAGs) -------------------------------------------------------
+
+def _declared(op: dict[str, Any]) -> dict[str, Any] | None:
+    """A sensor task's declared dependency from its serialized form (``None``: not one of ours)."""
+    raw = op.get("xdep_dependency")
+    if isinstance(raw, str):
+        try:
+            declared = json.loads(raw)
+        except ValueError:
+            return None
+        return declared if isinstance(declared, dict) else None
+    # serialized by an earlier xdep_sensors: only its templated fields were kept
+    task_type = op.get("task_type") or op.get("_task_type")
+    if op.get("_task_module") != "xdep_sensors.sensors" or task_type not in ("RemoteDagRunSensor", "RemoteAssetSensor"):
+        return None
+    kind = "dag_run" if task_type == "RemoteDagRunSensor" else "asset"
+    declared = {"kind": kind, "remote_conn_id": op.get("remote_conn_id", "remote_airflow_default"),
+                "mode": "reschedule" if op.get("reschedule") else "unknown"}
+    for key in ("external_dag_id", "task_ids", "task_group_id", "asset_uri", "asset_name", "source_dag_id"):
+        if op.get(key) is not None:
+            declared[key] = op[key]
+    if kind == "asset":
+        ref = {"uri": op.get("asset_uri"), "name": op.get("asset_name")}
+        declared["assets"] = [ref] if any(ref.values()) else []
+    return declared
+
+
+def sensor_dependencies(dags: Iterable[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One item per ``RemoteDagRunSensor`` / ``RemoteAssetSensor`` task in serialized DAG data."""
+    items = []
+    for dag_id, data in dags:
+        dag = data.get("dag", data)
+        for node in dag.get("tasks") or []:
+            op = node.get("__var", node) if isinstance(node, dict) else {}
+            declared = _declared(op)
+            if declared is None:
+                continue
+            target = {k: v for k, v in declared.items()
+                      if k not in ("kind", "remote_conn_id", "mode", "start_from_trigger", "end_from_trigger")}
+            if declared["kind"] == "asset" and "assets" not in target:
+                target["assets"] = []
+            mode = declared.get("mode", "unknown")
+            if declared.get("start_from_trigger") or declared.get("end_from_trigger"):
+                mode = "worker-free" if declared.get("start_from_trigger") else "deferrable, ends in the triggerer"
+            items.append({"kind": SENSOR_KINDS.get(declared.get("kind"), "dag_run_sensor"), "dag_id": dag_id,
+                          "task_id": op.get("task_id"), "remote_conn_id": str(declared.get("remote_conn_id")),
+                          "mode": mode, "upstream": target})
+    return items
+
+
+def _target(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs[k] for k in TARGET_KEYS if kwargs.get(k) not in (None, [], "")}
+
+
+def watcher_dependency(classpath: str, kwargs: dict[str, Any], assets: list[dict[str, Any]]) -> dict[str, Any]:
+    """One AssetWatcher trigger of ours, the local assets it feeds and the DAGs they schedule."""
+    return {"kind": "watcher", "trigger": classpath.rsplit(".", 1)[-1],
+            "remote_conn_id": str(kwargs.get("remote_conn_id", "remote_airflow_default")),
+            "mode": "asset watcher", "upstream": _target(kwargs),
+            "assets": [{"uri": a["uri"], "name": a["name"]} for a in assets],
+            "schedules": sorted({d for a in assets for d in a["dags"]})}
+
+
+# --- the metadata database ---------------------------------------------------------------------------
+
+def _trigger_assets(trigger: Any) -> list[Any]:
+    """The assets a trigger watches: ``asset_watcher`` rows from 3.2, the ``asset_trigger`` table before."""
+    watchers = getattr(trigger, "asset_watchers", None)
+    if watchers is not None:
+        return [w.asset for w in watchers]
+    return list(getattr(trigger, "assets", None) or [])
+
+
+def _kwargs(trigger: Any) -> dict[str, Any]:
+    try:
+        kwargs = trigger.kwargs  # decrypted and deserialized by Airflow
+    except Exception:  # a Fernet key this process does not have
+        return {}
+    return dict(kwargs) if isinstance(kwargs, dict) else {}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat() if value else None
+
+
+def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
+    """Everything this deployment knows about its remote dependencies, for the DAGs in ``dag_ids``
+    (``None``: all): sensors, watchers, waits in flight and recent outcomes. Sync: run in a thread."""
+    from sqlalchemy import and_, func, select, tuple_
+
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+
+    newest = (select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at"))
+              .group_by(SerializedDagModel.dag_id))
+    if dag_ids is not None:
+        newest = newest.where(SerializedDagModel.dag_id.in_(sorted(dag_ids)))
+    newest = newest.subquery()
+    rows = session.scalars(select(SerializedDagModel).join(newest, and_(
+        SerializedDagModel.dag_id == newest.c.dag_id, SerializedDagModel.created_at == newest.c.at)))
+    sensors = sensor_dependencies((row.dag_id, row.data or {}) for row in rows)
+
+    watchers = []
+    for trigger in session.scalars(select(Trigger).where(Trigger.classpath.like(TRIGGER_MODULE + "%"))):
+        assets = [{"uri": a.uri, "name": getattr(a, "name", a.uri),
+                   "dags": [ref.dag_id for ref in getattr(a, "scheduled_dags", None) or []]}
+                  for a in _trigger_assets(trigger)]
+        if not assets:
+            continue  # a sensor's trigger: shown with its task below
+        item = watcher_dependency(trigger.classpath, _kwargs(trigger), assets)
+        if dag_ids is None or set(item["schedules"]) & dag_ids:
+            watchers.append(item)
+
+    pairs = sorted({(s["dag_id"], s["task_id"]) for s in sensors})
+    in_flight: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    recent: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    if pairs:
+        ti = TaskInstance
+        waiting = session.execute(
+            select(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.state, ti.start_date, ti.trigger_id)
+            .where(tuple_(ti.dag_id, ti.task_id).in_(pairs), ti.state.in_(WAITING_STATES))).all()
+        trigger_ids = sorted({w.trigger_id for w in waiting if w.trigger_id is not None})
+        triggers = {t.id: t for t in session.scalars(select(Trigger).where(Trigger.id.in_(trigger_ids)))} \
+            if trigger_ids else {}
+        for w in waiting:
+            trigger = triggers.get(w.trigger_id)
+            in_flight[(w.dag_id, w.task_id)].append({
+                "run_id": w.run_id, "map_index": w.map_index, "state": w.state, "since": _iso(w.start_date),
+                "target": _target(_kwargs(trigger)) if trigger is not None else None})
+        rank = func.row_number().over(partition_by=(ti.dag_id, ti.task_id), order_by=ti.end_date.desc()).label("rank")
+        ended = (select(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.end_date, rank)
+                 .where(tuple_(ti.dag_id, ti.task_id).in_(pairs), ti.state.in_(ENDED_STATES),
+                        ti.end_date.is_not(None))).subquery()
+        for r in session.execute(select(ended).where(ended.c.rank <= RECENT).order_by(ended.c.rank)).all():
+            recent[(r.dag_id, r.task_id)].append({"run_id": r.run_id, "state": r.state, "end_date": _iso(r.end_date)})
+    for s in sensors:
+        key = (s["dag_id"], s["task_id"])
+        s["in_flight"], s["recent"] = in_flight.get(key, []), recent.get(key, [])
+    return {"sensors": sensors, "watchers": watchers}
+
+
+# --- the upstream deployments ------------------------------------------------------------------------
+
+def wanted(items: list[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
+    """Per connection: the upstream DAG ids and asset labels (URI or name) the items wait on."""
+    out: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"dags": set(), "assets": set()})
+    for item in items:
+        up = item["upstream"]
+        want = out[item["remote_conn_id"]]
+        for dag_id in [up.get("external_dag_id"), *(up.get("dag_ids") or [])]:
+            if isinstance(dag_id, str) and dag_id and "{{" not in dag_id:
+                want["dags"].add(dag_id)
+        refs = list(up.get("assets") or [])
+        refs += [{"uri": up.get("asset_uri"), "name": up.get("asset_name")}]
+        for ref in refs:
+            label = (ref.get("uri") or ref.get("name")) if isinstance(ref, dict) else ref
+            if isinstance(label, str) and label and "{{" not in label:
+                want["assets"].add(label)
+    return dict(out)
+
+
+def _run(run: Any) -> dict[str, Any]:
+    return {"run_id": run.run_id, "state": run.state, "run_after": _iso(run.run_after),
+            "end_date": _iso(run.end_date)}
+
+
+async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[str, Any]:
+    """What an upstream shows now, in at most three requests: its version, the newest runs of every DAG
+    in ``dags`` (one batch listing), the newest asset events (one listing over every asset)."""
+    from xdep_sensors.client.client import Listing
+
+    facts: dict[str, Any] = {"reachable": False, "authenticated": None, "api": None, "version": None,
+                             "dags": {}, "assets": {}}
+    facts["version"] = await client.version()
+    facts["reachable"], facts["api"] = True, (await client.dialect()).name
+    if dags:
+        runs, _complete = await client.newest_runs(sorted(dags))
+        for run in runs:  # newest first
+            entry = facts["dags"].setdefault(run.dag_id, {"latest": _run(run), "last_success": None,
+                                                          "url": client.run_url(run.dag_id, run.run_id)})
+            if entry["last_success"] is None and run.state == "success":
+                entry["last_success"] = _run(run)
+    if assets:
+        page = await client.newest_page(Listing("asset_events"), None)
+        for event in page.items:  # newest first
+            for label in (event.uri, event.name, event.uri.rstrip("/")):
+                if label in assets and label not in facts["assets"]:
+                    facts["assets"][label] = {"event_id": event.id, "timestamp": _iso(event.timestamp),
+                                              "source_dag_id": event.source_dag_id,
+                                              "url": client.asset_url(event.asset_id)}
+    facts["authenticated"] = True if (dags or assets) else None
+    return facts
+
+
+def _connection_config(conn_id: str) -> Any:
+    """The client config of a connection, read the way Airflow's API server reads connections."""
+    from airflow.models.connection import Connection
+
+    from xdep_sensors.hook import config_from_connection
+
+    conn = Connection.get_connection_from_secrets(conn_id)
+    return config_from_connection(conn, conn.extra_dejson)
+
+
+class UpstreamFacts:
+    """Per connection, one read of the upstream shared by every viewer for ``ttl`` seconds.
+
+    Concurrent requests for the same connection await the same read. A read that does not end within
+    ``time_limit`` seconds reports the upstream as unreachable (and is kept as such for ``ttl``).
+    """
+
+    def __init__(self, ttl: float = FACTS_TTL_S, time_limit: float = FACTS_TIME_LIMIT_S, clock=time.monotonic):
+        self.ttl, self.time_limit, self.clock = ttl, time_limit, clock
+        self._cache: dict[str, tuple[float, frozenset, asyncio.Future]] = {}
+        self.reads = 0
+
+    async def get(self, conn_id: str, dags: set[str], assets: set[str]) -> dict[str, Any]:
+        want = frozenset({("dag", d) for d in dags} | {("asset", a) for a in assets})
+        hit = self._cache.get(conn_id)
+        if hit is None or self.clock() - hit[0] > self.ttl or not want <= hit[1] or hit[2].get_loop() is not \
+                asyncio.get_running_loop():
+            future = asyncio.ensure_future(self._read(conn_id, dags, assets))
+            hit = self._cache[conn_id] = (self.clock(), want, future)
+        return await asyncio.shield(hit[2])
+
+    async def _read(self, conn_id: str, dags: set[str], assets: set[str]) -> dict[str, Any]:
+        from asgiref.sync import sync_to_async
+
+        from xdep_sensors.hook import RemoteAirflowHook
+
+        self.reads += 1
+        checked = datetime.now(timezone.utc).isoformat()
+        base: dict[str, Any] = {"conn_id": conn_id, "host": None, "checked_at": checked}
+        try:
+            config = await sync_to_async(_connection_config, thread_sensitive=False)(conn_id)
+        except Exception as err:
+            missing = type(err).__name__ in ("AirflowNotFoundException", "ConnectionNotFound")
+            return {**base, "reachable": False, "error": f"connection {conn_id!r} does not exist in this deployment"
+                    if missing else f"connection {conn_id!r} cannot be read: {type(err).__name__}"}
+        base.update(host=safe_url(config.base_url), ui=safe_url(config.ui_base))
+        client = RemoteAirflowHook.client_for(config)
+        try:
+            facts = await asyncio.wait_for(read_upstream(client, dags, assets), self.time_limit)
+        except asyncio.TimeoutError:
+            return {**base, "reachable": False, "error": f"no answer within {self.time_limit:g} s"}
+        except XdepError as err:
+            reached = client.upstream_version is not None
+            return {**base, "reachable": reached, "version": client.upstream_version,
+                    "authenticated": False if err.status in (401, 403) else None, "error": str(err)}
+        except Exception as err:  # never let one upstream break the page
+            return {**base, "reachable": False, "error": f"{type(err).__name__}: {safe_url(str(err)) or ''}"[:300]}
+        return {**base, **facts}
+
+
+# --- one item per dependency -------------------------------------------------------------------------
+
+def _age_s(iso: str | None, now: datetime) -> float | None:
+    if not iso:
+        return None
+    return round((now - datetime.fromisoformat(iso)).total_seconds(), 1)
+
+
+def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) -> dict[str, Any]:
+    up = item["upstream"]
+    if not facts.get("reachable") or facts.get("error"):
+        return {"error": facts.get("error") or "unreachable"}
+    dag_id = up.get("external_dag_id")
+    if isinstance(dag_id, str) and dag_id in facts.get("dags", {}):
+        dag = facts["dags"][dag_id]
+        success = dag["last_success"]
+        return {"latest_run": dag["latest"], "last_success": success, "url": dag["url"],
+                "lag_s": _age_s(success and (success["end_date"] or success["run_after"]), now)}
+    labels = [(r.get("uri") or r.get("name")) if isinstance(r, dict) else r for r in up.get("assets") or []]
+    labels += [up.get("asset_uri"), up.get("asset_name")]
+    events = [facts["assets"][label] for label in labels if label in facts.get("assets", {})]
+    if events:
+        latest = max(events, key=lambda e: e["timestamp"])
+        return {"latest_event": latest, "url": latest["url"], "lag_s": _age_s(latest["timestamp"], now)}
+    return {"note": "nothing recent upstream (or its target is templated: see the waits in flight)"}
+
+
+def status(item: dict[str, Any]) -> str:
+    """``unreachable``, ``failed`` (its last outcome), ``waiting``, ``ok`` or ``idle``."""
+    if "error" in item.get("upstream_now", {}):
+        return "unreachable"
+    if item.get("in_flight"):
+        return "waiting"
+    recent = item.get("recent") or []
+    if recent:
+        return "ok" if recent[0]["state"] in ("success", "skipped") else "failed"
+    return "idle"
+
+
+async def compose(deployment: dict[str, Any], facts: UpstreamFacts, now: datetime | None = None) -> dict[str, Any]:
+    """The JSON of ``GET /xdep-sensors/api/dependencies``: dependencies and the upstreams' health."""
+    now = now or datetime.now(timezone.utc)
+    items = [*deployment["sensors"], *deployment["watchers"]]
+    per_conn = wanted(items)
+    conn_ids = sorted(per_conn)
+    read = await asyncio.gather(*(facts.get(c, per_conn[c]["dags"], per_conn[c]["assets"]) for c in conn_ids))
+    by_conn = dict(zip(conn_ids, read))
+    for item in items:
+        item["upstream_now"] = _upstream_now(item, by_conn[item["remote_conn_id"]], now)
+        item.setdefault("in_flight", [])
+        item.setdefault("recent", [])
+        item["status"] = status(item)
+    upstreams = {c: {k: v for k, v in f.items() if k not in ("dags", "assets")} for c, f in by_conn.items()}
+    return {"generated_at": now.isoformat(), "upstreams": upstreams, "dependencies": items}
