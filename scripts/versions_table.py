@@ -45,6 +45,9 @@ DOWNSTREAM = [
     (("worker_free:dag_run:success:1", "worker_free:dag_run:failed:1", "worker_free:dag_run:skipped:1",
       "worker_free:dag_run:auth_failed:1", "worker_free:asset:1"),
      "end_from_trigger (success, failure, skip, wrong password): 1 worker run, the start"),
+    ("remote_dependencies:json", "Remote dependencies JSON route"),
+    ("remote_dependencies:nav", "Remote dependencies page in the UI's navigation"),
+    ("remote_dependencies:browser", "the page tested in a real browser"),
     ("no_credential_leak:postgres", "no credential in its PostgreSQL DB (trigger kwargs decrypted) or logs"),
 ]
 

@@ -304,7 +304,9 @@ def _age_s(iso: str | None, now: datetime) -> float | None:
 def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) -> dict[str, Any]:
     up = item["upstream"]
     if not facts.get("reachable") or facts.get("error"):
-        return {"error": facts.get("error") or "unreachable"}
+        problem = ("auth failed" if facts.get("authenticated") is False
+                   else "unreachable" if not facts.get("reachable") else "upstream error")
+        return {"error": facts.get("error") or "unreachable", "problem": problem}
     dag_id = up.get("external_dag_id")
     if isinstance(dag_id, str) and dag_id in facts.get("dags", {}):
         dag = facts["dags"][dag_id]
@@ -321,9 +323,11 @@ def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) ->
 
 
 def status(item: dict[str, Any]) -> str:
-    """``unreachable``, ``failed`` (its last outcome), ``waiting``, ``ok`` or ``idle``."""
-    if "error" in item.get("upstream_now", {}):
-        return "unreachable"
+    """``unreachable``, ``auth failed``, ``upstream error``, ``failed`` (its last outcome), ``waiting``,
+    ``ok`` or ``idle``."""
+    now = item.get("upstream_now", {})
+    if "error" in now:
+        return now.get("problem", "unreachable")
     if item.get("in_flight"):
         return "waiting"
     recent = item.get("recent") or []

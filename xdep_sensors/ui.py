@@ -75,9 +75,10 @@ async def page(request: Request, user: GetUserDep, q: str = Query("", max_length
 # --- the page ----------------------------------------------------------------------------------------
 
 STATUS_COLOURS = {"ok": "#008000", "waiting": "#9370db", "failed": "#d00000", "unreachable": "#ff8c00",
-                  "idle": "#808080"}
+                  "auth failed": "#ff8c00", "upstream error": "#ff8c00", "idle": "#808080"}
 STATUS_TEXT = {"ok": "last wait succeeded", "waiting": "waiting now", "failed": "last wait failed",
-               "unreachable": "upstream unreachable", "idle": "no wait yet"}
+               "unreachable": "upstream unreachable", "auth failed": "the upstream refuses the connection's credentials",
+               "upstream error": "the upstream answers with an error", "idle": "no wait yet"}
 
 CSS = """
 :root { color-scheme: light dark; --fg: #1a202c; --muted: #4a5568; --line: #e2e8f0; --bg: #fff; --card: #f7fafc;

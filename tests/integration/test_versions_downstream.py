@@ -386,8 +386,9 @@ def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
     a wait in flight with its rendered target, what the upstreams (its own version's, and Airflow 2.11)
     show now; refused without a user; no credential in it."""
     server = downstream.server
-    matrix_upstreams["2.11.2"].trigger(conf={}, logical_date=datetime.now(timezone.utc))  # a run to show
-    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    for upstream in (matrix_upstreams["2.11.2"], downstream.up):  # a run to show on each
+        upstream.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    up_run = f"later_{uuid.uuid4().hex[:8]}"  # a run that does not exist yet: the wait stays in flight
     run_id = downstream.start_waiting("xdep_v_run_defer", "defer", {"run_id": up_run})
 
     assert _get(server, "/xdep-sensors/api/dependencies")[0] == 401
@@ -423,9 +424,16 @@ def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
         plugins = server.api("GET", "/api/v2/plugins")["plugins"]
         views = [v for p in plugins if p["name"] == "xdep_sensors" for v in p.get("external_views", [])]
         assert [v["href"] for v in views] == ["/xdep-sensors/dependencies"]
+        matrix_record(downstream.version, "downstream", "remote_dependencies:nav")
+    end_wait(downstream, up_run, run_id)
+    matrix_record(downstream.version, "downstream", "remote_dependencies:json")
+
+
+def end_wait(downstream: Downstream, up_run: str, run_id: str) -> None:
+    """Create the upstream run a wait is waiting for, let it end, and the wait with it."""
+    downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc), run_id=up_run)
     assert downstream.up.finish_run(up_run) == "success"
     downstream.wait_success("xdep_v_run_defer", run_id)
-    matrix_record(downstream.version, "downstream", "remote_dependencies:json")
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -433,13 +441,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic"
 
 
 @pytest.mark.parametrize("downstream", ["3.3.2"], indirect=True)
-def test_remote_dependencies_page_in_a_real_browser(downstream, tmp_path):
+def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, tmp_path):
     """Headless Chromium: refused before logging in; after it, Browse -> Remote dependencies shows the page in
     Airflow's UI, with a wait in flight, the upstream's health and the filter. A screenshot for the README."""
     from playwright.sync_api import sync_playwright
 
     server = downstream.server
-    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    up_run = f"later_{uuid.uuid4().hex[:8]}"  # a run that does not exist yet: the wait stays in flight
     run_id = downstream.start_waiting("xdep_v_run_defer", "defer", {"run_id": up_run})
     page_url = f"{server.base_url}/xdep-sensors/dependencies"
     with sync_playwright() as p:
@@ -457,10 +465,13 @@ def test_remote_dependencies_page_in_a_real_browser(downstream, tmp_path):
             page.goto(f"{server.base_url}/plugin/xdep-sensors")  # the UI's route for the plugin's view
             frame = page.frame_locator("iframe")
             frame.get_by_role("heading", name="Remote dependencies").wait_for(timeout=60_000)
-            row = frame.locator("tr", has_text="xdep_v_run_defer").first
-            assert "waiting" in row.inner_text()
-            assert "reachable, Airflow 3.3.2 (API v2), authenticated" in frame.locator("section[data-conn=up]").inner_text()
             page.screenshot(path=str(tmp_path / "remote-dependencies.png"))
+            shot = ROOT / ".tmp" / "remote-dependencies.png"
+            shot.parent.mkdir(exist_ok=True)
+            shot.write_bytes((tmp_path / "remote-dependencies.png").read_bytes())
+            row = frame.locator("tr", has_text="xdep_v_run_defer").first
+            assert "waiting" in row.inner_text() and up_run in row.inner_text()  # the rendered run id
+            assert "reachable, Airflow 3.3.2 (API v2), authenticated" in frame.locator("section[data-conn=up]").inner_text()
 
             direct = context.new_page()
             assert direct.goto(page_url + "?q=bears").status == 200  # the same session, the page itself
@@ -468,8 +479,5 @@ def test_remote_dependencies_page_in_a_real_browser(downstream, tmp_path):
             assert texts and all("bears" in t for t in texts)
         finally:
             browser.close()
-    shot = ROOT / ".tmp" / "remote-dependencies.png"
-    shot.parent.mkdir(exist_ok=True)
-    shot.write_bytes((tmp_path / "remote-dependencies.png").read_bytes())
-    assert downstream.up.finish_run(up_run) == "success"
-    downstream.wait_success("xdep_v_run_defer", run_id)
+    end_wait(downstream, up_run, run_id)
+    matrix_record(downstream.version, "downstream", "remote_dependencies:browser")

@@ -160,8 +160,11 @@ class TestCompose:
         assert got["run"]["upstream_now"]["lag_s"] == 600.0 and got["run"]["upstream_now"]["url"] == "https://up/p1"
         assert got["free"]["status"] == "failed"
         assert (got["asset"]["status"], got["asset"]["upstream_now"]) == (
-            "unreachable", {"error": "no answer within 5 s"})
+            "unreachable", {"error": "no answer within 5 s", "problem": "unreachable"})
         assert "dags" not in body["upstreams"]["team_a"]  # the health line, not the raw listing
+        refused = _facts(reachable=True, authenticated=False, error="authentication failed for conn 'team_b'")
+        body = await compose({"sensors": [items["asset"]], "watchers": []}, FakeFacts({"team_b": refused}), now=NOW)
+        assert body["dependencies"][0]["status"] == "auth failed"
         json.dumps(body)
 
     def test_the_page_escapes_everything_and_links_both_sides(self):
