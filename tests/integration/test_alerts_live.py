@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devtools import postgres
 from devtools.airflow_local import LocalAirflow
 from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, wait_for
 
@@ -64,7 +65,9 @@ def downstream(_upstreams, tmp_path_factory):
     server = LocalAirflow(
         tmp_path_factory.mktemp("downstream-alerts"), AIRFLOW3_BIN, major=3,
         dags_folder=HERE / "downstream_alert_dags", components=("api-server", "scheduler", "dag-processor", "triggerer"),
-        name="downstream-alerts", extra_env=conns,
+        name="downstream-alerts",
+        database_url=postgres.fresh_database("xdep_downstream_alerts"),  # production shape: PostgreSQL
+        extra_env=conns,
     )
     try:
         server.start(timeout=300)

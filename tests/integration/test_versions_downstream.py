@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools import postgres
-from devtools.airflow_local import CANARY_PASSWORD, CANARY_USER, LocalAirflow
+from devtools.airflow_local import CANARY_PASSWORD, CANARY_USER, LocalAirflow, free_port
 from tests.integration.conftest import (
     ROOT,
     MatrixUpstream,
@@ -156,12 +156,14 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
         database_url=postgres.fresh_database(_database(version)), triggerers=2 if version in HA_VERSIONS else 1,
         extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "AIRFLOW_CONN_UP_BAD": json.dumps(bad),
                    "AIRFLOW_CONN_UP_V1": json.dumps(conn_v1),
+                   "AIRFLOW_CONN_UP_DEAD": json.dumps({"conn_type": "remote_airflow",
+                                                       "host": f"http://127.0.0.1:{free_port()}"}),
                    "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY, "PYTHONPATH": str(ROOT)})
     polls = _upstream_polls(up)
     try:
         server.start(timeout=300)
         for dag_id in ("xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_asset_poke",
-                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_run_free_badauth", "xdep_v_asset_free", "xdep_v_run_v1",
+                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_run_free_badauth", "xdep_v_asset_free", "xdep_v_run_v1", "xdep_v_run_dead",
                        "xdep_v_group_defer", "xdep_v_watch", "xdep_durable_counter"):
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
@@ -418,6 +420,8 @@ def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
     assert (up["reachable"], up["authenticated"], up["api"], up["version"]) == (True, True, "v2", downstream.version)
     assert (v1["reachable"], v1["authenticated"], v1["api"], v1["version"]) == (True, True, "v1", "2.11.2")
     assert items[("xdep_v_run_v1", "wait")]["upstream_now"]["latest_run"]["run_id"]
+    dead = body["upstreams"]["up_dead"]  # nobody listens there: shown as such, the page still served
+    assert dead["reachable"] is False and dead["error"] and items[("xdep_v_run_dead", "wait")]["status"] == "unreachable"
     assert up["host"] == downstream.up.server.base_url and "viewer" not in json.dumps(body["upstreams"])
 
     if downstream.version >= "3.1":  # in the UI's navigation (3.0 has no plugin views)
@@ -477,6 +481,7 @@ def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, t
             assert direct.goto(page_url + "?q=bears").status == 200  # the same session, the page itself
             texts = direct.locator("tbody tr").all_inner_texts()
             assert texts and all("bears" in t for t in texts)
+            assert CANARY_PASSWORD not in direct.content()
         finally:
             browser.close()
     end_wait(downstream, up_run, run_id)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from devtools import postgres
 from devtools.airflow_local import LocalAirflow
 from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, local_asset_id, wait_for
 
@@ -21,6 +22,7 @@ def downstream(_upstreams, tmp_path_factory):
     server = LocalAirflow(
         tmp_path_factory.mktemp("downstream"), AIRFLOW3_BIN, major=3, dags_folder=HERE / "downstream_watch_dags",
         components=("api-server", "scheduler", "dag-processor", "triggerer"), name="downstream",
+        database_url=postgres.fresh_database("xdep_downstream_watch"),  # production shape: PostgreSQL
         extra_env={"AIRFLOW_CONN_UP": json.dumps(conn)},
     )
     try:

@@ -45,6 +45,11 @@ with DAG("xdep_v_run_v1", schedule=None, start_date=START, catchup=False, tags=[
     RemoteDagRunSensor(task_id="wait", remote_conn_id="up_v1", external_dag_id="xdep_test_producer",
                        run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300)
 
+# on the page only: an upstream that does not answer (``up_dead``: a port nobody listens on)
+with DAG("xdep_v_run_dead", schedule=None, start_date=START, catchup=False, tags=["xdep-test"]):
+    RemoteDagRunSensor(task_id="wait", remote_conn_id="up_dead", external_dag_id="xdep_test_producer",
+                       run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300)
+
 with DAG("xdep_v_group_defer", schedule=None, start_date=START, catchup=False, tags=["xdep-test"]):
     RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer",
                        run_id="{{ dag_run.conf['run_id'] }}", task_group_id="grp", poke_interval=2, timeout=300)
