@@ -325,6 +325,8 @@ def test_task_group_wait(downstream, matrix_record):
     downstream.wait_success("xdep_v_group_defer", run_id)
     result = downstream.result("xdep_v_group_defer", run_id)
     assert result["run_id"] == up_run
+    # decided on the group's tasks, not on the run (a sensor that ignored task_group_id has no "tasks")
+    assert result["tasks"] == {"grp.a": "success", "grp.b": "success"}, result
     matrix_record(downstream.version, "downstream", "task_group_sensor:defer")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -128,13 +129,27 @@ def test_deferred_sensor_survives_a_triggerer_restart_and_consumes_once(upstream
     assert [e["source_run_id"] for e in events] == [produced]
 
 
+def _trigger_log(server: LocalAirflow, dag_id: str, run_id: str) -> str:
+    """The sensor task's trigger log files, as the triggerer wrote them."""
+    folder = server.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=wait"
+    return "".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.log.trigger.*")))
+
+
 def test_deferred_sensor_survives_an_upstream_api_server_restart(upstream_v2, downstream):
-    up_run = upstream_v2.trigger(conf={"sleep": 12}, logical_date=datetime.now(timezone.utc))
+    """The upstream's API server goes away while a sensor waits; the sensor meets it (a warning, not a
+    failure), and once it is back and the run exists and ends, succeeds. The run is created after the
+    restart: an upstream task cannot run while its own API server is down."""
+    up_run = f"later_{uuid.uuid4().hex[:8]}"
     run_id = downstream.trigger("xdep_restart_run_sensor", conf={"run_id": up_run},
                                 logical_date=datetime.now(timezone.utc))
     wait_for(lambda: _task_state(downstream, "xdep_restart_run_sensor", run_id) == "deferred", 120, "deferred")
     upstream_v2.server.stop_component("api-server")
-    time.sleep(5)  # the sensor polls a dead upstream meanwhile
-    upstream_v2.server.start_component("api-server")
+    try:
+        wait_for(lambda: "upstream trouble, looking again" in _trigger_log(downstream, "xdep_restart_run_sensor", run_id),
+                 120, "the sensor meeting the stopped upstream")
+        assert _task_state(downstream, "xdep_restart_run_sensor", run_id) == "deferred"
+    finally:
+        upstream_v2.server.start_component("api-server")
+    upstream_v2.trigger(conf={}, logical_date=datetime.now(timezone.utc), run_id=up_run)
     assert upstream_v2.wait_run(up_run) == "success"
     assert downstream.wait_run("xdep_restart_run_sensor", run_id, timeout=180) == "success"
