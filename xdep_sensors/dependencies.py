@@ -111,6 +111,14 @@ def _trigger_assets(trigger: Any) -> list[Any]:
     return list(getattr(trigger, "assets", None) or [])
 
 
+def _scheduled_dag_ids(asset: Any) -> list[str]:
+    """The DAGs an asset schedules (``AssetModel.scheduled_dags``; ``consuming_dags`` in Airflow 3.0)."""
+    refs = getattr(asset, "scheduled_dags", None)
+    if refs is None:
+        refs = getattr(asset, "consuming_dags", None)
+    return [ref.dag_id for ref in refs or []]
+
+
 def _kwargs(trigger: Any) -> dict[str, Any]:
     try:
         kwargs = trigger.kwargs  # decrypted and deserialized by Airflow
@@ -143,8 +151,7 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
 
     watchers = []
     for trigger in session.scalars(select(Trigger).where(Trigger.classpath.like(TRIGGER_MODULE + "%"))):
-        assets = [{"uri": a.uri, "name": getattr(a, "name", a.uri),
-                   "dags": [ref.dag_id for ref in getattr(a, "scheduled_dags", None) or []]}
+        assets = [{"uri": a.uri, "name": getattr(a, "name", a.uri), "dags": _scheduled_dag_ids(a)}
                   for a in _trigger_assets(trigger)]
         if not assets:
             continue  # a sensor's trigger: shown with its task below
