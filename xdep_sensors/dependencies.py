@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from xdep_sensors.errors import XdepError, safe_url
+
+log = logging.getLogger(__name__)
 
 SENSOR_KINDS = {"dag_run": "dag_run_sensor", "asset": "asset_sensor"}
 WAITING_STATES = ("deferred", "up_for_reschedule", "running")  # running: a sensor poking on a worker
@@ -131,6 +134,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat() if value else None
 
 
+_DECLARED: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # dag_id -> (dag_hash, its sensors' items)
+
+
 def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
     """Everything this deployment knows about its remote dependencies, for the DAGs in ``dag_ids``
     (``None``: all): sensors, watchers, waits in flight and recent outcomes. Sync: run in a thread."""
@@ -145,9 +151,15 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
     if dag_ids is not None:
         newest = newest.where(SerializedDagModel.dag_id.in_(sorted(dag_ids)))
     newest = newest.subquery()
-    rows = session.scalars(select(SerializedDagModel).join(newest, and_(
-        SerializedDagModel.dag_id == newest.c.dag_id, SerializedDagModel.created_at == newest.c.at)))
-    sensors = sensor_dependencies((row.dag_id, row.data or {}) for row in rows)
+    is_newest = and_(SerializedDagModel.dag_id == newest.c.dag_id, SerializedDagModel.created_at == newest.c.at)
+    heads = session.execute(select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash).join(newest, is_newest)).all()
+    # a DAG's serialized form is read and parsed once per version (its hash), not on every page view
+    changed = [h.dag_id for h in heads if _DECLARED.get(h.dag_id, ("",))[0] != h.dag_hash]
+    if changed:
+        for row in session.scalars(select(SerializedDagModel).join(newest, is_newest)
+                                   .where(SerializedDagModel.dag_id.in_(changed))):
+            _DECLARED[row.dag_id] = (row.dag_hash, sensor_dependencies([(row.dag_id, row.data or {})]))
+    sensors = [dict(item) for h in heads for item in _DECLARED.get(h.dag_id, ("", []))[1]]
 
     watchers = []
     for trigger in session.scalars(select(Trigger).where(Trigger.classpath.like(TRIGGER_MODULE + "%"))):
@@ -189,6 +201,13 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
 
 # --- the upstream deployments ------------------------------------------------------------------------
 
+def asset_labels(target: dict[str, Any]) -> list[str]:
+    """The asset URIs or names a declared or rendered target waits on, in order, without repeats."""
+    refs = [*(target.get("assets") or []), {"uri": target.get("asset_uri"), "name": target.get("asset_name")}]
+    labels = [(r.get("uri") or r.get("name")) if isinstance(r, dict) else r for r in refs]
+    return list(dict.fromkeys(label for label in labels if isinstance(label, str) and label))
+
+
 def wanted(items: list[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
     """Per connection: the upstream DAG ids and asset labels (URI or name) the items wait on."""
     out: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"dags": set(), "assets": set()})
@@ -198,12 +217,7 @@ def wanted(items: list[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
         for dag_id in [up.get("external_dag_id"), *(up.get("dag_ids") or [])]:
             if isinstance(dag_id, str) and dag_id and "{{" not in dag_id:
                 want["dags"].add(dag_id)
-        refs = list(up.get("assets") or [])
-        refs += [{"uri": up.get("asset_uri"), "name": up.get("asset_name")}]
-        for ref in refs:
-            label = (ref.get("uri") or ref.get("name")) if isinstance(ref, dict) else ref
-            if isinstance(label, str) and label and "{{" not in label:
-                want["assets"].add(label)
+        want["assets"].update(label for label in asset_labels(up) if "{{" not in label)
     return dict(out)
 
 
@@ -283,8 +297,10 @@ class UpstreamFacts:
             config = await sync_to_async(_connection_config, thread_sensitive=False)(conn_id)
         except Exception as err:
             missing = type(err).__name__ in ("AirflowNotFoundException", "ConnectionNotFound")
-            return {**base, "reachable": False, "error": f"connection {conn_id!r} does not exist in this deployment"
-                    if missing else f"connection {conn_id!r} cannot be read: {type(err).__name__}"}
+            return {**base, "reachable": False, "error": f"connection {conn_id!r} does not exist in this deployment: "
+                    "create it (type remote_airflow)" if missing else
+                    f"connection {conn_id!r} cannot be read ({type(err).__name__}): check its definition and the "
+                    "secrets backend"}
         base.update(host=safe_url(config.base_url), ui=safe_url(config.ui_base))
         client = RemoteAirflowHook.client_for(config)
         try:
@@ -295,8 +311,10 @@ class UpstreamFacts:
             reached = client.upstream_version is not None
             return {**base, "reachable": reached, "version": client.upstream_version,
                     "authenticated": False if err.status in (401, 403) else None, "error": str(err)}
-        except Exception as err:  # never let one upstream break the page
-            return {**base, "reachable": False, "error": f"{type(err).__name__}: {safe_url(str(err)) or ''}"[:300]}
+        except Exception as err:  # never let one upstream break the page; details only in the server's log
+            log.warning("Remote dependencies: reading %s (%s) failed", conn_id, base["host"], exc_info=True)
+            return {**base, "reachable": False,
+                    "error": f"unexpected {type(err).__name__} reading the upstream; the API server's log has the details"}
         return {**base, **facts}
 
 
@@ -320,9 +338,7 @@ def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) ->
         success = dag["last_success"]
         return {"latest_run": dag["latest"], "last_success": success, "url": dag["url"],
                 "lag_s": _age_s(success and (success["end_date"] or success["run_after"]), now)}
-    labels = [(r.get("uri") or r.get("name")) if isinstance(r, dict) else r for r in up.get("assets") or []]
-    labels += [up.get("asset_uri"), up.get("asset_name")]
-    events = [facts["assets"][label] for label in labels if label in facts.get("assets", {})]
+    events = [facts["assets"][label] for label in asset_labels(up) if label in facts.get("assets", {})]
     if events:
         latest = max(events, key=lambda e: e["timestamp"])
         return {"latest_event": latest, "url": latest["url"], "lag_s": _age_s(latest["timestamp"], now)}

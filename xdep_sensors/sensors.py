@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import time
 import warnings
 from datetime import datetime, timedelta

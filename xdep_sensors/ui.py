@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from airflow.api_fastapi.core_api.security import GetUserDep
-from xdep_sensors.dependencies import UpstreamFacts, compose, read_deployment
+from xdep_sensors.dependencies import UpstreamFacts, asset_labels, compose, read_deployment
 
 PREFIX = "/xdep-sensors"
 FACTS = UpstreamFacts()
@@ -133,10 +133,9 @@ def _target(up: dict[str, Any]) -> str:
         if up.get(key):
             value = ", ".join(map(str, up[key])) if isinstance(up[key], list) else up[key]
             parts.append(f"{label} <code>{_e(value)}</code>")
-    refs = [(r.get("uri") or r.get("name")) if isinstance(r, dict) else r for r in up.get("assets") or []]
-    refs += [up[k] for k in ("asset_uri", "asset_name") if up.get(k)]
+    refs = asset_labels(up)
     if refs:
-        parts.append("asset " + ", ".join(f"<code>{_e(r)}</code>" for r in dict.fromkeys(refs) if r))
+        parts.append("asset " + ", ".join(f"<code>{_e(r)}</code>" for r in refs))
     if up.get("require") and up["require"] != "all":
         parts.append(f"require {_e(up['require'])}")
     return "; ".join(parts) or '<span class="muted">(templated)</span>'

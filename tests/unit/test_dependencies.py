@@ -127,13 +127,21 @@ class TestUpstreamFacts:
         got = await UpstreamFacts(time_limit=0.05).get("team_a", {"producer"}, set())
         assert (got["reachable"], got["error"]) == (False, "no answer within 0.05 s")
 
+    async def test_an_unexpected_error_shows_its_type_only(self, reads, monkeypatch):
+        async def broken(client, dags, assets):
+            raise RuntimeError("secret-token-123 in a message")
+
+        monkeypatch.setattr(dependencies, "read_upstream", broken)
+        got = await UpstreamFacts().get("team_a", {"producer"}, set())
+        assert got["error"] == "unexpected RuntimeError reading the upstream; the API server's log has the details"
+
     async def test_a_missing_connection_says_so(self, monkeypatch):
         def missing(conn_id):
             raise type("AirflowNotFoundException", (Exception,), {})("nope")
 
         monkeypatch.setattr(dependencies, "_connection_config", missing)
         got = await UpstreamFacts().get("nope", set(), set())
-        assert got["error"] == "connection 'nope' does not exist in this deployment"
+        assert got["error"] == "connection 'nope' does not exist in this deployment: create it (type remote_airflow)"
 
 
 class FakeFacts:
