@@ -1,4 +1,4 @@
-.PHONY: demo test bootstrap
+.PHONY: demo test bootstrap docs
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -9,9 +9,14 @@ demo: bootstrap
 
 # Unit tests plus integration tests against real Airflow upstreams (every minor 2.9-3.3) and real
 # downstream deployments (3.0.6 to 3.3.2 on PostgreSQL, two triggerers from 3.2); then check that the
-# README's "Supported versions" table says exactly what this run proved.
-test: bootstrap
+# "Supported versions" table of the docs says exactly what this run proved; build the docs (strict).
+test: bootstrap docs
 	bash scripts/postgres.sh  # the downstream test deployments' metadata DB (PostgreSQL, as in production)
 	rm -f .tmp/version-matrix.json  # the table is checked against this run's matrix, never an earlier one's
 	.venv/bin/python -m pytest -ra
 	.venv/bin/python scripts/versions_table.py --check
+
+# The documentation site (mkdocs.yml, docs/), strict: a broken link or anchor, a page missing from the
+# navigation or a docstring reference that no longer resolves is an error.
+docs: bootstrap
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir .tmp/site  # the banner: see docs/development.md

@@ -1,12 +1,12 @@
-"""Render the README "Supported versions" table from what the version matrix proved.
+"""Render the "Supported versions" table of the docs from what the version matrix proved.
 
 The integration tests record each passing matrix check in .tmp/version-matrix.json
 (tests/integration/conftest.py ``matrix_record``). This script turns that file into the table
-between the README markers:
+between the markers in docs/explanation/supported-versions.md:
 
     python scripts/versions_table.py           # print the table
-    python scripts/versions_table.py --write   # replace it in README.md
-    python scripts/versions_table.py --check   # exit 1 if README.md claims something else
+    python scripts/versions_table.py --write   # replace it in the page
+    python scripts/versions_table.py --check   # exit 1 if the page claims something else
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / ".tmp" / "version-matrix.json"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "explanation" / "supported-versions.md"
 START, END = "<!-- versions-table:start -->", "<!-- versions-table:end -->"
 
 UPSTREAM = [  # (check recorded by the tests, what the table says)
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="replace the table in README.md")
-    mode.add_argument("--check", action="store_true", help="fail if README.md differs from the results")
+    mode.add_argument("--write", action="store_true", help="replace the table in the page")
+    mode.add_argument("--check", action="store_true", help="fail if the page differs from the results")
     args = parser.parse_args(argv)
     if not args.results.exists():
         print(f"no matrix results at {args.results}: run the integration tests first", file=sys.stderr)
@@ -86,20 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.write or args.check):
         print(table)
         return 0
-    text = README.read_text()
+    text = PAGE.read_text()
     head, sep, rest = text.partition(START)
     current, sep2, tail = rest.partition(END)
     if not (sep and sep2):
-        print(f"README.md lacks the markers {START} ... {END}", file=sys.stderr)
+        print(f"{PAGE.relative_to(ROOT)} lacks the markers {START} ... {END}", file=sys.stderr)
         return 1
     if args.check:
         if current.strip() != table.strip():
-            print("README 'Supported versions' table differs from what the matrix proved; run "
+            print("The 'Supported versions' table of the docs differs from what the matrix proved; run "
                   "`python scripts/versions_table.py --write`:\n" + table, file=sys.stderr)
             return 1
-        print("README 'Supported versions' table matches the matrix results")
+        print("The 'Supported versions' table of the docs matches the matrix results")
         return 0
-    README.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    PAGE.write_text(f"{head}{START}\n{table}\n{END}{tail}")
     return 0
 
 

@@ -54,7 +54,7 @@ class _RemoteSensor(BaseSensorOperator):
 
     ``start_from_trigger`` / ``end_from_trigger`` (Airflow's names and meaning, opt-in): the
     scheduler hands the task straight to the triggerer, and the trigger ends the task itself, so a
-    wait costs no worker run. See the README's "Worker-free waits".
+    wait costs no worker run. See "Running at scale" in the docs (Worker-free waits).
     """
 
     link_class: type[UpstreamRunLink] | type[UpstreamAssetLink] = UpstreamRunLink
@@ -205,7 +205,8 @@ class RemoteDagRunSensor(_RemoteSensor):
     ``run_after`` when it has none).
 
     :param external_dag_id: the upstream DAG id (templated).
-    :param remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated).
+    :param str remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated; default
+        ``remote_airflow_default``).
     :param run_id: wait for exactly this upstream run (templated).
     :param logical_date: wait for the upstream run with this logical date (templated).
     :param execution_delta: subtracted from this run's logical date to get the upstream's.
@@ -217,10 +218,10 @@ class RemoteDagRunSensor(_RemoteSensor):
     :param task_ids: wait for these upstream tasks instead of the whole run (templated).
     :param task_group_id: wait for the tasks of this upstream task group (templated).
     :param check_existence: fail fast when the DAG or tasks do not exist upstream (default True).
-    :param deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
-    :param start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
+    :param bool deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
+    :param bool start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
         (Airflow 3.3+; below, a warning and the task starts on a worker).
-    :param end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
+    :param bool end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
         on a worker; a timeout, and a failure Airflow would retry differently, still resume on one.
     """
 
@@ -346,11 +347,12 @@ class RemoteAssetSensor(_RemoteSensor):
     :param source_dag_id: only count events produced by this upstream DAG (templated).
     :param since: count events at or after this time instead of the task's cursor (templated).
     :param check_existence: an asset unknown upstream fails fast with close matches (default True).
-    :param remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated).
-    :param deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
-    :param start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
+    :param str remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated; default
+        ``remote_airflow_default``).
+    :param bool deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
+    :param bool start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
         (Airflow 3.3+; below, a warning and the task starts on a worker).
-    :param end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
+    :param bool end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
         on a worker; a timeout, and a failure Airflow would retry differently, still resume on one.
 
     Local ``Asset`` outlets get one local event per matched upstream event, carrying the upstream

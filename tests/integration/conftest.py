@@ -78,6 +78,20 @@ def local_asset_events(server: LocalAirflow, asset_id: int, order_by: str | None
     raise AssertionError(f"{server.name}: asset events stayed unreadable (HTTP 500)")
 
 
+def watchers_started(server: LocalAirflow, asset_ids) -> bool:
+    """Whether the watcher of each of a (downstream, Airflow 3.3+) deployment's assets has started.
+
+    A watcher's first act is to store its start state (cursor, or an alert's ``since``) in the asset state
+    store: upstream events before that moment are, rightly, not delivered, so a test must not produce
+    any before then.
+    """
+    def stored(asset_id: int) -> bool:
+        entries = server.api("GET", f"/api/v2/assets/{asset_id}/state-store?limit=100")["asset_state_store"]
+        return any(e["key"].startswith("xdep_sensors:") for e in entries)
+
+    return all(stored(i) for i in asset_ids)
+
+
 def _set_conn(conn_id: str, **fields) -> None:
     os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "remote_airflow", **fields})
 
@@ -151,7 +165,7 @@ def polling_mode(request, monkeypatch):
 
 
 # --- the version matrix (issue 11) ------------------------------------------------------------------
-# Every upstream minor the library supports, and the results file the README table is rendered from.
+# Every upstream minor the library supports, and the results file the docs' versions table is rendered from.
 
 MATRIX_VENVS = ROOT / ".venvs"
 UPSTREAM_VERSIONS = ("2.9.3", "2.10.5", "2.11.2", "3.0.6", "3.1.8", "3.2.2", "3.3.2")

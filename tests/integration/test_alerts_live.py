@@ -9,14 +9,13 @@ whole module; the last test checks the deadlines they fired, including across th
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from devtools import postgres
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, wait_for
+from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, wait_for, watchers_started
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +51,18 @@ def _trigger(upstream, dag_id, **conf) -> str:
     return upstream.trigger(dag_id, conf=conf, logical_date=datetime.now(timezone.utc))
 
 
+def _later_run(upstream, dag_id) -> str:
+    """Start a later run of the flaky or the slow DAG: its alerts are markers. Each watcher fires in the
+    order it finds things, poll after poll, so a repeat of an earlier fire would come before the later
+    run's: once the later run's alert is here, the earlier counts are final (no waiting "long enough")."""
+    return _trigger(upstream, dag_id, **({"sleep": 20} if dag_id == "xdep_alert_slow" else {}))
+
+
+def _wait_fired(downstream, api, alerts, run_id) -> None:
+    for alert in alerts:
+        wait_for(lambda alert=alert: _for_run(downstream, api, alert, run_id), 120, f"{alert} of {run_id}")
+
+
 @pytest.fixture(scope="module")
 def downstream(_upstreams, tmp_path_factory):
     for up in _upstreams.values():
@@ -76,7 +87,9 @@ def downstream(_upstreams, tmp_path_factory):
                 server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
         server.alert_assets = wait_for(lambda: (ids := _asset_ids(server)) and len(ids) == len(APIS) * len(ALERTS)
                                     and ids, 120, "downstream alert assets registered")
-        time.sleep(8)  # the triggerer picks the watchers up and stores their start state
+        # only what happens upstream after a watcher stored its start state fires: the met deadline too
+        wait_for(lambda: watchers_started(server, server.alert_assets.values()), 180,
+                 "every alert watcher's start state stored")
         for api in APIS:  # one deadline met early: that deadline must not fire, later ones name this run
             run_id = _trigger(_upstreams[api], "xdep_alert_late")
             assert _upstreams[api].wait_run(run_id, "xdep_alert_late") == "success"
@@ -93,7 +106,9 @@ def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
     assert upstream.wait_run(run_id, "xdep_alert_flaky") == "failed"
     wait_for(lambda: _for_run(downstream, api, "task-failed", run_id) and _for_run(downstream, api, "upstream-failed",
                                                                                   run_id), 60, "both task alerts")
-    time.sleep(6)  # three more polls: nothing may fire twice
+    # nothing may fire twice: both alerts of a later run come after any repeat of ours would have
+    later = _later_run(upstream, "xdep_alert_flaky")
+    _wait_fired(downstream, api, ("task-failed", "upstream-failed"), later)
     (failed,) = [p["task_instance"] for p in _for_run(downstream, api, "task-failed", run_id)]
     (blocked,) = [p["task_instance"] for p in _for_run(downstream, api, "upstream-failed", run_id)]
     # once per final state: the first try (up_for_retry) did not fire, the second (failed) did
@@ -112,7 +127,10 @@ def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api):
     (run_alert,) = wait_for(lambda: _for_run(downstream, api, "run-slow", run_id), 60, "run duration alert")
     (task_alert,) = wait_for(lambda: _for_run(downstream, api, "task-slow", run_id), 60, "task duration alert")
     assert upstream.wait_run(run_id, "xdep_alert_slow") == "success"
-    time.sleep(4)
+    # nothing more fires for it once it ended: a later run's alerts come from polls after its end
+    later = _later_run(upstream, "xdep_alert_slow")
+    _wait_fired(downstream, api, ("run-slow", "task-slow"), later)
+    assert upstream.wait_run(later, "xdep_alert_slow") == "success"  # the next test starts on an idle one
     assert len(_for_run(downstream, api, "run-slow", run_id)) == 1
     assert len(_for_run(downstream, api, "task-slow", run_id)) == 1
     ended = datetime.fromisoformat(_upstream_run(upstream, "xdep_alert_slow", run_id)["end_date"].replace("Z", "+00:00"))
@@ -141,7 +159,15 @@ def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):
         wait_for(lambda api=api: _for_run(downstream, api, "run-slow", slow[api]), 90, "long run from downtime")
         wait_for(lambda api=api: any(p["deadline"] == tick.isoformat() for p in _payloads(downstream, api, "late")),
               90, "deadline from downtime")
-    time.sleep(8)
+    # later fires of the same watchers (the next deadline's: a later look at the clock) come after any
+    # repeat since the restart would have: once they are here, the counts below are final
+    later = {api: {dag: _later_run(_upstreams[api], dag) for dag in ("xdep_alert_flaky", "xdep_alert_slow")}
+             for api in APIS}
+    for api in APIS:
+        _wait_fired(downstream, api, ("task-failed",), later[api]["xdep_alert_flaky"])
+        _wait_fired(downstream, api, ("run-slow",), later[api]["xdep_alert_slow"])
+        wait_for(lambda api=api: any(datetime.fromisoformat(p["deadline"]) > tick
+                                     for p in _payloads(downstream, api, "late")), 150, "the next deadline")
     for api in APIS:  # ... once, and what fired before the restart does not fire again
         assert len(_for_run(downstream, api, "task-failed", failing[api])) == 1
         (alert,) = _for_run(downstream, api, "run-slow", slow[api])

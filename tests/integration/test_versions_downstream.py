@@ -449,7 +449,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic"
 @pytest.mark.parametrize("downstream", ["3.3.2"], indirect=True)
 def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, tmp_path):
     """Headless Chromium: refused before logging in; after it, Browse -> Remote dependencies shows the page in
-    Airflow's UI, with a wait in flight, the upstream's health and the filter. A screenshot for the README."""
+    Airflow's UI, with a wait in flight, the upstream's health and the filter. A screenshot for the docs."""
     from playwright.sync_api import sync_playwright
 
     server = downstream.server

@@ -3,7 +3,7 @@
 Airflow 2.9.3, 2.10.5, 2.11.2 (API v1, basic auth) and 3.0.6, 3.1.8, 3.2.2, 3.3.2 (API v2, a JWT
 from username/password and a static token). Downstream runs go through ``dag.test()`` in this
 process (Airflow 3.3.2); the deferrable variant runs the sensor's trigger, the poke variant its
-poke. Each passing check is recorded for the README's "Supported versions" table.
+poke. Each passing check is recorded for the "Supported versions" table of the docs.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime, timezone
 
@@ -11,9 +10,18 @@ import pytest
 
 from devtools import postgres
 from devtools.airflow_local import LocalAirflow
-from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, local_asset_id, wait_for
+from tests.integration.conftest import (
+    AIRFLOW3_BIN,
+    HERE,
+    local_asset_events,
+    local_asset_id,
+    wait_for,
+    watchers_started,
+)
 
 pytestmark = pytest.mark.integration
+
+WATCHED = ("file://include/bears", "xdep://bears_named", "xdep://producer-success")  # the watchers' assets
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +39,10 @@ def downstream(_upstreams, tmp_path_factory):
         for dag_id in ("xdep_watch_bears", "xdep_watch_named", "xdep_watch_producer", "xdep_restart_asset_sensor",
                        "xdep_restart_run_sensor"):
             server.wait_for_dag(dag_id, timeout=180)
-        wait_for(lambda: local_asset_id(server, "file://include/bears") is not None, 120,
-                 "downstream assets registered")
-        time.sleep(8)  # let the triggerer pick the watchers up and store their start cursors
+        watched = wait_for(lambda: all(ids := [local_asset_id(server, uri) for uri in WATCHED]) and ids, 120,
+                           "downstream assets registered")
+        # a watcher delivers what happens upstream after it stored its start cursor: the tests' events too
+        wait_for(lambda: watchers_started(server, watched), 180, "every watcher's start cursor stored")
         yield server
     finally:
         server.stop()
@@ -90,25 +99,34 @@ def test_events_during_triggerer_downtime_are_consumed_exactly_once(upstream_v2,
                 if e["extra"]["payload"]["event"]["source_run_id"] in produced]
 
     wait_for(lambda: len(mine()) >= 2, 120, "both downtime events downstream")
-    time.sleep(6)  # three more polls: nothing may be fired twice
+    # nothing may be fired twice: a later upstream event is delivered after any repeat of the earlier ones
+    # would have been (the watcher fires in upstream order), so once it is here the count is final
+    marker = _produce(upstream_v2, extra={"downtime": "marker"})
+    wait_for(lambda: [e for e in _local_events(downstream, "file://include/bears")
+                      if e["extra"]["payload"]["event"]["source_run_id"] == marker], 120, "the later event")
     events = mine()
     assert sorted(e["extra"]["payload"]["event"]["extra"]["downtime"] for e in events) == [1, 2]
     assert len({e["extra"]["payload"]["event"]["id"] for e in events}) == 2
 
 
 def test_watchers_share_one_poll(upstream_v2, downstream):
-    """Two asset watchers on one connection: the upstream sees one events request per interval."""
+    """Two asset watchers on one connection: the upstream sees one events request per interval.
+
+    The intervals are counted by the run watcher on the same connection (same 2 s interval, alone on
+    its listing: one runs request per interval), not by the test's clock: a slow machine slows both."""
     log = upstream_v2.server.log_dir / "api-server.log"
 
-    def count() -> int:
-        return sum(1 for line in log.read_text(errors="replace").splitlines()
-                   if "path=/api/v2/assets/events " in line and "method=GET" in line)
+    def count() -> tuple[int, int]:
+        """(asset events requests, run watcher requests) the upstream has served so far."""
+        lines = log.read_text(errors="replace").splitlines()
+        return (sum(1 for ln in lines if "path=/api/v2/assets/events " in ln and "method=GET" in ln),
+                sum(1 for ln in lines if "path=/api/v2/dags/~/dagRuns/list " in ln and "method=POST" in ln))
 
-    start = count()
-    time.sleep(20)
-    per_interval = (count() - start) / (20 / 2.0)
-    # two asset watchers (bears, bears_named) polling alone would be ~2 per 2 s interval
-    assert 0.5 <= per_interval <= 1.3, per_interval
+    events, runs = count()
+    now = wait_for(lambda: (c := count())[1] - runs >= 10 and c, 180, "ten polls of the run watcher")
+    per_interval = (now[0] - events) / (now[1] - runs)
+    # two asset watchers (bears, bears_named) polling alone would be ~2 per interval
+    assert 0.5 <= per_interval <= 1.3, (per_interval, now[0] - events, now[1] - runs)
 
 
 def _task_state(server: LocalAirflow, dag_id: str, run_id: str) -> str | None:
