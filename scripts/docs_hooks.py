@@ -2,6 +2,8 @@
 
 - ``<!-- cli-help -->`` in a page becomes the ``--help`` of the ``xdep-sensors`` parser and of each of
   its subcommands, taken from ``xdep_sensors.cli``.
+- ``<!-- include: FILE -->`` becomes FILE (a table a run generated, e.g. ``benchmarks/results/*.md``)
+  with its headings moved under the heading that includes it.
 - The benchmark plot is published from where the benchmark writes it (``benchmarks/results/``).
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -29,8 +32,27 @@ def cli_help() -> str:
     return "\n".join(f"```text\n$ {command}\n{text.rstrip()}\n```\n" for command, text in parts)
 
 
+INCLUDE = re.compile(r"^<!-- include: (\S+) -->$", re.M)
+HEADING = re.compile(r"^(#{1,6}) ", re.M)
+
+
+def include(markdown: str) -> str:
+    """Each include directive, replaced by its file, headings one level below the enclosing one."""
+    out, pos = [], 0
+    for match in INCLUDE.finditer(markdown):
+        before = markdown[pos:match.start()]
+        enclosing = [len(m.group(1)) for m in HEADING.finditer(markdown[:match.start()])]
+        shift = (enclosing[-1] if enclosing else 1)
+        text = (ROOT / match.group(1)).read_text()
+        out += [before, HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + shift) + " ", text)]
+        pos = match.end()
+    return "".join(out) + markdown[pos:]
+
+
 def on_page_markdown(markdown: str, **_: object) -> str:
-    return markdown.replace("<!-- cli-help -->", cli_help()) if "<!-- cli-help -->" in markdown else markdown
+    if "<!-- cli-help -->" in markdown:
+        markdown = markdown.replace("<!-- cli-help -->", cli_help())
+    return include(markdown)
 
 
 def on_files(files, config):

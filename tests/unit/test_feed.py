@@ -141,7 +141,7 @@ class TestFeedOnAssetEvents:
         assert calls(upstream) - before == 1
 
     async def test_new_items_cost_ceil_new_over_the_page_size(self):
-        """The README's "a busy one ceil(new / page size)": no anchor page before the new items."""
+        """The docs' "a busy one ceil(new / page size)" (How a wait reads the upstream): no anchor page before the new items."""
         upstream, client, listing, feed = await warm_asset_feed()
         top = T0
         for burst, cost in ((0, 1), (50, 1), (100, 1), (101, 2), (250, 3)):
