@@ -1,5 +1,8 @@
 .PHONY: demo test bootstrap docs
 
+# One name per `make test` run: the generated tables are checked against what this run recorded.
+RUN := $(shell date +%Y%m%dT%H%M%S)-$(shell echo $$$$)
+
 bootstrap:
 	@bash scripts/bootstrap.sh
 
@@ -13,8 +16,8 @@ demo: bootstrap
 test: bootstrap docs
 	bash scripts/postgres.sh  # the downstream test deployments' metadata DB (PostgreSQL, as in production)
 	rm -f .tmp/version-matrix.json  # the table is checked against this run's matrix, never an earlier one's
-	.venv/bin/python -m pytest -ra
-	.venv/bin/python scripts/versions_table.py --check
+	XDEP_TEST_RUN=$(RUN) .venv/bin/python -m pytest -ra
+	.venv/bin/python scripts/versions_table.py --check --run $(RUN)
 
 # The documentation site (mkdocs.yml, docs/), strict: a broken link or anchor, a page missing from the
 # navigation or a docstring reference that no longer resolves is an error.

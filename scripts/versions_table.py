@@ -75,6 +75,7 @@ def render(proved: dict[str, dict[str, list[str]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--run", help="refuse results recorded by another test run (XDEP_TEST_RUN of `make test`)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="replace the table in the page")
     mode.add_argument("--check", action="store_true", help="fail if the page differs from the results")
@@ -82,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.results.exists():
         print(f"no matrix results at {args.results}: run the integration tests first", file=sys.stderr)
         return 1
-    table = render(json.loads(args.results.read_text()))
+    results = json.loads(args.results.read_text())
+    if args.run is not None and results.get("run") != args.run:
+        print(f"{args.results} was recorded by test run {results.get('run')!r}, not by this one ({args.run!r}): "
+              "the matrix did not run (deselected, or stopped before its end)", file=sys.stderr)
+        return 1
+    if "proved" not in results:
+        print(f"{args.results} is not a results file of this test suite (no 'proved')", file=sys.stderr)
+        return 1
+    table = render(results["proved"])
     if not (args.write or args.check):
         print(table)
         return 0

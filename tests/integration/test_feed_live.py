@@ -337,4 +337,6 @@ class TestVisibilityLag:
             lags[f"{api} asset events"] = recent[-3:]
             lags[f"{api} runs (end_date)"] = list(seen_runs.values())
         print("visibility lag (s, an upper bound: includes up to 50 ms of polling):", json.dumps(lags))
-        assert all(abs(lag) < OVERLAP.total_seconds() / 10 for values in lags.values() for lag in values), lags
+        # the promise: an item is listed before the window has passed it by (the docs quote the measured
+        # lags, printed above; their margin is not asserted, it depends on the machine's load)
+        assert all(abs(lag) < OVERLAP.total_seconds() for values in lags.values() for lag in values), lags

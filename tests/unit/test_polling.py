@@ -59,7 +59,10 @@ class TestSharedPoller:
                         await updates.get()
 
             tasks = [asyncio.ensure_future(wait_forever(known_probe(f"d{i}"))) for i in range(2000)]
-            await asyncio.sleep(0.05)
+            for _ in range(100):  # loop turns, not seconds: each turn lets every task run one step
+                if len(poller.subscribers) == 2000:
+                    break
+                await asyncio.sleep(0)
             assert len(poller.subscribers) == 2000
             for task in tasks:
                 task.cancel()
