@@ -5,7 +5,8 @@ task-group wait, a watcher and the durable trigger state, against the upstream o
 version: the 3.0.6 downstream polls a 3.0.6 upstream (no shared streams, no server-side task-group
 filter, no asset state store: every feature's fallback), the 3.3.2 one a 3.3.2 upstream.
 
-The durable state is proven with the test-only ``CounterTrigger`` (tests/versions/counter_trigger.py):
+The durable state is proven with the library's watcher (an event before and one during a restart of
+every triggerer each fire once) and with the test-only ``CounterTrigger`` (tests/versions/counter_trigger.py):
 it reads a counter, adds one, writes it and fires it, each time a triggerer starts it. Fired 1 and
 then 2 after a triggerer restart proves the state was read and written durably; a store that loses
 writes fires 1 twice. Below 3.3 the state is an Airflow Variable; from 3.3 the asset state store.
@@ -35,6 +36,7 @@ from tests.integration.conftest import (
 )
 from tests.leakscan import encrypted_rows, scan_files, scan_postgres, secret_forms
 from xdep_sensors.durable import variable_key
+from xdep_sensors.watchers import RemoteAssetEventTrigger
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +60,7 @@ def local_payloads(server: LocalAirflow, uri: str) -> list[dict]:
     return [e["extra"]["payload"] for e in sorted(local_asset_events(server, asset_id), key=lambda e: e["id"])]
 
 
-def check_counter_across_restart(server: LocalAirflow, version: str) -> str:
+def check_counter_across_restart(server: LocalAirflow, version: str, while_stopped=lambda: None) -> str:
     """The counter fired, every triggerer restarts, it fires a higher number: return the backend it used.
 
     Each start reads the counter, writes it plus one, then fires it. A store that loses writes fires a
@@ -70,6 +72,7 @@ def check_counter_across_restart(server: LocalAirflow, version: str) -> str:
     assert fired == sorted(set(fired)) and fired[0] == 1, first
     for name in server.triggerer_names():  # every triggerer: none may take the trigger over meanwhile
         server.stop_component(name)
+    while_stopped()
     for name in server.triggerer_names():
         server.start_component(name)
 
@@ -331,7 +334,28 @@ def test_task_group_wait(downstream, matrix_record):
 
 
 def test_trigger_state_survives_a_triggerer_restart(downstream, matrix_record):
-    backend = check_counter_across_restart(downstream.server, downstream.version)
+    """The test-only counter (above) and the library's own watcher keep their state across a restart of
+    every triggerer: an upstream event from before fires once, one produced while no triggerer ran fires
+    once after. Below 3.3 the watcher's state is the Variable durable.py names, holding that event."""
+    server, up = downstream.server, downstream.up
+    before, during = uuid.uuid4().hex, uuid.uuid4().hex
+
+    def fired(marker):
+        return [p["event"] for p in local_payloads(server, "file://include/bears")
+                if p["event"]["extra"].get("marker") == marker]
+
+    up.asset_event("file://include/bears", {"marker": before})
+    wait_for(lambda: fired(before), 180, "the watcher's event before the restart")
+    backend = check_counter_across_restart(
+        server, downstream.version, while_stopped=lambda: up.asset_event("file://include/bears", {"marker": during}))
+    # the watcher hands events over in upstream order: once the later one is here, a repeat of the
+    # earlier one (a lost state) would have been fired before it
+    after = wait_for(lambda: fired(during), 180, "the event produced while no triggerer ran")
+    assert len(after) == 1 and len(fired(before)) == 1, (after, fired(before))
+    if backend == "variable":
+        watcher = RemoteAssetEventTrigger(remote_conn_id="up", asset_uri="file://include/bears", poll_interval=2)
+        state = json.loads(server.api("GET", f"/api/v2/variables/{variable_key(watcher._state_key)}")["value"])
+        assert state["timestamp"] is not None and after[0]["id"] in state["seen_ids"] + [k for k, _ in state["recent"]]
     matrix_record(downstream.version, "downstream", f"durable_state:{backend}")
 
 
