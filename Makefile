@@ -15,9 +15,10 @@ demo: bootstrap
 # "Supported versions" table of the docs says exactly what this run proved; build the docs (strict).
 test: bootstrap docs
 	bash scripts/postgres.sh  # the downstream test deployments' metadata DB (PostgreSQL, as in production)
-	rm -f .tmp/version-matrix.json  # the table is checked against this run's matrix, never an earlier one's
+	rm -f .tmp/version-matrix.json .tmp/fault-matrix.json  # the tables are checked against this run's results only
 	XDEP_TEST_RUN=$(RUN) .venv/bin/python -m pytest -ra
 	.venv/bin/python scripts/versions_table.py --check --run $(RUN)
+	.venv/bin/python scripts/fault_table.py --check
 
 # The documentation site (mkdocs.yml, docs/), strict: a broken link or anchor, a page missing from the
 # navigation or a docstring reference that no longer resolves is an error.
