@@ -36,7 +36,7 @@ from unittest import mock
 import pytest
 
 from airflow.providers.common.compat.sdk import AirflowException
-from tests.chaos import AUTH, PERMANENT, SHAPES, TRANSIENT, ChaosProxy, self_signed_cert
+from tests.chaos import PERMANENT, SHAPES, TRANSIENT, ChaosProxy, self_signed_cert
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.policy import RetryPolicy
 from xdep_sensors.client.session import Transport
