@@ -250,12 +250,22 @@ class LocalAirflow:
         _kill_escaped(escaped)
         proc.wait(timeout=30)
 
+    def pause_component(self, name: str) -> None:
+        """SIGSTOP one component's process group: it stops (heartbeats included) with its state in memory,
+        as on a host starved of CPU or a VM paused; :meth:`resume_component` lets it go on."""
+        _signal_group(self._procs[name].pid, signal.SIGSTOP)
+
+    def resume_component(self, name: str) -> None:
+        """SIGCONT a paused component's process group."""
+        _signal_group(self._procs[name].pid, signal.SIGCONT)
+
     def _terminate(self, names: list[str], grace: float = 15) -> None:
         """SIGTERM the groups of the given components, wait up to grace seconds, then SIGKILL leftovers."""
         procs = [self._procs.pop(n) for n in names if n in self._procs]
         escaped = {d for p in procs for d in _descendants(p.pid) if d[1] not in {q.pid for q in procs}}
         for p in procs:
             _signal_group(p.pid, signal.SIGTERM)
+            _signal_group(p.pid, signal.SIGCONT)  # a paused group handles its SIGTERM only once it runs
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             for p in procs:

@@ -38,6 +38,7 @@ DOWNSTREAM = [
     ("durable_state:variable", "durable trigger state: Variable"),
     ("durable_state:asset_state_store", "durable trigger state: asset state store"),
     ("triggerer_failover", "a killed triggerer's waits complete on the other (2 triggerers)"),
+    ("triggerer_stall", "a stalled triggerer resumes: its watcher fires nothing again (2 triggerers)"),
     # several checks: the row needs all of them
     (("worker_free:dag_run:success:0", "worker_free:dag_run:failed:0", "worker_free:dag_run:skipped:0",
       "worker_free:dag_run:auth_failed:0", "worker_free:asset:0"),

@@ -321,6 +321,50 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
     matrix_record(downstream.version, "downstream", "triggerer_failover")
 
 
+def _heartbeat(downstream: Downstream, host: str):
+    """The latest heartbeat of the triggerer job of that hostname (the database's clock)."""
+    rows = postgres.query(_database(downstream.version),
+                          "SELECT max(latest_heartbeat) FROM job WHERE job_type = 'TriggererJob' AND hostname = %s",
+                          (host,))
+    return rows[0][0]
+
+
+@pytest.mark.parametrize("downstream", HA_VERSIONS, indirect=True)
+def test_a_stalled_triggerer_does_not_fire_again_when_it_resumes(downstream, matrix_record):
+    """The triggerer running the watcher stalls (SIGSTOP: no heartbeat, its memory kept, as on a host
+    starved of CPU). Airflow hands the watcher to the other triggerer, which fires the next upstream
+    event. The stalled one resumes still running its copy of the watcher, whose position in memory is
+    from before that event, until its next look at the ``trigger`` table cancels it: that copy reads the
+    watcher's stored state before it fires, so the event is not fired a second time."""
+    server = downstream.server
+    first, second = server.triggerer_names()
+    one, two = server.triggerer_hostname(first), server.triggerer_hostname(second)
+    server.stop_component(second)  # the watcher (and the counter) on the first one
+    wait_for(lambda: set(_trigger_hosts(downstream)) == {one}, 180, f"every trigger on {first}")
+    server.start_component(second)
+    server.pause_component(first)
+    marker = uuid.uuid4().hex
+
+    def fired(mark):
+        return [p for p in local_payloads(server, "file://include/bears") if p["event"]["extra"].get("marker") == mark]
+
+    try:
+        wait_for(lambda: set(_trigger_hosts(downstream)) == {two}, 180, f"the watcher handed to {second}")
+        downstream.up.asset_event("file://include/bears", {"marker": marker})
+        wait_for(lambda: fired(marker), 180, f"the event fired by {second}")
+    finally:
+        resumed = postgres.query(_database(downstream.version), "SELECT now()")[0][0]
+        server.resume_component(first)
+    # the resumed triggerer has handed its runner's events to Airflow and heartbeaten (its loop does both)
+    wait_for(lambda: (_heartbeat(downstream, one) or resumed) > resumed, 180, f"{first} heartbeating again")
+    later = uuid.uuid4().hex  # once a later event has fired, a repeat of the first would have too
+    downstream.up.asset_event("file://include/bears", {"marker": later})
+    wait_for(lambda: fired(later), 180, "the watcher's next event")
+    assert len(fired(marker)) == 1, fired(marker)
+    assert len(fired(later)) == 1, fired(later)
+    matrix_record(downstream.version, "downstream", "triggerer_stall")
+
+
 def test_task_group_wait(downstream, matrix_record):
     up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
     run_id = downstream.start_waiting("xdep_v_group_defer", "defer", {"run_id": up_run})
