@@ -250,10 +250,16 @@ class LocalAirflow:
         _kill_escaped(escaped)
         proc.wait(timeout=30)
 
-    def pause_component(self, name: str) -> None:
-        """SIGSTOP one component's process group: it stops (heartbeats included) with its state in memory,
-        as on a host starved of CPU or a VM paused; :meth:`resume_component` lets it go on."""
-        _signal_group(self._procs[name].pid, signal.SIGSTOP)
+    def pause_component(self, name: str, leader_only: bool = False) -> None:
+        """SIGSTOP one component's process group (or only its leader, the process started): it stops
+        with its state in memory, as on a host starved of CPU; :meth:`resume_component` lets it go on.
+        A triggerer's leader is its supervisor (heartbeats, the metadata DB): paused alone, it stalls as
+        on a metadata DB that does not answer, while its trigger runner subprocess goes on."""
+        pid = self._procs[name].pid
+        if leader_only:
+            os.kill(pid, signal.SIGSTOP)
+        else:
+            _signal_group(pid, signal.SIGSTOP)
 
     def resume_component(self, name: str) -> None:
         """SIGCONT a paused component's process group."""

@@ -88,6 +88,16 @@ class _StatefulAlert(_RemoteEventTrigger):
     async def save_state(self, state: dict[str, Any]) -> None:
         await self._store().aset(self._state_key, state)
 
+    async def stored_now(self) -> dict[str, Any]:
+        """The stored state as it is now ({} if unreadable), read before each alert: a copy of this alert
+        left running on a stalled triggerer must not fire what another triggerer has fired (see
+        ``_RemoteEventTrigger._fired_elsewhere``)."""
+        try:
+            return await self.load_state() or {}
+        except Exception as err:  # any store failure: fall back to firing
+            self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
+            return {}
+
     async def _start_state(self, fresh: dict[str, Any]) -> dict[str, Any]:
         state = await self.load_state()
         if state is not None:
@@ -274,7 +284,10 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
                 }
                 if ti is not None:
                     payload["task_instance"] = {**ti.to_dict(), "url": client.task_url(ti)}
-                yield TriggerEvent(payload)
+                if key in ((await self.stored_now()).get("fired") or ()):
+                    self.log.info("not alerting %s %s: its stored state says another triggerer did", self.target, key)
+                else:
+                    yield TriggerEvent(payload)
                 fired.add(key)
                 await self.save_state({"since": state["since"], "fired": sorted(fired)})
             # forget what no longer runs: the state stays as small as what runs now
@@ -374,7 +387,12 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
                     break
                 failures = 0
                 if payload is not None:
-                    yield TriggerEvent(payload)
+                    theirs = parse_dt((await self.stored_now()).get("last_deadline"))
+                    if theirs is not None and theirs >= tick:
+                        self.log.info("not alerting deadline %s of %s: its stored state says another triggerer "
+                                      "judged it", _iso(tick), self.external_dag_id)
+                    else:
+                        yield TriggerEvent(payload)
                 else:
                     self.log.info("deadline %s of %s met", _iso(tick), self.external_dag_id)
                 handled = tick

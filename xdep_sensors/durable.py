@@ -85,6 +85,18 @@ class Cursor:
         return Cursor(latest.isoformat(), tuple(sorted({k for k, t in kept if t == latest}, key=str)),
                       tuple((k, t.isoformat()) for k, t in kept), floor.isoformat())
 
+    def merged(self, other: Cursor) -> Cursor:
+        """The cursor that has consumed what this one or ``other`` (another copy of it) has."""
+        theirs = [(t, k) for k, t in other._consumed]  # type: ignore[attr-defined]
+        if other._mine is not None:
+            theirs += [(other._mine, k) for k in other.seen_ids]
+        both = self.advance_with(theirs)
+        if other._floor is None or (both._floor is not None and both._floor >= other._floor):
+            return both
+        floor = other._floor
+        return Cursor(both.timestamp, both.seen_ids, tuple(kt for kt in both.recent if parse_dt(kt[1]) >= floor),
+                      floor.isoformat())
+
     def is_new(self, event: AssetEvent) -> bool:
         return self.is_new_at(event.timestamp, event.id)
 

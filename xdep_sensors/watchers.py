@@ -166,9 +166,32 @@ class _RemoteEventTrigger(BaseEventTrigger):
         for item in new:
             if not self.cursor.is_new_at(*self.position(item)):
                 continue  # the same item twice in one batch (a catch-up and the shared read)
+            if await self._fired_elsewhere(item):
+                continue
             yield TriggerEvent(self.payload(item, upstream))
             self.cursor = self.cursor.advance_with([self.position(item)])
             await self.save_cursor()
+
+    async def _fired_elsewhere(self, item: Any) -> bool:
+        """Whether the stored state has consumed item: another copy of this watcher fired it.
+
+        A triggerer that stalled (no heartbeat) loses its watchers to another triggerer, but runs its
+        copies on when it resumes, with their positions in memory, until it sees they are no longer its
+        own. Reading the stored state before each event keeps such a copy from firing it again; it then
+        adopts what the other copy consumed. If the store cannot be read, the event fires (a repeat is
+        better than a loss)."""
+        try:
+            stored = await self._store().aget(self._state_key)
+        except Exception as err:  # any store failure: fall back to firing
+            self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
+            return False
+        theirs = Cursor.from_dict(stored)
+        when, key = self.position(item)
+        if not stored or theirs.is_new_at(when, key):
+            return False
+        self.cursor = self.cursor.merged(theirs)
+        self.log.info("not firing %s item %s: its stored state says another triggerer fired it", self.target, key)
+        return True
 
     def _listing(self) -> Listing:
         return listing_for(self.listing_kind, self.target_id, self.listing_states, self.source_dag_id)

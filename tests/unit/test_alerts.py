@@ -13,7 +13,7 @@ from tests.conftest import MemoryStateStore, instant_sleep, next_or_quiet, upstr
 
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.alerts import EndedTask
-from xdep_sensors.client import DagRun, TaskInstance
+from xdep_sensors.client import TaskInstance
 from xdep_sensors.client.dialects import DIALECTS
 from xdep_sensors.triggers import (
     RemoteDagRunDeadlineTrigger,
@@ -46,6 +46,19 @@ def variables(monkeypatch):
 
 
 Store = MemoryStateStore
+
+
+class StaleCopyStore(MemoryStateStore):
+    """A store shared with another copy of the trigger: the copy under test loads ``loaded`` (its
+    position before it stalled) and then sees what the other copy stored meanwhile."""
+
+    def __init__(self, shared: MemoryStateStore, loaded: dict):
+        super().__init__()
+        self.data, self.loaded = shared.data, loaded
+
+    async def aget(self, key, default=None):
+        loaded, self.loaded = self.loaded, None
+        return loaded if loaded is not None else await super().aget(key, default)
 
 
 def ago(seconds: float) -> str:
@@ -224,6 +237,22 @@ class TestRemoteDagRunDurationTrigger:
         assert event.payload["run"]["url"] == BASE + "/dags/producer/runs/long"
         assert sent["states"] == ["running"] and sent["dag_ids"] == ["producer"]
 
+    async def test_a_copy_left_running_on_a_stalled_triggerer_does_not_alert_again(self):
+        store = Store()
+        before = {"since": ago(3600), "fired": []}
+        other, stale = self.make(), self.make()
+        other.asset_state_store = store
+        await store.aset(other._state_key, before)
+        body = {"dag_runs": [run_json("long", start=ago(120))], "total_entries": 1}
+        with upstream_mock() as m, instant_sleep() as delays:
+            m.post(RUN_LIST, payload=body, repeat=True)
+            gen = other.run()
+            event = await asyncio.wait_for(gen.__anext__(), 5)
+            assert await next_or_quiet(gen, lambda: len(delays)) is None  # handed over, then stored
+            stale.asset_state_store = StaleCopyStore(store, before)  # resumes with "nothing fired"
+            assert await next_or_quiet(stale.run(), lambda: len(delays)) is None
+        assert event.payload["run"]["run_id"] == "long"
+
     async def test_limit_crossed_before_the_watcher_existed_does_not_fire(self):
         t = self.make()  # no store: starts "now"
         body = {"dag_runs": [run_json("old", start=ago(3600)), run_json("new", start=ago(59.5))], "total_entries": 2}
@@ -335,6 +364,20 @@ class TestRemoteDagRunDeadlineTrigger:
         t2 = self.make(deadline="*/10 * * * *")  # restart: nothing fires twice
         t2.asset_state_store = store
         assert (await self.run_until_quiet(t2, {"dag_runs": [old_run], "total_entries": 1}))[0] == []
+
+    async def test_a_copy_left_running_on_a_stalled_triggerer_does_not_alert_again(self):
+        store = Store()
+        other, stale = self.make(deadline="*/10 * * * *"), self.make(deadline="*/10 * * * *")
+        now = datetime.now(UTC)
+        last_tick = other.previous_tick(now - timedelta(seconds=6) + timedelta(microseconds=1))
+        before = {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()}
+        other.asset_state_store = store
+        await store.aset(other._state_key, before)
+        old_run = run_json("old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat())
+        page = {"dag_runs": [old_run], "total_entries": 1}
+        assert [e.payload["deadline"] for e in (await self.run_until_quiet(other, page))[0]] == [last_tick.isoformat()]
+        stale.asset_state_store = StaleCopyStore(store, before)  # resumes before that deadline was judged
+        assert (await self.run_until_quiet(stale, page))[0] == []
 
     async def test_a_run_finished_since_the_previous_deadline_meets_it(self):
         store = Store()

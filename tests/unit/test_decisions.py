@@ -132,6 +132,26 @@ class TestCursor:
         c = Cursor().advance([event(5, T0)])
         assert c.advance([event(1, T0 - timedelta(days=1))]) == c
 
+    def test_merged_has_consumed_what_either_copy_has(self):
+        start = Cursor(T0.isoformat())
+        mine = start.advance([event(1, T0 + timedelta(seconds=1))])
+        theirs = start.advance([event(2, T0 + timedelta(seconds=2)), event(3, T0 + timedelta(seconds=2))])
+        both = mine.merged(theirs)
+        for e in (event(1, T0 + timedelta(seconds=1)), event(2, T0 + timedelta(seconds=2)),
+                  event(3, T0 + timedelta(seconds=2))):
+            assert not both.is_new(e)
+        assert both.is_new(event(4, T0 + timedelta(seconds=3))) and both.is_new(event(5, T0 + timedelta(seconds=1)))
+        assert not both.is_new(event(0, T0 - timedelta(seconds=1)))  # below the start: never new
+        assert theirs.merged(mine).to_dict() == both.to_dict()
+
+    def test_merged_keeps_the_higher_floor(self):
+        late = T0 + OVERLAP * 3
+        mine = Cursor(T0.isoformat()).advance([event(1, T0 + timedelta(seconds=1))])
+        theirs = Cursor(late.isoformat()).advance([event(9, late + timedelta(seconds=1))])
+        both = mine.merged(theirs)
+        assert both.start == theirs.start and not both.is_new(event(1, T0 + timedelta(seconds=1)))
+        assert not both.is_new(event(2, late - timedelta(seconds=1)))  # below their floor: they skipped it
+
     def test_round_trip(self):
         c = Cursor().advance([event(3, T0), event(4, T0)])
         assert Cursor.from_dict(c.to_dict()) == c and Cursor.from_dict(None) == Cursor()

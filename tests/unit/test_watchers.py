@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from unittest import mock
 
 import pytest
-from aioresponses import aioresponses
 
-from tests.conftest import MemoryStateStore, next_or_quiet, upstream_mock
+from tests.conftest import MemoryStateStore, next_or_quiet
 
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.client import AssetEvent, DagRun
@@ -131,6 +129,49 @@ class TestCursorPersistence:
         with pytest.raises(StopAsyncIteration):
             await gen.__anext__()
         assert store.data != before
+
+    async def test_a_copy_left_running_after_a_handover_does_not_fire_again(self):
+        """A stalled triggerer's copy of the watcher resumes with its old position; the other triggerer
+        has fired the item meanwhile (and stored that): the old copy fires nothing and adopts it."""
+        store = FakeStore()
+        stale, other = asset_trigger(), asset_trigger()
+        for t in (stale, other):
+            t.asset_state_store = store
+            await t.load_cursor()
+        later = datetime.now(timezone.utc) + timedelta(seconds=1)
+        assert [e.payload["event"]["id"] async for e in other.emit([event(1, later)], BASE)] == [1]
+        assert [e async for e in stale.emit([event(1, later)], BASE)] == []
+        assert not stale.cursor.is_new(event(1, later))  # adopted: the next poll skips it without asking
+        nxt = [event(1, later), event(2, later + timedelta(seconds=1))]
+        assert [e.payload["event"]["id"] async for e in stale.emit(nxt, BASE)] == [2]
+
+    async def test_the_stored_state_alone_fires_an_item(self):
+        """Control for the test above: with nobody else firing, the same copy fires the item."""
+        store = FakeStore()
+        t = asset_trigger()
+        t.asset_state_store = store
+        await t.load_cursor()
+        later = datetime.now(timezone.utc) + timedelta(seconds=1)
+        assert [e.payload["event"]["id"] async for e in t.emit([event(1, later)], BASE)] == [1]
+
+    async def test_an_unreadable_store_before_firing_fires_the_item(self, caplog, capsys):
+        class Flaky(FakeStore):
+            fail = False
+
+            async def aget(self, key, default=None):
+                if self.fail:
+                    raise OSError("state store unavailable")
+                return await super().aget(key, default)
+
+        store = Flaky()
+        t = asset_trigger()
+        t.asset_state_store = store
+        await t.load_cursor()
+        store.fail = True
+        later = datetime.now(timezone.utc) + timedelta(seconds=1)
+        assert [e.payload["event"]["id"] async for e in t.emit([event(1, later)], BASE)] == [1]
+        logged = caplog.text + capsys.readouterr().out  # Airflow's structlog writes to stdout
+        assert "could not read the stored state" in logged and "state store unavailable" in logged
 
     async def test_run_trigger_fires_per_finished_run_in_states(self):
         t = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="producer", states=["failed"])
