@@ -330,8 +330,8 @@ def test_fault(chaos, kind, mode, fault):
 # --- credentials -------------------------------------------------------------------------------------
 
 AUTH_SAYS = {
-    # Airflow 3.3.2 answers 403 (not 401) to a bearer token it cannot decode
-    "token_invalid": "access denied: Invalid JWT token [HTTP 403",
+    # Airflow 3 answers 403 (not 401) to a bearer token it cannot verify: read as an authentication failure
+    "token_invalid": "authentication failed: Invalid JWT token [HTTP 403",
     "token_401": "check the connection's token, or login and password",
     "token_403": "may read DAGs, DAG runs and assets (Viewer role is enough)",
     "login_401_always": "authentication failed for conn 'chaos' at {url}",
@@ -379,8 +379,8 @@ def test_credentials(chaos, kind, mode, fault):
         return
     assert counts.tokens == 0  # a static token is never exchanged
     if fault == "token_invalid":
-        assert "check the credentials" in message, message
-        says += "]. check the credentials"
+        assert "check the connection's token: the upstream cannot verify it" in message, message
+        says += "]. check the connection's token"
     _assert_one_look(counts, clean)
     _record(kind, mode, fault, "fails fast", "1 look, no retry", says, **observed)
 

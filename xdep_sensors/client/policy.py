@@ -83,6 +83,12 @@ def decipher_response(status: int, headers: Mapping[str, str], body: bytes, url:
     if status == 401:
         raise AuthenticationError(f"authentication failed: {detail or 'unauthorized'}", status=status, url=url,
                                   hint="check the connection's token, or login and password")
+    if status == 403 and detail == "Invalid JWT token":  # Airflow 3: a bearer token it cannot verify
+        raise AuthenticationError(
+            f"authentication failed: {detail}", status=status, url=url,
+            hint="check the connection's token: the upstream cannot verify it (mistyped, cut short, or "
+                 "issued by another deployment)",
+        )
     if status == 403:
         raise PermissionDenied(
             f"access denied: {detail or 'forbidden'}", status=status, url=url,
