@@ -114,7 +114,8 @@ class TestAssetWaits:
 
         monkeypatch.setattr(polling, "SHARED_POLLING", shared)
         up, proxy, conn_id = feed_upstream
-        start = datetime.now(timezone.utc) - timedelta(hours=1)
+        start = datetime.now(timezone.utc)  # only what happens from here (the other variant's event is older)
+        path = f"s3://x/{'shared' if shared else 'own'}.csv"
         trigger = RemoteAssetTrigger(remote_conn_id=conn_id, assets=[{"uri": QUIET2, "name": None}], poke_interval=1,
                                      timeout_at=time.time() + 120, cursors={QUIET2: {"timestamp": start.isoformat()}})
         per_poll: list[int] = []  # event-listing requests each poll sent
@@ -125,14 +126,14 @@ class TestAssetWaits:
         async def sleep(seconds, *args, **kwargs):  # the poll sleeps once per cycle (shared or its own)
             per_poll.append(proxy.paths[events_path(up)] - base - sum(per_poll))
             if not seeded and len(per_poll) >= 3:  # it has polled: the event happens while it waits
-                await asyncio.to_thread(seed, up.server, "events", QUIET2, "1", "0", '{"path": "s3://x/2.csv"}')
+                await asyncio.to_thread(seed, up.server, "events", QUIET2, "1", "0", json.dumps({"path": path}))
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
         with mock.patch("xdep_sensors.polling.asyncio.sleep", new=sleep):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success", event.payload
-        assert [e["extra"]["path"] for e in event.payload["result"]["events"]] == ["s3://x/2.csv"]
+        assert [e["extra"]["path"] for e in event.payload["result"]["events"]] == [path]
         print(f"{up.api} {'shared' if shared else 'own'} poll: event requests per poll {per_poll}")
         assert len(per_poll) - seeded[0] <= 2  # found by the first or second poll after it happened
         # each poll is one small request, not 52 pages of the busy asset's history
