@@ -221,40 +221,21 @@ class TestTransport:
             assert runs[0].run_id == RUN_V2["dag_run_id"]
         await client.close()
 
-    async def test_jwt_exchange_and_one_refresh_on_expiry(self):
+    @pytest.mark.parametrize(("status", "detail"), [(401, "Token Expired"), (403, "Invalid JWT token")],
+                             ids=["expired", "signed-with-another-key"])
+    async def test_jwt_exchange_and_one_refresh_when_rejected(self, status, detail):
+        """An expired JWT (401), or one the upstream cannot verify (Airflow 3 answers 403 "Invalid JWT
+        token" once its signing key rotated): the credentials are exchanged once more."""
         client = make_client(login="viewer", password="pw")
         with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-1"})
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-2"})
-            m.get(url("/api/v2/dags/d"), status=401, payload={"detail": "Token Expired"})
+            m.get(url("/api/v2/dags/d"), status=status, payload={"detail": detail})
             m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"})
             assert (await client.get_dag("d")).dag_id == "d"
             tokens = [k["headers"]["Authorization"] for _, k in sent(m)]
             assert tokens == ["Bearer jwt-1", "Bearer jwt-2"]
             assert [k["json"] for _, k in sent(m, "POST")] == [{"username": "viewer", "password": "pw"}] * 2
-        await client.close()
-
-    async def test_a_jwt_the_upstream_cannot_verify_is_exchanged_once_more(self):
-        """Airflow 3 answers 403 "Invalid JWT token" to a token signed with another key (its secret
-        rotated): the credentials are exchanged once more, as for an expired one."""
-        client = make_client(login="viewer", password="pw")
-        with upstream_mock() as m:
-            m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-1"})
-            m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-2"})
-            m.get(url("/api/v2/dags/d"), status=403, payload={"detail": "Invalid JWT token"})
-            m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"})
-            assert (await client.get_dag("d")).dag_id == "d"
-            assert [k["headers"]["Authorization"] for _, k in sent(m)] == ["Bearer jwt-1", "Bearer jwt-2"]
-        await client.close()
-
-    async def test_a_static_token_the_upstream_cannot_verify_says_check_the_token(self):
-        client = make_client(password=SECRET)
-        with upstream_mock() as m:
-            m.get(url("/api/v2/dags/d"), status=403, payload={"detail": "Invalid JWT token"})
-            with pytest.raises(AuthenticationError, match="check the connection's token: the upstream cannot "
-                                                          "verify it") as info:
-                await client.get_dag("d")
-            assert len(sent(m)) == 1 and SECRET not in str(info.value)
         await client.close()
 
     async def test_jwt_still_401_after_refresh_fails_clearly(self):
@@ -265,6 +246,16 @@ class TestTransport:
             with pytest.raises(AuthenticationError, match="authentication failed for conn 'up' at http://up.test"):
                 await client.get_dag("d")
             assert len(sent(m)) == 2
+        await client.close()
+
+    async def test_a_static_token_the_upstream_cannot_verify_says_check_the_token(self):
+        client = make_client(password=SECRET)
+        with upstream_mock() as m:
+            m.get(url("/api/v2/dags/d"), status=403, payload={"detail": "Invalid JWT token"})
+            with pytest.raises(AuthenticationError, match="check the connection's token: the upstream cannot "
+                                                          "verify it") as info:
+                await client.get_dag("d")
+            assert len(sent(m)) == 1 and SECRET not in str(info.value)
         await client.close()
 
     async def test_wrong_password_at_token_exchange(self):
