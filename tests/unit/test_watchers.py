@@ -37,6 +37,14 @@ def asset_trigger(**kwargs):
     return RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri="file://bears", poll_interval=5, **kwargs)
 
 
+async def loaded(store):
+    """An asset trigger on ``store`` that has loaded (or started) its state, as a triggerer starts it."""
+    t = asset_trigger()
+    t.asset_state_store = store
+    await t.load_cursor()
+    return t
+
+
 class TestSerialization:
     def test_asset_trigger_round_trip_and_stable_hash(self):
         classpath, kwargs = asset_trigger().serialize()
@@ -100,9 +108,7 @@ class TestCursorPersistence:
 
     async def test_emits_once_each_and_resumes_after_restart(self):
         store = FakeStore()
-        t = asset_trigger()
-        t.asset_state_store = store
-        await t.load_cursor()
+        t = await loaded(store)
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
         batch = [event(1, later, n=1), event(2, later, n=2), event(3, later, uri="file://other")]
         fired = [e async for e in t.emit(batch, BASE)]
@@ -111,17 +117,13 @@ class TestCursorPersistence:
         assert [e async for e in t.emit(batch, BASE)] == []  # the same poll result again: nothing new
 
         # "restart": a new trigger instance with the same store sees only what came later
-        t2 = asset_trigger()
-        t2.asset_state_store = store
-        await t2.load_cursor()
+        t2 = await loaded(store)
         batch2 = batch + [event(4, later + timedelta(seconds=1), n=4)]
         assert [e.payload["event"]["id"] async for e in t2.emit(batch2, BASE)] == [4]
 
     async def test_cursor_written_only_after_handover(self):
         store = FakeStore()
-        t = asset_trigger()
-        t.asset_state_store = store
-        await t.load_cursor()
+        t = await loaded(store)
         before = dict(store.data)
         gen = t.emit([event(1, datetime.now(timezone.utc) + timedelta(seconds=1))], BASE)
         await gen.__anext__()  # event handed over, generator paused at the yield
@@ -134,10 +136,7 @@ class TestCursorPersistence:
         """A stalled triggerer's copy of the watcher resumes with its old position; the other triggerer
         has fired the item meanwhile (and stored that): the old copy fires nothing and adopts it."""
         store = FakeStore()
-        stale, other = asset_trigger(), asset_trigger()
-        for t in (stale, other):
-            t.asset_state_store = store
-            await t.load_cursor()
+        stale, other = await loaded(store), await loaded(store)
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
         assert [e.payload["event"]["id"] async for e in other.emit([event(1, later)], BASE)] == [1]
         assert [e async for e in stale.emit([event(1, later)], BASE)] == []
@@ -148,9 +147,7 @@ class TestCursorPersistence:
     async def test_the_stored_state_alone_fires_an_item(self):
         """Control for the test above: with nobody else firing, the same copy fires the item."""
         store = FakeStore()
-        t = asset_trigger()
-        t.asset_state_store = store
-        await t.load_cursor()
+        t = await loaded(store)
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
         assert [e.payload["event"]["id"] async for e in t.emit([event(1, later)], BASE)] == [1]
 
@@ -164,9 +161,7 @@ class TestCursorPersistence:
                 return await super().aget(key, default)
 
         store = Flaky()
-        t = asset_trigger()
-        t.asset_state_store = store
-        await t.load_cursor()
+        t = await loaded(store)
         store.fail = True
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
         assert [e.payload["event"]["id"] async for e in t.emit([event(1, later)], BASE)] == [1]
