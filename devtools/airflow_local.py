@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -405,15 +406,42 @@ class LocalAirflow:
 
     def wait_run(self, dag_id: str, run_id: str, states: tuple[str, ...] = ("success", "failed"),
                  timeout: float = 180) -> str:
-        """Poll a DAG run until its state is one of states; return that state."""
+        """Poll a DAG run until its state is one of states; return that state.
+
+        One Airflow 3 race is not the run's doing: a deferred task whose trigger fires within seconds can be
+        failed by the scheduler draining the executor's stale "success" from the worker's defer exit after
+        the resumed attempt started (apache/airflow#72716, open). The scheduler records it as a "state
+        mismatch" event for that task instance. A run that failed only so has those task instances cleared
+        and is waited for again (at most twice, and only by a wait that accepts success), saying so on
+        stderr; any other failure is returned."""
         path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
         deadline = time.monotonic() + timeout
-        while (state := self.api("GET", path)["state"]) not in states:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: run {dag_id}/{run_id} still {state!r} after {timeout}s\n"
-                                   f"{self.tail_logs()}")
-            time.sleep(0.5)
-        return state
+        handled: set[tuple[str, int]] = set()
+        for clears in range(3):
+            while (state := self.api("GET", path)["state"]) not in states:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name}: run {dag_id}/{run_id} still {state!r} after {timeout}s\n"
+                                       f"{self.tail_logs()}")
+                time.sleep(0.5)
+            hoped = state == "failed" and "success" in states
+            raced = self._state_mismatches(dag_id, run_id) - handled if hoped else set()
+            if not raced or clears == 2:
+                return state
+            print(f"{self.name}: {dag_id}/{run_id} failed by Airflow's stale defer-exit race (apache/airflow#72716)"
+                  f" on {sorted(raced)}; clearing and waiting again", file=sys.stderr)
+            handled |= raced
+            self.api("POST", f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/clearTaskInstances", {
+                "dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True,
+                "task_ids": sorted({task for task, _ in raced})})
+            deadline = time.monotonic() + timeout
+        raise AssertionError("unreachable")
+
+    def _state_mismatches(self, dag_id: str, run_id: str) -> set[tuple[str, int]]:
+        """(task id, try number) of each task instance of the run the scheduler failed for a state mismatch."""
+        if self.major == 2:  # Airflow 2 words and records it differently; no Airflow 2 test DAG defers
+            return set()
+        query = urllib.parse.urlencode({"dag_id": dag_id, "run_id": run_id, "event": "state mismatch", "limit": 100})
+        return {(e["task_id"], e["try_number"]) for e in self.api("GET", f"{self._api}/eventLogs?{query}")["event_logs"]}
 
     def tail_logs(self, n: int = 40) -> str:
         """Return the last n lines of each component log, for error messages."""
