@@ -24,7 +24,6 @@ from airflow.triggers.base import TriggerEvent
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.client.policy import POLICY
 from xdep_sensors.client.records import TaskInstance
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hook import RemoteAirflowHook
@@ -88,16 +87,6 @@ class _StatefulAlert(_RemoteEventTrigger):
     async def save_state(self, state: dict[str, Any]) -> None:
         await self._store().aset(self._state_key, state)
 
-    async def stored_now(self) -> dict[str, Any]:
-        """The stored state as it is now ({} if unreadable), read before each alert: a copy of this alert
-        left running on a stalled triggerer must not fire what another triggerer has fired (see
-        ``_RemoteEventTrigger._fired_elsewhere``)."""
-        try:
-            return await self.load_state() or {}
-        except Exception as err:  # any store failure: fall back to firing
-            self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
-            return {}
-
     async def _start_state(self, fresh: dict[str, Any]) -> dict[str, Any]:
         state = await self.load_state()
         if state is not None:
@@ -105,12 +94,6 @@ class _StatefulAlert(_RemoteEventTrigger):
             return state
         await self.save_state(fresh)
         return fresh
-
-    async def _backoff(self, failures: int, err: XdepError) -> None:
-        wait = POLICY.poll_delay(self.poll_interval, failures, err)
-        (self.log.warning if err.transient else self.log.error)(
-            "upstream error on %s (%d in a row), retrying in %.0fs: %s", self.target, failures, wait, err)
-        await asyncio.sleep(wait)
 
 
 # --- task instances that ended ----------------------------------------------------------------
@@ -284,7 +267,7 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
                 }
                 if ti is not None:
                     payload["task_instance"] = {**ti.to_dict(), "url": client.task_url(ti)}
-                if key in ((await self.stored_now()).get("fired") or ()):
+                if key in ((await self.stored_before_firing()).get("fired") or ()):
                     self.log.info("not alerting %s %s: its stored state says another triggerer did", self.target, key)
                 else:
                     yield TriggerEvent(payload)
@@ -387,7 +370,7 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
                     break
                 failures = 0
                 if payload is not None:
-                    theirs = parse_dt((await self.stored_now()).get("last_deadline"))
+                    theirs = parse_dt((await self.stored_before_firing()).get("last_deadline"))
                     if theirs is not None and theirs >= tick:
                         self.log.info("not alerting deadline %s of %s: its stored state says another triggerer "
                                       "judged it", _iso(tick), self.external_dag_id)

@@ -178,20 +178,28 @@ class _RemoteEventTrigger(BaseEventTrigger):
         A triggerer that stalled (no heartbeat) loses its watchers to another triggerer, but runs its
         copies on when it resumes, with their positions in memory, until it sees they are no longer its
         own. Reading the stored state before each event keeps such a copy from firing it again; it then
-        adopts what the other copy consumed. If the store cannot be read, the event fires (a repeat is
-        better than a loss)."""
-        try:
-            stored = await self._store().aget(self._state_key)
-        except Exception as err:  # any store failure: fall back to firing
-            self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
+        adopts what the other copy consumed."""
+        stored = await self.stored_before_firing()
+        if not stored:
             return False
         theirs = Cursor.from_dict(stored)
         when, key = self.position(item)
-        if not stored or theirs.is_new_at(when, key):
+        if theirs.is_new_at(when, key):
             return False
         self.cursor = self.cursor.merged(theirs)
         self.log.info("not firing %s item %s: its stored state says another triggerer fired it", self.target, key)
         return True
+
+    async def stored_before_firing(self) -> dict[str, Any]:
+        """The stored state as it is right before an event fires, to see what another copy of this trigger
+        fired (watchers and alerts alike). {} if there is none or the store cannot be read: the event
+        then fires (a repeat is better than a loss)."""
+        try:
+            stored = await self._store().aget(self._state_key)
+        except Exception as err:  # any store failure: fall back to firing
+            self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
+            return {}
+        return dict(stored) if stored else {}
 
     def _listing(self) -> Listing:
         return listing_for(self.listing_kind, self.target_id, self.listing_states, self.source_dag_id)

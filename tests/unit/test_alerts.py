@@ -61,6 +61,20 @@ class StaleCopyStore(MemoryStateStore):
         return loaded if loaded is not None else await super().aget(key, default)
 
 
+class UnreadableAfterLoad(MemoryStateStore):
+    """A store that answers the trigger's first read (its start) and then cannot be read."""
+
+    def __init__(self, loaded: dict):
+        super().__init__()
+        self.loaded, self.reads = loaded, 0
+
+    async def aget(self, key, default=None):
+        self.reads += 1
+        if self.reads > 1:
+            raise RuntimeError("state store unreachable")
+        return self.loaded
+
+
 def ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
 
@@ -253,6 +267,18 @@ class TestRemoteDagRunDurationTrigger:
             assert await next_or_quiet(stale.run(), lambda: len(delays)) is None
         assert event.payload["run"]["run_id"] == "long"
 
+    async def test_an_unreadable_store_before_alerting_still_alerts(self, capsys):
+        t = self.make()
+        t.asset_state_store = UnreadableAfterLoad({"since": ago(3600), "fired": []})
+        body = {"dag_runs": [run_json("long", start=ago(120))], "total_entries": 1}
+        with upstream_mock() as m, instant_sleep():
+            m.post(RUN_LIST, payload=body, repeat=True)
+            event = await asyncio.wait_for(t.run().__anext__(), 5)
+        assert event.payload["run"]["run_id"] == "long"
+        assert t.asset_state_store.reads == 2  # the start, then the read before the alert that failed
+        out = capsys.readouterr().out
+        assert "could not read the stored state" in out and "state store unreachable" in out
+
     async def test_limit_crossed_before_the_watcher_existed_does_not_fire(self):
         t = self.make()  # no store: starts "now"
         body = {"dag_runs": [run_json("old", start=ago(3600)), run_json("new", start=ago(59.5))], "total_entries": 2}
@@ -378,6 +404,15 @@ class TestRemoteDagRunDeadlineTrigger:
         assert [e.payload["deadline"] for e in (await self.run_until_quiet(other, page))[0]] == [last_tick.isoformat()]
         stale.asset_state_store = StaleCopyStore(store, before)  # resumes before that deadline was judged
         assert (await self.run_until_quiet(stale, page))[0] == []
+
+    async def test_an_unreadable_store_before_alerting_still_alerts(self):
+        t = self.make(deadline="*/10 * * * *")
+        now = datetime.now(UTC)
+        last_tick = t.previous_tick(now - timedelta(seconds=6) + timedelta(microseconds=1))
+        t.asset_state_store = UnreadableAfterLoad({"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()})
+        old_run = run_json("old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat())
+        events = (await self.run_until_quiet(t, {"dag_runs": [old_run], "total_entries": 1}))[0]
+        assert [e.payload["deadline"] for e in events] == [last_tick.isoformat()]
 
     async def test_a_run_finished_since_the_previous_deadline_meets_it(self):
         store = Store()
