@@ -27,6 +27,7 @@ UPSTREAM = [  # (check recorded by the tests, what the table says)
     ("asset_wait:password:defer", "asset wait (deferred)"),
     ("task_group_filter", "task-group filter"),
     ("task_failure_alert", "task-failure alert"),
+    ("task_duration_alert", "task-duration alert"),
 ]
 DOWNSTREAM = [
     ("dag_run_sensor:defer", "DAG-run sensor deferred (triggerer)"),

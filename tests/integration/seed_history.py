@@ -2,8 +2,11 @@
 
     python seed_history.py events <asset uri> <count> <seconds back> [extra json]
     python seed_history.py runs <dag id> <count> <seconds back> <state> [run id prefix] [logical date]
+    python seed_history.py running <dag id> <run id> <task id>
 
 With a logical date (ISO), one run for it that starts and ends now: a backfill of an old date.
+"running" marks that run and task instance running since now, as a worker would: an upstream without a
+scheduler (the API-only Airflow 2 upstreams) never starts a task, and the REST API cannot set "running".
 
 The REST API creates one asset event in ~7 ms on SQLite and cannot create finished runs without
 running them; the feed tests need thousands of items, so they are written here in one
@@ -22,6 +25,8 @@ def main(argv: list[str]) -> None:
     from airflow.utils import timezone
     from airflow.utils.session import create_session
 
+    if argv[0] == "running":
+        return start_task(*argv[1:4])
     kind, name, count, back = argv[0], argv[1], int(argv[2]), float(argv[3])
     now = timezone.utcnow()
     step = timedelta(seconds=back / max(count, 1))
@@ -64,6 +69,23 @@ def main(argv: list[str]) -> None:
         else:
             raise SystemExit(f"unknown kind {kind!r}")
     print(f"seeded {count} {kind} for {name}")
+
+
+def start_task(dag_id: str, run_id: str, task_id: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+
+    now = timezone.utcnow()
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).one()
+        ti = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+                                                TaskInstance.task_id == task_id).one()
+        run.state = "running"
+        run.start_date = run.start_date or now
+        ti.state, ti.start_date = "running", now
+    print(f"{dag_id} {run_id} {task_id}: running since {now.isoformat()}")
 
 
 if __name__ == "__main__":

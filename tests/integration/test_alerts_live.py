@@ -121,7 +121,7 @@ def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api):
+def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api, matrix_record):
     upstream = _upstreams[api]
     run_id = _trigger(upstream, "xdep_alert_slow", sleep=20)
     (run_alert,) = wait_for(lambda: _for_run(downstream, api, "run-slow", run_id), 60, "run duration alert")
@@ -138,6 +138,7 @@ def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api):
         assert alert["run"]["state"] == "running" and alert["running_for"] >= 8
         assert datetime.fromisoformat(alert["_at"].replace("Z", "+00:00")) < ended  # fired while it ran
     assert task_alert["task_instance"]["task_id"] == "nap"
+    matrix_record("3.3.2" if api == "v2" else "2.11.2", "upstream", "task_duration_alert")
 
 
 def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):

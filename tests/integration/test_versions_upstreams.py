@@ -120,6 +120,55 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
     matrix_record(version, "upstream", "task_failure_alert")
 
 
+@pytest.mark.parametrize("version", [v for v in UPSTREAM_VERSIONS if v.startswith("2.") and v != "2.11.2"])
+async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
+    """RemoteDagRunDurationTrigger(task_ids=...) on the API-only Airflow 2 upstreams.
+
+    The watcher polls a few times, then a task of a new run starts (through Airflow's models: these
+    upstreams have no scheduler): once it has run longer than max_duration, the watcher fires with that
+    task instance, and only for the watched task.
+    """
+    import asyncio
+    import subprocess
+    from pathlib import Path
+    from unittest import mock
+
+    from tests.conftest import MemoryStateStore
+    from xdep_sensors.alerts import RemoteDagRunDurationTrigger
+
+    up = matrix_upstreams[version]
+    run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    trigger = RemoteDagRunDurationTrigger(remote_conn_id=up.conn_id, external_dag_id="xdep_test_producer",
+                                          task_ids=["extract"], max_duration=2, poll_interval=1)
+    trigger.asset_state_store = MemoryStateStore()
+    polls: list[int] = []
+    real_sleep = asyncio.sleep
+
+    def start(task_id: str) -> None:
+        python = Path(up.server.airflow_bin).parent / "python"
+        res = subprocess.run([str(python), str(Path(__file__).parent / "seed_history.py"), "running",
+                              "xdep_test_producer", run_id, task_id], env=up.server.env, cwd=up.server.home,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+
+    async def sleep(seconds, *args, **kwargs):  # the alert sleeps once per poll
+        polls.append(1)
+        if len(polls) == 3:
+            await asyncio.to_thread(start, "load")  # not watched, and started first: it would alert first
+            await asyncio.to_thread(start, "extract")
+        await real_sleep(0.2)
+
+    with mock.patch("xdep_sensors.alerts.asyncio.sleep", new=sleep):
+        gen = trigger.run()
+        event = await asyncio.wait_for(gen.__anext__(), 90)
+        await gen.aclose()
+    ti = event.payload["task_instance"]
+    assert (ti["run_id"], ti["task_id"], ti["state"]) == (run_id, "extract", "running"), event.payload
+    assert event.payload["running_for"] >= 2 and event.payload["run"]["run_id"] == run_id
+    up.finish_run(run_id)
+    matrix_record(version, "upstream", "task_duration_alert")
+
+
 @pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
 async def test_one_listing_finds_many_dags_and_assets_from_3_2(matrix_upstreams, version):
     """From 3.2 the server takes ``|`` between prefix alternatives: ids or URIs with no common prefix are
