@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,10 +194,25 @@ class MatrixUpstream(Upstream):
     token_conn_id: str | None = None  # a static bearer token (Airflow 3 only)
     runs_tasks: bool = True
 
+    def trigger(self, dag_id: str = "xdep_test_producer", *, hold: bool = False, **kwargs) -> str:
+        """Trigger a run. With hold, a full upstream's run of xdep_test_producer waits in its first task
+        until finish_run releases it (a gate file named in its conf), so it cannot end before the
+        downstream's waits are in place, however slow the machine (an API-only upstream's runs wait anyway)."""
+        if hold and self.runs_tasks:
+            gate = self.server.home / "gates" / uuid.uuid4().hex
+            gate.parent.mkdir(exist_ok=True)
+            kwargs["conf"] = {**(kwargs.get("conf") or {}), "gate": str(gate)}
+        return super().trigger(dag_id, **kwargs)
+
     def finish_run(self, run_id: str, dag_id: str = "xdep_test_producer", state: str = "success") -> str:
-        """Let the run end (in success, or in ``state``): its scheduler runs it, or (API-only upstream) set
-        it by REST. A full upstream's run fails only when triggered with ``conf={"fail": True}``."""
+        """Let the run end (in success, or in ``state``): its scheduler runs it (released if held), or
+        (API-only upstream) set it by REST. A full upstream's run fails only when triggered with
+        ``conf={"fail": True}``."""
         if self.runs_tasks:
+            run = self.server.api("GET", f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}")
+            if gate := (run.get("conf") or {}).get("gate"):
+                assert run["state"] not in ("success", "failed"), f"held run {run_id} ended before its release"
+                Path(gate).touch()
             return self.wait_run(run_id, dag_id)
         path = f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}"
         return self.server.api("PATCH", path, {"state": state})["state"]

@@ -190,7 +190,7 @@ def test_watcher_schedules_a_downstream_dag(downstream, matrix_record):
 
 @pytest.mark.parametrize("variant", ["defer", "poke"])
 def test_dag_run_sensor(downstream, matrix_record, variant):
-    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    up_run = downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
     dag_id = f"xdep_v_run_{variant}"
     run_id = downstream.start_waiting(dag_id, variant, {"run_id": up_run})
     assert downstream.up.finish_run(up_run) == "success"
@@ -224,7 +224,7 @@ def _starts_in_triggerer(version: str) -> bool:
 def test_worker_free_dag_run_sensor(downstream, matrix_record, outcome):
     """start_from_trigger + end_from_trigger: no worker run from 3.3 (below, one: the start); the
     task ends in the trigger with the worker path's outcome, XCom and log line."""
-    up_run = downstream.up.trigger(conf={} if outcome == "success" else {"fail": True},
+    up_run = downstream.up.trigger(hold=True, conf={} if outcome == "success" else {"fail": True},
                                    logical_date=datetime.now(timezone.utc))
     dag_id = "xdep_v_run_free_skip" if outcome == "skipped" else "xdep_v_run_free"
     run_id = downstream.start_waiting(dag_id, "defer", {"run_id": up_run})
@@ -281,7 +281,7 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
     first, second = server.triggerer_names()
     one, two = server.triggerer_hostname(first), server.triggerer_hostname(second)
     server.stop_component(second)  # every trigger on the first one
-    runs = {dag_id: downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    runs = {dag_id: downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
             for dag_id in ("xdep_v_run_defer", "xdep_v_run_free")}
     waits = {dag_id: downstream.start_waiting(dag_id, "defer", {"run_id": up_run}) for dag_id, up_run in runs.items()}
 
@@ -369,7 +369,7 @@ def test_a_stalled_triggerer_does_not_fire_again_when_it_resumes(downstream, mat
 
 
 def test_task_group_wait(downstream, matrix_record):
-    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    up_run = downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
     run_id = downstream.start_waiting("xdep_v_group_defer", "defer", {"run_id": up_run})
     downstream.up.finish_run(up_run)
     downstream.wait_success("xdep_v_group_defer", run_id)
@@ -414,7 +414,7 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
     the trigger, saying what to fix."""
     server, database = downstream.server, _database(downstream.version)
     secrets = [*secret_forms(CANARY_USER, CANARY_PASSWORD), *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong")]
-    up_run = downstream.up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+    up_run = downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
     waits = {dag_id: downstream.start_waiting(dag_id, "defer", conf) for dag_id, conf in (
         ("xdep_v_run_defer", {"run_id": up_run}), ("xdep_v_run_free", {"run_id": up_run}),
         ("xdep_v_asset_free", {"since": datetime.now(timezone.utc).isoformat()}))}

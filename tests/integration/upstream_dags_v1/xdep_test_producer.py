@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pendulum
@@ -11,11 +12,15 @@ from airflow.decorators import dag, task, task_group
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["xdep-test"])
 def xdep_test_producer():
-    """extract -> grp.(a, b) -> load; conf: sleep (extract), load_sleep, fail (load fails)."""
+    """extract -> grp.(a, b) -> load; conf: sleep (extract), load_sleep, fail (load fails), gate (extract
+    waits until that file exists: the tests release a held run when their waits are in place)."""
 
     @task
     def extract(dag_run=None):
         time.sleep(float(dag_run.conf.get("sleep", 0)))
+        gate, deadline = dag_run.conf.get("gate"), time.monotonic() + 900
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     @task_group
     def grp():
