@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Hashable
 
-# The overlap window. Measured on loopback Airflow 3.3.2 and 2.11.2 (tests/integration/test_feed_live.py,
-# TestVisibilityLag): asset events and runs' end dates are listed within 0.01-0.7 s of their
+# The overlap window. Seen on loopback Airflow 3.3.2 and 2.11.2 (tests/integration/test_feed_live.py,
+# TestVisibilityLag prints it): asset events and runs' end dates are listed within 0.01-0.7 s of their
 # timestamps (Airflow 2's even "before" them by up to 0.7 s: the scheduler's clock vs ours). One
 # minute covers a slow commit under load and clock differences between an upstream's api-server,
 # scheduler and worker hosts with a wide margin; a warm feed does not pay for it in requests (only a
