@@ -52,10 +52,16 @@ from devtools.memory_upstream import T0  # noqa: E402
 from xdep_sensors import polling  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
 from xdep_sensors.durable import Cursor  # noqa: E402
+from xdep_sensors.feed import OVERLAP  # noqa: E402
 from xdep_sensors.probes import AssetProbe, AssetTarget  # noqa: E402
 from xdep_sensors.watchers import RemoteAssetEventTrigger  # noqa: E402
 
 INTERVAL = 5.0
+# Steady state begins once a replacing sensor's start (its predecessor's cursor, less the overlap
+# window) lies inside what the shared read has delivered: before that, the sensors of each asset
+# catch up with a read of their own (one request per asset and interval). That is the overlap
+# window after the shared read's first read, in the second interval, plus one interval of margin.
+WARM_UP = math.ceil(OVERLAP.total_seconds() / INTERVAL) + 3
 DEBUG = False
 real_sleep = asyncio.sleep  # the stream's own sleep is patched out below (simulated time)
 
@@ -290,9 +296,7 @@ async def _run(args, rng, clock, port, control) -> dict:
     counted = {e: a for e, (a, _) in produced.items() if stamped[e] >= start}
     expected = {(f"s{s}", e) for s in range(args.sensors) for e, a in counted.items() if a == sensors_of[s]}
     expected |= {(f"w{w}", e) for w in range(args.watchers) for e, a in counted.items() if a == watchers_of[w]}
-    # steady state: after the first minute (a new sensor's start is then inside what the shared read
-    # delivered, so it catches up from there) and before the final drain
-    steady = slice(min(15, args.intervals // 2), args.intervals - 3)
+    steady = slice(WARM_UP, args.intervals - 3)  # and before the final drain
 
     def summary(t: Tally) -> dict:
         got = set(t.first)
@@ -366,6 +370,9 @@ def main() -> None:
     args = parser.parse_args()
     args.history = args.history or (20_000 if args.quick else 100_000)
     args.intervals = args.intervals or (30 if args.quick else 110)
+    if args.intervals < WARM_UP + 4:
+        parser.error(f"--intervals must be at least {WARM_UP + 4}: the first {WARM_UP} are warm-up, the last 3 "
+                     "only drain, and the steady state is what lies between")
     logging.disable(logging.WARNING)
     global DEBUG
     DEBUG = args.debug
