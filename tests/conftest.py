@@ -25,6 +25,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 import aiohttp  # noqa: E402
 import aioresponses  # noqa: E402
 import aioresponses.core  # noqa: E402
+import pytest  # noqa: E402
 
 
 class _ShimResponse(aiohttp.ClientResponse):
@@ -37,6 +38,34 @@ class _ShimResponse(aiohttp.ClientResponse):
 
 
 aioresponses.core.ClientResponse = _ShimResponse
+
+
+@pytest.fixture(autouse=True)
+async def _close_shared_clients():
+    """After each test, close the HTTP clients its event loop shared (``RemoteAirflowHook.client_for``).
+
+    A triggerer's loop and its clients live as long as the process; a test's loop ends with the test,
+    and a client left open is only found by the garbage collector (aiohttp's "Unclosed client session").
+    """
+    yield
+    from xdep_sensors import hook
+
+    for client in hook._clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.close()
+
+
+def close_shared_clients_then(coro):
+    """``asyncio.run(coro)``, then close the clients shared on that loop (see ``_close_shared_clients``)."""
+    from xdep_sensors import hook
+
+    async def run():
+        try:
+            return await coro
+        finally:
+            for client in hook._clients.pop(asyncio.get_running_loop(), {}).values():
+                await client.close()
+
+    return asyncio.run(run())
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ import pytest
 
 from airflow.providers.common.compat.sdk import AirflowException
 from tests.chaos import PERMANENT, SHAPES, TRANSIENT, ChaosProxy, self_signed_cert
+from tests.conftest import close_shared_clients_then
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.policy import RetryPolicy
 from xdep_sensors.client.session import Transport
@@ -220,7 +221,7 @@ def _poke_until_done(sensor) -> tuple[str, str]:
 def _wait(kind: str, mode: str, chaos: dict, conn: str = "chaos", **args) -> tuple[str, str]:
     """Wait as the sensor would, until it ends: (status, message)."""
     if mode == "defer":
-        event = asyncio.run(asyncio.wait_for(_trigger(kind, chaos, conn, **args).run().__anext__(), 90))
+        event = close_shared_clients_then(asyncio.wait_for(_trigger(kind, chaos, conn, **args).run().__anext__(), 90))
         return event.payload["status"], event.payload.get("message", "")
     return _poke_until_done(_sensor(kind, chaos, conn, **args))
 
@@ -251,7 +252,7 @@ def _looks_while_waiting(kind: str, mode: str, chaos: dict, n: int, **args) -> t
             await task
         return "waiting", ""
 
-    return asyncio.run(run())
+    return close_shared_clients_then(run())
 
 
 def _clean_look(kind: str, mode: str, chaos: dict) -> Counts:
