@@ -48,6 +48,10 @@ async def _close_shared_clients():
     and a client left open is only found by the garbage collector (aiohttp's "Unclosed client session").
     """
     yield
+    await _close_loop_clients()
+
+
+async def _close_loop_clients() -> None:
     from xdep_sensors import hook
 
     for client in hook._clients.pop(asyncio.get_running_loop(), {}).values():
@@ -56,14 +60,12 @@ async def _close_shared_clients():
 
 def close_shared_clients_then(coro):
     """``asyncio.run(coro)``, then close the clients shared on that loop (see ``_close_shared_clients``)."""
-    from xdep_sensors import hook
 
     async def run():
         try:
             return await coro
         finally:
-            for client in hook._clients.pop(asyncio.get_running_loop(), {}).values():
-                await client.close()
+            await _close_loop_clients()
 
     return asyncio.run(run())
 
