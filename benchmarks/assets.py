@@ -118,7 +118,7 @@ async def model_server():
 
 
 # the rows both busy-upstream benchmarks report first: (label, key, format)
-COST_ROWS = [("requests per interval (steady)", "requests_per_interval", "{:.1f}"),
+COST_ROWS = [("requests per interval (steady)", "requests_per_interval", "{:.2f}"),
              ("requests, worst interval (steady)", "requests_max", "{:d}"),
              ("requests, first interval", "first_interval_requests", "{:d}"),
              ("downstream CPU per interval (ms)", "cpu_ms_per_interval", "{:.1f}"),
@@ -348,7 +348,8 @@ def report(res: dict) -> str:
                   f"and the watchers' shared stream. It costs ceil(new / 100) = {res['bound_requests_per_interval']} "
                   f"request(s) for the new events, plus the pages down to the deepest event that became visible late "
                   f"({c['late']:.0%} of events here, up to {c['late_s']:g} s late: up to "
-                  f"{int(c['late_s'] * c['assets'] / INTERVAL)} events deep).",
+                  f"{int(c['late_s'] * c['assets'] / INTERVAL)} events deep), less the page below the top one "
+                  f"when the late events found lately lay deeper (read only if it holds one).",
               f"Longest sensor poll cycle (wall time, all {c['sensors']} probes stepped in one gather): "
               f"{res['max_cycle_stall_s']:.3f} s."]
     return "\n".join(lines)

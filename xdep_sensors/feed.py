@@ -13,10 +13,13 @@ Why it stays cheap: a warm feed does not re-read the window. It asks for the win
 the listing's total, less the window's items it has read, is how many items are unseen (new ones,
 and any that landed late inside the window), and it reads down only until it has found them. A quiet
 poll is one request, a busy one ``ceil(new / page size)`` requests at the page size the server
-returns, and a late item costs the pages down to it. The end of a listing is told by its total (or
-an empty page), never by a page shorter than asked for: ``[api] maximum_page_limit`` may be below
-100. Without a total, a warm read continues from the last item it knows (the *anchor*) and re-reads
-the window once if anything landed inside it.
+returns, and a late item costs the pages down to it. Where the late items this feed found lately sat
+two pages or more below the top more often than right below it, a read skips the page below the top
+and reads the next: the first item there tells, by its offset less the known items newer than it,
+whether anything unseen is in the page skipped, which is then read (see :meth:`Feed.skip_ahead`).
+The end of a listing is told by its total (or an empty page), never by a page shorter than asked
+for: ``[api] maximum_page_limit`` may be below 100. Without a total, a warm read continues from the
+last item it knows (the *anchor*) and re-reads the window once if anything landed inside it.
 A read cut at the page cap keeps its position and continues there on the next poll.
 
 API v1 asset events have no time filter: their feed reads newest-first and uses the listing's
@@ -26,6 +29,7 @@ API v1 asset events have no time filter: their feed reads newest-first and uses 
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Hashable
@@ -65,6 +69,8 @@ class Step:
     anchor: tuple[Key, datetime] | None = None  # the known item expected first on this page
     known: int | None = None  # a warm read's top page: how many items of the window were read before
     head: bool = False  # a look at the newest item only: where a feed that starts "now" begins
+    skipped: int | None = None  # newest first: this page was reached by skipping the page at this offset
+    backfill: tuple[int, int] | None = None  # a skipped page read after all: (where it ends, where to read on)
 
 
 class Feed:
@@ -102,6 +108,9 @@ class Feed:
         self._settled: datetime | None = None  # the mark when a read last covered the whole window
         self._covering = False  # the current read started at the window's lower bound
         self.budget = 1  # requests the current read may make (``RemoteAirflowClient.read_feed`` sets it)
+        # pages below a warm read's top page where its last late items were found (1: right below it)
+        self.late_depths: deque[int] = deque(maxlen=32)
+        self._page_size = PAGE  # items per page, as the server last returned a full top page
 
     @property
     def established(self) -> bool:
@@ -196,12 +205,7 @@ class Feed:
                 self._expect, self._found = total - (step.offset + 1), 0
                 return [], Step(self.lower, 0, newest_first=True)
         if step.newest_first:
-            fresh = self._take(placed)
-            self._found += len(fresh)
-            if last or self._found >= (self._expect or 0):
-                self._finish()
-                return fresh, None
-            return fresh, Step(self.lower, step.offset + len(items), newest_first=True)
+            return self._absorb_down(step, placed, last, total)
         fresh = self._take(placed)
         if last:
             self._finish()
@@ -209,6 +213,56 @@ class Feed:
         last_time = placed[-1][0][0]
         at_last = sum(1 for (_, t) in self.seen if t == last_time)
         return fresh, Step(last_time, at_last)
+
+    def _absorb_down(self, step: Step, placed: list[tuple[tuple[datetime, Key], Any]], last: bool,
+                     total: int | None) -> tuple[list[Any], Step | None]:
+        """A page of a newest-first read of the window: take it; go on until the unseen items are found."""
+        if step.known is not None:  # the top page: its length is the server's page size
+            self._page_size = max(len(placed), 1)
+        size = self._page_size
+        if step.known is None and step.offset:  # below the top page: where late items lie
+            self.late_depths.extend((step.offset + i) // size for i, ((when, key), _) in enumerate(placed)
+                                    if (key, when) not in self.seen and (self.floor is None or when >= self.floor))
+        fresh = self._take(placed)
+        self._found += len(fresh)
+        done = self._found >= (self._expect or 0)
+        below = step.offset + len(placed)
+        if step.skipped is not None and not done and self._unseen_above(step.offset, placed) != 0:
+            # something unseen may be in the page skipped: read it, then on below this page
+            return fresh, Step(self.lower, step.skipped, newest_first=True, backfill=(step.offset, below))
+        if last or done:
+            self._finish()
+            return fresh, None
+        if step.backfill is not None and below < step.backfill[0]:  # the page skipped, still
+            return fresh, Step(self.lower, below, newest_first=True, backfill=step.backfill)
+        if step.backfill is not None:
+            below = step.backfill[1]  # the skipped page is read: on below the page read after skipping it
+        elif step.known is not None and self.skip_ahead() and total is not None and total > below + size:
+            return fresh, Step(self.lower, below + size, newest_first=True, skipped=below)
+        return fresh, Step(self.lower, below, newest_first=True)
+
+    def skip_ahead(self) -> bool:
+        """Whether a read should skip the page below its top page and read the next one first.
+
+        For a late item ``j`` pages below the top page, reading down costs ``j`` requests; skipping one
+        page costs 1 for ``j = 2``, 2 for ``j = 1`` (the skipped page is read after all) and ``j - 1``
+        below. So it pays when the late items found lately lay deeper than the page right below the
+        top more often than on it (late commits of seconds on a busy upstream; never with sub-second ones).
+        """
+        right_below = sum(1 for j in self.late_depths if j == 1)
+        return len(self.late_depths) - right_below > right_below
+
+    def _unseen_above(self, offset: int, placed: list[tuple[tuple[datetime, Key], Any]]) -> int | None:
+        """How many items above ``offset`` of this newest-first listing are still unseen (None: cannot tell).
+
+        The page's first item is at ``offset``: every item newer than it is above it. Known items tied
+        with it may be above or below it, so a count above zero may be only them (the caller reads then).
+        """
+        if not placed:
+            return None
+        first = placed[0][0][0]
+        newer = sum(1 for (_, when) in self.seen if when > first)
+        return offset - newer
 
     # helpers ------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import random
 from datetime import datetime, timedelta, timezone
@@ -140,6 +141,115 @@ class TestFeedOnAssetEvents:
         before = calls(upstream)
         assert await client.read_feed(feed, listing) == []
         assert calls(upstream) - before == 1
+
+    async def test_late_items_found_deep_lately_skip_the_page_below_the_top(self):
+        """Where the late items lately lay two pages or more below the top, a read skips the page right
+        below it and reads the next; the offset arithmetic there says whether the page skipped holds
+        anything unseen. Each late item is found once, whichever page it is on."""
+        upstream = MemoryUpstream(api="v2")
+        upstream.log = []
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        for i in range(400):
+            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
+        await client.read_feed(feed, listing)
+        top = T0 + timedelta(seconds=40)
+
+        async def round_with_late_at(rank: int | None) -> list[int]:
+            """50 new items on top, and one committed late at ``rank`` of the newest-first listing."""
+            nonlocal top
+            top += timedelta(seconds=1)
+            made = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
+            if rank is not None:
+                newest_first = sorted(upstream.events, key=lambda e: (e[0], e[1]), reverse=True)
+                made.append(upstream.add_event(2, newest_first[rank - 1][0] - timedelta(microseconds=1)))
+            del upstream.log[:]
+            assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
+            return [int(dict(params)["offset"]) for _, params in upstream.log]
+
+        assert await round_with_late_at(250) == [0, 100, 200]  # nothing learnt yet: down page by page
+        assert list(feed.late_depths) == [2]
+        assert await round_with_late_at(250) == [0, 200]  # skips the page below the top: nothing unseen in it
+        assert await round_with_late_at(150) == [0, 200, 100]  # the skipped page held it: read after all
+        assert await round_with_late_at(350) == [0, 200, 300]  # nothing unseen above the page read: on below
+        assert await round_with_late_at(None) == [0]  # nothing late: the top page found all
+        assert list(feed.late_depths) == [2, 2, 1, 3]
+        assert await round_with_late_at(None) == [0]
+
+    async def test_late_items_right_below_the_top_page_are_read_page_by_page(self):
+        """Sub-second late commits (what real Airflow shows) land right below the top page: no skipping."""
+        upstream = MemoryUpstream(api="v2")
+        upstream.log = []
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        for i in range(400):
+            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
+        await client.read_feed(feed, listing)
+        top = T0 + timedelta(seconds=40)
+        for rank, pages in ((120, [0, 100]), (250, [0, 100, 200]), (130, [0, 100]), (110, [0, 100])):
+            top += timedelta(seconds=1)
+            made = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
+            newest_first = sorted(upstream.events, key=lambda e: (e[0], e[1]), reverse=True)
+            made.append(upstream.add_event(2, newest_first[rank - 1][0] - timedelta(microseconds=1)))
+            del upstream.log[:]
+            assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
+            assert [int(dict(params)["offset"]) for _, params in upstream.log] == pages, rank
+        assert not feed.skip_ahead()
+
+    async def test_a_page_skipped_is_read_when_the_next_pages_first_item_ties_with_known_ones(self):
+        """Known items tied with the first item of the page read after skipping one may be above it or
+        below: counting only the known items strictly newer, a late item in the page skipped is found."""
+        upstream = MemoryUpstream(api="v2")
+        upstream.log = []
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        for i in range(200):
+            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
+        tied = T0 + timedelta(seconds=20)
+        for _ in range(150):
+            upstream.add_event(1, tied)
+        for i in range(100):
+            upstream.add_event(1, tied + timedelta(milliseconds=100 * (i + 1)))  # up to 30 s
+        await client.read_feed(feed, listing)
+        feed.late_depths.extend([2, 2])  # late items lately lay two pages down
+        made = [upstream.add_event(1, T0 + timedelta(seconds=31, milliseconds=i)) for i in range(50)]
+        late = T0 + timedelta(seconds=25, microseconds=1)
+        made.append(upstream.add_event(2, late))  # rank 100: in the page skipped
+        del upstream.log[:]
+        assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
+        # the page at 200 starts inside the tie (ranks 151-300): the tied items count as maybe above it
+        assert [int(dict(params)["offset"]) for _, params in upstream.log] == [0, 200, 100]
+        assert await client.read_feed(feed, listing) == []
+
+    @pytest.mark.parametrize("seed", [3, 5, 8, 13])
+    async def test_randomized_deep_late_items_with_skipping_each_exactly_once(self, seed):
+        """A busy listing (20 items a second, ties) with late items up to 20 s deep: reads skip pages
+        and read some skipped pages after all; every item is delivered once."""
+        rng = random.Random(seed)
+        upstream = MemoryUpstream(api="v2")
+        upstream.log = []
+        client = make_client(upstream)
+        listing = Listing("asset_events")
+        feed = await client.open_feed(listing, T0)
+        now = T0 + OVERLAP
+        made: list[int] = []
+        delivered: list[int] = []
+        for _ in range(80):
+            for _ in range(rng.randint(60, 110)):
+                now += timedelta(milliseconds=rng.choice([0, 50, 50, 60]))  # some tied
+                lag = timedelta(seconds=rng.uniform(0, 20)) if rng.random() < 0.03 else timedelta()
+                made.append(upstream.add_event(rng.randint(1, 5), now - lag))
+            delivered += [e.id for e in await client.read_feed(feed, listing)]
+        delivered += [e.id for e in await client.read_feed(feed, listing)]
+        assert len(delivered) == len(set(delivered))
+        assert sorted(delivered) == sorted(made)
+        offsets = [int(dict(params)["offset"]) for path, params in upstream.log if path.endswith("/events")]
+        skips = sum(1 for a, b in itertools.pairwise(offsets) if a == 0 and b == 200)
+        backfills = sum(1 for a, b in itertools.pairwise(offsets) if a == 200 and b == 100)
+        assert skips and backfills, (skips, backfills)
 
     async def test_new_items_cost_ceil_new_over_the_page_size(self):
         """The docs' "a busy one ceil(new / page size)" (How a wait reads the upstream): no anchor page before the new items."""
