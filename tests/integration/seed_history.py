@@ -1,6 +1,7 @@
 """Seed an upstream's metadata DB with history, fast: run with the *upstream's* Python and env.
 
     python seed_history.py events <asset uri> <count> <seconds back> [extra json]
+    python seed_history.py events_at <asset uri> <ISO timestamp> [<ISO timestamp> ...]
     python seed_history.py runs <dag id> <count> <seconds back> <state> [run id prefix] [logical date]
     python seed_history.py running <dag id> <run id> <task id>
 
@@ -27,6 +28,8 @@ def main(argv: list[str]) -> None:
 
     if argv[0] == "running":
         return start_task(*argv[1:4])
+    if argv[0] == "events_at":
+        return events_at(argv[1], [timezone.parse(when) for when in argv[2:]])
     kind, name, count, back = argv[0], argv[1], int(argv[2]), float(argv[3])
     now = timezone.utcnow()
     step = timedelta(seconds=back / max(count, 1))
@@ -69,6 +72,27 @@ def main(argv: list[str]) -> None:
         else:
             raise SystemExit(f"unknown kind {kind!r}")
     print(f"seeded {count} {kind} for {name}")
+
+
+def events_at(uri: str, stamps: list) -> None:
+    """One event of ``uri`` at each timestamp, in one transaction: an event older than ones already
+    listed is one whose commit came late."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        try:
+            from airflow.models.asset import AssetEvent, AssetModel
+
+            asset = session.query(AssetModel).filter(AssetModel.uri == uri).one()
+            rows = [AssetEvent(asset_id=asset.id, extra={"at": str(when)}, timestamp=when) for when in stamps]
+        except ImportError:  # Airflow 2
+            from airflow.models.dataset import DatasetEvent, DatasetModel
+
+            dataset = session.query(DatasetModel).filter(DatasetModel.uri == uri).one()
+            rows = [DatasetEvent(dataset_id=dataset.id, extra={"at": str(when)}, timestamp=when) for when in stamps]
+        session.add_all(rows)
+        session.flush()
+        print(json.dumps([row.id for row in rows]))
 
 
 def start_task(dag_id: str, run_id: str, task_id: str) -> None:

@@ -364,3 +364,69 @@ class TestVisibilityLag:
                         f"{api} {listing}: {own} (at {when}) was first listed after an item at {newest_before}, "
                         f"more than the overlap window ({OVERLAP}) newer")
         print("visibility lag (s after the item's timestamp, within 50 ms of polling):", json.dumps(lags))
+
+
+def seed_at(server, stamps: list[datetime]) -> list[int]:
+    """Events of the busy asset at these timestamps, in one transaction; their ids."""
+    python = Path(server.airflow_bin).parent / "python"
+    args = [str(python), str(HERE / "seed_history.py"), "events_at", BUSY, *(s.isoformat() for s in stamps)]
+    res = subprocess.run(args, env=server.env, cwd=server.home, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+class TestLateItems:
+    """Runs last in this module: it adds events to the busy asset."""
+
+    async def test_a_read_skips_the_page_below_the_top_where_late_items_lie_deep(self, busy):
+        """Late-committed events (timestamps older than events already listed) placed at chosen ranks of
+        the real listing, 25 a page (the session's ``maximum_page_limit``): once the feed has found
+        them deep, it skips the page below the top and reads it only when the next page's offset says
+        it holds one. Every event is delivered once, and the offsets are the unit tests' at 25 a page."""
+        from xdep_sensors.client.client import Listing
+
+        up, _, conn_id = busy["v2"]  # v1 asset events have no time filter: read newest first, no skipping
+        asset_id = _asset_ids(up.server)[BUSY]
+        newest = up.server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&order_by=-timestamp&limit=1")
+        top = datetime.fromisoformat(newest["asset_events"][0]["timestamp"].replace("Z", "+00:00"))
+        top += timedelta(seconds=1)
+        base = await asyncio.to_thread(seed_at, up.server, [top + timedelta(milliseconds=10 * i) for i in range(100)])
+        client = await RemoteAirflowHook(conn_id).aget_client()
+        listing = Listing("asset_events", asset_id=asset_id)
+        feed = await client.open_feed(listing, top - timedelta(milliseconds=1))
+        offsets: list[int] = []
+        absorb = feed.absorb
+
+        def counted(step, items, total):
+            offsets.append(step.offset)
+            return absorb(step, items, total)
+
+        feed.absorb = counted  # type: ignore[method-assign]
+
+        async def read_with_late_at(rank: int | None) -> list[int]:
+            """10 new events on top, and one committed late at ``rank`` of the newest-first listing."""
+            nonlocal top
+            top += timedelta(seconds=1, milliseconds=100)
+            stamps = [top + timedelta(milliseconds=i) for i in range(10)]
+            if rank is not None:  # just below the event that is at rank - 1 once the 10 new ones are on top
+                at = up.server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&order_by=-timestamp"
+                                          f"&limit=1&offset={rank - 11}")["asset_events"][0]["timestamp"]
+                stamps.append(datetime.fromisoformat(at.replace("Z", "+00:00")) - timedelta(microseconds=1))
+            made = await asyncio.to_thread(seed_at, up.server, stamps)
+            del offsets[:]
+            got = await client.read_feed(feed, listing)
+            assert sorted(e.id for e in got) == sorted(made), rank
+            return list(offsets)
+
+        try:
+            assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(base)
+            assert await read_with_late_at(60) == [0, 25, 50]  # nothing learnt yet: page by page
+            assert list(feed.late_depths) == [2]
+            assert await read_with_late_at(60) == [0, 50]  # the page below the top is skipped
+            assert await read_with_late_at(35) == [0, 50, 25]  # it held the late one: read after all
+            assert await read_with_late_at(85) == [0, 50, 75]  # nothing unseen above 50: on below it
+            assert await read_with_late_at(None) == [0]
+            del offsets[:]
+            assert await client.read_feed(feed, listing) == [] and offsets == [0]
+        finally:
+            await client.close()
