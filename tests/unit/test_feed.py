@@ -41,6 +41,41 @@ async def warm_asset_feed():
     await client.read_feed(feed, listing)
     return upstream, client, listing, feed
 
+
+async def logged_asset_feed():
+    """A v2 upstream logging each request, and an asset-event feed from T0: (upstream, client, listing, feed)."""
+    upstream = MemoryUpstream(api="v2")
+    upstream.log = []
+    client = make_client(upstream)
+    listing = Listing("asset_events")
+    feed = await client.open_feed(listing, T0)
+    return upstream, client, listing, feed
+
+
+async def late_rounds():
+    """A feed that has read 400 events 100 ms apart, and ``read_with_late_at(rank)``: 50 new events on
+    top and one committed late at ``rank`` of the newest-first listing (None: none late), read once;
+    it checks the read delivered exactly those and returns the offsets the read asked for."""
+    upstream, client, listing, feed = await logged_asset_feed()
+    for i in range(400):
+        upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
+    await client.read_feed(feed, listing)
+    top = T0 + timedelta(seconds=40)
+
+    async def read_with_late_at(rank: int | None) -> list[int]:
+        nonlocal top
+        top += timedelta(seconds=1)
+        made = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
+        if rank is not None:
+            newest_first = sorted(upstream.events, key=lambda e: (e[0], e[1]), reverse=True)
+            made.append(upstream.add_event(2, newest_first[rank - 1][0] - timedelta(microseconds=1)))
+        del upstream.log[:]
+        assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
+        return [int(dict(params)["offset"]) for _, params in upstream.log]
+
+    return feed, read_with_late_at
+
+
 class TestFeedOnAssetEvents:
     async def test_quiet_asset_in_busy_upstream_costs_one_request_and_fires(self, upstream):
         """The reported case: 5,200 events of a busy asset, then one of a quiet asset."""
@@ -146,66 +181,27 @@ class TestFeedOnAssetEvents:
         """Where the late items lately lay two pages or more below the top, a read skips the page right
         below it and reads the next; the offset arithmetic there says whether the page skipped holds
         anything unseen. Each late item is found once, whichever page it is on."""
-        upstream = MemoryUpstream(api="v2")
-        upstream.log = []
-        client = make_client(upstream)
-        listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
-        for i in range(400):
-            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
-        await client.read_feed(feed, listing)
-        top = T0 + timedelta(seconds=40)
-
-        async def round_with_late_at(rank: int | None) -> list[int]:
-            """50 new items on top, and one committed late at ``rank`` of the newest-first listing."""
-            nonlocal top
-            top += timedelta(seconds=1)
-            made = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
-            if rank is not None:
-                newest_first = sorted(upstream.events, key=lambda e: (e[0], e[1]), reverse=True)
-                made.append(upstream.add_event(2, newest_first[rank - 1][0] - timedelta(microseconds=1)))
-            del upstream.log[:]
-            assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
-            return [int(dict(params)["offset"]) for _, params in upstream.log]
-
-        assert await round_with_late_at(250) == [0, 100, 200]  # nothing learnt yet: down page by page
+        feed, read_with_late_at = await late_rounds()
+        assert await read_with_late_at(250) == [0, 100, 200]  # nothing learnt yet: down page by page
         assert list(feed.late_depths) == [2]
-        assert await round_with_late_at(250) == [0, 200]  # skips the page below the top: nothing unseen in it
-        assert await round_with_late_at(150) == [0, 200, 100]  # the skipped page held it: read after all
-        assert await round_with_late_at(350) == [0, 200, 300]  # nothing unseen above the page read: on below
-        assert await round_with_late_at(None) == [0]  # nothing late: the top page found all
+        assert await read_with_late_at(250) == [0, 200]  # skips the page below the top: nothing unseen in it
+        assert await read_with_late_at(150) == [0, 200, 100]  # the skipped page held it: read after all
+        assert await read_with_late_at(350) == [0, 200, 300]  # nothing unseen above the page read: on below
+        assert await read_with_late_at(None) == [0]  # nothing late: the top page found all
         assert list(feed.late_depths) == [2, 2, 1, 3]
-        assert await round_with_late_at(None) == [0]
+        assert await read_with_late_at(None) == [0]
 
     async def test_late_items_right_below_the_top_page_are_read_page_by_page(self):
         """Sub-second late commits (what real Airflow shows) land right below the top page: no skipping."""
-        upstream = MemoryUpstream(api="v2")
-        upstream.log = []
-        client = make_client(upstream)
-        listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
-        for i in range(400):
-            upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
-        await client.read_feed(feed, listing)
-        top = T0 + timedelta(seconds=40)
+        feed, read_with_late_at = await late_rounds()
         for rank, pages in ((120, [0, 100]), (250, [0, 100, 200]), (130, [0, 100]), (110, [0, 100])):
-            top += timedelta(seconds=1)
-            made = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
-            newest_first = sorted(upstream.events, key=lambda e: (e[0], e[1]), reverse=True)
-            made.append(upstream.add_event(2, newest_first[rank - 1][0] - timedelta(microseconds=1)))
-            del upstream.log[:]
-            assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
-            assert [int(dict(params)["offset"]) for _, params in upstream.log] == pages, rank
+            assert await read_with_late_at(rank) == pages, rank
         assert not feed.skip_ahead()
 
     async def test_a_page_skipped_is_read_when_the_next_pages_first_item_ties_with_known_ones(self):
         """Known items tied with the first item of the page read after skipping one may be above it or
         below: counting only the known items strictly newer, a late item in the page skipped is found."""
-        upstream = MemoryUpstream(api="v2")
-        upstream.log = []
-        client = make_client(upstream)
-        listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
+        upstream, client, listing, feed = await logged_asset_feed()
         for i in range(200):
             upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
         tied = T0 + timedelta(seconds=20)
@@ -229,11 +225,7 @@ class TestFeedOnAssetEvents:
         """A busy listing (20 items a second, ties) with late items up to 20 s deep: reads skip pages
         and read some skipped pages after all; every item is delivered once."""
         rng = random.Random(seed)
-        upstream = MemoryUpstream(api="v2")
-        upstream.log = []
-        client = make_client(upstream)
-        listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
+        upstream, client, listing, feed = await logged_asset_feed()
         now = T0 + OVERLAP
         made: list[int] = []
         delivered: list[int] = []
