@@ -222,7 +222,7 @@ class Feed:
         size = self._page_size
         if step.known is None and step.offset:  # below the top page: where late items lie
             self.late_depths.extend((step.offset + i) // size for i, ((when, key), _) in enumerate(placed)
-                                    if (key, when) not in self.seen and (self.floor is None or when >= self.floor))
+                                    if self._is_new(when, key))
         fresh = self._take(placed)
         self._found += len(fresh)
         done = self._found >= (self._expect or 0)
@@ -269,14 +269,16 @@ class Feed:
     def _take(self, placed: list[tuple[tuple[datetime, Key], Any]]) -> list[Any]:
         fresh: list[Any] = []
         for (when, key), item in placed:
-            if self.floor is not None and when < self.floor:
-                continue
-            if (key, when) not in self.seen:
+            if self._is_new(when, key):
                 self.seen[(key, when)] = None
                 fresh.append(item)
                 if self.mark is None or when > self.mark:
                     self.mark = when
         return [] if self._silent else fresh
+
+    def _is_new(self, when: datetime, key: Key) -> bool:
+        """Not read before, and not before the start (items before it are never new)."""
+        return (self.floor is None or when >= self.floor) and (key, when) not in self.seen
 
     def _finish(self, behind: bool = False) -> None:
         self.warm = True

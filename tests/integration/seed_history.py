@@ -37,19 +37,8 @@ def main(argv: list[str]) -> None:
     with create_session() as session:
         if kind == "events":
             extra = json.loads(argv[4]) if len(argv) > 4 else {}
-            try:
-                from airflow.models.asset import AssetEvent, AssetModel
-
-                asset = session.query(AssetModel).filter(AssetModel.uri == name).one()
-                rows = [AssetEvent(asset_id=asset.id, extra={**extra, "i": i}, timestamp=start + step * i)
-                        for i in range(count)]
-            except ImportError:  # Airflow 2
-                from airflow.models.dataset import DatasetEvent, DatasetModel
-
-                dataset = session.query(DatasetModel).filter(DatasetModel.uri == name).one()
-                rows = [DatasetEvent(dataset_id=dataset.id, extra={**extra, "i": i}, timestamp=start + step * i)
-                        for i in range(count)]
-            session.add_all(rows)
+            events = [(start + step * i, {**extra, "i": i}) for i in range(count)]
+            session.add_all(event_rows(session, name, events))
         elif kind == "runs":
             from airflow.models.dagrun import DagRun
             from airflow.utils.types import DagRunType
@@ -74,22 +63,27 @@ def main(argv: list[str]) -> None:
     print(f"seeded {count} {kind} for {name}")
 
 
+def event_rows(session, uri: str, events: list[tuple]) -> list:
+    """Unsaved events of the asset ``uri``, one per ``(timestamp, extra)`` (Airflow 3 and 2 models)."""
+    try:
+        from airflow.models.asset import AssetEvent, AssetModel
+
+        asset = session.query(AssetModel).filter(AssetModel.uri == uri).one()
+        return [AssetEvent(asset_id=asset.id, extra=extra, timestamp=when) for when, extra in events]
+    except ImportError:  # Airflow 2
+        from airflow.models.dataset import DatasetEvent, DatasetModel
+
+        dataset = session.query(DatasetModel).filter(DatasetModel.uri == uri).one()
+        return [DatasetEvent(dataset_id=dataset.id, extra=extra, timestamp=when) for when, extra in events]
+
+
 def events_at(uri: str, stamps: list) -> None:
     """One event of ``uri`` at each timestamp, in one transaction: an event older than ones already
-    listed is one whose commit came late."""
+    listed is one whose commit came late. Prints their ids (JSON)."""
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        try:
-            from airflow.models.asset import AssetEvent, AssetModel
-
-            asset = session.query(AssetModel).filter(AssetModel.uri == uri).one()
-            rows = [AssetEvent(asset_id=asset.id, extra={"at": str(when)}, timestamp=when) for when in stamps]
-        except ImportError:  # Airflow 2
-            from airflow.models.dataset import DatasetEvent, DatasetModel
-
-            dataset = session.query(DatasetModel).filter(DatasetModel.uri == uri).one()
-            rows = [DatasetEvent(dataset_id=dataset.id, extra={"at": str(when)}, timestamp=when) for when in stamps]
+        rows = event_rows(session, uri, [(when, {"at": str(when)}) for when in stamps])
         session.add_all(rows)
         session.flush()
         print(json.dumps([row.id for row in rows]))
