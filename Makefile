@@ -1,4 +1,4 @@
-.PHONY: demo test bootstrap docs
+.PHONY: demo test bootstrap docs check
 
 # One name per `make test` run: the generated tables are checked against what this run recorded.
 RUN := $(shell date +%Y%m%dT%H%M%S)-$(shell echo $$$$)
@@ -13,7 +13,7 @@ demo: bootstrap
 # Unit tests plus integration tests against real Airflow upstreams (every minor 2.9-3.3) and real
 # downstream deployments (3.0.6 to 3.3.2 on PostgreSQL, two triggerers from 3.2); then check that the
 # "Supported versions" table of the docs says exactly what this run proved; build the docs (strict).
-test: bootstrap docs
+test: bootstrap check docs
 	bash scripts/postgres.sh  # the downstream test deployments' metadata DB (PostgreSQL, as in production)
 	rm -f .tmp/version-matrix.json .tmp/fault-matrix.json  # the tables are checked against this run's results only
 	XDEP_TEST_RUN=$(RUN) .venv/bin/python -m pytest -ra
@@ -24,3 +24,7 @@ test: bootstrap docs
 # navigation or a docstring reference that no longer resolves is an error.
 docs: bootstrap
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir .tmp/site  # the banner: see docs/development.md
+
+# Layers (import-linter contracts in pyproject.toml): the Airflow-facing rooms over core over client.
+check: bootstrap
+	.venv/bin/lint-imports

@@ -49,12 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devtools.memory_upstream import T0  # noqa: E402
-from xdep_sensors import polling  # noqa: E402
+from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
-from xdep_sensors.durable import Cursor  # noqa: E402
-from xdep_sensors.feed import OVERLAP  # noqa: E402
-from xdep_sensors.probes import AssetProbe, AssetTarget  # noqa: E402
-from xdep_sensors.watchers import RemoteAssetEventTrigger  # noqa: E402
+from xdep_sensors.core.cursors import Cursor  # noqa: E402
+from xdep_sensors.core.feed import OVERLAP  # noqa: E402
+from xdep_sensors.core.probes import AssetProbe, AssetTarget  # noqa: E402
+from xdep_sensors.triggers.watchers import RemoteAssetEventTrigger  # noqa: E402
 
 INTERVAL = 5.0
 # Steady state begins once a replacing sensor's start (its predecessor's cursor, less the overlap
@@ -239,9 +239,9 @@ async def _run(args, rng, clock, port, control) -> dict:
                 their_cursors[consumer] = (asset, Cursor(top.isoformat(), tuple(e.id for e in new if e.timestamp == top)))
         return sent
 
-    with mock.patch("xdep_sensors.hook.RemoteAirflowHook.aget_client", new=hook_client), \
-            mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()), \
-            mock.patch("xdep_sensors.streams._clock", new=lambda: (clock.now - T0).total_seconds()):
+    with mock.patch("xdep_sensors.hooks.remote_airflow.RemoteAirflowHook.aget_client", new=hook_client), \
+            mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()), \
+            mock.patch("xdep_sensors.core.shared_reads._clock", new=lambda: (clock.now - T0).total_seconds()):
         stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
         listeners = [asyncio.ensure_future(listen(w)) for w in range(len(watchers))]
         stalls: list[float] = []

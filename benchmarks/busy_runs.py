@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assets import COST_ROWS, model_server  # noqa: E402  (the asset case: same model, same cost rows)
-from xdep_sensors import polling  # noqa: E402
+from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
-from xdep_sensors.probes import DagRunProbe, DagRunTarget  # noqa: E402
+from xdep_sensors.core.probes import DagRunProbe, DagRunTarget  # noqa: E402
 
 INTERVAL = 5.0
 PERIOD = 10  # intervals between two runs of one DAG

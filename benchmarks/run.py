@@ -3,7 +3,7 @@
 Compares, against a local stub of the upstream Airflow REST API (``stub_upstream.py``, its own process):
 
 * ``ours-shared``: ``xdep_sensors.triggers.RemoteDagRunTrigger`` with the shared poller (default);
-* ``ours-direct``: the same triggers with ``xdep_sensors.polling.SHARED_POLLING = False``;
+* ``ours-direct``: the same triggers with ``xdep_sensors.core.poller.SHARED_POLLING = False``;
 * ``http-sensor``: ``airflow.providers.http.triggers.http.HttpSensorTrigger`` on each run's endpoint
   ``/api/v2/dags/{dag_id}/dagRuns/{run_id}`` (the stub answers 404 until the run completed).
 
@@ -193,8 +193,8 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     import psutil
 
     from airflow.providers.http.triggers.http import HttpSensorTrigger
-    from xdep_sensors import hook as xdep_hook
-    from xdep_sensors import polling
+    from xdep_sensors.hooks import remote_airflow as xdep_hook
+    from xdep_sensors.core import poller as polling
     from xdep_sensors.triggers import RemoteDagRunTrigger
 
     logging.getLogger().setLevel(logging.INFO)

@@ -18,7 +18,8 @@ import time
 from aiohttp import web
 
 from devtools.memory_upstream import MemoryUpstream
-from xdep_sensors.client.dialects import Request, parse_dt
+from xdep_sensors.client.dialects import Request
+from xdep_sensors.client.records import parse_dt
 
 
 def app_for(upstream: MemoryUpstream) -> web.Application:

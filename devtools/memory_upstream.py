@@ -23,7 +23,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
-from xdep_sensors.client.dialects import Request, parse_dt
+from xdep_sensors.client.dialects import Request
+from xdep_sensors.client.records import parse_dt
 from xdep_sensors.errors import NotFound
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)

@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   uv venv --quiet --python "$PY" .venv
 fi
 # 3.3.2 is the highest Airflow version the suite proves; pyproject only sets the floor.
-uv pip install --quiet --python .venv/bin/python -e ".[test,bench,docs]" "apache-airflow==3.3.2"
+uv pip install --quiet --python .venv/bin/python -e ".[test,bench,docs,lint]" "apache-airflow==3.3.2"
 
 if [ ! -x .venv-airflow2/bin/airflow ]; then
   uv venv --quiet --python "$PY" .venv-airflow2

@@ -21,7 +21,7 @@ PLOTS = {"explanation/results.png": ROOT / "benchmarks" / "results" / "results.p
 
 
 def cli_help() -> str:
-    from xdep_sensors.cli import _parser
+    from xdep_sensors.cli.main import _parser
 
     os.environ.setdefault("COLUMNS", "100")  # argparse wraps at the terminal's width
     parser = _parser()

@@ -52,7 +52,7 @@ async def _close_shared_clients():
 
 
 async def _close_loop_clients() -> None:
-    from xdep_sensors import hook
+    from xdep_sensors.hooks import remote_airflow as hook
 
     for client in hook._clients.pop(asyncio.get_running_loop(), {}).values():
         await client.close()

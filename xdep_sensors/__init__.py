@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from xdep_sensors.version import __version__
 
 # Public names are imported lazily: the provider entry point imports this package while Airflow's
 # providers manager is still starting, before the SDK can be imported safely.
 _LAZY = {
-    "RemoteAirflowHook": "xdep_sensors.hook",
+    "RemoteAirflowHook": "xdep_sensors.hooks",
     "RemoteDagRunSensor": "xdep_sensors.sensors",
     "RemoteAssetSensor": "xdep_sensors.sensors",
 }
 
 if TYPE_CHECKING:
-    from xdep_sensors.hook import RemoteAirflowHook
+    from xdep_sensors.hooks import RemoteAirflowHook
     from xdep_sensors.sensors import RemoteAssetSensor, RemoteDagRunSensor
 
 

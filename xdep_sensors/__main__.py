@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from xdep_sensors.cli import main
+from xdep_sensors.cli.main import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xdep_sensors import __version__
+from xdep_sensors.version import __version__
 
 
 def get_provider_info() -> dict:
@@ -19,16 +19,16 @@ def get_provider_info() -> dict:
                 "tags": ["software"],
             }
         ],
-        "hooks": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.hook"]}],
-        "sensors": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.sensors"]}],
-        "triggers": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.triggers"]}],
+        "hooks": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.hooks.remote_airflow"]}],
+        "sensors": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.sensors.dag_run", "xdep_sensors.sensors.asset"]}],
+        "triggers": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.triggers.waits", "xdep_sensors.triggers.watchers", "xdep_sensors.triggers.alerts"]}],
         "extra-links": [
             "xdep_sensors.links.UpstreamRunLink",
             "xdep_sensors.links.UpstreamAssetLink",
         ],
         "connection-types": [
             {
-                "hook-class-name": "xdep_sensors.hook.RemoteAirflowHook",
+                "hook-class-name": "xdep_sensors.hooks.remote_airflow.RemoteAirflowHook",
                 "hook-name": "Remote Airflow deployment",
                 "connection-type": "remote_airflow",
                 "ui-field-behaviour": {

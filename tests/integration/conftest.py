@@ -159,7 +159,7 @@ def out_file():
 @pytest.fixture(params=["shared-poll", "own-poll"])
 def polling_mode(request, monkeypatch):
     """Run a deferrable test with the shared poller (default) and with each trigger polling alone."""
-    from xdep_sensors import polling
+    from xdep_sensors.core import poller as polling
 
     monkeypatch.setattr(polling, "SHARED_POLLING", request.param == "shared-poll")
     return request.param

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def clear_cursor(dag_id: str) -> None:
     from airflow.models.variable import Variable
 
-    from xdep_sensors.durable import CursorStore
+    from xdep_sensors.triggers.state import CursorStore
 
     store = CursorStore(dag_id, "wait")
     Variable.delete(store.key)

@@ -9,6 +9,7 @@ import pytest
 
 import xdep_sensors
 from tests.chaos import ChaosProxy
+from xdep_sensors.core.listings import list_asset_events
 from xdep_sensors import RemoteAirflowHook
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.errors import AuthenticationError, NotFound, PermissionDenied
@@ -122,7 +123,7 @@ class TestReads:
         async def go(client: RemoteAirflowClient):
             assets = await client.list_assets(uri_pattern="bears")
             bears = next(a for a in assets if a.uri == "file://include/bears")
-            events = await client.list_asset_events(asset_ids=[bears.id], since=before)
+            events = await list_asset_events(client, asset_ids=[bears.id], since=before)
             return bears, events
 
         bears, events = run(upstream.conn_id, go)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def doctor(monkeypatch, capsys, conn: dict | None, *args: str) -> tuple[int, str]:
-    from xdep_sensors.cli import main
+    from xdep_sensors.cli.main import main
 
     if conn is not None:
         monkeypatch.setenv("AIRFLOW_CONN_DOC", json.dumps({"conn_type": "remote_airflow", **conn}))

@@ -41,8 +41,8 @@ from tests.conftest import close_shared_clients_then
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.policy import RetryPolicy
 from xdep_sensors.client.session import Transport
-from xdep_sensors.durable import CursorStore
-from xdep_sensors.probes import AssetProbe, DagRunProbe
+from xdep_sensors.triggers.state import CursorStore
+from xdep_sensors.core.probes import AssetProbe, DagRunProbe
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunTrigger
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,9 @@ import pytest
 from tests.chaos import ChaosProxy
 from tests.conftest import next_or_quiet
 from tests.integration.conftest import HERE
-from xdep_sensors.hook import RemoteAirflowHook
-from xdep_sensors.probes import AssetProbe, AssetTarget
+from xdep_sensors.core.listings import list_asset_events, open_feed, read_feed
+from xdep_sensors.hooks import RemoteAirflowHook
+from xdep_sensors.core.probes import AssetProbe, AssetTarget
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunEventTrigger, RemoteDagRunTrigger
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,7 @@ class TestAssetWaits:
     @pytest.mark.parametrize("shared", [True, False], ids=["shared-poll", "own-poll"])
     async def test_deferred_sensor_fires_in_a_busy_upstream(self, feed_upstream, shared, monkeypatch):
         """The trigger a deferred RemoteAssetSensor runs: fires on the quiet asset's event, whatever the busy one did."""
-        from xdep_sensors import polling
+        from xdep_sensors.core import poller as polling
 
         monkeypatch.setattr(polling, "SHARED_POLLING", shared)
         up, proxy, conn_id = feed_upstream
@@ -130,7 +131,7 @@ class TestAssetWaits:
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.polling.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.poller.asyncio.sleep", new=sleep):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success", event.payload
         assert [e["extra"]["path"] for e in event.payload["result"]["events"]] == [path]
@@ -171,7 +172,7 @@ class TestRareFailedRun:
                 seeded.append(len(per_poll))
 
         proxy.paths[runs_path(up)] = 0
-        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=sleep):
             gen = first.run()
             event = await asyncio.wait_for(gen.__anext__(), 120)
             assert event.payload["run"]["run_id"] == "bad_a_0"
@@ -208,7 +209,7 @@ class TestDagRunWaits:
     @pytest.mark.parametrize("shared", [True, False], ids=["shared-poll", "own-poll"])
     async def test_the_oldest_run_is_found_at_the_first_look(self, feed_upstream, shared, monkeypatch):
         """The reported case: the run exists and succeeded, 5,200 runs back; the wait timed out after 703 requests."""
-        from xdep_sensors import polling
+        from xdep_sensors.core import poller as polling
 
         monkeypatch.setattr(polling, "SHARED_POLLING", shared)
         up, proxy, conn_id = feed_upstream
@@ -240,7 +241,7 @@ class TestDagRunWaits:
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.polling.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.poller.asyncio.sleep", new=sleep):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "backfill_0"
         print(f"{up.api}: requests per poll {per_poll} (backfill seeded after poll {seeded[0]})")
@@ -264,7 +265,7 @@ class TestDagRunWaits:
             polls.append(_sent(proxy))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.polling.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.poller.asyncio.sleep", new=sleep):
             first = RemoteDagRunTrigger(**kwargs).run()
             waiting = asyncio.ensure_future(first.__anext__())
             while len(polls) < 4:
@@ -304,7 +305,7 @@ class TestServerPageSize:
         since = datetime.fromisoformat(newest["timestamp"].replace("Z", "+00:00"))
         client = await RemoteAirflowHook(conn_id).aget_client()
         try:
-            events = await client.list_asset_events(asset_ids=[asset_id], since=since)
+            events = await list_asset_events(client, asset_ids=[asset_id], since=since)
         finally:
             await client.close()
         got = [e.id for e in events]
@@ -322,7 +323,7 @@ class TestVisibilityLag:
         The items are told apart by their own producer runs (not by age: earlier tests' events are
         there too). Wall-clock lags are printed for the docs, not asserted.
         """
-        from xdep_sensors.feed import OVERLAP
+        from xdep_sensors.core.feed import OVERLAP
 
         def stamp(value: str) -> datetime:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -383,7 +384,7 @@ class TestLateItems:
         the real listing, 25 a page (the session's ``maximum_page_limit``): once the feed has found
         them deep, it skips the page below the top and reads it only when the next page's offset says
         it holds one. Every event is delivered once, and the offsets are the unit tests' at 25 a page."""
-        from xdep_sensors.client.client import Listing
+        from xdep_sensors.core.listings import Listing
 
         up, _, conn_id = busy["v2"]  # v1 asset events have no time filter: read newest first, no skipping
         asset_id = _asset_ids(up.server)[BUSY]
@@ -393,7 +394,7 @@ class TestLateItems:
         base = await asyncio.to_thread(seed_at, up.server, [top + timedelta(milliseconds=10 * i) for i in range(100)])
         client = await RemoteAirflowHook(conn_id).aget_client()
         listing = Listing("asset_events", asset_id=asset_id)
-        feed = await client.open_feed(listing, top - timedelta(milliseconds=1))
+        feed = await open_feed(client, listing, top - timedelta(milliseconds=1))
         offsets: list[int] = []
         absorb = feed.absorb
 
@@ -414,12 +415,12 @@ class TestLateItems:
                 stamps.append(datetime.fromisoformat(at.replace("Z", "+00:00")) - timedelta(microseconds=1))
             made = await asyncio.to_thread(seed_at, up.server, stamps)
             del offsets[:]
-            got = await client.read_feed(feed, listing)
+            got = await read_feed(client, feed, listing)
             assert sorted(e.id for e in got) == sorted(made), rank
             return list(offsets)
 
         try:
-            assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(base)
+            assert sorted(e.id for e in await read_feed(client, feed, listing)) == sorted(base)
             assert await read_with_late_at(60) == [0, 25, 50]  # nothing learnt yet: page by page
             assert list(feed.late_depths) == [2]
             assert await read_with_late_at(60) == [0, 50]  # the page below the top is skipped
@@ -427,6 +428,6 @@ class TestLateItems:
             assert await read_with_late_at(85) == [0, 50, 75]  # nothing unseen above 50: on below it
             assert await read_with_late_at(None) == [0]
             del offsets[:]
-            assert await client.read_feed(feed, listing) == [] and offsets == [0]
+            assert await read_feed(client, feed, listing) == [] and offsets == [0]
         finally:
             await client.close()

@@ -35,8 +35,8 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.leakscan import encrypted_rows, scan_files, scan_postgres, secret_forms
-from xdep_sensors.durable import variable_key
-from xdep_sensors.watchers import RemoteAssetEventTrigger
+from xdep_sensors.triggers.state import variable_key
+from xdep_sensors.triggers.watchers import RemoteAssetEventTrigger
 
 pytestmark = pytest.mark.integration
 

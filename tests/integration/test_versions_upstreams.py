@@ -18,7 +18,7 @@ from tests.integration.conftest import UPSTREAM_VERSIONS
 from tests.integration.test_asset_sensor_live import clear_cursor
 from tests.integration.test_dag_run_sensor_live import run_downstream
 from xdep_sensors import RemoteAirflowHook
-from xdep_sensors.probes import AssetProbe, AssetTarget
+from xdep_sensors.core.probes import AssetProbe, AssetTarget
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
             await asyncio.to_thread(fail_extract)
         await real_sleep(0.2)
 
-    with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=sleep):
+    with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=sleep):
         gen = trigger.run()
         event = await asyncio.wait_for(gen.__anext__(), 90)
         await gen.aclose()
@@ -134,7 +134,7 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
     from unittest import mock
 
     from tests.conftest import MemoryStateStore
-    from xdep_sensors.alerts import RemoteDagRunDurationTrigger
+    from xdep_sensors.triggers.alerts import RemoteDagRunDurationTrigger
 
     up = matrix_upstreams[version]
     run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
@@ -158,7 +158,7 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
             await asyncio.to_thread(start, "extract")
         await real_sleep(0.2)
 
-    with mock.patch("xdep_sensors.alerts.asyncio.sleep", new=sleep):
+    with mock.patch("xdep_sensors.triggers.alerts.asyncio.sleep", new=sleep):
         gen = trigger.run()
         event = await asyncio.wait_for(gen.__anext__(), 90)
         await gen.aclose()

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import MemoryStateStore, instant_sleep, next_or_quiet, upstream_mock
 
 from airflow.triggers.base import BaseEventTrigger
-from xdep_sensors.alerts import EndedTask
+from xdep_sensors.triggers.alerts import EndedTask
 from xdep_sensors.client import TaskInstance
 from xdep_sensors.client.dialects import DIALECTS
 from xdep_sensors.triggers import (
@@ -20,7 +20,7 @@ from xdep_sensors.triggers import (
     RemoteDagRunDurationTrigger,
     RemoteTaskInstanceEventTrigger,
 )
-from xdep_sensors.watchers import SUBSCRIBERS
+from xdep_sensors.triggers.watchers import SUBSCRIBERS
 
 BASE = "http://up.test:8080"
 TI_LIST = BASE + "/api/v2/dags/~/dagRuns/~/taskInstances/list"
@@ -37,7 +37,7 @@ def remote_conn(monkeypatch):
 @pytest.fixture(autouse=True)
 def variables(monkeypatch):
     """Without an asset state store a trigger keeps its state in an Airflow Variable: a dict here."""
-    from xdep_sensors import durable
+    from xdep_sensors.triggers import state as durable
 
     box: dict = {}
     monkeypatch.setattr(durable, "_variable_get", lambda key: box.get(key))

@@ -17,8 +17,8 @@ from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferr
 from airflow.sdk import Asset
 from xdep_sensors import RemoteAssetSensor
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.durable import CursorStore
-from xdep_sensors.probes import AssetProbe, AssetTarget
+from xdep_sensors.triggers.state import CursorStore
+from xdep_sensors.core.probes import AssetProbe, AssetTarget
 from xdep_sensors.triggers import RemoteAssetTrigger
 
 BASE = "http://up.test:8080"

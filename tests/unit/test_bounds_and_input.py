@@ -12,7 +12,7 @@ from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client import client as client_module
 from xdep_sensors.client import policy
 from xdep_sensors.errors import BadResponse, ConfigurationError
-from xdep_sensors.hook import RemoteAirflowHook
+from xdep_sensors.hooks import RemoteAirflowHook
 
 BASE = "http://up.test:8080"
 

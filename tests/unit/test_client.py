@@ -11,6 +11,7 @@ from aioresponses import aioresponses
 
 from tests.conftest import upstream_mock
 
+from xdep_sensors.core.listings import list_asset_events
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient, Transport, normalize_base_url
 from xdep_sensors.client.dialects import V1, V2, format_dt
 from xdep_sensors.client.policy import RetryPolicy, decipher_response, is_retryable, retry_after_seconds
@@ -359,7 +360,7 @@ class TestAssetEvents:
         with upstream_mock() as m:
             m.get(url("/api/v1/datasets/events"), payload={"dataset_events": first, "total_entries": 5000})
             m.get(url("/api/v1/datasets/events"), payload={"dataset_events": second, "total_entries": 5000})
-            events = await client.list_asset_events(asset_ids=[1], since=T0 - timedelta(minutes=150))
+            events = await list_asset_events(client, asset_ids=[1], since=T0 - timedelta(minutes=150))
             assert len(sent(m)) == 2  # stopped on the page that crossed the cursor
         assert len(events) == 151 and events[0].timestamp == T0 - timedelta(minutes=150)
         assert events == sorted(events, key=lambda e: e.timestamp)
@@ -375,7 +376,7 @@ class TestAssetEvents:
         with upstream_mock() as m:
             m.get(url("/api/v2/assets/events"), payload=body(1, 1))
             m.get(url("/api/v2/assets/events"), payload=body(3, 3))
-            events = await client.list_asset_events(asset_ids=[1, 3], since=T0)
+            events = await list_asset_events(client, asset_ids=[1, 3], since=T0)
             params = [dict(kwargs["params"]) for _, kwargs in sent(m)]
         assert [p["asset_id"] for p in params] == ["1", "3"]
         assert all(p["timestamp_gte"] == T0.isoformat() for p in params)
@@ -396,7 +397,7 @@ class TestConfiguredVersion:
 
 class TestDoctor:
     async def test_missing_permission_is_named(self):
-        from xdep_sensors.doctor import diagnose, render, summarize
+        from xdep_sensors.core.doctor import diagnose, render, summarize
 
         client = make_client()
         with upstream_mock() as m:
@@ -408,7 +409,7 @@ class TestDoctor:
         await client.close()
 
     async def test_asset_permission_checked_separately(self):
-        from xdep_sensors.doctor import diagnose
+        from xdep_sensors.core.doctor import diagnose
 
         client = make_client()
         with upstream_mock() as m:
@@ -453,12 +454,12 @@ class TestUserAgent:
 
         monkeypatch.delenv("XDEP_SENSORS_CLIENT_NAME", raising=False)
         base = f"xdep-sensors/{xdep_sensors.__version__} (Airflow {airflow_version}"
-        assert user_agent() == base + ")"  # no name unless one is given
+        assert user_agent(None, airflow_version) == base + ")"  # no name unless one is given
         monkeypatch.setenv("XDEP_SENSORS_CLIENT_NAME", "analytics-prod")
-        assert user_agent() == base + "; analytics-prod)"
-        assert user_agent("team-b") == base + "; team-b)"  # the connection's extra wins
-        assert user_agent("a\r\nInjected: 1\x00 (x; y)") == base + "; a Injected: 1 x y)"
-        assert user_agent("é" + "n" * 300) == base + "; " + "n" * 100 + ")"
+        assert user_agent(None, airflow_version) == base + "; analytics-prod)"
+        assert user_agent("team-b", airflow_version) == base + "; team-b)"  # the connection's extra wins
+        assert user_agent("a\r\nInjected: 1\x00 (x; y)", airflow_version) == base + "; a Injected: 1 x y)"
+        assert user_agent("é" + "n" * 300, airflow_version) == base + "; " + "n" * 100 + ")"
 
     async def test_the_session_sends_it(self):
         from xdep_sensors.client.session import user_agent

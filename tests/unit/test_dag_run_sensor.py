@@ -242,8 +242,8 @@ class TestTrigger:
 
 class TestOwnPoll:
     async def test_own_loop_resolves_the_connection_once(self, monkeypatch):
-        from xdep_sensors import polling
-        from xdep_sensors.hook import RemoteAirflowHook
+        from xdep_sensors.core import poller as polling
+        from xdep_sensors.hooks import RemoteAirflowHook
 
         monkeypatch.setattr(polling, "SHARED_POLLING", False)
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
-from xdep_sensors.feed import OVERLAP
-from xdep_sensors.decisions import DAG_RUN_STATES, StateRules, decide_assets, decide_dag_run
-from xdep_sensors.durable import Cursor
+from xdep_sensors.core.feed import OVERLAP
+from xdep_sensors.core.decisions import DAG_RUN_STATES, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.core.cursors import Cursor
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 RULES = StateRules(frozenset({"success"}), frozenset({"failed"}), frozenset({"skipped"}))

@@ -17,8 +17,10 @@ from airflow.sdk import DAG, Asset
 from airflow.serialization.serialized_objects import DagSerialization
 from fastapi.testclient import TestClient
 
-from xdep_sensors import RemoteAirflowHook, RemoteAssetSensor, RemoteDagRunSensor, dependencies, ui
-from xdep_sensors.dependencies import UpstreamFacts, compose, sensor_dependencies, wanted, watcher_dependency
+from xdep_sensors import RemoteAirflowHook, RemoteAssetSensor, RemoteDagRunSensor
+from xdep_sensors.plugins import dependencies
+from xdep_sensors.plugins import page as ui
+from xdep_sensors.plugins.dependencies import UpstreamFacts, compose, sensor_dependencies, wanted, watcher_dependency
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 

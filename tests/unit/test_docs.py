@@ -125,7 +125,7 @@ def shell_lines(block: Block) -> list[list[str]]:
 
 class TestShellExamples:
     def test_cli_examples_parse(self):
-        from xdep_sensors.cli import _parser
+        from xdep_sensors.cli.main import _parser
 
         calls = []
         for block in blocks("bash"):

@@ -22,7 +22,7 @@ def test_provider_info_declares_the_connection_type():
     manager = ProvidersManager()
     assert "xdep-sensors" in manager.providers
     hook = manager.hooks.get("remote_airflow")
-    assert hook is not None and hook.hook_class_name == "xdep_sensors.hook.RemoteAirflowHook"
+    assert hook is not None and hook.hook_class_name == "xdep_sensors.hooks.remote_airflow.RemoteAirflowHook"
     behaviour = manager.field_behaviours["remote_airflow"]
     assert behaviour["relabeling"]["host"] == "Deployment URL"
     assert "schema" in behaviour["hidden_fields"]

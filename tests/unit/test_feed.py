@@ -11,9 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devtools.memory_upstream import T0, MemoryUpstream
+from xdep_sensors.core.listings import latest_asset_event, list_asset_events, open_feed, read_feed
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.client.client import Listing
-from xdep_sensors.feed import OVERLAP, Feed
+from xdep_sensors.core.listings import Listing
+from xdep_sensors.core.feed import OVERLAP, Feed
 
 
 def make_client(upstream: MemoryUpstream) -> RemoteAirflowClient:
@@ -36,9 +37,9 @@ async def warm_asset_feed():
     upstream = MemoryUpstream(api="v2")
     client = make_client(upstream)
     listing = Listing("asset_events")
-    feed = await client.open_feed(listing, T0)
+    feed = await open_feed(client, listing, T0)
     upstream.add_event(1, T0)
-    await client.read_feed(feed, listing)
+    await read_feed(client, feed, listing)
     return upstream, client, listing, feed
 
 
@@ -48,7 +49,7 @@ async def logged_asset_feed():
     upstream.log = []
     client = make_client(upstream)
     listing = Listing("asset_events")
-    feed = await client.open_feed(listing, T0)
+    feed = await open_feed(client, listing, T0)
     return upstream, client, listing, feed
 
 
@@ -59,7 +60,7 @@ async def late_rounds():
     upstream, client, listing, feed = await logged_asset_feed()
     for i in range(400):
         upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
-    await client.read_feed(feed, listing)
+    await read_feed(client, feed, listing)
     top = T0 + timedelta(seconds=40)
 
     async def read_with_late_at(rank: int | None) -> list[int]:
@@ -70,7 +71,7 @@ async def late_rounds():
             newest_first = sorted(upstream.events, key=lambda e: (e[0], e[1]), reverse=True)
             made.append(upstream.add_event(2, newest_first[rank - 1][0] - timedelta(microseconds=1)))
         del upstream.log[:]
-        assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
+        assert sorted(e.id for e in await read_feed(client, feed, listing)) == sorted(made)
         return [int(dict(params)["offset"]) for _, params in upstream.log]
 
     return feed, read_with_late_at
@@ -84,15 +85,15 @@ class TestFeedOnAssetEvents:
         for i in range(5200):
             upstream.add_event(1, start + timedelta(milliseconds=7 * i + 1))
         listing = Listing("asset_events", asset_id=2)
-        feed = await client.open_feed(listing, start)
-        assert await client.read_feed(feed, listing) == []
+        feed = await open_feed(client, listing, start)
+        assert await read_feed(client, feed, listing) == []
         before = calls(upstream)
         for _ in range(3):
-            assert await client.read_feed(feed, listing) == []
+            assert await read_feed(client, feed, listing) == []
         assert calls(upstream) - before == 3  # one request per quiet poll
         quiet = upstream.add_event(2, start + timedelta(seconds=60))
         before = calls(upstream)
-        assert [e.id for e in await client.read_feed(feed, listing)] == [quiet]
+        assert [e.id for e in await read_feed(client, feed, listing)] == [quiet]
         assert calls(upstream) - before == 1
 
     async def test_union_read_is_bounded_by_new_items_not_history(self, upstream):
@@ -100,17 +101,17 @@ class TestFeedOnAssetEvents:
         for i in range(5200):
             upstream.add_event(1 + i % 7, T0 + timedelta(milliseconds=7 * i + 1))
         listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
-        first = await client.read_feed(feed, listing)  # history longer than the page cap: cut, then continued
+        feed = await open_feed(client, listing, T0)
+        first = await read_feed(client, feed, listing)  # history longer than the page cap: cut, then continued
         assert len(first) == 5000 and feed.behind
-        second = await client.read_feed(feed, listing)
+        second = await read_feed(client, feed, listing)
         assert len(second) == 200 and not feed.behind
         now = T0 + timedelta(seconds=40)
         for burst in (0, 1, 99, 100, 101, 350):
             new_ids = [upstream.add_event(3, now + timedelta(milliseconds=i)) for i in range(burst)]
             now += timedelta(seconds=5)
             before = calls(upstream)
-            got = await client.read_feed(feed, listing)
+            got = await read_feed(client, feed, listing)
             assert [e.id for e in got] == new_ids
             # a window of over 5,000 items (more than one read's pages): read from the last known item, oldest first
             assert calls(upstream) - before <= math.ceil(burst / 100) + 1
@@ -122,10 +123,10 @@ class TestFeedOnAssetEvents:
             upstream.add_event(1, T0 + timedelta(milliseconds=3 * i + 1))
         target = upstream.add_event(1, T0 + timedelta(minutes=20))
         listing = Listing("asset_events", asset_id=1)
-        feed = await client.open_feed(listing, T0)
+        feed = await open_feed(client, listing, T0)
         found, polls = [], 0
         while target not in found or feed.behind:
-            found += [e.id for e in await client.read_feed(feed, listing, max_pages=10)]
+            found += [e.id for e in await read_feed(client, feed, listing, max_pages=10)]
             polls += 1
             assert polls < 20
             if polls == 1 and upstream.api == "v1":  # v1 reads newest first: the newest item comes at once
@@ -135,23 +136,23 @@ class TestFeedOnAssetEvents:
     async def test_late_visible_item_inside_the_window_is_found_once(self, upstream):
         client = make_client(upstream)
         listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
+        feed = await open_feed(client, listing, T0)
         ids = [upstream.add_event(1, T0 + timedelta(seconds=s)) for s in range(1, 300)]
-        assert [e.id for e in await client.read_feed(feed, listing)] == ids
+        assert [e.id for e in await read_feed(client, feed, listing)] == ids
         late = upstream.add_event(2, T0 + timedelta(seconds=299) - OVERLAP / 2)  # committed late
-        got = await client.read_feed(feed, listing)
+        got = await read_feed(client, feed, listing)
         assert [e.id for e in got] == [late]
-        assert await client.read_feed(feed, listing) == []
+        assert await read_feed(client, feed, listing) == []
 
     async def test_tied_timestamps_are_each_delivered_once(self, upstream):
         client = make_client(upstream)
         listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
+        feed = await open_feed(client, listing, T0)
         same = T0 + timedelta(seconds=5)
         ids = [upstream.add_event(1, same) for _ in range(250)]
-        assert sorted(e.id for e in await client.read_feed(feed, listing)) == ids
+        assert sorted(e.id for e in await read_feed(client, feed, listing)) == ids
         more = [upstream.add_event(1, same) for _ in range(3)]
-        assert sorted(e.id for e in await client.read_feed(feed, listing)) == more
+        assert sorted(e.id for e in await read_feed(client, feed, listing)) == more
 
     async def test_a_late_item_costs_the_pages_down_to_it(self):
         """A warm read counts the window's unseen items (its total less what it has read) and reads newest
@@ -159,22 +160,22 @@ class TestFeedOnAssetEvents:
         upstream = MemoryUpstream(api="v2")
         client = make_client(upstream)
         listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
+        feed = await open_feed(client, listing, T0)
         for i in range(300):
             upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
-        await client.read_feed(feed, listing)
+        await read_feed(client, feed, listing)
         top = T0 + timedelta(seconds=30)
         new = [upstream.add_event(1, top + timedelta(milliseconds=i)) for i in range(50)]
         before = calls(upstream)
-        assert [e.id for e in await client.read_feed(feed, listing)] == new
+        assert [e.id for e in await read_feed(client, feed, listing)] == new
         assert calls(upstream) - before == 1
         new = [upstream.add_event(1, top + timedelta(seconds=1, milliseconds=i)) for i in range(50)]
         late = upstream.add_event(2, top - timedelta(seconds=10))  # 100 known items below the new ones
         before = calls(upstream)
-        assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(new + [late])
+        assert sorted(e.id for e in await read_feed(client, feed, listing)) == sorted(new + [late])
         assert calls(upstream) - before == 2
         before = calls(upstream)
-        assert await client.read_feed(feed, listing) == []
+        assert await read_feed(client, feed, listing) == []
         assert calls(upstream) - before == 1
 
     async def test_late_items_found_deep_lately_skip_the_page_below_the_top(self):
@@ -209,16 +210,16 @@ class TestFeedOnAssetEvents:
             upstream.add_event(1, tied)
         for i in range(100):
             upstream.add_event(1, tied + timedelta(milliseconds=100 * (i + 1)))  # up to 30 s
-        await client.read_feed(feed, listing)
+        await read_feed(client, feed, listing)
         feed.late_depths.extend([2, 2])  # late items lately lay two pages down
         made = [upstream.add_event(1, T0 + timedelta(seconds=31, milliseconds=i)) for i in range(50)]
         late = T0 + timedelta(seconds=25, microseconds=1)
         made.append(upstream.add_event(2, late))  # rank 100: in the page skipped
         del upstream.log[:]
-        assert sorted(e.id for e in await client.read_feed(feed, listing)) == sorted(made)
+        assert sorted(e.id for e in await read_feed(client, feed, listing)) == sorted(made)
         # the page at 200 starts inside the tie (ranks 151-300): the tied items count as maybe above it
         assert [int(dict(params)["offset"]) for _, params in upstream.log] == [0, 200, 100]
-        assert await client.read_feed(feed, listing) == []
+        assert await read_feed(client, feed, listing) == []
 
     @pytest.mark.parametrize("seed", [3, 5, 8, 13])
     async def test_randomized_deep_late_items_with_skipping_each_exactly_once(self, seed):
@@ -234,8 +235,8 @@ class TestFeedOnAssetEvents:
                 now += timedelta(milliseconds=rng.choice([0, 50, 50, 60]))  # some tied
                 lag = timedelta(seconds=rng.uniform(0, 20)) if rng.random() < 0.03 else timedelta()
                 made.append(upstream.add_event(rng.randint(1, 5), now - lag))
-            delivered += [e.id for e in await client.read_feed(feed, listing)]
-        delivered += [e.id for e in await client.read_feed(feed, listing)]
+            delivered += [e.id for e in await read_feed(client, feed, listing)]
+        delivered += [e.id for e in await read_feed(client, feed, listing)]
         assert len(delivered) == len(set(delivered))
         assert sorted(delivered) == sorted(made)
         offsets = [int(dict(params)["offset"]) for path, params in upstream.log if path.endswith("/events")]
@@ -251,20 +252,20 @@ class TestFeedOnAssetEvents:
             top += timedelta(seconds=1)
             new = [upstream.add_event(1, top + timedelta(microseconds=i)) for i in range(burst)]
             before = calls(upstream)
-            assert [e.id for e in await client.read_feed(feed, listing)] == new
+            assert [e.id for e in await read_feed(client, feed, listing)] == new
             assert calls(upstream) - before == cost, burst
 
     async def test_a_burst_beyond_the_pages_of_one_read_arrives_oldest_first(self):
         """A window too long to read newest first within one read is read oldest first, across reads:
         a consumer's cursor (which forgets what is older than its newest item less the overlap) accepts all."""
-        from xdep_sensors.durable import Cursor
+        from xdep_sensors.core.cursors import Cursor
 
         upstream, client, listing, feed = await warm_asset_feed()
         burst = [upstream.add_event(1, T0 + timedelta(seconds=1 + i * 0.2)) for i in range(1000)]  # 200 s
         upstream.add_event(2, T0 + timedelta(seconds=100))  # and a late one in the middle of it
         cursor, taken = Cursor(T0.isoformat()), []
         for _ in range(20):
-            got = await client.read_feed(feed, listing, max_pages=3)
+            got = await read_feed(client, feed, listing, max_pages=3)
             taken += [e.id for e in got if cursor.is_new(e)]
             cursor = cursor.advance(got)
             if not feed.behind and not got:
@@ -278,7 +279,7 @@ class TestFeedOnAssetEvents:
         rng = random.Random(seed)
         client = make_client(upstream)
         listing = Listing("asset_events")
-        feed = await client.open_feed(listing, T0)
+        feed = await open_feed(client, listing, T0)
         now = T0 + OVERLAP  # late items never predate the feed's start
         made: list[int] = []
         delivered: list[int] = []
@@ -288,11 +289,11 @@ class TestFeedOnAssetEvents:
                 made.append(upstream.add_event(rng.randint(1, 5), now - lag))
                 if rng.random() < 0.7:
                     now += timedelta(milliseconds=rng.randint(0, 30))
-            delivered += [e.id for e in await client.read_feed(feed, listing, max_pages=3)]
+            delivered += [e.id for e in await read_feed(client, feed, listing, max_pages=3)]
             now += timedelta(seconds=5)
         while feed.behind:
-            delivered += [e.id for e in await client.read_feed(feed, listing, max_pages=3)]
-        delivered += [e.id for e in await client.read_feed(feed, listing)]
+            delivered += [e.id for e in await read_feed(client, feed, listing, max_pages=3)]
+        delivered += [e.id for e in await read_feed(client, feed, listing)]
         assert len(delivered) == len(set(delivered))
         assert sorted(delivered) == sorted(made)
 
@@ -304,12 +305,12 @@ class TestFeedOnFinishedRuns:
         for i in range(5200):
             upstream.add_run("hourly", f"run_{i}", "success", T0 + timedelta(seconds=i))
         listing = Listing("finished_runs", dag_ids=("hourly",), states=("failed", "success"))
-        feed = await client.open_feed(listing, T0 + timedelta(seconds=5100))
-        assert len(await client.read_feed(feed, listing)) == 100
+        feed = await open_feed(client, listing, T0 + timedelta(seconds=5100))
+        assert len(await read_feed(client, feed, listing)) == 100
         before = calls(upstream)
-        assert await client.read_feed(feed, listing) == []
+        assert await read_feed(client, feed, listing) == []
         upstream.add_run("hourly", "bad", "failed", T0 + timedelta(seconds=6000))
-        got = await client.read_feed(feed, listing)
+        got = await read_feed(client, feed, listing)
         assert [r.run_id for r in got] == ["bad"]
         assert calls(upstream) - before == 2
 
@@ -340,18 +341,18 @@ class TestFeedAtHead:
         dialect = await client.dialect()
         feed = Feed(None, time_filter=listing.time_filter(dialect), position=listing.position, at_head=True)
         before = calls(upstream)
-        assert await client.read_feed(feed, listing) == []  # what is visible now only sets the position
+        assert await read_feed(client, feed, listing) == []  # what is visible now only sets the position
         assert calls(upstream) - before <= 2 + 600 / 100  # the newest item, then its window: not the history
         late = upstream.add_event(2, T0 + timedelta(milliseconds=100 * 2999) - OVERLAP / 3)
         new = upstream.add_event(2, T0 + timedelta(seconds=400))
-        assert sorted(e.id for e in await client.read_feed(feed, listing)) == [late, new]
-        assert await client.read_feed(feed, listing) == []
+        assert sorted(e.id for e in await read_feed(client, feed, listing)) == [late, new]
+        assert await read_feed(client, feed, listing) == []
 
 
 class TestSharedReads:
     async def test_a_consumer_joining_later_catches_up_from_what_was_delivered(self, upstream):
         """A sensor of the next downstream run starts from its committed cursor: no request needed."""
-        from xdep_sensors.streams import SharedReads
+        from xdep_sensors.core.shared_reads import SharedReads
 
         client = make_client(upstream)
         for i in range(2000):
@@ -376,7 +377,7 @@ class TestSharedReads:
 class TestUnionOrPerAsset:
     async def test_busy_upstream_switches_to_per_asset_and_back_when_it_calms(self):
         """Two watched assets: the union while the upstream is quiet, their own listings while it is busy."""
-        from xdep_sensors.streams import SharedReads
+        from xdep_sensors.core.shared_reads import SharedReads
 
         upstream = MemoryUpstream(api="v2")
         client = make_client(upstream)
@@ -421,10 +422,10 @@ class TestLatestEvent:
         for i in range(6000):
             upstream.add_event(1, T0 + timedelta(seconds=i))
         before = calls(upstream)
-        event = await client.latest_asset_event(1)
+        event = await latest_asset_event(client, 1)
         assert event is not None and event.timestamp == T0 + timedelta(seconds=5999)
         assert calls(upstream) - before == 1
-        assert await client.latest_asset_event(2) is None
+        assert await latest_asset_event(client, 2) is None
 
 
 class TestServerPageSize:
@@ -434,12 +435,12 @@ class TestServerPageSize:
         upstream.page_limit = 25
         client = make_client(upstream)
         listing = Listing("asset_events", asset_id=1)
-        feed = await client.open_feed(listing, T0)
+        feed = await open_feed(client, listing, T0)
         made = [upstream.add_event(1, T0 + timedelta(seconds=s)) for s in range(1, 301)]
-        assert [e.id for e in await client.read_feed(feed, listing)] == made
+        assert [e.id for e in await read_feed(client, feed, listing)] == made
         more = [upstream.add_event(1, T0 + timedelta(seconds=400 + s)) for s in range(60)]
-        assert [e.id for e in await client.read_feed(feed, listing)] == more
-        assert await client.read_feed(feed, listing) == []
+        assert [e.id for e in await read_feed(client, feed, listing)] == more
+        assert await read_feed(client, feed, listing) == []
 
     async def test_listings_read_every_page(self, upstream):
         upstream.page_limit = 25
@@ -483,16 +484,16 @@ class TestUnpagedBatch:
         client = RemoteAirflowClient(ClientConfig("http://up.test", password="t", api_version="v1"),
                                      transport=upstream)  # type: ignore[arg-type]
         listing = Listing("ended_task_instances", dag_ids=("d",), states=("failed",))
-        from xdep_sensors.streams import SharedReads
+        from xdep_sensors.core.shared_reads import SharedReads
 
         feed = await SharedReads._at_head(client, listing)  # where a shared read starts: the window behind now
-        assert await client.read_feed(feed, listing) == []
+        assert await read_feed(client, feed, listing) == []
         lists = [r for r in upstream.requests if r.json is not None]
         assert len(lists) == 1 and "end_date_gte" in lists[0].json
         upstream.rows.append(ti(900, datetime.now(timezone.utc)))
-        got = await client.read_feed(feed, listing)
+        got = await read_feed(client, feed, listing)
         assert [t.run_id for t in got] == ["r900"]
-        assert await client.read_feed(feed, listing) == []
+        assert await read_feed(client, feed, listing) == []
         assert len([r for r in upstream.requests if r.json is not None]) == 3  # one request a read
 
 
@@ -534,7 +535,7 @@ class TestReaders:
     """The sensors' shared poll and the watchers' shared stream of one connection read one set of feeds."""
 
     async def test_two_readers_in_any_phase_cost_one_read_per_interval_and_each_gets_every_item_once(self, monkeypatch):
-        from xdep_sensors import streams
+        from xdep_sensors.core import shared_reads as streams
 
         upstream = MemoryUpstream(api="v2")
         client = make_client(upstream)
@@ -568,7 +569,7 @@ class TestReaders:
         assert reads_made == [5, 5, 5, 5, 5], reads_made  # one read per interval, whatever the phase
 
     async def test_a_reader_keeps_only_its_own_targets_items_and_nobody_holding_them_frees_the_feeds(self):
-        from xdep_sensors import streams
+        from xdep_sensors.core import shared_reads as streams
 
         upstream = MemoryUpstream(api="v2")
         client = make_client(upstream)
@@ -598,7 +599,7 @@ class TestServerFilters:
 
     async def test_source_dag_id_is_filtered_by_the_server(self, upstream):
         """An asset with 3,000 events from one DAG and one from the wanted DAG: the wait reads that one."""
-        from xdep_sensors.probes import AssetProbe, AssetTarget
+        from xdep_sensors.core.probes import AssetProbe, AssetTarget
 
         client = make_client(upstream)
         for i in range(3000):
@@ -610,7 +611,7 @@ class TestServerFilters:
         decision = await probe(client)
         assert decision.status == "success" and [e["id"] for e in decision.result["events"]] == [wanted]
         assert calls(upstream) - before <= 2  # the asset's lookup and one page of its events
-        events = await client.list_asset_events(asset_ids=[1], since=T0, source_dag_id="orders")
+        events = await list_asset_events(client, asset_ids=[1], since=T0, source_dag_id="orders")
         assert [e.id for e in events] == [wanted]
 
     @pytest.mark.parametrize("version, lookups", [("3.3.2", 2), ("3.2.2", 2), ("3.1.8", 100)])
@@ -619,8 +620,8 @@ class TestServerFilters:
         listings of at most 1,500 characters of URIs each), older upstreams one substring lookup per asset."""
         import asyncio
 
-        from xdep_sensors import polling
-        from xdep_sensors.probes import AssetProbe, AssetTarget
+        from xdep_sensors.core import poller as polling
+        from xdep_sensors.core.probes import AssetProbe, AssetTarget
 
         upstream = MemoryUpstream(api="v2", version=version)
         upstream.assets |= set(range(100))

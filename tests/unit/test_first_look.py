@@ -11,11 +11,12 @@ import pytest
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
-from xdep_sensors import polling, sources
+from xdep_sensors.core import poller as polling
+from xdep_sensors.core import sources
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import NotFound
-from xdep_sensors.probes import DagRunProbe, DagRunTarget, run_id_date
-from xdep_sensors.streams import RunChanges
+from xdep_sensors.core.probes import DagRunProbe, DagRunTarget, run_id_date
+from xdep_sensors.core.shared_reads import RunChanges
 
 BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
@@ -191,8 +192,8 @@ class TestConnectionLookup:
         import json
         from unittest import mock
 
-        from xdep_sensors import hook
-        from xdep_sensors.hook import RemoteAirflowHook
+        from xdep_sensors.hooks import remote_airflow as hook
+        from xdep_sensors.hooks import RemoteAirflowHook
 
         conn = {"conn_type": "remote_airflow", "host": BASE, "password": "t", "extra": {"api_version": "v2"}}
         monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))

@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
-from xdep_sensors import polling, sources
+from xdep_sensors.core import poller as polling
+from xdep_sensors.core import sources
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.errors import UpstreamUnavailable
-from xdep_sensors.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
+from xdep_sensors.core.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
 
 BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
@@ -131,7 +132,7 @@ class TestKnownRuns:
         """300 waits whose runs are known and running: a cycle reads the runs that started and that ended."""
         from devtools.memory_upstream import MemoryUpstream
         from xdep_sensors.client import RemoteAirflowClient
-        from xdep_sensors.streams import RunChanges
+        from xdep_sensors.core.shared_reads import RunChanges
 
         upstream = MemoryUpstream()
         for i in range(300):
@@ -198,7 +199,7 @@ class TestSubscriberMailbox:
         """After a look, a cycle answers such waits from the change feeds: only the DAG that changed is stepped."""
         from devtools.memory_upstream import MemoryUpstream
         from xdep_sensors.client import RemoteAirflowClient
-        from xdep_sensors.streams import RunChanges
+        from xdep_sensors.core.shared_reads import RunChanges
 
         upstream = MemoryUpstream()
         for i in range(5):

@@ -15,9 +15,9 @@ from unittest import mock
 import pytest
 
 from devtools.memory_upstream import MemoryUpstream
-from xdep_sensors import polling
+from xdep_sensors.core import poller as polling
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.probes import DagRunProbe, DagRunTarget
+from xdep_sensors.core.probes import DagRunProbe, DagRunTarget
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HISTORY = 5200

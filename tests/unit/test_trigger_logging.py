@@ -10,9 +10,9 @@ import logging
 import pytest
 
 from tests.conftest import instant_sleep
-from xdep_sensors import polling
+from xdep_sensors.core import poller as polling
 from xdep_sensors.client import ClientConfig
-from xdep_sensors.decisions import Decision
+from xdep_sensors.core.decisions import Decision
 from xdep_sensors.triggers import RemoteDagRunTrigger
 
 BASE = "http://up.test:8080"

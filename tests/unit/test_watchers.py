@@ -14,7 +14,7 @@ from tests.conftest import MemoryStateStore, next_or_quiet
 from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.client import AssetEvent, DagRun
 from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger
-from xdep_sensors.watchers import SUBSCRIBERS
+from xdep_sensors.triggers.watchers import SUBSCRIBERS
 
 BASE = "http://up.test:8080"
 NOW = datetime.now(timezone.utc)
@@ -92,7 +92,7 @@ class TestCursorPersistence:
     async def test_without_an_asset_state_store_state_goes_to_a_variable(self, monkeypatch):
         """Airflow < 3.3 injects no asset state store: the state lives in an Airflow Variable (real
         triggerers of 3.0-3.2 are exercised by tests/versions); here the Variable calls are recorded."""
-        from xdep_sensors import durable
+        from xdep_sensors.triggers import state as durable
 
         box: dict = {}
         monkeypatch.setattr(durable, "_variable_get", lambda key: box.get(key))
@@ -187,7 +187,7 @@ class TestPolling:
     def upstream(self, monkeypatch):
         from devtools.memory_upstream import MemoryUpstream
         from xdep_sensors.client import RemoteAirflowClient
-        from xdep_sensors.hook import RemoteAirflowHook
+        from xdep_sensors.hooks import RemoteAirflowHook
 
         up = MemoryUpstream(api="v2")
 
@@ -216,7 +216,7 @@ class TestPolling:
             if len(polls) == 3:  # the quiet asset's event comes while the watcher polls
                 upstream.add_event(2, datetime.now(timezone.utc), {"path": "s3://x"})
 
-        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=sleep):
             fired = await asyncio.wait_for(t.run().__anext__(), 10)
         assert fired.payload["event"]["extra"] == {"path": "s3://x"}
         per_poll = [b - a for a, b in zip([0, *polls], polls)]
@@ -234,7 +234,7 @@ class TestPolling:
         for i in range(3000):  # a busy DAG that always succeeds: the failed-runs watcher reads past them
             upstream.add_run("hourly", f"ok_{i}", "success", now - timedelta(hours=1) + timedelta(seconds=1.2 * i))
         upstream.add_run("hourly", "bad_1", "failed", now - timedelta(seconds=1))
-        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
+        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 10)
             # the triggerer resumes the watcher (handover complete); its next polls find nothing new
@@ -245,7 +245,7 @@ class TestPolling:
                                       poll_interval=5)
         t2.asset_state_store = store
         before = upstream.requests["/api/v2/dags/~/dagRuns/list"]
-        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
             second = await asyncio.wait_for(t2.run().__anext__(), 10)
         assert second.payload["run"]["run_id"] == "bad_2"  # bad_1 is not repeated
         assert upstream.requests["/api/v2/dags/~/dagRuns/list"] - before <= 2  # from the read mark, not from bad_1
@@ -292,7 +292,7 @@ class TestPolling:
             async for event in watchers[i].filter_shared_stream(batches()):
                 fired[i].append(event.payload["event"]["id"])
 
-        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
             await asyncio.wait_for(asyncio.gather(fan_out(), listen(0), listen(1)), 20)
         assert fired[0][0] == before_start and len(fired[0]) == 2 and len(fired[1]) == 1
         per_cycle = [b - a for a, b in zip(cycles, cycles[1:])]
@@ -305,10 +305,11 @@ class TestOneReadForSensorsAndWatchers:
         """In one triggerer, deferred asset sensors and asset watchers on one connection: one events
         listing per interval for both, and every consumer gets every new event once."""
         from devtools.memory_upstream import MemoryUpstream
-        from xdep_sensors import polling, streams
+        from xdep_sensors.core import poller as polling
+        from xdep_sensors.core import shared_reads as streams
         from xdep_sensors.client import RemoteAirflowClient
-        from xdep_sensors.hook import RemoteAirflowHook
-        from xdep_sensors.probes import AssetProbe, AssetTarget
+        from xdep_sensors.hooks import RemoteAirflowHook
+        from xdep_sensors.core.probes import AssetProbe, AssetTarget
 
         up = MemoryUpstream(api="v2")
         clients: dict = {}
@@ -351,7 +352,7 @@ class TestOneReadForSensorsAndWatchers:
 
         made: list[tuple[int, int]] = []  # (asset, event id)
         per_interval: list[int] = []
-        with mock.patch("xdep_sensors.watchers.asyncio.sleep", new=mock.AsyncMock()):
+        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
             stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
             listeners = [asyncio.ensure_future(listen(i)) for i in range(len(watchers))]
             for interval in range(8):

@@ -19,8 +19,9 @@ import pytest
 from airflow.sdk import Asset
 from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
-from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor, durable
-from xdep_sensors import triggers as triggers_module
+from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
+from xdep_sensors.triggers import state as durable
+from xdep_sensors.triggers import waits as triggers_module
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunTrigger
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -221,7 +222,7 @@ class TestStartFromTrigger:
         assert event.payload["message"] == "logical_date='next tuesday' is not an ISO-8601 datetime"
 
     def test_below_airflow_3_3_the_task_starts_on_a_worker_with_a_warning(self, monkeypatch):
-        monkeypatch.setattr("xdep_sensors.sensors.airflow_version", lambda: (3, 1, 8))
+        monkeypatch.setattr("xdep_sensors.sensors.base.airflow_version", lambda: (3, 1, 8))
         with pytest.warns(UserWarning, match=r"start_from_trigger=True needs Airflow 3\.3\+ \(this is 3\.1\.8\)"):
             sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer",
                                         start_from_trigger=True, end_from_trigger=True)

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from xdep_sensors.durable import TriggerState
+from xdep_sensors.triggers.state import TriggerState
 
 
 class CounterTrigger(BaseEventTrigger):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from xdep_sensors.durable import VARIABLE_PREFIX, TriggerState, variable_key
+from xdep_sensors.triggers.state import VARIABLE_PREFIX, TriggerState, variable_key
 
 
 class TestVariableKey:

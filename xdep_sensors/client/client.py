@@ -5,99 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Callable
 
-from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, Page, Request, V2
-from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
+from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, V2, Page, Request, listing_ends
+from xdep_sensors.client.records import Asset, Dag, DagRun, TaskInstance
 from xdep_sensors.client.session import ClientConfig, Transport
 from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
-from xdep_sensors.feed import Feed, Step, listing_ends
 
 log = logging.getLogger(__name__)
 
 MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing (per poll)
 
 
-@dataclass(frozen=True)
-class Listing:
-    """An upstream listing read as a feed: asset events (of one asset, or all), runs that started or
-    ended, task instances that ended.
-
-    :param kind: ``"asset_events"``, ``"started_runs"``, ``"finished_runs"`` or ``"ended_task_instances"``.
-    :param asset_id: asset events of this asset only (``None``: every asset's events).
-    :param source_dag_id: asset events produced by this DAG only (filtered by the server, every version).
-    :param dag_ids: runs / task instances of these DAGs (``None``: every DAG).
-    :param states: the end states to list.
-    """
-
-    kind: str
-    asset_id: int | None = None
-    source_dag_id: str | None = None
-    dag_ids: tuple[str, ...] | None = None
-    states: tuple[str, ...] = ()
-
-    def time_filter(self, dialect: V2) -> bool:
-        return self.kind != "asset_events" or dialect.has_event_time_filter
-
-    def ordered(self, dialect: V2) -> bool:
-        """Whether the listing sorts by time (Airflow 2's task-instance listing cannot)."""
-        return self.kind != "ended_task_instances" or dialect.name != "v1"
-
-    def request(self, dialect: V2, step: Step) -> Request:
-        dag_ids = list(self.dag_ids) if self.dag_ids is not None else None
-        if self.kind == "asset_events":
-            return dialect.asset_events(asset_id=self.asset_id, source_dag_id=self.source_dag_id,
-                                        since=step.lower, newest_first=step.newest_first,
-                                        offset=step.offset)
-        if self.kind == "started_runs":
-            return dialect.started_runs(dag_ids, step.lower, offset=step.offset, newest_first=step.newest_first)
-        if self.kind == "finished_runs":
-            return dialect.finished_runs(dag_ids, list(self.states), step.lower, offset=step.offset,
-                                         newest_first=step.newest_first)
-        if self.kind == "ended_task_instances":
-            return dialect.ended_task_instances(dag_ids, list(self.states), step.lower, offset=step.offset,
-                                                newest_first=step.newest_first)
-        raise ValueError(f"unknown listing kind {self.kind!r}")
-
-    def parse(self, dialect: V2, body: Any) -> Page:
-        if self.kind == "asset_events":
-            return dialect.parse_asset_events(body)
-        if self.kind == "ended_task_instances":
-            page = dialect.parse_task_instances(body)
-            return Page([ti for ti in page.items if ti.end_date is not None], page.total)
-        page = dialect.parse_dag_runs(body)
-        dated = "start_date" if self.kind == "started_runs" else "end_date"
-        return Page([r for r in page.items if getattr(r, dated) is not None], page.total)
-
-    @property
-    def position(self) -> Callable[[Any], tuple[datetime, Any]]:
-        """``item -> (time, key)``: where an item of this listing sits, and its identity."""
-        return _POSITIONS[self.kind]
-
-
-def _event_position(item: AssetEvent) -> tuple[datetime, Any]:
-    return item.timestamp, item.id
-
-
-def _run_position(item: DagRun) -> tuple[datetime, Any]:
-    return item.end_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
-
-
-def _started_position(item: DagRun) -> tuple[datetime, Any]:
-    return item.start_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
-
-
-def _ti_position(item: TaskInstance) -> tuple[datetime, Any]:
-    return item.end_date, f"{item.dag_id}/{item.run_id}/{item.task_id}/{item.map_index}/{item.try_number}"  # type: ignore[return-value]
-
-
-_POSITIONS = {"asset_events": _event_position, "started_runs": _started_position, "finished_runs": _run_position,
-              "ended_task_instances": _ti_position}
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
+def version_tuple(version: str) -> tuple[int, ...]:
     out = []
     for part in version.split(".")[:3]:
         digits = "".join(ch for ch in part if ch.isdigit())
@@ -189,7 +110,7 @@ class RemoteAirflowClient:
 
     # plumbing --------------------------------------------------------------------------------
 
-    async def _call(self, build: Callable[[V2], Request], parse: Callable[[V2, Any], Any]) -> Any:
+    async def call(self, build: Callable[[V2], Request], parse: Callable[[V2, Any], Any]) -> Any:
         dialect = await self.dialect()
         request = build(dialect)
         body = await self.transport.send(request)
@@ -212,7 +133,7 @@ class RemoteAirflowClient:
         offset = 0
         max_pages = max_pages or MAX_PAGES
         for _ in range(max_pages):
-            page: Page = await self._call(lambda d: build(d, offset), parse)
+            page: Page = await self.call(lambda d: build(d, offset), parse)
             yield page
             if listing_ends(offset, len(page.items), page.total):
                 return
@@ -231,7 +152,7 @@ class RemoteAirflowClient:
 
     async def get_dag(self, dag_id: str) -> Dag:
         """Return one DAG; raise :class:`NotFound` when the upstream does not have it."""
-        return await self._call(lambda d: d.dag(dag_id), lambda d, b: d.parse_dag(b))
+        return await self.call(lambda d: d.dag(dag_id), lambda d, b: d.parse_dag(b))
 
     async def list_dags(self, pattern: str | None = None) -> list[Dag]:
         """Return DAGs whose id contains ``pattern`` (all DAGs when ``None``)."""
@@ -276,7 +197,7 @@ class RemoteAirflowClient:
     async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
         """Return one run, or ``None`` when it does not exist (yet)."""
         try:
-            return await self._call(lambda d: d.dag_run(dag_id, run_id), lambda d, b: d.parse_dag_run(b))
+            return await self.call(lambda d: d.dag_run(dag_id, run_id), lambda d, b: d.parse_dag_run(b))
         except NotFound:
             return None
 
@@ -285,7 +206,7 @@ class RemoteAirflowClient:
         limit: int = PAGE_LIMIT,
     ) -> list[DagRun]:
         """Return runs of ``dag_id``, newest ``run_after`` first (one page of at most ``limit``)."""
-        page: Page = await self._call(
+        page: Page = await self.call(
             lambda d: d.dag_runs(dag_id, logical_date=logical_date, run_after_gte=run_after_gte, limit=limit),
             lambda d, b: d.parse_dag_runs(b),
         )
@@ -312,7 +233,7 @@ class RemoteAirflowClient:
         """Return the run's task instances; a task group is filtered upstream when possible, else here."""
         dialect = await self.dialect()
         server_side = None
-        if task_group_id and dialect.name == "v2" and _version_tuple(await self.version()) >= (3, 1):
+        if task_group_id and dialect.name == "v2" and version_tuple(await self.version()) >= (3, 1):
             server_side = task_group_id  # Airflow 3.0 ignores this filter: there we match the prefix below
         items = await self._all(
             lambda d, off: d.task_instances(dag_id, run_id, task_group_id=server_side, offset=off),
@@ -334,14 +255,14 @@ class RemoteAirflowClient:
 
     async def last_finished_run(self, dag_id: str, states: list[str], *, before: datetime) -> DagRun | None:
         """Return the run of ``dag_id`` in ``states`` that ended last at or before ``before``, if any."""
-        page: Page = await self._call(lambda d: d.last_finished_run(dag_id, states, before),
+        page: Page = await self.call(lambda d: d.last_finished_run(dag_id, states, before),
                                       lambda d, b: d.parse_dag_runs(b))
         ended = [r for r in page.items if r.end_date is not None and r.end_date <= before]
         return max(ended, key=lambda r: r.end_date, default=None)
 
     async def list_task_ids(self, dag_id: str) -> list[str]:
         """Return the task ids of an upstream DAG."""
-        return await self._call(lambda d: d.tasks(dag_id), lambda d, b: d.parse_task_ids(b))
+        return await self.call(lambda d: d.tasks(dag_id), lambda d, b: d.parse_task_ids(b))
 
     # assets ----------------------------------------------------------------------------------
 
@@ -360,65 +281,6 @@ class RemoteAirflowClient:
             found += await self._all(lambda d, off, c=chunk: d.assets(**{f"{by}_prefix_pattern": c}, offset=off),
                                      lambda d, b: d.parse_assets(b))
         return found
-
-    async def list_asset_events(
-        self,
-        *,
-        asset_ids: list[int] | None = None,
-        since: datetime | None = None,
-        source_dag_id: str | None = None,
-    ) -> list[AssetEvent]:
-        """Return events of ``asset_ids`` (all assets when ``None``) with timestamp >= ``since``, oldest first.
-
-        One feed read per asset (or one over every asset): bounded by the events since ``since``.
-        """
-        events: dict[int, AssetEvent] = {}
-        for asset_id in asset_ids if asset_ids is not None else [None]:
-            listing = Listing("asset_events", asset_id=asset_id, source_dag_id=source_dag_id)
-            feed = await self.open_feed(listing, since)
-            events.update((e.id, e) for e in await self.read_feed(feed, listing))
-        return sorted(events.values(), key=lambda e: (e.timestamp, e.id))
-
-    async def latest_asset_event(self, asset_id: int) -> AssetEvent | None:
-        """Return the newest event of an asset (one request, whatever its history)."""
-        page = await self.newest_page(Listing("asset_events", asset_id=asset_id), None)
-        return page.items[0] if page.items else None
-
-    # feeds -----------------------------------------------------------------------------------
-
-    async def newest_page(self, listing: Listing, since: datetime | None) -> Page:
-        """One page of ``listing`` at or after ``since``, newest first: its newest items and total count."""
-        return await self._call(lambda d: listing.request(d, Step(since, 0, newest_first=True)), listing.parse)
-
-    async def open_feed(self, listing: Listing, start: datetime | None) -> Feed:
-        """Return a feed over ``listing`` that counts items at or after ``start`` (``None``: all)."""
-        dialect = await self.dialect()
-        return Feed(start, time_filter=listing.time_filter(dialect), position=listing.position,
-                    ordered=listing.ordered(dialect))
-
-    async def read_feed(self, feed: Feed, listing: Listing, *, max_pages: int = MAX_PAGES) -> list[Any]:
-        """Read what is new in ``listing`` since ``feed`` last read it (at most ``max_pages`` requests).
-
-        Returns the items never seen by this feed, oldest first. A read cut at ``max_pages`` keeps
-        its position: the next read continues there, so no history length can pin a feed.
-        """
-        feed.budget = max_pages
-        step: Step | None = feed.first_step()
-        fresh: list[Any] = []
-        for _ in range(max_pages):
-            assert step is not None
-            current = step
-            page: Page = await self._call(lambda d: listing.request(d, current), listing.parse)
-            new, step = feed.absorb(current, page.items, page.total)
-            fresh.extend(new)
-            if step is None:
-                break
-        else:
-            feed.cut(step)
-            log.warning("read %d pages of %s from %s in one poll; continuing from %s on the next",
-                        max_pages, listing.kind, self.config.base_url, feed.mark.isoformat() if feed.mark else "the start")
-        fresh.sort(key=lambda item: (listing.position(item)[0], str(listing.position(item)[1])))
-        return fresh
 
     # links -----------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance
+from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance, parse_dt
 
 PAGE_LIMIT = 100  # what we ask for; a server's ``[api] maximum_page_limit`` may cap a GET's page lower
 
@@ -38,19 +38,23 @@ class Page:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def listing_ends(offset: int, count: int, total: int | None) -> bool:
+    """Whether a page of ``count`` items at ``offset`` is the last of its listing.
+
+    The server decides the page size (``[api] maximum_page_limit`` may be below what was asked for),
+    so a short page says nothing: the listing's ``total_entries`` does, and where the server gives
+    none (optional from Airflow 3.2), only an empty page ends it.
+    """
+    if count == 0:
+        return True
+    return total is not None and offset + count >= total
+
+
 def format_dt(value: datetime) -> str:
     """Format a datetime for a query string: always timezone-aware (naive means UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.isoformat()
-
-
-def parse_dt(value: Any) -> datetime | None:
-    """Parse an API datetime (``Z`` or offset suffix) into an aware datetime."""
-    if value in (None, ""):
-        return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _seg(value: str) -> str:

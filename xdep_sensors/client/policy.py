@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 from xdep_sensors.errors import (

@@ -59,6 +59,7 @@ class ClientConfig:
     ui_url: str | None = None
     conn_id: str = "remote_airflow_default"
     client_name: str | None = None  # who polls, in the User-Agent (see :func:`user_agent`)
+    airflow_version: str = "unknown"  # the downstream's Airflow, in the User-Agent (the hook sets it)
 
     def __post_init__(self):
         if self.api_version not in API_VERSIONS:
@@ -84,19 +85,15 @@ class ClientConfig:
 CLIENT_NAME_ENV = "XDEP_SENSORS_CLIENT_NAME"
 
 
-def user_agent(client_name: str | None = None) -> str:
+def user_agent(client_name: str | None = None, airflow_version: str = "unknown") -> str:
     """``xdep-sensors/<version> (Airflow <version>; <client name>)``: who sends the upstream requests.
 
     The name is the connection extra ``client_name`` or else the environment variable
     ``XDEP_SENSORS_CLIENT_NAME`` (e.g. the deployment's name); without either, no name. Only printable
     ASCII is kept (no control characters, no parentheses or semicolons), at most 100 characters.
     """
-    from xdep_sensors import __version__
+    from xdep_sensors.version import __version__
 
-    try:
-        from airflow import __version__ as airflow_version
-    except ImportError:  # the client used outside Airflow
-        airflow_version = "unknown"
     name = client_name if client_name is not None else os.environ.get(CLIENT_NAME_ENV, "")
     name = " ".join("".join(c if c.isprintable() and c.isascii() and c not in "();" else " " for c in name).split())
     details = f"Airflow {airflow_version}" + (f"; {name[:100]}" if name else "")
@@ -129,7 +126,7 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32),
-                headers={"Accept": "application/json", "User-Agent": user_agent(self.config.client_name)},
+                headers={"Accept": "application/json", "User-Agent": user_agent(self.config.client_name, self.config.airflow_version)},
             )
         return self._session
 

@@ -27,8 +27,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Hashable
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.client.client import Listing
-from xdep_sensors.feed import OVERLAP, PAGE, Feed
+from xdep_sensors.client.dialects import PAGE_LIMIT
+from xdep_sensors.core.feed import OVERLAP, Feed
+from xdep_sensors.core.listings import Listing, newest_page, open_feed, read_feed
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class SharedReads:
             feed = self.per_target.get(target)
             if feed is None:
                 feed = self.per_target[target] = await self._at_head(client, listing)
-            items += await client.read_feed(feed, listing)
+            items += await read_feed(client, feed, listing)
         return items
 
     async def _union_is_cheaper(self, client: RemoteAirflowClient, targets: set[Hashable]) -> bool:
@@ -237,10 +238,10 @@ class SharedReads:
         since = self._probe_since or max(marks)
         cycles, self._probe_cycle = max(self.cycle - self._probe_cycle, 1), self.cycle
         union = Listing("asset_events")
-        page = await client.newest_page(union, since)
+        page = await newest_page(client, union, since)
         if page.items:  # the newest event: where the next count starts
             self._probe_since = union.position(page.items[0])[0]
-        busy = page.total is None or page.total / cycles > PAGE * (len(targets) - 1)
+        busy = page.total is None or page.total / cycles > PAGE_LIMIT * (len(targets) - 1)
         if busy:
             self.per_target_until = self.cycle + PER_TARGET_CYCLES
         return not busy
@@ -263,12 +264,12 @@ class SharedReads:
             self.union_targets = key
             self.per_target.clear()
             self._union_covering = bool(previous)
-        items = await client.read_feed(self.union, listing)
+        items = await read_feed(client, self.union, listing)
         if self.kind == "asset_events":
             covering, self._union_covering = self._union_covering, self._union_covering and self.union.behind
             # a busy upstream: the union's pages outnumber the watched assets' listings (not counting the
             # first read after a switch, which covers the window behind where the per-asset feeds were)
-            if not covering and len(items) > PAGE * (len(targets) - 1):
+            if not covering and len(items) > PAGE_LIMIT * (len(targets) - 1):
                 self.per_target_until = self.cycle + PER_TARGET_CYCLES
                 self._probe_since, self._probe_cycle = self.union.mark, self.cycle  # count from here later
                 log.info("upstream %s is busy (%d new asset events per poll, %d watched assets): reading "
@@ -305,7 +306,7 @@ class SharedReads:
         catchup = self._catchups.get(key)
         if catchup is None:
             listing = listing_for(self.kind, target, self.states, source_dag_id)
-            catchup = self._catchups[key] = _CatchUp(await client.open_feed(listing, start), listing)
+            catchup = self._catchups[key] = _CatchUp(await open_feed(client, listing, start), listing)
         if catchup.cycle != self.cycle:
             catchup.cycle = self.cycle
             catchup.running = asyncio.ensure_future(self._advance(client, catchup))
@@ -321,7 +322,7 @@ class SharedReads:
 
     @staticmethod
     async def _advance(client: RemoteAirflowClient, catchup: _CatchUp) -> None:
-        catchup.items += await client.read_feed(catchup.feed, catchup.listing)
+        catchup.items += await read_feed(client, catchup.feed, catchup.listing)
 
 
 _BY_CONNECTION: weakref.WeakValueDictionary[Hashable, SharedReads] = weakref.WeakValueDictionary()
@@ -405,9 +406,9 @@ class RunChanges:
             began = datetime.now(timezone.utc)
             if slot.feed is None:
                 slot.feed = (await SharedReads._at_head(client, slot.listing) if slot.since is None
-                             else await client.open_feed(slot.listing, slot.since - OVERLAP))
+                             else await open_feed(client, slot.listing, slot.since - OVERLAP))
             try:
-                for run in await client.read_feed(slot.feed, slot.listing):
+                for run in await read_feed(client, slot.feed, slot.listing):
                     out.setdefault(run.dag_id, []).append(run)
             except BaseException:
                 slot.feed = None  # a read that failed half-way may have marked items read: restart from since

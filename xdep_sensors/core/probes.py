@@ -14,14 +14,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from xdep_sensors.client import RemoteAirflowClient
-from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance
-from xdep_sensors.decisions import FINISHED_RUN_STATES, Decision, StateRules, decide_assets, decide_dag_run
-from xdep_sensors.durable import Cursor
-from xdep_sensors.doctor import close_matches
+from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance, parse_dt
+from xdep_sensors.core.cursors import Cursor
+from xdep_sensors.core.decisions import (
+    FINISHED_RUN_STATES,
+    Decision,
+    StateRules,
+    decide_assets,
+    decide_dag_run,
+)
+from xdep_sensors.core.doctor import close_matches
+from xdep_sensors.core.feed import Feed
+from xdep_sensors.core.sources import BatchSource, DirectSource
 from xdep_sensors.errors import NotFound
-from xdep_sensors.feed import Feed
-from xdep_sensors.sources import BatchSource, DirectSource
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +274,7 @@ class AssetRef:
 class AssetTarget:
     """What an asset wait looks for; every field is a plain JSON value.
 
-    ``cursors`` maps each asset's label to :class:`~xdep_sensors.durable.Cursor` dicts; events at
+    ``cursors`` maps each asset's label to :class:`~xdep_sensors.triggers.state.Cursor` dicts; events at
     or after ``since`` that the cursor has not seen are new.
     """
 

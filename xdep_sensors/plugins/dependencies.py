@@ -25,6 +25,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from xdep_sensors.core.listings import newest_page
 from xdep_sensors.errors import XdepError, safe_url
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,18 @@ RECENT = 5  # outcomes kept per sensor task
 FACTS_TTL_S = 30.0
 FACTS_TIME_LIMIT_S = 5.0
 TRIGGER_MODULE = "xdep_sensors."
+SENSORS_MODULE = "xdep_sensors.sensors"
 # trigger kwargs shown as a wait's (rendered) upstream target; the rest is bookkeeping
 TARGET_KEYS = ("external_dag_id", "run_id", "logical_date", "latest_after", "task_ids", "task_group_id",
                "assets", "asset_uri", "asset_name", "require", "source_dag_id", "since", "dag_ids", "states")
 
 
 # --- declared dependencies (serialized DAGs) -------------------------------------------------------
+
+def _is_sensor_module(module: Any) -> bool:
+    """Whether a serialized task's ``_task_module`` is one of ours (``xdep_sensors.sensors`` or below)."""
+    return isinstance(module, str) and (module == SENSORS_MODULE or module.startswith(SENSORS_MODULE + "."))
+
 
 def _declared(op: dict[str, Any]) -> dict[str, Any] | None:
     """A sensor task's declared dependency from its serialized form (``None``: not one of ours)."""
@@ -54,7 +61,7 @@ def _declared(op: dict[str, Any]) -> dict[str, Any] | None:
         return declared if isinstance(declared, dict) else None
     # serialized by an earlier xdep_sensors: only its templated fields were kept
     task_type = op.get("task_type") or op.get("_task_type")
-    if op.get("_task_module") != "xdep_sensors.sensors" or task_type not in ("RemoteDagRunSensor", "RemoteAssetSensor"):
+    if not _is_sensor_module(op.get("_task_module")) or task_type not in ("RemoteDagRunSensor", "RemoteAssetSensor"):
         return None
     kind = "dag_run" if task_type == "RemoteDagRunSensor" else "asset"
     declared = {"kind": kind, "remote_conn_id": op.get("remote_conn_id", "remote_airflow_default"),
@@ -140,11 +147,10 @@ _DECLARED: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # dag_id -> (dag_ha
 def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
     """Everything this deployment knows about its remote dependencies, for the DAGs in ``dag_ids``
     (``None``: all): sensors, watchers, waits in flight and recent outcomes. Sync: run in a thread."""
-    from sqlalchemy import and_, func, select, tuple_
-
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger
+    from sqlalchemy import and_, func, select, tuple_
 
     newest = (select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at"))
               .group_by(SerializedDagModel.dag_id))
@@ -229,7 +235,7 @@ def _run(run: Any) -> dict[str, Any]:
 async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[str, Any]:
     """What an upstream shows now, in at most three requests: its version, the newest runs of every DAG
     in ``dags`` (one batch listing), the newest asset events (one listing over every asset)."""
-    from xdep_sensors.client.client import Listing
+    from xdep_sensors.core.listings import Listing
 
     facts: dict[str, Any] = {"reachable": False, "authenticated": None, "api": None, "version": None,
                              "dags": {}, "assets": {}}
@@ -243,7 +249,7 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
             if entry["last_success"] is None and run.state == "success":
                 entry["last_success"] = _run(run)
     if assets:
-        page = await client.newest_page(Listing("asset_events"), None)
+        page = await newest_page(client, Listing("asset_events"), None)
         for event in page.items:  # newest first
             for label in (event.uri, event.name, event.uri.rstrip("/")):
                 if label in assets and label not in facts["assets"]:
@@ -258,7 +264,7 @@ def _connection_config(conn_id: str) -> Any:
     """The client config of a connection, read the way Airflow's API server reads connections."""
     from airflow.models.connection import Connection
 
-    from xdep_sensors.hook import config_from_connection
+    from xdep_sensors.hooks.remote_airflow import config_from_connection
 
     conn = Connection.get_connection_from_secrets(conn_id)
     return config_from_connection(conn, conn.extra_dejson)
@@ -288,7 +294,7 @@ class UpstreamFacts:
     async def _read(self, conn_id: str, dags: set[str], assets: set[str]) -> dict[str, Any]:
         from asgiref.sync import sync_to_async
 
-        from xdep_sensors.hook import RemoteAirflowHook
+        from xdep_sensors.hooks import RemoteAirflowHook
 
         self.reads += 1
         checked = datetime.now(timezone.utc).isoformat()

@@ -15,18 +15,26 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from airflow.providers.common.compat.sdk import AirflowException
-from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import (
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 from asgiref.sync import sync_to_async
 
-from xdep_sensors import polling
 from xdep_sensors.client import RemoteAirflowClient
-from xdep_sensors.decisions import Decision
-from xdep_sensors.durable import CursorStore
+from xdep_sensors.core import poller as polling
+from xdep_sensors.core.decisions import Decision
+from xdep_sensors.core.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
 from xdep_sensors.errors import XdepError
-from xdep_sensors.hook import RemoteAirflowHook, shared_config
+from xdep_sensors.triggers.classpath import classpath
+from xdep_sensors.hooks.remote_airflow import RemoteAirflowHook, shared_config
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
-from xdep_sensors.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
-from xdep_sensors.task_args import airflow_version, asset_target, dag_run_target
+from xdep_sensors.triggers.state import CursorStore
+from xdep_sensors.triggers.task_args import asset_target, dag_run_target
+from xdep_sensors.version_compat import airflow_version
 
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "skipped", "error", "timeout"})
 
@@ -59,6 +67,7 @@ class _PollingTrigger(BaseTrigger):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._log = None  # each trigger class gets a logger of its own name, not its parent class's
+        cls._logger_name = classpath(cls) if cls.__module__.startswith("xdep_sensors.") else None
 
     @property
     def log(self) -> Any:
@@ -107,7 +116,7 @@ class _PollingTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         kwargs = {"remote_conn_id": self.remote_conn_id, "poke_interval": self.poke_interval,
                   "timeout_at": self.timeout_at, **self._ending_kwargs(), **self._watch_kwargs()}
-        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+        return classpath(type(self)), kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -224,7 +233,7 @@ class RemoteDagRunTrigger(_PollingTrigger):
     :param external_dag_id: the upstream DAG id.
     :param poke_interval: seconds between looks at the upstream.
     :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
-    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.DagRunTarget`.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.core.probes.DagRunTarget`.
     """
 
     watch_class = DagRunTarget
@@ -250,7 +259,7 @@ class RemoteAssetTrigger(_PollingTrigger):
     :param assets: the watched assets, as ``{"uri": ..., "name": ...}`` dicts.
     :param poke_interval: seconds between looks at the upstream.
     :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
-    Other keyword arguments are the fields of :class:`~xdep_sensors.probes.AssetTarget`.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.core.probes.AssetTarget`.
     """
 
     watch_class = AssetTarget
@@ -276,11 +285,4 @@ class RemoteAssetTrigger(_PollingTrigger):
         return result["events"]
 
 
-# The AssetWatcher triggers live in ``watchers`` and are part of this module's public API.
-from xdep_sensors.watchers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger  # noqa: E402
-from xdep_sensors.alerts import (  # noqa: E402
-    RemoteDagRunDeadlineTrigger, RemoteDagRunDurationTrigger, RemoteTaskInstanceEventTrigger,
-)
-
-__all__ = ["RemoteAssetEventTrigger", "RemoteAssetTrigger", "RemoteDagRunDeadlineTrigger", "RemoteDagRunDurationTrigger",
-           "RemoteDagRunEventTrigger", "RemoteDagRunTrigger", "RemoteTaskInstanceEventTrigger"]
+__all__ = ["TRIGGER_EVENT_STATUSES", "RemoteAssetTrigger", "RemoteDagRunTrigger"]

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from airflow.api_fastapi.core_api.security import GetUserDep
-from xdep_sensors.dependencies import UpstreamFacts, asset_labels, compose, read_deployment
+from xdep_sensors.plugins.dependencies import UpstreamFacts, asset_labels, compose, read_deployment
 
 PREFIX = "/xdep-sensors"
 FACTS = UpstreamFacts()

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Hashable
 
+from xdep_sensors.client.dialects import PAGE_LIMIT, listing_ends
+
 # The overlap window. Seen on loopback Airflow 3.3.2 and 2.11.2 (tests/integration/test_feed_live.py,
 # TestVisibilityLag prints it): asset events and runs' end dates are listed within 0.01-0.7 s of their
 # timestamps (Airflow 2's even "before" them by up to 0.7 s: the scheduler's clock vs ours). One
@@ -41,22 +43,9 @@ from typing import Any, Callable, Hashable
 # scheduler and worker hosts with a wide margin; a warm feed does not pay for it in requests (only a
 # late item does, in pages proportional to its lateness), only in memory (the window's keys).
 OVERLAP = timedelta(seconds=float(os.environ.get("XDEP_SENSORS_FEED_OVERLAP", "60")))
-PAGE = 100  # items asked for per page; the server may return fewer (its ``[api] maximum_page_limit``)
 
 Key = Hashable
 Position = Callable[[Any], "tuple[datetime, Key]"]
-
-
-def listing_ends(offset: int, count: int, total: int | None) -> bool:
-    """Whether a page of ``count`` items at ``offset`` is the last of its listing.
-
-    The server decides the page size (``[api] maximum_page_limit`` may be below what was asked for),
-    so a short page says nothing: the listing's ``total_entries`` does, and where the server gives
-    none (optional from Airflow 3.2), only an empty page ends it.
-    """
-    if count == 0:
-        return True
-    return total is not None and offset + count >= total
 
 
 @dataclass(frozen=True)
@@ -110,7 +99,7 @@ class Feed:
         self.budget = 1  # requests the current read may make (``RemoteAirflowClient.read_feed`` sets it)
         # pages below a warm read's top page where its last late items were found (1: right below it)
         self.late_depths: deque[int] = deque(maxlen=32)
-        self._page_size = PAGE  # items per page, as the server last returned a full top page
+        self._page_size = PAGE_LIMIT  # items per page, as the server last returned a full top page
 
     @property
     def established(self) -> bool:

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.policy import POLICY
+from xdep_sensors.core.shared_reads import RunChanges, SharedReads, asset_reads_for
+from xdep_sensors.core.sources import BatchSource
 from xdep_sensors.errors import XdepError
-from xdep_sensors.sources import BatchSource
-from xdep_sensors.streams import RunChanges, SharedReads, asset_reads_for
 
 if TYPE_CHECKING:
-    from xdep_sensors.decisions import Decision
+    from xdep_sensors.core.decisions import Decision
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable, Hashable, Protocol
 
 from xdep_sensors.client import AssetEvent, DagRun, RemoteAirflowClient, TaskInstance
-from xdep_sensors.client.client import Listing
-from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.client.records import Asset, Dag
-from xdep_sensors.feed import PAGE, Feed
-from xdep_sensors.streams import RunChanges, SharedReads
+from xdep_sensors.client.dialects import PAGE_LIMIT
+from xdep_sensors.client.records import Asset, Dag, parse_dt
+from xdep_sensors.core.feed import Feed
+from xdep_sensors.core.listings import Listing, open_feed, read_feed
+from xdep_sensors.core.shared_reads import RunChanges, SharedReads
 
 
 class RunWait(Protocol):
@@ -92,8 +92,8 @@ class DirectSource:
             listing = Listing("asset_events", asset_id=asset_id, source_dag_id=probe.source_dag_id)
             feed = probe.feeds.get(label)
             if feed is None:
-                feed = probe.feeds[label] = await self.client.open_feed(listing, probe.start(label))
-            events += await self.client.read_feed(feed, listing)
+                feed = probe.feeds[label] = await open_feed(self.client, listing, probe.start(label))
+            events += await read_feed(self.client, feed, listing)
         probe.caught_up = not any(f.behind for f in probe.feeds.values())
         return events
 
@@ -205,7 +205,7 @@ class BatchSource:
         bounds = list(self.first_bounds.values())
         since = None if None in bounds else min(bounds)  # type: ignore[type-var]
         items, complete = await self.client.newest_runs(sorted(self.first_bounds), run_after_gte=since,
-                                                        max_pages=max(1, -(-self.first_waits // PAGE)))
+                                                        max_pages=max(1, -(-self.first_waits // PAGE_LIMIT)))
         by_dag: dict[str, list[DagRun]] = {}
         for run in items:
             by_dag.setdefault(run.dag_id, []).append(run)

@@ -7,24 +7,14 @@ wait for exactly the same thing.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from airflow.providers.common.compat.sdk import AirflowException
 
-from xdep_sensors.client.client import _version_tuple
-from xdep_sensors.client.dialects import parse_dt
-from xdep_sensors.durable import CursorStore
-from xdep_sensors.probes import AssetTarget, DagRunTarget
-
-
-@functools.cache
-def airflow_version() -> tuple[int, ...]:
-    """The running Airflow's version as a tuple, e.g. ``(3, 3, 2)``."""
-    from airflow import __version__
-
-    return _version_tuple(__version__)
+from xdep_sensors.client.records import parse_dt
+from xdep_sensors.core.probes import AssetTarget, DagRunTarget
+from xdep_sensors.triggers.state import CursorStore
 
 
 def as_datetime(name: str, value: Any) -> datetime:

@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
 def doctor(conn_id: str, *, dag_id: str | None = None, asset_uri: str | None = None,
            asset_name: str | None = None) -> int:
     """Print the diagnosis; return 0 when every check passed, 1 otherwise."""
-    from xdep_sensors.doctor import diagnose, render
-    from xdep_sensors.hook import RemoteAirflowHook
+    from xdep_sensors.core.doctor import diagnose, render
+    from xdep_sensors.hooks import RemoteAirflowHook
 
     hook = RemoteAirflowHook(conn_id)
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.core.listings import latest_asset_event, list_asset_events
 from xdep_sensors.errors import NotFound, XdepError
 
 
@@ -55,7 +56,7 @@ async def diagnose(
                        lambda r: "authenticated; allowed to read DAG runs")
     if runs is None:
         return checks
-    await _step(checks, "read assets", client.list_asset_events(since=datetime.now(timezone.utc)),
+    await _step(checks, "read assets", list_asset_events(client, since=datetime.now(timezone.utc)),
                 lambda e: "allowed to read assets and asset events")
     if dag_id:
         await _check_dag(checks, client, dag_id)
@@ -91,7 +92,7 @@ async def _check_asset(checks: list[Check], client: RemoteAirflowClient, uri: st
         checks.append(Check(f"asset {label}", False, "does not exist upstream",
                             f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name"))
         return
-    event = await client.latest_asset_event(matches[0].id)
+    event = await latest_asset_event(client, matches[0].id)
     latest = f"latest event {event.timestamp.isoformat()}" if event else "no events yet"
     checks.append(Check(f"asset {label}", True, f"exists (id {matches[0].id}); {latest}"))
 

@@ -1,0 +1,147 @@
+"""``RemoteAssetSensor``: wait for asset events in another deployment, each consumed once per task."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Sequence
+
+from airflow.sdk import Asset, AssetAlias
+
+from xdep_sensors.core.probes import AssetProbe, AssetTarget
+from xdep_sensors.links import UpstreamAssetLink
+from xdep_sensors.triggers import RemoteAssetTrigger
+from xdep_sensors.triggers.state import CursorStore
+from xdep_sensors.triggers.task_args import asset_target
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from xdep_sensors.triggers.waits import Probe
+
+
+from xdep_sensors.sensors.base import _RemoteSensor
+
+
+def _asset_refs(asset_uri: Any, asset_name: Any, assets: Any) -> list[dict[str, str | None]]:
+    given = [n for n, v in (("asset_uri", asset_uri), ("asset_name", asset_name), ("assets", assets)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of asset_uri, asset_name, assets; got {', '.join(given) or 'none'}")
+    if asset_uri is not None or asset_name is not None:
+        value, key = (asset_uri, "uri") if asset_uri is not None else (asset_name, "name")
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"asset_{key} must be a non-empty string, got {value!r}")
+        return [{"uri": value if key == "uri" else None, "name": value if key == "name" else None}]
+    if isinstance(assets, str) or not isinstance(assets, (list, tuple)) or not assets:
+        raise ValueError(f"assets must be a non-empty list of URIs or airflow.sdk.Asset objects, got {assets!r}")
+    refs = []
+    for item in assets:
+        uri = getattr(item, "uri", item)
+        if not isinstance(uri, str) or not uri.strip():
+            raise ValueError(f"assets has an entry that is neither a URI nor an Asset: {item!r}")
+        refs.append({"uri": uri, "name": None})
+    return refs
+
+
+class RemoteAssetSensor(_RemoteSensor):
+    """
+    Waits for asset (dataset) events in another Airflow deployment; each event is consumed once.
+
+    :param asset_uri: the upstream asset's URI (templated).
+    :param asset_name: the upstream asset's name, Airflow 3 upstreams (templated).
+    :param assets: several assets, as URIs or ``airflow.sdk.Asset`` objects.
+    :param require: ``"all"`` (default: every asset has a new event) or ``"any"``.
+    :param source_dag_id: only count events produced by this upstream DAG (templated).
+    :param since: count events at or after this time instead of the task's cursor (templated).
+    :param check_existence: an asset unknown upstream fails fast with close matches (default True).
+    :param str remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated; default
+        ``remote_airflow_default``).
+    :param bool deferrable: wait in the triggerer (default True); otherwise poke/reschedule.
+    :param bool start_from_trigger: the scheduler hands the task straight to the triggerer, no worker run
+        (Airflow 3.3+; below, a warning and the task starts on a worker).
+    :param bool end_from_trigger: the trigger ends the task (success, failure, skip) instead of resuming it
+        on a worker; a timeout, and a failure Airflow would retry differently, still resume on one.
+
+    Local ``Asset`` outlets get one local event per matched upstream event, carrying the upstream
+    ``extra`` plus provenance under ``xdep_upstream``.
+    """
+
+    template_fields: Sequence[str] = ("asset_uri", "asset_name", "remote_conn_id", "source_dag_id", "since")
+    ui_color = "#e6f4ea"
+    link_class = UpstreamAssetLink
+    trigger_class = RemoteAssetTrigger
+    kind = "asset"
+    operator_extra_links = (UpstreamAssetLink(),)
+
+    def __init__(
+        self,
+        *,
+        asset_uri: str | None = None,
+        asset_name: str | None = None,
+        assets: list[Any] | None = None,
+        require: str = "all",
+        source_dag_id: str | None = None,
+        since: str | datetime | None = None,
+        check_existence: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.asset_refs = _asset_refs(asset_uri, asset_name, assets)
+        if require not in ("all", "any"):
+            raise ValueError(f"require must be 'all' or 'any', got {require!r}")
+        self.asset_uri = asset_uri
+        self.asset_name = asset_name
+        self.require = require
+        self.source_dag_id = source_dag_id
+        self.since = since
+        self.check_existence = check_existence
+        self._bridge_alias: AssetAlias | None = None
+        if any(isinstance(o, Asset) for o in self.outlets):
+            # Concrete outlets yield one event each; an alias carries the 2nd..Nth matched event.
+            self._bridge_alias = AssetAlias(f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}"
+                                            f"__{self.task_id}")
+            self.outlets = [*self.outlets, self._bridge_alias]
+            if self.end_from_trigger:
+                warnings.warn(f"{self.task_id}: end_from_trigger is off: Airflow records a task's local outlet "
+                              "events only when a worker ends it (the trigger hands its events back to one)",
+                              UserWarning, stacklevel=2)
+                self.end_from_trigger = False
+        self._finish_init(self._task_args())
+
+    def _cursor_store(self, context: Context) -> CursorStore:
+        return CursorStore(context["ti"].dag_id, self.task_id)
+
+    def _task_args(self) -> dict[str, Any]:
+        return {"asset_uri": self.asset_uri, "asset_name": self.asset_name, "assets": self.asset_refs,
+                "require": self.require, "source_dag_id": self.source_dag_id, "since": self.since,
+                "check_existence": self.check_existence}
+
+    def _watch(self, context: Context) -> AssetTarget:
+        return asset_target(self._task_args(), context)
+
+    def make_probe(self, context: Context) -> Probe:
+        return AssetProbe(self._watch(context), self.log)
+
+    def on_success(self, context: Context, result: Any) -> Any:
+        events = result["events"]
+        self._cursor_store(context).commit(context["run_id"], result["started_from"], result["cursors"])
+        self._bridge(context, events, result.get("upstream"))
+        return events
+
+    def _bridge(self, context: Context, events: list[dict[str, Any]], upstream: str | None) -> None:
+        local = [o for o in self.outlets if isinstance(o, Asset)]
+        if not local or not events:
+            return
+        outlet_events = context["outlet_events"]
+        for asset in local:
+            for i, event in enumerate(events):
+                provenance = {"url": upstream, "event_id": event["id"], "uri": event["uri"],
+                              "timestamp": event["timestamp"], "source_dag_id": event["source_dag_id"],
+                              "source_run_id": event["source_run_id"]}
+                extra = {**(event.get("extra") or {}), "xdep_upstream": provenance}
+                if i == 0:
+                    outlet_events[asset].extra = extra
+                else:
+                    outlet_events[self._bridge_alias].add(asset, extra=extra)
+        self.log.info("re-emitted %d upstream event(s) to local asset(s) %s", len(events),
+                      ", ".join(a.uri for a in local))

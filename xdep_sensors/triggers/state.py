@@ -1,0 +1,154 @@
+"""Durable state, one place: triggers' state and the asset sensors' cursors, a JSON object per key.
+
+Keys follow one rule (:func:`variable_key`). ``CursorStore`` keeps a ``RemoteAssetSensor`` task's
+consumed-events cursors (a worker writes it, in a Variable). ``TriggerState`` keeps a trigger's state
+on every supported Airflow 3.
+
+Airflow 3.3+ injects an asset state store into ``AssetWatcher`` triggers; ``TriggerState`` uses it
+when it is there. Below 3.3 (and for triggers without a store) the value lives in an Airflow
+Variable: the trigger asks the triggerer's supervisor (``GetVariable`` / ``PutVariable``, which it
+relays to its in-process Execution API) through the Task SDK ``Variable``. The SDK call is
+synchronous, so it runs in a worker thread and the triggerer's event loop never blocks. Both paths
+are proven by a counter trigger run in the real triggerer of 3.0.6, 3.1.8, 3.2.2 and 3.3.2 across
+a triggerer restart (``tests/integration/test_versions_downstream.py``,
+``test_trigger_state_survives_a_triggerer_restart``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Callable
+
+from asgiref.sync import sync_to_async
+
+VARIABLE_PREFIX = "xdep_sensors.state."
+_MAX_VARIABLE_KEY = 250  # Variable.key is a String(250)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def variable_key(key: str) -> str:
+    """Return the Variable key that holds ``key``: URL-safe, at most 250 characters, distinct per key.
+
+    The Task SDK puts the key in an Execution API URL path unescaped: on 3.0 a ``/`` (as in an asset
+    URI) answers 404, so other characters become ``_`` and a hash of the original keeps keys apart.
+    """
+    safe = _UNSAFE.sub("_", key)
+    full = VARIABLE_PREFIX + safe
+    if safe == key and len(full) <= _MAX_VARIABLE_KEY:
+        return full
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{full[:_MAX_VARIABLE_KEY - 17]}~{digest}"
+
+
+def _variable_get(key: str) -> Any:
+    from airflow.sdk import Variable
+
+    raw = Variable.get(key, default=None)
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def _variable_set(key: str, value: dict[str, Any], description: str = "xdep_sensors: trigger state (cursor)") -> None:
+    from airflow.sdk import Variable
+
+    # Serialised here: 3.0's PutVariable declares a str value and warns about a dict.
+    Variable.set(key, json.dumps(value), description=description)
+
+
+KEEP_RUNS = 50
+
+
+class CursorStore:
+    """One ``RemoteAssetSensor`` task's consumed-events cursors (``{asset label: Cursor dict}``), in a Variable.
+
+    A Variable (not XCom with ``include_prior_dates``) because downstream runs do not arrive in
+    logical-date order: a backfilled or manual run with an older logical date must still see the
+    cursor the newest consumer left. Each consuming run also records where it started, so a cleared
+    and re-run downstream run consumes the same upstream events again instead of waiting for new ones.
+    Its key follows :func:`variable_key` like a trigger's state; a cursor stored under the key of
+    earlier versions (``xdep_sensors.cursor.<dag>.<task>``) is read until the next commit.
+    """
+
+    def __init__(self, dag_id: str, task_id: str, *, get: Callable[[str], Any] | None = None,
+                 set_: Callable[[str, dict[str, Any]], None] | None = None):
+        self.key = variable_key(f"cursor:{dag_id}.{task_id}")
+        self.legacy_key = f"xdep_sensors.cursor.{dag_id}.{task_id}"
+        self._get = get or _variable_get
+        self._set = set_ or (lambda key, value: _variable_set(
+            key, value, "xdep_sensors: upstream asset events already consumed by this task"))
+
+    def _load(self) -> dict[str, Any]:
+        raw = self._get(self.key) or self._get(self.legacy_key)
+        if not raw:
+            return {"cursors": {}, "runs": {}}
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return {"cursors": data.get("cursors") or {}, "runs": data.get("runs") or {}}
+
+    def start(self, run_id: str) -> dict[str, Any]:
+        """Return the cursors this run starts from (a re-run starts where its first try started)."""
+        data = self._load()
+        if run_id in data["runs"]:
+            return data["runs"][run_id]
+        return data["cursors"]
+
+    def commit(self, run_id: str, started_from: dict[str, Any], cursors: dict[str, Any]) -> None:
+        """Record a successful consumption; never moves a label's cursor backwards."""
+        data = self._load()
+        merged = dict(data["cursors"])
+        for label, cursor in cursors.items():
+            current = merged.get(label) or {}
+            if (current.get("timestamp") or "") <= (cursor.get("timestamp") or ""):
+                merged[label] = cursor
+        runs = {k: v for k, v in data["runs"].items() if k != run_id}
+        runs[run_id] = started_from
+        runs = dict(list(runs.items())[-KEEP_RUNS:])
+        self._set(self.key, {"cursors": merged, "runs": runs})
+
+
+class TriggerState:
+    """Async get/set of JSON objects by key, in the asset state store (3.3+) or else in Variables.
+
+    :param accessors: asset state store accessors to use (each has ``aget``/``aset``); empty or
+        None means Airflow Variables.
+    """
+
+    def __init__(self, accessors: list[Any] | None = None) -> None:
+        self._accessors = list(accessors or [])
+
+    @classmethod
+    def for_trigger(cls, trigger: Any) -> TriggerState:
+        """Pick the store for a trigger instance: its asset state store if Airflow injected one."""
+        # Airflow < 3.3 never defines the attribute; 3.3+ sets it to None for triggers outside watchers.
+        store = getattr(trigger, "asset_state_store", None)
+        if store is None:
+            return cls()
+        # One accessor per watching asset (a trigger shared by two watchers persists to both).
+        many = [*getattr(store, "_by_name", {}).values(), *getattr(store, "_by_uri", {}).values()]
+        return cls(many or [store])
+
+    @property
+    def backend(self) -> str:
+        """``"asset_state_store"`` or ``"variable"``: where values are kept."""
+        return "asset_state_store" if self._accessors else "variable"
+
+    async def aget(self, key: str) -> dict[str, Any] | None:
+        """Return the object stored under key, or None if there is none."""
+        if self._accessors:
+            for accessor in self._accessors:
+                value = await accessor.aget(key)
+                if isinstance(value, dict):
+                    return value
+            return None
+        value = await sync_to_async(_variable_get, thread_sensitive=False)(variable_key(key))
+        return value if isinstance(value, dict) else None
+
+    async def aset(self, key: str, value: dict[str, Any]) -> None:
+        """Store a JSON-serialisable object under key (replacing what was there)."""
+        if not isinstance(value, dict):
+            raise TypeError(f"TriggerState values are dicts, got {type(value).__name__}")
+        if self._accessors:
+            for accessor in self._accessors:
+                await accessor.aset(key, value)
+            return
+        await sync_to_async(_variable_set, thread_sensitive=False)(variable_key(key), value)

@@ -1,0 +1,423 @@
+"""Event triggers for Airflow 3 ``AssetWatcher``: schedule a downstream DAG on upstream events.
+
+Each trigger fires one ``TriggerEvent`` per new upstream item of its listing (an asset's events,
+runs that finished, task instances that ended), read as a feed (``xdep_sensors.feed``): each poll
+costs what is new upstream, never its history. Its state - the consumed cursor (with the items of
+the overlap window) and how far the listing has been *read* - is durable (``TriggerState``: the
+asset state store on Airflow 3.3+, an Airflow Variable below), written after each handover, so a
+restarted triggerer resumes where it read and neither loses nor repeats items. Watchers on one
+connection share one read per interval through ``shared_stream_key`` where Airflow offers it
+(3.3+): a watcher joining it catches up on its own target from its stored position first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, ClassVar, Hashable
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from xdep_sensors.client import DagRun, RemoteAirflowClient
+from xdep_sensors.client.policy import POLICY
+from xdep_sensors.client.records import AssetEvent, parse_dt
+from xdep_sensors.core.cursors import Cursor
+from xdep_sensors.core.feed import OVERLAP, Feed
+from xdep_sensors.core.listings import Listing, open_feed, read_feed
+from xdep_sensors.core.shared_reads import SharedReads, asset_reads_for, listing_for
+from xdep_sensors.errors import NotFound, XdepError
+from xdep_sensors.hooks import RemoteAirflowHook
+from xdep_sensors.triggers.classpath import classpath
+from xdep_sensors.triggers.state import TriggerState
+
+log = logging.getLogger(__name__)
+
+SHARED_STREAMS = hasattr(BaseEventTrigger, "filter_shared_stream")  # Airflow 3.3+
+from xdep_sensors.core.decisions import FINISHED_RUN_STATES
+
+CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is still catching up (each read is capped)
+
+
+class _Subscribers:
+    """Who listens on each shared poll (in the triggerer's one event loop), and the shared reads."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[Hashable, dict[int, _RemoteEventTrigger]] = {}
+        self.reads: dict[Hashable, SharedReads] = {}
+
+    def add(self, key: Hashable, trigger: _RemoteEventTrigger) -> None:
+        self.by_key.setdefault(key, {})[id(trigger)] = trigger
+
+    def remove(self, key: Hashable, trigger: _RemoteEventTrigger) -> None:
+        members = self.by_key.get(key, {})
+        members.pop(id(trigger), None)
+        if not members:
+            self.by_key.pop(key, None)
+
+    def targets(self, key: Hashable) -> set[Hashable]:
+        """The resolved listing targets (asset ids, DAG ids) of the watchers on this poll."""
+        return {m.target_id for m in self.by_key.get(key, {}).values() if m.target_id is not None}
+
+
+SUBSCRIBERS = _Subscribers()
+
+
+class _RemoteEventTrigger(BaseEventTrigger):
+    """Reads an upstream listing as a feed, fires once per new item of its own, persists its state."""
+
+    kind: ClassVar[str]  # names the durable state
+    listing_kind: ClassVar[str] = ""  # the listing read (``xdep_sensors.client.client.Listing`` kinds)
+    listing_states: ClassVar[tuple[str, ...]] = ()
+    source_dag_id: str | None = None  # asset events: only those this upstream DAG produced
+
+    def __init__(self, *, remote_conn_id: str, poll_interval: float = 60.0):
+        super().__init__()
+        if not isinstance(remote_conn_id, str) or not remote_conn_id.strip():
+            raise ValueError(f"remote_conn_id must be a connection id, got {remote_conn_id!r}")
+        if not isinstance(poll_interval, (int, float)) or poll_interval <= 0:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        self.remote_conn_id = remote_conn_id
+        self.poll_interval = float(poll_interval)
+        self.cursor = Cursor()
+        self.read_mark: datetime | None = None  # how far the listing has been read (durable)
+        self._saved_read: datetime | None = None
+        self.target_id: Hashable | None = None  # what the listing is filtered by (asset id, DAG id)
+
+    # what subclasses define -----------------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        raise NotImplementedError
+
+    def _kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def mine(self, item: Any) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def position(item: Any) -> tuple[datetime, int | str]:
+        raise NotImplementedError
+
+    def payload(self, item: Any, upstream: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def resolve(self, client: RemoteAirflowClient) -> Hashable:
+        """The listing target of this trigger (by default its ``target``)."""
+        return self.target
+
+    def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
+        """Turn listing records into the items ``mine``/``position``/``payload`` take (default: as they are)."""
+        return items
+
+    # serialization --------------------------------------------------------------------------
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        kwargs = {"remote_conn_id": self.remote_conn_id, "poll_interval": self.poll_interval, **self._kwargs()}
+        return classpath(type(self)), kwargs
+
+    # durable state ----------------------------------------------------------------------------
+
+    @property
+    def _state_key(self) -> str:
+        return f"xdep_sensors:{self.kind}:{self.remote_conn_id}:{self.target}"
+
+    def _store(self) -> TriggerState:
+        return TriggerState.for_trigger(self)
+
+    async def load_cursor(self) -> None:
+        """Resume from the stored state; without one, start from now (and store that)."""
+        stored = await self._store().aget(self._state_key)
+        if stored:
+            self.cursor = Cursor.from_dict(stored)
+            self.read_mark = self._saved_read = parse_dt(stored.get("read"))
+            self.log.info("resuming %s: consumed up to %s, read up to %s", self.target, self.cursor.timestamp,
+                          stored.get("read") or self.cursor.timestamp)
+            return
+        self.cursor = Cursor(datetime.now(timezone.utc).isoformat())
+        await self.save_cursor()
+
+    async def save_cursor(self) -> None:
+        state = self.cursor.to_dict()
+        if self.read_mark is not None:
+            state["read"] = self.read_mark.isoformat()
+        await self._store().aset(self._state_key, state)
+        self._saved_read = self.read_mark
+
+    async def note_read(self, mark: datetime | None) -> None:
+        """Remember how far the listing was read (stored when it moved by half the overlap window)."""
+        if mark is None or (self.read_mark is not None and mark <= self.read_mark):
+            return
+        self.read_mark = mark
+        if self._saved_read is None or mark - self._saved_read >= OVERLAP / 2:
+            await self.save_cursor()
+
+    def read_start(self) -> datetime | None:
+        """Where a read for this trigger starts: the overlap window behind what it read, not before its cursor."""
+        start = self.cursor.start
+        if self.read_mark is not None:
+            behind = self.read_mark - OVERLAP
+            start = behind if start is None else max(start, behind)
+        return start
+
+    async def emit(self, items: list[Any], upstream: str) -> AsyncIterator[TriggerEvent]:
+        """Yield one event per new item of ours, oldest first, advancing the cursor after each."""
+        new = sorted((i for i in items if self.mine(i) and self.cursor.is_new_at(*self.position(i))),
+                     key=lambda i: (self.position(i)[0], str(self.position(i)[1])))
+        for item in new:
+            if not self.cursor.is_new_at(*self.position(item)):
+                continue  # the same item twice in one batch (a catch-up and the shared read)
+            if await self._fired_elsewhere(item):
+                continue
+            yield TriggerEvent(self.payload(item, upstream))
+            self.cursor = self.cursor.advance_with([self.position(item)])
+            await self.save_cursor()
+
+    async def _fired_elsewhere(self, item: Any) -> bool:
+        """Whether the stored state has consumed item: another copy of this watcher fired it.
+
+        A triggerer that stalled (no heartbeat) loses its watchers to another triggerer, but runs its
+        copies on when it resumes, with their positions in memory, until it sees they are no longer its
+        own. Reading the stored state before each event keeps such a copy from firing it again; it then
+        adopts what the other copy consumed."""
+        stored = await self.stored_before_firing()
+        if not stored:
+            return False
+        theirs = Cursor.from_dict(stored)
+        when, key = self.position(item)
+        if theirs.is_new_at(when, key):
+            return False
+        self.cursor = self.cursor.merged(theirs)
+        self.log.info("not firing %s item %s: its stored state says another triggerer fired it", self.target, key)
+        return True
+
+    async def stored_before_firing(self) -> dict[str, Any]:
+        """The stored state as it is right before an event fires, to see what another copy of this trigger
+        fired (watchers and alerts alike). {} if there is none or the store cannot be read: the event
+        then fires (a repeat is better than a loss)."""
+        try:
+            stored = await self._store().aget(self._state_key)
+        except Exception as err:  # any store failure: fall back to firing
+            self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
+            return {}
+        return dict(stored) if stored else {}
+
+    def _listing(self) -> Listing:
+        return listing_for(self.listing_kind, self.target_id, self.listing_states, self.source_dag_id)
+
+    async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
+        wait = POLICY.poll_delay(self.poll_interval, failures, err)
+        (self.log.warning if err.transient else self.log.error)(
+            "upstream error on %s%s (%d in a row), retrying in %.0fs: %s", self.target, what, failures, wait, err)
+        await asyncio.sleep(wait)
+
+    # standalone path --------------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        await self.load_cursor()
+        hook = RemoteAirflowHook(self.remote_conn_id)
+        failures = 0
+        feed: Feed | None = None
+        while True:
+            try:
+                client = await hook.aget_client()
+                if self.target_id is None:
+                    self.target_id = await self.resolve(client)
+                listing = self._listing()
+                if feed is None:
+                    feed = await open_feed(client, listing, self.read_start())
+                items = self.adapt(client, await read_feed(client, feed, listing))
+            except XdepError as err:
+                failures += 1
+                await self._backoff(failures, err)
+                continue
+            failures = 0
+            async for event in self.emit(items, client.config.ui_base):
+                yield event
+            await self.note_read(feed.mark)
+            await asyncio.sleep(CATCH_UP_PAUSE if feed.behind else self.poll_interval)
+
+    # shared path (Airflow 3.3+) ---------------------------------------------------------------
+
+    def shared_stream_key(self) -> Hashable | None:
+        if not SHARED_STREAMS:
+            return None
+        return ("xdep_sensors", self.kind, self.remote_conn_id, self.poll_interval)
+
+    @classmethod
+    async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        """One read per interval for every watcher on this connection: what is new for all their targets."""
+        interval = float(kwargs.get("poll_interval", 60.0))
+        key = ("xdep_sensors", cls.kind, kwargs["remote_conn_id"], interval)
+        reads = SUBSCRIBERS.reads.setdefault(key, SharedReads(cls.listing_kind, cls.listing_states))
+        hook = RemoteAirflowHook(kwargs["remote_conn_id"])
+        reader = object()  # this stream, among the readers of the connection's asset events
+        failures = 0
+        try:
+            while True:
+                targets = SUBSCRIBERS.targets(key)
+                try:
+                    client = await hook.aget_client()
+                    if cls.listing_kind == "asset_events":
+                        # the same feeds as the sensors' shared poll on this connection: one read for both
+                        reads = SUBSCRIBERS.reads[key] = asset_reads_for(client.config)
+                        by_target, marks = await reads.read_for(reader, client, targets, interval / 2)
+                    else:
+                        by_target = await reads.read(client, targets)
+                        marks = reads.marks()
+                except XdepError as err:
+                    failures += 1
+                    wait = POLICY.poll_delay(interval, failures, err)
+                    (log.warning if err.transient else log.error)(
+                        "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s", cls.kind,
+                        failures, wait, err)
+                    await asyncio.sleep(wait)
+                    continue
+                failures = 0
+                yield {"by_target": by_target, "targets": targets, "upstream": client.config.ui_base,
+                       "marks": marks}
+                await asyncio.sleep(interval)
+        finally:
+            reads.leave(reader)
+            if SUBSCRIBERS.reads.get(key) is reads and key not in SUBSCRIBERS.by_key:
+                SUBSCRIBERS.reads.pop(key, None)
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        await self.load_cursor()
+        key = self.shared_stream_key()
+        SUBSCRIBERS.add(key, self)
+        hook = RemoteAirflowHook(self.remote_conn_id)
+        caught_up, failures = False, 0
+        try:
+            async for batch in shared_stream:
+                try:
+                    client = await hook.aget_client()
+                    if self.target_id is None:
+                        self.target_id = await self.resolve(client)
+                    items = list(batch["by_target"].get(self.target_id, []))
+                    if not caught_up and self.target_id in batch["targets"]:
+                        # after a shared read that covered our target: every item is in it or in this
+                        reads = SUBSCRIBERS.reads[key]
+                        behind, caught_up = await reads.catch_up(client, self.target_id, self.read_start(),
+                                                                 self.source_dag_id)
+                        items = behind + items
+                    failures = 0
+                except XdepError as err:
+                    failures += 1
+                    (self.log.warning if err.transient else self.log.error)(
+                        "upstream error on %s (%d in a row), looking again with the next poll: %s", self.target,
+                        failures, err)
+                    continue
+                async for event in self.emit(self.adapt(client, items), batch["upstream"]):
+                    yield event
+                if caught_up:
+                    marks = batch["marks"]
+                    await self.note_read(marks.get(self.target_id, marks.get(None)))
+        finally:
+            SUBSCRIBERS.remove(key, self)
+
+
+class RemoteAssetEventTrigger(_RemoteEventTrigger):
+    """
+    Fires once per new event of an asset in another Airflow deployment (for ``AssetWatcher``).
+
+    :param remote_conn_id: connection of type ``remote_airflow``.
+    :param asset_uri: the upstream asset's URI (give this or ``asset_name``).
+    :param asset_name: the upstream asset's name (Airflow 3 upstreams).
+    :param source_dag_id: only events produced by this upstream DAG.
+    :param poll_interval: seconds between polls.
+    """
+
+    kind = "assets"
+    listing_kind = "asset_events"
+
+    def __init__(self, *, remote_conn_id: str, asset_uri: str | None = None, asset_name: str | None = None,
+                 source_dag_id: str | None = None, poll_interval: float = 60.0):
+        super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
+        if (asset_uri is None) == (asset_name is None):
+            raise ValueError("give exactly one of asset_uri, asset_name")
+        if not isinstance(asset_uri or asset_name, str) or not (asset_uri or asset_name or "").strip():
+            raise ValueError("asset_uri / asset_name must be a non-empty string")
+        self.asset_uri = asset_uri
+        self.asset_name = asset_name
+        self.source_dag_id = source_dag_id
+
+    @property
+    def target(self) -> str:
+        return self.asset_uri or self.asset_name or ""
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"asset_uri": self.asset_uri, "asset_name": self.asset_name, "source_dag_id": self.source_dag_id}
+
+    def mine(self, item: AssetEvent) -> bool:
+        if self.source_dag_id and item.source_dag_id != self.source_dag_id:
+            return False
+        if self.asset_uri is not None:
+            return item.uri.rstrip("/") == self.asset_uri.rstrip("/")
+        return item.name == self.asset_name
+
+    @staticmethod
+    def position(item: AssetEvent) -> tuple[datetime, int | str]:
+        return item.timestamp, item.id
+
+    def payload(self, item: AssetEvent, upstream: str) -> dict[str, Any]:
+        return {"upstream": upstream, "event": item.to_dict()}
+
+    async def resolve(self, client: RemoteAirflowClient) -> Hashable:
+        """The upstream asset's id (asset ids are per deployment: looked up, never configured)."""
+        dialect = await client.dialect()
+        if self.asset_uri is not None or not dialect.has_asset_names:
+            found = await client.list_assets(uri_pattern=self.target)
+        else:
+            found = await client.list_assets(name_pattern=self.asset_name)
+        for asset in found:
+            if (asset.uri.rstrip("/") == self.target.rstrip("/") if self.asset_uri is not None or
+                    not dialect.has_asset_names else asset.name == self.asset_name):
+                return asset.id
+        raise NotFound(f"asset {self.target} does not exist upstream at {client.config.base_url}",
+                       hint="check the watcher's asset_uri / asset_name; the watcher looks again later")
+
+
+class RemoteDagRunEventTrigger(_RemoteEventTrigger):
+    """
+    Fires once per run of a DAG in another Airflow deployment that finishes in one of ``states``.
+
+    :param remote_conn_id: connection of type ``remote_airflow``.
+    :param external_dag_id: the upstream DAG id.
+    :param states: finished states that fire (default ``["success"]``; ``["failed"]`` for remediation).
+    :param poll_interval: seconds between polls.
+    """
+
+    kind = "runs"
+    listing_kind = "finished_runs"
+    listing_states = tuple(sorted(FINISHED_RUN_STATES))
+
+    def __init__(self, *, remote_conn_id: str, external_dag_id: str, states: list[str] | None = None,
+                 poll_interval: float = 60.0):
+        super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
+        if not isinstance(external_dag_id, str) or not external_dag_id.strip():
+            raise ValueError(f"external_dag_id must be a non-empty string, got {external_dag_id!r}")
+        states = ["success"] if states is None else states
+        if isinstance(states, str) or not states or not set(states) <= FINISHED_RUN_STATES:
+            raise ValueError(f"states must be a non-empty list of {sorted(FINISHED_RUN_STATES)} "
+                             f"(runs fire when they finish), got {states!r}")
+        self.external_dag_id = external_dag_id
+        self.states = sorted(states)
+
+    @property
+    def target(self) -> str:
+        return self.external_dag_id
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"external_dag_id": self.external_dag_id, "states": self.states}
+
+    def mine(self, item: DagRun) -> bool:
+        return item.dag_id == self.external_dag_id and item.state in self.states and item.end_date is not None
+
+    @staticmethod
+    def position(item: DagRun) -> tuple[datetime, int | str]:
+        return item.end_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
+
+    def payload(self, item: DagRun, upstream: str) -> dict[str, Any]:
+        return {"upstream": upstream, "run": item.to_dict()}
