@@ -33,11 +33,11 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import statistics
-import sys
-import os
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devtools.memory_upstream import T0  # noqa: E402
-from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
+from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.core.cursors import Cursor  # noqa: E402
 from xdep_sensors.core.feed import OVERLAP  # noqa: E402
 from xdep_sensors.core.probes import AssetProbe, AssetTarget  # noqa: E402
@@ -106,8 +106,13 @@ class Tally:
 @contextlib.asynccontextmanager
 async def model_server():
     """The upstream model in its own process, on loopback: ``(port, control session)``."""
-    server = subprocess.Popen([sys.executable, "-m", "devtools.memory_server", "--api", "v2"], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "devtools.memory_server", "--api", "v2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         port = int(server.stdout.readline().split()[1])  # type: ignore[union-attr]
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as control:
@@ -118,11 +123,13 @@ async def model_server():
 
 
 # the rows both busy-upstream benchmarks report first: (label, key, format)
-COST_ROWS = [("requests per interval (steady)", "requests_per_interval", "{:.2f}"),
-             ("requests, worst interval (steady)", "requests_max", "{:d}"),
-             ("requests, first interval", "first_interval_requests", "{:d}"),
-             ("downstream CPU per interval (ms)", "cpu_ms_per_interval", "{:.1f}"),
-             ("upstream (model server) CPU per interval (ms)", "upstream_cpu_ms_per_interval", "{:.1f}")]
+COST_ROWS = [
+    ("requests per interval (steady)", "requests_per_interval", "{:.2f}"),
+    ("requests, worst interval (steady)", "requests_max", "{:d}"),
+    ("requests, first interval", "first_interval_requests", "{:d}"),
+    ("downstream CPU per interval (ms)", "cpu_ms_per_interval", "{:.1f}"),
+    ("upstream (model server) CPU per interval (ms)", "upstream_cpu_ms_per_interval", "{:.1f}"),
+]
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -140,10 +147,12 @@ async def _run(args, rng, clock, port, control) -> dict:
             body = await resp.json()
         return sum(n for path, n in body["requests"].items() if not path.endswith("/version")), body["cpu"]
 
-    history = [(rng.randrange(args.assets), T0 - timedelta(days=1) + timedelta(seconds=86400 * i / args.history))
-               for i in range(args.history)]
+    history = [
+        (rng.randrange(args.assets), T0 - timedelta(days=1) + timedelta(seconds=86400 * i / args.history))
+        for i in range(args.history)
+    ]
     for chunk in range(0, len(history), 20_000):  # history: every asset, over the day before the start
-        await add(history[chunk:chunk + 20_000])
+        await add(history[chunk : chunk + 20_000])
     produced: dict[int, tuple[int, object]] = {}  # event id -> (asset, visible since)
     stamped: dict[int, object] = {}  # event id -> its timestamp
 
@@ -154,9 +163,13 @@ async def _run(args, rng, clock, port, control) -> dict:
     async def new_events() -> None:
         rows, visible = [], []
         for asset in range(args.assets):
-            seen_at = clock.now - timedelta(seconds=rng.uniform(0, INTERVAL))  # it appeared during the interval
+            seen_at = clock.now - timedelta(
+                seconds=rng.uniform(0, INTERVAL)
+            )  # it appeared during the interval
             when = seen_at
-            if rng.random() < args.late:  # committed late: its timestamp is up to 20 s older than its visibility
+            if (
+                rng.random() < args.late
+            ):  # committed late: its timestamp is up to 20 s older than its visibility
                 when -= timedelta(seconds=rng.uniform(0, args.late_s))
             rows.append((asset, when))
             visible.append(seen_at)
@@ -170,15 +183,19 @@ async def _run(args, rng, clock, port, control) -> dict:
 
     # --- ours: the shared poll of the sensors, and the watchers' shared stream ------------------
     ours = Tally("ours")
-    client = RemoteAirflowClient(ClientConfig(f"http://127.0.0.1:{port}", password="t", api_version="v2",
-                                              conn_id="bench"))
+    client = RemoteAirflowClient(
+        ClientConfig(f"http://127.0.0.1:{port}", password="t", api_version="v2", conn_id="bench")
+    )
     poller = polling.SharedPoller(client.config, INTERVAL, on_empty=lambda: None)
     poller.client = client
 
     def sensor_probe(s: int, cursors: dict) -> AssetProbe:
         return AssetProbe(AssetTarget(assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors))
 
-    probes = {s: sensor_probe(s, {uri(sensors_of[s]): {"timestamp": start.isoformat()}}) for s in range(args.sensors)}
+    probes = {
+        s: sensor_probe(s, {uri(sensors_of[s]): {"timestamp": start.isoformat()}})
+        for s in range(args.sensors)
+    }
     subs = {s: polling._Subscriber(p, False) for s, p in probes.items()}  # as subscribed to the shared poll
 
     class Store:
@@ -193,7 +210,9 @@ async def _run(args, rng, clock, port, control) -> dict:
 
     watchers = []
     for w in range(args.watchers):
-        t = RemoteAssetEventTrigger(remote_conn_id="bench", asset_uri=uri(watchers_of[w]), poll_interval=INTERVAL)
+        t = RemoteAssetEventTrigger(
+            remote_conn_id="bench", asset_uri=uri(watchers_of[w]), poll_interval=INTERVAL
+        )
         t.asset_state_store = Store()
         await t.asset_state_store.aset(t._state_key, Cursor(start.isoformat()).to_dict())
         watchers.append(t)
@@ -224,7 +243,8 @@ async def _run(args, rng, clock, port, control) -> dict:
             while True:
                 page = await client._call(
                     lambda d, o=offset: d.asset_events(asset_id=asset, since=since, offset=o),
-                    lambda d, b: d.parse_asset_events(b))
+                    lambda d, b: d.parse_asset_events(b),
+                )
                 sent += 1
                 found += page.items
                 offset += len(page.items)
@@ -236,12 +256,17 @@ async def _run(args, rng, clock, port, control) -> dict:
             if new:
                 # the naive cursor: the newest consumed timestamp (+ ids there), nothing behind it
                 top = max(e.timestamp for e in new)
-                their_cursors[consumer] = (asset, Cursor(top.isoformat(), tuple(e.id for e in new if e.timestamp == top)))
+                their_cursors[consumer] = (
+                    asset,
+                    Cursor(top.isoformat(), tuple(e.id for e in new if e.timestamp == top)),
+                )
         return sent
 
-    with mock.patch("xdep_sensors.hooks.remote_airflow.RemoteAirflowHook.aget_client", new=hook_client), \
-            mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()), \
-            mock.patch("xdep_sensors.core.shared_reads._clock", new=lambda: (clock.now - T0).total_seconds()):
+    with (
+        mock.patch("xdep_sensors.hooks.remote_airflow.RemoteAirflowHook.aget_client", new=hook_client),
+        mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()),
+        mock.patch("xdep_sensors.core.shared_reads._clock", new=lambda: (clock.now - T0).total_seconds()),
+    ):
         stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
         listeners = [asyncio.ensure_future(listen(w)) for w in range(len(watchers))]
         stalls: list[float] = []
@@ -259,7 +284,9 @@ async def _run(args, rng, clock, port, control) -> dict:
                 if decision.status == "success":
                     for e in decision.result["events"]:
                         ours.deliver(f"s{s}", e["id"], produced[e["id"]][1], clock.now)
-                    probes[s] = sensor_probe(s, decision.result["cursors"])  # the next downstream run's sensor
+                    probes[s] = sensor_probe(
+                        s, decision.result["cursors"]
+                    )  # the next downstream run's sensor
                     subs[s].probe = probes[s]
             stalls.append(time.perf_counter() - t0)
             batch = await stream.__anext__()
@@ -295,15 +322,25 @@ async def _run(args, rng, clock, port, control) -> dict:
     # an event stamped before the consumers' start (a late one, in the first seconds) counts for nobody
     counted = {e: a for e, (a, _) in produced.items() if stamped[e] >= start}
     expected = {(f"s{s}", e) for s in range(args.sensors) for e, a in counted.items() if a == sensors_of[s]}
-    expected |= {(f"w{w}", e) for w in range(args.watchers) for e, a in counted.items() if a == watchers_of[w]}
+    expected |= {
+        (f"w{w}", e) for w in range(args.watchers) for e, a in counted.items() if a == watchers_of[w]
+    }
     steady = slice(WARM_UP, args.intervals - 3)  # and before the final drain
 
     def summary(t: Tally) -> dict:
         got = set(t.first)
         if args.debug:
             missed = sorted(expected - got)
-            print(t.name, "missed", missed[:10], [produced[e] for _, e in missed[:10]],
-                  "last event", max(produced), "clock", clock.now)
+            print(
+                t.name,
+                "missed",
+                missed[:10],
+                [produced[e] for _, e in missed[:10]],
+                "last event",
+                max(produced),
+                "clock",
+                clock.now,
+            )
         delays = sorted(t.delays)
         return {
             "requests_per_interval": statistics.mean(t.requests[steady]),
@@ -320,12 +357,21 @@ async def _run(args, rng, clock, port, control) -> dict:
 
     new_per_interval = args.assets
     return {
-        "config": {"sensors": args.sensors, "watchers": args.watchers, "assets": args.assets,
-                   "history": args.history, "intervals": args.intervals, "interval_s": INTERVAL,
-                   "events": len(produced), "expected_deliveries": len(expected), "late": args.late,
-                   "late_s": args.late_s},
+        "config": {
+            "sensors": args.sensors,
+            "watchers": args.watchers,
+            "assets": args.assets,
+            "history": args.history,
+            "intervals": args.intervals,
+            "interval_s": INTERVAL,
+            "events": len(produced),
+            "expected_deliveries": len(expected),
+            "late": args.late,
+            "late_s": args.late_s,
+        },
         "bound_requests_per_interval": math.ceil(new_per_interval / 100),
-        "ours": summary(ours), "theirs": summary(theirs),
+        "ours": summary(ours),
+        "theirs": summary(theirs),
         "max_cycle_stall_s": max(stalls[1:]),
     }
 
@@ -333,30 +379,40 @@ async def _run(args, rng, clock, port, control) -> dict:
 def report(res: dict) -> str:
     c, o, t = res["config"], res["ours"], res["theirs"]
     rows = COST_ROWS + [
-            ("detection p50 (s)", "detect_p50_s", "{:.2f}"),
-            ("detection p99 (s)", "detect_p99_s", "{:.2f}"),
-            ("deliveries (consumer x event)", "delivered", "{:d}"),
-            ("missed", "missed", "{:d}"),
-            ("delivered twice", "duplicated", "{:d}")]
-    lines = [f"N={c['sensors']} sensors + W={c['watchers']} watchers on A={c['assets']} assets, "
-             f"history {c['history']:,} events, {c['events']:,} new events over {c['intervals']} intervals "
-             f"of {c['interval_s']:g} s ({c['expected_deliveries']:,} consumer deliveries expected)", "",
-             "| | ours (feeds) | per-sensor polling |", "|---|---:|---:|"]
+        ("detection p50 (s)", "detect_p50_s", "{:.2f}"),
+        ("detection p99 (s)", "detect_p99_s", "{:.2f}"),
+        ("deliveries (consumer x event)", "delivered", "{:d}"),
+        ("missed", "missed", "{:d}"),
+        ("delivered twice", "duplicated", "{:d}"),
+    ]
+    lines = [
+        f"N={c['sensors']} sensors + W={c['watchers']} watchers on A={c['assets']} assets, "
+        f"history {c['history']:,} events, {c['events']:,} new events over {c['intervals']} intervals "
+        f"of {c['interval_s']:g} s ({c['expected_deliveries']:,} consumer deliveries expected)",
+        "",
+        "| | ours (feeds) | per-sensor polling |",
+        "|---|---:|---:|",
+    ]
     for label, key, fmt in rows:
         lines.append(f"| {label} | {fmt.format(o[key])} | {fmt.format(t[key])} |")
-    lines += ["", f"Ours: one read of the upstream's asset events per interval serves the sensors' shared poll "
-                  f"and the watchers' shared stream. It costs ceil(new / 100) = {res['bound_requests_per_interval']} "
-                  f"request(s) for the new events, plus the pages down to the deepest event that became visible late "
-                  f"({c['late']:.0%} of events here, up to {c['late_s']:g} s late: up to "
-                  f"{int(c['late_s'] * c['assets'] / INTERVAL)} events deep), less the page below the top one "
-                  f"when the late events found lately lay deeper (read only if it holds one).",
-              f"Longest sensor poll cycle (wall time, all {c['sensors']} probes stepped in one gather): "
-              f"{res['max_cycle_stall_s']:.3f} s."]
+    lines += [
+        "",
+        f"Ours: one read of the upstream's asset events per interval serves the sensors' shared poll "
+        f"and the watchers' shared stream. It costs ceil(new / 100) = {res['bound_requests_per_interval']} "
+        f"request(s) for the new events, plus the pages down to the deepest event that became visible late "
+        f"({c['late']:.0%} of events here, up to {c['late_s']:g} s late: up to "
+        f"{int(c['late_s'] * c['assets'] / INTERVAL)} events deep), less the page below the top one "
+        f"when the late events found lately lay deeper (read only if it holds one).",
+        f"Longest sensor poll cycle (wall time, all {c['sensors']} probes stepped in one gather): "
+        f"{res['max_cycle_stall_s']:.3f} s.",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sensors", type=int, default=1000)
     parser.add_argument("--watchers", type=int, default=100)
@@ -364,16 +420,22 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=None)
     parser.add_argument("--intervals", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--late", type=float, default=0.02, help="share of events committed late (default 2 %%)")
-    parser.add_argument("--late-s", type=float, default=20.0, help="how late at most, in seconds (default 20)")
+    parser.add_argument(
+        "--late", type=float, default=0.02, help="share of events committed late (default 2 %%)"
+    )
+    parser.add_argument(
+        "--late-s", type=float, default=20.0, help="how late at most, in seconds (default 20)"
+    )
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "assets.md")
     args = parser.parse_args()
     args.history = args.history or (20_000 if args.quick else 100_000)
     args.intervals = args.intervals or (30 if args.quick else 110)
     if args.intervals < WARM_UP + 4:
-        parser.error(f"--intervals must be at least {WARM_UP + 4}: the first {WARM_UP} are warm-up, the last 3 "
-                     "only drain, and the steady state is what lies between")
+        parser.error(
+            f"--intervals must be at least {WARM_UP + 4}: the first {WARM_UP} are warm-up, the last 3 "
+            "only drain, and the steady state is what lies between"
+        )
     logging.disable(logging.WARNING)
     global DEBUG
     DEBUG = args.debug
@@ -381,14 +443,21 @@ def main() -> None:
     text = report(res)
     print(text)
     if not args.quick:
-        args.out.write_text("# Asset waits at scale (benchmarks/assets.py)\n\n" + text + "\n\n```json\n"
-                            + json.dumps(res, indent=2) + "\n```\n")
+        args.out.write_text(
+            "# Asset waits at scale (benchmarks/assets.py)\n\n"
+            + text
+            + "\n\n```json\n"
+            + json.dumps(res, indent=2)
+            + "\n```\n"
+        )
     o, t = res["ours"], res["theirs"]
-    print(f"RESULT assets requests_ratio={t['requests_per_interval'] / o['requests_per_interval']:.1f} "
-          f"cpu_ratio={t['cpu_ms_per_interval'] / max(o['cpu_ms_per_interval'], 1e-9):.1f} "
-          f"upstream_cpu_ratio={t['upstream_cpu_ms_per_interval'] / max(o['upstream_cpu_ms_per_interval'], 1e-9):.1f} "
-          f"p99_detect_s={o['detect_p99_s']:.2f} missed={o['missed']} duplicated={o['duplicated']} "
-          f"interval_s={INTERVAL:g}")
+    print(
+        f"RESULT assets requests_ratio={t['requests_per_interval'] / o['requests_per_interval']:.1f} "
+        f"cpu_ratio={t['cpu_ms_per_interval'] / max(o['cpu_ms_per_interval'], 1e-9):.1f} "
+        f"upstream_cpu_ratio={t['upstream_cpu_ms_per_interval'] / max(o['upstream_cpu_ms_per_interval'], 1e-9):.1f} "
+        f"p99_detect_s={o['detect_p99_s']:.2f} missed={o['missed']} duplicated={o['duplicated']} "
+        f"interval_s={INTERVAL:g}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assets import COST_ROWS, model_server  # noqa: E402  (the asset case: same model, same cost rows)
-from xdep_sensors.core import poller as polling  # noqa: E402
+
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
+from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.core.probes import DagRunProbe, DagRunTarget  # noqa: E402
 
 INTERVAL = 5.0
@@ -65,8 +66,12 @@ async def _run(args, port, control) -> dict:
 
     async def put(rows: list[tuple]) -> None:
         for chunk in range(0, len(rows), 5000):
-            async with control.post("/_runs", json=[[d, r, s, iso(lg), iso(st), iso(en)]
-                                                    for d, r, s, lg, st, en in rows[chunk:chunk + 5000]]) as resp:
+            async with control.post(
+                "/_runs",
+                json=[
+                    [d, r, s, iso(lg), iso(st), iso(en)] for d, r, s, lg, st, en in rows[chunk : chunk + 5000]
+                ],
+            ) as resp:
                 await resp.read()
 
     async def stats() -> tuple[int, float]:
@@ -79,8 +84,16 @@ async def _run(args, port, control) -> dict:
     for d, dag in enumerate(dags):  # every 5 minutes before the start
         for k in range(args.history):
             logical = start - timedelta(minutes=5 * (args.history - k))
-            history.append((dag, f"scheduled__{logical.isoformat()}", "success", logical, logical,
-                            logical + timedelta(minutes=2)))
+            history.append(
+                (
+                    dag,
+                    f"scheduled__{logical.isoformat()}",
+                    "success",
+                    logical,
+                    logical,
+                    logical + timedelta(minutes=2),
+                )
+            )
     await put(history)
     if args.debug:
         async with control.get("/_stats", params={"log": "1"}):
@@ -102,15 +115,19 @@ async def _run(args, port, control) -> dict:
         def __init__(self, w: int, side: str | None = None) -> None:
             self.d = w % args.dags
             self.dag = dags[self.d]
-            if args.old and w % args.old == 0:  # an old bound: days before the history; backfilled a few intervals on
+            if (
+                args.old and w % args.old == 0
+            ):  # an old bound: days before the history; backfilled a few intervals on
                 serial[0] += 1
                 self.logical = start - timedelta(days=3, minutes=w, seconds=serial[0])
                 backfill_start.setdefault(cycle + 3 + w % 7, []).append((self.dag, self.logical))
             else:
-                k = max(0, int(((now - start).total_seconds() / INTERVAL - (self.d % PERIOD) - 1) // PERIOD) + 1)
+                k = max(
+                    0, int(((now - start).total_seconds() / INTERVAL - (self.d % PERIOD) - 1) // PERIOD) + 1
+                )
                 self.logical = scheduled(self.d, k)
             self.key = (self.dag, self.logical.isoformat())
-            for s in ([side] if side else ["ours", "theirs"]):
+            for s in [side] if side else ["ours", "theirs"]:
                 waited_for[s].add((w, self.key))
 
     cycle = 0
@@ -122,8 +139,9 @@ async def _run(args, port, control) -> dict:
     cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
     upstream_cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
 
-    client = RemoteAirflowClient(ClientConfig(f"http://127.0.0.1:{port}", password="t", api_version="v2",
-                                              conn_id="bench"))
+    client = RemoteAirflowClient(
+        ClientConfig(f"http://127.0.0.1:{port}", password="t", api_version="v2", conn_id="bench")
+    )
     poller = polling.SharedPoller(client.config, INTERVAL, on_empty=lambda: None)
     poller.client = client
 
@@ -137,7 +155,9 @@ async def _run(args, port, control) -> dict:
         if (w, wait.key) in fired[side]:
             twice[side] += 1
         else:
-            fired[side][(w, wait.key)] = (now - ended[wait.key]).total_seconds() if wait.key in ended else float("nan")
+            fired[side][(w, wait.key)] = (
+                (now - ended[wait.key]).total_seconds() if wait.key in ended else float("nan")
+            )
         waits[side][w] = Wait(w, side)  # the next downstream run's wait
 
     for cycle in range(args.intervals):
@@ -148,18 +168,32 @@ async def _run(args, port, control) -> dict:
                 k = int(((now - start).total_seconds() / INTERVAL - (d % PERIOD) - 1) // PERIOD)
                 for logical in (scheduled(d, k), scheduled(d, k - RUNS_FOR // PERIOD)):
                     if logical == now:  # it starts
-                        rows.append((dag, f"scheduled__{logical.isoformat()}", "running", logical, logical, None))
+                        rows.append(
+                            (dag, f"scheduled__{logical.isoformat()}", "running", logical, logical, None)
+                        )
                 for kk in (k, k - 1):
                     logical = scheduled(d, kk)
                     if kk >= 0 and logical + timedelta(seconds=INTERVAL * RUNS_FOR) == now:  # it succeeds
-                        rows.append((dag, f"scheduled__{logical.isoformat()}", "success", logical, logical, now))
+                        rows.append(
+                            (dag, f"scheduled__{logical.isoformat()}", "success", logical, logical, now)
+                        )
                         ended[(dag, logical.isoformat())] = now
-            for dag, logical in backfill_start.pop(cycle, []):  # a backfill starts now, succeeds next interval
+            for dag, logical in backfill_start.pop(
+                cycle, []
+            ):  # a backfill starts now, succeeds next interval
                 rows.append((dag, f"backfill__{logical.isoformat()}", "running", logical, now, None))
                 backfill_end.setdefault(cycle + 1, []).append((dag, logical))
             for dag, logical in backfill_end.pop(cycle, []):
-                rows.append((dag, f"backfill__{logical.isoformat()}", "success", logical,
-                             now - timedelta(seconds=INTERVAL), now))
+                rows.append(
+                    (
+                        dag,
+                        f"backfill__{logical.isoformat()}",
+                        "success",
+                        logical,
+                        now - timedelta(seconds=INTERVAL),
+                        now,
+                    )
+                )
                 ended[(dag, logical.isoformat())] = now
         await put(rows)
 
@@ -181,7 +215,9 @@ async def _run(args, port, control) -> dict:
         req1, up1 = await stats()
         if args.debug and cycle in (20, 21):
             async with control.get("/_stats", params={"log": "1"}) as resp:
-                print("cycle", cycle, "ours:", *(str(r)[:300] for r in (await resp.json())["log"]), sep="\n  ")
+                print(
+                    "cycle", cycle, "ours:", *(str(r)[:300] for r in (await resp.json())["log"]), sep="\n  "
+                )
         requests["ours"].append(req1 - req0)
         upstream_cpu["ours"].append(up1 - up0)
 
@@ -219,38 +255,60 @@ async def _run(args, port, control) -> dict:
             "fired_twice": twice[side],
         }
 
-    return {"config": {"waits": args.waits, "dags": args.dags, "history_runs": args.dags * args.history, "old": args.old,
-                       "intervals": args.intervals, "interval_s": INTERVAL},
-            "ours": summary("ours"), "theirs": summary("theirs")}
+    return {
+        "config": {
+            "waits": args.waits,
+            "dags": args.dags,
+            "history_runs": args.dags * args.history,
+            "old": args.old,
+            "intervals": args.intervals,
+            "interval_s": INTERVAL,
+        },
+        "ours": summary("ours"),
+        "theirs": summary("theirs"),
+    }
 
 
 def report(res: dict) -> str:
     c, o, t = res["config"], res["ours"], res["theirs"]
     rows = COST_ROWS + [
-            ("detection p50 (s)", "detect_p50_s", "{:.1f}"),
-            ("detection p99 (s)", "detect_p99_s", "{:.1f}"),
-            ("waits fired", "fired", "{:d}"),
-            ("runs succeeded, wait never fired", "missed", "{:d}"),
-            ("fired twice", "fired_twice", "{:d}")]
-    lines = [f"N={c['waits']} DAG-run waits on D={c['dags']} DAGs, {c['history_runs']:,} runs of history, "
-             f"one run per DAG every {PERIOD} intervals, "
-             + (f"one wait in {c['old']} holding a bound days before the history (its run backfilled 3-9 "
-                f"intervals later; then the next downstream run's wait holds another)" if c["old"] else "no old bounds")
-             + f"; {c['intervals']} intervals of {c['interval_s']:g} s. Runs end at the model's poll instants: "
-             "a detection delay of 0 s is the first poll after the success.", "",
-             "| | ours (shared poll, change feeds) | per-wait polling |", "|---|---:|---:|"]
+        ("detection p50 (s)", "detect_p50_s", "{:.1f}"),
+        ("detection p99 (s)", "detect_p99_s", "{:.1f}"),
+        ("waits fired", "fired", "{:d}"),
+        ("runs succeeded, wait never fired", "missed", "{:d}"),
+        ("fired twice", "fired_twice", "{:d}"),
+    ]
+    lines = [
+        f"N={c['waits']} DAG-run waits on D={c['dags']} DAGs, {c['history_runs']:,} runs of history, "
+        f"one run per DAG every {PERIOD} intervals, "
+        + (
+            f"one wait in {c['old']} holding a bound days before the history (its run backfilled 3-9 "
+            f"intervals later; then the next downstream run's wait holds another)"
+            if c["old"]
+            else "no old bounds"
+        )
+        + f"; {c['intervals']} intervals of {c['interval_s']:g} s. Runs end at the model's poll instants: "
+        "a detection delay of 0 s is the first poll after the success.",
+        "",
+        "| | ours (shared poll, change feeds) | per-wait polling |",
+        "|---|---:|---:|",
+    ]
     for label, key, fmt in rows:
         lines.append(f"| {label} | {fmt.format(o[key])} | {fmt.format(t[key])} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--waits", type=int, default=1000)
     parser.add_argument("--dags", type=int, default=100)
     parser.add_argument("--history", type=int, default=60, help="finished runs per DAG before the start")
-    parser.add_argument("--old", type=int, default=10, help="one wait in this many holds an old bound (0: none)")
+    parser.add_argument(
+        "--old", type=int, default=10, help="one wait in this many holds an old bound (0: none)"
+    )
     parser.add_argument("--intervals", type=int, default=None)
     parser.add_argument("--debug", action="store_true", help="list ours' requests in two steady intervals")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "busy_runs.md")
@@ -261,13 +319,20 @@ def main() -> None:
     text = report(res)
     print(text)
     if not args.quick:
-        args.out.write_text("# DAG-run waits on a busy upstream (benchmarks/busy_runs.py)\n\n" + text
-                            + "\n\n```json\n" + json.dumps(res, indent=2) + "\n```\n")
+        args.out.write_text(
+            "# DAG-run waits on a busy upstream (benchmarks/busy_runs.py)\n\n"
+            + text
+            + "\n\n```json\n"
+            + json.dumps(res, indent=2)
+            + "\n```\n"
+        )
     o, t = res["ours"], res["theirs"]
-    print(f"RESULT busy_runs requests_ratio={t['requests_per_interval'] / o['requests_per_interval']:.1f} "
-          f"ours_requests_per_interval={o['requests_per_interval']:.1f} "
-          f"p99_detect_s={o['detect_p99_s']:.1f} missed={o['missed']} fired_twice={o['fired_twice']} "
-          f"interval_s={INTERVAL:g}")
+    print(
+        f"RESULT busy_runs requests_ratio={t['requests_per_interval'] / o['requests_per_interval']:.1f} "
+        f"ours_requests_per_interval={o['requests_per_interval']:.1f} "
+        f"p99_detect_s={o['detect_p99_s']:.1f} missed={o['missed']} fired_twice={o['fired_twice']} "
+        f"interval_s={INTERVAL:g}"
+    )
 
 
 if __name__ == "__main__":

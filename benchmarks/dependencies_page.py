@@ -49,13 +49,19 @@ def timed_get(base: str, path: str, token: str) -> tuple[float, int, int]:
 
 def upstream_requests(up: LocalAirflow) -> int:
     log = up.log_dir / "api-server.log"
-    return sum('"GET /api/v2/' in line or '"POST /api/v2/' in line for line in log.read_text(errors="replace").splitlines())
+    return sum(
+        '"GET /api/v2/' in line or '"POST /api/v2/' in line
+        for line in log.read_text(errors="replace").splitlines()
+    )
 
 
 def stats(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"p50": statistics.median(ordered), "p95": ordered[max(0, round(0.95 * len(ordered)) - 1)],
-            "max": ordered[-1]}
+    return {
+        "p50": statistics.median(ordered),
+        "p95": ordered[max(0, round(0.95 * len(ordered)) - 1)],
+        "max": ordered[-1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,21 +71,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n = args.requests or (20 if args.quick else 50)
     tmp = Path(tempfile.mkdtemp(prefix="xdep-bench-page-"))
-    up = LocalAirflow(tmp / "up", AIRFLOW, major=3, dags_folder=ROOT / "tests" / "versions" / "upstream_dags",
-                      name="bench-page-up")
+    up = LocalAirflow(
+        tmp / "up",
+        AIRFLOW,
+        major=3,
+        dags_folder=ROOT / "tests" / "versions" / "upstream_dags",
+        name="bench-page-up",
+    )
     down = None
     try:
         up.start(timeout=300)
         up.wait_for_dag("xdep_test_producer", timeout=180)
         for comp in ("scheduler", "dag-processor"):
             up.stop_component(comp)
-        remote = json.dumps({"conn_type": "remote_airflow", "host": up.base_url, "login": "viewer",
-                             "password": "viewer"})
-        down = LocalAirflow(tmp / "down", AIRFLOW, major=3, dags_folder=Path(__file__).parent / "page_dags",
-                            name="bench-page-down", components=("api-server", "dag-processor"),
-                            database_url=postgres.fresh_database("xdep_bench_page"),
-                            extra_env={"AIRFLOW_CONN_UP": remote, "AIRFLOW_CONN_UP2": remote,
-                                       "PYTHONPATH": str(ROOT)})
+        remote = json.dumps(
+            {"conn_type": "remote_airflow", "host": up.base_url, "login": "viewer", "password": "viewer"}
+        )
+        down = LocalAirflow(
+            tmp / "down",
+            AIRFLOW,
+            major=3,
+            dags_folder=Path(__file__).parent / "page_dags",
+            name="bench-page-down",
+            components=("api-server", "dag-processor"),
+            database_url=postgres.fresh_database("xdep_bench_page"),
+            extra_env={"AIRFLOW_CONN_UP": remote, "AIRFLOW_CONN_UP2": remote, "PYTHONPATH": str(ROOT)},
+        )
         down.start(timeout=300)
         token = down.token("admin", "admin")
         deadline = time.monotonic() + 600
@@ -94,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         count = len(body["dependencies"])
         before = upstream_requests(up)
         results = {}
-        for name, path in (("JSON", "/xdep-sensors/api/dependencies"), ("page", "/xdep-sensors/dependencies"),
-                           ("Airflow DAG list (100)", "/api/v2/dags?limit=100")):
+        for name, path in (
+            ("JSON", "/xdep-sensors/api/dependencies"),
+            ("page", "/xdep-sensors/dependencies"),
+            ("Airflow DAG list (100)", "/api/v2/dags?limit=100"),
+        ):
             times = []
             for _ in range(n):
                 took, status, size = timed_get(down.base_url, path, token)
@@ -110,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         up.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = results["page"]["p50"] / results["Airflow DAG list (100)"]["p50"]
-    lines = ["# The Remote dependencies page at 1,000 dependencies (benchmarks/dependencies_page.py)\n",
-             f"Airflow 3.3.2 downstream (PostgreSQL), {count} dependencies, upstream cached; {n} requests each.\n",
-             "| request | p50 s | p95 s | max s | bytes |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {k} | {v['p50']:.3f} | {v['p95']:.3f} | {v['max']:.3f} | {v['bytes']} |" for k, v in results.items()]
+    lines = [
+        "# The Remote dependencies page at 1,000 dependencies (benchmarks/dependencies_page.py)\n",
+        f"Airflow 3.3.2 downstream (PostgreSQL), {count} dependencies, upstream cached; {n} requests each.\n",
+        "| request | p50 s | p95 s | max s | bytes |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {k} | {v['p50']:.3f} | {v['p95']:.3f} | {v['max']:.3f} | {v['bytes']} |"
+        for k, v in results.items()
+    ]
     lines += ["", f"Upstream requests caused by the timed requests: {caused}.", ""]
     text = "\n".join(lines)
     print(text)
@@ -121,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(__file__).parent / "results" / "dependencies_page.md"
         out.write_text(text)
         print(f"wrote {out}")
-    print(f"RESULT dependencies={count} json_p50_s={results['JSON']['p50']:.3f} page_p50_s={results['page']['p50']:.3f} "
-          f"page_p95_s={results['page']['p95']:.3f} airflow_dag_list_p50_s={results['Airflow DAG list (100)']['p50']:.3f} "
-          f"page_to_dag_list_ratio={ratio:.2f} upstream_requests={caused}")
+    print(
+        f"RESULT dependencies={count} json_p50_s={results['JSON']['p50']:.3f} page_p50_s={results['page']['p50']:.3f} "
+        f"page_p95_s={results['page']['p95']:.3f} airflow_dag_list_p50_s={results['Airflow DAG list (100)']['p50']:.3f} "
+        f"page_to_dag_list_ratio={ratio:.2f} upstream_requests={caused}"
+    )
     return 0
 
 

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,10 +126,16 @@ def library_fingerprint() -> str:
 
 def git_state() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "xdep_sensors"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "xdep_sensors"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}{' + uncommitted changes in xdep_sensors/' if dirty else ''}"
@@ -153,11 +158,18 @@ def worker(spec: dict) -> dict:
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     token = spec.get("token") or TOKEN
     os.environ["AIRFLOW_CONN_BENCH_UPSTREAM"] = json.dumps(
-        {"conn_type": "remote_airflow", "host": base, "password": token, "extra": {"api_version": "v2"}})
+        {"conn_type": "remote_airflow", "host": base, "password": token, "extra": {"api_version": "v2"}}
+    )
     # HttpAsyncHook turns the extra into request headers: the token, as a real user would send it
     os.environ["AIRFLOW_CONN_BENCH_HTTP"] = json.dumps(
-        {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http",
-         "extra": {"Authorization": f"Bearer {token}"}})
+        {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": port,
+            "schema": "http",
+            "extra": {"Authorization": f"Bearer {token}"},
+        }
+    )
 
     # Airflow and the triggers log to stdout/stderr: send fd 1 and 2 to a log file (as the triggerer sends
     # trigger logs away from its console), keep our own copies for progress and errors.
@@ -191,10 +203,10 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     import logging
 
     import psutil
-
     from airflow.providers.http.triggers.http import HttpSensorTrigger
-    from xdep_sensors.hooks import remote_airflow as xdep_hook
+
     from xdep_sensors.core import poller as polling
+    from xdep_sensors.hooks import remote_airflow as xdep_hook
     from xdep_sensors.triggers import RemoteDagRunTrigger
 
     logging.getLogger().setLevel(logging.INFO)
@@ -210,8 +222,13 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     dag_ids = [f"bench_dag_{i}" for i in range(n)]
 
     gc.collect()
-    heap_baseline = collections.Counter(  # only for the XDEP_BENCH_HEAP development aid
-        type(o).__qualname__ for o in gc.get_objects()) if os.environ.get("XDEP_BENCH_HEAP") else collections.Counter()
+    heap_baseline = (
+        collections.Counter(  # only for the XDEP_BENCH_HEAP development aid
+            type(o).__qualname__ for o in gc.get_objects()
+        )
+        if os.environ.get("XDEP_BENCH_HEAP")
+        else collections.Counter()
+    )
     time.sleep(0.2)
     baseline_rss = proc.memory_info().rss
     peak = {"rss": baseline_rss}
@@ -246,8 +263,12 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             if phase == "start" and os.environ.get("XDEP_BENCH_HEAP"):  # development aid: what it scans
                 kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
                 kinds.subtract(heap_baseline)
-                print(f"  full GC at {time.time() - t0:.1f}s scans {kinds.total() + heap_baseline.total()} objects; "
-                      f"most grown: {kinds.most_common(12)}", file=err, flush=True)
+                print(
+                    f"  full GC at {time.time() - t0:.1f}s scans {kinds.total() + heap_baseline.total()} objects; "
+                    f"most grown: {kinds.most_common(12)}",
+                    file=err,
+                    flush=True,
+                )
             if phase == "start":
                 gc_started[:] = [time.perf_counter()]
             elif gc_started:
@@ -268,7 +289,9 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     if real:  # nothing completes upstream: measure the waiting, then stop
         deadline = t0 + spec["warm"] + spec["steady"] + 0.5
     stalls: list[float] = []  # how late the loop woke a 50 ms sleeper: time the loop was blocked
-    stall_at: list[tuple[float, float, float]] = []  # (seconds after t0, stall, loop CPU) of stalls over 0.2 s
+    stall_at: list[
+        tuple[float, float, float]
+    ] = []  # (seconds after t0, stall, loop CPU) of stalls over 0.2 s
     busy: list[float] = []  # loop-thread CPU seconds per monitor window
 
     fired: list[float | None] = [None] * n
@@ -284,7 +307,11 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             async for event in agen:
                 fired[i] = time.time()
                 p = event.payload
-                payloads[i] = True if p is True or (isinstance(p, dict) and p.get("status") == "success") else repr(p)[:200]
+                payloads[i] = (
+                    True
+                    if p is True or (isinstance(p, dict) and p.get("status") == "success")
+                    else repr(p)[:200]
+                )
                 break
         finally:
             await agen.aclose()
@@ -318,19 +345,29 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             run(handle)
             took = time.perf_counter() - started
             if took > over:
-                print(f"  slow callback {took:.3f}s at {time.time() - t0:.1f}s, full GCs in it: "
-                      f"{len(gc_full) - full_gcs}: {handle._callback!r:.200}", file=err, flush=True)
+                print(
+                    f"  slow callback {took:.3f}s at {time.time() - t0:.1f}s, full GCs in it: "
+                    f"{len(gc_full) - full_gcs}: {handle._callback!r:.200}",
+                    file=err,
+                    flush=True,
+                )
 
         events.Handle._run = timed
 
-    async def heap_census() -> None:  # development aid: what the heap holds in the middle of the steady window
+    async def heap_census() -> (
+        None
+    ):  # development aid: what the heap holds in the middle of the steady window
         await asyncio.sleep(max((window[0] + window[1]) / 2 - time.time(), 0))
 
         objs = gc.get_objects()
         kinds = collections.Counter(type(o).__qualname__ for o in objs)
         kinds.subtract(heap_baseline)
-        print(f"  heap: {len(objs)} tracked objects ({len(objs) - heap_baseline.total()} more than before t0); "
-              f"most grown: {kinds.most_common(30)}", file=err, flush=True)
+        print(
+            f"  heap: {len(objs)} tracked objects ({len(objs) - heap_baseline.total()} more than before t0); "
+            f"most grown: {kinds.most_common(30)}",
+            file=err,
+            flush=True,
+        )
         del objs
 
     async def main() -> dict:
@@ -343,7 +380,9 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         marks["start"] = (time.time(), time.process_time())
         all_done.append(asyncio.Event())
         tasks: list[asyncio.Future] = []
-        sensor_deadline = time.time() + 7 * 24 * 3600  # what a sensor with the default timeout (7 days) passes
+        sensor_deadline = (
+            time.time() + 7 * 24 * 3600
+        )  # what a sensor with the default timeout (7 days) passes
         loop = asyncio.get_running_loop()
 
         def arrive(i: int) -> None:
@@ -352,15 +391,24 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             if mode == "http-sensor":
                 # a real upstream has the run already: wait for one it does not have (404, as the stub answers)
                 http_run = f"absent__{REAL_RUN_ID}" if real else RUN_ID
-                trigger = HttpSensorTrigger(endpoint=f"/api/v2/dags/{dag_id}/dagRuns/{http_run}",
-                                            http_conn_id="bench_http", poke_interval=interval)
+                trigger = HttpSensorTrigger(
+                    endpoint=f"/api/v2/dags/{dag_id}/dagRuns/{http_run}",
+                    http_conn_id="bench_http",
+                    poke_interval=interval,
+                )
             else:
-                trigger = RemoteDagRunTrigger(remote_conn_id="bench_upstream", external_dag_id=dag_id,
-                                              run_id=REAL_RUN_ID if real else RUN_ID, poke_interval=interval,
-                                              timeout_at=sensor_deadline)
+                trigger = RemoteDagRunTrigger(
+                    remote_conn_id="bench_upstream",
+                    external_dag_id=dag_id,
+                    run_id=REAL_RUN_ID if real else RUN_ID,
+                    poke_interval=interval,
+                    timeout_at=sensor_deadline,
+                )
             tasks.append(asyncio.ensure_future(run_one(i, trigger)))
 
-        quiet = contextvars.Context()  # the arrivals' timers share one context (the harness's, not the triggers')
+        quiet = (
+            contextvars.Context()
+        )  # the arrivals' timers share one context (the harness's, not the triggers')
         for i in range(n):
             loop.call_later(max(t0 + starts[i] - time.time(), 0), arrive, i, context=quiet)
         marks["created"] = (time.time(), time.process_time())
@@ -373,14 +421,20 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         for task in pending:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+        errors = [
+            r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+        ]
         # the per-loop clients of SHARED_POLLING=False stay open by design (one per triggerer loop): close them
         for client in list(xdep_hook._clients.get(asyncio.get_running_loop(), {}).values()):
             await client.close()
         await asyncio.sleep(0.25)  # let aiohttp close its transports
         monitor.cancel()
         marks["end"] = (time.time(), time.process_time())
-        return {"cancelled": cancelled, "errors": [repr(e)[:300] for e in errors[:5]], "n_errors": len(errors)}
+        return {
+            "cancelled": cancelled,
+            "errors": [repr(e)[:300] for e in errors[:5]],
+            "n_errors": len(errors),
+        }
 
     print(f"  [{mode} N={n}] running {deadline - t0:.0f}s at most ...", file=err, flush=True)
     if os.environ.get("XDEP_BENCH_PROFILE"):  # a development aid: cProfile of the event loop, to this file
@@ -410,9 +464,23 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     }
     cycles = cycle_window(cycle_samples, window[0], window[1])
     if real:
-        stall_info["cycle_ends"] = [t for (t, c), (_, before) in zip(cycle_samples[1:], cycle_samples) if c > before]
-        return _real_result(spec, code, window, cycles, marks, cpu_samples, fired, outcome, stall_info, peak,
-                            baseline_rss, log_path)
+        stall_info["cycle_ends"] = [
+            t for (t, c), (_, before) in zip(cycle_samples[1:], cycle_samples) if c > before
+        ]
+        return _real_result(
+            spec,
+            code,
+            window,
+            cycles,
+            marks,
+            cpu_samples,
+            fired,
+            outcome,
+            stall_info,
+            peak,
+            baseline_rss,
+            log_path,
+        )
     stats = _http_json("GET", f"{base}/_stats")
 
     # request rates in the steady window, from the stub's 0.1 s buckets of arrival time
@@ -425,8 +493,11 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     cpu_window = cpu_at(cpu_samples, we) - cpu_at(cpu_samples, ws)
     delays = [f - d for f, d in zip(fired, done_at) if f is not None]
     early = sum(1 for f, d in zip(fired, done_at) if f is not None and f < d)
-    wrong = sum(1 for p in payloads if p is not None and p is not True
-                and not (isinstance(p, dict) and p.get("status") == "success"))
+    wrong = sum(
+        1
+        for p in payloads
+        if p is not None and p is not True and not (isinstance(p, dict) and p.get("status") == "success")
+    )
     cpu_total = marks["end"][1] - marks["start"][1]
     result = {
         **spec,
@@ -447,7 +518,9 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         "requests_per_interval": sum(in_window.values()) / intervals if intervals > 0 else None,
         "bytes_total": sum(stats["bytes_in"].values()) + sum(stats["bytes_out"].values()),
         "cpu_s": cpu_total,
-        "cpu_per_interval_steady": cpu_window / intervals if cpu_window is not None and intervals > 0 else None,
+        "cpu_per_interval_steady": cpu_window / intervals
+        if cpu_window is not None and intervals > 0
+        else None,
         "create_cpu_s": marks["created"][1] - marks["start"][1],
         "stub_cpu_s": stats["cpu_s"],
         "wall_s": marks["end"][0] - marks["start"][0],
@@ -481,8 +554,9 @@ def cycle_window(samples: list[tuple[float, int]], ws: float, we: float) -> tupl
     return None
 
 
-def _real_result(spec, code, window, cycles, marks, cpu_samples, fired, outcome, stall_info, peak, baseline_rss,
-                 log_path) -> dict:
+def _real_result(
+    spec, code, window, cycles, marks, cpu_samples, fired, outcome, stall_info, peak, baseline_rss, log_path
+) -> dict:
     """A case against a real Airflow: the triggerer side; the parent adds the upstream's CPU."""
     ws, we = window
     kind = "fixed"
@@ -492,16 +566,24 @@ def _real_result(spec, code, window, cycles, marks, cpu_samples, fired, outcome,
     intervals = (we - ws) / spec["interval"]
     cpu_window = cpu_at(cpu_samples, we) - cpu_at(cpu_samples, ws)
     return {
-        **spec, "label": LABELS[spec["mode"]], "code": code, "fired": sum(1 for f in fired if f is not None),
-        **outcome, "window": [ws, we], "window_s": we - ws, "window_kind": kind,
-        "t_start": marks["start"][0], "t_end": marks["end"][0],
+        **spec,
+        "label": LABELS[spec["mode"]],
+        "code": code,
+        "fired": sum(1 for f in fired if f is not None),
+        **outcome,
+        "window": [ws, we],
+        "window_s": we - ws,
+        "window_kind": kind,
+        "t_start": marks["start"][0],
+        "t_end": marks["end"][0],
         "cpu_s": marks["end"][1] - marks["start"][1],
         "cpu_per_interval_steady": cpu_window / intervals if intervals > 0 else None,
         "create_cpu_s": marks["created"][1] - marks["start"][1],
         "wall_s": marks["end"][0] - marks["start"][0],
         "rss_per_trigger_kib": (peak["rss"] - baseline_rss) / spec["n"] / 1024,
         "load_avg_1m": os.getloadavg()[0],
-        "log_bytes": os.path.getsize(log_path), "log_lines": _count_lines(log_path),
+        "log_bytes": os.path.getsize(log_path),
+        "log_lines": _count_lines(log_path),
         **stall_info,
     }
 
@@ -538,15 +620,31 @@ def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
 def run_case(case: dict, mode: str, seed: int) -> dict:
     python = sys.executable
     budget = case["warm"] + case["steady"] + case["complete"] + 2 * case["interval"] + 20.0
-    stub = subprocess.Popen([python, str(STUB), "--mode", "http" if mode == "http-sensor" else "ours",
-                             "--port", "0", "--max-seconds", str(budget + 180)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT))
+    stub = subprocess.Popen(
+        [
+            python,
+            str(STUB),
+            "--mode",
+            "http" if mode == "http-sensor" else "ours",
+            "--port",
+            "0",
+            "--max-seconds",
+            str(budget + 180),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=str(ROOT),
+    )
     try:
         port = _read_port(stub, 30.0)
         with tempfile.NamedTemporaryFile("r", suffix=".json", prefix="xdep-bench-") as out:
             spec = {**case, "mode": mode, "port": port, "seed": seed, "out": out.name}
-            worker_proc = subprocess.Popen([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                                           stdout=subprocess.DEVNULL, cwd=str(ROOT))
+            worker_proc = subprocess.Popen(
+                [python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                stdout=subprocess.DEVNULL,
+                cwd=str(ROOT),
+            )
             try:
                 rc = worker_proc.wait(budget + 120)
             except subprocess.TimeoutExpired:
@@ -583,8 +681,10 @@ def real_plan(quick: bool) -> list[dict]:
     # At 30 s, N=1,000 HttpSensorTrigger polls already made requests wait 30-90 s and fail with pool timeouts.
     if quick:
         return [dict(n=1000, interval=60.0, warm=65.0, steady=130.0, complete=0.0)]
-    return [dict(n=1000, interval=60.0, warm=65.0, steady=130.0, complete=0.0),
-            dict(n=2000, interval=60.0, warm=65.0, steady=130.0, complete=0.0)]
+    return [
+        dict(n=1000, interval=60.0, warm=65.0, steady=130.0, complete=0.0),
+        dict(n=2000, interval=60.0, warm=65.0, steady=130.0, complete=0.0),
+    ]
 
 
 def _tree_cpu(root) -> float:
@@ -613,10 +713,16 @@ class RealUpstream:
         sys.path.insert(0, str(ROOT))
         from devtools.airflow_local import LocalAirflow
 
-        self.af = LocalAirflow(home, Path(sys.executable).parent / "airflow", components=("api-server",),
-                               name="bench-upstream",
-                               extra_env={"AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "600",
-                                          "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600"})
+        self.af = LocalAirflow(
+            home,
+            Path(sys.executable).parent / "airflow",
+            components=("api-server",),
+            name="bench-upstream",
+            extra_env={
+                "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "600",
+                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
+            },
+        )
         self.n = 0
         self.timings: dict[str, float] = {}
 
@@ -632,8 +738,12 @@ class RealUpstream:
         """Have DAGs bench_dag_0 .. n-1 parsed, each with run RUN_ID (created through the API, one at a time)."""
         af = self.af
         af.dags_folder.mkdir(parents=True, exist_ok=True)
-        for start in range(self.n - self.n % 100, n, 100):  # files of 100 DAGs: each parses well within timeouts
-            (af.dags_folder / f"bench_dags_{start:05d}.py").write_text(DAG_FILE.format(start=start, stop=min(start + 100, n)))
+        for start in range(
+            self.n - self.n % 100, n, 100
+        ):  # files of 100 DAGs: each parses well within timeouts
+            (af.dags_folder / f"bench_dags_{start:05d}.py").write_text(
+                DAG_FILE.format(start=start, stop=min(start + 100, n))
+            )
         t = time.time()
         af.start_component("dag-processor", wait=False)
         try:
@@ -645,7 +755,9 @@ class RealUpstream:
             af.stop_component("dag-processor")  # it would compete for CPU with what is measured
         self.timings[f"parse_{n}_s"] = time.time() - t
         t = time.time()
-        have = af.api("GET", "/api/v2/dags/~/dagRuns?limit=1")["total_entries"]  # a kept home has some already
+        have = af.api("GET", "/api/v2/dags/~/dagRuns?limit=1")[
+            "total_entries"
+        ]  # a kept home has some already
         for i in range(max(self.n, have), n):
             af.trigger(f"bench_dag_{i}", logical_date="2026-11-20T00:00:00+00:00", run_id=REAL_RUN_ID)
         self.timings[f"runs_{n}_s"] = time.time() - t
@@ -665,7 +777,9 @@ class RealUpstream:
         with open(self.af.log_dir / "api-server.log", "rb") as f:
             f.seek(start)
             chunk = f.read(max(stop - start, 0))
-        return sum(1 for line in chunk.splitlines() if b"/api/v2/" in line and (b"GET" in line or b"POST" in line))
+        return sum(
+            1 for line in chunk.splitlines() if b"/api/v2/" in line and (b"GET" in line or b"POST" in line)
+        )
 
     def idle(self, seconds: float) -> float:
         """CPU seconds per second the api-server uses while nobody asks anything."""
@@ -708,10 +822,20 @@ def run_real_case(up: RealUpstream, case: dict, mode: str, seed: int, idle_per_s
     budget = case["warm"] + case["steady"] + 60.0
     try:
         with tempfile.NamedTemporaryFile("r", suffix=".json", prefix="xdep-bench-") as out:
-            spec = {**case, "mode": mode, "port": up.af.port, "seed": seed, "out": out.name, "real": True,
-                    "token": up.af.token()}
-            worker_proc = subprocess.Popen([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                                           stdout=subprocess.DEVNULL, cwd=str(ROOT))
+            spec = {
+                **case,
+                "mode": mode,
+                "port": up.af.port,
+                "seed": seed,
+                "out": out.name,
+                "real": True,
+                "token": up.af.token(),
+            }
+            worker_proc = subprocess.Popen(
+                [python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                stdout=subprocess.DEVNULL,
+                cwd=str(ROOT),
+            )
             try:
                 rc = worker_proc.wait(budget + 120)
             except subprocess.TimeoutExpired:
@@ -740,7 +864,10 @@ def run_real_case(up: RealUpstream, case: dict, mode: str, seed: int, idle_per_s
     ends = [t for t in r.pop("cycle_ends", []) if ws <= t <= we + 1.0]
     if mode == "ours-shared" and ends:
         before, after = CYCLE_COST_WINDOW
-        nets = [cpu_at(samples, t + after) - cpu_at(samples, t - before) - idle_per_s * (before + after) for t in ends]
+        nets = [
+            cpu_at(samples, t + after) - cpu_at(samples, t - before) - idle_per_s * (before + after)
+            for t in ends
+        ]
         r["upstream_cycle_net_cpu_s"] = sum(nets) / len(nets)
         r["upstream_cycles_measured"] = len(nets)
     return r
@@ -760,8 +887,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, git: tuple[str, str],
-                   real: list[dict] | None = None, real_info: dict | None = None) -> str:
+def write_markdown(
+    results: list[dict],
+    quick: bool,
+    seed: int,
+    elapsed: float,
+    git: tuple[str, str],
+    real: list[dict] | None = None,
+    real_info: dict | None = None,
+) -> str:
     import platform
 
     import psutil
@@ -776,8 +910,12 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
         "",
         f"Library: git {git[0]} at the start, {git[1]} at the end; xdep_sensors source fingerprint(s) as the "
         f"workers imported it: {', '.join(sorted({r['code'] for r in results + (real or [])}))}"
-        + (" — **the library changed during the run: cases are not comparable**"
-           if len({r["code"] for r in results + (real or [])}) > 1 else "") + ".",
+        + (
+            " — **the library changed during the run: cases are not comparable**"
+            if len({r["code"] for r in results + (real or [])}) > 1
+            else ""
+        )
+        + ".",
         "",
         "| N | mode | interval s | requests / interval (steady) | total requests | triggerer CPU s (whole run) "
         "| CPU s / interval (steady) | peak RSS growth KiB / trigger | detect p50 s | detect p99 s | detect max s "
@@ -789,11 +927,16 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
             f"| {r['n']:,} | {r['label']} | {r['interval']:g} | {fmt(r['requests_per_interval'], 1)} "
             f"| {r['requests_total']:,} | {fmt(r['cpu_s'])} | {fmt(r['cpu_per_interval_steady'], 3)} "
             f"| {fmt(r['rss_per_trigger_kib'], 1)} | {fmt(r['detect_p50_s'])} | {fmt(r['detect_p99_s'])} "
-            f"| {fmt(r['detect_max_s'])} | {r['fired']:,} / {r['n']:,} | {fmt(r['wall_s'], 0)} |")
-    lines += ["", "## Ratios (HttpSensorTrigger ÷ RemoteDagRunTrigger with the shared poller)", "",
-              "| N | requests / interval ratio | CPU ratio (whole run) | CPU ratio (steady) | ours p99 detect s "
-              "| p99 ≤ interval + 1 s |",
-              "|---:|---:|---:|---:|---:|---|"]
+            f"| {fmt(r['detect_max_s'])} | {r['fired']:,} / {r['n']:,} | {fmt(r['wall_s'], 0)} |"
+        )
+    lines += [
+        "",
+        "## Ratios (HttpSensorTrigger ÷ RemoteDagRunTrigger with the shared poller)",
+        "",
+        "| N | requests / interval ratio | CPU ratio (whole run) | CPU ratio (steady) | ours p99 detect s "
+        "| p99 ≤ interval + 1 s |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
     for n in sorted({r["n"] for r in results}):
         by = {r["mode"]: r for r in results if r["n"] == n}
         ours, http = by.get("ours-shared"), by.get("http-sensor")
@@ -804,12 +947,17 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
             f"| {n:,} | {fmt(ratio(http['requests_per_interval'], ours['requests_per_interval']), 1)} "
             f"| {fmt(ratio(http['cpu_s'], ours['cpu_s']), 1)} "
             f"| {fmt(ratio(http['cpu_per_interval_steady'], ours['cpu_per_interval_steady']), 1)} "
-            f"| {fmt(p99)} | {'yes' if p99 is not None and p99 <= ours['interval'] + 1 else 'no'} |")
-    lines += ["", "## Details per case", "",
-              "| N | mode | timeline warm / steady / completions s | steady requests by route | all requests by route "
-              "| bytes on the wire (both ways) | stub CPU s | creating triggers CPU s | RSS baseline → peak MiB "
-              "| triggers cancelled / errors / early | trigger log | load avg 1 min |",
-              "|---:|---|---|---|---|---:|---:|---:|---|---|---:|---:|"]
+            f"| {fmt(p99)} | {'yes' if p99 is not None and p99 <= ours['interval'] + 1 else 'no'} |"
+        )
+    lines += [
+        "",
+        "## Details per case",
+        "",
+        "| N | mode | timeline warm / steady / completions s | steady requests by route | all requests by route "
+        "| bytes on the wire (both ways) | stub CPU s | creating triggers CPU s | RSS baseline → peak MiB "
+        "| triggers cancelled / errors / early | trigger log | load avg 1 min |",
+        "|---:|---|---|---|---|---:|---:|---:|---|---|---:|---:|",
+    ]
     for r in results:
         steady = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_window_by_route"].items()) if v)
         allr = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_by_route"].items()))
@@ -818,33 +966,46 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
             f"{r['complete']:g} | {steady or '–'} | {allr} | {r['bytes_total'] / 2**20:,.1f} MiB "
             f"| {fmt(r['stub_cpu_s'])} | {fmt(r['create_cpu_s'])} "
             f"| {r['rss_baseline_mib']:.0f} → {r['rss_peak_mib']:.0f} "
-            f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB | {r['load_avg_1m']:.2f} |")
-    lines += ["", "## Event-loop stalls and full garbage collections (triggerer)", "",
-              "A 50 ms sleeper in the triggerer's loop records how late it wakes: the time the loop was blocked. "
-              "Airflow's triggerer warns above 0.2 s.", "",
-              "| upstream | N | mode | stall max s (wall) | stall p99 s | stalls > 0.2 s (wall) "
-              "| loop CPU max s per window | windows > 0.2 s CPU | full GCs | longest full GC s (wall) "
-              "| stalls > 0.2 s at (s after start, wall, CPU) | trigger log lines |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+            f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB | {r['load_avg_1m']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Event-loop stalls and full garbage collections (triggerer)",
+        "",
+        "A 50 ms sleeper in the triggerer's loop records how late it wakes: the time the loop was blocked. "
+        "Airflow's triggerer warns above 0.2 s.",
+        "",
+        "| upstream | N | mode | stall max s (wall) | stall p99 s | stalls > 0.2 s (wall) "
+        "| loop CPU max s per window | windows > 0.2 s CPU | full GCs | longest full GC s (wall) "
+        "| stalls > 0.2 s at (s after start, wall, CPU) | trigger log lines |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for r in results + (real or []):
         lines.append(
             f"| {'real Airflow' if r.get('real') else 'stub'} | {r['n']:,} | {r['label']} | {fmt(r['stall_max_s'], 3)} "
             f"| {fmt(r['stall_p99_s'], 3)} | {r['stalls_over_0_2']} | {fmt(r['stall_cpu_max_s'], 3)} "
             f"| {r['stalls_cpu_over_0_2']} | {r['gc_full']} | {fmt(r['gc_full_max_s'], 3)} "
             f"| {'; '.join(f'{a:g}: {b:.2f}/{c:.2f}' for a, b, c in r['stalls_over_0_2_at'][:6]) or '–'} "
-            f"| {r['log_lines']:,} |")
+            f"| {r['log_lines']:,} |"
+        )
     if real:
         info = real_info or {}
-        lines += ["", "## Upstream cost on a real Airflow (api-server CPU)", "",
-                  f"Apache Airflow {info.get('airflow', '?')} api-server (one worker, SQLite, loopback), its process "
-                  "and children sampled every 0.1 s; the scheduler and dag-processor are stopped while measuring, so "
-                  "runs stay queued and nothing completes. Setup: "
-                  + ", ".join(f"{k} {v:.0f} s" for k, v in info.get("timings", {}).items()) + ".", "",
-                  "| N | mode | interval s | api-server CPU s / interval (steady) | idle CPU s / interval "
-                  "| net api-server CPU s / interval (shared poll: per cycle, around it) "
-                  "| API requests / interval (access log) | api-server CPU s (whole case) | API requests (whole case) "
-                  "| triggerer CPU s (whole case) | steady window | load avg 1 min |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        lines += [
+            "",
+            "## Upstream cost on a real Airflow (api-server CPU)",
+            "",
+            f"Apache Airflow {info.get('airflow', '?')} api-server (one worker, SQLite, loopback), its process "
+            "and children sampled every 0.1 s; the scheduler and dag-processor are stopped while measuring, so "
+            "runs stay queued and nothing completes. Setup: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in info.get("timings", {}).items())
+            + ".",
+            "",
+            "| N | mode | interval s | api-server CPU s / interval (steady) | idle CPU s / interval "
+            "| net api-server CPU s / interval (shared poll: per cycle, around it) "
+            "| API requests / interval (access log) | api-server CPU s (whole case) | API requests (whole case) "
+            "| triggerer CPU s (whole case) | steady window | load avg 1 min |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for r in real:
             net = upstream_net(r)
             cycles = f" ({r['upstream_cycles_measured']} cycles)" if r.get("upstream_cycles_measured") else ""
@@ -853,9 +1014,14 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
                 f"| {fmt(r['upstream_idle_cpu_per_interval'], 3)} | {fmt(net, 3)}{cycles} "
                 f"| {fmt(r['upstream_requests_per_interval'], 1)} "
                 f"| {fmt(r['upstream_cpu_s'])} | {r['upstream_requests_total']:,} | {fmt(r['cpu_s'])} "
-                f"| {r['window_s']:.1f} s ({r['window_kind']}) | {r['load_avg_1m']:.2f} |")
-        lines += ["", "| N | api-server CPU ratio (HttpSensorTrigger ÷ shared poll, steady, raw) "
-                  "| net of idle (the RESULT line's) | API requests ratio |", "|---:|---:|---:|---:|"]
+                f"| {r['window_s']:.1f} s ({r['window_kind']}) | {r['load_avg_1m']:.2f} |"
+            )
+        lines += [
+            "",
+            "| N | api-server CPU ratio (HttpSensorTrigger ÷ shared poll, steady, raw) "
+            "| net of idle (the RESULT line's) | API requests ratio |",
+            "|---:|---:|---:|---:|",
+        ]
         for n in sorted({r["n"] for r in real}):
             by = {r["mode"]: r for r in real if r["n"] == n}
             ours, http = by.get("ours-shared"), by.get("http-sensor")
@@ -863,7 +1029,8 @@ def write_markdown(results: list[dict], quick: bool, seed: int, elapsed: float, 
                 lines.append(
                     f"| {n:,} | {fmt(ratio(http['upstream_cpu_per_interval'], ours['upstream_cpu_per_interval']), 1)} "
                     f"| {fmt(upstream_ratio(ours, http), 1)} "
-                    f"| {fmt(ratio(http['upstream_requests_per_interval'], ours['upstream_requests_per_interval']), 1)} |")
+                    f"| {fmt(ratio(http['upstream_requests_per_interval'], ours['upstream_requests_per_interval']), 1)} |"
+                )
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.md").write_text(text)
@@ -879,9 +1046,15 @@ def write_plot(results: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    styles = {"ours-shared": ("tab:green", "o"), "ours-direct": ("tab:blue", "s"), "http-sensor": ("tab:red", "^")}
-    panels = [("requests_per_interval", "upstream requests per poll interval (steady state)"),
-              ("cpu_s", "triggerer CPU seconds (whole run)")]
+    styles = {
+        "ours-shared": ("tab:green", "o"),
+        "ours-direct": ("tab:blue", "s"),
+        "http-sensor": ("tab:red", "^"),
+    }
+    panels = [
+        ("requests_per_interval", "upstream requests per poll interval (steady state)"),
+        ("cpu_s", "triggerer CPU seconds (whole run)"),
+    ]
     for ax, (key, title) in zip(axes, panels):
         for mode in MODES:
             rows = sorted((r for r in results if r["mode"] == mode and r[key]), key=lambda r: r["n"])
@@ -893,8 +1066,15 @@ def write_plot(results: list[dict]) -> None:
             # labels: HttpSensorTrigger above-left, the others below-right (the two upper lines nearly touch)
             dx, dy, ha = (-7, 6, "right") if mode == "http-sensor" else (7, -11, "left")
             for x, y in zip(xs, ys):
-                ax.annotate(f"{y:,.0f}" if y >= 10 else f"{y:.2g}", (x, y), textcoords="offset points",
-                            xytext=(dx, dy), ha=ha, fontsize=8, color=color)
+                ax.annotate(
+                    f"{y:,.0f}" if y >= 10 else f"{y:.2g}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(dx, dy),
+                    ha=ha,
+                    fontsize=8,
+                    color=color,
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         values = [r[key] for r in results if r[key]]
@@ -909,8 +1089,10 @@ def write_plot(results: list[dict]) -> None:
         ax.set_xticklabels([f"{n:,}" for n in ns])
         ax.minorticks_off() if len(ns) == 1 else None
     axes[0].legend(fontsize=8, loc="upper left")
-    intervals = ", ".join(f"N={n:,}: {i:g} s" for n, i in sorted({(r['n'], r['interval']) for r in results}))
-    fig.suptitle(f"N deferred triggers waiting for upstream DAG runs (poll interval {intervals})", fontsize=12)
+    intervals = ", ".join(f"N={n:,}: {i:g} s" for n, i in sorted({(r["n"], r["interval"]) for r in results}))
+    fig.suptitle(
+        f"N deferred triggers waiting for upstream DAG runs (poll interval {intervals})", fontsize=12
+    )
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS / "results.png", dpi=120)
@@ -956,10 +1138,13 @@ def run_real(cases: list[dict], modes: list[str], seed: int) -> tuple[list[dict]
                 r["settle_s"] = up.settle(idle)
                 r["upstream_idle_cpu_per_interval"] = idle * r["interval"]
                 results.append(r)
-                print(f"N={r['n']:>5} {mode:<12} [real upstream] api-server CPU/interval="
-                      f"{r['upstream_cpu_per_interval']:.3f}s requests/interval={r['upstream_requests_per_interval']:.1f} "
-                      f"triggerer cpu={r['cpu_s']:.2f}s stall_max={r['stall_max_s']:.3f}s fired={r['fired']} "
-                      f"errors={r['n_errors']} {r['errors'][:1]} code={r['code']}", flush=True)
+                print(
+                    f"N={r['n']:>5} {mode:<12} [real upstream] api-server CPU/interval="
+                    f"{r['upstream_cpu_per_interval']:.3f}s requests/interval={r['upstream_requests_per_interval']:.1f} "
+                    f"triggerer cpu={r['cpu_s']:.2f}s stall_max={r['stall_max_s']:.3f}s fired={r['fired']} "
+                    f"errors={r['n_errors']} {r['errors'][:1]} code={r['code']}",
+                    flush=True,
+                )
         info["timings"] = dict(up.timings)
         import importlib.metadata as md
 
@@ -977,10 +1162,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="N deferred triggers against a stub upstream Airflow")
     parser.add_argument("--quick", action="store_true", help="N=1000 only, short timeline (< 3 minutes)")
     parser.add_argument("--seed", type=int, default=20261120)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES)
+    )
     parser.add_argument("--ns", default="", help="comma-separated subset of the planned N values")
-    parser.add_argument("--no-real", action="store_true", help="skip the cases against a real Airflow upstream")
-    parser.add_argument("--real-only", action="store_true", help="only the cases against a real Airflow upstream")
+    parser.add_argument(
+        "--no-real", action="store_true", help="skip the cases against a real Airflow upstream"
+    )
+    parser.add_argument(
+        "--real-only", action="store_true", help="only the cases against a real Airflow upstream"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -1004,14 +1195,20 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             r = run_case(case, mode, args.seed)
             results.append(r)
-            print(f"N={r['n']:>5} {mode:<12} req/interval={fmt(r['requests_per_interval'], 1):>8} "
-                  f"total_req={r['requests_total']:>7,} cpu={r['cpu_s']:6.2f}s "
-                  f"rss/trigger={r['rss_per_trigger_kib']:6.1f}KiB p50={fmt(r['detect_p50_s'])}s "
-                  f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s "
-                  f"code={r['code']}", flush=True)
-            print(f"        stall max={r['stall_max_s']:.3f}s over 0.2 s at {r['stalls_over_0_2_at']}, "
-                  f"full GCs at {r['gc_full_at']} (total {r['gc_full_total_s']:.2f}s), "
-                  f"young GCs {r['gc_young']} (total {r['gc_young_total_s']:.2f}s)", flush=True)
+            print(
+                f"N={r['n']:>5} {mode:<12} req/interval={fmt(r['requests_per_interval'], 1):>8} "
+                f"total_req={r['requests_total']:>7,} cpu={r['cpu_s']:6.2f}s "
+                f"rss/trigger={r['rss_per_trigger_kib']:6.1f}KiB p50={fmt(r['detect_p50_s'])}s "
+                f"p99={fmt(r['detect_p99_s'])}s fired={r['fired']}/{r['n']} wall={r['wall_s']:.0f}s "
+                f"code={r['code']}",
+                flush=True,
+            )
+            print(
+                f"        stall max={r['stall_max_s']:.3f}s over 0.2 s at {r['stalls_over_0_2_at']}, "
+                f"full GCs at {r['gc_full_at']} (total {r['gc_full_total_s']:.2f}s), "
+                f"young GCs {r['gc_young']} (total {r['gc_young_total_s']:.2f}s)",
+                flush=True,
+            )
 
     real: list[dict] = []
     real_info: dict = {}
@@ -1030,10 +1227,13 @@ def main(argv: list[str] | None = None) -> int:
         rby = {r["mode"]: r for r in real if r["n"] == 1000}
         up_ratio = upstream_ratio(rby.get("ours-shared"), rby.get("http-sensor"))
         if ours and http:
-            print(f"RESULT requests_ratio={ratio(http['requests_per_interval'], ours['requests_per_interval']):.1f} "
-                  f"cpu_ratio={ratio(http['cpu_s'], ours['cpu_s']):.1f} "
-                  f"upstream_cpu_ratio={fmt(up_ratio, 1).replace(',', '')} "
-                  f"p99_detect_s={ours['detect_p99_s']:.2f} interval_s={ours['interval']:g}", flush=True)
+            print(
+                f"RESULT requests_ratio={ratio(http['requests_per_interval'], ours['requests_per_interval']):.1f} "
+                f"cpu_ratio={ratio(http['cpu_s'], ours['cpu_s']):.1f} "
+                f"upstream_cpu_ratio={fmt(up_ratio, 1).replace(',', '')} "
+                f"p99_detect_s={ours['detect_p99_s']:.2f} interval_s={ours['interval']:g}",
+                flush=True,
+            )
     return 0
 
 

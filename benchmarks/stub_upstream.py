@@ -209,12 +209,21 @@ def make_app(up: Upstream) -> web.Application:
             return answer("dags", now, b'{"detail":"bad request"}', 422)
         ids = up.sorted_ids
         if pattern:  # SQL ILIKE '%pattern%': "_" matches any one character
-            rx = re.compile(".*".join([""] + [".".join(map(re.escape, part.split("_")))
-                                               for part in pattern.split("%")] + [""]), re.I)
+            rx = re.compile(
+                ".*".join(
+                    [""] + [".".join(map(re.escape, part.split("_"))) for part in pattern.split("%")] + [""]
+                ),
+                re.I,
+            )
             ids = [d for d in ids if rx.fullmatch(d)]
-        page = ids[offset:offset + limit]
-        out = (b'{"dags":[' + b",".join(up.dags[up.index[d]] for d in page) + b'],"total_entries":'
-               + str(len(ids)).encode() + b"}")
+        page = ids[offset : offset + limit]
+        out = (
+            b'{"dags":['
+            + b",".join(up.dags[up.index[d]] for d in page)
+            + b'],"total_entries":'
+            + str(len(ids)).encode()
+            + b"}"
+        )
         return answer("dags", now, out)
 
     async def get_run(request: web.Request) -> web.Response:
@@ -224,8 +233,9 @@ def make_app(up: Upstream) -> web.Application:
         dag_id, run_id = request.match_info["dag_id"], request.match_info["run_id"]
         i = up.index.get(dag_id)
         if i is None or run_id != RUN_ID or (up.mode == "http" and now < up.done_at[i]):
-            return not_found("dag_run", now,
-                             f"The DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found")
+            return not_found(
+                "dag_run", now, f"The DagRun with dag_id: `{dag_id}` and run_id: `{run_id}` was not found"
+            )
         return answer("dag_run", now, up.run_body(i, now))
 
     async def list_runs(request: web.Request) -> web.Response:
@@ -264,7 +274,7 @@ def make_app(up: Upstream) -> web.Application:
             matches = [i for i in matches if now >= done_at[i] and done_at[i] >= ended_ts]
         if order_by.lstrip("-") == "end_date":  # unfinished runs (no end_date) last
             matches.sort(key=lambda i: (now < done_at[i], done_at[i]), reverse=order_by.startswith("-"))
-        page = matches[offset:offset + limit]
+        page = matches[offset : offset + limit]
         runs = b",".join(up.run_body(i, now) for i in page)
         out = b'{"dag_runs":[' + runs + b'],"total_entries":' + str(len(matches)).encode() + b"}"
         up.count("runs_list", now, len(raw), len(out), 200)
@@ -327,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("ours", "http"), default="ours")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free loopback port")
-    parser.add_argument("--max-seconds", type=float, default=900.0, help="exit after this long, whatever happens")
+    parser.add_argument(
+        "--max-seconds", type=float, default=900.0, help="exit after this long, whatever happens"
+    )
     args = parser.parse_args(argv)
     asyncio.run(serve(args.mode, args.port, args.max_seconds))
     return 0

@@ -88,7 +88,7 @@ def fired_times(down: LocalAirflow, dag_id: str) -> dict[str, float]:
     writes to the task's trigger log (``<attempt>.log.trigger.<job id>.log``, JSON lines)."""
     out = {}
     for path in (down.log_dir / f"dag_id={dag_id}").glob("run_id=*/task_id=wait/*.log.trigger.*.log"):
-        run_id = path.parent.parent.name[len("run_id="):]
+        run_id = path.parent.parent.name[len("run_id=") :]
         for line in path.read_text(errors="replace").splitlines():
             try:
                 record = json.loads(line)
@@ -109,7 +109,9 @@ def task_instances(down: LocalAirflow, dag_id: str) -> list[dict]:
             return out
 
 
-def wait_states(down: LocalAirflow, dag_id: str, n: int, states: set[str], timeout: float, what: str) -> list[dict]:
+def wait_states(
+    down: LocalAirflow, dag_id: str, n: int, states: set[str], timeout: float, what: str
+) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         tis = task_instances(down, dag_id)
@@ -117,7 +119,9 @@ def wait_states(down: LocalAirflow, dag_id: str, n: int, states: set[str], timeo
             return tis
         if time.monotonic() > deadline:
             counts = {s: sum(ti["state"] == s for ti in tis) for s in {ti["state"] for ti in tis}}
-            raise RuntimeError(f"{dag_id}: not all {what} after {timeout:.0f} s: {counts}\n{down.tail_logs(30)}")
+            raise RuntimeError(
+                f"{dag_id}: not all {what} after {timeout:.0f} s: {counts}\n{down.tail_logs(30)}"
+            )
         time.sleep(0.5)
 
 
@@ -131,15 +135,23 @@ def run_variant(variant: str, dag_id: str, n: int, gap: float, up: LocalAirflow,
     up_runs = {}
     for i in range(n):
         up_run = f"bench_{nonce}_{i}"
-        run_id = down.trigger(dag_id, conf={"run_id": up_run}, logical_date=datetime.now(timezone.utc),
-                              run_id=f"{dag_id}_{nonce}_{i}")
+        run_id = down.trigger(
+            dag_id,
+            conf={"run_id": up_run},
+            logical_date=datetime.now(timezone.utc),
+            run_id=f"{dag_id}_{nonce}_{i}",
+        )
         up_runs[run_id] = up_run
     wait_states(down, dag_id, n, {"deferred"}, 600, "deferred")
     before = cpu_snapshot(down)
     ended = {}
     for run_id, up_run in up_runs.items():
         up.trigger("xdep_test_producer", run_id=up_run, logical_date=datetime.now(timezone.utc))
-        up.api("PATCH", f"/api/v2/dags/xdep_test_producer/dagRuns/{urllib.parse.quote(up_run)}", {"state": "success"})
+        up.api(
+            "PATCH",
+            f"/api/v2/dags/xdep_test_producer/dagRuns/{urllib.parse.quote(up_run)}",
+            {"state": "success"},
+        )
         ended[run_id] = time.time()
         time.sleep(gap)
     tis = wait_states(down, dag_id, n, {"success", "failed"}, 900, "ended")
@@ -156,7 +168,8 @@ def run_variant(variant: str, dag_id: str, n: int, gap: float, up: LocalAirflow,
         "failed": len(failed),
         "worker_runs_per_sensor": sum(down.worker_runs(dag_id, ti["dag_run_id"], "wait") for ti in tis) / n,
         "cpu_s_per_sensor": {k: (after[k] - before[k]) / n for k in before},
-        "latency_p50_s": statistics.median(latency), "latency_p99_s": pct(latency, 0.99),
+        "latency_p50_s": statistics.median(latency),
+        "latency_p99_s": pct(latency, 0.99),
         "latency_max_s": max(latency),
         "after_fire_p50_s": statistics.median(after_fire) if after_fire else None,
         "after_fire_max_s": max(after_fire) if after_fire else None,
@@ -165,22 +178,40 @@ def run_variant(variant: str, dag_id: str, n: int, gap: float, up: LocalAirflow,
 
 
 def start(work: Path, args: argparse.Namespace) -> tuple[LocalAirflow, LocalAirflow]:
-    up = LocalAirflow(work / "up", AIRFLOW, major=3, dags_folder=ROOT / "tests" / "versions" / "upstream_dags",
-                      name="bench-up")
+    up = LocalAirflow(
+        work / "up",
+        AIRFLOW,
+        major=3,
+        dags_folder=ROOT / "tests" / "versions" / "upstream_dags",
+        name="bench-up",
+    )
     up.start(timeout=300)
     up.wait_for_dag("xdep_test_producer", timeout=180)
     for comp in ("scheduler", "dag-processor"):  # API only: a run ends when this script sets it
         up.stop_component(comp)
     remote = {"conn_type": "remote_airflow", "host": up.base_url, "login": "viewer", "password": "viewer"}
-    http = {"conn_type": "http", "host": up.base_url,
-            "extra": {"Authorization": f"Bearer {up.token('viewer', 'viewer')}"}}
+    http = {
+        "conn_type": "http",
+        "host": up.base_url,
+        "extra": {"Authorization": f"Bearer {up.token('viewer', 'viewer')}"},
+    }
     down = LocalAirflow(
-        work / "down", AIRFLOW, major=3, dags_folder=Path(__file__).parent / "worker_free_dags", name="bench-down",
-        components=("api-server", "scheduler", "dag-processor", "triggerer"), triggerers=2,
+        work / "down",
+        AIRFLOW,
+        major=3,
+        dags_folder=Path(__file__).parent / "worker_free_dags",
+        name="bench-down",
+        components=("api-server", "scheduler", "dag-processor", "triggerer"),
+        triggerers=2,
         database_url=postgres.fresh_database("xdep_bench_worker_free"),
-        extra_env={"AIRFLOW_CONN_UP": json.dumps(remote), "AIRFLOW_CONN_UP_HTTP": json.dumps(http),
-                   "PYTHONPATH": str(ROOT), "AIRFLOW__CORE__PARALLELISM": "32",
-                   "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "1000"})
+        extra_env={
+            "AIRFLOW_CONN_UP": json.dumps(remote),
+            "AIRFLOW_CONN_UP_HTTP": json.dumps(http),
+            "PYTHONPATH": str(ROOT),
+            "AIRFLOW__CORE__PARALLELISM": "32",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "1000",
+        },
+    )
     try:
         down.start(timeout=300)
         for dag_id in VARIANTS.values():
@@ -192,37 +223,58 @@ def start(work: Path, args: argparse.Namespace) -> tuple[LocalAirflow, LocalAirf
 
 
 def report(results: dict, args: argparse.Namespace) -> str:
-    rows = [("sensors that did not succeed", "failed", "{:d}"),
-            ("worker task executions per sensor", "worker_runs_per_sensor", "{:.2f}"),
-            ("scheduler CPU s per sensor", ("cpu_s_per_sensor", "scheduler"), "{:.2f}"),
-            ("executor workers' CPU s per sensor (task processes included)", ("cpu_s_per_sensor", "workers"), "{:.2f}"),
-            ("triggerers' CPU s per sensor", ("cpu_s_per_sensor", "triggerers"), "{:.3f}"),
-            ("latency, upstream run end -> sensor task end, p50 (s)", "latency_p50_s", "{:.2f}"),
-            ("latency p99 (s)", "latency_p99_s", "{:.2f}"), ("latency max (s)", "latency_max_s", "{:.2f}"),
-            ("after the trigger fired, p50 (s)", "after_fire_p50_s", "{:.3f}"),
-            ("after the trigger fired, max (s)", "after_fire_max_s", "{:.3f}")]
-    lines = ["# Worker-free waits (benchmarks/worker_free.py)\n",
-             f"Airflow 3.3.2 downstream on PostgreSQL (LocalExecutor, two triggerers), N={args.n} sensors per "
-             f"variant, poke_interval=5 s, upstream runs ending {args.gap:g} s apart.\n",
-             "| | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+    rows = [
+        ("sensors that did not succeed", "failed", "{:d}"),
+        ("worker task executions per sensor", "worker_runs_per_sensor", "{:.2f}"),
+        ("scheduler CPU s per sensor", ("cpu_s_per_sensor", "scheduler"), "{:.2f}"),
+        (
+            "executor workers' CPU s per sensor (task processes included)",
+            ("cpu_s_per_sensor", "workers"),
+            "{:.2f}",
+        ),
+        ("triggerers' CPU s per sensor", ("cpu_s_per_sensor", "triggerers"), "{:.3f}"),
+        ("latency, upstream run end -> sensor task end, p50 (s)", "latency_p50_s", "{:.2f}"),
+        ("latency p99 (s)", "latency_p99_s", "{:.2f}"),
+        ("latency max (s)", "latency_max_s", "{:.2f}"),
+        ("after the trigger fired, p50 (s)", "after_fire_p50_s", "{:.3f}"),
+        ("after the trigger fired, max (s)", "after_fire_max_s", "{:.3f}"),
+    ]
+    lines = [
+        "# Worker-free waits (benchmarks/worker_free.py)\n",
+        f"Airflow 3.3.2 downstream on PostgreSQL (LocalExecutor, two triggerers), N={args.n} sensors per "
+        f"variant, poke_interval=5 s, upstream runs ending {args.gap:g} s apart.\n",
+        "| | " + " | ".join(results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
     for label, key, fmt in rows:
         cells = []
         for r in results.values():
             value = r[key[0]][key[1]] if isinstance(key, tuple) else r[key]
             cells.append("—" if value is None else fmt.format(value))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "HttpSensor fires when the upstream run exists (it cannot wait for a state without a worker "
-              "`response_check`); here the run is created and set to success at once.", "",
-              "```json", json.dumps({"n": args.n, "gap_s": args.gap, "results": results}, indent=2), "```", ""]
+    lines += [
+        "",
+        "HttpSensor fires when the upstream run exists (it cannot wait for a state without a worker "
+        "`response_check`); here the run is created and set to success at once.",
+        "",
+        "```json",
+        json.dumps({"n": args.n, "gap_s": args.gap, "results": results}, indent=2),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=100 per variant, no results file")
-    parser.add_argument("-n", type=int, default=None, help="sensors per variant (default 200; 100 with --quick)")
+    parser.add_argument(
+        "-n", type=int, default=None, help="sensors per variant (default 200; 100 with --quick)"
+    )
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between two upstream runs' ends")
-    parser.add_argument("--keep", action="store_true", help="keep the deployments' folders (logs) and say where")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the deployments' folders (logs) and say where"
+    )
     args = parser.parse_args(argv)
     args.n = args.n or (100 if args.quick else 200)
     t0 = time.monotonic()
@@ -250,9 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out} ({time.monotonic() - t0:.0f} s)")
     c, f = results["classic"], results["worker-free"]
     ratio = (c["after_fire_p50_s"] / f["after_fire_p50_s"]) if f["after_fire_p50_s"] else float("inf")
-    print(f"RESULT worker_runs_per_sensor={f['worker_runs_per_sensor']:.2f} "
-          f"classic_worker_runs_per_sensor={c['worker_runs_per_sensor']:.2f} after_fire_ratio={ratio:.1f} "
-          f"latency_p50_s={f['latency_p50_s']:.2f} classic_latency_p50_s={c['latency_p50_s']:.2f}")
+    print(
+        f"RESULT worker_runs_per_sensor={f['worker_runs_per_sensor']:.2f} "
+        f"classic_worker_runs_per_sensor={c['worker_runs_per_sensor']:.2f} after_fire_ratio={ratio:.1f} "
+        f"latency_p50_s={f['latency_p50_s']:.2f} classic_latency_p50_s={c['latency_p50_s']:.2f}"
+    )
     return 0
 
 

@@ -71,10 +71,20 @@ def _descendants(root: int) -> list[tuple[int, int, str]]:
 class LocalAirflow:
     """One Airflow deployment (Airflow 3 or 2) running as local processes against SQLite."""
 
-    def __init__(self, home: Path, airflow_bin: Path | str, *, major: int = 3, dags_folder: Path | None = None,
-                 port: int | None = None, extra_env: dict[str, str] | None = None,
-                 components: tuple[str, ...] | None = None, name: str = "airflow", database_url: str | None = None,
-                 triggerers: int = 1) -> None:
+    def __init__(
+        self,
+        home: Path,
+        airflow_bin: Path | str,
+        *,
+        major: int = 3,
+        dags_folder: Path | None = None,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        components: tuple[str, ...] | None = None,
+        name: str = "airflow",
+        database_url: str | None = None,
+        triggerers: int = 1,
+    ) -> None:
         if major not in (2, 3):
             raise ValueError(f"unsupported Airflow major version {major}")
         self.home = Path(home).resolve()
@@ -103,59 +113,70 @@ class LocalAirflow:
         env["PATH"] = str(Path(self.airflow_bin).parent) + os.pathsep + env.get("PATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         h = self.home
-        env.update({
-            "AIRFLOW_HOME": str(h),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h}/airflow.db",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(h),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{h}/airflow.db",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            }
+        )
         if self.major == 3:
-            env.update({
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__AUTH_MANAGER":
-                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{CANARY_USER}:viewer",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.port),
-                "AIRFLOW__API__BASE_URL": self.base_url,
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-                "AIRFLOW__API_AUTH__JWT_SECRET": f"xdep-test-jwt-secret-{self.name}-0123456789abcdef",
-                "AIRFLOW__API__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-                # a task's calls to the api-server (default: 5 s, 5 tries) fail it when a loaded machine
-                # answers late, as the first task start of a fresh api-server does there (3.1.1+)
-                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-            })
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{CANARY_USER}:viewer",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
+                    "AIRFLOW__API__HOST": "127.0.0.1",
+                    "AIRFLOW__API__PORT": str(self.port),
+                    "AIRFLOW__API__BASE_URL": self.base_url,
+                    "AIRFLOW__API__WORKERS": "1",
+                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                    "AIRFLOW__API_AUTH__JWT_SECRET": f"xdep-test-jwt-secret-{self.name}-0123456789abcdef",
+                    "AIRFLOW__API__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
+                    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                    # a task's calls to the api-server (default: 5 s, 5 tries) fail it when a loaded machine
+                    # answers late, as the first task start of a fresh api-server does there (3.1.1+)
+                    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+                }
+            )
         else:
-            env.update({
-                "AIRFLOW__API__AUTH_BACKENDS": f"{_FAB}.basic_auth,{_FAB}.session",
-                "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
-                "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
-                "AIRFLOW__WEBSERVER__BASE_URL": self.base_url,
-                "AIRFLOW__WEBSERVER__WORKERS": "1",
-                "AIRFLOW__WEBSERVER__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
-                "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
-                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
-                # SQLite normally forces SequentialExecutor (~4 s per task); LocalExecutor is ~4x faster here.
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK": "1",
-                # SQLite has no row locks: a task's "mini scheduler" can set the next task back to
-                # scheduled after the scheduler queued it, which then runs twice and fails its run
-                "AIRFLOW__SCHEDULER__SCHEDULE_AFTER_TASK_EXECUTION": "False",
-            })
+            env.update(
+                {
+                    "AIRFLOW__API__AUTH_BACKENDS": f"{_FAB}.basic_auth,{_FAB}.session",
+                    "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+                    "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
+                    "AIRFLOW__WEBSERVER__BASE_URL": self.base_url,
+                    "AIRFLOW__WEBSERVER__WORKERS": "1",
+                    "AIRFLOW__WEBSERVER__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
+                    "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+                    "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+                    # SQLite normally forces SequentialExecutor (~4 s per task); LocalExecutor is ~4x faster here.
+                    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                    "_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK": "1",
+                    # SQLite has no row locks: a task's "mini scheduler" can set the next task back to
+                    # scheduled after the scheduler queued it, which then runs twice and fails its run
+                    "AIRFLOW__SCHEDULER__SCHEDULE_AFTER_TASK_EXECUTION": "False",
+                }
+            )
         if self.database_url:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.database_url
-        if self.triggerers > 1:  # a triggerer that stops heartbeating loses its triggers to another within ~15 s
-            env.update({"AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-                        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15"})
+        if (
+            self.triggerers > 1
+        ):  # a triggerer that stops heartbeating loses its triggers to another within ~15 s
+            env.update(
+                {
+                    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
+                }
+            )
         env.update(extra)
         return env
 
@@ -171,10 +192,13 @@ class LocalAirflow:
             return self.env
         if name not in self._trigger_ports:
             self._trigger_ports[name] = str(free_port())
-        return {**self.env, "XDEP_HOSTNAME": self.triggerer_hostname(name),
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.airflow_local.component_hostname",
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": self._trigger_ports[name],
-                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH")) if p)}
+        return {
+            **self.env,
+            "XDEP_HOSTNAME": self.triggerer_hostname(name),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devtools.airflow_local.component_hostname",
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": self._trigger_ports[name],
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), self.env.get("PYTHONPATH")) if p),
+        }
 
     def start(self, timeout: float = 180) -> LocalAirflow:
         """Migrate the DB, start every component, wait for the API and create the users."""
@@ -182,8 +206,9 @@ class LocalAirflow:
         for d in (self.home, self.log_dir, self.dags_folder):
             d.mkdir(parents=True, exist_ok=True)
         if self.major == 3:
-            (self.home / "passwords.json").write_text(json.dumps(
-                {"admin": "admin", "viewer": "viewer", CANARY_USER: CANARY_PASSWORD}))
+            (self.home / "passwords.json").write_text(
+                json.dumps({"admin": "admin", "viewer": "viewer", CANARY_USER: CANARY_PASSWORD})
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -195,17 +220,41 @@ class LocalAirflow:
             self._atexit = True
         self._cli_or_fail("db", "migrate", timeout=max(deadline - time.monotonic(), 1))
         if self.major == 2:  # the Admin role exists right after migrate; Viewer only after the webserver ran
-            self._cli_or_fail("users", "create", "--username", "admin", "--password", "admin", "--role", "Admin",
-                              "--firstname", "admin", "--lastname", "admin", "--email", "admin@example.com",
-                              timeout=max(deadline - time.monotonic(), 120))  # the start's deadline, as above
+            self._cli_or_fail(
+                "users",
+                "create",
+                "--username",
+                "admin",
+                "--password",
+                "admin",
+                "--role",
+                "Admin",
+                "--firstname",
+                "admin",
+                "--lastname",
+                "admin",
+                "--email",
+                "admin@example.com",
+                timeout=max(deadline - time.monotonic(), 120),
+            )  # the start's deadline, as above
         for comp in self.components:
             self.start_component(comp, wait=False)
         try:
             self._wait_ready(deadline)
             if self.major == 2:
-                self.api("POST", "/api/v1/users", {
-                    "username": "viewer", "password": "viewer", "first_name": "viewer", "last_name": "viewer",
-                    "email": "viewer@example.com", "roles": [{"name": "Viewer"}]}, expect=(200, 409))
+                self.api(
+                    "POST",
+                    "/api/v1/users",
+                    {
+                        "username": "viewer",
+                        "password": "viewer",
+                        "first_name": "viewer",
+                        "last_name": "viewer",
+                        "email": "viewer@example.com",
+                        "roles": [{"name": "Viewer"}],
+                    },
+                    expect=(200, 409),
+                )
         except BaseException:
             self.stop()
             raise
@@ -227,8 +276,14 @@ class LocalAirflow:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self._procs[name] = subprocess.Popen(
-                [self.airflow_bin, *args], env=self._component_env(name), cwd=self.home, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [self.airflow_bin, *args],
+                env=self._component_env(name),
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if wait and name in ("api-server", "webserver"):
             self._wait_ready(time.monotonic() + timeout)
 
@@ -240,8 +295,11 @@ class LocalAirflow:
         """How many times a worker ran a task instance (a resume included): each run parses the DAG file
         first, and says so in the task's log (``attempt=<n>.log``; a triggerer writes files of its own)."""
         folder = self.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-        return sum(path.read_text(errors="replace").count("Filling up the DagBag from")
-                   for path in folder.glob("attempt=*.log") if ".log.trigger." not in path.name)
+        return sum(
+            path.read_text(errors="replace").count("Filling up the DagBag from")
+            for path in folder.glob("attempt=*.log")
+            if ".log.trigger." not in path.name
+        )
 
     def kill_component(self, name: str) -> None:
         """SIGKILL one component's process group at once, as a crash or an OOM kill would (no clean-up)."""
@@ -295,7 +353,9 @@ class LocalAirflow:
         while True:
             dead = [n for n, p in self._procs.items() if p.poll() is not None]
             if dead:
-                raise RuntimeError(f"{self.name}: component(s) {dead} exited during start\n{self.tail_logs()}")
+                raise RuntimeError(
+                    f"{self.name}: component(s) {dead} exited during start\n{self.tail_logs()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     if resp.status == 200:
@@ -317,40 +377,66 @@ class LocalAirflow:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run `airflow <args>` with this deployment's environment and capture text output."""
-        return subprocess.run([self.airflow_bin, *args], env=self.env, cwd=self.home, capture_output=True,
-                              text=True, check=check, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [self.airflow_bin, *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def _cli_or_fail(self, *args: str, timeout: float) -> None:
         """Run a CLI command; raise RuntimeError with its output on failure."""
         res = self.cli(*args, check=False, timeout=timeout)
         if res.returncode:
-            raise RuntimeError(f"{self.name}: airflow {' '.join(args)} failed ({res.returncode})\n"
-                               f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{self.name}: airflow {' '.join(args)} failed ({res.returncode})\n"
+                f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+            )
 
     def token(self, user: str = "admin", password: str = "admin") -> str:
         """Return (and cache) an Airflow 3 JWT from POST /auth/token."""
         if (user, password) not in self._tokens:
-            body = self._request("POST", "/auth/token", {"username": user, "password": password}, {},
-                                 expect=(200, 201))
+            body = self._request(
+                "POST", "/auth/token", {"username": user, "password": password}, {}, expect=(200, 201)
+            )
             self._tokens[(user, password)] = body["access_token"]
         return self._tokens[(user, password)]
 
-    def api(self, method: str, path: str, body: Any = None, *, user: str = "admin", password: str = "admin",
-            token: str | None = None, expect: tuple[int, ...] = (200, 201)) -> Any:
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        user: str = "admin",
+        password: str = "admin",
+        token: str | None = None,
+        expect: tuple[int, ...] = (200, 201),
+    ) -> Any:
         """Make an authenticated JSON REST call; return the decoded body (None if empty)."""
         if self.major == 2:
             basic = base64.b64encode(f"{user}:{password}".encode()).decode()
             return self._request(method, path, body, {"Authorization": f"Basic {basic}"}, expect)
-        return self._request(method, path, body, {"Authorization": f"Bearer {token or self.token(user, password)}"},
-                             expect)
+        return self._request(
+            method, path, body, {"Authorization": f"Bearer {token or self.token(user, password)}"}, expect
+        )
 
-    def _request(self, method: str, path: str, body: Any, headers: dict[str, str],
-                 expect: tuple[int, ...]) -> Any:
+    def _request(
+        self, method: str, path: str, body: Any, headers: dict[str, str], expect: tuple[int, ...]
+    ) -> Any:
         """Send one JSON request; raise RuntimeError unless the status is in expect."""
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(6):
-            req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method.upper(), headers={
-                "Accept": "application/json", "Content-Type": "application/json", **headers})
+            req = urllib.request.Request(
+                f"{self.base_url}{path}",
+                data=data,
+                method=method.upper(),
+                headers={"Accept": "application/json", "Content-Type": "application/json", **headers},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     status, raw = resp.status, resp.read()
@@ -359,7 +445,9 @@ class LocalAirflow:
             except OSError as e:
                 # a loaded machine can answer after the timeout (an Airflow 3 api-server's first task start
                 # holds it for tens of seconds there): a read is safe to ask again
-                timed_out = isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError)
+                timed_out = isinstance(e, TimeoutError) or isinstance(
+                    getattr(e, "reason", None), TimeoutError
+                )
                 if method.upper() == "GET" and timed_out and attempt < 5:
                     continue
                 raise
@@ -383,14 +471,24 @@ class LocalAirflow:
         while (dag := self.api("GET", path, expect=(200, 404))) is None or "dag_id" not in dag:
             if time.monotonic() > deadline:
                 errors = self.api("GET", f"{self._api}/importErrors", expect=(200, 404))
-                raise RuntimeError(f"{self.name}: DAG {dag_id} not parsed within {timeout}s; "
-                                   f"import errors: {errors}\n{self.tail_logs()}")
+                raise RuntimeError(
+                    f"{self.name}: DAG {dag_id} not parsed within {timeout}s; "
+                    f"import errors: {errors}\n{self.tail_logs()}"
+                )
             time.sleep(1)
         if dag.get("is_paused"):
-            self.api("PATCH", path + ("?update_mask=is_paused" if self.major == 2 else ""), {"is_paused": False})
+            self.api(
+                "PATCH", path + ("?update_mask=is_paused" if self.major == 2 else ""), {"is_paused": False}
+            )
 
-    def trigger(self, dag_id: str, *, conf: dict[str, Any] | None = None, logical_date: Any = None,
-                run_id: str | None = None) -> str:
+    def trigger(
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        logical_date: Any = None,
+        run_id: str | None = None,
+    ) -> str:
         """Trigger a DAG run via REST and return its run id."""
         if logical_date is not None and not isinstance(logical_date, str):
             if getattr(logical_date, "tzinfo", None) is None:
@@ -404,8 +502,9 @@ class LocalAirflow:
         path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns"
         return self.api("POST", path, body)["dag_run_id"]
 
-    def wait_run(self, dag_id: str, run_id: str, states: tuple[str, ...] = ("success", "failed"),
-                 timeout: float = 180) -> str:
+    def wait_run(
+        self, dag_id: str, run_id: str, states: tuple[str, ...] = ("success", "failed"), timeout: float = 180
+    ) -> str:
         """Poll a DAG run until its state is one of states; return that state.
 
         One Airflow 3 race is not the run's doing: a deferred task whose trigger fires within seconds can be
@@ -420,19 +519,32 @@ class LocalAirflow:
         for clears in range(3):
             while (state := self.api("GET", path)["state"]) not in states:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name}: run {dag_id}/{run_id} still {state!r} after {timeout}s\n"
-                                       f"{self.tail_logs()}")
+                    raise RuntimeError(
+                        f"{self.name}: run {dag_id}/{run_id} still {state!r} after {timeout}s\n"
+                        f"{self.tail_logs()}"
+                    )
                 time.sleep(0.5)
             hoped = state == "failed" and "success" in states
             raced = self._state_mismatches(dag_id, run_id) - handled if hoped else set()
             if not raced or clears == 2:
                 return state
-            print(f"{self.name}: {dag_id}/{run_id} failed by Airflow's stale defer-exit race (apache/airflow#72716)"
-                  f" on {sorted(raced)}; clearing and waiting again", file=sys.stderr)
+            print(
+                f"{self.name}: {dag_id}/{run_id} failed by Airflow's stale defer-exit race (apache/airflow#72716)"
+                f" on {sorted(raced)}; clearing and waiting again",
+                file=sys.stderr,
+            )
             handled |= raced
-            self.api("POST", f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/clearTaskInstances", {
-                "dry_run": False, "dag_run_id": run_id, "only_failed": True, "reset_dag_runs": True,
-                "task_ids": sorted({task for task, _ in raced})})
+            self.api(
+                "POST",
+                f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/clearTaskInstances",
+                {
+                    "dry_run": False,
+                    "dag_run_id": run_id,
+                    "only_failed": True,
+                    "reset_dag_runs": True,
+                    "task_ids": sorted({task for task, _ in raced}),
+                },
+            )
             deadline = time.monotonic() + timeout
         raise AssertionError("unreachable")
 
@@ -440,8 +552,13 @@ class LocalAirflow:
         """(task id, try number) of each task instance of the run the scheduler failed for a state mismatch."""
         if self.major == 2:  # Airflow 2 words and records it differently; no Airflow 2 test DAG defers
             return set()
-        query = urllib.parse.urlencode({"dag_id": dag_id, "run_id": run_id, "event": "state mismatch", "limit": 100})
-        return {(e["task_id"], e["try_number"]) for e in self.api("GET", f"{self._api}/eventLogs?{query}")["event_logs"]}
+        query = urllib.parse.urlencode(
+            {"dag_id": dag_id, "run_id": run_id, "event": "state mismatch", "limit": 100}
+        )
+        return {
+            (e["task_id"], e["try_number"])
+            for e in self.api("GET", f"{self._api}/eventLogs?{query}")["event_logs"]
+        }
 
     def tail_logs(self, n: int = 40) -> str:
         """Return the last n lines of each component log, for error messages."""
@@ -486,5 +603,7 @@ def _group_alive(pgid: int) -> bool:
         return True
     if not Path("/proc/self/stat").exists():
         return True
-    return any((st := _proc_stat(int(e.name))) and st[1] == pgid and st[3] != "Z"
-               for e in Path("/proc").glob("[0-9]*"))
+    return any(
+        (st := _proc_stat(int(e.name))) and st[1] == pgid and st[3] != "Z"
+        for e in Path("/proc").glob("[0-9]*")
+    )

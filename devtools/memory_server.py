@@ -38,8 +38,14 @@ def app_for(upstream: MemoryUpstream) -> web.Application:
 
     async def put_runs(request: web.Request) -> web.Response:
         for dag_id, run_id, state, logical, start, end in await request.json():
-            upstream.put_run(dag_id, run_id, state, logical_date=parse_dt(logical), start=parse_dt(start),
-                             end=parse_dt(end))
+            upstream.put_run(
+                dag_id,
+                run_id,
+                state,
+                logical_date=parse_dt(logical),
+                start=parse_dt(start),
+                end=parse_dt(end),
+            )
         return web.json_response({})
 
     async def stats(request: web.Request) -> web.Response:

@@ -54,7 +54,9 @@ class MemoryUpstream:
 
     # writing -------------------------------------------------------------------------------------
 
-    def add_event(self, asset_id: int, when: datetime, extra: dict | None = None, source_dag_id: str = "producer") -> int:
+    def add_event(
+        self, asset_id: int, when: datetime, extra: dict | None = None, source_dag_id: str = "producer"
+    ) -> int:
         event_id = self._next_id
         self._next_id += 1
         if source_dag_id != "producer":
@@ -66,15 +68,36 @@ class MemoryUpstream:
 
     def add_run(self, dag_id: str, run_id: str, state: str, end: datetime) -> None:
         """A run that ended at ``end`` (started 5 minutes before, for a logical date an hour before)."""
-        self.put_run(dag_id, run_id, state, logical_date=end - timedelta(hours=1), start=end - timedelta(minutes=5),
-                     end=end)
+        self.put_run(
+            dag_id,
+            run_id,
+            state,
+            logical_date=end - timedelta(hours=1),
+            start=end - timedelta(minutes=5),
+            end=end,
+        )
 
-    def put_run(self, dag_id: str, run_id: str, state: str, *, logical_date: datetime | None,
-                run_after: datetime | None = None, start: datetime | None = None, end: datetime | None = None) -> None:
+    def put_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        state: str,
+        *,
+        logical_date: datetime | None,
+        run_after: datetime | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> None:
         """Create or update a run (``run_after`` defaults to the logical date)."""
-        self.runs[(dag_id, run_id)] = {"dag_id": dag_id, "run_id": run_id, "state": state,
-                                       "logical_date": logical_date, "run_after": run_after or logical_date,
-                                       "start_date": start, "end_date": end}
+        self.runs[(dag_id, run_id)] = {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "state": state,
+            "logical_date": logical_date,
+            "run_after": run_after or logical_date,
+            "start_date": start,
+            "end_date": end,
+        }
 
     # the transport interface ----------------------------------------------------------------------
 
@@ -122,36 +145,73 @@ class MemoryUpstream:
         offset, limit = self._window(params)
         if params.get("order_by", "timestamp").startswith("-"):
             high = len(rows) - offset
-            page = rows[max(low, high - limit):max(high, low)][::-1]
+            page = rows[max(low, high - limit) : max(high, low)][::-1]
         else:
-            page = rows[low + offset:low + offset + limit]
+            page = rows[low + offset : low + offset + limit]
         total = len(rows) - low
         if self.api == "v2":
-            items = [{"id": i, "asset_id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": x,
-                      "timestamp": _iso(t), "source_dag_id": self.sources.get(i, "producer"), "source_task_id": "t",
-                      "source_run_id": "r", "source_map_index": -1} for t, i, a, x in page]
+            items = [
+                {
+                    "id": i,
+                    "asset_id": a,
+                    "uri": f"s3://bucket/asset-{a}",
+                    "name": f"asset-{a}",
+                    "extra": x,
+                    "timestamp": _iso(t),
+                    "source_dag_id": self.sources.get(i, "producer"),
+                    "source_task_id": "t",
+                    "source_run_id": "r",
+                    "source_map_index": -1,
+                }
+                for t, i, a, x in page
+            ]
             return {"asset_events": items, "total_entries": total}
-        items = [{"id": i, "dataset_id": a, "dataset_uri": f"s3://bucket/asset-{a}", "extra": x,
-                  "timestamp": _iso(t), "source_dag_id": self.sources.get(i, "producer"), "source_task_id": "t",
-                  "source_run_id": "r", "source_map_index": -1} for t, i, a, x in page]
+        items = [
+            {
+                "id": i,
+                "dataset_id": a,
+                "dataset_uri": f"s3://bucket/asset-{a}",
+                "extra": x,
+                "timestamp": _iso(t),
+                "source_dag_id": self.sources.get(i, "producer"),
+                "source_task_id": "t",
+                "source_run_id": "r",
+                "source_map_index": -1,
+            }
+            for t, i, a, x in page
+        ]
         return {"dataset_events": items, "total_entries": total}
 
     def _assets(self, params: dict[str, str]) -> dict:
         ids = sorted(set(self.by_asset) | self.assets)
-        rows = [{"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}} for a in ids
-                if _matches(params, "uri", f"s3://bucket/asset-{a}") and _matches(params, "name", f"asset-{a}")]
+        rows = [
+            {"id": a, "uri": f"s3://bucket/asset-{a}", "name": f"asset-{a}", "extra": {}}
+            for a in ids
+            if _matches(params, "uri", f"s3://bucket/asset-{a}") and _matches(params, "name", f"asset-{a}")
+        ]
         offset, limit = self._window(params)
-        return {"assets" if self.api == "v2" else "datasets": rows[offset:offset + limit], "total_entries": len(rows)}
+        return {
+            "assets" if self.api == "v2" else "datasets": rows[offset : offset + limit],
+            "total_entries": len(rows),
+        }
 
     def _window(self, params: dict[str, str]) -> tuple[int, int]:
         """A GET's ``offset`` and ``limit``, the limit silently capped at the server's page limit."""
         return int(params.get("offset", 0)), min(int(params.get("limit", 50)), self.page_limit)
 
     def _run_json(self, run: dict) -> dict:
-        return {"dag_id": run["dag_id"], "dag_run_id": run["run_id"], "state": run["state"],
-                "logical_date": _iso(run["logical_date"]), "execution_date": _iso(run["logical_date"]),
-                "run_after": _iso(run["run_after"]), "start_date": _iso(run["start_date"]),
-                "end_date": _iso(run["end_date"]), "run_type": "scheduled", "conf": {}}
+        return {
+            "dag_id": run["dag_id"],
+            "dag_run_id": run["run_id"],
+            "state": run["state"],
+            "logical_date": _iso(run["logical_date"]),
+            "execution_date": _iso(run["logical_date"]),
+            "run_after": _iso(run["run_after"]),
+            "start_date": _iso(run["start_date"]),
+            "end_date": _iso(run["end_date"]),
+            "run_type": "scheduled",
+            "conf": {},
+        }
 
     def _select(self, rows: list[dict], *, bounds: dict[str, Any], order_by: str | None) -> list[dict]:
         for key, value in bounds.items():
@@ -160,24 +220,39 @@ class MemoryUpstream:
             field_name, op = key.rsplit("_", 1)
             field_name = "logical_date" if field_name == "execution_date" else field_name
             when = parse_dt(value)
-            rows = [r for r in rows if r[field_name] is not None
-                    and (r[field_name] >= when if op == "gte" else r[field_name] <= when)]
+            rows = [
+                r
+                for r in rows
+                if r[field_name] is not None
+                and (r[field_name] >= when if op == "gte" else r[field_name] <= when)
+            ]
         if order_by:
             key = "logical_date" if order_by.lstrip("-") == "execution_date" else order_by.lstrip("-")
             far = datetime.max.replace(tzinfo=timezone.utc)  # NULLs sort last ascending, as on PostgreSQL
-            rows = sorted(rows, key=lambda r: (r[key] or far, r["dag_id"], r["run_id"]),
-                          reverse=order_by.startswith("-"))
+            rows = sorted(
+                rows,
+                key=lambda r: (r[key] or far, r["dag_id"], r["run_id"]),
+                reverse=order_by.startswith("-"),
+            )
         return rows
 
     def _runs(self, body: dict) -> dict:
         dag_ids = body.get("dag_ids")
         states = set(body.get("states") or ())
-        rows = [r for r in self.runs.values() if (dag_ids is None or r["dag_id"] in dag_ids)
-                and (not states or r["state"] in states)]
-        bounds = {k: body.get(k) for k in ("run_after_gte", "execution_date_gte", "start_date_gte", "end_date_gte")}
+        rows = [
+            r
+            for r in self.runs.values()
+            if (dag_ids is None or r["dag_id"] in dag_ids) and (not states or r["state"] in states)
+        ]
+        bounds = {
+            k: body.get(k) for k in ("run_after_gte", "execution_date_gte", "start_date_gte", "end_date_gte")
+        }
         rows = self._select(rows, bounds=bounds, order_by=body.get("order_by") or "run_after")
         offset, limit = int(body.get("page_offset", 0)), min(int(body.get("page_limit", 50)), 100)
-        return {"dag_runs": [self._run_json(r) for r in rows[offset:offset + limit]], "total_entries": len(rows)}
+        return {
+            "dag_runs": [self._run_json(r) for r in rows[offset : offset + limit]],
+            "total_entries": len(rows),
+        }
 
     def _dags(self, path: str, params: dict[str, str]) -> dict:
         parts = path.split("/")[4:]  # after /api/vN/dags
@@ -185,8 +260,10 @@ class MemoryUpstream:
         if not parts:
             rows = [d for d in known if _matches(params, "dag_id", d)]
             offset, limit = self._window(params)
-            return {"dags": [{"dag_id": d, "is_paused": False} for d in rows[offset:offset + limit]],
-                    "total_entries": len(rows)}
+            return {
+                "dags": [{"dag_id": d, "is_paused": False} for d in rows[offset : offset + limit]],
+                "total_entries": len(rows),
+            }
         dag_id = parts[0]
         if dag_id not in known:
             raise NotFound(f"DAG {dag_id} not found", url=path)
@@ -198,11 +275,22 @@ class MemoryUpstream:
                 raise NotFound("run not found", url=path)
             return self._run_json(run)
         rows = [r for r in self.runs.values() if r["dag_id"] == dag_id]
-        bounds = {k: params.get(k) for k in ("logical_date_gte", "logical_date_lte", "execution_date_gte",
-                                              "execution_date_lte", "run_after_gte")}
+        bounds = {
+            k: params.get(k)
+            for k in (
+                "logical_date_gte",
+                "logical_date_lte",
+                "execution_date_gte",
+                "execution_date_lte",
+                "run_after_gte",
+            )
+        }
         rows = self._select(rows, bounds=bounds, order_by=params.get("order_by"))
         offset, limit = self._window(params)
-        return {"dag_runs": [self._run_json(r) for r in rows[offset:offset + limit]], "total_entries": len(rows)}
+        return {
+            "dag_runs": [self._run_json(r) for r in rows[offset : offset + limit]],
+            "total_entries": len(rows),
+        }
 
     def describe(self, request: Request) -> str:
         return f"{request.method} {request.path}?{urlencode(request.params)}"
@@ -215,4 +303,3 @@ def _matches(params: dict[str, str], field: str, value: str) -> bool:
     if pattern and not any(t.strip().lower() in value.lower() for t in pattern.split("|") if t.strip()):
         return False
     return not prefix or any(value.startswith(t.strip()) for t in prefix.split("|") if t.strip())
-

@@ -54,8 +54,12 @@ def dump(name: str) -> bytes:
     import subprocess
 
     pg_dump = shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
-    done = subprocess.run([pg_dump, "--no-owner", "--dbname", url(name, driver="postgresql")],
-                          capture_output=True, timeout=300, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+    done = subprocess.run(
+        [pg_dump, "--no-owner", "--dbname", url(name, driver="postgresql")],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"pg_dump {name} failed: {done.stderr.decode(errors='replace')[-500:]}")
     return done.stdout

@@ -23,21 +23,45 @@ UP = "upstream_airflow"
 
 
 def alert(name: str, trigger) -> Asset:
-    return Asset(f"xdep://bears_producer/{name}", watchers=[AssetWatcher(name=f"bears_producer_{name}",
-                                                                        trigger=trigger)])
+    return Asset(
+        f"xdep://bears_producer/{name}",
+        watchers=[AssetWatcher(name=f"bears_producer_{name}", trigger=trigger)],
+    )
 
 
-TASK_FAILED = alert("task_failed", RemoteTaskInstanceEventTrigger(
-    remote_conn_id=UP, external_dag_id="bears_producer", states=["failed"]))
-RUN_SLOW = alert("run_slow", RemoteDagRunDurationTrigger(
-    remote_conn_id=UP, external_dag_id="bears_producer", max_duration=timedelta(hours=2)))
-TASK_SLOW = alert("task_slow", RemoteDagRunDurationTrigger(
-    remote_conn_id=UP, external_dag_id="bears_producer", max_duration=1200, task_ids=["produce"]))
-LATE = alert("late", RemoteDagRunDeadlineTrigger(
-    remote_conn_id=UP, external_dag_id="bears_producer", deadline="30 6 * * *", timezone="Europe/Amsterdam"))
+TASK_FAILED = alert(
+    "task_failed",
+    RemoteTaskInstanceEventTrigger(remote_conn_id=UP, external_dag_id="bears_producer", states=["failed"]),
+)
+RUN_SLOW = alert(
+    "run_slow",
+    RemoteDagRunDurationTrigger(
+        remote_conn_id=UP, external_dag_id="bears_producer", max_duration=timedelta(hours=2)
+    ),
+)
+TASK_SLOW = alert(
+    "task_slow",
+    RemoteDagRunDurationTrigger(
+        remote_conn_id=UP, external_dag_id="bears_producer", max_duration=1200, task_ids=["produce"]
+    ),
+)
+LATE = alert(
+    "late",
+    RemoteDagRunDeadlineTrigger(
+        remote_conn_id=UP,
+        external_dag_id="bears_producer",
+        deadline="30 6 * * *",
+        timezone="Europe/Amsterdam",
+    ),
+)
 
 
-@dag(schedule=(TASK_FAILED | RUN_SLOW | TASK_SLOW | LATE), start_date=START, catchup=False, tags=["xdep-example"])
+@dag(
+    schedule=(TASK_FAILED | RUN_SLOW | TASK_SLOW | LATE),
+    start_date=START,
+    catchup=False,
+    tags=["xdep-example"],
+)
 def bears_fallback():
     @task
     def describe(triggering_asset_events=None) -> list[str]:
@@ -47,7 +71,9 @@ def bears_fallback():
             for event in events:
                 p = event.extra["payload"]
                 what = p.get("task_instance") or p.get("run") or p.get("last_run") or {}
-                out.append(f"{asset.uri}: {p.get('deadline') or what.get('run_id')} {what.get('url', '')}".strip())
+                out.append(
+                    f"{asset.uri}: {p.get('deadline') or what.get('run_id')} {what.get('url', '')}".strip()
+                )
         print("\n".join(out))
         return out
 

@@ -56,7 +56,12 @@ def bears_dashboard():
     @task
     def refresh(triggering_asset_events=None) -> None:
         for event in triggering_asset_events[LOCAL_BEARS]:
-            print("refresh from", event.extra["path"], "upstream event", event.extra["xdep_upstream"]["event_id"])
+            print(
+                "refresh from",
+                event.extra["path"],
+                "upstream event",
+                event.extra["xdep_upstream"]["event_id"],
+            )
 
     refresh()
 

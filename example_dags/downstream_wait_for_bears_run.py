@@ -11,7 +11,12 @@ from airflow.sdk import dag, task
 from xdep_sensors import RemoteDagRunSensor
 
 
-@dag(schedule="@daily", start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["xdep-example"])
+@dag(
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["xdep-example"],
+)
 def bears_report():
     wait = RemoteDagRunSensor(
         task_id="wait_for_bears",

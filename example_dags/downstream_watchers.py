@@ -13,17 +13,32 @@ from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrig
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
-BEARS = Asset("file://include/bears", watchers=[AssetWatcher(
-    name="bears_upstream",
-    trigger=RemoteAssetEventTrigger(remote_conn_id="upstream_airflow", asset_uri="file://include/bears",
-                                    poll_interval=30),
-)])
+BEARS = Asset(
+    "file://include/bears",
+    watchers=[
+        AssetWatcher(
+            name="bears_upstream",
+            trigger=RemoteAssetEventTrigger(
+                remote_conn_id="upstream_airflow", asset_uri="file://include/bears", poll_interval=30
+            ),
+        )
+    ],
+)
 
-PRODUCER_FAILED = Asset("xdep://bears_producer/failed", watchers=[AssetWatcher(
-    name="bears_producer_failed",
-    trigger=RemoteDagRunEventTrigger(remote_conn_id="upstream_airflow", external_dag_id="bears_producer",
-                                     states=["failed"], poll_interval=60),
-)])
+PRODUCER_FAILED = Asset(
+    "xdep://bears_producer/failed",
+    watchers=[
+        AssetWatcher(
+            name="bears_producer_failed",
+            trigger=RemoteDagRunEventTrigger(
+                remote_conn_id="upstream_airflow",
+                external_dag_id="bears_producer",
+                states=["failed"],
+                poll_interval=60,
+            ),
+        )
+    ],
+)
 
 
 @dag(schedule=[BEARS], start_date=START, catchup=False, tags=["xdep-example"])
@@ -44,7 +59,9 @@ def bears_remediation():
     def open_incident(triggering_asset_events=None) -> None:
         for event in triggering_asset_events[PRODUCER_FAILED]:
             run = event.extra["payload"]["run"]
-            print(f"upstream {run['dag_id']} run {run['run_id']} failed at {run['end_date']}: opening an incident")
+            print(
+                f"upstream {run['dag_id']} run {run['run_id']} failed at {run['end_date']}: opening an incident"
+            )
 
     open_incident()
 

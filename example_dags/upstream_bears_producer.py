@@ -11,7 +11,12 @@ from airflow.sdk import Asset, dag, task
 BEARS = Asset("file://include/bears")
 
 
-@dag(schedule="@daily", start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["xdep-example"])
+@dag(
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["xdep-example"],
+)
 def bears_producer():
     @task
     def extract() -> list[str]:

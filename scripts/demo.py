@@ -47,7 +47,9 @@ def task_state(airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str) ->
     return ti.get("state")
 
 
-def wait_task(airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str, states: set[str], timeout=180) -> str:
+def wait_task(
+    airflow: LocalAirflow, dag_id: str, run_id: str, task_id: str, states: set[str], timeout=180
+) -> str:
     deadline = time.monotonic() + timeout
     while (state := task_state(airflow, dag_id, run_id, task_id)) not in states:
         if time.monotonic() > deadline:
@@ -67,8 +69,13 @@ def wait_triggers_started(airflow: LocalAirflow, count: int, timeout: float = 12
 
 def wait_first_run(airflow: LocalAirflow, dag_id: str, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
-    while not (runs := [r for r in airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
-                        if r["state"] == "success"]):
+    while not (
+        runs := [
+            r
+            for r in airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]
+            if r["state"] == "success"
+        ]
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{dag_id} did not run\n{airflow.tail_logs()}")
         time.sleep(1)
@@ -78,11 +85,15 @@ def wait_first_run(airflow: LocalAirflow, dag_id: str, timeout: float = 180) -> 
 def main() -> int:
     # The upstream's runs are triggered by hand below (no waiting for midnight); the downstream
     # schedules normally, so its AssetWatcher-driven DAG can start by itself.
-    upstream = deployment("upstream", ["upstream_bears_producer.py"],
-                          extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
+    upstream = deployment(
+        "upstream",
+        ["upstream_bears_producer.py"],
+        extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
+    )
     conn = {"conn_type": "remote_airflow", "host": upstream.base_url, "login": "viewer", "password": "viewer"}
     downstream = deployment(
-        "downstream", ["downstream_wait_for_bears_run.py", "downstream_watchers.py"],
+        "downstream",
+        ["downstream_wait_for_bears_run.py", "downstream_watchers.py"],
         components=("api-server", "scheduler", "dag-processor", "triggerer"),
         extra_env={"AIRFLOW_CONN_UPSTREAM_AIRFLOW": json.dumps(conn)},
     )
@@ -94,15 +105,21 @@ def main() -> int:
         downstream.wait_for_dag("bears_report")
         downstream.wait_for_dag("bears_consumer")
         say(f"upstream   {upstream.base_url}  (team A: bears_producer; holds no downstream token)")
-        say(f"downstream {downstream.base_url}  (team B: bears_report; connection 'upstream_airflow' = viewer)")
+        say(
+            f"downstream {downstream.base_url}  (team B: bears_report; connection 'upstream_airflow' = viewer)"
+        )
 
         day = datetime.now(timezone.utc).replace(microsecond=0)
         ds_run = downstream.trigger("bears_report", logical_date=day)
         wait_task(downstream, "bears_report", ds_run, "wait_for_bears", {"deferred"})
-        say(f"downstream sensor wait_for_bears is DEFERRED in the triggerer, polling upstream for logical date {day.isoformat()}")
+        say(
+            f"downstream sensor wait_for_bears is DEFERRED in the triggerer, polling upstream for logical date {day.isoformat()}"
+        )
 
         wait_triggers_started(downstream, 2)  # the two AssetWatchers
-        say("downstream AssetWatchers are polling upstream too (bears_consumer is scheduled on team A's asset)")
+        say(
+            "downstream AssetWatchers are polling upstream too (bears_consumer is scheduled on team A's asset)"
+        )
         up_run = upstream.trigger("bears_producer", logical_date=day)
         say(f"upstream bears_producer triggered: {up_run}")
         say(f"upstream run finished: {upstream.wait_run('bears_producer', up_run)}")
@@ -115,12 +132,19 @@ def main() -> int:
         say(f"downstream task 'report' says: {result.get('value')}")
         consumer = wait_first_run(downstream, "bears_consumer")
         paths = downstream.api(
-            "GET", f"/api/v2/dags/bears_consumer/dagRuns/{consumer}/taskInstances/load/xcomEntries/return_value"
+            "GET",
+            f"/api/v2/dags/bears_consumer/dagRuns/{consumer}/taskInstances/load/xcomEntries/return_value",
         )
-        say(f"downstream bears_consumer was STARTED by the upstream asset event; it read {paths.get('value')}")
+        say(
+            f"downstream bears_consumer was STARTED by the upstream asset event; it read {paths.get('value')}"
+        )
         ok = state == "success"
-        print("\nDEMO", "PASSED" if ok else "FAILED", "- a sensor waited for, and a watcher was scheduled by, the "
-              "upstream, both by pulling its API with a read-only connection.")
+        print(
+            "\nDEMO",
+            "PASSED" if ok else "FAILED",
+            "- a sensor waited for, and a watcher was scheduled by, the "
+            "upstream, both by pulling its API with a read-only connection.",
+        )
         if not ok:
             print(downstream.tail_logs())
         return 0 if ok else 1

@@ -28,7 +28,9 @@ def cli_help() -> str:
     parts = [("xdep-sensors --help", parser.format_help())]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            parts += [(f"xdep-sensors {name} --help", sub.format_help()) for name, sub in action.choices.items()]
+            parts += [
+                (f"xdep-sensors {name} --help", sub.format_help()) for name, sub in action.choices.items()
+            ]
     return "\n".join(f"```text\n$ {command}\n{text.rstrip()}\n```\n" for command, text in parts)
 
 
@@ -40,9 +42,9 @@ def include(markdown: str) -> str:
     """Each include directive, replaced by its file, headings one level below the enclosing one."""
     out, pos = [], 0
     for match in INCLUDE.finditer(markdown):
-        before = markdown[pos:match.start()]
-        enclosing = [len(m.group(1)) for m in HEADING.finditer(markdown[:match.start()])]
-        shift = (enclosing[-1] if enclosing else 1)
+        before = markdown[pos : match.start()]
+        enclosing = [len(m.group(1)) for m in HEADING.finditer(markdown[: match.start()])]
+        shift = enclosing[-1] if enclosing else 1
         text = (ROOT / match.group(1)).read_text()
         out += [before, HEADING.sub(lambda m: "#" * min(6, len(m.group(1)) + shift) + " ", text)]
         pos = match.end()

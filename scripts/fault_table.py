@@ -25,7 +25,9 @@ RESULTS = Path(os.environ.get("XDEP_FAULT_RESULTS", ROOT / ".tmp" / "fault-matri
 TABLE = ROOT / "tests" / "fault_matrix.md"
 
 LABELS = {  # fault id recorded by the tests -> what the table says
-    "500": "HTTP 500", "502": "HTTP 502", "503": "HTTP 503",
+    "500": "HTTP 500",
+    "502": "HTTP 502",
+    "503": "HTTP 503",
     "429": "HTTP 429, Retry-After 2",
     "reset": "connection reset",
     "hang": "no answer (read timeout)",
@@ -89,8 +91,10 @@ def render(results: dict) -> str:
     ]
     for key in sorted(proven, key=lambda k: order.get(k, len(order))):
         r = proven[key]
-        lines.append(f"| {r['sensor']} | {r['mode']} | {_cell(LABELS.get(r['fault'], r['fault']))} | "
-                     f"{_cell(r['outcome'])} | {_cell(r['bound'])} | {_cell(r['says'])} |")
+        lines.append(
+            f"| {r['sensor']} | {r['mode']} | {_cell(LABELS.get(r['fault'], r['fault']))} | "
+            f"{_cell(r['outcome'])} | {_cell(r['bound'])} | {_cell(r['says'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -104,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write tests/fault_matrix.md (complete runs only)")
-    mode.add_argument("--check", action="store_true", help="fail unless the committed table is what the run proved")
+    mode.add_argument(
+        "--check", action="store_true", help="fail unless the committed table is what the run proved"
+    )
     args = parser.parse_args(argv)
     if not args.results.exists():
-        print(f"no fault-matrix results at {args.results}: run tests/integration/test_fault_matrix.py first",
-              file=sys.stderr)
+        print(
+            f"no fault-matrix results at {args.results}: run tests/integration/test_fault_matrix.py first",
+            file=sys.stderr,
+        )
         return 1
     results = json.loads(args.results.read_text())
     table = render(results)
@@ -117,13 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gaps = missing(results)
     if gaps:  # a partial run (-k, a failure, an interrupted run) neither writes nor passes
-        print(f"{args.results} is a partial run: {len(gaps)} row(s) not proven, e.g. " + "; ".join(gaps[:8]),
-              file=sys.stderr)
+        print(
+            f"{args.results} is a partial run: {len(gaps)} row(s) not proven, e.g. " + "; ".join(gaps[:8]),
+            file=sys.stderr,
+        )
         return 1
     if args.check:
         if not TABLE.exists() or TABLE.read_text() != table:
-            print(f"{TABLE.relative_to(ROOT)} differs from what the fault matrix proved; run "
-                  "`python scripts/fault_table.py --write`:\n" + table, file=sys.stderr)
+            print(
+                f"{TABLE.relative_to(ROOT)} differs from what the fault matrix proved; run "
+                "`python scripts/fault_table.py --write`:\n" + table,
+                file=sys.stderr,
+            )
             return 1
         print(f"{TABLE.relative_to(ROOT)} matches the fault-matrix results")
         return 0

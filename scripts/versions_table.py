@@ -41,12 +41,26 @@ DOWNSTREAM = [
     ("triggerer_failover", "a killed triggerer's waits complete on the other (2 triggerers)"),
     ("triggerer_stall", "a stalled triggerer resumes: its watcher fires nothing again (2 triggerers)"),
     # several checks: the row needs all of them
-    (("worker_free:dag_run:success:0", "worker_free:dag_run:failed:0", "worker_free:dag_run:skipped:0",
-      "worker_free:dag_run:auth_failed:0", "worker_free:asset:0"),
-     "worker-free sensors (success, failure, skip, wrong password): 0 worker runs"),
-    (("worker_free:dag_run:success:1", "worker_free:dag_run:failed:1", "worker_free:dag_run:skipped:1",
-      "worker_free:dag_run:auth_failed:1", "worker_free:asset:1"),
-     "end_from_trigger (success, failure, skip, wrong password): 1 worker run, the start"),
+    (
+        (
+            "worker_free:dag_run:success:0",
+            "worker_free:dag_run:failed:0",
+            "worker_free:dag_run:skipped:0",
+            "worker_free:dag_run:auth_failed:0",
+            "worker_free:asset:0",
+        ),
+        "worker-free sensors (success, failure, skip, wrong password): 0 worker runs",
+    ),
+    (
+        (
+            "worker_free:dag_run:success:1",
+            "worker_free:dag_run:failed:1",
+            "worker_free:dag_run:skipped:1",
+            "worker_free:dag_run:auth_failed:1",
+            "worker_free:asset:1",
+        ),
+        "end_from_trigger (success, failure, skip, wrong password): 1 worker run, the start",
+    ),
     ("remote_dependencies:json", "Remote dependencies JSON route"),
     ("remote_dependencies:nav", "Remote dependencies page in the UI's navigation"),
     ("remote_dependencies:browser", "the page tested in a real browser"),
@@ -77,7 +91,9 @@ def render(proved: dict[str, dict[str, list[str]]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--run", help="refuse results recorded by another test run (XDEP_TEST_RUN of `make test`)")
+    parser.add_argument(
+        "--run", help="refuse results recorded by another test run (XDEP_TEST_RUN of `make test`)"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="replace the table in the page")
     mode.add_argument("--check", action="store_true", help="fail if the page differs from the results")
@@ -87,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results = json.loads(args.results.read_text())
     if args.run is not None and results.get("run") != args.run:
-        print(f"{args.results} was recorded by test run {results.get('run')!r}, not by this one ({args.run!r}): "
-              "the matrix did not run (deselected, or stopped before its end)", file=sys.stderr)
+        print(
+            f"{args.results} was recorded by test run {results.get('run')!r}, not by this one ({args.run!r}): "
+            "the matrix did not run (deselected, or stopped before its end)",
+            file=sys.stderr,
+        )
         return 1
     if "proved" not in results:
         print(f"{args.results} is not a results file of this test suite (no 'proved')", file=sys.stderr)
@@ -105,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         if current.strip() != table.strip():
-            print("The 'Supported versions' table of the docs differs from what the matrix proved; run "
-                  "`python scripts/versions_table.py --write`:\n" + table, file=sys.stderr)
+            print(
+                "The 'Supported versions' table of the docs differs from what the matrix proved; run "
+                "`python scripts/versions_table.py --write`:\n" + table,
+                file=sys.stderr,
+            )
             return 1
         print("The 'Supported versions' table of the docs matches the matrix results")
         return 0

@@ -187,8 +187,9 @@ class ChaosProxy:
         if kind in SHAPES:
             return web.json_response(SHAPES[kind])
         if kind in ("500", "502", "503"):
-            return web.Response(status=int(kind), text=f"<html>{kind} upstream deploying</html>",
-                                content_type="text/html")
+            return web.Response(
+                status=int(kind), text=f"<html>{kind} upstream deploying</html>", content_type="text/html"
+            )
         if kind == "429":
             return web.json_response({"detail": "rate limited"}, status=429, headers={"Retry-After": "2"})
         if kind == "reset":
@@ -211,11 +212,19 @@ class ChaosProxy:
     async def _pass(self, request: web.Request) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         body = await request.read()
-        async with self._session.request(request.method, self.target + request.path_qs, headers=headers,
-                                         data=body or None, allow_redirects=False) as upstream:
+        async with self._session.request(
+            request.method,
+            self.target + request.path_qs,
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+        ) as upstream:
             payload = await upstream.read()
-            out = {k: v for k, v in upstream.headers.items()
-                   if k.lower() in ("content-type", "retry-after", "location", "content-encoding")}
+            out = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() in ("content-type", "retry-after", "location", "content-encoding")
+            }
             return web.Response(status=upstream.status, body=payload, headers=out)
 
 
@@ -231,20 +240,40 @@ def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pa
     now = datetime.datetime.now(datetime.timezone.utc)
     public = key.public_key()
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "chaos-cert.pem", directory / "chaos-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return cert_path, key_path

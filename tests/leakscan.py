@@ -44,8 +44,9 @@ def hits(where: str, data: bytes, secrets: list[bytes], jwt_user: str | None = N
     return out
 
 
-def scan_files(root: Path, secrets: list[bytes], jwt_user: str | None = None,
-               skip: tuple[str, ...] = ()) -> list[str]:
+def scan_files(
+    root: Path, secrets: list[bytes], jwt_user: str | None = None, skip: tuple[str, ...] = ()
+) -> list[str]:
     """Credentials in any file under root (logs, SQLite databases, configuration), but files named in skip."""
     found: list[str] = []
     for path in sorted(root.rglob("*")):
@@ -54,7 +55,9 @@ def scan_files(root: Path, secrets: list[bytes], jwt_user: str | None = None,
     return found
 
 
-def scan_postgres(database: str, fernet_key: str, secrets: list[bytes], jwt_user: str | None = None) -> list[str]:
+def scan_postgres(
+    database: str, fernet_key: str, secrets: list[bytes], jwt_user: str | None = None
+) -> list[str]:
     """Credentials in a PostgreSQL metadata database: its ``pg_dump``, plus every trigger's kwargs and
     every encrypted Variable, decrypted (a byte scan alone cannot see inside them)."""
     from cryptography.fernet import Fernet, InvalidToken
@@ -63,10 +66,14 @@ def scan_postgres(database: str, fernet_key: str, secrets: list[bytes], jwt_user
 
     found = hits(f"pg_dump {database}", postgres.dump(database), secrets, jwt_user)
     fernet = Fernet(fernet_key.encode())
-    encrypted = [(f"trigger {row[0]} kwargs", row[1]) for row in
-                 postgres.query(database, "SELECT id, kwargs FROM trigger")]
-    encrypted += [(f"variable {row[0]}", row[1]) for row in
-                  postgres.query(database, "SELECT key, val FROM variable WHERE is_encrypted")]
+    encrypted = [
+        (f"trigger {row[0]} kwargs", row[1])
+        for row in postgres.query(database, "SELECT id, kwargs FROM trigger")
+    ]
+    encrypted += [
+        (f"variable {row[0]}", row[1])
+        for row in postgres.query(database, "SELECT key, val FROM variable WHERE is_encrypted")
+    ]
     for where, value in encrypted:
         if value:
             try:
@@ -81,5 +88,7 @@ def encrypted_rows(database: str) -> int:
     """How many trigger kwargs and encrypted Variables the database keeps (the scan decrypts them)."""
     from devtools import postgres
 
-    return sum(postgres.query(database, sql)[0][0] for sql in (
-        "SELECT count(*) FROM trigger", "SELECT count(*) FROM variable WHERE is_encrypted"))
+    return sum(
+        postgres.query(database, sql)[0][0]
+        for sql in ("SELECT count(*) FROM trigger", "SELECT count(*) FROM variable WHERE is_encrypted")
+    )

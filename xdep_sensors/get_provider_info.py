@@ -19,9 +19,25 @@ def get_provider_info() -> dict:
                 "tags": ["software"],
             }
         ],
-        "hooks": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.hooks.remote_airflow"]}],
-        "sensors": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.sensors.dag_run", "xdep_sensors.sensors.asset"]}],
-        "triggers": [{"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.triggers.waits", "xdep_sensors.triggers.watchers", "xdep_sensors.triggers.alerts"]}],
+        "hooks": [
+            {"integration-name": "Remote Airflow", "python-modules": ["xdep_sensors.hooks.remote_airflow"]}
+        ],
+        "sensors": [
+            {
+                "integration-name": "Remote Airflow",
+                "python-modules": ["xdep_sensors.sensors.dag_run", "xdep_sensors.sensors.asset"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Remote Airflow",
+                "python-modules": [
+                    "xdep_sensors.triggers.waits",
+                    "xdep_sensors.triggers.watchers",
+                    "xdep_sensors.triggers.alerts",
+                ],
+            }
+        ],
         "extra-links": [
             "xdep_sensors.links.UpstreamRunLink",
             "xdep_sensors.links.UpstreamAssetLink",
@@ -48,7 +64,11 @@ def get_provider_info() -> dict:
                     "api_version": {
                         "label": "REST API version",
                         "description": "auto (probe once), v2 (Airflow 3) or v1 (Airflow 2.9-2.11).",
-                        "schema": {"type": ["string", "null"], "enum": ["auto", "v2", "v1", None], "default": "auto"},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["auto", "v2", "v1", None],
+                            "default": "auto",
+                        },
                     },
                     "verify": {
                         "label": "TLS verification",
@@ -68,7 +88,7 @@ def get_provider_info() -> dict:
                     "client_name": {
                         "label": "Client name",
                         "description": "This deployment's name, sent in the User-Agent so the upstream team sees who "
-                                       "polls (default: the XDEP_SENSORS_CLIENT_NAME environment variable).",
+                        "polls (default: the XDEP_SENSORS_CLIENT_NAME environment variable).",
                         "schema": {"type": ["string", "null"]},
                     },
                 },

@@ -16,17 +16,37 @@ from xdep_sensors import RemoteDagRunSensor
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 RUN = "{{ dag_run.conf['run_id'] }}"
 WAIT = {"poke_interval": 5, "timeout": 900}
-DAGS = {"schedule": None, "start_date": START, "catchup": False, "max_active_runs": 1000,
-        "max_active_tasks": 1000, "tags": ["xdep-bench"]}
+DAGS = {
+    "schedule": None,
+    "start_date": START,
+    "catchup": False,
+    "max_active_runs": 1000,
+    "max_active_tasks": 1000,
+    "tags": ["xdep-bench"],
+}
 
 with DAG("bench_classic", **DAGS):
-    RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer", run_id=RUN,
-                       **WAIT)
+    RemoteDagRunSensor(
+        task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer", run_id=RUN, **WAIT
+    )
 
 with DAG("bench_free", **DAGS):
-    RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer", run_id=RUN,
-                       start_from_trigger=True, end_from_trigger=True, **WAIT)
+    RemoteDagRunSensor(
+        task_id="wait",
+        remote_conn_id="up",
+        external_dag_id="xdep_test_producer",
+        run_id=RUN,
+        start_from_trigger=True,
+        end_from_trigger=True,
+        **WAIT,
+    )
 
 with DAG("bench_http", **DAGS):
-    HttpSensor(task_id="wait", http_conn_id="up_http", method="GET", deferrable=True,
-               endpoint="api/v2/dags/xdep_test_producer/dagRuns/" + RUN, **WAIT)
+    HttpSensor(
+        task_id="wait",
+        http_conn_id="up_http",
+        method="GET",
+        deferrable=True,
+        endpoint="api/v2/dags/xdep_test_producer/dagRuns/" + RUN,
+        **WAIT,
+    )

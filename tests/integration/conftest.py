@@ -86,6 +86,7 @@ def watchers_started(server: LocalAirflow, asset_ids) -> bool:
     store: upstream events before that moment are, rightly, not delivered, so a test must not produce
     any before then.
     """
+
     def stored(asset_id: int) -> bool:
         entries = server.api("GET", f"/api/v2/assets/{asset_id}/state-store?limit=100")["asset_state_store"]
         return any(e["key"].startswith("xdep_sensors:") for e in entries)
@@ -110,17 +111,31 @@ def _upstreams(tmp_path_factory):
     if not AIRFLOW2_BIN.exists():
         pytest.fail(f"Airflow 2 upstream not installed at {AIRFLOW2_BIN}: run `bash scripts/bootstrap.sh`")
     servers = {
-        "v2": LocalAirflow(tmp_path_factory.mktemp("upstream-v2"), AIRFLOW3_BIN, major=3,
-                           dags_folder=HERE / "upstream_dags", name="upstream-v2", extra_env=PAGE_CAP),
-        "v1": LocalAirflow(tmp_path_factory.mktemp("upstream-v1"), AIRFLOW2_BIN, major=2,
-                           dags_folder=HERE / "upstream_dags_v1", name="upstream-v1", extra_env=PAGE_CAP),
+        "v2": LocalAirflow(
+            tmp_path_factory.mktemp("upstream-v2"),
+            AIRFLOW3_BIN,
+            major=3,
+            dags_folder=HERE / "upstream_dags",
+            name="upstream-v2",
+            extra_env=PAGE_CAP,
+        ),
+        "v1": LocalAirflow(
+            tmp_path_factory.mktemp("upstream-v1"),
+            AIRFLOW2_BIN,
+            major=2,
+            dags_folder=HERE / "upstream_dags_v1",
+            name="upstream-v1",
+            extra_env=PAGE_CAP,
+        ),
     }
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             for future in [pool.submit(_start, s) for s in servers.values()]:
                 future.result()
         _set_conn("up_v2", host=servers["v2"].base_url, login="viewer", password="viewer")
-        _set_conn("up_v2_token", host=servers["v2"].base_url, password=servers["v2"].token("viewer", "viewer"))
+        _set_conn(
+            "up_v2_token", host=servers["v2"].base_url, password=servers["v2"].token("viewer", "viewer")
+        )
         _set_conn("up_v1", host=servers["v1"].base_url, login="viewer", password="viewer")
         yield {
             "v2": Upstream("v2", servers["v2"], "up_v2"),
@@ -145,7 +160,9 @@ def upstream_v2(_upstreams) -> Upstream:
 @pytest.fixture(scope="session")
 def downstream_db():
     """Migrate this process's (the downstream's) metadata DB once, for ``dag.test()``."""
-    subprocess.run([str(AIRFLOW3_BIN), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    subprocess.run(
+        [str(AIRFLOW3_BIN), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     yield
 
 
@@ -211,7 +228,9 @@ class MatrixUpstream(Upstream):
         if self.runs_tasks:
             run = self.server.api("GET", f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}")
             if gate := (run.get("conf") or {}).get("gate"):
-                assert run["state"] not in ("success", "failed"), f"held run {run_id} ended before its release"
+                assert run["state"] not in ("success", "failed"), (
+                    f"held run {run_id} ended before its release"
+                )
                 Path(gate).touch()
             return self.wait_run(run_id, dag_id)
         path = f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}"
@@ -249,18 +268,30 @@ def matrix_upstreams(_upstreams, tmp_path_factory) -> dict[str, MatrixUpstream]:
     for v in own:
         major = int(v[0])
         # FAB provider 1.2 (the one of 2.9.3's day) has no session backend: use the core one there
-        extra = {"AIRFLOW__API__AUTH_BACKENDS": "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,"
-                                                "airflow.api.auth.backend.session"} if v.startswith("2.9.") else {}
-        servers[v] = LocalAirflow(tmp_path_factory.mktemp(f"upstream-{v}"), airflow_bin(v), major=major,
-                                  dags_folder=MATRIX_UPSTREAM_DAGS if major == 3 else HERE / "upstream_dags_v1",
-                                  name=f"upstream-{v}", extra_env=extra)
+        extra = (
+            {
+                "AIRFLOW__API__AUTH_BACKENDS": "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,"
+                "airflow.api.auth.backend.session"
+            }
+            if v.startswith("2.9.")
+            else {}
+        )
+        servers[v] = LocalAirflow(
+            tmp_path_factory.mktemp(f"upstream-{v}"),
+            airflow_bin(v),
+            major=major,
+            dags_folder=MATRIX_UPSTREAM_DAGS if major == 3 else HERE / "upstream_dags_v1",
+            name=f"upstream-{v}",
+            extra_env=extra,
+        )
     try:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             for future in [pool.submit(_start_api_only, s) for s in servers.values()]:
                 future.result()
         result = {
-            "3.3.2": MatrixUpstream("v2", _upstreams["v2"].server, "up_v2", version="3.3.2",
-                                    token_conn_id="up_v2_token"),
+            "3.3.2": MatrixUpstream(
+                "v2", _upstreams["v2"].server, "up_v2", version="3.3.2", token_conn_id="up_v2_token"
+            ),
             "2.11.2": MatrixUpstream("v1", _upstreams["v1"].server, "up_v1", version="2.11.2"),
         }
         for v, server in servers.items():
@@ -270,8 +301,14 @@ def matrix_upstreams(_upstreams, tmp_path_factory) -> dict[str, MatrixUpstream]:
             if server.major == 3:
                 token = f"{slug}_token"
                 _set_conn(token, host=server.base_url, password=server.token("viewer", "viewer"))
-            result[v] = MatrixUpstream("v2" if server.major == 3 else "v1", server, slug, version=v,
-                                       token_conn_id=token, runs_tasks=False)
+            result[v] = MatrixUpstream(
+                "v2" if server.major == 3 else "v1",
+                server,
+                slug,
+                version=v,
+                token_conn_id=token,
+                runs_tasks=False,
+            )
         yield result
     finally:
         for server in servers.values():

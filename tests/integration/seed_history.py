@@ -49,13 +49,24 @@ def main(argv: list[str]) -> None:
                 end = start + step * i
                 logical = end - timedelta(minutes=1) if backfill is None else backfill
                 try:
-                    run = DagRun(dag_id=name, run_id=f"{prefix}_{i}", run_type=DagRunType.MANUAL,
-                                 logical_date=logical, run_after=logical,
-                                 start_date=logical if backfill is None else now, state=state)
+                    run = DagRun(
+                        dag_id=name,
+                        run_id=f"{prefix}_{i}",
+                        run_type=DagRunType.MANUAL,
+                        logical_date=logical,
+                        run_after=logical,
+                        start_date=logical if backfill is None else now,
+                        state=state,
+                    )
                 except TypeError:  # Airflow 2
-                    run = DagRun(dag_id=name, run_id=f"{prefix}_{i}", run_type=DagRunType.MANUAL,
-                                 execution_date=logical, start_date=logical if backfill is None else now,
-                                 state=state)
+                    run = DagRun(
+                        dag_id=name,
+                        run_id=f"{prefix}_{i}",
+                        run_type=DagRunType.MANUAL,
+                        execution_date=logical,
+                        start_date=logical if backfill is None else now,
+                        state=state,
+                    )
                 run.end_date = end
                 session.add(run)
         else:
@@ -98,8 +109,13 @@ def start_task(dag_id: str, run_id: str, task_id: str) -> None:
     now = timezone.utcnow()
     with create_session() as session:
         run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id).one()
-        ti = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
-                                                TaskInstance.task_id == task_id).one()
+        ti = (
+            session.query(TaskInstance)
+            .filter(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id
+            )
+            .one()
+        )
         run.state = "running"
         run.start_date = run.start_date or now
         ti.state, ti.start_date = "running", now

@@ -52,12 +52,21 @@ def test_event_after_start_completes_with_extra(upstream, downstream_db, out_fil
     (event,) = events_of(out_file)
     assert event["extra"] == {"path": f"s3://bucket/{variant}.csv"}
     assert event["uri"] == "file://include/bears" and event["source_run_id"] == box["run_id"]
-    assert set(event) >= {"id", "uri", "name", "timestamp", "extra", "source_dag_id", "source_task_id",
-                          "source_run_id"}
+    assert set(event) >= {
+        "id",
+        "uri",
+        "name",
+        "timestamp",
+        "extra",
+        "source_dag_id",
+        "source_task_id",
+        "source_run_id",
+    }
 
 
-def test_each_event_consumed_once_even_when_logical_dates_go_backwards(upstream, downstream_db, out_file,
-                                                                     polling_mode):
+def test_each_event_consumed_once_even_when_logical_dates_go_backwards(
+    upstream, downstream_db, out_file, polling_mode
+):
     dag_id = "xdep_ds_asset_uri_defer"
     clear_cursor(dag_id)
     first = produce_later(upstream, extra={"n": 1})
@@ -68,7 +77,10 @@ def test_each_event_consumed_once_even_when_logical_dates_go_backwards(upstream,
     # The second downstream run is older (a backfill): its data interval would include event 1.
     second = produce_later(upstream, extra={"n": 2})
     older = datetime.now(timezone.utc) - timedelta(days=2)
-    assert run_downstream(dag_id, {"conn": upstream.conn_id, "out": str(out_file)}, logical_date=older) == "success"
+    assert (
+        run_downstream(dag_id, {"conn": upstream.conn_id, "out": str(out_file)}, logical_date=older)
+        == "success"
+    )
     second["timer"].join()
     assert [e["extra"] for e in events_of(out_file)] == [{"n": 2}]
 
@@ -76,7 +88,10 @@ def test_each_event_consumed_once_even_when_logical_dates_go_backwards(upstream,
 def test_name_only_asset(upstream_v2, downstream_db, out_file):
     clear_cursor("xdep_ds_asset_name_defer")
     box = produce_later(upstream_v2, which="named", extra={"named": True})
-    assert run_downstream("xdep_ds_asset_name_defer", {"conn": upstream_v2.conn_id, "out": str(out_file)}) == "success"
+    assert (
+        run_downstream("xdep_ds_asset_name_defer", {"conn": upstream_v2.conn_id, "out": str(out_file)})
+        == "success"
+    )
     box["timer"].join()
     (event,) = events_of(out_file)
     assert event["name"] == "bears_named" and event["extra"] == {"named": True}
@@ -85,8 +100,10 @@ def test_name_only_asset(upstream_v2, downstream_db, out_file):
 def test_many_to_one_requires_all(upstream_v2, downstream_db, out_file, polling_mode):
     dag_id = "xdep_ds_asset_all_defer"
     clear_cursor(dag_id)
-    boxes = [produce_later(upstream_v2, 2, which="bears", extra={"k": "uri"}),
-             produce_later(upstream_v2, 10, which="named", extra={"k": "name"})]
+    boxes = [
+        produce_later(upstream_v2, 2, which="bears", extra={"k": "uri"}),
+        produce_later(upstream_v2, 10, which="named", extra={"k": "name"}),
+    ]
     assert run_downstream(dag_id, {"conn": upstream_v2.conn_id, "out": str(out_file)}) == "success"
     for box in boxes:
         box["timer"].join()
@@ -95,16 +112,18 @@ def test_many_to_one_requires_all(upstream_v2, downstream_db, out_file, polling_
 
 def test_missing_asset_fails_fast(upstream, downstream_db, out_file):
     started = datetime.now(timezone.utc)
-    assert run_downstream("xdep_ds_asset_missing_defer", {"conn": upstream.conn_id, "out": str(out_file)}) == "failed"
+    assert (
+        run_downstream("xdep_ds_asset_missing_defer", {"conn": upstream.conn_id, "out": str(out_file)})
+        == "failed"
+    )
     assert datetime.now(timezone.utc) - started < timedelta(seconds=60)
     assert not out_file.exists()
 
 
 def test_bridge_emits_local_events_with_provenance(upstream_v2, downstream_db, out_file):
-    from sqlalchemy import select
-
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     dag_id = "xdep_ds_asset_bridge_defer"
     clear_cursor(dag_id)
@@ -113,17 +132,26 @@ def test_bridge_emits_local_events_with_provenance(upstream_v2, downstream_db, o
     for n in (1, 2):
         run_id = upstream_v2.trigger("xdep_test_assets", conf={"extra": {"n": n}})
         upstream_v2.wait_run(run_id, "xdep_test_assets")
-    assert run_downstream(dag_id, {"conn": upstream_v2.conn_id, "out": str(out_file)},
-                          logical_date=now - timedelta(seconds=1)) == "success"
+    assert (
+        run_downstream(
+            dag_id,
+            {"conn": upstream_v2.conn_id, "out": str(out_file)},
+            logical_date=now - timedelta(seconds=1),
+        )
+        == "success"
+    )
     upstream_ids = sorted(e["id"] for e in events_of(out_file))
     assert len(upstream_ids) == 2
     with create_session() as session:
         local = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
             .where(AssetModel.uri == "local://bears/", AssetEvent.source_dag_id == dag_id)
         ).all()
         extras = [e.extra for e in local]
-    mine = sorted((x for x in extras if x.get("xdep_upstream", {}).get("event_id") in upstream_ids),
-                  key=lambda x: x["n"])
+    mine = sorted(
+        (x for x in extras if x.get("xdep_upstream", {}).get("event_id") in upstream_ids),
+        key=lambda x: x["n"],
+    )
     assert [x["n"] for x in mine] == [1, 2]
     assert mine[0]["xdep_upstream"]["url"] == upstream_v2.server.base_url

@@ -9,9 +9,9 @@ import pytest
 
 import xdep_sensors
 from tests.chaos import ChaosProxy
-from xdep_sensors.core.listings import list_asset_events
 from xdep_sensors import RemoteAirflowHook
 from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.core.listings import list_asset_events
 from xdep_sensors.errors import AuthenticationError, NotFound, PermissionDenied
 
 pytestmark = pytest.mark.integration
@@ -42,14 +42,23 @@ class TestVersionAndAuth:
         assert dag.dag_id == "xdep_test_producer"
 
     def test_wrong_password_is_a_clear_error_without_the_secret(self, upstream, monkeypatch):
-        conn = {"conn_type": "remote_airflow", "host": upstream.server.base_url, "login": "viewer", "password": WRONG}
+        conn = {
+            "conn_type": "remote_airflow",
+            "host": upstream.server.base_url,
+            "login": "viewer",
+            "password": WRONG,
+        }
         monkeypatch.setenv("AIRFLOW_CONN_BAD_PW", json.dumps(conn))
         expected = AuthenticationError if upstream.api == "v2" else PermissionDenied  # v1 answers 403
         with pytest.raises(expected) as info:
             run("bad_pw", lambda c: c.get_dag("xdep_test_producer"))
         text = str(info.value) + repr(info.value)
         assert WRONG not in text
-        assert ("authentication failed for conn 'bad_pw'" in text) if upstream.api == "v2" else ("wrong password" in text)
+        assert (
+            ("authentication failed for conn 'bad_pw'" in text)
+            if upstream.api == "v2"
+            else ("wrong password" in text)
+        )
 
     def test_bad_static_token(self, upstream_v2, monkeypatch):
         conn = {"conn_type": "remote_airflow", "host": upstream_v2.server.base_url, "password": WRONG}
@@ -65,14 +74,21 @@ class TestVersionAndAuth:
 
         proxy = ChaosProxy(upstream.server.base_url).start()
         try:
-            conn = {"conn_type": "remote_airflow", "host": proxy.url, "login": "viewer", "password": "viewer",
-                    "extra": {"client_name": "team-b\r\nX-Evil: 1 (prod)"}}
+            conn = {
+                "conn_type": "remote_airflow",
+                "host": proxy.url,
+                "login": "viewer",
+                "password": "viewer",
+                "extra": {"client_name": "team-b\r\nX-Evil: 1 (prod)"},
+            }
             monkeypatch.setenv("AIRFLOW_CONN_NAMED", json.dumps(conn))
             upstream.trigger(conf={})
             assert run("named", lambda c: c.list_dag_runs("~", limit=1))
         finally:
             proxy.stop()
-        expected = f"xdep-sensors/{xdep_sensors.__version__} (Airflow {airflow_version}; team-b X-Evil: 1 prod)"
+        expected = (
+            f"xdep-sensors/{xdep_sensors.__version__} (Airflow {airflow_version}; team-b X-Evil: 1 prod)"
+        )
         assert dict(proxy.user_agents) == {expected: proxy.total}
         assert proxy.total >= 2 and (proxy.paths["/auth/token"] == 1) == (upstream.api == "v2")
 
@@ -82,11 +98,17 @@ class TestVersionAndAuth:
         assert f"REST API {upstream.api}" in message and "allowed to read DAG runs" in message
 
     def test_test_connection_reports_wrong_url(self, upstream, monkeypatch):
-        conn = {"conn_type": "remote_airflow", "host": upstream.server.base_url + "/wrong-prefix", "password": "x"}
+        conn = {
+            "conn_type": "remote_airflow",
+            "host": upstream.server.base_url + "/wrong-prefix",
+            "password": "x",
+        }
         monkeypatch.setenv("AIRFLOW_CONN_WRONG_URL", json.dumps(conn))
         ok, message = RemoteAirflowHook("wrong_url").test_connection()
         # Airflow 2 answers 404 there; Airflow 3's UI answers any unknown path with its HTML page
-        assert not ok and ("no Airflow REST API found" in message or "HTML page instead of the Airflow API" in message)
+        assert not ok and (
+            "no Airflow REST API found" in message or "HTML page instead of the Airflow API" in message
+        )
         assert "check the connection's host" in message
 
 

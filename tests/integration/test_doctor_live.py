@@ -24,8 +24,9 @@ def doctor(monkeypatch, capsys, conn: dict | None, *args: str) -> tuple[int, str
 
 def test_healthy_connection_with_dag_and_asset(upstream, monkeypatch, capsys):
     conn = {"host": upstream.server.base_url, "login": "viewer", "password": "viewer"}
-    code, out = doctor(monkeypatch, capsys, conn, "--dag-id", "xdep_test_producer",
-                       "--asset-uri", "file://include/bears")
+    code, out = doctor(
+        monkeypatch, capsys, conn, "--dag-id", "xdep_test_producer", "--asset-uri", "file://include/bears"
+    )
     assert code == 0, out
     assert f"REST API {upstream.api}" in out and "dag xdep_test_producer: exists" in out
     assert "all checks passed" in out
@@ -69,5 +70,7 @@ def test_missing_connection(monkeypatch, capsys):
 
 
 def test_module_entry_point_runs():
-    done = subprocess.run([sys.executable, "-m", "xdep_sensors", "doctor", "--help"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "xdep_sensors", "doctor", "--help"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "--asset-uri" in done.stdout

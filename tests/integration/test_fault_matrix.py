@@ -34,16 +34,16 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-
 from airflow.providers.common.compat.sdk import AirflowException
+
 from tests.chaos import PERMANENT, SHAPES, TRANSIENT, ChaosProxy, self_signed_cert
 from tests.conftest import close_shared_clients_then
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.policy import RetryPolicy
 from xdep_sensors.client.session import Transport
-from xdep_sensors.triggers.state import CursorStore
 from xdep_sensors.core.probes import AssetProbe, DagRunProbe
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunTrigger
+from xdep_sensors.triggers.state import CursorStore
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,9 @@ RESULTS: list[dict] = []
 
 def _fault_names() -> list[str]:
     """Every fault row, in the table's order."""
-    unknown = [f"unknown_{what}:{check}" for what in ("dag", "task", "asset") for check in ("check", "nocheck")]
+    unknown = [
+        f"unknown_{what}:{check}" for what in ("dag", "task", "asset") for check in ("check", "nocheck")
+    ]
     return [*TRANSIENT, *PERMANENT, *SHAPES, *AUTH_FAULTS, *unknown, *TLS_FAULTS]
 
 
@@ -127,13 +129,24 @@ def chaos(_upstreams, tmp_path_factory):
         "chaos": {"host": proxy.url, "login": "viewer", "password": "viewer", "extra": extra},
         # a static bearer token (no login): one the upstream does not know, and a valid one
         "chaos_bad_token": {"host": proxy.url, "password": "not-a-valid-token", "extra": extra},
-        "chaos_token": {"host": proxy.url, "password": upstream.server.token("viewer", "viewer"), "extra": extra},
+        "chaos_token": {
+            "host": proxy.url,
+            "password": upstream.server.token("viewer", "viewer"),
+            "extra": extra,
+        },
         # TLS with a self-signed certificate: not trusted, and trusted through the extra verify
         "chaos_tls": {"host": tls_url, "login": "viewer", "password": "viewer", "extra": extra},
-        "chaos_tls_verify": {"host": tls_url, "login": "viewer", "password": "viewer",
-                             "extra": {**extra, "verify": str(cert)}},
+        "chaos_tls_verify": {
+            "host": tls_url,
+            "login": "viewer",
+            "password": "viewer",
+            "extra": {**extra, "verify": str(cert)},
+        },
     }
-    env = {f"AIRFLOW_CONN_{c.upper()}": json.dumps({"conn_type": "remote_airflow", **f}) for c, f in conns.items()}
+    env = {
+        f"AIRFLOW_CONN_{c.upper()}": json.dumps({"conn_type": "remote_airflow", **f})
+        for c, f in conns.items()
+    }
     with mock.patch.dict("os.environ", env), _counting(proxy) as looks:
         yield {"proxy": proxy, "run_id": run_id, "since": since.isoformat(), "looks": looks, "clean": {}}
     proxy.stop()
@@ -155,11 +168,14 @@ def _counting(proxy: ChaosProxy):
         async def look(self, source):
             looks["n"] += 1
             return await step(self, source)
+
         return look
 
-    with mock.patch.object(Transport, "_send_once", attempted), \
-            mock.patch.object(DagRunProbe, "step", counted(DagRunProbe.step)), \
-            mock.patch.object(AssetProbe, "step", counted(AssetProbe.step)):
+    with (
+        mock.patch.object(Transport, "_send_once", attempted),
+        mock.patch.object(DagRunProbe, "step", counted(DagRunProbe.step)),
+        mock.patch.object(AssetProbe, "step", counted(AssetProbe.step)),
+    ):
         yield looks
 
 
@@ -184,19 +200,28 @@ class Counts:
 
 
 def _sensor(kind: str, chaos: dict, conn: str = "chaos", **args):
-    common = {"task_id": "wait", "remote_conn_id": conn, "poke_interval": POKE_S, "timeout": 120,
-              "deferrable": False}
+    common = {
+        "task_id": "wait",
+        "remote_conn_id": conn,
+        "poke_interval": POKE_S,
+        "timeout": 120,
+        "deferrable": False,
+    }
     if kind == "dag_run":
-        return RemoteDagRunSensor(**{"external_dag_id": "xdep_test_producer", "run_id": chaos["run_id"], **args},
-                                  **common)
-    return RemoteAssetSensor(**{"asset_uri": "file://include/bears", "since": chaos["since"], **args}, **common)
+        return RemoteDagRunSensor(
+            **{"external_dag_id": "xdep_test_producer", "run_id": chaos["run_id"], **args}, **common
+        )
+    return RemoteAssetSensor(
+        **{"asset_uri": "file://include/bears", "since": chaos["since"], **args}, **common
+    )
 
 
 def _trigger(kind: str, chaos: dict, conn: str = "chaos", **args):
     common = {"remote_conn_id": conn, "poke_interval": POKE_S, "timeout_at": time.time() + 120}
     if kind == "dag_run":
-        return RemoteDagRunTrigger(**{"external_dag_id": "xdep_test_producer", "run_id": chaos["run_id"], **args},
-                                   **common)
+        return RemoteDagRunTrigger(
+            **{"external_dag_id": "xdep_test_producer", "run_id": chaos["run_id"], **args}, **common
+        )
     uri = args.pop("asset_uri", "file://include/bears")
     return RemoteAssetTrigger(assets=[{"uri": uri, "name": None}], since=chaos["since"], **args, **common)
 
@@ -221,7 +246,9 @@ def _poke_until_done(sensor) -> tuple[str, str]:
 def _wait(kind: str, mode: str, chaos: dict, conn: str = "chaos", **args) -> tuple[str, str]:
     """Wait as the sensor would, until it ends: (status, message)."""
     if mode == "defer":
-        event = close_shared_clients_then(asyncio.wait_for(_trigger(kind, chaos, conn, **args).run().__anext__(), 90))
+        event = close_shared_clients_then(
+            asyncio.wait_for(_trigger(kind, chaos, conn, **args).run().__anext__(), 90)
+        )
         return event.payload["status"], event.payload.get("message", "")
     return _poke_until_done(_sensor(kind, chaos, conn, **args))
 
@@ -275,22 +302,40 @@ def _assert_one_look(counts: Counts, clean: Counts, extra: int = 0) -> None:
 
 
 def _record(kind: str, mode: str, fault: str, outcome: str, bound: str, says: str = "", **observed) -> None:
-    RESULTS.append({"sensor": kind, "mode": mode, "fault": fault, "outcome": outcome, "bound": bound,
-                    "says": says, "observed": observed})
+    RESULTS.append(
+        {
+            "sensor": kind,
+            "mode": mode,
+            "fault": fault,
+            "outcome": outcome,
+            "bound": bound,
+            "says": says,
+            "observed": observed,
+        }
+    )
 
 
 def _write_results() -> None:
     """What this run proved (the passing rows), for scripts/fault_table.py."""
     if not RESULTS:
         return
-    meta = {"fault_s": FAULT_S, "poke_s": POKE_S, "timeout_s": TIMEOUT_S, "attempts": ATTEMPTS,
-            "min_retry_wait": MIN_RETRY_WAIT, "looks_in_fault": LOOKS_IN_FAULT, "wait_looks": WAIT_LOOKS,
-            "upstream": "Airflow 3.3.2 (API v2)", "expected": _expected_rows()}
+    meta = {
+        "fault_s": FAULT_S,
+        "poke_s": POKE_S,
+        "timeout_s": TIMEOUT_S,
+        "attempts": ATTEMPTS,
+        "min_retry_wait": MIN_RETRY_WAIT,
+        "looks_in_fault": LOOKS_IN_FAULT,
+        "wait_looks": WAIT_LOOKS,
+        "upstream": "Airflow 3.3.2 (API v2)",
+        "expected": _expected_rows(),
+    }
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps({"meta": meta, "rows": RESULTS}, indent=1, sort_keys=True) + "\n")
 
 
 # --- transient and permanent faults on every request -------------------------------------------------
+
 
 @pytest.mark.parametrize("fault", TRANSIENT + PERMANENT + tuple(SHAPES))
 @pytest.mark.parametrize("mode", MODES)
@@ -305,8 +350,11 @@ def test_fault(chaos, kind, mode, fault):
         status, message = _wait(kind, mode, chaos)
     finally:
         proxy.clear()
-    observed = {"requests_during_fault": injected.requests, "attempts_during_fault": injected.attempts,
-                "looks": counts.looks}
+    observed = {
+        "requests_during_fault": injected.requests,
+        "attempts_during_fault": injected.attempts,
+        "looks": counts.looks,
+    }
     if fault in TRANSIENT:
         assert status == "success", message
         bound = transient_bound(fault)
@@ -316,8 +364,9 @@ def test_fault(chaos, kind, mode, fault):
         assert 2 <= injected.attempts <= bound, (injected.attempts, bound)
         if fault == "refuse":
             assert injected.requests == 0
-        _record(kind, mode, fault, "waited out, then success", f"≤ {bound} requests during the fault",
-                **observed)
+        _record(
+            kind, mode, fault, "waited out, then success", f"≤ {bound} requests during the fault", **observed
+        )
     else:
         assert status == "error" and ACTIONABLE[fault] in message, message
         if fault in SHAPES:
@@ -349,7 +398,8 @@ def test_credentials(chaos, kind, mode, fault):
     clean = _clean_look(kind, mode, chaos)
     counts = Counts(chaos)
     conn = {"token_invalid": "chaos_bad_token", "token_401": "chaos_token", "token_403": "chaos_token"}.get(
-        fault, "chaos")
+        fault, "chaos"
+    )
     injected = None
     if fault in ("token_401", "token_403"):  # the upstream accepts the token; the proxy answers in its place
         injected = proxy.inject(fault.removeprefix("token_"), 60)
@@ -360,23 +410,40 @@ def test_credentials(chaos, kind, mode, fault):
         status, message = _wait(kind, mode, chaos, conn)
     finally:
         proxy.clear()
-    observed = {"requests": counts.requests, "tokens": counts.tokens, "looks": counts.looks,
-                "faulted": injected.requests if injected else None}
+    observed = {
+        "requests": counts.requests,
+        "tokens": counts.tokens,
+        "looks": counts.looks,
+        "faulted": injected.requests if injected else None,
+    }
     if fault == "login_401_once":
         assert status == "success", message
         assert counts.tokens == clean.frozen[1] + 1, (counts.tokens, clean.frozen[1])  # exactly one more
         assert counts.looks == 1 and injected.requests == 1
         assert counts.attempts <= clean.frozen[0] + 2  # the exchange and the request, once more
-        _record(kind, mode, fault, "success after exchanging the credentials once more",
-                "1 look, 1 more POST /auth/token", **observed)
+        _record(
+            kind,
+            mode,
+            fault,
+            "success after exchanging the credentials once more",
+            "1 look, 1 more POST /auth/token",
+            **observed,
+        )
         return
     says = AUTH_SAYS[fault]
     assert status == "error" and says.format(url=proxy.url) in message, message
     if fault == "login_401_always":
         assert counts.tokens == clean.frozen[1] + 1, (counts.tokens, clean.frozen[1])
         _assert_one_look(counts, clean, extra=2)
-        _record(kind, mode, fault, "fails fast after exchanging the credentials once more",
-                "1 look, 1 more POST /auth/token", says.format(url="<URL>"), **observed)
+        _record(
+            kind,
+            mode,
+            fault,
+            "fails fast after exchanging the credentials once more",
+            "1 look, 1 more POST /auth/token",
+            says.format(url="<URL>"),
+            **observed,
+        )
         return
     assert counts.tokens == 0  # a static token is never exchanged
     if fault == "token_invalid":
@@ -387,6 +454,7 @@ def test_credentials(chaos, kind, mode, fault):
 
 
 # --- an unknown DAG, task or asset -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("check", ["check", "nocheck"])
 @pytest.mark.parametrize("mode", MODES)
@@ -401,18 +469,34 @@ def test_unknown(chaos, kind, what, mode, check):
         status, message = _wait(kind, mode, chaos, **args)
         assert status == "error" and " not exist " in message and close in message, message
         _assert_one_look(counts, clean, extra=1)  # the listing the close matches come from
-        _record(kind, mode, fault, "fails fast", "1 look, no retry", close, looks=counts.looks,
-                requests=counts.requests)
+        _record(
+            kind,
+            mode,
+            fault,
+            "fails fast",
+            "1 look, no retry",
+            close,
+            looks=counts.looks,
+            requests=counts.requests,
+        )
         return
     status, message = _looks_while_waiting(kind, mode, chaos, WAIT_LOOKS, check_existence=False, **args)
     assert status == "waiting", (status, message)
     assert counts.looks >= WAIT_LOOKS, counts.looks
     assert counts.requests >= counts.looks, (counts.requests, counts.looks)  # each look asked the upstream
-    _record(kind, mode, fault, f"still waiting after {WAIT_LOOKS} looks", "requests upstream on every look",
-            looks=counts.looks, requests=counts.requests)
+    _record(
+        kind,
+        mode,
+        fault,
+        f"still waiting after {WAIT_LOOKS} looks",
+        "requests upstream on every look",
+        looks=counts.looks,
+        requests=counts.requests,
+    )
 
 
 # --- TLS ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fault", TLS_FAULTS)
 @pytest.mark.parametrize("mode", MODES)
@@ -422,7 +506,9 @@ def test_tls(chaos, kind, mode, fault):
     proxy: ChaosProxy = chaos["proxy"]
     clean = _clean_look(kind, mode, chaos)
     counts = Counts(chaos)
-    status, message = _wait(kind, mode, chaos, "chaos_tls" if fault == "tls_untrusted" else "chaos_tls_verify")
+    status, message = _wait(
+        kind, mode, chaos, "chaos_tls" if fault == "tls_untrusted" else "chaos_tls_verify"
+    )
     observed = {"attempts": counts.attempts, "requests": counts.requests, "looks": counts.looks}
     if fault == "tls_verify":
         assert status == "success", message

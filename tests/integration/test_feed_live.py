@@ -22,8 +22,8 @@ from tests.chaos import ChaosProxy
 from tests.conftest import next_or_quiet
 from tests.integration.conftest import HERE
 from xdep_sensors.core.listings import list_asset_events, open_feed, read_feed
-from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.core.probes import AssetProbe, AssetTarget
+from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunEventTrigger, RemoteDagRunTrigger
 
 pytestmark = pytest.mark.integration
@@ -37,8 +37,14 @@ HISTORY = 5200
 
 def seed(server, *args: str) -> None:
     python = Path(server.airflow_bin).parent / "python"
-    res = subprocess.run([str(python), str(HERE / "seed_history.py"), *args], env=server.env, cwd=server.home,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(python), str(HERE / "seed_history.py"), *args],
+        env=server.env,
+        cwd=server.home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
 
@@ -63,7 +69,8 @@ def busy(_upstreams):
         proxy = ChaosProxy(up.server.base_url).start()
         conn_id = f"feed_{api}"
         os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
-            {"conn_type": "remote_airflow", "host": proxy.url, "login": "viewer", "password": "viewer"})
+            {"conn_type": "remote_airflow", "host": proxy.url, "login": "viewer", "password": "viewer"}
+        )
         out[api] = (up, proxy, conn_id)
     yield out
     for _, proxy, _ in out.values():
@@ -89,8 +96,11 @@ class TestAssetWaits:
         up, proxy, conn_id = feed_upstream
         hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
         # two assets: the union would be the busy upstream's whole history; per-asset listings are not
-        watch = AssetTarget(assets=[{"uri": QUIET, "name": None}, {"uri": QUIET2, "name": None}], require="any",
-                           cursors={QUIET: {"timestamp": hour_ago}, QUIET2: {"timestamp": hour_ago}})
+        watch = AssetTarget(
+            assets=[{"uri": QUIET, "name": None}, {"uri": QUIET2, "name": None}],
+            require="any",
+            cursors={QUIET: {"timestamp": hour_ago}, QUIET2: {"timestamp": hour_ago}},
+        )
         probe = AssetProbe(watch)
         client = await RemoteAirflowHook(conn_id).aget_client()
         try:
@@ -117,8 +127,13 @@ class TestAssetWaits:
         up, proxy, conn_id = feed_upstream
         start = datetime.now(timezone.utc)  # only what happens from here (the other variant's event is older)
         path = f"s3://x/{'shared' if shared else 'own'}.csv"
-        trigger = RemoteAssetTrigger(remote_conn_id=conn_id, assets=[{"uri": QUIET2, "name": None}], poke_interval=1,
-                                     timeout_at=time.time() + 120, cursors={QUIET2: {"timestamp": start.isoformat()}})
+        trigger = RemoteAssetTrigger(
+            remote_conn_id=conn_id,
+            assets=[{"uri": QUIET2, "name": None}],
+            poke_interval=1,
+            timeout_at=time.time() + 120,
+            cursors={QUIET2: {"timestamp": start.isoformat()}},
+        )
         per_poll: list[int] = []  # event-listing requests each poll sent
         seeded: list[int] = []
         base = proxy.paths[events_path(up)]
@@ -127,7 +142,9 @@ class TestAssetWaits:
         async def sleep(seconds, *args, **kwargs):  # the poll sleeps once per cycle (shared or its own)
             per_poll.append(proxy.paths[events_path(up)] - base - sum(per_poll))
             if not seeded and len(per_poll) >= 3:  # it has polled: the event happens while it waits
-                await asyncio.to_thread(seed, up.server, "events", QUIET2, "1", "0", json.dumps({"path": path}))
+                await asyncio.to_thread(
+                    seed, up.server, "events", QUIET2, "1", "0", json.dumps({"path": path})
+                )
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
@@ -155,8 +172,9 @@ class TestRareFailedRun:
                 store[key] = json.loads(json.dumps(value))
 
         def watcher() -> RemoteDagRunEventTrigger:
-            t = RemoteDagRunEventTrigger(remote_conn_id=conn_id, external_dag_id=DAG, states=["failed"],
-                                         poll_interval=1)
+            t = RemoteDagRunEventTrigger(
+                remote_conn_id=conn_id, external_dag_id=DAG, states=["failed"], poll_interval=1
+            )
             t.asset_state_store = Store()
             return t
 
@@ -165,7 +183,9 @@ class TestRareFailedRun:
         per_poll: list[int] = []
         seeded: list[int] = []
 
-        async def sleep(seconds):  # one call per poll: count its requests, seed a failure once reads are cheap
+        async def sleep(
+            seconds,
+        ):  # one call per poll: count its requests, seed a failure once reads are cheap
             per_poll.append(proxy.paths[runs_path(up)] - sum(per_poll))
             if not seeded and len(per_poll) >= 4 and max(per_poll[-2:]) <= 2:
                 await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "failed", "bad_a")
@@ -176,7 +196,9 @@ class TestRareFailedRun:
             gen = first.run()
             event = await asyncio.wait_for(gen.__anext__(), 120)
             assert event.payload["run"]["run_id"] == "bad_a_0"
-            print(f"{up.api}: runs-listing requests per poll: {per_poll} (failure seeded after poll {seeded[0]})")
+            print(
+                f"{up.api}: runs-listing requests per poll: {per_poll} (failure seeded after poll {seeded[0]})"
+            )
             assert len(per_poll) - seeded[0] <= 1  # found by the first or second poll after it happened
             # the catch-up over 5,200 runs is paged across polls; afterwards a poll is one or two requests
             assert sum(per_poll[:3]) <= 60 and max(per_poll[3:]) <= 2, per_poll
@@ -216,18 +238,32 @@ class TestDagRunWaits:
         oldest = _run(up, "ok_0")
         logical = oldest.get("logical_date") or oldest["execution_date"]
         before = _sent(proxy)
-        trigger = RemoteDagRunTrigger(remote_conn_id=conn_id, external_dag_id=DAG, logical_date=logical,
-                                      poke_interval=2, timeout_at=time.time() + 60)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id=conn_id,
+            external_dag_id=DAG,
+            logical_date=logical,
+            poke_interval=2,
+            timeout_at=time.time() + 60,
+        )
         event = await asyncio.wait_for(trigger.run().__anext__(), 60)
-        assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "ok_0", event.payload
+        assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "ok_0", (
+            event.payload
+        )
         assert _sent(proxy) - before <= 10, proxy.paths
 
-    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(self, feed_upstream):
+    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(
+        self, feed_upstream
+    ):
         """A run that does not exist yet, for a date before the 5,200 runs; then it is backfilled."""
         up, proxy, conn_id = feed_upstream
         wanted = (datetime.now(timezone.utc) - timedelta(days=3)).replace(microsecond=0)
-        trigger = RemoteDagRunTrigger(remote_conn_id=conn_id, external_dag_id=DAG, logical_date=wanted.isoformat(),
-                                      poke_interval=1, timeout_at=time.time() + 120)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id=conn_id,
+            external_dag_id=DAG,
+            logical_date=wanted.isoformat(),
+            poke_interval=1,
+            timeout_at=time.time() + 120,
+        )
         per_poll: list[int] = []
         seeded: list[int] = []
         base = _sent(proxy)
@@ -236,8 +272,9 @@ class TestDagRunWaits:
         async def sleep(seconds, *args, **kwargs):  # the shared poll sleeps once per cycle
             per_poll.append(_sent(proxy) - base - sum(per_poll))
             if not seeded and len(per_poll) >= 5:
-                await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "success", "backfill",
-                                        wanted.isoformat())
+                await asyncio.to_thread(
+                    seed, up.server, "runs", DAG, "1", "0", "success", "backfill", wanted.isoformat()
+                )
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
@@ -250,14 +287,18 @@ class TestDagRunWaits:
         # a page or two each, even right after the seeding; then a poll is what started or ended since
         assert per_poll[1] <= 6 and max(per_poll[2:]) <= 3, per_poll
 
-
     async def test_a_triggerer_restart_in_between_loses_and_repeats_nothing(self, feed_upstream):
         """The wait polls a while, its triggerer stops, the run is backfilled meanwhile, a new triggerer
         starts the trigger again from its kwargs: it fires once, at its first look, at first-look cost."""
         up, proxy, conn_id = feed_upstream
         wanted = (datetime.now(timezone.utc) - timedelta(days=4)).replace(microsecond=0)
-        kwargs = dict(remote_conn_id=conn_id, external_dag_id=DAG, logical_date=wanted.isoformat(), poke_interval=1,
-                      timeout_at=time.time() + 120)
+        kwargs = dict(
+            remote_conn_id=conn_id,
+            external_dag_id=DAG,
+            logical_date=wanted.isoformat(),
+            poke_interval=1,
+            timeout_at=time.time() + 120,
+        )
         polls: list[int] = []
         real_sleep = asyncio.sleep
 
@@ -275,8 +316,9 @@ class TestDagRunWaits:
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             await first.aclose()
-            await asyncio.to_thread(seed, up.server, "runs", DAG, "1", "0", "success", "restarted",
-                                    wanted.isoformat())
+            await asyncio.to_thread(
+                seed, up.server, "runs", DAG, "1", "0", "success", "restarted", wanted.isoformat()
+            )
             before = _sent(proxy)
             events = []
             second = RemoteDagRunTrigger(**kwargs).run()  # a new triggerer runs the trigger from its kwargs
@@ -297,7 +339,9 @@ class TestServerPageSize:
         raw_ids: list[int] = []
         newest: dict = {}
         for offset in range(0, 300, 25):
-            body = up.server.api("GET", f"{events_path(up)}?{query}&order_by=-timestamp&limit=100&offset={offset}")
+            body = up.server.api(
+                "GET", f"{events_path(up)}?{query}&order_by=-timestamp&limit=100&offset={offset}"
+            )
             page = body.get("asset_events", body.get("dataset_events"))
             assert len(page) == 25  # the server's page size, whatever we ask for
             raw_ids += [e["id"] for e in page]
@@ -333,9 +377,14 @@ class TestVisibilityLag:
             server = up.server
             events = "/api/v2/assets/events" if api == "v2" else "/api/v1/datasets/events"
             runs = f"/api/{api}/dags/~/dagRuns/list"
-            run_ids = [up.trigger("xdep_test_assets", conf={"which": "bears", "extra": {"lag": i}}) for i in range(3)]
+            run_ids = [
+                up.trigger("xdep_test_assets", conf={"which": "bears", "extra": {"lag": i}}) for i in range(3)
+            ]
             # per listing: when each of our items was first listed, and the newest time listed before that
-            first: dict[str, dict[str, tuple[datetime, datetime | None, float]]] = {"asset events": {}, "runs (end_date)": {}}
+            first: dict[str, dict[str, tuple[datetime, datetime | None, float]]] = {
+                "asset events": {},
+                "runs (end_date)": {},
+            }
             newest: dict[str, datetime | None] = {"asset events": None, "runs (end_date)": None}
 
             def look(listing: str, items: list[tuple[str | None, datetime]]) -> None:
@@ -348,14 +397,35 @@ class TestVisibilityLag:
 
             deadline = time.monotonic() + 300
             while not all(len(seen) == 3 for seen in first.values()):
-                assert time.monotonic() < deadline, f"{api}: not all producer runs and their events were listed: {first}"
+                assert time.monotonic() < deadline, (
+                    f"{api}: not all producer runs and their events were listed: {first}"
+                )
                 body = server.api("GET", f"{events}?order_by=-timestamp&limit=20")
-                look("asset events", [(e.get("source_run_id"), stamp(e["timestamp"]))
-                                      for e in body.get("asset_events", body.get("dataset_events", []))])
-                listed = server.api("POST", runs, {"dag_ids": ["xdep_test_assets"], "states": ["success", "failed"],
-                                                   "order_by": "-end_date", "page_limit": 20})
-                look("runs (end_date)", [(r["dag_run_id"], stamp(r["end_date"]))
-                                         for r in listed["dag_runs"] if r.get("end_date")])
+                look(
+                    "asset events",
+                    [
+                        (e.get("source_run_id"), stamp(e["timestamp"]))
+                        for e in body.get("asset_events", body.get("dataset_events", []))
+                    ],
+                )
+                listed = server.api(
+                    "POST",
+                    runs,
+                    {
+                        "dag_ids": ["xdep_test_assets"],
+                        "states": ["success", "failed"],
+                        "order_by": "-end_date",
+                        "page_limit": 20,
+                    },
+                )
+                look(
+                    "runs (end_date)",
+                    [
+                        (r["dag_run_id"], stamp(r["end_date"]))
+                        for r in listed["dag_runs"]
+                        if r.get("end_date")
+                    ],
+                )
                 time.sleep(0.05)
             for listing, seen in first.items():
                 lags[f"{api} {listing}"] = [round(lag, 3) for _, _, lag in seen.values()]
@@ -363,7 +433,8 @@ class TestVisibilityLag:
                     # the promise: a feed that had read up to newest_before still covers this item
                     assert newest_before is None or when >= newest_before - OVERLAP, (
                         f"{api} {listing}: {own} (at {when}) was first listed after an item at {newest_before}, "
-                        f"more than the overlap window ({OVERLAP}) newer")
+                        f"more than the overlap window ({OVERLAP}) newer"
+                    )
         print("visibility lag (s after the item's timestamp, within 50 ms of polling):", json.dumps(lags))
 
 
@@ -388,10 +459,14 @@ class TestLateItems:
 
         up, _, conn_id = busy["v2"]  # v1 asset events have no time filter: read newest first, no skipping
         asset_id = _asset_ids(up.server)[BUSY]
-        newest = up.server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&order_by=-timestamp&limit=1")
+        newest = up.server.api(
+            "GET", f"/api/v2/assets/events?asset_id={asset_id}&order_by=-timestamp&limit=1"
+        )
         top = datetime.fromisoformat(newest["asset_events"][0]["timestamp"].replace("Z", "+00:00"))
         top += timedelta(seconds=1)
-        base = await asyncio.to_thread(seed_at, up.server, [top + timedelta(milliseconds=10 * i) for i in range(100)])
+        base = await asyncio.to_thread(
+            seed_at, up.server, [top + timedelta(milliseconds=10 * i) for i in range(100)]
+        )
         client = await RemoteAirflowHook(conn_id).aget_client()
         listing = Listing("asset_events", asset_id=asset_id)
         feed = await open_feed(client, listing, top - timedelta(milliseconds=1))
@@ -410,8 +485,11 @@ class TestLateItems:
             top += timedelta(seconds=1, milliseconds=100)
             stamps = [top + timedelta(milliseconds=i) for i in range(10)]
             if rank is not None:  # just below the event that is at rank - 1 once the 10 new ones are on top
-                at = up.server.api("GET", f"/api/v2/assets/events?asset_id={asset_id}&order_by=-timestamp"
-                                          f"&limit=1&offset={rank - 11}")["asset_events"][0]["timestamp"]
+                at = up.server.api(
+                    "GET",
+                    f"/api/v2/assets/events?asset_id={asset_id}&order_by=-timestamp"
+                    f"&limit=1&offset={rank - 11}",
+                )["asset_events"][0]["timestamp"]
                 stamps.append(datetime.fromisoformat(at.replace("Z", "+00:00")) - timedelta(microseconds=1))
             made = await asyncio.to_thread(seed_at, up.server, stamps)
             del offsets[:]

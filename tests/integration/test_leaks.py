@@ -40,22 +40,48 @@ USER = "leakcheck"
 def secrets(_upstreams):
     """A v1 user with a recognisable password, and the v2 viewer's token used as a static token."""
     v1 = _upstreams["v1"].server
-    v1.api("POST", "/api/v1/users", {"username": USER, "password": PASSWORD, "first_name": "l", "last_name": "c",
-                                      "email": "leak@example.com", "roles": [{"name": "Viewer"}]}, expect=(200, 409))
+    v1.api(
+        "POST",
+        "/api/v1/users",
+        {
+            "username": USER,
+            "password": PASSWORD,
+            "first_name": "l",
+            "last_name": "c",
+            "email": "leak@example.com",
+            "roles": [{"name": "Viewer"}],
+        },
+        expect=(200, 409),
+    )
     token = _upstreams["v2"].server.token("viewer", "viewer")
-    os.environ["AIRFLOW_CONN_LEAK_V1"] = json.dumps({"conn_type": "remote_airflow", "host": v1.base_url,
-                                                     "login": USER, "password": PASSWORD})
-    os.environ["AIRFLOW_CONN_LEAK_V2"] = json.dumps({"conn_type": "remote_airflow",
-                                                     "host": _upstreams["v2"].server.base_url, "password": token})
-    os.environ["AIRFLOW_CONN_LEAK_BAD"] = json.dumps({"conn_type": "remote_airflow", "host": v1.base_url,
-                                                      "login": USER, "password": PASSWORD + "-wrong"})
+    os.environ["AIRFLOW_CONN_LEAK_V1"] = json.dumps(
+        {"conn_type": "remote_airflow", "host": v1.base_url, "login": USER, "password": PASSWORD}
+    )
+    os.environ["AIRFLOW_CONN_LEAK_V2"] = json.dumps(
+        {"conn_type": "remote_airflow", "host": _upstreams["v2"].server.base_url, "password": token}
+    )
+    os.environ["AIRFLOW_CONN_LEAK_BAD"] = json.dumps(
+        {"conn_type": "remote_airflow", "host": v1.base_url, "login": USER, "password": PASSWORD + "-wrong"}
+    )
     v2 = _upstreams["v2"].server.base_url  # the canary user: its password is exchanged for a JWT
-    os.environ["AIRFLOW_CONN_LEAK_V2_PW"] = json.dumps({"conn_type": "remote_airflow", "host": v2,
-                                                        "login": CANARY_USER, "password": CANARY_PASSWORD})
-    os.environ["AIRFLOW_CONN_LEAK_V2_BAD"] = json.dumps({"conn_type": "remote_airflow", "host": v2,
-                                                         "login": CANARY_USER, "password": CANARY_PASSWORD + "-wrong"})
-    return [*secret_forms(USER, PASSWORD), *secret_forms(USER, PASSWORD + "-wrong"), token.encode(),
-            *secret_forms(CANARY_USER, CANARY_PASSWORD), *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong")]
+    os.environ["AIRFLOW_CONN_LEAK_V2_PW"] = json.dumps(
+        {"conn_type": "remote_airflow", "host": v2, "login": CANARY_USER, "password": CANARY_PASSWORD}
+    )
+    os.environ["AIRFLOW_CONN_LEAK_V2_BAD"] = json.dumps(
+        {
+            "conn_type": "remote_airflow",
+            "host": v2,
+            "login": CANARY_USER,
+            "password": CANARY_PASSWORD + "-wrong",
+        }
+    )
+    return [
+        *secret_forms(USER, PASSWORD),
+        *secret_forms(USER, PASSWORD + "-wrong"),
+        token.encode(),
+        *secret_forms(CANARY_USER, CANARY_PASSWORD),
+        *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong"),
+    ]
 
 
 def _asset_wait_succeeds(upstream, conn: str, variant: str, out_file) -> str:
@@ -73,24 +99,38 @@ def test_no_secret_anywhere_after_every_path(_upstreams, downstream_db, out_file
         upstream = _upstreams[api]
         ok_run = ok_runs[api] = upstream.trigger(conf={}, logical_date=datetime.now(timezone.utc))
         failed_run = upstream.trigger(conf={"fail": True}, logical_date=datetime.now(timezone.utc))
-        for dag_id, run_id in (("xdep_ds_by_id_defer", ok_run), ("xdep_ds_by_id_poke", ok_run),
-                               ("xdep_ds_tasks_defer", ok_run), ("xdep_ds_by_id_defer", failed_run),
-                               ("xdep_ds_by_id_poke", failed_run)):
+        for dag_id, run_id in (
+            ("xdep_ds_by_id_defer", ok_run),
+            ("xdep_ds_by_id_poke", ok_run),
+            ("xdep_ds_tasks_defer", ok_run),
+            ("xdep_ds_by_id_defer", failed_run),
+            ("xdep_ds_by_id_poke", failed_run),
+        ):
             runs.append(run_downstream(dag_id, {"conn": conn, "run_id": run_id, "out": str(out_file)}))
         for variant in ("defer", "poke"):
             runs.append(_asset_wait_succeeds(upstream, conn, variant, out_file))
-            runs.append(run_downstream(f"xdep_ds_asset_missing_{variant}", {"conn": conn, "out": str(out_file)}))
+            runs.append(
+                run_downstream(f"xdep_ds_asset_missing_{variant}", {"conn": conn, "out": str(out_file)})
+            )
     for conn in ("leak_bad", "leak_v2_bad"):
         for variant in ("defer", "poke"):
-            runs.append(run_downstream(f"xdep_ds_by_id_{variant}", {"conn": conn, "run_id": "x", "out": str(out_file)}))
+            runs.append(
+                run_downstream(
+                    f"xdep_ds_by_id_{variant}", {"conn": conn, "run_id": "x", "out": str(out_file)}
+                )
+            )
     # a fault path: the upstream answers 503 for a while (retries, warnings), then the wait succeeds
     proxy = ChaosProxy(_upstreams["v1"].server.base_url).start()
     try:
-        os.environ["AIRFLOW_CONN_LEAK_CHAOS"] = json.dumps({"conn_type": "remote_airflow", "host": proxy.url,
-                                                            "login": USER, "password": PASSWORD})
+        os.environ["AIRFLOW_CONN_LEAK_CHAOS"] = json.dumps(
+            {"conn_type": "remote_airflow", "host": proxy.url, "login": USER, "password": PASSWORD}
+        )
         proxy.inject("503", 4)
-        runs.append(run_downstream("xdep_ds_by_id_defer", {"conn": "leak_chaos", "run_id": ok_runs["v1"],
-                                                           "out": str(out_file)}))
+        runs.append(
+            run_downstream(
+                "xdep_ds_by_id_defer", {"conn": "leak_chaos", "run_id": ok_runs["v1"], "out": str(out_file)}
+            )
+        )
     finally:
         proxy.stop()
     path = ["success", "success", "success", "failed", "failed", "success", "failed", "success", "failed"]

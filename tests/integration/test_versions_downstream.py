@@ -57,7 +57,9 @@ def local_payloads(server: LocalAirflow, uri: str) -> list[dict]:
     asset_id = local_asset_id(server, uri)
     if asset_id is None:
         return []
-    return [e["extra"]["payload"] for e in sorted(local_asset_events(server, asset_id), key=lambda e: e["id"])]
+    return [
+        e["extra"]["payload"] for e in sorted(local_asset_events(server, asset_id), key=lambda e: e["id"])
+    ]
 
 
 def check_counter_across_restart(server: LocalAirflow, version: str, while_stopped=lambda: None) -> str:
@@ -82,7 +84,7 @@ def check_counter_across_restart(server: LocalAirflow, version: str, while_stopp
 
     both = wait_for(one_more, 180, "the counter's event after the triggerer restart")
     after = [p["n"] for p in both]
-    assert after[:len(fired)] == fired and after == sorted(set(after)), both  # higher, never repeated
+    assert after[: len(fired)] == fired and after == sorted(set(after)), both  # higher, never repeated
     backend = both[-1]["backend"]
     assert backend == ("asset_state_store" if version >= "3.3" else "variable")
     if backend == "variable":  # the value is where durable.py says, readable through the API
@@ -98,7 +100,9 @@ class Downstream:
     up: MatrixUpstream
 
     def ti_state(self, dag_id: str, run_id: str) -> str | None:
-        return self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait").get("state")
+        return self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait").get(
+            "state"
+        )
 
     def result(self, dag_id: str, run_id: str):
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value"
@@ -121,8 +125,10 @@ class Downstream:
                 log = self.task_log(dag_id, run_id)[-4000:]
             except RuntimeError as err:
                 log = f"(task log unreadable: {err})"
-            raise AssertionError(f"{dag_id} {run_id} ended {state!r}; sensor log:\n{log}\n"
-                                 f"{self.server.tail_logs(20)}\n{self.up.server.tail_logs(20)}")
+            raise AssertionError(
+                f"{dag_id} {run_id} ended {state!r}; sensor log:\n{log}\n"
+                f"{self.server.tail_logs(20)}\n{self.up.server.tail_logs(20)}"
+            )
 
     def start_waiting(self, dag_id: str, variant: str, conf: dict) -> str:
         """Trigger a downstream run; return once its sensor is deferred (or poking in a worker)."""
@@ -146,28 +152,54 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     version = request.param
     up = matrix_upstreams[version]
     # the canary user: the leak scan looks for its password and for the JWTs it is exchanged for
-    conn = {"conn_type": "remote_airflow", "host": up.server.base_url, "login": CANARY_USER,
-            "password": CANARY_PASSWORD}
+    conn = {
+        "conn_type": "remote_airflow",
+        "host": up.server.base_url,
+        "login": CANARY_USER,
+        "password": CANARY_PASSWORD,
+    }
     bad = {**conn, "password": CANARY_PASSWORD + "-wrong"}
     v1 = matrix_upstreams["2.11.2"].server  # the Remote dependencies page shows an Airflow 2 upstream too
     conn_v1 = {"conn_type": "remote_airflow", "host": v1.base_url, "login": "viewer", "password": "viewer"}
     # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
-        tmp_path_factory.mktemp(f"downstream-{version}"), airflow_bin(version), major=3,
+        tmp_path_factory.mktemp(f"downstream-{version}"),
+        airflow_bin(version),
+        major=3,
         dags_folder=ROOT / "tests" / "versions" / "downstream_dags",
-        components=("api-server", "scheduler", "dag-processor", "triggerer"), name=f"downstream-{version}",
-        database_url=postgres.fresh_database(_database(version)), triggerers=2 if version in HA_VERSIONS else 1,
-        extra_env={"AIRFLOW_CONN_UP": json.dumps(conn), "AIRFLOW_CONN_UP_BAD": json.dumps(bad),
-                   "AIRFLOW_CONN_UP_V1": json.dumps(conn_v1),
-                   "AIRFLOW_CONN_UP_DEAD": json.dumps({"conn_type": "remote_airflow",
-                                                       "host": f"http://127.0.0.1:{free_port()}"}),
-                   "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY, "PYTHONPATH": str(ROOT)})
+        components=("api-server", "scheduler", "dag-processor", "triggerer"),
+        name=f"downstream-{version}",
+        database_url=postgres.fresh_database(_database(version)),
+        triggerers=2 if version in HA_VERSIONS else 1,
+        extra_env={
+            "AIRFLOW_CONN_UP": json.dumps(conn),
+            "AIRFLOW_CONN_UP_BAD": json.dumps(bad),
+            "AIRFLOW_CONN_UP_V1": json.dumps(conn_v1),
+            "AIRFLOW_CONN_UP_DEAD": json.dumps(
+                {"conn_type": "remote_airflow", "host": f"http://127.0.0.1:{free_port()}"}
+            ),
+            "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY,
+            "PYTHONPATH": str(ROOT),
+        },
+    )
     polls = _upstream_polls(up)
     try:
         server.start(timeout=300)
-        for dag_id in ("xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_asset_poke",
-                       "xdep_v_run_free", "xdep_v_run_free_skip", "xdep_v_run_free_badauth", "xdep_v_asset_free", "xdep_v_run_v1", "xdep_v_run_dead",
-                       "xdep_v_group_defer", "xdep_v_watch", "xdep_durable_counter"):
+        for dag_id in (
+            "xdep_v_run_defer",
+            "xdep_v_run_poke",
+            "xdep_v_asset_defer",
+            "xdep_v_asset_poke",
+            "xdep_v_run_free",
+            "xdep_v_run_free_skip",
+            "xdep_v_run_free_badauth",
+            "xdep_v_asset_free",
+            "xdep_v_run_v1",
+            "xdep_v_run_dead",
+            "xdep_v_group_defer",
+            "xdep_v_watch",
+            "xdep_durable_counter",
+        ):
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
         wait_for(lambda: _upstream_polls(up) >= polls + 2, 180, "the watcher's first polls upstream")
@@ -181,8 +213,11 @@ def test_watcher_schedules_a_downstream_dag(downstream, matrix_record):
     downstream.up.asset_event("file://include/bears", {"marker": marker})
 
     def fired():
-        return [p for p in local_payloads(downstream.server, "file://include/bears")
-                if p["event"]["extra"].get("marker") == marker]  # the API may add from_rest_api
+        return [
+            p
+            for p in local_payloads(downstream.server, "file://include/bears")
+            if p["event"]["extra"].get("marker") == marker
+        ]  # the API may add from_rest_api
 
     assert len(wait_for(fired, 120, "the watcher's event downstream")) == 1
     matrix_record(downstream.version, "downstream", "watcher:asset_event")
@@ -224,12 +259,16 @@ def _starts_in_triggerer(version: str) -> bool:
 def test_worker_free_dag_run_sensor(downstream, matrix_record, outcome):
     """start_from_trigger + end_from_trigger: no worker run from 3.3 (below, one: the start); the
     task ends in the trigger with the worker path's outcome, XCom and log line."""
-    up_run = downstream.up.trigger(hold=True, conf={} if outcome == "success" else {"fail": True},
-                                   logical_date=datetime.now(timezone.utc))
+    up_run = downstream.up.trigger(
+        hold=True,
+        conf={} if outcome == "success" else {"fail": True},
+        logical_date=datetime.now(timezone.utc),
+    )
     dag_id = "xdep_v_run_free_skip" if outcome == "skipped" else "xdep_v_run_free"
     run_id = downstream.start_waiting(dag_id, "defer", {"run_id": up_run})
     assert downstream.up.finish_run(up_run, state="success" if outcome == "success" else "failed") == (
-        "success" if outcome == "success" else "failed")
+        "success" if outcome == "success" else "failed"
+    )
     downstream.server.wait_run(dag_id, run_id, timeout=180)
     assert downstream.ti_state(dag_id, run_id) == outcome, downstream.task_log(dag_id, run_id)[-3000:]
     log = downstream.task_log(dag_id, run_id)
@@ -258,8 +297,10 @@ def test_worker_free_asset_sensor(downstream, matrix_record):
 def _trigger_hosts(downstream: Downstream) -> list[str | None]:
     """The hostname of the triggerer running each trigger (None: not assigned), from the ``trigger`` and
     ``job`` tables (the ``job`` table keeps hostnames, not pids: each triggerer has its own)."""
-    rows = postgres.query(_database(downstream.version),
-                          "SELECT j.hostname FROM trigger t LEFT JOIN job j ON j.id = t.triggerer_id ORDER BY t.id")
+    rows = postgres.query(
+        _database(downstream.version),
+        "SELECT j.hostname FROM trigger t LEFT JOIN job j ON j.id = t.triggerer_id ORDER BY t.id",
+    )
     return [r[0] for r in rows]
 
 
@@ -267,8 +308,14 @@ def _triggerers_that_ran(downstream: Downstream, dag_id: str, run_id: str) -> se
     """Hostnames of the triggerers that ran a task's trigger: each writes the task's trigger log to a file
     of its own, ``<attempt>.log.trigger.<job id>.log``; the ``job`` table has the job's hostname."""
     folder = downstream.server.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=wait"
-    jobs = [int(m.group(1)) for f in folder.glob("*.log.trigger.*.log") if (m := re.search(r"\.(\d+)\.log$", f.name))]
-    rows = postgres.query(_database(downstream.version), "SELECT hostname FROM job WHERE id = ANY(%s)", (jobs,))
+    jobs = [
+        int(m.group(1))
+        for f in folder.glob("*.log.trigger.*.log")
+        if (m := re.search(r"\.(\d+)\.log$", f.name))
+    ]
+    rows = postgres.query(
+        _database(downstream.version), "SELECT hostname FROM job WHERE id = ANY(%s)", (jobs,)
+    )
     return {r[0] for r in rows}
 
 
@@ -281,9 +328,14 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
     first, second = server.triggerer_names()
     one, two = server.triggerer_hostname(first), server.triggerer_hostname(second)
     server.stop_component(second)  # every trigger on the first one
-    runs = {dag_id: downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
-            for dag_id in ("xdep_v_run_defer", "xdep_v_run_free")}
-    waits = {dag_id: downstream.start_waiting(dag_id, "defer", {"run_id": up_run}) for dag_id, up_run in runs.items()}
+    runs = {
+        dag_id: downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
+        for dag_id in ("xdep_v_run_defer", "xdep_v_run_free")
+    }
+    waits = {
+        dag_id: downstream.start_waiting(dag_id, "defer", {"run_id": up_run})
+        for dag_id, up_run in runs.items()
+    }
 
     def all_on(host):
         hosts = _trigger_hosts(downstream)
@@ -306,7 +358,11 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
         assert two in _triggerers_that_ran(downstream, dag_id, run_id)
 
     def fired(mark):
-        return [p for p in local_payloads(server, "file://include/bears") if p["event"]["extra"].get("marker") == mark]
+        return [
+            p
+            for p in local_payloads(server, "file://include/bears")
+            if p["event"]["extra"].get("marker") == mark
+        ]
 
     wait_for(lambda: fired(marker), 180, "the watcher's event after the failover")
     later = uuid.uuid4().hex  # once a later event has fired, a repeat of the first would have too
@@ -316,16 +372,19 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
     assert set(_trigger_hosts(downstream)) == {two}  # the watcher's trigger, now on the other triggerer
     assert downstream.worker_runs("xdep_v_run_defer", waits["xdep_v_run_defer"]) == 2
     assert downstream.worker_runs("xdep_v_run_free", waits["xdep_v_run_free"]) == (
-        0 if _starts_in_triggerer(downstream.version) else 1)
+        0 if _starts_in_triggerer(downstream.version) else 1
+    )
     server.start_component(first)  # two triggerers again for the module's other tests
     matrix_record(downstream.version, "downstream", "triggerer_failover")
 
 
 def _heartbeat(downstream: Downstream, host: str):
     """The latest heartbeat of the triggerer job of that hostname (the database's clock)."""
-    rows = postgres.query(_database(downstream.version),
-                          "SELECT max(latest_heartbeat) FROM job WHERE job_type = 'TriggererJob' AND hostname = %s",
-                          (host,))
+    rows = postgres.query(
+        _database(downstream.version),
+        "SELECT max(latest_heartbeat) FROM job WHERE job_type = 'TriggererJob' AND hostname = %s",
+        (host,),
+    )
     return rows[0][0]
 
 
@@ -341,7 +400,11 @@ def test_a_stalled_triggerer_does_not_fire_again_when_it_resumes(downstream, mat
     one, two = server.triggerer_hostname(first), server.triggerer_hostname(second)
 
     def fired(mark):
-        return [p for p in local_payloads(server, "file://include/bears") if p["event"]["extra"].get("marker") == mark]
+        return [
+            p
+            for p in local_payloads(server, "file://include/bears")
+            if p["event"]["extra"].get("marker") == mark
+        ]
 
     server.stop_component(second)  # the watcher (and the counter) on the first one
     wait_for(lambda: set(_trigger_hosts(downstream)) == {one}, 180, f"every trigger on {first}")
@@ -388,21 +451,33 @@ def test_trigger_state_survives_a_triggerer_restart(downstream, matrix_record):
     before, during = uuid.uuid4().hex, uuid.uuid4().hex
 
     def fired(marker):
-        return [p["event"] for p in local_payloads(server, "file://include/bears")
-                if p["event"]["extra"].get("marker") == marker]
+        return [
+            p["event"]
+            for p in local_payloads(server, "file://include/bears")
+            if p["event"]["extra"].get("marker") == marker
+        ]
 
     up.asset_event("file://include/bears", {"marker": before})
     wait_for(lambda: fired(before), 180, "the watcher's event before the restart")
     backend = check_counter_across_restart(
-        server, downstream.version, while_stopped=lambda: up.asset_event("file://include/bears", {"marker": during}))
+        server,
+        downstream.version,
+        while_stopped=lambda: up.asset_event("file://include/bears", {"marker": during}),
+    )
     # the watcher hands events over in upstream order: once the later one is here, a repeat of the
     # earlier one (a lost state) would have been fired before it
     after = wait_for(lambda: fired(during), 180, "the event produced while no triggerer ran")
     assert len(after) == 1 and len(fired(before)) == 1, (after, fired(before))
     if backend == "variable":
-        watcher = RemoteAssetEventTrigger(remote_conn_id="up", asset_uri="file://include/bears", poll_interval=2)
-        state = json.loads(server.api("GET", f"/api/v2/variables/{variable_key(watcher._state_key)}")["value"])
-        assert state["timestamp"] is not None and after[0]["id"] in state["seen_ids"] + [k for k, _ in state["recent"]]
+        watcher = RemoteAssetEventTrigger(
+            remote_conn_id="up", asset_uri="file://include/bears", poll_interval=2
+        )
+        state = json.loads(
+            server.api("GET", f"/api/v2/variables/{variable_key(watcher._state_key)}")["value"]
+        )
+        assert state["timestamp"] is not None and after[0]["id"] in state["seen_ids"] + [
+            k for k, _ in state["recent"]
+        ]
     matrix_record(downstream.version, "downstream", f"durable_state:{backend}")
 
 
@@ -413,12 +488,22 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
     while waits are in flight and after they ended. A worker-free wait with the wrong password fails in
     the trigger, saying what to fix."""
     server, database = downstream.server, _database(downstream.version)
-    secrets = [*secret_forms(CANARY_USER, CANARY_PASSWORD), *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong")]
+    secrets = [
+        *secret_forms(CANARY_USER, CANARY_PASSWORD),
+        *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong"),
+    ]
     up_run = downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
-    waits = {dag_id: downstream.start_waiting(dag_id, "defer", conf) for dag_id, conf in (
-        ("xdep_v_run_defer", {"run_id": up_run}), ("xdep_v_run_free", {"run_id": up_run}),
-        ("xdep_v_asset_free", {"since": datetime.now(timezone.utc).isoformat()}))}
-    bad = server.trigger("xdep_v_run_free_badauth", conf={"run_id": up_run}, logical_date=datetime.now(timezone.utc))
+    waits = {
+        dag_id: downstream.start_waiting(dag_id, "defer", conf)
+        for dag_id, conf in (
+            ("xdep_v_run_defer", {"run_id": up_run}),
+            ("xdep_v_run_free", {"run_id": up_run}),
+            ("xdep_v_asset_free", {"since": datetime.now(timezone.utc).isoformat()}),
+        )
+    }
+    bad = server.trigger(
+        "xdep_v_run_free_badauth", conf={"run_id": up_run}, logical_date=datetime.now(timezone.utc)
+    )
 
     def in_flight():  # every wait's trigger is stored (the watchers' and the counter's too)
         return len(_trigger_hosts(downstream)) >= 5
@@ -436,7 +521,9 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
         downstream.wait_success(dag_id, run_id)
     assert server.wait_run("xdep_v_run_free_badauth", bad, timeout=180) == "failed"
     log = downstream.task_log("xdep_v_run_free_badauth", bad)
-    assert "authentication failed for conn 'up_bad'" in log and "check the login and password" in log, log[-3000:]
+    assert "authentication failed for conn 'up_bad'" in log and "check the login and password" in log, log[
+        -3000:
+    ]
     runs = downstream.worker_runs("xdep_v_run_free_badauth", bad)
     assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
 
@@ -468,33 +555,57 @@ def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
 
     assert _get(server, "/xdep-sensors/api/dependencies")[0] == 401
     assert _get(server, "/xdep-sensors/dependencies")[0] == 401
-    status, text = _get(server, "/xdep-sensors/api/dependencies",
-                        {"Authorization": f"Bearer {server.token('viewer', 'viewer')}"})
+    status, text = _get(
+        server,
+        "/xdep-sensors/api/dependencies",
+        {"Authorization": f"Bearer {server.token('viewer', 'viewer')}"},
+    )
     assert status == 200 and CANARY_PASSWORD not in text
     body = json.loads(text)
     items = {(i.get("dag_id"), i.get("task_id")): i for i in body["dependencies"] if i["kind"] != "watcher"}
-    assert {d for d, _ in items} >= {"xdep_v_run_defer", "xdep_v_run_poke", "xdep_v_asset_defer", "xdep_v_run_free",
-                                      "xdep_v_group_defer", "xdep_v_run_v1"}
+    assert {d for d, _ in items} >= {
+        "xdep_v_run_defer",
+        "xdep_v_run_poke",
+        "xdep_v_asset_defer",
+        "xdep_v_run_free",
+        "xdep_v_group_defer",
+        "xdep_v_run_v1",
+    }
     waiting = items[("xdep_v_run_defer", "wait")]
     assert (waiting["kind"], waiting["remote_conn_id"], waiting["upstream"]["external_dag_id"]) == (
-        "dag_run_sensor", "up", "xdep_test_producer")
+        "dag_run_sensor",
+        "up",
+        "xdep_test_producer",
+    )
     assert waiting["upstream"]["run_id"] == "{{ dag_run.conf['run_id'] }}"  # declared: the template
     flight = [w for w in waiting["in_flight"] if w["run_id"] == run_id]
     assert flight and flight[0]["state"] == "deferred" and flight[0]["target"]["run_id"] == up_run  # rendered
     assert waiting["status"] == "waiting" and waiting["upstream_now"]["latest_run"]["run_id"]
     assert items[("xdep_v_group_defer", "wait")]["upstream"]["task_group_id"] == "grp"
     assert items[("xdep_v_asset_free", "wait")]["mode"] == (
-        "worker-free" if _starts_in_triggerer(downstream.version) else "deferrable, ends in the triggerer")
+        "worker-free" if _starts_in_triggerer(downstream.version) else "deferrable, ends in the triggerer"
+    )
     assert items[("xdep_v_run_poke", "wait")]["mode"] == "poke"
-    watchers = [i for i in body["dependencies"] if i["kind"] == "watcher" and "xdep_v_watch" in i["schedules"]]
+    watchers = [
+        i for i in body["dependencies"] if i["kind"] == "watcher" and "xdep_v_watch" in i["schedules"]
+    ]
     assert watchers and watchers[0]["trigger"] == "RemoteAssetEventTrigger"
     assert watchers[0]["upstream"]["asset_uri"] == "file://include/bears"
     up, v1 = body["upstreams"]["up"], body["upstreams"]["up_v1"]
-    assert (up["reachable"], up["authenticated"], up["api"], up["version"]) == (True, True, "v2", downstream.version)
+    assert (up["reachable"], up["authenticated"], up["api"], up["version"]) == (
+        True,
+        True,
+        "v2",
+        downstream.version,
+    )
     assert (v1["reachable"], v1["authenticated"], v1["api"], v1["version"]) == (True, True, "v1", "2.11.2")
     assert items[("xdep_v_run_v1", "wait")]["upstream_now"]["latest_run"]["run_id"]
     dead = body["upstreams"]["up_dead"]  # nobody listens there: shown as such, the page still served
-    assert dead["reachable"] is False and dead["error"] and items[("xdep_v_run_dead", "wait")]["status"] == "unreachable"
+    assert (
+        dead["reachable"] is False
+        and dead["error"]
+        and items[("xdep_v_run_dead", "wait")]["status"] == "unreachable"
+    )
     assert up["host"] == downstream.up.server.base_url and "viewer" not in json.dumps(body["upstreams"])
 
     if downstream.version >= "3.1":  # in the UI's navigation (3.0 has no plugin views)
@@ -513,8 +624,16 @@ def end_wait(downstream: Downstream, up_run: str, run_id: str) -> None:
     downstream.wait_success("xdep_v_run_defer", run_id)
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.parametrize("downstream", ["3.3.2"], indirect=True)
@@ -548,7 +667,10 @@ def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, t
             shot.write_bytes((tmp_path / "remote-dependencies.png").read_bytes())
             row = frame.locator("tr", has_text="xdep_v_run_defer").first
             assert "waiting" in row.inner_text() and up_run in row.inner_text()  # the rendered run id
-            assert "reachable, Airflow 3.3.2 (API v2), authenticated" in frame.locator("section[data-conn=up]").inner_text()
+            assert (
+                "reachable, Airflow 3.3.2 (API v2), authenticated"
+                in frame.locator("section[data-conn=up]").inner_text()
+            )
 
             direct = context.new_page()
             assert direct.goto(page_url + "?q=bears").status == 200  # the same session, the page itself

@@ -34,15 +34,19 @@ def auth_variants(version: str) -> list[str]:
     return ["password", "token"] if version.startswith("3.") else ["password"]
 
 
-@pytest.mark.parametrize("version, auth, variant", [
-    (v, a, "defer" if a == "password" else "poke") for v in UPSTREAM_VERSIONS for a in auth_variants(v)])
+@pytest.mark.parametrize(
+    "version, auth, variant",
+    [(v, a, "defer" if a == "password" else "poke") for v in UPSTREAM_VERSIONS for a in auth_variants(v)],
+)
 def test_dag_run_wait(matrix_upstreams, matrix_record, downstream_db, out_file, version, auth, variant):
     up = matrix_upstreams[version]
     conn_id = up.conn_id if auth == "password" else up.token_conn_id
     run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
     states = []
     timer = later(lambda: states.append(up.finish_run(run_id)))
-    state = run_downstream(f"xdep_ds_by_id_{variant}", {"conn": conn_id, "run_id": run_id, "out": str(out_file)})
+    state = run_downstream(
+        f"xdep_ds_by_id_{variant}", {"conn": conn_id, "run_id": run_id, "out": str(out_file)}
+    )
     timer.join()
     assert states == ["success"]
     assert state == "success"
@@ -72,7 +76,8 @@ def test_task_group_filter(matrix_upstreams, matrix_record, version):
     up = matrix_upstreams[version]
     run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
     tis = RemoteAirflowHook(up.conn_id).run(
-        lambda c: c.list_task_instances("xdep_test_producer", run_id, task_group_id="grp"))
+        lambda c: c.list_task_instances("xdep_test_producer", run_id, task_group_id="grp")
+    )
     assert sorted(ti.task_id for ti in tis) == ["grp.a", "grp.b"]
     up.finish_run(run_id)
     matrix_record(version, "upstream", "task_group_filter")
@@ -93,16 +98,28 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
 
     up = matrix_upstreams[version]
     run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
-    trigger = RemoteTaskInstanceEventTrigger(remote_conn_id=up.conn_id, external_dag_id="xdep_test_producer",
-                                             states=["failed"], poll_interval=1)
+    trigger = RemoteTaskInstanceEventTrigger(
+        remote_conn_id=up.conn_id, external_dag_id="xdep_test_producer", states=["failed"], poll_interval=1
+    )
     trigger.asset_state_store = MemoryStateStore()
     polls: list[int] = []
     real_sleep = asyncio.sleep
 
     def fail_extract() -> None:
-        up.server.api("POST", "/api/v1/dags/xdep_test_producer/updateTaskInstancesState", {
-            "dry_run": False, "dag_run_id": run_id, "task_id": "extract", "include_upstream": False,
-            "include_downstream": False, "include_future": False, "include_past": False, "new_state": "failed"})
+        up.server.api(
+            "POST",
+            "/api/v1/dags/xdep_test_producer/updateTaskInstancesState",
+            {
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_id": "extract",
+                "include_upstream": False,
+                "include_downstream": False,
+                "include_future": False,
+                "include_past": False,
+                "new_state": "failed",
+            },
+        )
 
     async def sleep(seconds, *args, **kwargs):  # the watcher's stream sleeps once per poll
         polls.append(1)
@@ -138,17 +155,34 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
 
     up = matrix_upstreams[version]
     run_id = up.trigger(conf={}, logical_date=datetime.now(timezone.utc))
-    trigger = RemoteDagRunDurationTrigger(remote_conn_id=up.conn_id, external_dag_id="xdep_test_producer",
-                                          task_ids=["extract"], max_duration=2, poll_interval=1)
+    trigger = RemoteDagRunDurationTrigger(
+        remote_conn_id=up.conn_id,
+        external_dag_id="xdep_test_producer",
+        task_ids=["extract"],
+        max_duration=2,
+        poll_interval=1,
+    )
     trigger.asset_state_store = MemoryStateStore()
     polls: list[int] = []
     real_sleep = asyncio.sleep
 
     def start(task_id: str) -> None:
         python = Path(up.server.airflow_bin).parent / "python"
-        res = subprocess.run([str(python), str(Path(__file__).parent / "seed_history.py"), "running",
-                              "xdep_test_producer", run_id, task_id], env=up.server.env, cwd=up.server.home,
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [
+                str(python),
+                str(Path(__file__).parent / "seed_history.py"),
+                "running",
+                "xdep_test_producer",
+                run_id,
+                task_id,
+            ],
+            env=up.server.env,
+            cwd=up.server.home,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
     async def sleep(seconds, *args, **kwargs):  # the alert sleeps once per poll
@@ -183,9 +217,13 @@ async def test_one_listing_finds_many_dags_and_assets_from_3_2(matrix_upstreams,
         if newer:
             found = await client.find_assets("uri", ["bears_named", "file://include/bears", "s3://no/such"])
             assert {"bears_named", "file://include/bears"} <= {a.uri for a in found}
-        probe = AssetProbe(AssetTarget(assets=[{"uri": "file://include/bears", "name": None},
-                                               {"uri": "s3://no/such", "name": None}], check_existence=False,
-                                       since=datetime.now(timezone.utc).isoformat()))
+        probe = AssetProbe(
+            AssetTarget(
+                assets=[{"uri": "file://include/bears", "name": None}, {"uri": "s3://no/such", "name": None}],
+                check_existence=False,
+                since=datetime.now(timezone.utc).isoformat(),
+            )
+        )
         decision = await probe(client)
         assert list(probe.ids) == ["file://include/bears"] and decision.status == "waiting"
     finally:

@@ -1,5 +1,6 @@
 """The test harness's run wait: a run failed by Airflow's stale defer-exit race (apache/airflow#72716) is
 cleared and waited for again; any other failure is returned as it is."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,8 +34,15 @@ class ScriptedAirflow(LocalAirflow):
 def test_a_run_failed_by_the_defer_exit_race_is_cleared_and_waited_for(tmp_path, capsys):
     airflow = ScriptedAirflow(tmp_path, ["failed", "success"], [[("wait", 1)]])
     assert airflow.wait_run("d", "r1") == "success"
-    assert airflow.clears() == [{"dry_run": False, "dag_run_id": "r1", "only_failed": True,
-                                 "reset_dag_runs": True, "task_ids": ["wait"]}]
+    assert airflow.clears() == [
+        {
+            "dry_run": False,
+            "dag_run_id": "r1",
+            "only_failed": True,
+            "reset_dag_runs": True,
+            "task_ids": ["wait"],
+        }
+    ]
     assert "apache/airflow#72716" in capsys.readouterr().err
 
 
@@ -44,10 +52,16 @@ def test_any_other_failure_is_returned_without_clearing(tmp_path):
     assert airflow.clears() == []
 
 
-@pytest.mark.parametrize("mismatches, clears", [
-    ([[("wait", 1)], [("wait", 1)]], 1),  # the same mismatch again: the second failure is the run's own
-    ([[("wait", 1)], [("wait", 1), ("wait", 2)], [("wait", 1), ("wait", 2), ("wait", 3)]], 2),  # at most twice
-])
+@pytest.mark.parametrize(
+    "mismatches, clears",
+    [
+        ([[("wait", 1)], [("wait", 1)]], 1),  # the same mismatch again: the second failure is the run's own
+        (
+            [[("wait", 1)], [("wait", 1), ("wait", 2)], [("wait", 1), ("wait", 2), ("wait", 3)]],
+            2,
+        ),  # at most twice
+    ],
+)
 def test_a_failure_is_cleared_once_per_mismatch_and_at_most_twice(tmp_path, mismatches, clears):
     airflow = ScriptedAirflow(tmp_path, ["failed"] * 3, mismatches)
     assert airflow.wait_run("d", "r1") == "failed"

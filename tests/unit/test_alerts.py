@@ -8,11 +8,9 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from airflow.triggers.base import BaseEventTrigger
 
 from tests.conftest import MemoryStateStore, instant_sleep, next_or_quiet, upstream_mock
-
-from airflow.triggers.base import BaseEventTrigger
-from xdep_sensors.triggers.alerts import EndedTask
 from xdep_sensors.client import TaskInstance
 from xdep_sensors.client.dialects import DIALECTS
 from xdep_sensors.triggers import (
@@ -20,6 +18,7 @@ from xdep_sensors.triggers import (
     RemoteDagRunDurationTrigger,
     RemoteTaskInstanceEventTrigger,
 )
+from xdep_sensors.triggers.alerts import EndedTask
 from xdep_sensors.triggers.watchers import SUBSCRIBERS
 
 BASE = "http://up.test:8080"
@@ -79,15 +78,40 @@ def ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
 
 
-def ti_json(task_id="grp.boom", state="failed", end=None, run="r1", try_number=2, map_index=-1, start=None,
-            dag_id="producer"):
-    return {"dag_id": dag_id, "dag_run_id": run, "task_id": task_id, "state": state, "map_index": map_index,
-            "try_number": try_number, "start_date": start or ago(30), "end_date": end}
+def ti_json(
+    task_id="grp.boom",
+    state="failed",
+    end=None,
+    run="r1",
+    try_number=2,
+    map_index=-1,
+    start=None,
+    dag_id="producer",
+):
+    return {
+        "dag_id": dag_id,
+        "dag_run_id": run,
+        "task_id": task_id,
+        "state": state,
+        "map_index": map_index,
+        "try_number": try_number,
+        "start_date": start or ago(30),
+        "end_date": end,
+    }
 
 
 def run_json(run_id="r1", state="running", start=None, end=None, dag_id="producer"):
-    return {"dag_id": dag_id, "dag_run_id": run_id, "state": state, "logical_date": None, "run_after": ago(60),
-            "start_date": start, "end_date": end, "run_type": "manual", "conf": {}}
+    return {
+        "dag_id": dag_id,
+        "dag_run_id": run_id,
+        "state": state,
+        "logical_date": None,
+        "run_after": ago(60),
+        "start_date": start,
+        "end_date": end,
+        "run_type": "manual",
+        "conf": {},
+    }
 
 
 def assert_round_trip(trigger):
@@ -101,14 +125,21 @@ def assert_round_trip(trigger):
 
 class TestRemoteTaskInstanceEventTrigger:
     def make(self, **kwargs):
-        return RemoteTaskInstanceEventTrigger(remote_conn_id="upstream", external_dag_id="producer", poll_interval=5,
-                                              **kwargs)
+        return RemoteTaskInstanceEventTrigger(
+            remote_conn_id="upstream", external_dag_id="producer", poll_interval=5, **kwargs
+        )
 
     def test_serialization(self):
         t = self.make(task_group_id="grp", states=["upstream_failed", "failed"])
         assert_round_trip(t)
-        assert t.serialize()[1] == {"remote_conn_id": "upstream", "poll_interval": 5.0, "external_dag_id": "producer",
-                                    "task_ids": None, "task_group_id": "grp", "states": ["failed", "upstream_failed"]}
+        assert t.serialize()[1] == {
+            "remote_conn_id": "upstream",
+            "poll_interval": 5.0,
+            "external_dag_id": "producer",
+            "task_ids": None,
+            "task_group_id": "grp",
+            "states": ["failed", "upstream_failed"],
+        }
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
@@ -146,20 +177,33 @@ class TestRemoteTaskInstanceEventTrigger:
         t = self.make(task_group_id="grp")
         t.asset_state_store = store
         end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-        body = {"task_instances": [ti_json("grp.boom", "failed", end), ti_json("grp.ok", "success", end),
-                                   ti_json("grp.retry", "up_for_retry", end)], "total_entries": 3}
+        body = {
+            "task_instances": [
+                ti_json("grp.boom", "failed", end),
+                ti_json("grp.ok", "success", end),
+                ti_json("grp.retry", "up_for_retry", end),
+            ],
+            "total_entries": 3,
+        }
         with upstream_mock() as m, instant_sleep() as delays:
             m.post(TI_LIST, payload=body, repeat=True)
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 5)
-            assert await next_or_quiet(gen, lambda: len(delays)) is None  # the same listing again: nothing new
+            assert (
+                await next_or_quiet(gen, lambda: len(delays)) is None
+            )  # the same listing again: nothing new
             (call, *_) = [c for k, calls in m.requests.items() if k[0] == "POST" for c in calls]
             t2 = self.make(task_group_id="grp")  # "restart" on the same store
             t2.asset_state_store = store
             assert await next_or_quiet(t2.run(), lambda: len(delays)) is None
         ti = first.payload["task_instance"]
         assert first.payload["upstream"] == BASE
-        assert (ti["task_id"], ti["state"], ti["try_number"], ti["map_index"]) == ("grp.boom", "failed", 2, -1)
+        assert (ti["task_id"], ti["state"], ti["try_number"], ti["map_index"]) == (
+            "grp.boom",
+            "failed",
+            2,
+            -1,
+        )
         assert ti["url"] == BASE + "/dags/producer/runs/r1/tasks/grp.boom"
         sent = call.kwargs["json"]
         assert sent["dag_ids"] == ["producer"] and sent["order_by"] == "end_date" and "end_date_gte" in sent
@@ -171,14 +215,20 @@ class TestRemoteTaskInstanceEventTrigger:
         await t.load_cursor()
         end1 = datetime.now(UTC) + timedelta(seconds=1)
         first = EndedTask(TaskInstance("producer", "r1", "load", "failed", end_date=end1, try_number=1), "u")
-        again = EndedTask(TaskInstance("producer", "r1", "load", "failed", end_date=end1 + timedelta(seconds=9),
-                                       try_number=2), "u")
+        again = EndedTask(
+            TaskInstance(
+                "producer", "r1", "load", "failed", end_date=end1 + timedelta(seconds=9), try_number=2
+            ),
+            "u",
+        )
         assert len([e async for e in t.emit([first], BASE)]) == 1
         assert [e.payload["task_instance"]["try_number"] async for e in t.emit([first, again], BASE)] == [2]
 
     async def test_shared_poll_covers_every_watched_dag_in_one_request(self):
         a = self.make()
-        b = RemoteTaskInstanceEventTrigger(remote_conn_id="upstream", external_dag_id="other", poll_interval=5)
+        b = RemoteTaskInstanceEventTrigger(
+            remote_conn_id="upstream", external_dag_id="other", poll_interval=5
+        )
         assert a.shared_stream_key() == b.shared_stream_key()
         for t in (a, b):
             await t.load_cursor()
@@ -200,7 +250,10 @@ class TestRemoteTaskInstanceEventTrigger:
         req = DIALECTS["v1"].ended_task_instances(["producer"], ["failed"], datetime(2026, 1, 1, tzinfo=UTC))
         assert req.path == "/api/v1/dags/~/dagRuns/~/taskInstances/list"
         assert "order_by" not in req.json and req.json["end_date_gte"] == "2026-01-01T00:00:00+00:00"
-        assert DIALECTS["v1"].ui_task_path("d", "r 1", "t", 3) == "/dags/d/grid?dag_run_id=r%201&task_id=t&map_index=3"
+        assert (
+            DIALECTS["v1"].ui_task_path("d", "r 1", "t", 3)
+            == "/dags/d/grid?dag_run_id=r%201&task_id=t&map_index=3"
+        )
 
     async def test_errors_back_off_and_never_end_the_watcher(self):
         t = self.make()
@@ -216,27 +269,40 @@ class TestRemoteTaskInstanceEventTrigger:
 
 class TestRemoteDagRunDurationTrigger:
     def make(self, **kwargs):
-        return RemoteDagRunDurationTrigger(remote_conn_id="upstream", external_dag_id="producer", max_duration=60,
-                                           poll_interval=5, **kwargs)
+        return RemoteDagRunDurationTrigger(
+            remote_conn_id="upstream", external_dag_id="producer", max_duration=60, poll_interval=5, **kwargs
+        )
 
     def test_serialization(self):
-        t = RemoteDagRunDurationTrigger(remote_conn_id="upstream", external_dag_id="producer",
-                                        max_duration=timedelta(minutes=90), task_ids=["load"])
+        t = RemoteDagRunDurationTrigger(
+            remote_conn_id="upstream",
+            external_dag_id="producer",
+            max_duration=timedelta(minutes=90),
+            task_ids=["load"],
+        )
         assert_round_trip(t)
         assert t.serialize()[1]["max_duration"] == 5400.0  # a plain number, whatever was given
 
     @pytest.mark.parametrize("value", [0, -1, timedelta(0), "60", True, None])
     def test_bad_max_duration(self, value):
         with pytest.raises(ValueError, match="max_duration must be a positive"):
-            RemoteDagRunDurationTrigger(remote_conn_id="upstream", external_dag_id="producer", max_duration=value)
+            RemoteDagRunDurationTrigger(
+                remote_conn_id="upstream", external_dag_id="producer", max_duration=value
+            )
 
     async def test_fires_once_per_run_over_the_limit_while_it_runs(self):
         store = Store()
         t = self.make()
         t.asset_state_store = store
         await store.aset(t._state_key, {"since": ago(3600), "fired": []})
-        body = {"dag_runs": [run_json("long", start=ago(120)), run_json("short", start=ago(10)),
-                             run_json("other", start=ago(500), dag_id="x")], "total_entries": 3}
+        body = {
+            "dag_runs": [
+                run_json("long", start=ago(120)),
+                run_json("short", start=ago(10)),
+                run_json("other", start=ago(500), dag_id="x"),
+            ],
+            "total_entries": 3,
+        }
         with upstream_mock() as m, instant_sleep() as delays:
             m.post(RUN_LIST, payload=body, repeat=True)
             gen = t.run()
@@ -281,7 +347,10 @@ class TestRemoteDagRunDurationTrigger:
 
     async def test_limit_crossed_before_the_watcher_existed_does_not_fire(self):
         t = self.make()  # no store: starts "now"
-        body = {"dag_runs": [run_json("old", start=ago(3600)), run_json("new", start=ago(59.5))], "total_entries": 2}
+        body = {
+            "dag_runs": [run_json("old", start=ago(3600)), run_json("new", start=ago(59.5))],
+            "total_entries": 2,
+        }
         with upstream_mock() as m, instant_sleep():
             m.post(RUN_LIST, payload=body, repeat=True)
             event = await asyncio.wait_for(t.run().__anext__(), 5)
@@ -301,8 +370,13 @@ class TestRemoteDagRunDurationTrigger:
         t = self.make(task_ids=["load"])
         t.asset_state_store = Store()
         await t.asset_state_store.aset(t._state_key, {"since": ago(3600), "fired": []})
-        tis = {"task_instances": [ti_json("load", "running", start=ago(90), try_number=3),
-                                  ti_json("extract", "running", start=ago(90))], "total_entries": 2}
+        tis = {
+            "task_instances": [
+                ti_json("load", "running", start=ago(90), try_number=3),
+                ti_json("extract", "running", start=ago(90)),
+            ],
+            "total_entries": 2,
+        }
         with upstream_mock() as m, instant_sleep():
             m.post(TI_LIST, payload=tis, repeat=True)
             m.get(BASE + "/api/v2/dags/producer/dagRuns/r1", payload=run_json(start=ago(100)))
@@ -327,12 +401,22 @@ class TestRemoteDagRunDurationTrigger:
 
 class TestRemoteDagRunDeadlineTrigger:
     def make(self, **kwargs):
-        return RemoteDagRunDeadlineTrigger(remote_conn_id="upstream", external_dag_id="producer",
-                                           deadline=kwargs.pop("deadline", "* * * * *"), poll_interval=5, **kwargs)
+        return RemoteDagRunDeadlineTrigger(
+            remote_conn_id="upstream",
+            external_dag_id="producer",
+            deadline=kwargs.pop("deadline", "* * * * *"),
+            poll_interval=5,
+            **kwargs,
+        )
 
     def test_serialization(self):
-        t = RemoteDagRunDeadlineTrigger(remote_conn_id="upstream", external_dag_id="producer", deadline="30  6 * * 1-5",
-                                        states=["success", "failed"], timezone="Europe/Amsterdam")
+        t = RemoteDagRunDeadlineTrigger(
+            remote_conn_id="upstream",
+            external_dag_id="producer",
+            deadline="30  6 * * 1-5",
+            states=["success", "failed"],
+            timezone="Europe/Amsterdam",
+        )
         assert_round_trip(t)
         assert t.serialize()[1]["deadline"] == "30 6 * * 1-5"
 
@@ -354,7 +438,10 @@ class TestRemoteDagRunDeadlineTrigger:
     def test_ticks_follow_the_time_zone(self):
         t = self.make(deadline="30 6 * * *", timezone="Europe/Amsterdam")
         ticks = t.ticks_after(datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 3, 30, tzinfo=UTC))
-        assert ticks == [datetime(2026, 3, 28, 5, 30, tzinfo=UTC), datetime(2026, 3, 29, 4, 30, tzinfo=UTC)]  # DST
+        assert ticks == [
+            datetime(2026, 3, 28, 5, 30, tzinfo=UTC),
+            datetime(2026, 3, 29, 4, 30, tzinfo=UTC),
+        ]  # DST
         assert t.previous_tick(ticks[1]) == ticks[0]
 
     async def run_until_quiet(self, t, runs_page):
@@ -366,7 +453,12 @@ class TestRemoteDagRunDeadlineTrigger:
             gen = t.run()
             while (event := await next_or_quiet(gen, lambda: len(delays))) is not None:
                 events.append(event)
-            calls = [c for k, calls in m.requests.items() if k[0] == "GET" and "dagRuns" in str(k[1]) for c in calls]
+            calls = [
+                c
+                for k, calls in m.requests.items()
+                if k[0] == "GET" and "dagRuns" in str(k[1])
+                for c in calls
+            ]
         return events, calls
 
     async def test_missed_deadlines_fire_once_each_also_across_restarts(self):
@@ -377,14 +469,22 @@ class TestRemoteDagRunDeadlineTrigger:
         last_tick = t.previous_tick(now - timedelta(seconds=6) + timedelta(microseconds=1))
         # stored: handled the deadline 3 ticks back, then the triggerer was down for two more
         await store.aset(t._state_key, {"last_deadline": (last_tick - timedelta(minutes=20)).isoformat()})
-        old_run = run_json("old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat())
+        old_run = run_json(
+            "old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat()
+        )
         events, calls = await self.run_until_quiet(t, {"dag_runs": [old_run], "total_entries": 1})
-        assert [e.payload["deadline"] for e in events] == [(last_tick - timedelta(minutes=10)).isoformat(),
-                                                          last_tick.isoformat()]
+        assert [e.payload["deadline"] for e in events] == [
+            (last_tick - timedelta(minutes=10)).isoformat(),
+            last_tick.isoformat(),
+        ]
         assert all(e.payload["last_run"]["run_id"] == "old" and e.payload["upstream"] == BASE for e in events)
         assert events[0].payload["last_run"]["url"] == BASE + "/dags/producer/runs/old"
         params = calls[0].kwargs["params"]
-        assert ("order_by", "-end_date") in params and ("state", "success") in params and ("limit", "1") in params
+        assert (
+            ("order_by", "-end_date") in params
+            and ("state", "success") in params
+            and ("limit", "1") in params
+        )
         assert store.data[t._state_key] == {"last_deadline": last_tick.isoformat()}
 
         t2 = self.make(deadline="*/10 * * * *")  # restart: nothing fires twice
@@ -399,9 +499,13 @@ class TestRemoteDagRunDeadlineTrigger:
         before = {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()}
         other.asset_state_store = store
         await store.aset(other._state_key, before)
-        old_run = run_json("old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat())
+        old_run = run_json(
+            "old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat()
+        )
         page = {"dag_runs": [old_run], "total_entries": 1}
-        assert [e.payload["deadline"] for e in (await self.run_until_quiet(other, page))[0]] == [last_tick.isoformat()]
+        assert [e.payload["deadline"] for e in (await self.run_until_quiet(other, page))[0]] == [
+            last_tick.isoformat()
+        ]
         stale.asset_state_store = StaleCopyStore(store, before)  # resumes before that deadline was judged
         assert (await self.run_until_quiet(stale, page))[0] == []
 
@@ -409,8 +513,12 @@ class TestRemoteDagRunDeadlineTrigger:
         t = self.make(deadline="*/10 * * * *")
         now = datetime.now(UTC)
         last_tick = t.previous_tick(now - timedelta(seconds=6) + timedelta(microseconds=1))
-        t.asset_state_store = UnreadableAfterLoad({"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()})
-        old_run = run_json("old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat())
+        t.asset_state_store = UnreadableAfterLoad(
+            {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()}
+        )
+        old_run = run_json(
+            "old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat()
+        )
         events = (await self.run_until_quiet(t, {"dag_runs": [old_run], "total_entries": 1}))[0]
         assert [e.payload["deadline"] for e in events] == [last_tick.isoformat()]
 
@@ -420,7 +528,9 @@ class TestRemoteDagRunDeadlineTrigger:
         t.asset_state_store = store
         last_tick = t.previous_tick(datetime.now(UTC) - timedelta(seconds=6) + timedelta(microseconds=1))
         await store.aset(t._state_key, {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()})
-        landed = run_json("landed", state="success", start=ago(10**4), end=(last_tick - timedelta(minutes=1)).isoformat())
+        landed = run_json(
+            "landed", state="success", start=ago(10**4), end=(last_tick - timedelta(minutes=1)).isoformat()
+        )
         events, _ = await self.run_until_quiet(t, {"dag_runs": [landed], "total_entries": 1})
         assert events == [] and store.data[t._state_key] == {"last_deadline": last_tick.isoformat()}
 

@@ -8,9 +8,8 @@ import pytest
 
 from tests.conftest import upstream_mock
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
-from xdep_sensors.client import ClientConfig, RemoteAirflowClient
+from xdep_sensors.client import ClientConfig, RemoteAirflowClient, policy
 from xdep_sensors.client import client as client_module
-from xdep_sensors.client import policy
 from xdep_sensors.errors import BadResponse, ConfigurationError
 from xdep_sensors.hooks import RemoteAirflowHook
 
@@ -26,8 +25,11 @@ class TestResponseBounds:
         monkeypatch.setattr("xdep_sensors.client.session.MAX_BODY_BYTES", 1024)
         client = make_client()
         with upstream_mock() as m:
-            m.get(re.compile(re.escape(BASE) + r"/api/v2/dags/d\b.*"), body=b'{"dag_id": "' + b"x" * 5000 + b'"}',
-                  content_type="application/json")
+            m.get(
+                re.compile(re.escape(BASE) + r"/api/v2/dags/d\b.*"),
+                body=b'{"dag_id": "' + b"x" * 5000 + b'"}',
+                content_type="application/json",
+            )
             with pytest.raises(BadResponse, match="exceeds"):
                 await client.get_dag("d")
         await client.close()
@@ -63,12 +65,18 @@ class TestBadInput:
 
     @pytest.mark.parametrize(
         ("extra", "match"),
-        [({"api_version": "v9"}, "api_version"), ({"timeout": "soon"}, "timeout"), ({"timeout": -1}, "timeout")],
+        [
+            ({"api_version": "v9"}, "api_version"),
+            ({"timeout": "soon"}, "timeout"),
+            ({"timeout": -1}, "timeout"),
+        ],
     )
     def test_bad_connection_extras(self, monkeypatch, extra, match):
         import json
 
-        monkeypatch.setenv("AIRFLOW_CONN_BAD_EXTRA", json.dumps({"conn_type": "remote_airflow", "host": BASE,
-                                                                  "extra": extra}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_BAD_EXTRA",
+            json.dumps({"conn_type": "remote_airflow", "host": BASE, "extra": extra}),
+        )
         with pytest.raises(ConfigurationError, match=match):
             RemoteAirflowHook("bad_extra").get_config()

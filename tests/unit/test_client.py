@@ -10,11 +10,10 @@ import pytest
 from aioresponses import aioresponses
 
 from tests.conftest import upstream_mock
-
-from xdep_sensors.core.listings import list_asset_events
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient, Transport, normalize_base_url
 from xdep_sensors.client.dialects import V1, V2, format_dt
 from xdep_sensors.client.policy import RetryPolicy, decipher_response, is_retryable, retry_after_seconds
+from xdep_sensors.core.listings import list_asset_events
 from xdep_sensors.errors import (
     AuthenticationError,
     BadResponse,
@@ -50,19 +49,35 @@ def url(path):
 
 def sent(mocked, method="GET"):
     """All (url, kwargs) pairs aioresponses saw for ``method``."""
-    return [(str(key[1]), call.kwargs) for key, calls in mocked.requests.items()
-            if key[0] == method and not str(key[1]).endswith("/version") for call in calls]
+    return [
+        (str(key[1]), call.kwargs)
+        for key, calls in mocked.requests.items()
+        if key[0] == method and not str(key[1]).endswith("/version")
+        for call in calls
+    ]
 
 
 RUN_V2 = {
-    "dag_run_id": "scheduled__2026-11-20T00:00:00+00:00", "dag_id": "producer", "state": "success",
-    "logical_date": "2026-11-20T00:00:00Z", "run_after": "2026-11-21T00:00:00Z", "start_date": None,
-    "end_date": "2026-11-21T00:05:00Z", "run_type": "scheduled", "conf": {"a": 1},
+    "dag_run_id": "scheduled__2026-11-20T00:00:00+00:00",
+    "dag_id": "producer",
+    "state": "success",
+    "logical_date": "2026-11-20T00:00:00Z",
+    "run_after": "2026-11-21T00:00:00Z",
+    "start_date": None,
+    "end_date": "2026-11-21T00:05:00Z",
+    "run_type": "scheduled",
+    "conf": {"a": 1},
 }
 RUN_V1 = {
-    "dag_run_id": "manual__x", "dag_id": "producer", "state": "running", "execution_date": "2026-11-20T00:00:00+00:00",
-    "logical_date": "2026-11-20T00:00:00+00:00", "start_date": "2026-11-20T00:00:01+00:00", "end_date": None,
-    "run_type": "manual", "conf": None,
+    "dag_run_id": "manual__x",
+    "dag_id": "producer",
+    "state": "running",
+    "execution_date": "2026-11-20T00:00:00+00:00",
+    "logical_date": "2026-11-20T00:00:00+00:00",
+    "start_date": "2026-11-20T00:00:01+00:00",
+    "end_date": None,
+    "run_type": "manual",
+    "conf": None,
 }
 
 
@@ -110,8 +125,10 @@ class TestDialects:
         assert ("order_by", "-execution_date") in req.params
 
     def test_run_ids_are_percent_encoded(self):
-        assert V2().dag_run("d", "scheduled__2026-11-20T00:00:00+00:00").path.endswith(
-            "/dagRuns/scheduled__2026-11-20T00%3A00%3A00%2B00%3A00"
+        assert (
+            V2()
+            .dag_run("d", "scheduled__2026-11-20T00:00:00+00:00")
+            .path.endswith("/dagRuns/scheduled__2026-11-20T00%3A00%3A00%2B00%3A00")
         )
 
     def test_parse_runs_both_dialects(self):
@@ -121,14 +138,42 @@ class TestDialects:
         assert run1.logical_date == T0 and run1.run_after == T0 and run1.conf == {}
 
     def test_parse_events_both_dialects(self):
-        v2 = V2().parse_asset_events({"asset_events": [{
-            "id": 7, "asset_id": 3, "uri": "s3://b/k", "name": "bears", "timestamp": "2026-11-20T00:00:00Z",
-            "extra": {"path": "/x"}, "source_dag_id": "p", "source_task_id": "t", "source_run_id": "r",
-            "source_map_index": -1}], "total_entries": 1})
+        v2 = V2().parse_asset_events(
+            {
+                "asset_events": [
+                    {
+                        "id": 7,
+                        "asset_id": 3,
+                        "uri": "s3://b/k",
+                        "name": "bears",
+                        "timestamp": "2026-11-20T00:00:00Z",
+                        "extra": {"path": "/x"},
+                        "source_dag_id": "p",
+                        "source_task_id": "t",
+                        "source_run_id": "r",
+                        "source_map_index": -1,
+                    }
+                ],
+                "total_entries": 1,
+            }
+        )
         assert v2.items[0].name == "bears" and v2.items[0].extra == {"path": "/x"}
-        v1 = V1().parse_asset_events({"dataset_events": [{
-            "id": 7, "dataset_id": 3, "dataset_uri": "s3://b/k", "timestamp": "2026-11-20T00:00:00+00:00",
-            "extra": None, "source_dag_id": "p", "source_task_id": "t", "source_run_id": "r"}]})
+        v1 = V1().parse_asset_events(
+            {
+                "dataset_events": [
+                    {
+                        "id": 7,
+                        "dataset_id": 3,
+                        "dataset_uri": "s3://b/k",
+                        "timestamp": "2026-11-20T00:00:00+00:00",
+                        "extra": None,
+                        "source_dag_id": "p",
+                        "source_task_id": "t",
+                        "source_run_id": "r",
+                    }
+                ]
+            }
+        )
         assert v1.items[0].name == v1.items[0].uri == "s3://b/k" and v1.items[0].extra == {}
 
 
@@ -150,13 +195,23 @@ class TestDecipher:
 
     @pytest.mark.parametrize(
         ("status", "cls"),
-        [(401, AuthenticationError), (403, PermissionDenied), (404, NotFound), (429, RateLimited),
-         (500, UpstreamUnavailable), (502, UpstreamUnavailable), (503, UpstreamUnavailable),
-         (422, BadResponse), (302, ConfigurationError)],
+        [
+            (401, AuthenticationError),
+            (403, PermissionDenied),
+            (404, NotFound),
+            (429, RateLimited),
+            (500, UpstreamUnavailable),
+            (502, UpstreamUnavailable),
+            (503, UpstreamUnavailable),
+            (422, BadResponse),
+            (302, ConfigurationError),
+        ],
     )
     def test_status_classes(self, status, cls):
         with pytest.raises(cls) as info:
-            decipher_response(status, {"Content-Type": "application/json"}, b'{"detail": "x"}', BASE + "/api/v2/x")
+            decipher_response(
+                status, {"Content-Type": "application/json"}, b'{"detail": "x"}', BASE + "/api/v2/x"
+            )
         assert info.value.status == status
         assert is_retryable(info.value) == (status in (429, 500, 502, 503))
 
@@ -177,11 +232,15 @@ class TestTransport:
         client = make_client("auto")
         with aioresponses() as m:
             m.get(BASE + "/api/v2/version", payload={"version": "3.3.2"})
-            m.get(url("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": False}, repeat=True)
+            m.get(
+                url("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": False}, repeat=True
+            )
             await client.get_dag("producer")
             await client.get_dag("producer")
             assert client.transport.dialect_name == "v2" and client.upstream_version == "3.3.2"
-            assert sum(len(calls) for key, calls in m.requests.items() if str(key[1]).endswith("/version")) == 1
+            assert (
+                sum(len(calls) for key, calls in m.requests.items() if str(key[1]).endswith("/version")) == 1
+            )
         await client.close()
 
     async def test_auto_probe_falls_back_to_v1(self):
@@ -205,8 +264,18 @@ class TestTransport:
     async def test_login_page_instead_of_api_says_so(self):
         client = make_client("auto")
         with aioresponses() as m:
-            m.get(BASE + "/api/v2/version", status=200, body="<!DOCTYPE html><form>SSO", content_type="text/html")
-            m.get(BASE + "/api/v1/version", status=200, body="<!DOCTYPE html><form>SSO", content_type="text/html")
+            m.get(
+                BASE + "/api/v2/version",
+                status=200,
+                body="<!DOCTYPE html><form>SSO",
+                content_type="text/html",
+            )
+            m.get(
+                BASE + "/api/v1/version",
+                status=200,
+                body="<!DOCTYPE html><form>SSO",
+                content_type="text/html",
+            )
             with pytest.raises(BadResponse, match="HTML page instead of the Airflow API"):
                 await client.dialect()
         await client.close()
@@ -216,14 +285,17 @@ class TestTransport:
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d/dagRuns"), payload={"dag_runs": [RUN_V2], "total_entries": 1})
             runs = await client.list_dag_runs("d", logical_date=T0)
-            (_, kwargs), = sent(m)
+            ((_, kwargs),) = sent(m)
             assert kwargs["headers"]["Authorization"] == f"Bearer {SECRET}"
             assert ("logical_date_gte", "2026-11-20T00:00:00+00:00") in kwargs["params"]
             assert runs[0].run_id == RUN_V2["dag_run_id"]
         await client.close()
 
-    @pytest.mark.parametrize(("status", "detail"), [(401, "Token Expired"), (403, "Invalid JWT token")],
-                             ids=["expired", "signed-with-another-key"])
+    @pytest.mark.parametrize(
+        ("status", "detail"),
+        [(401, "Token Expired"), (403, "Invalid JWT token")],
+        ids=["expired", "signed-with-another-key"],
+    )
     async def test_jwt_exchange_and_one_refresh_when_rejected(self, status, detail):
         """An expired JWT (401), or one the upstream cannot verify (Airflow 3 answers 403 "Invalid JWT
         token" once its signing key rotated): the credentials are exchanged once more."""
@@ -244,7 +316,9 @@ class TestTransport:
         with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt"}, repeat=True)
             m.get(url("/api/v2/dags/d"), status=401, payload={"detail": "Token Expired"}, repeat=True)
-            with pytest.raises(AuthenticationError, match="authentication failed for conn 'up' at http://up.test"):
+            with pytest.raises(
+                AuthenticationError, match="authentication failed for conn 'up' at http://up.test"
+            ):
                 await client.get_dag("d")
             assert len(sent(m)) == 2
         await client.close()
@@ -253,8 +327,9 @@ class TestTransport:
         client = make_client(password=SECRET)
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=403, payload={"detail": "Invalid JWT token"})
-            with pytest.raises(AuthenticationError, match="check the connection's token: the upstream cannot "
-                                                          "verify it") as info:
+            with pytest.raises(
+                AuthenticationError, match="check the connection's token: the upstream cannot verify it"
+            ) as info:
                 await client.get_dag("d")
             assert len(sent(m)) == 1 and SECRET not in str(info.value)
         await client.close()
@@ -273,7 +348,7 @@ class TestTransport:
         with upstream_mock() as m:
             m.get(url("/api/v1/dags/d/dagRuns/r"), payload=RUN_V1)
             await client.get_dag_run("d", "r")
-            (_, kwargs), = sent(m)
+            ((_, kwargs),) = sent(m)
             assert kwargs["auth"].encode() == "Basic " + base64.b64encode(b"viewer:pw").decode()
         await client.close()
 
@@ -302,7 +377,12 @@ class TestTransport:
         sleeps = Sleeps()
         client = make_client(sleeps=sleeps)
         with upstream_mock() as m:
-            m.get(url("/api/v2/dags/d"), status=429, payload={"detail": "slow down"}, headers={"Retry-After": "12"})
+            m.get(
+                url("/api/v2/dags/d"),
+                status=429,
+                payload={"detail": "slow down"},
+                headers={"Retry-After": "12"},
+            )
             m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"})
             await client.get_dag("d")
         assert sleeps.calls == [12.0]
@@ -350,8 +430,16 @@ class TestTransport:
 class TestAssetEvents:
     @staticmethod
     def v1_event(i, ts):
-        return {"id": i, "dataset_id": 1, "dataset_uri": "file://bears", "timestamp": ts.isoformat(), "extra": {},
-                "source_dag_id": "p", "source_task_id": "t", "source_run_id": "r"}
+        return {
+            "id": i,
+            "dataset_id": 1,
+            "dataset_uri": "file://bears",
+            "timestamp": ts.isoformat(),
+            "extra": {},
+            "source_dag_id": "p",
+            "source_task_id": "t",
+            "source_run_id": "r",
+        }
 
     async def test_v1_pages_newest_first_and_stops_at_cursor(self):
         client = make_client("v1")
@@ -370,8 +458,19 @@ class TestAssetEvents:
         client = make_client()
 
         def body(i, a):
-            return {"asset_events": [{"id": i, "asset_id": a, "uri": f"u{a}", "name": f"n{a}",
-                                      "timestamp": T0.isoformat(), "extra": {}}], "total_entries": 1}
+            return {
+                "asset_events": [
+                    {
+                        "id": i,
+                        "asset_id": a,
+                        "uri": f"u{a}",
+                        "name": f"n{a}",
+                        "timestamp": T0.isoformat(),
+                        "extra": {},
+                    }
+                ],
+                "total_entries": 1,
+            }
 
         with upstream_mock() as m:
             m.get(url("/api/v2/assets/events"), payload=body(1, 1))
@@ -389,7 +488,9 @@ class TestConfiguredVersion:
         client = make_client("v1")
         with aioresponses() as m:
             m.get(BASE + "/api/v1/version", status=404, payload={"detail": "removed in Airflow 3"})
-            with pytest.raises(ConfigurationError, match="api_version=v1, but the upstream has no /api/v1") as info:
+            with pytest.raises(
+                ConfigurationError, match="api_version=v1, but the upstream has no /api/v1"
+            ) as info:
                 await client.get_dag("d")
             assert "set the extra api_version to auto" in str(info.value)
         await client.close()
@@ -433,7 +534,7 @@ class TestPollDelay:
         for failures in range(1, 12):
             wait = policy.poll_delay(5, failures, UpstreamUnavailable("down"), rng=rng)
             assert min(5 * 2 ** (failures - 1), policy.max_poll_delay / 2) <= wait
-            assert 5 <= wait <= min(policy.max_poll_delay, 5 * 2 ** failures)
+            assert 5 <= wait <= min(policy.max_poll_delay, 5 * 2**failures)
 
     def test_retry_after_and_configuration_errors_wait_longer(self):
         from xdep_sensors.client.policy import RetryPolicy
@@ -442,7 +543,9 @@ class TestPollDelay:
         policy = RetryPolicy()
         assert policy.poll_delay(5, 1, RateLimited("slow down", retry_after=120)) >= 120
         assert policy.poll_delay(5, 1, PermissionDenied("forbidden")) >= policy.config_error_delay
-        assert policy.poll_delay(3600, 1, UpstreamUnavailable("down")) >= 3600  # never sooner than the interval
+        assert (
+            policy.poll_delay(3600, 1, UpstreamUnavailable("down")) >= 3600
+        )  # never sooner than the interval
 
 
 class TestUserAgent:

@@ -10,11 +10,6 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
-from aioresponses import aioresponses
-from yarl import URL
-
-from tests.conftest import instant_sleep, upstream_mock
-
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
@@ -22,14 +17,23 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
     TaskDeferred,
 )
+from yarl import URL
+
+from tests.conftest import instant_sleep, upstream_mock
 from xdep_sensors import RemoteDagRunSensor
 from xdep_sensors.triggers import RemoteDagRunTrigger
 
 BASE = "http://up.test:8080"
 TOKEN = "tok-UNIT-1234567890"
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
-RUN = {"dag_run_id": "scheduled__2026-11-20", "dag_id": "producer", "state": "success",
-       "logical_date": T0.isoformat(), "run_after": T0.isoformat(), "conf": {}}
+RUN = {
+    "dag_run_id": "scheduled__2026-11-20",
+    "dag_id": "producer",
+    "state": "success",
+    "logical_date": T0.isoformat(),
+    "run_after": T0.isoformat(),
+    "conf": {},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +64,10 @@ class TestValidation:
         [
             ({"run_id": "r", "logical_date": "2026-01-01T00:00:00+00:00"}, "run_id and logical_date"),
             ({"execution_delta": timedelta(1), "latest_after": "x"}, "execution_delta and latest_after"),
-            ({"allowed_states": ["success"], "failed_states": ["success"]}, "allowed_states and failed_states overlap"),
+            (
+                {"allowed_states": ["success"], "failed_states": ["success"]},
+                "allowed_states and failed_states overlap",
+            ),
             ({"skipped_states": ["failed"]}, "failed_states and skipped_states overlap"),
             ({"allowed_states": ["done"]}, "allowed_states has unknown state"),
             ({"allowed_states": "success"}, "allowed_states must be a list"),
@@ -78,7 +85,9 @@ class TestValidation:
             sensor(**kwargs)
 
     def test_task_states_allowed_when_narrowed(self):
-        s = sensor(task_ids=["load"], allowed_states=["success", "skipped"], failed_states=["upstream_failed"])
+        s = sensor(
+            task_ids=["load"], allowed_states=["success", "skipped"], failed_states=["upstream_failed"]
+        )
         assert s.allowed_states == ["success", "skipped"]
         with pytest.raises(ValueError, match="unknown state"):
             sensor(allowed_states=["upstream_failed"])  # not a DAG run state
@@ -101,7 +110,10 @@ class TestRunSelection:
         assert info.value.trigger.watch.logical_date == (T0 + timedelta(hours=3)).isoformat()
 
     def test_execution_delta(self):
-        assert self.watch(execution_delta=timedelta(hours=1)).logical_date == (T0 - timedelta(hours=1)).isoformat()
+        assert (
+            self.watch(execution_delta=timedelta(hours=1)).logical_date
+            == (T0 - timedelta(hours=1)).isoformat()
+        )
 
     def test_logical_date_fn(self):
         w = self.watch(logical_date_fn=lambda ctx: ctx["logical_date"] - timedelta(days=1))
@@ -118,7 +130,10 @@ class TestDeferAndComplete:
         with pytest.raises(TaskDeferred) as info:
             s.execute(context())
         classpath, kwargs = info.value.trigger.serialize()
-        assert classpath == "xdep_sensors.triggers.RemoteDagRunTrigger" and info.value.method_name == "execute_complete"
+        assert (
+            classpath == "xdep_sensors.triggers.RemoteDagRunTrigger"
+            and info.value.method_name == "execute_complete"
+        )
         assert kwargs["poke_interval"] == 7 and kwargs["remote_conn_id"] == "upstream"
         assert TOKEN not in json.dumps(kwargs)
         assert RemoteDagRunTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -126,13 +141,19 @@ class TestDeferAndComplete:
     def test_complete_success_returns_run_and_pushes_link(self):
         ctx = context()
         result = {"run_id": "r1", "url": "http://up/dags/p/runs/r1"}
-        assert sensor().execute_complete(ctx, {"status": "success", "message": "m", "result": result}) == result
-        ctx["ti"].xcom_push.assert_called_once_with(key="_link_UpstreamRunLink", value="http://up/dags/p/runs/r1")
+        assert (
+            sensor().execute_complete(ctx, {"status": "success", "message": "m", "result": result}) == result
+        )
+        ctx["ti"].xcom_push.assert_called_once_with(
+            key="_link_UpstreamRunLink", value="http://up/dags/p/runs/r1"
+        )
 
     def test_complete_failed_names_run_and_link(self):
         with pytest.raises(AirflowFailException, match=r"producer run r1: failed.*http://up/r1"):
-            sensor().execute_complete(context(), {"status": "failed", "message": "producer run r1: failed",
-                                                  "result": {"url": "http://up/r1"}})
+            sensor().execute_complete(
+                context(),
+                {"status": "failed", "message": "producer run r1: failed", "result": {"url": "http://up/r1"}},
+            )
 
     def test_complete_skipped(self):
         with pytest.raises(AirflowSkipException):
@@ -169,8 +190,10 @@ class TestPoke:
         s = sensor(external_dag_id="producr", deferrable=False)
         with upstream_mock() as m:
             m.get(u("/api/v2/dags/producr"), status=404, payload={"detail": "not found"})
-            m.get(u("/api/v2/dags"), payload={"dags": [{"dag_id": "producer"}, {"dag_id": "other"}],
-                                               "total_entries": 2})
+            m.get(
+                u("/api/v2/dags"),
+                payload={"dags": [{"dag_id": "producer"}, {"dag_id": "other"}], "total_entries": 2},
+            )
             with pytest.raises(AirflowException, match="close matches: producer"):
                 s.poke(context())
 
@@ -182,8 +205,9 @@ class TestPoke:
 
 class TestTrigger:
     async def test_waits_then_succeeds(self):
-        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
-                                      poke_interval=5)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id="upstream", external_dag_id="producer", run_id="r1", poke_interval=5
+        )
         sleeps = []
         real_sleep = asyncio.sleep
 
@@ -200,31 +224,48 @@ class TestTrigger:
             started = {**RUN, "dag_run_id": "r1", "state": "running", "start_date": now.isoformat()}
             ended = {**started, "state": "success", "end_date": (now + timedelta(seconds=1)).isoformat()}
             for answer in ([], [started], [], [ended]):  # the first look's page, started + ended, then ended
-                m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": answer, "total_entries": len(answer)})
+                m.post(
+                    BASE + "/api/v2/dags/~/dagRuns/list",
+                    payload={"dag_runs": answer, "total_entries": len(answer)},
+                )
             event = await trigger.run().__anext__()
-            bodies = [c.kwargs["json"] for c in m.requests[("POST", URL(BASE + "/api/v2/dags/~/dagRuns/list"))]]
+            bodies = [
+                c.kwargs["json"] for c in m.requests[("POST", URL(BASE + "/api/v2/dags/~/dagRuns/list"))]
+            ]
         assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "r1"
         # once r1 is known, only its end can decide: the runs that ended are all a poll reads
         assert [b["order_by"] for b in bodies] == ["-run_after", "start_date", "end_date", "end_date"]
         assert bodies[0]["dag_ids"] == ["producer"]  # the first look's page: only the waits' DAGs
         assert bodies[2]["states"] == bodies[3]["states"] == ["failed", "success"]
-        assert "start_date_gte" in bodies[1] and "end_date_gte" in bodies[2]  # from the first look, not all history
+        assert (
+            "start_date_gte" in bodies[1] and "end_date_gte" in bodies[2]
+        )  # from the first look, not all history
         assert len(sleeps) >= 2 and set(sleeps) == {5.0}  # every look is followed by one poke_interval
 
     async def test_transient_errors_do_not_end_the_wait(self):
-        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
-                                      poke_interval=5)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id="upstream", external_dag_id="producer", run_id="r1", poke_interval=5
+        )
         with upstream_mock() as m, instant_sleep():
             m.get(u("/api/v2/dags/producer"), status=502, body="bad gateway", repeat=4)
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
-            m.post(BASE + "/api/v2/dags/~/dagRuns/list", payload={"dag_runs": [], "total_entries": 0}, repeat=True)
+            m.post(
+                BASE + "/api/v2/dags/~/dagRuns/list",
+                payload={"dag_runs": [], "total_entries": 0},
+                repeat=True,
+            )
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "failed"})
             event = await trigger.run().__anext__()
         assert event.payload["status"] == "failed"
 
     async def test_enforces_its_own_deadline(self):
-        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
-                                      poke_interval=5, timeout_at=0.0)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id="upstream",
+            external_dag_id="producer",
+            run_id="r1",
+            poke_interval=5,
+            timeout_at=0.0,
+        )
         with upstream_mock() as m:
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
@@ -246,11 +287,16 @@ class TestOwnPoll:
         from xdep_sensors.hooks import RemoteAirflowHook
 
         monkeypatch.setattr(polling, "SHARED_POLLING", False)
-        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1",
-                                      poke_interval=5)
-        with upstream_mock() as m, instant_sleep(), \
-                mock.patch.object(RemoteAirflowHook, "aget_config", wraps=RemoteAirflowHook(
-                    "upstream").aget_config) as resolve:
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id="upstream", external_dag_id="producer", run_id="r1", poke_interval=5
+        )
+        with (
+            upstream_mock() as m,
+            instant_sleep(),
+            mock.patch.object(
+                RemoteAirflowHook, "aget_config", wraps=RemoteAirflowHook("upstream").aget_config
+            ) as resolve,
+        ):
             m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"}, repeat=2)
             m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)

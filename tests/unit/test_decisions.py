@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
-from xdep_sensors.core.feed import OVERLAP
-from xdep_sensors.core.decisions import DAG_RUN_STATES, StateRules, decide_assets, decide_dag_run
 from xdep_sensors.core.cursors import Cursor
+from xdep_sensors.core.decisions import DAG_RUN_STATES, StateRules, decide_assets, decide_dag_run
+from xdep_sensors.core.feed import OVERLAP
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 RULES = StateRules(frozenset({"success"}), frozenset({"failed"}), frozenset({"skipped"}))
@@ -30,8 +30,13 @@ class TestDecideDagRun:
 
     @pytest.mark.parametrize(
         ("state", "expected"),
-        [("queued", "waiting"), ("running", "waiting"), ("success", "success"), ("failed", "failed"),
-         (None, "waiting")],
+        [
+            ("queued", "waiting"),
+            ("running", "waiting"),
+            ("success", "success"),
+            ("failed", "failed"),
+            (None, "waiting"),
+        ],
     )
     def test_run_states(self, state, expected):
         d = decide_dag_run(run(state), RULES, dag_id="producer", what="x", url="http://u/r1")
@@ -50,40 +55,62 @@ class TestDecideDagRun:
     def test_all_dag_run_states_are_classified(self):
         for state in DAG_RUN_STATES:
             assert decide_dag_run(run(state), RULES, dag_id="p", what="x").status in (
-                "waiting", "success", "failed", "skipped")
+                "waiting",
+                "success",
+                "failed",
+                "skipped",
+            )
 
     def test_tasks_all_success_before_run_ends(self):
         tis = [ti("extract", "success"), ti("load", "success")]
-        d = decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis,
-                           task_ids=["extract", "load"])
+        d = decide_dag_run(
+            run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["extract", "load"]
+        )
         assert d.status == "success" and d.result["tasks"] == {"extract": "success", "load": "success"}
         assert "2/2 watched tasks done" in d.message
 
     def test_tasks_partial_waits_and_counts(self):
         tis = [ti("extract", "success"), ti("load", "running")]
-        d = decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["extract", "load"])
+        d = decide_dag_run(
+            run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["extract", "load"]
+        )
         assert d.status == "waiting" and "1/2 watched tasks done" in d.message and "running" in d.message
 
     def test_any_failed_task_fails(self):
         tis = [ti("extract", "failed"), ti("load", None)]
-        d = decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["extract", "load"])
+        d = decide_dag_run(
+            run("running"), RULES, dag_id="p", what="x", task_instances=tis, task_ids=["extract", "load"]
+        )
         assert d.status == "failed" and "extract=failed" in d.message
 
     def test_failed_wins_over_skipped(self):
         tis = [ti("a", "skipped"), ti("b", "failed")]
-        assert decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis).status == "failed"
+        assert (
+            decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis).status == "failed"
+        )
 
     def test_skipped_task_skips(self):
         tis = [ti("a", "success"), ti("b", "skipped")]
-        assert decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis).status == "skipped"
+        assert (
+            decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=tis).status
+            == "skipped"
+        )
 
     def test_missing_task_waits(self):
-        d = decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=[ti("a", "success")],
-                           task_ids=["a", "b"])
+        d = decide_dag_run(
+            run("running"),
+            RULES,
+            dag_id="p",
+            what="x",
+            task_instances=[ti("a", "success")],
+            task_ids=["a", "b"],
+        )
         assert d.status == "waiting" and "not in this run yet: b" in d.message
 
     def test_empty_group_waits(self):
-        assert decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=[]).status == "waiting"
+        assert (
+            decide_dag_run(run("running"), RULES, dag_id="p", what="x", task_instances=[]).status == "waiting"
+        )
 
     def test_mapped_tasks_all_count(self):
         tis = [ti("m", "success", 0), ti("m", "running", 1)]
@@ -137,10 +164,15 @@ class TestCursor:
         mine = start.advance([event(1, T0 + timedelta(seconds=1))])
         theirs = start.advance([event(2, T0 + timedelta(seconds=2)), event(3, T0 + timedelta(seconds=2))])
         both = mine.merged(theirs)
-        for e in (event(1, T0 + timedelta(seconds=1)), event(2, T0 + timedelta(seconds=2)),
-                  event(3, T0 + timedelta(seconds=2))):
+        for e in (
+            event(1, T0 + timedelta(seconds=1)),
+            event(2, T0 + timedelta(seconds=2)),
+            event(3, T0 + timedelta(seconds=2)),
+        ):
             assert not both.is_new(e)
-        assert both.is_new(event(4, T0 + timedelta(seconds=3))) and both.is_new(event(5, T0 + timedelta(seconds=1)))
+        assert both.is_new(event(4, T0 + timedelta(seconds=3))) and both.is_new(
+            event(5, T0 + timedelta(seconds=1))
+        )
         assert not both.is_new(event(0, T0 - timedelta(seconds=1)))  # below the start: never new
         assert theirs.merged(mine).to_dict() == both.to_dict()
 
@@ -169,5 +201,13 @@ class TestDecideAssets:
     def test_result_is_ordered_by_time(self):
         d = decide_assets({"a": [event(3, T0 + timedelta(1))], "b": [event(2, T0, 2)]}, require="all")
         assert [e["id"] for e in d.result] == [2, 3]
-        assert set(d.result[0]) >= {"id", "uri", "name", "timestamp", "extra", "source_dag_id", "source_task_id",
-                                    "source_run_id"}
+        assert set(d.result[0]) >= {
+            "id",
+            "uri",
+            "name",
+            "timestamp",
+            "extra",
+            "source_dag_id",
+            "source_task_id",
+            "source_run_id",
+        }

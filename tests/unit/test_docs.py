@@ -15,11 +15,11 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from markdown.extensions.toc import slugify
 
@@ -73,8 +73,14 @@ def parse_dag_files(folder: Path, python: Path | None = None) -> dict:
     if python is not None:  # a separate Airflow install: its own throw-away home
         env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW")}
         env.update(AIRFLOW_HOME=str(folder.parent / "airflow-home"), AIRFLOW__CORE__LOAD_EXAMPLES="False")
-    out = subprocess.run([str(python or sys.executable), "-c", script, str(folder)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(python or sys.executable), "-c", script, str(folder)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -94,7 +100,9 @@ class TestPythonExamples:
         airflow2 = ROOT / ".venv-airflow2" / "bin" / "python"
         assert airflow2.exists(), "run `make bootstrap`: the Airflow 2 examples are parsed by .venv-airflow2"
         for version, files in by_version.items():
-            result = parse_dag_files(tmp_path / f"airflow{version}" / "dags", airflow2 if version == "2" else None)
+            result = parse_dag_files(
+                tmp_path / f"airflow{version}" / "dags", airflow2 if version == "2" else None
+            )
             errors = {files[f].name: e.strip().splitlines()[-1] for f, e in result["errors"].items()}
             assert errors == {}, errors
             no_dag = [block.name for file, block in files.items() if not result["dags"].get(file)]
@@ -102,16 +110,21 @@ class TestPythonExamples:
 
     def test_a_wrong_parameter_in_an_example_fails_the_parse(self, tmp_path):
         """The check above can fail: the README's sensor with two run selectors is an import error."""
-        readme_sensor = next(b for b in blocks("python") if b.page.name == "README.md" and "RemoteDagRunSensor(" in b.code)
-        broken = readme_sensor.code.replace('external_dag_id="bears_producer"',
-                                            'external_dag_id="bears_producer", run_id="a", logical_date="b"')
+        readme_sensor = next(
+            b for b in blocks("python") if b.page.name == "README.md" and "RemoteDagRunSensor(" in b.code
+        )
+        broken = readme_sensor.code.replace(
+            'external_dag_id="bears_producer"',
+            'external_dag_id="bears_producer", run_id="a", logical_date="b"',
+        )
         assert broken != readme_sensor.code
         (tmp_path / "dags").mkdir()
         (tmp_path / "dags" / "broken.py").write_text(broken)
         errors = parse_dag_files(tmp_path / "dags")["errors"]
         assert [e.strip().splitlines()[-1] for e in errors.values()] == [
             "ValueError: give at most one of run_id, logical_date, execution_delta, logical_date_fn, latest_after; "
-            "got run_id and logical_date"]
+            "got run_id and logical_date"
+        ]
 
 
 COMMANDS = ("xdep-sensors ", "python -m xdep_sensors ", "make ")
@@ -164,7 +177,7 @@ def headings(page: Path) -> set[str]:
 def page_for(url: str) -> tuple[Path, str]:
     """The docs source page (and anchor) a published URL of the site points to."""
     assert url.startswith(DOCS_URL), url
-    path, _, anchor = url[len(DOCS_URL):].partition("#")
+    path, _, anchor = url[len(DOCS_URL) :].partition("#")
     path = path.strip("/")
     page = DOCS / "index.md" if not path else DOCS / f"{path}.md"
     return page, anchor
@@ -179,7 +192,9 @@ class TestReadmeLinks:
 
     def test_docs_links_land_on_a_page_and_anchor(self):
         text = (ROOT / "README.md").read_text()
-        urls = set(re.findall(r"\]\((https://[^)]+)\)", text)) | set(re.findall(r"(?<!\()(https://\S+?)\*\*", text))
+        urls = set(re.findall(r"\]\((https://[^)]+)\)", text)) | set(
+            re.findall(r"(?<!\()(https://\S+?)\*\*", text)
+        )
         urls |= set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"].values())
         checked = 0
         for url in sorted(u for u in urls if u.startswith(DOCS_URL)):

@@ -10,8 +10,16 @@ from tests.conftest import ROOT
 def test_example_dags_import_without_errors():
     bag = DagBag(str(ROOT / "example_dags"))
     assert bag.import_errors == {}
-    assert {"bears_producer", "bears_report", "load_bears", "bears_bridge", "bears_dashboard",
-            "bears_archive", "bears_consumer", "bears_remediation"} <= set(bag.dag_ids)
+    assert {
+        "bears_producer",
+        "bears_report",
+        "load_bears",
+        "bears_bridge",
+        "bears_dashboard",
+        "bears_archive",
+        "bears_consumer",
+        "bears_remediation",
+    } <= set(bag.dag_ids)
     sensor = bag.dags["bears_report"].get_task("wait_for_bears")
     assert sensor.deferrable and sensor.remote_conn_id == "upstream_airflow"
 

@@ -11,15 +11,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devtools.memory_upstream import T0, MemoryUpstream
-from xdep_sensors.core.listings import latest_asset_event, list_asset_events, open_feed, read_feed
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.core.listings import Listing
 from xdep_sensors.core.feed import OVERLAP, Feed
+from xdep_sensors.core.listings import Listing, latest_asset_event, list_asset_events, open_feed, read_feed
 
 
 def make_client(upstream: MemoryUpstream) -> RemoteAirflowClient:
-    return RemoteAirflowClient(ClientConfig("http://up.test", password="t", api_version=upstream.api),
-                               transport=upstream)  # type: ignore[arg-type]
+    return RemoteAirflowClient(
+        ClientConfig("http://up.test", password="t", api_version=upstream.api), transport=upstream
+    )  # type: ignore[arg-type]
 
 
 def calls(upstream: MemoryUpstream) -> int:
@@ -29,7 +29,6 @@ def calls(upstream: MemoryUpstream) -> int:
 @pytest.fixture(params=["v2", "v1"])
 def upstream(request) -> MemoryUpstream:
     return MemoryUpstream(api=request.param)
-
 
 
 async def warm_asset_feed():
@@ -102,7 +101,9 @@ class TestFeedOnAssetEvents:
             upstream.add_event(1 + i % 7, T0 + timedelta(milliseconds=7 * i + 1))
         listing = Listing("asset_events")
         feed = await open_feed(client, listing, T0)
-        first = await read_feed(client, feed, listing)  # history longer than the page cap: cut, then continued
+        first = await read_feed(
+            client, feed, listing
+        )  # history longer than the page cap: cut, then continued
         assert len(first) == 5000 and feed.behind
         second = await read_feed(client, feed, listing)
         assert len(second) == 200 and not feed.behind
@@ -285,7 +286,11 @@ class TestFeedOnAssetEvents:
         delivered: list[int] = []
         for _ in range(60):
             for _ in range(rng.choice([0, 0, 1, 3, 40, 120, 260])):
-                lag = timedelta(seconds=rng.random() * OVERLAP.total_seconds() * 0.9) if rng.random() < 0.1 else timedelta()
+                lag = (
+                    timedelta(seconds=rng.random() * OVERLAP.total_seconds() * 0.9)
+                    if rng.random() < 0.1
+                    else timedelta()
+                )
                 made.append(upstream.add_event(rng.randint(1, 5), now - lag))
                 if rng.random() < 0.7:
                     now += timedelta(milliseconds=rng.randint(0, 30))
@@ -476,17 +481,27 @@ class TestUnpagedBatch:
 
     async def test_read_once_narrowed_by_end_date_and_never_twice(self):
         def ti(i, end):
-            return {"dag_id": "d", "dag_run_id": f"r{i}", "task_id": "t", "state": "failed", "map_index": -1,
-                    "try_number": 1, "end_date": end.isoformat()}
+            return {
+                "dag_id": "d",
+                "dag_run_id": f"r{i}",
+                "task_id": "t",
+                "state": "failed",
+                "map_index": -1,
+                "try_number": 1,
+                "end_date": end.isoformat(),
+            }
 
         old = [ti(i, T0 - timedelta(days=1, seconds=i)) for i in range(500)]  # history: never read
         upstream = self.Unpaged(old)
-        client = RemoteAirflowClient(ClientConfig("http://up.test", password="t", api_version="v1"),
-                                     transport=upstream)  # type: ignore[arg-type]
+        client = RemoteAirflowClient(
+            ClientConfig("http://up.test", password="t", api_version="v1"), transport=upstream
+        )  # type: ignore[arg-type]
         listing = Listing("ended_task_instances", dag_ids=("d",), states=("failed",))
         from xdep_sensors.core.shared_reads import SharedReads
 
-        feed = await SharedReads._at_head(client, listing)  # where a shared read starts: the window behind now
+        feed = await SharedReads._at_head(
+            client, listing
+        )  # where a shared read starts: the window behind now
         assert await read_feed(client, feed, listing) == []
         lists = [r for r in upstream.requests if r.json is not None]
         assert len(lists) == 1 and "end_date_gte" in lists[0].json
@@ -503,38 +518,82 @@ class TestNullableFields:
     def test_runs_and_task_instances_without_ids_are_skipped(self):
         from xdep_sensors.client.dialects import V1, V2
 
-        runs = V1().parse_dag_runs({"dag_runs": [{"dag_id": "d", "dag_run_id": None, "state": "success"},
-                                                 {"dag_id": "d", "dag_run_id": "r", "state": "success"}],
-                                    "total_entries": 2})
+        runs = V1().parse_dag_runs(
+            {
+                "dag_runs": [
+                    {"dag_id": "d", "dag_run_id": None, "state": "success"},
+                    {"dag_id": "d", "dag_run_id": "r", "state": "success"},
+                ],
+                "total_entries": 2,
+            }
+        )
         assert [r.run_id for r in runs.items] == ["r"] and runs.total == 2
-        tis = V2().parse_task_instances({"task_instances": [
-            {"dag_id": "d", "dag_run_id": "r", "task_id": None}, {"dag_id": "d", "dag_run_id": "r", "task_id": "t"}]})
+        tis = V2().parse_task_instances(
+            {
+                "task_instances": [
+                    {"dag_id": "d", "dag_run_id": "r", "task_id": None},
+                    {"dag_id": "d", "dag_run_id": "r", "task_id": "t"},
+                ]
+            }
+        )
         assert [t.task_id for t in tis.items] == ["t"]
 
     def test_events_without_uri_name_or_id(self):
         from xdep_sensors.client.dialects import V1, V2
 
-        (e,) = V2().parse_asset_events({"asset_events": [{"id": 1, "asset_id": 3, "uri": None, "name": None,
-                                                          "timestamp": T0.isoformat()}]}).items
+        (e,) = (
+            V2()
+            .parse_asset_events(
+                {
+                    "asset_events": [
+                        {"id": 1, "asset_id": 3, "uri": None, "name": None, "timestamp": T0.isoformat()}
+                    ]
+                }
+            )
+            .items
+        )
         assert e.uri == "" and e.name == ""
-        (e1,) = V1().parse_asset_events({"dataset_events": [{"dataset_id": 3, "dataset_uri": "s3://x",
-                                                             "timestamp": T0.isoformat(), "source_run_id": "r"}]}).items
+        (e1,) = (
+            V1()
+            .parse_asset_events(
+                {
+                    "dataset_events": [
+                        {
+                            "dataset_id": 3,
+                            "dataset_uri": "s3://x",
+                            "timestamp": T0.isoformat(),
+                            "source_run_id": "r",
+                        }
+                    ]
+                }
+            )
+            .items
+        )
         assert isinstance(e1.id, str) and "r" in e1.id
 
     def test_finished_runs_without_end_date_are_left_out(self):
         from xdep_sensors.client.dialects import V2
 
         listing = Listing("finished_runs", states=("success",))
-        page = listing.parse(V2(), {"dag_runs": [
-            {"dag_id": "d", "dag_run_id": "a", "state": "success", "end_date": None},
-            {"dag_id": "d", "dag_run_id": "b", "state": "success", "end_date": T0.isoformat()}], "total_entries": 2})
+        page = listing.parse(
+            V2(),
+            {
+                "dag_runs": [
+                    {"dag_id": "d", "dag_run_id": "a", "state": "success", "end_date": None},
+                    {"dag_id": "d", "dag_run_id": "b", "state": "success", "end_date": T0.isoformat()},
+                ],
+                "total_entries": 2,
+            },
+        )
         assert [r.run_id for r in page.items] == ["b"]
 
 
 class TestReaders:
     """The sensors' shared poll and the watchers' shared stream of one connection read one set of feeds."""
 
-    async def test_two_readers_in_any_phase_cost_one_read_per_interval_and_each_gets_every_item_once(self, monkeypatch):
+    async def test_two_readers_in_any_phase_cost_one_read_per_interval_and_each_gets_every_item_once(
+        self, monkeypatch
+    ):
         from xdep_sensors.core import shared_reads as streams
 
         upstream = MemoryUpstream(api="v2")
@@ -558,7 +617,10 @@ class TestReaders:
                     by_target, _ = await reads.read_for(who, client, targets, interval / 2)
                     got[who] += [e.id for items in by_target.values() for e in items]
             reads_made.append(reads.reads_made - reads_before)
-        for who in ("poll", "stream"):  # a handed-over read may be up to half an interval old: the next brings the rest
+        for who in (
+            "poll",
+            "stream",
+        ):  # a handed-over read may be up to half an interval old: the next brings the rest
             clock[0] += interval
             by_target, _ = await reads.read_for(who, client, targets, interval / 2)
             got[who] += [e.id for items in by_target.values() for e in items]
@@ -605,8 +667,13 @@ class TestServerFilters:
         for i in range(3000):
             upstream.add_event(1, T0 + timedelta(seconds=i), source_dag_id="noisy")
         wanted = upstream.add_event(1, T0 + timedelta(seconds=1500, milliseconds=1), source_dag_id="orders")
-        probe = AssetProbe(AssetTarget(assets=[{"uri": "s3://bucket/asset-1", "name": None}], source_dag_id="orders",
-                                       since=T0.isoformat()))
+        probe = AssetProbe(
+            AssetTarget(
+                assets=[{"uri": "s3://bucket/asset-1", "name": None}],
+                source_dag_id="orders",
+                since=T0.isoformat(),
+            )
+        )
         before = calls(upstream)
         decision = await probe(client)
         assert decision.status == "success" and [e["id"] for e in decision.result["events"]] == [wanted]
@@ -626,8 +693,14 @@ class TestServerFilters:
         upstream = MemoryUpstream(api="v2", version=version)
         upstream.assets |= set(range(100))
         client = make_client(upstream)
-        probes = [AssetProbe(AssetTarget(assets=[{"uri": f"s3://bucket/asset-{i % 100}", "name": None}],
-                                         since=T0.isoformat())) for i in range(1000)]
+        probes = [
+            AssetProbe(
+                AssetTarget(
+                    assets=[{"uri": f"s3://bucket/asset-{i % 100}", "name": None}], since=T0.isoformat()
+                )
+            )
+            for i in range(1000)
+        ]
         poller = polling.SharedPoller(client.config, 5, on_empty=lambda: None)
         poller.client = client
         source = poller._needs([polling._Subscriber(p) for p in probes])

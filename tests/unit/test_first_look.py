@@ -11,12 +11,12 @@ import pytest
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
+from xdep_sensors.client import ClientConfig
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core import sources
-from xdep_sensors.client import ClientConfig
-from xdep_sensors.errors import NotFound
 from xdep_sensors.core.probes import DagRunProbe, DagRunTarget, run_id_date
 from xdep_sensors.core.shared_reads import RunChanges
+from xdep_sensors.errors import NotFound
 
 BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
@@ -31,21 +31,30 @@ def dag_json(dag_id):
 
 
 def run_json(dag_id, state="running", run_id=RUN_ID):
-    return {"dag_run_id": run_id, "dag_id": dag_id, "state": state, "logical_date": "2026-11-20T00:00:00+00:00",
-            "run_after": RUN_AFTER.isoformat(), "conf": {}}
+    return {
+        "dag_run_id": run_id,
+        "dag_id": dag_id,
+        "state": state,
+        "logical_date": "2026-11-20T00:00:00+00:00",
+        "run_after": RUN_AFTER.isoformat(),
+        "conf": {},
+    }
 
 
 def mock_dag_listing(m, dag_ids):
     """``GET /api/v2/dags``, 100 per page, as many pages as the client asks for."""
     ids = sorted(dag_ids)
     for offset in range(0, len(ids), 100):
-        m.get(DAGS, payload={"dags": [dag_json(d) for d in ids[offset:offset + 100]], "total_entries": len(ids)})
+        m.get(
+            DAGS,
+            payload={"dags": [dag_json(d) for d in ids[offset : offset + 100]], "total_entries": len(ids)},
+        )
 
 
 def mock_run_batch(m, runs, total=None):
     total = len(runs) if total is None else total
     for offset in range(0, max(len(runs), 1), 100):
-        m.post(str(LIST), payload={"dag_runs": runs[offset:offset + 100], "total_entries": total})
+        m.post(str(LIST), payload={"dag_runs": runs[offset : offset + 100], "total_entries": total})
 
 
 def requests_by_route(m):
@@ -54,8 +63,11 @@ def requests_by_route(m):
         path = url.path
         if path.endswith("/version"):
             continue
-        route = "dags listing" if path == "/api/v2/dags" else ("run batch" if path.endswith("/dagRuns/list")
-                                                                else f"{method} {path}")
+        route = (
+            "dags listing"
+            if path == "/api/v2/dags"
+            else ("run batch" if path.endswith("/dagRuns/list") else f"{method} {path}")
+        )
         counts[route] = counts.get(route, 0) + len(calls)
     return counts
 
@@ -72,14 +84,19 @@ async def first_results(probes):
 
 
 class TestRunIdDate:
-    @pytest.mark.parametrize("run_id, expected", [
-        ("scheduled__2026-11-20T00:00:00+00:00", datetime(2026, 11, 19, 23, 59, 59, tzinfo=timezone.utc)),
-        ("manual__2026-11-20T10:11:12.123456+00:00_AbCdEf12",
-         datetime(2026, 11, 20, 10, 11, 11, 123456, tzinfo=timezone.utc)),
-        ("backfill__2026-11-20T00:00:00", datetime(2026, 11, 19, 23, 59, 59, tzinfo=timezone.utc)),
-        ("my-own-run", None),
-        ("scheduled__not-a-date", None),
-    ])
+    @pytest.mark.parametrize(
+        "run_id, expected",
+        [
+            ("scheduled__2026-11-20T00:00:00+00:00", datetime(2026, 11, 19, 23, 59, 59, tzinfo=timezone.utc)),
+            (
+                "manual__2026-11-20T10:11:12.123456+00:00_AbCdEf12",
+                datetime(2026, 11, 20, 10, 11, 11, 123456, tzinfo=timezone.utc),
+            ),
+            ("backfill__2026-11-20T00:00:00", datetime(2026, 11, 19, 23, 59, 59, tzinfo=timezone.utc)),
+            ("my-own-run", None),
+            ("scheduled__not-a-date", None),
+        ],
+    )
     def test_lower_bound_from_airflow_run_ids(self, run_id, expected):
         assert run_id_date(run_id) == expected
 
@@ -99,22 +116,39 @@ class TestFirstLookCoalesced:
         assert counts == {"dags listing": 10, "run batch": 10}
         assert {r.status for r in results} == {"waiting"}
         assert all("running" in r.message for r in results)
-        assert dict(listing[0].kwargs["params"])["dag_id_pattern"] == "bench_dag_"  # narrowed to the ids' common prefix
+        assert (
+            dict(listing[0].kwargs["params"])["dag_id_pattern"] == "bench_dag_"
+        )  # narrowed to the ids' common prefix
         assert batch["dag_ids"] == sorted(dag_ids)
         assert batch["run_after_gte"] == "2026-11-19T23:59:59+00:00"  # the run id's date bounds the batch
         # the next look needs no first look again: only the runs that ended since (each run is known)
         assert {p.need()[0] for p in probes} == {"finished"}
 
     async def test_waits_on_one_dag_check_it_once(self):
-        probes = [DagRunProbe(DagRunTarget(external_dag_id="producer", logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
-                                          task_ids=["load"])) for d in range(1, 21)]
+        probes = [
+            DagRunProbe(
+                DagRunTarget(
+                    external_dag_id="producer",
+                    logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
+                    task_ids=["load"],
+                )
+            )
+            for d in range(1, 21)
+        ]
         with upstream_mock() as m, instant_sleep():
             m.get(BASE + "/api/v2/dags/producer", payload=dag_json("producer"))
-            m.get(BASE + "/api/v2/dags/producer/tasks", payload={"tasks": [{"task_id": "load"}], "total_entries": 1})
+            m.get(
+                BASE + "/api/v2/dags/producer/tasks",
+                payload={"tasks": [{"task_id": "load"}], "total_entries": 1},
+            )
             mock_run_batch(m, [])
             results = await first_results(probes)
             counts = requests_by_route(m)
-        assert counts == {"GET /api/v2/dags/producer": 1, "GET /api/v2/dags/producer/tasks": 1, "run batch": 1}
+        assert counts == {
+            "GET /api/v2/dags/producer": 1,
+            "GET /api/v2/dags/producer/tasks": 1,
+            "run batch": 1,
+        }
         assert {r.status for r in results} == {"waiting"}
 
     async def test_missing_dag_fails_fast_with_close_matches_others_wait(self):
@@ -122,19 +156,27 @@ class TestFirstLookCoalesced:
         probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
         probes.append(DagRunProbe(DagRunTarget(external_dag_id="sales_O", run_id=RUN_ID)))  # typo of sales_0
         with upstream_mock() as m, instant_sleep():
-            m.get(DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5})  # the narrowed listing
+            m.get(
+                DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5}
+            )  # the narrowed listing
             m.get(BASE + "/api/v2/dags/sales_O", status=404, payload={"detail": "not found"})
-            m.get(DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5})  # all DAGs, for hints
+            m.get(
+                DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5}
+            )  # all DAGs, for hints
             mock_run_batch(m, [run_json(d) for d in dag_ids])
             results = await first_results(probes)
             counts = requests_by_route(m)
         assert [r.status for r in results[:5]] == ["waiting"] * 5
-        assert isinstance(results[5], NotFound) and "sales_O" in str(results[5]) and "sales_0" in results[5].hint
+        assert (
+            isinstance(results[5], NotFound) and "sales_O" in str(results[5]) and "sales_0" in results[5].hint
+        )
         assert counts == {"dags listing": 2, "GET /api/v2/dags/sales_O": 1, "run batch": 1}
 
     async def test_missing_dag_without_check_existence_keeps_waiting(self):
-        probes = [DagRunProbe(DagRunTarget(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
-                  for i in range(3)]
+        probes = [
+            DagRunProbe(DagRunTarget(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
+            for i in range(3)
+        ]
         with upstream_mock() as m, instant_sleep():
             m.get(DAGS, payload={"dags": [], "total_entries": 0})
             for i in range(3):
@@ -149,7 +191,9 @@ class TestFirstLookCoalesced:
         """A listing with more pages than new ids costs one page, then one GET per id."""
         probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in ("a_x", "b_y", "c_z")]
         with upstream_mock() as m, instant_sleep():
-            m.get(DAGS, payload={"dags": [dag_json(f"other_{i}") for i in range(100)], "total_entries": 10_000})
+            m.get(
+                DAGS, payload={"dags": [dag_json(f"other_{i}") for i in range(100)], "total_entries": 10_000}
+            )
             for d in ("a_x", "b_y", "c_z"):
                 m.get(BASE + f"/api/v2/dags/{d}", payload=dag_json(d))
             mock_run_batch(m, [run_json(d) for d in ("a_x", "b_y", "c_z")])
@@ -161,16 +205,23 @@ class TestFirstLookCoalesced:
 
     async def test_run_id_missing_from_the_batch_is_asked_alone_on_the_first_look_only(self):
         """A run id that only looks like Airflow's (its date is not its run's) is still found."""
-        probes = [DagRunProbe(DagRunTarget(external_dag_id=f"d_{i}", run_id="manual__2030-01-01T00:00:00+00:00"))
-                  for i in range(3)]
+        probes = [
+            DagRunProbe(DagRunTarget(external_dag_id=f"d_{i}", run_id="manual__2030-01-01T00:00:00+00:00"))
+            for i in range(3)
+        ]
         with upstream_mock() as m, instant_sleep():
             m.get(DAGS, payload={"dags": [dag_json(f"d_{i}") for i in range(3)], "total_entries": 3})
             mock_run_batch(m, [])
-            m.get(BASE + "/api/v2/dags/d_0/dagRuns/manual__2030-01-01T00%3A00%3A00%2B00%3A00",
-                  payload=run_json("d_0", run_id="manual__2030-01-01T00:00:00+00:00"))
+            m.get(
+                BASE + "/api/v2/dags/d_0/dagRuns/manual__2030-01-01T00%3A00%3A00%2B00%3A00",
+                payload=run_json("d_0", run_id="manual__2030-01-01T00:00:00+00:00"),
+            )
             for i in (1, 2):
-                m.get(BASE + f"/api/v2/dags/d_{i}/dagRuns/manual__2030-01-01T00%3A00%3A00%2B00%3A00",
-                      status=404, payload={"detail": "no run"})
+                m.get(
+                    BASE + f"/api/v2/dags/d_{i}/dagRuns/manual__2030-01-01T00%3A00%3A00%2B00%3A00",
+                    status=404,
+                    payload={"detail": "no run"},
+                )
             results = await first_results(probes)
         assert "running" in results[0].message and "no run" in results[1].message
         assert probes[0].need()[0] == "finished" and probes[1].need()[0] == "run"
@@ -178,7 +229,9 @@ class TestFirstLookCoalesced:
         changes.feeds = ()  # type: ignore[assignment]  # established in an earlier cycle
         source = sources.BatchSource(None, {}, changes, None, set())  # type: ignore[arg-type]
         source._memo[("run-changes",)] = done({})
-        assert await source.run_for(probes[1].watch, probes[1].need(), None) is None  # later looks: the changes only
+        assert (
+            await source.run_for(probes[1].watch, probes[1].need(), None) is None
+        )  # later looks: the changes only
 
 
 def done(value):
@@ -192,16 +245,19 @@ class TestConnectionLookup:
         import json
         from unittest import mock
 
-        from xdep_sensors.hooks import remote_airflow as hook
         from xdep_sensors.hooks import RemoteAirflowHook
+        from xdep_sensors.hooks import remote_airflow as hook
 
         conn = {"conn_type": "remote_airflow", "host": BASE, "password": "t", "extra": {"api_version": "v2"}}
         monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
         readings = iter([0.0] * 50 + [hook.CONFIG_TTL_S + 1] * 10)
         monkeypatch.setattr(hook, "_ttl_clock", lambda: next(readings))
-        with mock.patch.object(RemoteAirflowHook, "aget_config", autospec=True,
-                               side_effect=RemoteAirflowHook.aget_config) as resolve:
-            configs = await asyncio.gather(*(RemoteAirflowHook("upstream").aget_shared_config() for _ in range(50)))
+        with mock.patch.object(
+            RemoteAirflowHook, "aget_config", autospec=True, side_effect=RemoteAirflowHook.aget_config
+        ) as resolve:
+            configs = await asyncio.gather(
+                *(RemoteAirflowHook("upstream").aget_shared_config() for _ in range(50))
+            )
             assert resolve.await_count == 1 and len(set(configs)) == 1
             await RemoteAirflowHook("upstream").aget_shared_config()  # after the TTL: read again
             assert resolve.await_count == 2

@@ -18,8 +18,10 @@ async def test_body_sent_in_pieces_is_read_whole():
     async def listing(request):
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        for start in range(0, len(body), 16384):  # in pieces, with pauses, as a slow upstream or proxy sends it
-            await resp.write(body[start:start + 16384])
+        for start in range(
+            0, len(body), 16384
+        ):  # in pieces, with pauses, as a slow upstream or proxy sends it
+            await resp.write(body[start : start + 16384])
             await asyncio.sleep(0.01)
         await resp.write_eof()
         return resp
@@ -28,8 +30,9 @@ async def test_body_sent_in_pieces_is_read_whole():
     app.router.add_get("/api/v2/version", lambda r: web.json_response({"version": "3.3.2"}))
     app.router.add_get("/api/v2/dags", listing)
     async with TestServer(app, host="127.0.0.1") as server:
-        config = ClientConfig(base_url=str(server.make_url("")).rstrip("/"), password="t", api_version="v2",
-                              conn_id="up")
+        config = ClientConfig(
+            base_url=str(server.make_url("")).rstrip("/"), password="t", api_version="v2", conn_id="up"
+        )
         async with RemoteAirflowClient(config) as client:
             found = await client.list_dags()
     assert [d.dag_id for d in found] == [d["dag_id"] for d in dags]

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from yarl import URL
 
 from tests.conftest import instant_sleep, upstream_mock
+from xdep_sensors.client import ClientConfig
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core import sources
-from xdep_sensors.client import ClientConfig
-from xdep_sensors.errors import UpstreamUnavailable
 from xdep_sensors.core.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
+from xdep_sensors.errors import UpstreamUnavailable
 
 BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
@@ -21,8 +21,14 @@ LIST = URL(BASE + "/api/v2/dags/~/dagRuns/list")
 
 
 def run_json(dag_id, state="running"):
-    return {"dag_run_id": f"scheduled__{T0.date()}", "dag_id": dag_id, "state": state,
-            "logical_date": T0.isoformat(), "run_after": T0.isoformat(), "conf": {}}
+    return {
+        "dag_run_id": f"scheduled__{T0.date()}",
+        "dag_id": dag_id,
+        "state": state,
+        "logical_date": T0.isoformat(),
+        "run_after": T0.isoformat(),
+        "conf": {},
+    }
 
 
 def known_probe(dag_id: str) -> DagRunProbe:
@@ -84,12 +90,15 @@ class TestSharedPoller:
             upstream.add_event(99, T0 - timedelta(hours=1) + timedelta(seconds=i))
         for i in range(0, 40, 2):
             upstream.add_event(i, T0 + timedelta(seconds=i), {"i": i})
-        monkeypatch.setattr(polling, "RemoteAirflowClient", lambda config: RemoteAirflowClient(
-            config, transport=upstream))  # type: ignore[arg-type]
+        monkeypatch.setattr(
+            polling, "RemoteAirflowClient", lambda config: RemoteAirflowClient(config, transport=upstream)
+        )  # type: ignore[arg-type]
 
         def asset_probe(i):
-            watch = AssetTarget(assets=[{"uri": f"file://a{i}", "name": None}],
-                               cursors={f"file://a{i}": {"timestamp": T0.isoformat()}})
+            watch = AssetTarget(
+                assets=[{"uri": f"file://a{i}", "name": None}],
+                cursors={f"file://a{i}": {"timestamp": T0.isoformat()}},
+            )
             probe = AssetProbe(watch)
             probe.ids = {f"file://a{i}": i}
             return probe
@@ -143,12 +152,20 @@ class TestKnownRuns:
             first = sources.BatchSource(client, {}, changes, None, set())
             await first.prefetch()
             assert changes.fresh  # the feeds start here: each wait asks for its run once, exactly
-            assert {(await p.step(first)).message for p in probes[:3]} >= {f"dag_0 run scheduled__{T0.date()}: running"}
+            assert {(await p.step(first)).message for p in probes[:3]} >= {
+                f"dag_0 run scheduled__{T0.date()}: running"
+            }
             for p in probes[3:]:
                 await p.step(first)
             before = sum(upstream.requests.values())
-            upstream.put_run("dag_7", f"scheduled__{T0.date()}", "success", logical_date=T0, start=T0,
-                             end=datetime.now(timezone.utc))
+            upstream.put_run(
+                "dag_7",
+                f"scheduled__{T0.date()}",
+                "success",
+                logical_date=T0,
+                start=T0,
+                end=datetime.now(timezone.utc),
+            )
             second = sources.BatchSource(client, {}, changes, None, set())
             await second.prefetch()
             results = [p.unchanged(second) or await p.step(second) for p in probes]
@@ -186,12 +203,20 @@ class TestSubscriberMailbox:
 
         from xdep_sensors.triggers import RemoteDagRunTrigger
 
-        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="dag_1", run_id="r1",
-                                      poke_interval=60, timeout_at=time.time() + 0.05)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id="upstream",
+            external_dag_id="dag_1",
+            run_id="r1",
+            poke_interval=60,
+            timeout_at=time.time() + 0.05,
+        )
         with upstream_mock() as m:
             m.get(str(URL(BASE + "/api/v2/dags/dag_1")), payload={"dag_id": "dag_1"}, repeat=True)
-            m.get(str(URL(BASE + "/api/v2/dags/dag_1/dagRuns/r1")), payload=run_json("dag_1") | {"dag_run_id": "r1"},
-                  repeat=True)
+            m.get(
+                str(URL(BASE + "/api/v2/dags/dag_1/dagRuns/r1")),
+                payload=run_json("dag_1") | {"dag_run_id": "r1"},
+                repeat=True,
+            )
             event = await asyncio.wait_for(trigger.run().__anext__(), 30)
         assert event.payload["status"] == "timeout"
 
@@ -215,8 +240,14 @@ class TestSubscriberMailbox:
             quiet = sources.BatchSource(client, {}, changes, None, set())
             await quiet.prefetch()
             assert [p.unchanged(quiet) for p in probes] == first  # the same decision objects
-            upstream.put_run("dag_3", f"scheduled__{T0.date()}", "success", logical_date=T0, start=T0,
-                             end=datetime.now(timezone.utc))
+            upstream.put_run(
+                "dag_3",
+                f"scheduled__{T0.date()}",
+                "success",
+                logical_date=T0,
+                start=T0,
+                end=datetime.now(timezone.utc),
+            )
             ended = sources.BatchSource(client, {}, changes, None, set())
             await ended.prefetch()
             again = [p.unchanged(ended) for p in probes]

@@ -15,8 +15,8 @@ from unittest import mock
 import pytest
 
 from devtools.memory_upstream import MemoryUpstream
-from xdep_sensors.core import poller as polling
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
+from xdep_sensors.core import poller as polling
 from xdep_sensors.core.probes import DagRunProbe, DagRunTarget
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -35,8 +35,14 @@ def upstream(request) -> MemoryUpstream:
     up = MemoryUpstream(api=request.param)
     for i in range(HISTORY):
         end = NOW - timedelta(seconds=30 * (HISTORY - 1 - i))
-        up.put_run(DAG, f"ok_{i}", "success", logical_date=end - timedelta(minutes=1), start=end - timedelta(seconds=20),
-                   end=end)
+        up.put_run(
+            DAG,
+            f"ok_{i}",
+            "success",
+            logical_date=end - timedelta(minutes=1),
+            start=end - timedelta(seconds=20),
+            end=end,
+        )
     return up
 
 
@@ -70,7 +76,10 @@ class Poll:
             await real_sleep(0)
 
         seen = []
-        with mock.patch.object(polling, "RemoteAirflowClient", self.client), mock.patch("asyncio.sleep", sleep):
+        with (
+            mock.patch.object(polling, "RemoteAirflowClient", self.client),
+            mock.patch("asyncio.sleep", sleep),
+        ):
             async with contextlib.AsyncExitStack() as stack:
                 for other in others:
                     await stack.enter_async_context(self.poller.subscribe(other))
@@ -82,7 +91,9 @@ class Poll:
                     seen.append(outcome)
                     if until(outcome):
                         return seen
-        raise AssertionError(f"no outcome met the condition in {MAX_CYCLES} cycles: {[d.message for d in seen[-3:]]}")
+        raise AssertionError(
+            f"no outcome met the condition in {MAX_CYCLES} cycles: {[d.message for d in seen[-3:]]}"
+        )
 
 
 class TestOldRun:
@@ -99,7 +110,10 @@ class TestOldRun:
         if selector == "run_id":
             watch, expected = DagRunTarget(DAG, run_id="ok_3"), "ok_3"
         else:  # the newest run at or after a bound: here the newest of all
-            watch, expected = DagRunTarget(DAG, latest_after=oldest_logical_date().isoformat()), f"ok_{HISTORY - 1}"
+            watch, expected = (
+                DagRunTarget(DAG, latest_after=oldest_logical_date().isoformat()),
+                f"ok_{HISTORY - 1}",
+            )
         seen = await Poll(upstream).outcomes(DagRunProbe(watch), until=lambda d: d.done)
         assert len(seen) == 1 and seen[0].result["run_id"] == expected
         assert calls(upstream) <= 10, upstream.requests
@@ -107,8 +121,9 @@ class TestOldRun:
 
 class TestMissingRun:
     @pytest.mark.parametrize("start_at", [1, 6], ids=["before-the-change-feeds-start", "later"])
-    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(self, upstream,
-                                                                                               start_at):
+    async def test_a_bound_before_the_history_costs_little_and_a_backfill_fires_within_two_polls(
+        self, upstream, start_at
+    ):
         """A run that does not exist yet, whose logical date lies before 5,200 runs: then it is backfilled.
 
         Started right after the first look (before the change feeds read anything), or later.
@@ -118,17 +133,31 @@ class TestMissingRun:
 
         def on_cycle(n):
             if n == start_at:  # the backfill starts: a run with an old logical date, started now
-                upstream.put_run(DAG, "backfill_1", "running", logical_date=wanted, run_after=wanted,
-                                 start=datetime.now(timezone.utc))
+                upstream.put_run(
+                    DAG,
+                    "backfill_1",
+                    "running",
+                    logical_date=wanted,
+                    run_after=wanted,
+                    start=datetime.now(timezone.utc),
+                )
                 marks["started"] = n
             if n == start_at + 3:
-                upstream.put_run(DAG, "backfill_1", "success", logical_date=wanted, run_after=wanted,
-                                 start=datetime.now(timezone.utc) - timedelta(seconds=1), end=datetime.now(timezone.utc))
+                upstream.put_run(
+                    DAG,
+                    "backfill_1",
+                    "success",
+                    logical_date=wanted,
+                    run_after=wanted,
+                    start=datetime.now(timezone.utc) - timedelta(seconds=1),
+                    end=datetime.now(timezone.utc),
+                )
                 marks["ended"] = n
 
         poll = Poll(upstream, on_cycle)
-        seen = await poll.outcomes(DagRunProbe(DagRunTarget(DAG, logical_date=wanted.isoformat())),
-                                   until=lambda d: d.done)
+        seen = await poll.outcomes(
+            DagRunProbe(DagRunTarget(DAG, logical_date=wanted.isoformat())), until=lambda d: d.done
+        )
         waiting = [d for d in seen if d.status == "waiting"]
         running = [i for i, d in enumerate(seen) if "backfill_1: running" in d.message]
         assert waiting[0].message.endswith("no run for logical date " + wanted.isoformat() + " yet")
@@ -150,8 +179,9 @@ class TestMissingRun:
                 upstream.put_run("dag_7", "manual__7", "success", logical_date=now, start=now, end=now)
 
         poll = Poll(upstream, on_cycle)
-        seen = await poll.outcomes(DagRunProbe(DagRunTarget("dag_7", run_id="manual__7")), until=lambda d: d.done,
-                                   others=others)
+        seen = await poll.outcomes(
+            DagRunProbe(DagRunTarget("dag_7", run_id="manual__7")), until=lambda d: d.done, others=others
+        )
         assert seen[-1].result["run_id"] == "manual__7" and len(seen) - 5 <= 2
         # the first look: the change feeds start (2 requests each), a DAG listing, one page of newest runs,
         # one exact lookup per run id the page does not show; then two requests a poll, whatever the waits

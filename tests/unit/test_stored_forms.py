@@ -34,9 +34,13 @@ def _classpaths(obj: Any) -> list[str]:
 
 
 class TestTriggerRows:
-    @pytest.mark.parametrize(("classpath", "kwargs"), STORED["triggers"], ids=[r[0] for r in STORED["triggers"]])
+    @pytest.mark.parametrize(
+        ("classpath", "kwargs"), STORED["triggers"], ids=[r[0] for r in STORED["triggers"]]
+    )
     def test_a_stored_trigger_loads_and_serializes_under_its_public_classpath(self, classpath, kwargs):
-        trigger = import_string(classpath)(**kwargs)  # what the triggerer does with a row of the trigger table
+        trigger = import_string(classpath)(
+            **kwargs
+        )  # what the triggerer does with a row of the trigger table
         new_classpath, new_kwargs = trigger.serialize()
         assert new_classpath == f"xdep_sensors.triggers.{classpath.rsplit('.', 1)[1]}"
         assert new_kwargs == kwargs
@@ -56,8 +60,11 @@ class TestTriggerRows:
 class TestSerializedDags:
     def test_every_classpath_a_stored_dag_names_imports(self):
         paths = sorted({c for dag in STORED["serialized_dags"] for c in _classpaths(dag)})
-        assert paths == ["xdep_sensors.triggers.RemoteAssetTrigger", "xdep_sensors.triggers.RemoteDagRunTrigger",
-                         "xdep_sensors.watchers.RemoteAssetEventTrigger"]
+        assert paths == [
+            "xdep_sensors.triggers.RemoteAssetTrigger",
+            "xdep_sensors.triggers.RemoteDagRunTrigger",
+            "xdep_sensors.watchers.RemoteAssetEventTrigger",
+        ]
         for path in paths:
             assert import_string(path).__name__ == path.rsplit(".", 1)[1]
 
@@ -70,7 +77,10 @@ class TestSerializedDags:
     def test_the_page_reads_the_stored_sensors(self):
         data = STORED["serialized_dags"][0]
         found = sensor_dependencies([(data["dag"]["dag_id"], data)])
-        assert sorted((d["task_id"], d["kind"]) for d in found) == [("wait_asset", "asset_sensor"), ("wait_run", "dag_run_sensor")]
+        assert sorted((d["task_id"], d["kind"]) for d in found) == [
+            ("wait_asset", "asset_sensor"),
+            ("wait_run", "dag_run_sensor"),
+        ]
 
     def test_the_page_reads_the_old_task_module_without_the_new_field(self):
         """Serialized before ``xdep_dependency`` existed: the page matches ``_task_module`` (old or new)."""
@@ -84,20 +94,38 @@ class TestSerializedDags:
 
 
 class TestOldModulePaths:
-    @pytest.mark.parametrize(("module", "names"), [
-        ("xdep_sensors.hook", ["RemoteAirflowHook"]),
-        ("xdep_sensors.sensors", ["RemoteDagRunSensor", "RemoteAssetSensor"]),
-        ("xdep_sensors.triggers", ["RemoteDagRunTrigger", "RemoteAssetTrigger", "RemoteAssetEventTrigger",
-                                   "RemoteDagRunEventTrigger", "RemoteTaskInstanceEventTrigger",
-                                   "RemoteDagRunDurationTrigger", "RemoteDagRunDeadlineTrigger"]),
-        ("xdep_sensors.watchers", ["RemoteAssetEventTrigger", "RemoteDagRunEventTrigger"]),
-        ("xdep_sensors.alerts", ["RemoteTaskInstanceEventTrigger", "RemoteDagRunDurationTrigger",
-                                 "RemoteDagRunDeadlineTrigger"]),
-        ("xdep_sensors.durable", ["TriggerState", "CursorStore", "Cursor"]),
-        ("xdep_sensors.links", ["UpstreamRunLink", "UpstreamAssetLink"]),
-        ("xdep_sensors.plugin", ["XdepSensorsPlugin"]),
-        ("xdep_sensors", ["RemoteAirflowHook", "RemoteDagRunSensor", "RemoteAssetSensor", "__version__"]),
-    ])
+    @pytest.mark.parametrize(
+        ("module", "names"),
+        [
+            ("xdep_sensors.hook", ["RemoteAirflowHook"]),
+            ("xdep_sensors.sensors", ["RemoteDagRunSensor", "RemoteAssetSensor"]),
+            (
+                "xdep_sensors.triggers",
+                [
+                    "RemoteDagRunTrigger",
+                    "RemoteAssetTrigger",
+                    "RemoteAssetEventTrigger",
+                    "RemoteDagRunEventTrigger",
+                    "RemoteTaskInstanceEventTrigger",
+                    "RemoteDagRunDurationTrigger",
+                    "RemoteDagRunDeadlineTrigger",
+                ],
+            ),
+            ("xdep_sensors.watchers", ["RemoteAssetEventTrigger", "RemoteDagRunEventTrigger"]),
+            (
+                "xdep_sensors.alerts",
+                [
+                    "RemoteTaskInstanceEventTrigger",
+                    "RemoteDagRunDurationTrigger",
+                    "RemoteDagRunDeadlineTrigger",
+                ],
+            ),
+            ("xdep_sensors.durable", ["TriggerState", "CursorStore", "Cursor"]),
+            ("xdep_sensors.links", ["UpstreamRunLink", "UpstreamAssetLink"]),
+            ("xdep_sensors.plugin", ["XdepSensorsPlugin"]),
+            ("xdep_sensors", ["RemoteAirflowHook", "RemoteDagRunSensor", "RemoteAssetSensor", "__version__"]),
+        ],
+    )
     def test_names_keep_importing(self, module, names):
         loaded = importlib.import_module(module)
         for name in names:
@@ -106,13 +134,21 @@ class TestOldModulePaths:
 
 class TestEntryPoints:
     def _entry_point(self, group: str, name: str) -> importlib.metadata.EntryPoint:
-        (found,) = [ep for ep in importlib.metadata.entry_points(group=group)
-                    if ep.name == name and ep.value.startswith("xdep_sensors")]
+        (found,) = [
+            ep
+            for ep in importlib.metadata.entry_points(group=group)
+            if ep.name == name and ep.value.startswith("xdep_sensors")
+        ]
         return found
 
     def test_provider_info_names_importable_modules_and_classes(self):
         info = self._entry_point("apache_airflow_provider", "provider_info").load()()
-        modules = [m for key in ("hooks", "sensors", "triggers") for group in info[key] for m in group["python-modules"]]
+        modules = [
+            m
+            for key in ("hooks", "sensors", "triggers")
+            for group in info[key]
+            for m in group["python-modules"]
+        ]
         for module in modules:
             importlib.import_module(module)
         classes = info["extra-links"] + [c["hook-class-name"] for c in info["connection-types"]]

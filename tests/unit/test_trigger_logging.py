@@ -10,8 +10,8 @@ import logging
 import pytest
 
 from tests.conftest import instant_sleep
-from xdep_sensors.core import poller as polling
 from xdep_sensors.client import ClientConfig
+from xdep_sensors.core import poller as polling
 from xdep_sensors.core.decisions import Decision
 from xdep_sensors.triggers import RemoteDagRunTrigger
 
@@ -39,8 +39,9 @@ class Script:
         for message in messages:
             same = self.decisions and self.decisions[-1].message == message
             status = "success" if message.endswith("success") else "waiting"
-            self.decisions.append(self.decisions[-1] if same else Decision(status, message, {} if status != "waiting"
-                                                                           else None))
+            self.decisions.append(
+                self.decisions[-1] if same else Decision(status, message, {} if status != "waiting" else None)
+            )
         self.looks = 0
 
     def need(self):
@@ -70,7 +71,11 @@ class TestSharedPollHandsOver:
     async def test_only_changes(self):
         with instant_sleep():
             out = await delivered(Script(VIEWS))
-        assert [d.message for d in out] == ["p: running, 1/3 tasks done", "p: running, 2/3 tasks done", "p -> success"]
+        assert [d.message for d in out] == [
+            "p: running, 1/3 tasks done",
+            "p: running, 2/3 tasks done",
+            "p -> success",
+        ]
 
     async def test_every_look_when_the_trigger_logs_debug(self):
         with instant_sleep():
@@ -78,18 +83,24 @@ class TestSharedPollHandsOver:
         assert len(out) == len(VIEWS)
 
     async def test_unchanged_view_again_after_the_heartbeat_period(self, monkeypatch):
-        fake_clock(monkeypatch, [0.0, 100.0, polling.HEARTBEAT_S + 1, polling.HEARTBEAT_S + 2, 1300.0, 1400.0])
+        fake_clock(
+            monkeypatch, [0.0, 100.0, polling.HEARTBEAT_S + 1, polling.HEARTBEAT_S + 2, 1300.0, 1400.0]
+        )
         with instant_sleep():
             out = await delivered(Script(VIEWS))
         # looks at t=0, 100, 601 (heartbeat: the 1/3 view again), 602 (2/3: changed), 1300, 1400 (success)
-        assert [d.message for d in out] == ["p: running, 1/3 tasks done"] * 2 + ["p: running, 2/3 tasks done",
-                                                                              "p -> success"]
+        assert [d.message for d in out] == ["p: running, 1/3 tasks done"] * 2 + [
+            "p: running, 2/3 tasks done",
+            "p -> success",
+        ]
 
 
 class TestTriggerLogsChanges:
     async def run_trigger(self, monkeypatch, caplog, views, shared=False):
         monkeypatch.setattr(polling, "SHARED_POLLING", shared)
-        trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="p", run_id="r1", poke_interval=5)
+        trigger = RemoteDagRunTrigger(
+            remote_conn_id="upstream", external_dag_id="p", run_id="r1", poke_interval=5
+        )
         logger = logging.getLogger("test.xdep.trigger")
         logger.setLevel(logging.DEBUG)
         trigger._log = logger
@@ -104,9 +115,13 @@ class TestTriggerLogsChanges:
         fake_clock(monkeypatch, [0.0])
         lines = await self.run_trigger(monkeypatch, caplog, VIEWS)
         assert [m for level, m in lines if level == "INFO"] == [
-            "p: running, 1/3 tasks done", "p: running, 2/3 tasks done", "p -> success"]
+            "p: running, 1/3 tasks done",
+            "p: running, 2/3 tasks done",
+            "p -> success",
+        ]
         assert [m for level, m in lines if level == "DEBUG"] == ["p: running, 1/3 tasks done"] * 2 + [
-            "p: running, 2/3 tasks done"]
+            "p: running, 2/3 tasks done"
+        ]
 
     async def test_heartbeat_while_nothing_changes(self, monkeypatch, caplog):
         fake_clock(monkeypatch, [0.0, 300.0, 650.0, 700.0, 1300.0, 1301.0])
@@ -135,6 +150,7 @@ def test_triggers_of_a_class_share_one_logger_under_airflows_name():
     asset = RemoteAssetTrigger(remote_conn_id="u", assets=[{"uri": "s3://b/k"}])
     assert asset.log is not first.log
     assert asset.log._logger_factory_args == ("xdep_sensors.triggers.RemoteAssetTrigger",)
+
     class Mine(RemoteDagRunTrigger):  # a user's subclass logs under its own name, not its parent's
         pass
 

@@ -32,7 +32,10 @@ def test_check_compares_the_page_with_this_runs_results(tmp_path, capsys):
 
 
 def test_the_table_renders_what_was_proved():
-    table = versions_table.render({"2.9.3": {"upstream": ["task_failure_alert"]},
-                                   "3.3.2": {"downstream": ["watcher:asset_event"]}})
-    assert table.splitlines()[2:] == ["| 2.9.3 | v1 | task-failure alert | — |",
-                                      "| 3.3.2 | v2 | — | watcher (triggerer) |"]
+    table = versions_table.render(
+        {"2.9.3": {"upstream": ["task_failure_alert"]}, "3.3.2": {"downstream": ["watcher:asset_event"]}}
+    )
+    assert table.splitlines()[2:] == [
+        "| 2.9.3 | v1 | task-failure alert | — |",
+        "| 3.3.2 | v2 | — | watcher (triggerer) |",
+    ]

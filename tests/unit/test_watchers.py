@@ -8,10 +8,9 @@ from datetime import datetime, timedelta, timezone
 from unittest import mock
 
 import pytest
+from airflow.triggers.base import BaseEventTrigger
 
 from tests.conftest import MemoryStateStore, next_or_quiet
-
-from airflow.triggers.base import BaseEventTrigger
 from xdep_sensors.client import AssetEvent, DagRun
 from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger
 from xdep_sensors.triggers.watchers import SUBSCRIBERS
@@ -34,7 +33,9 @@ def event(i, ts, uri="file://bears", **extra):
 
 
 def asset_trigger(**kwargs):
-    return RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri="file://bears", poll_interval=5, **kwargs)
+    return RemoteAssetEventTrigger(
+        remote_conn_id="upstream", asset_uri="file://bears", poll_interval=5, **kwargs
+    )
 
 
 async def loaded(store):
@@ -63,9 +64,17 @@ class TestSerialization:
     @pytest.mark.parametrize(
         ("cls", "kwargs", "match"),
         [
-            (RemoteAssetEventTrigger, {"asset_uri": "a", "asset_name": "b"}, "exactly one of asset_uri, asset_name"),
+            (
+                RemoteAssetEventTrigger,
+                {"asset_uri": "a", "asset_name": "b"},
+                "exactly one of asset_uri, asset_name",
+            ),
             (RemoteAssetEventTrigger, {}, "exactly one of asset_uri, asset_name"),
-            (RemoteAssetEventTrigger, {"asset_uri": "a", "poll_interval": 0}, "poll_interval must be a positive"),
+            (
+                RemoteAssetEventTrigger,
+                {"asset_uri": "a", "poll_interval": 0},
+                "poll_interval must be a positive",
+            ),
             (RemoteDagRunEventTrigger, {"external_dag_id": "d", "states": ["running"]}, "states must be"),
             (RemoteDagRunEventTrigger, {"external_dag_id": ""}, "external_dag_id"),
         ],
@@ -87,7 +96,9 @@ class TestCursorPersistence:
         t.asset_state_store = FakeStore()
         await t.load_cursor()
         stored = t.asset_state_store.data["xdep_sensors:assets:upstream:file://bears"]
-        assert abs(datetime.fromisoformat(stored["timestamp"]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
+        assert abs(datetime.fromisoformat(stored["timestamp"]) - datetime.now(timezone.utc)) < timedelta(
+            seconds=5
+        )
 
     async def test_without_an_asset_state_store_state_goes_to_a_variable(self, monkeypatch):
         """Airflow < 3.3 injects no asset state store: the state lives in an Airflow Variable (real
@@ -173,9 +184,11 @@ class TestCursorPersistence:
         t.asset_state_store = FakeStore()
         await t.load_cursor()
         end = datetime.now(timezone.utc) + timedelta(seconds=1)
-        runs = [DagRun("producer", "r1", "failed", None, end, end_date=end),
-                DagRun("producer", "r2", "success", None, end, end_date=end),
-                DagRun("other", "r3", "failed", None, end, end_date=end)]
+        runs = [
+            DagRun("producer", "r1", "failed", None, end, end_date=end),
+            DagRun("producer", "r2", "success", None, end, end_date=end),
+            DagRun("other", "r3", "failed", None, end, end_date=end),
+        ]
         fired = [e.payload["run"]["run_id"] async for e in t.emit(runs, BASE)]
         assert fired == ["r1"]
 
@@ -207,7 +220,9 @@ class TestPolling:
         for i in range(5200):
             upstream.add_event(1, now - timedelta(minutes=30) + timedelta(milliseconds=300 * i))
         upstream.assets.add(2)
-        t = RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri="s3://bucket/asset-2", poll_interval=5)
+        t = RemoteAssetEventTrigger(
+            remote_conn_id="upstream", asset_uri="s3://bucket/asset-2", poll_interval=5
+        )
         t.asset_state_store = FakeStore()
         polls = []
 
@@ -227,12 +242,15 @@ class TestPolling:
         """A restarted watcher starts from its stored read position: nothing lost, nothing twice."""
         store = FakeStore()
         now = datetime.now(timezone.utc)
-        t = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="hourly", states=["failed"],
-                                     poll_interval=5)
+        t = RemoteDagRunEventTrigger(
+            remote_conn_id="upstream", external_dag_id="hourly", states=["failed"], poll_interval=5
+        )
         t.asset_state_store = store
         await store.aset(t._state_key, {"timestamp": (now - timedelta(hours=1)).isoformat()})
         for i in range(3000):  # a busy DAG that always succeeds: the failed-runs watcher reads past them
-            upstream.add_run("hourly", f"ok_{i}", "success", now - timedelta(hours=1) + timedelta(seconds=1.2 * i))
+            upstream.add_run(
+                "hourly", f"ok_{i}", "success", now - timedelta(hours=1) + timedelta(seconds=1.2 * i)
+            )
         upstream.add_run("hourly", "bad_1", "failed", now - timedelta(seconds=1))
         with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
             gen = t.run()
@@ -240,15 +258,20 @@ class TestPolling:
             # the triggerer resumes the watcher (handover complete); its next polls find nothing new
             assert await next_or_quiet(gen, lambda: sleep.await_count) is None
         assert first.payload["run"]["run_id"] == "bad_1"
-        upstream.add_run("hourly", "bad_2", "failed", now + timedelta(seconds=5))  # while the triggerer is down
-        t2 = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="hourly", states=["failed"],
-                                      poll_interval=5)
+        upstream.add_run(
+            "hourly", "bad_2", "failed", now + timedelta(seconds=5)
+        )  # while the triggerer is down
+        t2 = RemoteDagRunEventTrigger(
+            remote_conn_id="upstream", external_dag_id="hourly", states=["failed"], poll_interval=5
+        )
         t2.asset_state_store = store
         before = upstream.requests["/api/v2/dags/~/dagRuns/list"]
         with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
             second = await asyncio.wait_for(t2.run().__anext__(), 10)
         assert second.payload["run"]["run_id"] == "bad_2"  # bad_1 is not repeated
-        assert upstream.requests["/api/v2/dags/~/dagRuns/list"] - before <= 2  # from the read mark, not from bad_1
+        assert (
+            upstream.requests["/api/v2/dags/~/dagRuns/list"] - before <= 2
+        )  # from the read mark, not from bad_1
 
     async def test_shared_stream_serves_watchers_after_their_catch_up(self, upstream):
         """Two asset watchers on one shared read; a busy third asset costs them pages of new items only."""
@@ -257,8 +280,12 @@ class TestPolling:
             upstream.add_event(1, now - timedelta(minutes=20) + timedelta(milliseconds=500 * i))
         upstream.assets |= {2, 3}
         before_start = upstream.add_event(2, now - timedelta(seconds=1))  # stored cursor below: a restart
-        watchers = [RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri=f"s3://bucket/asset-{a}",
-                                            poll_interval=5) for a in (2, 3)]
+        watchers = [
+            RemoteAssetEventTrigger(
+                remote_conn_id="upstream", asset_uri=f"s3://bucket/asset-{a}", poll_interval=5
+            )
+            for a in (2, 3)
+        ]
         store = FakeStore()
         for w in watchers:
             w.asset_state_store = store
@@ -289,6 +316,7 @@ class TestPolling:
             async def batches():
                 while (b := await queues[i].get()) is not None:
                     yield b
+
             async for event in watchers[i].filter_shared_stream(batches()):
                 fired[i].append(event.payload["event"]["id"])
 
@@ -305,11 +333,11 @@ class TestOneReadForSensorsAndWatchers:
         """In one triggerer, deferred asset sensors and asset watchers on one connection: one events
         listing per interval for both, and every consumer gets every new event once."""
         from devtools.memory_upstream import MemoryUpstream
+        from xdep_sensors.client import RemoteAirflowClient
         from xdep_sensors.core import poller as polling
         from xdep_sensors.core import shared_reads as streams
-        from xdep_sensors.client import RemoteAirflowClient
-        from xdep_sensors.hooks import RemoteAirflowHook
         from xdep_sensors.core.probes import AssetProbe, AssetTarget
+        from xdep_sensors.hooks import RemoteAirflowHook
 
         up = MemoryUpstream(api="v2")
         clients: dict = {}
@@ -330,12 +358,21 @@ class TestOneReadForSensorsAndWatchers:
         poller.client = clients["c"]
 
         def sensor(a: int) -> polling._Subscriber:
-            return polling._Subscriber(AssetProbe(AssetTarget(
-                assets=[{"uri": f"s3://bucket/asset-{a}", "name": None}], since=start.isoformat())))
+            return polling._Subscriber(
+                AssetProbe(
+                    AssetTarget(
+                        assets=[{"uri": f"s3://bucket/asset-{a}", "name": None}], since=start.isoformat()
+                    )
+                )
+            )
 
         subs = [sensor(a) for a in assets]
-        watchers = [RemoteAssetEventTrigger(remote_conn_id="upstream", asset_uri=f"s3://bucket/asset-{a}",
-                                            poll_interval=5) for a in assets]
+        watchers = [
+            RemoteAssetEventTrigger(
+                remote_conn_id="upstream", asset_uri=f"s3://bucket/asset-{a}", poll_interval=5
+            )
+            for a in assets
+        ]
         store = FakeStore()
         for w in watchers:
             w.asset_state_store = store
@@ -347,6 +384,7 @@ class TestOneReadForSensorsAndWatchers:
             async def batches():
                 while (b := await queues[i].get()) is not None:
                     yield b
+
             async for e in watchers[i].filter_shared_stream(batches()):
                 got.setdefault(f"w{i}", []).append(e.payload["event"]["id"])
 
@@ -364,8 +402,13 @@ class TestOneReadForSensorsAndWatchers:
                 for i, decision in enumerate(await asyncio.gather(*(s.probe.step(source) for s in subs))):
                     if decision.status == "success":
                         got.setdefault(f"s{i}", []).extend(e["id"] for e in decision.result["events"])
-                        subs[i] = polling._Subscriber(AssetProbe(AssetTarget(
-                            assets=subs[i].probe.watch.assets, cursors=decision.result["cursors"])))
+                        subs[i] = polling._Subscriber(
+                            AssetProbe(
+                                AssetTarget(
+                                    assets=subs[i].probe.watch.assets, cursors=decision.result["cursors"]
+                                )
+                            )
+                        )
                 batch = await stream.__anext__()
                 for q in queues:
                     q.put_nowait(batch)

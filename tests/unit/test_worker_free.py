@@ -20,9 +20,9 @@ from airflow.sdk import Asset
 from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
+from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunTrigger
 from xdep_sensors.triggers import state as durable
 from xdep_sensors.triggers import waits as triggers_module
-from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunTrigger
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 URL = "http://up.test:8080/dags/producer/runs/r1"
@@ -38,13 +38,15 @@ def run_trigger(**kwargs):
 def airflow_at(monkeypatch):
     def at(*version):
         monkeypatch.setattr(triggers_module, "airflow_version", lambda: version)
+
     return at
 
 
 class TestTheTriggerEndsTheTask:
     async def test_success_carries_the_xcom_return_value_and_the_link(self):
         event = await run_trigger(end_from_trigger=True)._end(
-            {"status": "success", "message": "producer run r1: success", "result": RUN_RESULT})
+            {"status": "success", "message": "producer run r1: success", "result": RUN_RESULT}
+        )
         assert isinstance(event, TaskSuccessEvent)
         assert event.xcoms == {"return_value": RUN_RESULT, "_link_UpstreamRunLink": URL}
 
@@ -64,28 +66,42 @@ class TestTheTriggerEndsTheTask:
     @pytest.mark.parametrize("status", ["failed", "error"])
     async def test_a_failure_with_soft_fail_skips(self, status):
         event = await run_trigger(end_from_trigger=True, soft_fail=True, retries=3)._end(
-            {"status": status, "message": "m"})
+            {"status": status, "message": "m"}
+        )
         assert isinstance(event, TaskSkippedEvent)
 
     @pytest.mark.parametrize("version", [(3, 0, 6), (3, 3, 2)])
-    async def test_a_failure_without_retries_fails_here_and_logs_the_workers_message(self, airflow_at, version, caplog):
+    async def test_a_failure_without_retries_fails_here_and_logs_the_workers_message(
+        self, airflow_at, version, caplog
+    ):
         airflow_at(*version)
         trigger = run_trigger(end_from_trigger=True)
         trigger._log = logging.getLogger("test.xdep.worker_free")  # a plain logger caplog sees
         with caplog.at_level("ERROR", logger="test.xdep.worker_free"):
-            event = await trigger._end({"status": "failed", "message": "producer run r1: failed",
-                                        "result": {**RUN_RESULT, "state": "failed"}})
+            event = await trigger._end(
+                {
+                    "status": "failed",
+                    "message": "producer run r1: failed",
+                    "result": {**RUN_RESULT, "state": "failed"},
+                }
+            )
         assert isinstance(event, TaskFailedEvent)
         assert f"upstream failed: producer run r1: failed ({URL})" in caplog.text
 
-    @pytest.mark.parametrize(("version", "status", "ends_here"), [
-        # failed_states fail without retry on a worker: Airflow 3.3 would retry a TaskFailedEvent
-        ((3, 3, 2), "failed", False), ((3, 2, 2), "failed", True),
-        # an error (wrong token, unknown DAG) is retried on a worker: Airflow below 3.3 would not retry it
-        ((3, 3, 2), "error", True), ((3, 2, 2), "error", False),
-    ])
-    async def test_with_retries_a_failure_ends_where_it_is_retried_as_on_a_worker(self, airflow_at, version, status,
-                                                                                  ends_here):
+    @pytest.mark.parametrize(
+        ("version", "status", "ends_here"),
+        [
+            # failed_states fail without retry on a worker: Airflow 3.3 would retry a TaskFailedEvent
+            ((3, 3, 2), "failed", False),
+            ((3, 2, 2), "failed", True),
+            # an error (wrong token, unknown DAG) is retried on a worker: Airflow below 3.3 would not retry it
+            ((3, 3, 2), "error", True),
+            ((3, 2, 2), "error", False),
+        ],
+    )
+    async def test_with_retries_a_failure_ends_where_it_is_retried_as_on_a_worker(
+        self, airflow_at, version, status, ends_here
+    ):
         airflow_at(*version)
         event = await run_trigger(end_from_trigger=True, retries=2)._end({"status": status, "message": "m"})
         assert isinstance(event, TaskFailedEvent) if ends_here else type(event) is TriggerEvent
@@ -106,18 +122,32 @@ class TestAssetSuccessInTheTrigger:
     async def test_the_cursor_is_committed_then_the_events_are_the_return_value(self, monkeypatch):
         stored = {}
         monkeypatch.setattr(durable, "_variable_get", lambda key: stored.get(key))
-        monkeypatch.setattr(durable, "_variable_set", lambda key, value, description="": stored.update({key: value}))
-        trigger = RemoteAssetTrigger(remote_conn_id="upstream", assets=[{"uri": "s3://a", "name": None}],
-                                     end_from_trigger=True)
+        monkeypatch.setattr(
+            durable, "_variable_set", lambda key, value, description="": stored.update({key: value})
+        )
+        trigger = RemoteAssetTrigger(
+            remote_conn_id="upstream", assets=[{"uri": "s3://a", "name": None}], end_from_trigger=True
+        )
         trigger.task_instance = SimpleNamespace(dag_id="down", task_id="wait", run_id="run1")
         events = [{"id": 7, "uri": "s3://a", "timestamp": T0.isoformat()}]
         cursors = {"s3://a": {"timestamp": T0.isoformat(), "seen_ids": [7]}}
-        event = await trigger._end({"status": "success", "message": "1 of 1", "result": {
-            "events": events, "started_from": {"s3://a": {"timestamp": None}}, "cursors": cursors}})
+        event = await trigger._end(
+            {
+                "status": "success",
+                "message": "1 of 1",
+                "result": {
+                    "events": events,
+                    "started_from": {"s3://a": {"timestamp": None}},
+                    "cursors": cursors,
+                },
+            }
+        )
         assert isinstance(event, TaskSuccessEvent) and event.xcoms == {"return_value": events}
         store = durable.CursorStore("down", "wait")
         assert store.start("run2") == cursors  # the next run starts after these events
-        assert store.start("run1") == {"s3://a": {"timestamp": None}}  # a re-run of this one consumes them again
+        assert store.start("run1") == {
+            "s3://a": {"timestamp": None}
+        }  # a re-run of this one consumes them again
 
     async def test_a_success_event_lost_after_the_commit_costs_no_event(self, monkeypatch):
         """The cursor is stored before the success event; if that event is lost (the triggerer dies in
@@ -125,20 +155,33 @@ class TestAssetSuccessInTheTrigger:
         the same events, and commits the same cursor again. The next run starts after them, once."""
         stored = {}
         monkeypatch.setattr(durable, "_variable_get", lambda key: stored.get(key))
-        monkeypatch.setattr(durable, "_variable_set", lambda key, value, description="": stored.update({key: value}))
-        sensor = RemoteAssetSensor(task_id="wait", remote_conn_id="up", asset_uri="s3://a",
-                                   start_from_trigger=True, end_from_trigger=True)
+        monkeypatch.setattr(
+            durable, "_variable_set", lambda key, value, description="": stored.update({key: value})
+        )
+        sensor = RemoteAssetSensor(
+            task_id="wait",
+            remote_conn_id="up",
+            asset_uri="s3://a",
+            start_from_trigger=True,
+            end_from_trigger=True,
+        )
         events = [{"id": 7, "uri": "s3://a", "timestamp": (T0 + timedelta(minutes=1)).isoformat()}]
         consumed = {"s3://a": {"timestamp": events[0]["timestamp"], "seen_ids": [7]}}
 
         async def one_try():
             trigger = RemoteAssetTrigger(**sensor.start_trigger_args.trigger_kwargs)
-            trigger.task_instance = SimpleNamespace(dag_id="down", task_id="wait", run_id="run1",
-                                                    get_template_context=_rendered_context)
+            trigger.task_instance = SimpleNamespace(
+                dag_id="down", task_id="wait", run_id="run1", get_template_context=_rendered_context
+            )
             await trigger._start_from_task()
             started_from = trigger.watch.cursors
-            event = await trigger._end({"status": "success", "message": "1 of 1", "result": {
-                "events": events, "started_from": started_from, "cursors": consumed}})
+            event = await trigger._end(
+                {
+                    "status": "success",
+                    "message": "1 of 1",
+                    "result": {"events": events, "started_from": started_from, "cursors": consumed},
+                }
+            )
             return started_from, event, json.dumps(stored, sort_keys=True)
 
         first_start, _lost, after_first = await one_try()
@@ -153,25 +196,43 @@ class TestAssetSuccessInTheTrigger:
             raise RuntimeError("the API server is away")
 
         monkeypatch.setattr(durable, "_variable_get", refuse)
-        trigger = RemoteAssetTrigger(remote_conn_id="upstream", assets=[{"uri": "s3://a", "name": None}],
-                                     end_from_trigger=True)
+        trigger = RemoteAssetTrigger(
+            remote_conn_id="upstream", assets=[{"uri": "s3://a", "name": None}], end_from_trigger=True
+        )
         trigger.task_instance = SimpleNamespace(dag_id="down", task_id="wait", run_id="run1")
-        payload = {"status": "success", "message": "m", "result": {"events": [], "started_from": {}, "cursors": {}}}
+        payload = {
+            "status": "success",
+            "message": "m",
+            "result": {"events": [], "started_from": {}, "cursors": {}},
+        }
         event = await trigger._end(payload)
         assert type(event) is TriggerEvent and event.payload == payload
 
 
 def _rendered_context():
     ti = SimpleNamespace(dag_id="down", task_id="wait", run_id="run1")
-    return {"logical_date": T0, "dag_run": SimpleNamespace(run_after=T0), "ti": ti, "run_id": "run1",
-            "data_interval_start": T0}
+    return {
+        "logical_date": T0,
+        "dag_run": SimpleNamespace(run_after=T0),
+        "ti": ti,
+        "run_id": "run1",
+        "data_interval_start": T0,
+    }
 
 
 class TestStartFromTrigger:
     def test_the_sensor_hands_its_arguments_to_the_scheduler(self):
-        sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="{{ params.up }}",
-                                    execution_delta=timedelta(hours=1), timeout=600, poke_interval=5,
-                                    start_from_trigger=True, end_from_trigger=True, retries=2)
+        sensor = RemoteDagRunSensor(
+            task_id="wait",
+            remote_conn_id="up",
+            external_dag_id="{{ params.up }}",
+            execution_delta=timedelta(hours=1),
+            timeout=600,
+            poke_interval=5,
+            start_from_trigger=True,
+            end_from_trigger=True,
+            retries=2,
+        )
         args = sensor.start_trigger_args
         assert args.trigger_cls == "xdep_sensors.triggers.RemoteDagRunTrigger"
         assert (args.next_method, args.timeout) == ("execute_complete", timedelta(seconds=660))
@@ -183,9 +244,14 @@ class TestStartFromTrigger:
         RemoteDagRunTrigger(**kwargs)  # and builds the trigger
 
     async def test_the_trigger_builds_the_same_watch_as_the_worker(self):
-        sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer",
-                                    execution_delta=timedelta(hours=1), task_ids=["load"],
-                                    start_from_trigger=True)
+        sensor = RemoteDagRunSensor(
+            task_id="wait",
+            remote_conn_id="up",
+            external_dag_id="producer",
+            execution_delta=timedelta(hours=1),
+            task_ids=["load"],
+            start_from_trigger=True,
+        )
         trigger = RemoteDagRunTrigger(**sensor.start_trigger_args.trigger_kwargs)
         trigger.task_instance = SimpleNamespace(task_id="wait", get_template_context=_rendered_context)
         await trigger._start_from_task()
@@ -193,8 +259,13 @@ class TestStartFromTrigger:
         assert trigger.watch.logical_date == (T0 - timedelta(hours=1)).isoformat()
 
     async def test_the_deadline_is_airflows_less_its_safety_margin(self):
-        sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer", run_id="r1",
-                                    start_from_trigger=True)
+        sensor = RemoteDagRunSensor(
+            task_id="wait",
+            remote_conn_id="up",
+            external_dag_id="producer",
+            run_id="r1",
+            start_from_trigger=True,
+        )
         trigger = RemoteDagRunTrigger(**sensor.start_trigger_args.trigger_kwargs)
         trigger.task_instance = SimpleNamespace(task_id="wait", get_template_context=_rendered_context)
         trigger.timeout_after = T0 + timedelta(seconds=660)
@@ -205,15 +276,22 @@ class TestStartFromTrigger:
         cursor = {"timestamp": T0.isoformat(), "seen_ids": [3]}
         stored = {durable.CursorStore("down", "wait").key: {"cursors": {"s3://a": cursor}, "runs": {}}}
         monkeypatch.setattr(durable, "_variable_get", lambda key: stored.get(key))
-        sensor = RemoteAssetSensor(task_id="wait", remote_conn_id="up", asset_uri="s3://a", start_from_trigger=True)
+        sensor = RemoteAssetSensor(
+            task_id="wait", remote_conn_id="up", asset_uri="s3://a", start_from_trigger=True
+        )
         trigger = RemoteAssetTrigger(**sensor.start_trigger_args.trigger_kwargs)
         trigger.task_instance = SimpleNamespace(task_id="wait", get_template_context=_rendered_context)
         await trigger._start_from_task()
         assert trigger.watch.cursors == {"s3://a": cursor}
 
     async def test_a_rendered_argument_that_is_no_date_ends_the_wait_with_its_name(self):
-        sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer",
-                                    logical_date="{{ params.day }}", start_from_trigger=True)
+        sensor = RemoteDagRunSensor(
+            task_id="wait",
+            remote_conn_id="up",
+            external_dag_id="producer",
+            logical_date="{{ params.day }}",
+            start_from_trigger=True,
+        )
         trigger = RemoteDagRunTrigger(**sensor.start_trigger_args.trigger_kwargs)
         trigger.task_instance = SimpleNamespace(task_id="wait", get_template_context=_rendered_context)
         trigger.logical_date = "next tuesday"  # as the triggerer rendered it
@@ -223,18 +301,34 @@ class TestStartFromTrigger:
 
     def test_below_airflow_3_3_the_task_starts_on_a_worker_with_a_warning(self, monkeypatch):
         monkeypatch.setattr("xdep_sensors.sensors.base.airflow_version", lambda: (3, 1, 8))
-        with pytest.warns(UserWarning, match=r"start_from_trigger=True needs Airflow 3\.3\+ \(this is 3\.1\.8\)"):
-            sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer",
-                                        start_from_trigger=True, end_from_trigger=True)
-        assert (sensor.start_from_trigger, sensor.start_trigger_args, sensor.end_from_trigger) == (False, None, True)
+        with pytest.warns(
+            UserWarning, match=r"start_from_trigger=True needs Airflow 3\.3\+ \(this is 3\.1\.8\)"
+        ):
+            sensor = RemoteDagRunSensor(
+                task_id="wait",
+                remote_conn_id="up",
+                external_dag_id="producer",
+                start_from_trigger=True,
+                end_from_trigger=True,
+            )
+        assert (sensor.start_from_trigger, sensor.start_trigger_args, sensor.end_from_trigger) == (
+            False,
+            None,
+            True,
+        )
 
     def test_the_serialized_dag_keeps_it(self):
         from airflow.sdk import DAG
         from airflow.serialization.serialized_objects import DagSerialization
 
         with DAG("down", schedule=None, start_date=T0) as dag:
-            RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="{{ params.up }}",
-                               start_from_trigger=True, end_from_trigger=True)
+            RemoteDagRunSensor(
+                task_id="wait",
+                remote_conn_id="up",
+                external_dag_id="{{ params.up }}",
+                start_from_trigger=True,
+                end_from_trigger=True,
+            )
         task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("wait")
         assert task.start_from_trigger is True
         kwargs = task.start_trigger_args.trigger_kwargs
@@ -255,27 +349,39 @@ class TestRefusedAtParseTime:
 
     def test_a_callable_cannot_travel_to_the_triggerer(self):
         with pytest.raises(ValueError, match=r"^logical_date_fn cannot travel to the triggerer"):
-            RemoteDagRunSensor(task_id="w", external_dag_id="p", logical_date_fn=lambda ctx: T0,
-                               start_from_trigger=True)
+            RemoteDagRunSensor(
+                task_id="w", external_dag_id="p", logical_date_fn=lambda ctx: T0, start_from_trigger=True
+            )
 
     def test_local_outlets_keep_the_end_on_a_worker(self):
         with pytest.warns(UserWarning, match="end_from_trigger is off"):
-            sensor = RemoteAssetSensor(task_id="w", asset_uri="s3://a", outlets=[Asset("local://b")],
-                                       end_from_trigger=True)
+            sensor = RemoteAssetSensor(
+                task_id="w", asset_uri="s3://a", outlets=[Asset("local://b")], end_from_trigger=True
+            )
         assert sensor.end_from_trigger is False
 
     def test_off_by_default_and_no_warning(self):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             sensor = RemoteDagRunSensor(task_id="w", external_dag_id="p")
-        assert (sensor.start_from_trigger, sensor.end_from_trigger, sensor.start_trigger_args) == (False, False, None)
+        assert (sensor.start_from_trigger, sensor.end_from_trigger, sensor.start_trigger_args) == (
+            False,
+            False,
+            None,
+        )
 
 
 def test_execute_defers_with_the_ending_kwargs():
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    sensor = RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="producer", run_id="r1",
-                                end_from_trigger=True, soft_fail=True)
+    sensor = RemoteDagRunSensor(
+        task_id="wait",
+        remote_conn_id="up",
+        external_dag_id="producer",
+        run_id="r1",
+        end_from_trigger=True,
+        soft_fail=True,
+    )
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({"ti": mock.MagicMock()})
     _, kwargs = deferred.value.trigger.serialize()

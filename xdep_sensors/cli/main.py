@@ -11,9 +11,13 @@ from xdep_sensors.errors import XdepError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xdep-sensors", description="Cross-deployment sensors for Airflow.")
     sub = parser.add_subparsers(dest="command", required=True)
-    doctor = sub.add_parser("doctor", help="diagnose a remote_airflow connection (URL, TLS, version, auth, "
-                                           "permissions, a DAG or asset)")
-    doctor.add_argument("--conn-id", default="remote_airflow_default", help="connection id (type remote_airflow)")
+    doctor = sub.add_parser(
+        "doctor",
+        help="diagnose a remote_airflow connection (URL, TLS, version, auth, permissions, a DAG or asset)",
+    )
+    doctor.add_argument(
+        "--conn-id", default="remote_airflow_default", help="connection id (type remote_airflow)"
+    )
     doctor.add_argument("--dag-id", help="also check this upstream DAG and show its latest run")
     asset = doctor.add_mutually_exclusive_group()
     asset.add_argument("--asset-uri", help="also check this upstream asset and show its latest event")
@@ -21,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def doctor(conn_id: str, *, dag_id: str | None = None, asset_uri: str | None = None,
-           asset_name: str | None = None) -> int:
+def doctor(
+    conn_id: str, *, dag_id: str | None = None, asset_uri: str | None = None, asset_name: str | None = None
+) -> int:
     """Print the diagnosis; return 0 when every check passed, 1 otherwise."""
     from xdep_sensors.core.doctor import diagnose, render
     from xdep_sensors.hooks import RemoteAirflowHook
@@ -33,7 +38,9 @@ def doctor(conn_id: str, *, dag_id: str | None = None, asset_uri: str | None = N
     except XdepError as err:
         print(f"[FAIL] connection {conn_id}: {err}")
         return 1
-    checks = hook.run(lambda c: diagnose(c, dag_id=dag_id, asset_uri=asset_uri, asset_name=asset_name), config)
+    checks = hook.run(
+        lambda c: diagnose(c, dag_id=dag_id, asset_uri=asset_uri, asset_name=asset_name), config
+    )
     print(f"xdep-sensors doctor: connection {conn_id}")
     print(render(checks))
     failed = [c for c in checks if not c.ok]

@@ -15,7 +15,9 @@ from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepE
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = 50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing (per poll)
+MAX_PAGES = (
+    50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing (per poll)
+)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -83,7 +85,7 @@ class RemoteAirflowClient:
             f"no Airflow REST API found at {self.config.base_url}",
             url=self.config.base_url,
             hint="check the connection's host (scheme, host, port and any path prefix such as "
-                 "an Astro deployment's /<slug>)",
+            "an Astro deployment's /<slug>)",
         )
 
     async def _check(self, dialect: V2) -> None:
@@ -93,7 +95,8 @@ class RemoteAirflowClient:
             other = "v2" if dialect.name == "v1" else "v1"
             raise ConfigurationError(
                 f"connection {self.config.conn_id!r} says api_version={dialect.name}, but the upstream has no "
-                f"{dialect.prefix}", url=self.config.base_url + dialect.version().path,
+                f"{dialect.prefix}",
+                url=self.config.base_url + dialect.version().path,
                 hint=f"set the extra api_version to auto (or {other})",
             ) from None
 
@@ -120,11 +123,18 @@ class RemoteAirflowClient:
             raise BadResponse(
                 f"unexpected answer shape from {request.method} {request.path} ({type(exc).__name__}: {exc})",
                 url=self.config.base_url + request.path,
-                hint=f"upstream API {dialect.name} {self.upstream_version or ''}".rstrip() + "; please report it",
+                hint=f"upstream API {dialect.name} {self.upstream_version or ''}".rstrip()
+                + "; please report it",
             ) from None
 
-    async def _pages(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page], *,
-                     max_pages: int | None = None, on_cap: bool = True) -> AsyncIterator[Page]:
+    async def _pages(
+        self,
+        build: Callable[[V2, int], Request],
+        parse: Callable[[V2, Any], Page],
+        *,
+        max_pages: int | None = None,
+        on_cap: bool = True,
+    ) -> AsyncIterator[Page]:
         """The pages of an offset-paged listing, at the server's page size, until its total (or an empty page).
 
         Every listing that is not read as a feed (``read_feed``) is read here. ``on_cap``: warn when
@@ -139,8 +149,12 @@ class RemoteAirflowClient:
                 return
             offset += len(page.items)
         if on_cap:
-            log.warning("stopped reading a listing from %s after %d items (%d pages): the rest is ignored",
-                        self.config.base_url, offset, max_pages)
+            log.warning(
+                "stopped reading a listing from %s after %d items (%d pages): the rest is ignored",
+                self.config.base_url,
+                offset,
+                max_pages,
+            )
 
     async def _all(self, build: Callable[[V2, int], Request], parse: Callable[[V2, Any], Page]) -> list[Any]:
         items: list[Any] = []
@@ -181,12 +195,16 @@ class RemoteAirflowClient:
                 await self._find_dags(wanted, found, prefixes=chunk)
         return found
 
-    async def _find_dags(self, wanted: set[str], found: dict[str, Dag], pattern: str | None = None,
-                         prefixes: str | None = None) -> bool:
+    async def _find_dags(
+        self, wanted: set[str], found: dict[str, Dag], pattern: str | None = None, prefixes: str | None = None
+    ) -> bool:
         """Add the wanted DAGs one listing shows to ``found``; whether that listing was read to its end."""
-        async for page in self._pages(lambda d, off: d.dags(pattern, prefixes=prefixes, offset=off),
-                                      lambda d, b: d.parse_dags(b), max_pages=min(MAX_PAGES, len(wanted)),
-                                      on_cap=False):
+        async for page in self._pages(
+            lambda d, off: d.dags(pattern, prefixes=prefixes, offset=off),
+            lambda d, b: d.parse_dags(b),
+            max_pages=min(MAX_PAGES, len(wanted)),
+            on_cap=False,
+        ):
             found.update((dag.dag_id, dag) for dag in page.items if dag.dag_id in wanted)
             if len(found) == len(wanted):
                 return True
@@ -202,7 +220,11 @@ class RemoteAirflowClient:
             return None
 
     async def list_dag_runs(
-        self, dag_id: str, *, logical_date: datetime | None = None, run_after_gte: datetime | None = None,
+        self,
+        dag_id: str,
+        *,
+        logical_date: datetime | None = None,
+        run_after_gte: datetime | None = None,
         limit: int = PAGE_LIMIT,
     ) -> list[DagRun]:
         """Return runs of ``dag_id``, newest ``run_after`` first (one page of at most ``limit``)."""
@@ -212,8 +234,9 @@ class RemoteAirflowClient:
         )
         return page.items
 
-    async def newest_runs(self, dag_ids: list[str], *, run_after_gte: datetime | None = None,
-                          max_pages: int = 1) -> tuple[list[DagRun], bool]:
+    async def newest_runs(
+        self, dag_ids: list[str], *, run_after_gte: datetime | None = None, max_pages: int = 1
+    ) -> tuple[list[DagRun], bool]:
         """Runs of many DAGs with ``run_after`` >= a time (execution date on v1), newest first, at most
         ``max_pages`` pages: the runs, and whether they are the whole listing.
 
@@ -221,8 +244,12 @@ class RemoteAirflowClient:
         """
         runs: list[DagRun] = []
         complete = False
-        async for page in self._pages(lambda d, off: d.runs_batch(dag_ids, run_after_gte, offset=off),
-                                      lambda d, b: d.parse_dag_runs(b), max_pages=max_pages, on_cap=False):
+        async for page in self._pages(
+            lambda d, off: d.runs_batch(dag_ids, run_after_gte, offset=off),
+            lambda d, b: d.parse_dag_runs(b),
+            max_pages=max_pages,
+            on_cap=False,
+        ):
             complete = listing_ends(len(runs), len(page.items), page.total)
             runs += page.items
         return runs, complete
@@ -243,20 +270,26 @@ class RemoteAirflowClient:
             items = [ti for ti in items if ti.task_id.startswith(f"{task_group_id}.")]
         return items
 
-    async def list_task_instances_in_states(self, dag_ids: list[str] | None, states: list[str]) -> list[TaskInstance]:
+    async def list_task_instances_in_states(
+        self, dag_ids: list[str] | None, states: list[str]
+    ) -> list[TaskInstance]:
         """Return task instances of ``dag_ids`` currently in ``states`` (e.g. running), try numbers included."""
-        return await self._all(lambda d, off: d.task_instances_in_states(dag_ids, states, offset=off),
-                               lambda d, b: d.parse_task_instances(b))
+        return await self._all(
+            lambda d, off: d.task_instances_in_states(dag_ids, states, offset=off),
+            lambda d, b: d.parse_task_instances(b),
+        )
 
     async def list_runs_in_states(self, dag_ids: list[str] | None, states: list[str]) -> list[DagRun]:
         """Return runs of ``dag_ids`` currently in ``states`` (e.g. running)."""
-        return await self._all(lambda d, off: d.runs_in_states(dag_ids, states, offset=off),
-                               lambda d, b: d.parse_dag_runs(b))
+        return await self._all(
+            lambda d, off: d.runs_in_states(dag_ids, states, offset=off), lambda d, b: d.parse_dag_runs(b)
+        )
 
     async def last_finished_run(self, dag_id: str, states: list[str], *, before: datetime) -> DagRun | None:
         """Return the run of ``dag_id`` in ``states`` that ended last at or before ``before``, if any."""
-        page: Page = await self.call(lambda d: d.last_finished_run(dag_id, states, before),
-                                      lambda d, b: d.parse_dag_runs(b))
+        page: Page = await self.call(
+            lambda d: d.last_finished_run(dag_id, states, before), lambda d, b: d.parse_dag_runs(b)
+        )
         ended = [r for r in page.items if r.end_date is not None and r.end_date <= before]
         return max(ended, key=lambda r: r.end_date, default=None)
 
@@ -266,7 +299,9 @@ class RemoteAirflowClient:
 
     # assets ----------------------------------------------------------------------------------
 
-    async def list_assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None) -> list[Asset]:
+    async def list_assets(
+        self, *, uri_pattern: str | None = None, name_pattern: str | None = None
+    ) -> list[Asset]:
         """Return assets (datasets on v1) whose URI or name contains the pattern."""
         return await self._all(
             lambda d, off: d.assets(uri_pattern=uri_pattern, name_pattern=name_pattern, offset=off),
@@ -278,8 +313,10 @@ class RemoteAirflowClient:
         one request per ~1,500 characters of values, rather than one per value."""
         found: list[Asset] = []
         for chunk in alternatives([v for v in values if _alternative(v)]):
-            found += await self._all(lambda d, off, c=chunk: d.assets(**{f"{by}_prefix_pattern": c}, offset=off),
-                                     lambda d, b: d.parse_assets(b))
+            found += await self._all(
+                lambda d, off, c=chunk: d.assets(**{f"{by}_prefix_pattern": c}, offset=off),
+                lambda d, b: d.parse_assets(b),
+            )
         return found
 
     # links -----------------------------------------------------------------------------------
@@ -332,4 +369,3 @@ def alternatives(values: list[str], limit: int = 1500, per: int = PAGE_LIMIT) ->
         chunks[-1].append(value)
         size += len(value) + 1
     return ["|".join(chunk) for chunk in chunks if chunk]
-

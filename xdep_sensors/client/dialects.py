@@ -92,8 +92,10 @@ def _dag_run(body: dict, logical_date: datetime | None, run_after: datetime | No
 def _asset_event(e: dict, asset_id: int, uri: str | None, name: str | None) -> AssetEvent:
     event_id = e.get("id")
     if event_id is None:  # the v1 spec has no event id (servers send one): identify it by what it carries
-        event_id = "/".join(str(e.get(k)) for k in ("timestamp", "source_dag_id", "source_run_id", "source_task_id",
-                                                    "source_map_index"))
+        event_id = "/".join(
+            str(e.get(k))
+            for k in ("timestamp", "source_dag_id", "source_run_id", "source_task_id", "source_map_index")
+        )
     return AssetEvent(
         id=event_id,
         asset_id=asset_id,
@@ -124,10 +126,19 @@ class V2:
     def dag(self, dag_id: str) -> Request:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}")
 
-    def dags(self, pattern: str | None = None, *, prefixes: str | None = None, limit: int = PAGE_LIMIT,
-             offset: int = 0) -> Request:
-        return Request("GET", f"{self.prefix}/dags", _params(dag_id_pattern=pattern, dag_id_prefix_pattern=prefixes,
-                                                             limit=limit, offset=offset))
+    def dags(
+        self,
+        pattern: str | None = None,
+        *,
+        prefixes: str | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Request:
+        return Request(
+            "GET",
+            f"{self.prefix}/dags",
+            _params(dag_id_pattern=pattern, dag_id_prefix_pattern=prefixes, limit=limit, offset=offset),
+        )
 
     def dag_run(self, dag_id: str, run_id: str) -> Request:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}")
@@ -152,25 +163,48 @@ class V2:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
 
     def task_instances(
-        self, dag_id: str, run_id: str, *, task_group_id: str | None = None, limit: int = PAGE_LIMIT, offset: int = 0
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        task_group_id: str | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
     ) -> Request:
         path = f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
         return Request("GET", path, _params(task_group_id=task_group_id, limit=limit, offset=offset))
 
-    def runs_batch(self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT,
-                   offset: int = 0) -> Request:
+    def runs_batch(
+        self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
         """Runs of many DAGs with ``run_after`` >= ``since``, in one request."""
-        body: dict[str, Any] = {"dag_ids": dag_ids, "order_by": "-run_after", "page_offset": offset,
-                                "page_limit": limit}
+        body: dict[str, Any] = {
+            "dag_ids": dag_ids,
+            "order_by": "-run_after",
+            "page_offset": offset,
+            "page_limit": limit,
+        }
         if since is not None:
             body["run_after_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
 
-    def _runs_by(self, dated: str, since: datetime | None, dag_ids: list[str] | None, states: list[str] | None, *,
-                 limit: int, offset: int, newest_first: bool) -> Request:
+    def _runs_by(
+        self,
+        dated: str,
+        since: datetime | None,
+        dag_ids: list[str] | None,
+        states: list[str] | None,
+        *,
+        limit: int,
+        offset: int,
+        newest_first: bool,
+    ) -> Request:
         """Runs of many DAGs (every DAG when ``None``) ordered and bounded by one of their dates."""
-        body: dict[str, Any] = {"order_by": f"-{dated}" if newest_first else dated, "page_offset": offset,
-                                "page_limit": limit}
+        body: dict[str, Any] = {
+            "order_by": f"-{dated}" if newest_first else dated,
+            "page_offset": offset,
+            "page_limit": limit,
+        }
         if states is not None:
             body["states"] = states
         if dag_ids is not None:
@@ -179,46 +213,85 @@ class V2:
             body[f"{dated}_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
 
-    def started_runs(self, dag_ids: list[str] | None, start_date_gte: datetime | None, *, limit: int = PAGE_LIMIT,
-                     offset: int = 0, newest_first: bool = False) -> Request:
+    def started_runs(
+        self,
+        dag_ids: list[str] | None,
+        start_date_gte: datetime | None,
+        *,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> Request:
         """Runs that started at or after a time, in whatever state they are now (the batch endpoint)."""
-        return self._runs_by("start_date", start_date_gte, dag_ids, None, limit=limit, offset=offset,
-                             newest_first=newest_first)
+        return self._runs_by(
+            "start_date", start_date_gte, dag_ids, None, limit=limit, offset=offset, newest_first=newest_first
+        )
 
-    def finished_runs(self, dag_ids: list[str] | None, states: list[str], end_date_gte: datetime | None, *,
-                      limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
+    def finished_runs(
+        self,
+        dag_ids: list[str] | None,
+        states: list[str],
+        end_date_gte: datetime | None,
+        *,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> Request:
         """Runs in ``states`` that ended at or after a time (the batch endpoint, same body on v1 and v2)."""
-        return self._runs_by("end_date", end_date_gte, dag_ids, states, limit=limit, offset=offset,
-                             newest_first=newest_first)
+        return self._runs_by(
+            "end_date", end_date_gte, dag_ids, states, limit=limit, offset=offset, newest_first=newest_first
+        )
 
     def tasks(self, dag_id: str) -> Request:
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/tasks")
 
-    def ended_task_instances(self, dag_ids: list[str] | None, states: list[str], since: datetime | None, *,
-                             limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
+    def ended_task_instances(
+        self,
+        dag_ids: list[str] | None,
+        states: list[str],
+        since: datetime | None,
+        *,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> Request:
         """Task instances of many DAGs in ``states`` that ended at or after ``since``, oldest end first."""
-        body: dict[str, Any] = {"state": states, "order_by": "-end_date" if newest_first else "end_date",
-                                "page_offset": offset, "page_limit": limit}
+        body: dict[str, Any] = {
+            "state": states,
+            "order_by": "-end_date" if newest_first else "end_date",
+            "page_offset": offset,
+            "page_limit": limit,
+        }
         if dag_ids is not None:
             body["dag_ids"] = dag_ids
         if since is not None:
             body["end_date_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/~/taskInstances/list", json=body)
 
-    def task_instances_in_states(self, dag_ids: list[str] | None, states: list[str], *, limit: int = PAGE_LIMIT,
-                                 offset: int = 0) -> Request:
+    def task_instances_in_states(
+        self, dag_ids: list[str] | None, states: list[str], *, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
         """Task instances of many DAGs currently in ``states`` (e.g. running), oldest start first."""
-        body: dict[str, Any] = {"state": states, "order_by": "start_date", "page_offset": offset,
-                                "page_limit": limit}
+        body: dict[str, Any] = {
+            "state": states,
+            "order_by": "start_date",
+            "page_offset": offset,
+            "page_limit": limit,
+        }
         if dag_ids is not None:
             body["dag_ids"] = dag_ids
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/~/taskInstances/list", json=body)
 
-    def runs_in_states(self, dag_ids: list[str] | None, states: list[str], *, limit: int = PAGE_LIMIT,
-                       offset: int = 0) -> Request:
+    def runs_in_states(
+        self, dag_ids: list[str] | None, states: list[str], *, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
         """Runs of many DAGs currently in ``states`` (e.g. running), oldest start first."""
-        body: dict[str, Any] = {"states": states, "order_by": "start_date", "page_offset": offset,
-                                "page_limit": limit}
+        body: dict[str, Any] = {
+            "states": states,
+            "order_by": "start_date",
+            "page_offset": offset,
+            "page_limit": limit,
+        }
         if dag_ids is not None:
             body["dag_ids"] = dag_ids
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
@@ -228,11 +301,24 @@ class V2:
         params = _params(state=states, end_date_lte=before, order_by="-end_date", limit=1)
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
 
-    def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None,
-               uri_prefix_pattern: str | None = None, name_prefix_pattern: str | None = None,
-               limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
-        params = _params(uri_pattern=uri_pattern, name_pattern=name_pattern, uri_prefix_pattern=uri_prefix_pattern,
-                         name_prefix_pattern=name_prefix_pattern, limit=limit, offset=offset)
+    def assets(
+        self,
+        *,
+        uri_pattern: str | None = None,
+        name_pattern: str | None = None,
+        uri_prefix_pattern: str | None = None,
+        name_prefix_pattern: str | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+    ) -> Request:
+        params = _params(
+            uri_pattern=uri_pattern,
+            name_pattern=name_pattern,
+            uri_prefix_pattern=uri_prefix_pattern,
+            name_prefix_pattern=name_prefix_pattern,
+            limit=limit,
+            offset=offset,
+        )
         return Request("GET", f"{self.prefix}/assets", params)
 
     def asset_events(
@@ -295,8 +381,13 @@ class V2:
 
     def parse_assets(self, body: dict) -> Page:
         items = [
-            Asset(id=a["id"], uri=a["uri"], name=a.get("name") or a["uri"], group=a.get("group"),
-                  extra=a.get("extra") or {})
+            Asset(
+                id=a["id"],
+                uri=a["uri"],
+                name=a.get("name") or a["uri"],
+                group=a.get("group"),
+                extra=a.get("extra") or {},
+            )
             for a in body["assets"]
         ]
         return Page(items, body.get("total_entries"))
@@ -344,13 +435,26 @@ class V1(V2):
         return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
 
     def task_instances(
-        self, dag_id: str, run_id: str, *, task_group_id: str | None = None, limit: int = PAGE_LIMIT, offset: int = 0
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        task_group_id: str | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
     ) -> Request:
         path = f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
         return Request("GET", path, _params(limit=limit, offset=offset))
 
-    def assets(self, *, uri_pattern: str | None = None, name_pattern: str | None = None, limit: int = PAGE_LIMIT,
-               offset: int = 0, **prefixes: str | None) -> Request:
+    def assets(
+        self,
+        *,
+        uri_pattern: str | None = None,
+        name_pattern: str | None = None,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+        **prefixes: str | None,
+    ) -> Request:
         if any(prefixes.values()):
             raise ValueError("Airflow 2 has no prefix patterns")  # callers ask ``alternatives()`` first
         params = _params(uri_pattern=uri_pattern or name_pattern, limit=limit, offset=offset)
@@ -367,14 +471,24 @@ class V1(V2):
         offset: int = 0,
     ) -> Request:
         # No timestamp filter on v1: callers page newest-first and stop at their cursor.
-        params = _params(dataset_id=asset_id, source_dag_id=source_dag_id, order_by="-timestamp", limit=limit,
-                         offset=offset)
+        params = _params(
+            dataset_id=asset_id,
+            source_dag_id=source_dag_id,
+            order_by="-timestamp",
+            limit=limit,
+            offset=offset,
+        )
         return Request("GET", f"{self.prefix}/datasets/events", params)
 
-    def runs_batch(self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT,
-                   offset: int = 0) -> Request:
-        body: dict[str, Any] = {"dag_ids": dag_ids, "order_by": "-execution_date", "page_offset": offset,
-                                "page_limit": limit}
+    def runs_batch(
+        self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
+        body: dict[str, Any] = {
+            "dag_ids": dag_ids,
+            "order_by": "-execution_date",
+            "page_offset": offset,
+            "page_limit": limit,
+        }
         if since is not None:
             body["execution_date_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
@@ -384,12 +498,17 @@ class V1(V2):
         return _dag_run(body, logical, logical)  # Airflow 2 has no run_after: its execution date stands in
 
     def parse_assets(self, body: dict) -> Page:
-        items = [Asset(id=d["id"], uri=d["uri"], name=d["uri"], extra=d.get("extra") or {}) for d in body["datasets"]]
+        items = [
+            Asset(id=d["id"], uri=d["uri"], name=d["uri"], extra=d.get("extra") or {})
+            for d in body["datasets"]
+        ]
         return Page(items, body.get("total_entries"))
 
     def parse_asset_events(self, body: dict) -> Page:
-        items = [_asset_event(e, e["dataset_id"], e.get("dataset_uri"), e.get("dataset_uri"))
-                 for e in body["dataset_events"]]
+        items = [
+            _asset_event(e, e["dataset_id"], e.get("dataset_uri"), e.get("dataset_uri"))
+            for e in body["dataset_events"]
+        ]
         return Page(items, body.get("total_entries"))
 
     def ui_run_path(self, dag_id: str, run_id: str) -> str:
@@ -399,11 +518,21 @@ class V1(V2):
         return f"/datasets?dataset_id={asset_id}"
 
     def ui_task_path(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
-        path = f"/dags/{_seg(dag_id)}/grid?dag_run_id={quote(run_id, safe='')}&task_id={quote(task_id, safe='')}"
+        path = (
+            f"/dags/{_seg(dag_id)}/grid?dag_run_id={quote(run_id, safe='')}&task_id={quote(task_id, safe='')}"
+        )
         return path + (f"&map_index={map_index}" if map_index >= 0 else "")
 
-    def ended_task_instances(self, dag_ids: list[str] | None, states: list[str], since: datetime | None, *,
-                             limit: int = PAGE_LIMIT, offset: int = 0, newest_first: bool = False) -> Request:
+    def ended_task_instances(
+        self,
+        dag_ids: list[str] | None,
+        states: list[str],
+        since: datetime | None,
+        *,
+        limit: int = PAGE_LIMIT,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> Request:
         # Airflow 2's batch listing filters by end date but cannot order (order_by is not in its form):
         # the server-side filter keeps the answer to the new items; the client sorts.
         body: dict[str, Any] = {"state": states, "page_offset": offset, "page_limit": limit}
@@ -413,8 +542,9 @@ class V1(V2):
             body["end_date_gte"] = format_dt(since)
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/~/taskInstances/list", json=body)
 
-    def task_instances_in_states(self, dag_ids: list[str] | None, states: list[str], *, limit: int = PAGE_LIMIT,
-                                 offset: int = 0) -> Request:
+    def task_instances_in_states(
+        self, dag_ids: list[str] | None, states: list[str], *, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
         body: dict[str, Any] = {"state": states, "page_offset": offset, "page_limit": limit}
         if dag_ids is not None:
             body["dag_ids"] = dag_ids

@@ -48,7 +48,9 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - now).total_seconds())
 
 
-def decipher_response(status: int, headers: Mapping[str, str], body: bytes, url: str, *, api: str = "") -> Any:
+def decipher_response(
+    status: int, headers: Mapping[str, str], body: bytes, url: str, *, api: str = ""
+) -> Any:
     """Return the decoded JSON of a successful answer, or raise the matching :class:`XdepError`."""
     content_type = headers.get("Content-Type", "").lower()
     text = body.decode("utf-8", errors="replace")
@@ -58,15 +60,20 @@ def decipher_response(status: int, headers: Mapping[str, str], body: bytes, url:
             parsed = json.loads(text) if text else None
         except ValueError:
             if 200 <= status < 300:
-                raise BadResponse(f"malformed JSON from the upstream {api} API", status=status, url=url,
-                                  hint="the upstream or a proxy in front of it sent a broken body") from None
+                raise BadResponse(
+                    f"malformed JSON from the upstream {api} API",
+                    status=status,
+                    url=url,
+                    hint="the upstream or a proxy in front of it sent a broken body",
+                ) from None
     detail = _detail(parsed)
 
     if 200 <= status < 300:
         if "json" not in content_type:
             looks_html = "html" in content_type or text.lstrip().lower().startswith(("<!doctype", "<html"))
             raise BadResponse(
-                "the upstream answered an HTML page instead of the Airflow API" if looks_html
+                "the upstream answered an HTML page instead of the Airflow API"
+                if looks_html
                 else f"the upstream answered content type {content_type or 'none'!r}, not JSON",
                 status=status,
                 url=url,
@@ -76,35 +83,57 @@ def decipher_response(status: int, headers: Mapping[str, str], body: bytes, url:
     if 300 <= status < 400:
         location = headers.get("Location", "")
         raise ConfigurationError(
-            "the upstream redirected the request", status=status, url=url,
-            hint=f"set the connection's host to the final URL ({location.split('?')[0]})" if location
+            "the upstream redirected the request",
+            status=status,
+            url=url,
+            hint=f"set the connection's host to the final URL ({location.split('?')[0]})"
+            if location
             else "set the connection's host to the final URL",
         )
     if status == 401:
-        raise AuthenticationError(f"authentication failed: {detail or 'unauthorized'}", status=status, url=url,
-                                  hint="check the connection's token, or login and password")
+        raise AuthenticationError(
+            f"authentication failed: {detail or 'unauthorized'}",
+            status=status,
+            url=url,
+            hint="check the connection's token, or login and password",
+        )
     if status == 403 and detail == "Invalid JWT token":  # Airflow 3: a bearer token it cannot verify
         raise AuthenticationError(
-            f"authentication failed: {detail}", status=status, url=url,
+            f"authentication failed: {detail}",
+            status=status,
+            url=url,
             hint="check the connection's token: the upstream cannot verify it (mistyped, cut short, or "
-                 "issued by another deployment)",
+            "issued by another deployment)",
         )
     if status == 403:
         raise PermissionDenied(
-            f"access denied: {detail or 'forbidden'}", status=status, url=url,
+            f"access denied: {detail or 'forbidden'}",
+            status=status,
+            url=url,
             hint="check the credentials (Airflow 2 answers 403 for a wrong password) and that the user "
-                 "or token may read DAGs, DAG runs and assets (Viewer role is enough)",
+            "or token may read DAGs, DAG runs and assets (Viewer role is enough)",
         )
     if status == 404:
         raise NotFound(detail or "not found", status=status, url=url)
     if status == 429:
-        raise RateLimited("the upstream is rate limiting us", status=status, url=url,
-                          retry_after=retry_after_seconds(headers.get("Retry-After")))
+        raise RateLimited(
+            "the upstream is rate limiting us",
+            status=status,
+            url=url,
+            retry_after=retry_after_seconds(headers.get("Retry-After")),
+        )
     if status >= 500 or status == 408:
-        raise UpstreamUnavailable(f"the upstream is unavailable: {detail or text[:120].strip() or 'no detail'}",
-                                  status=status, url=url)
-    raise BadResponse(f"the upstream rejected the request: {detail or text[:200]}", status=status, url=url,
-                      hint=f"this may be an API difference of the upstream {api} version; please report it")
+        raise UpstreamUnavailable(
+            f"the upstream is unavailable: {detail or text[:120].strip() or 'no detail'}",
+            status=status,
+            url=url,
+        )
+    raise BadResponse(
+        f"the upstream rejected the request: {detail or text[:200]}",
+        status=status,
+        url=url,
+        hint=f"this may be an API difference of the upstream {api} version; please report it",
+    )
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -128,10 +157,13 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_retry_after: float = 300.0
     max_poll_delay: float = 900.0
-    config_error_delay: float = 300.0  # a poll that failed for a reason that is not transient (a token, a URL)
+    config_error_delay: float = (
+        300.0  # a poll that failed for a reason that is not transient (a token, a URL)
+    )
 
-    def _backoff(self, base: float, attempt: int, cap: float, exc: BaseException | None,
-                 rng: random.Random | None) -> float:
+    def _backoff(
+        self, base: float, attempt: int, cap: float, exc: BaseException | None, rng: random.Random | None
+    ) -> float:
         ceiling = min(cap, base * (2 ** (attempt - 1)))
         wait = (rng or random).uniform(ceiling / 2, ceiling)
         retry_after = getattr(exc, "retry_after", None)
@@ -139,12 +171,20 @@ class RetryPolicy:
             wait = max(wait, min(float(retry_after), self.max_retry_after))
         return wait
 
-    def delay(self, attempt: int, exc: BaseException | None = None, *, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, exc: BaseException | None = None, *, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based) after ``exc``."""
         return self._backoff(self.base_delay, attempt, self.max_delay, exc, rng)
 
-    def poll_delay(self, interval: float, failures: int, exc: BaseException | None = None, *,
-                   rng: random.Random | None = None) -> float:
+    def poll_delay(
+        self,
+        interval: float,
+        failures: int,
+        exc: BaseException | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> float:
         """Seconds until the next poll of a loop polling every ``interval`` after ``failures`` failed polls in a row.
 
         No failure: the interval. Then the interval doubling per failure (with jitter, never less than

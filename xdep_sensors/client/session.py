@@ -95,7 +95,9 @@ def user_agent(client_name: str | None = None, airflow_version: str = "unknown")
     from xdep_sensors.version import __version__
 
     name = client_name if client_name is not None else os.environ.get(CLIENT_NAME_ENV, "")
-    name = " ".join("".join(c if c.isprintable() and c.isascii() and c not in "();" else " " for c in name).split())
+    name = " ".join(
+        "".join(c if c.isprintable() and c.isascii() and c not in "();" else " " for c in name).split()
+    )
     details = f"Airflow {airflow_version}" + (f"; {name[:100]}" if name else "")
     return f"xdep-sensors/{__version__} ({details})"
 
@@ -126,7 +128,10 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=32),
-                headers={"Accept": "application/json", "User-Agent": user_agent(self.config.client_name, self.config.airflow_version)},
+                headers={
+                    "Accept": "application/json",
+                    "User-Agent": user_agent(self.config.client_name, self.config.airflow_version),
+                },
             )
         return self._session
 
@@ -159,45 +164,70 @@ class Transport:
                     raise
                 token = answer.get("access_token") if isinstance(answer, dict) else None
                 if not token:
-                    raise BadResponse("POST /auth/token answered without an access_token", url=self._url("/auth/token"))
+                    raise BadResponse(
+                        "POST /auth/token answered without an access_token", url=self._url("/auth/token")
+                    )
                 self._jwt = token
             return self._jwt
 
     def _auth_failed(self, err: XdepError) -> AuthenticationError:
         return AuthenticationError(
             f"authentication failed for conn {self.config.conn_id!r} at {self.config.base_url}",
-            status=err.status, url=err.url,
+            status=err.status,
+            url=err.url,
             hint="check the login and password (or use an API token in the password field alone)",
         )
 
     def _url(self, path: str) -> str:
         return f"{self.config.base_url}{path}"
 
-    async def _send_once(self, request: Request, *, headers: dict[str, str] | None = None,
-                         auth: aiohttp.BasicAuth | None = None) -> Any:
+    async def _send_once(
+        self,
+        request: Request,
+        *,
+        headers: dict[str, str] | None = None,
+        auth: aiohttp.BasicAuth | None = None,
+    ) -> Any:
         url = self._url(request.path)
         self.requests_sent += 1
         try:
             async with self.session().request(
-                request.method, url, params=list(request.params) or None, json=request.json,
-                headers=headers, auth=auth, allow_redirects=False,
+                request.method,
+                url,
+                params=list(request.params) or None,
+                json=request.json,
+                headers=headers,
+                auth=auth,
+                allow_redirects=False,
             ) as resp:
                 body = await _read_body(resp.content, MAX_BODY_BYTES + 1)
                 if len(body) > MAX_BODY_BYTES:
-                    raise BadResponse(f"the upstream answer exceeds {MAX_BODY_BYTES // 2**20} MiB", url=url,
-                                      hint="the upstream or a proxy is misbehaving")
+                    raise BadResponse(
+                        f"the upstream answer exceeds {MAX_BODY_BYTES // 2**20} MiB",
+                        url=url,
+                        hint="the upstream or a proxy is misbehaving",
+                    )
                 return decipher_response(resp.status, resp.headers, body, url, api=self.dialect_name or "")
         except XdepError:
             raise
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise TLSError(f"TLS certificate verification failed: {exc.certificate_error}", url=url,
-                           hint="fix the certificate, or set extra verify to a CA bundle path (or false)") from None
+            raise TLSError(
+                f"TLS certificate verification failed: {exc.certificate_error}",
+                url=url,
+                hint="fix the certificate, or set extra verify to a CA bundle path (or false)",
+            ) from None
         except aiohttp.ClientSSLError as exc:
-            raise TLSError(f"TLS handshake failed: {type(exc).__name__}", url=url,
-                           hint="check the scheme (http vs https) or set extra verify") from None
+            raise TLSError(
+                f"TLS handshake failed: {type(exc).__name__}",
+                url=url,
+                hint="check the scheme (http vs https) or set extra verify",
+            ) from None
         except aiohttp.ClientConnectorDNSError:
-            raise ConfigurationError(f"cannot resolve host {urlsplit(url).hostname!r}", url=url,
-                                     hint=f"check the host of connection {self.config.conn_id!r}") from None
+            raise ConfigurationError(
+                f"cannot resolve host {urlsplit(url).hostname!r}",
+                url=url,
+                hint=f"check the host of connection {self.config.conn_id!r}",
+            ) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
             raise UpstreamUnavailable(f"the upstream did not answer ({reason})", url=url) from None
@@ -225,8 +255,14 @@ class Transport:
                 if not is_retryable(err) or attempt >= self.retry.attempts:
                     raise
                 wait = self.retry.delay(attempt, err)
-                log.info("upstream %s (%s); retry %d/%d in %.1fs", safe_url(err.url), err.message, attempt,
-                         self.retry.attempts - 1, wait)
+                log.info(
+                    "upstream %s (%s); retry %d/%d in %.1fs",
+                    safe_url(err.url),
+                    err.message,
+                    attempt,
+                    self.retry.attempts - 1,
+                    wait,
+                )
                 await self._sleep(wait)
 
 

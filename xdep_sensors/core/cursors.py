@@ -63,8 +63,12 @@ class Cursor:
         if mine is not None:
             consumed |= {(k, mine) for k in self.seen_ids}
         kept = sorted(((k, t) for k, t in consumed if t >= floor), key=lambda kt: (kt[1], str(kt[0])))
-        return Cursor(latest.isoformat(), tuple(sorted({k for k, t in kept if t == latest}, key=str)),
-                      tuple((k, t.isoformat()) for k, t in kept), floor.isoformat())
+        return Cursor(
+            latest.isoformat(),
+            tuple(sorted({k for k, t in kept if t == latest}, key=str)),
+            tuple((k, t.isoformat()) for k, t in kept),
+            floor.isoformat(),
+        )
 
     def merged(self, other: Cursor) -> Cursor:
         """The cursor that has consumed what this one or ``other`` (another copy of it) has."""
@@ -75,8 +79,12 @@ class Cursor:
         if other._floor is None or (both._floor is not None and both._floor >= other._floor):
             return both
         floor = other._floor
-        return Cursor(both.timestamp, both.seen_ids, tuple(kt for kt in both.recent if parse_dt(kt[1]) >= floor),
-                      floor.isoformat())
+        return Cursor(
+            both.timestamp,
+            both.seen_ids,
+            tuple(kt for kt in both.recent if parse_dt(kt[1]) >= floor),
+            floor.isoformat(),
+        )
 
     def is_new(self, event: AssetEvent) -> bool:
         return self.is_new_at(event.timestamp, event.id)
@@ -91,8 +99,12 @@ class Cursor:
         return self._floor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"timestamp": self.timestamp, "seen_ids": list(self.seen_ids),
-                "recent": [list(kt) for kt in self.recent], "floor": self.floor}
+        return {
+            "timestamp": self.timestamp,
+            "seen_ids": list(self.seen_ids),
+            "recent": [list(kt) for kt in self.recent],
+            "floor": self.floor,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Cursor:

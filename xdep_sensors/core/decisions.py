@@ -15,10 +15,24 @@ from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
 Status = Literal["waiting", "success", "failed", "skipped"]
 
 DAG_RUN_STATES = frozenset({"queued", "running", "success", "failed"})
-TASK_STATES = frozenset({
-    "removed", "scheduled", "queued", "running", "success", "restarting", "failed", "up_for_retry",
-    "up_for_reschedule", "upstream_failed", "skipped", "deferred", "awaiting_input", "none",
-})
+TASK_STATES = frozenset(
+    {
+        "removed",
+        "scheduled",
+        "queued",
+        "running",
+        "success",
+        "restarting",
+        "failed",
+        "up_for_retry",
+        "up_for_reschedule",
+        "upstream_failed",
+        "skipped",
+        "deferred",
+        "awaiting_input",
+        "none",
+    }
+)
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 TASK_DONE_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
@@ -109,9 +123,7 @@ def decide_dag_run(
     return Decision("waiting", f"{head}; waiting on {dict(pending)}")
 
 
-def decide_assets(
-    new_events: dict[str, list[AssetEvent]], *, require: Literal["all", "any"]
-) -> Decision:
+def decide_assets(new_events: dict[str, list[AssetEvent]], *, require: Literal["all", "any"]) -> Decision:
     """Decide on the new events found per watched asset (key: the asset's label)."""
     have = [label for label, events in new_events.items() if events]
     total = len(new_events)

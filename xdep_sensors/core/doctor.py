@@ -48,16 +48,25 @@ async def diagnose(
     """Run the checks in order; stop at the first failure that makes the next ones meaningless."""
     cfg = client.config
     checks = [Check("url", True, f"{cfg.base_url} (TLS verify: {cfg.verify}; auth: {cfg.auth_mode})")]
-    version = await _step(checks, "api", client.version(),
-                          lambda v: f"Airflow {v}, REST API {client.transport.dialect_name}")
+    version = await _step(
+        checks, "api", client.version(), lambda v: f"Airflow {v}, REST API {client.transport.dialect_name}"
+    )
     if version is None:
         return checks
-    runs = await _step(checks, "read dag runs", client.list_dag_runs("~", limit=1),
-                       lambda r: "authenticated; allowed to read DAG runs")
+    runs = await _step(
+        checks,
+        "read dag runs",
+        client.list_dag_runs("~", limit=1),
+        lambda r: "authenticated; allowed to read DAG runs",
+    )
     if runs is None:
         return checks
-    await _step(checks, "read assets", list_asset_events(client, since=datetime.now(timezone.utc)),
-                lambda e: "allowed to read assets and asset events")
+    await _step(
+        checks,
+        "read assets",
+        list_asset_events(client, since=datetime.now(timezone.utc)),
+        lambda e: "allowed to read assets and asset events",
+    )
     if dag_id:
         await _check_dag(checks, client, dag_id)
     if asset_uri or asset_name:
@@ -71,8 +80,14 @@ async def _check_dag(checks: list[Check], client: RemoteAirflowClient, dag_id: s
     except NotFound:
         known = [d.dag_id for d in await client.list_dags()]
         nearby = close_matches(dag_id, known)
-        checks.append(Check(f"dag {dag_id}", False, "does not exist upstream",
-                            f"close matches: {', '.join(nearby)}" if nearby else "check the DAG id"))
+        checks.append(
+            Check(
+                f"dag {dag_id}",
+                False,
+                "does not exist upstream",
+                f"close matches: {', '.join(nearby)}" if nearby else "check the DAG id",
+            )
+        )
         return
     except XdepError as err:
         checks.append(Check(f"dag {dag_id}", False, err.message, err.hint))
@@ -83,14 +98,22 @@ async def _check_dag(checks: list[Check], client: RemoteAirflowClient, dag_id: s
     checks.append(Check(f"dag {dag_id}", True, f"exists{paused}; {latest}"))
 
 
-async def _check_asset(checks: list[Check], client: RemoteAirflowClient, uri: str | None, name: str | None) -> None:
+async def _check_asset(
+    checks: list[Check], client: RemoteAirflowClient, uri: str | None, name: str | None
+) -> None:
     label = uri or name or ""
     assets = await client.list_assets()
     matches = [a for a in assets if (uri and a.uri == uri) or (name and a.name == name)]
     if not matches:
         nearby = close_matches(label, [a.uri for a in assets] + [a.name for a in assets])
-        checks.append(Check(f"asset {label}", False, "does not exist upstream",
-                            f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name"))
+        checks.append(
+            Check(
+                f"asset {label}",
+                False,
+                "does not exist upstream",
+                f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name",
+            )
+        )
         return
     event = await latest_asset_event(client, matches[0].id)
     latest = f"latest event {event.timestamp.isoformat()}" if event else "no events yet"

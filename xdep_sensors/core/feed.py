@@ -59,7 +59,9 @@ class Step:
     known: int | None = None  # a warm read's top page: how many items of the window were read before
     head: bool = False  # a look at the newest item only: where a feed that starts "now" begins
     skipped: int | None = None  # newest first: this page was reached by skipping the page at this offset
-    backfill: tuple[int, int] | None = None  # a skipped page read after all: (where it ends, where to read on)
+    backfill: tuple[int, int] | None = (
+        None  # a skipped page read after all: (where it ends, where to read on)
+    )
 
 
 class Feed:
@@ -74,8 +76,16 @@ class Feed:
         cannot): unordered listings re-read their whole window on every read.
     """
 
-    def __init__(self, start: datetime | None, *, time_filter: bool, position: Position,
-                 overlap: timedelta = OVERLAP, at_head: bool = False, ordered: bool = True):
+    def __init__(
+        self,
+        start: datetime | None,
+        *,
+        time_filter: bool,
+        position: Position,
+        overlap: timedelta = OVERLAP,
+        at_head: bool = False,
+        ordered: bool = True,
+    ):
         self.ordered = ordered
         self._silent = at_head  # the first read only establishes the position
         self.floor = start
@@ -87,7 +97,9 @@ class Feed:
         self.warm = False  # ``seen`` holds every item of the window: the next read may start at the anchor
         self.behind = False  # the last read stopped at the page cap: more is waiting upstream
         self.total: int | None = None  # no-time-filter listings: the listing's size when last read through
-        self._backlog: tuple[int, int, datetime | None] | None = None  # no-time-filter: (offset, total then, stop)
+        self._backlog: tuple[int, int, datetime | None] | None = (
+            None  # no-time-filter: (offset, total then, stop)
+        )
         self._found = 0  # no-time-filter listings, per read: new items found, expected, top total, phase
         self._expect: int | None = None
         self._top_total: int | None = None
@@ -182,8 +194,11 @@ class Feed:
             self._expect = unseen
         if step.anchor is not None:
             # the first item must be known and at the anchor's time (tied items may come in any order)
-            first_known = bool(placed) and placed[0][0][0] == step.anchor[1] and \
-                (placed[0][0][1], placed[0][0][0]) in self.seen
+            first_known = (
+                bool(placed)
+                and placed[0][0][0] == step.anchor[1]
+                and (placed[0][0][1], placed[0][0][0]) in self.seen
+            )
             later_known = any((k, t) in self.seen for (t, k), _ in placed[1:])
             added_up = total is None or not last or total == step.offset + len(items)
             if not first_known or later_known or not added_up:
@@ -203,15 +218,19 @@ class Feed:
         at_last = sum(1 for (_, t) in self.seen if t == last_time)
         return fresh, Step(last_time, at_last)
 
-    def _absorb_down(self, step: Step, placed: list[tuple[tuple[datetime, Key], Any]], last: bool,
-                     total: int | None) -> tuple[list[Any], Step | None]:
+    def _absorb_down(
+        self, step: Step, placed: list[tuple[tuple[datetime, Key], Any]], last: bool, total: int | None
+    ) -> tuple[list[Any], Step | None]:
         """A page of a newest-first read of the window: take it; go on until the unseen items are found."""
         if step.known is not None:  # the top page: its length is the server's page size
             self._page_size = max(len(placed), 1)
         size = self._page_size
         if step.known is None and step.offset:  # below the top page: where late items lie
-            self.late_depths.extend((step.offset + i) // size for i, ((when, key), _) in enumerate(placed)
-                                    if self._is_new(when, key))
+            self.late_depths.extend(
+                (step.offset + i) // size
+                for i, ((when, key), _) in enumerate(placed)
+                if self._is_new(when, key)
+            )
         fresh = self._take(placed)
         self._found += len(fresh)
         done = self._found >= (self._expect or 0)
@@ -279,7 +298,9 @@ class Feed:
         if low is not None:
             self.seen = {kt: None for kt in self.seen if kt[1] >= low}
 
-    def _absorb_newest_first(self, step: Step, items: list[Any], total: int | None) -> tuple[list[Any], Step | None]:
+    def _absorb_newest_first(
+        self, step: Step, items: list[Any], total: int | None
+    ) -> tuple[list[Any], Step | None]:
         """v1: newest-first pages; the total says how many are new, the window floor says where to stop."""
         low = self._stop
         if step.offset == 0:  # the top of the listing: what is new since the last read
@@ -325,8 +346,13 @@ class Feed:
         Before this feed's window everything was read already: that is the new feed's floor. Its
         first read covers the window again (a few items of one asset; consumers de-duplicate).
         """
-        return Feed(self.lower, time_filter=self.time_filter, position=position, overlap=self.overlap,
-                    ordered=self.ordered)
+        return Feed(
+            self.lower,
+            time_filter=self.time_filter,
+            position=position,
+            overlap=self.overlap,
+            ordered=self.ordered,
+        )
 
     @classmethod
     def merged(cls, feeds: list[Feed], position: Position, head: datetime | None = None) -> Feed:
@@ -338,8 +364,14 @@ class Feed:
         """
         first = feeds[0]
         marks = [head] if head is not None else [f.mark for f in feeds if f.mark is not None]
-        feed = cls(None, time_filter=first.time_filter, position=position, overlap=first.overlap,
-                   ordered=first.ordered, at_head=not marks)
+        feed = cls(
+            None,
+            time_filter=first.time_filter,
+            position=position,
+            overlap=first.overlap,
+            ordered=first.ordered,
+            at_head=not marks,
+        )
         if marks:
             feed.mark = feed._settled = min(marks)
             feed.floor = feed.mark - feed.overlap

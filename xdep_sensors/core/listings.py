@@ -20,6 +20,7 @@ from xdep_sensors.core.feed import Feed, Step
 
 log = logging.getLogger(__name__)
 
+
 class ListingKind(str, Enum):
     """The upstream listings read as feeds."""
 
@@ -103,8 +104,9 @@ class Listing:
         dag_ids = list(self.dag_ids) if self.dag_ids is not None else None
         paging = {"offset": step.offset, "newest_first": step.newest_first}
         if self.kind is ListingKind.ASSET_EVENTS:
-            return dialect.asset_events(asset_id=self.asset_id, source_dag_id=self.source_dag_id,
-                                        since=step.lower, **paging)
+            return dialect.asset_events(
+                asset_id=self.asset_id, source_dag_id=self.source_dag_id, since=step.lower, **paging
+            )
         if self.kind is ListingKind.STARTED_RUNS:
             return dialect.started_runs(dag_ids, step.lower, **paging)
         if self.kind is ListingKind.FINISHED_RUNS:
@@ -135,12 +137,17 @@ async def newest_page(client: RemoteAirflowClient, listing: Listing, since: date
 async def open_feed(client: RemoteAirflowClient, listing: Listing, start: datetime | None) -> Feed:
     """Return a feed over ``listing`` that counts items at or after ``start`` (``None``: all)."""
     dialect = await client.dialect()
-    return Feed(start, time_filter=listing.time_filter(dialect), position=listing.position,
-                ordered=listing.ordered(dialect))
+    return Feed(
+        start,
+        time_filter=listing.time_filter(dialect),
+        position=listing.position,
+        ordered=listing.ordered(dialect),
+    )
 
 
-async def read_feed(client: RemoteAirflowClient, feed: Feed, listing: Listing, *,
-                    max_pages: int = MAX_PAGES) -> list[Any]:
+async def read_feed(
+    client: RemoteAirflowClient, feed: Feed, listing: Listing, *, max_pages: int = MAX_PAGES
+) -> list[Any]:
     """Read what is new in ``listing`` since ``feed`` last read it (at most ``max_pages`` requests).
 
     Returns the items never seen by this feed, oldest first. A read cut at ``max_pages`` keeps its
@@ -160,14 +167,24 @@ async def read_feed(client: RemoteAirflowClient, feed: Feed, listing: Listing, *
     else:
         assert step is not None
         feed.cut(step)
-        log.warning("read %d pages of %s from %s in one poll; continuing from %s on the next", max_pages,
-                    listing.kind, client.config.base_url, feed.mark.isoformat() if feed.mark else "the start")
+        log.warning(
+            "read %d pages of %s from %s in one poll; continuing from %s on the next",
+            max_pages,
+            listing.kind,
+            client.config.base_url,
+            feed.mark.isoformat() if feed.mark else "the start",
+        )
     fresh.sort(key=lambda item: (listing.position(item)[0], str(listing.position(item)[1])))
     return fresh
 
 
-async def list_asset_events(client: RemoteAirflowClient, *, asset_ids: list[int] | None = None,
-                            since: datetime | None = None, source_dag_id: str | None = None) -> list[AssetEvent]:
+async def list_asset_events(
+    client: RemoteAirflowClient,
+    *,
+    asset_ids: list[int] | None = None,
+    since: datetime | None = None,
+    source_dag_id: str | None = None,
+) -> list[AssetEvent]:
     """Return events of ``asset_ids`` (all assets when ``None``) with timestamp >= ``since``, oldest first.
 
     One feed read per asset (or one over every asset): bounded by the events since ``since``.

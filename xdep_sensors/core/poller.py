@@ -114,7 +114,9 @@ class _Subscriber:
             self.poller._leave(self)
 
 
-_NO_CONTEXT = contextvars.Context()  # what a deadline's timer runs in: no copy of the caller's context per timer
+_NO_CONTEXT = (
+    contextvars.Context()
+)  # what a deadline's timer runs in: no copy of the caller's context per timer
 
 
 def _expire(sub: _Subscriber) -> None:
@@ -127,8 +129,12 @@ class LoneLooks:
     The same interface as a shared poll's subscription (``async with``, ``get(timeout)``).
     """
 
-    def __init__(self, probe: Callable[[RemoteAirflowClient], Awaitable[Decision]], client: RemoteAirflowClient,
-                 interval: float):
+    def __init__(
+        self,
+        probe: Callable[[RemoteAirflowClient], Awaitable[Decision]],
+        client: RemoteAirflowClient,
+        interval: float,
+    ):
         self.probe, self.client, self.interval = probe, client, interval
         self._looked = False
         self._failures = 0  # transient errors in a row: the next look backs off by the client's one rule
@@ -169,7 +175,9 @@ class SharedPoller:
         self._task: asyncio.Task | None = None
         self.cycles = 0
         self._asset_reads: SharedReads | None = None
-        self.run_changes = RunChanges()  # positions in the upstream's runs that started / ended, kept across cycles
+        self.run_changes = (
+            RunChanges()
+        )  # positions in the upstream's runs that started / ended, kept across cycles
 
     def subscribe(self, probe: Any, every_look: bool = False) -> _Subscriber:
         """A place in the poll, to ``async with``: joined on enter, left on exit (cancellation included).
@@ -208,7 +216,9 @@ class SharedPoller:
         unresolved: list[tuple[str, str]] = []  # assets new waits look up: one listing finds many (3.2+)
         for sub in subs:
             need = sub.probe.need()
-            if need[0] == "dag":  # a first look: existence, then its run, both answered for many waits at once
+            if (
+                need[0] == "dag"
+            ):  # a first look: existence, then its run, both answered for many waits at once
                 new_dags.add(need[1])
                 first_waits += 1
                 dag_id, bound = need[1], need[2]
@@ -227,8 +237,11 @@ class SharedPoller:
             refs = getattr(sub.probe, "refs", None)
             if refs is not None and len(sub.probe.ids) < len(refs):
                 dialect = getattr(self.client, "_dialect", None)
-                unresolved += [ref.lookup_key(dialect.has_asset_names if dialect else True)
-                               for ref in refs if ref.label not in sub.probe.ids]
+                unresolved += [
+                    ref.lookup_key(dialect.has_asset_names if dialect else True)
+                    for ref in refs
+                    if ref.label not in sub.probe.ids
+                ]
             if need[0] == "assets":
                 asset_targets |= need[1]
         # a change feed is kept only while read every cycle (a stale position would cost a catch-up); one
@@ -238,9 +251,17 @@ class SharedPoller:
             self.run_changes.look_from(datetime.now(timezone.utc))
         if not asset_targets:
             self.asset_reads.leave(self)
-        source = BatchSource(self.client, first_bounds, self.run_changes if ended else None, self.asset_reads,
-                             asset_targets, new_dags, first_waits, read_started=started,
-                             reader=(self, self.interval / 2))
+        source = BatchSource(
+            self.client,
+            first_bounds,
+            self.run_changes if ended else None,
+            self.asset_reads,
+            asset_targets,
+            new_dags,
+            first_waits,
+            read_started=started,
+            reader=(self, self.interval / 2),
+        )
         source.unresolved = unresolved
         return source
 
@@ -268,10 +289,17 @@ class SharedPoller:
                     sub.last, sub.delivered = result, now
                     sub.put(result)
                     handed += 1
-                    if handed % HAND_OVER_BATCH == 0:  # the woken triggers run in the next loop turn: a few at a time
+                    if (
+                        handed % HAND_OVER_BATCH == 0
+                    ):  # the woken triggers run in the next loop turn: a few at a time
                         await _pass_turn()
-                log.debug("shared poll of %s every %gs: %d waits looked, %d handed over",
-                          self.config.base_url, self.interval, len(subs), handed)
+                log.debug(
+                    "shared poll of %s every %gs: %d waits looked, %d handed over",
+                    self.config.base_url,
+                    self.interval,
+                    len(subs),
+                    handed,
+                )
                 errors = [r for r in results if isinstance(r, XdepError) and r.transient]
                 failures = failures + 1 if errors and len(errors) == len(results) else 0
                 # the whole upstream struggling: back off (the client's one rule), honouring Retry-After
@@ -280,7 +308,6 @@ class SharedPoller:
         finally:
             self.asset_reads.leave(self)
             await self.client.close()
-
 
     @staticmethod
     async def _step_all(subs: list[_Subscriber], source: BatchSource) -> list[Any]:
@@ -329,8 +356,9 @@ class PollerRegistry:
         key = (id(asyncio.get_running_loop()), config, float(interval))
         poller = self.pollers.get(key)
         if poller is None:
-            poller = self.pollers[key] = SharedPoller(config, float(interval),
-                                                      on_empty=lambda: self.pollers.pop(key, None))
+            poller = self.pollers[key] = SharedPoller(
+                config, float(interval), on_empty=lambda: self.pollers.pop(key, None)
+            )
         return poller
 
 

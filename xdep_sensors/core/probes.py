@@ -93,7 +93,9 @@ class DagRunTarget:
         eligible = [r for r in runs if r.run_after is not None and (after is None or r.run_after >= after)]
         return max(eligible, key=lambda r: r.run_after, default=None)  # type: ignore[arg-type, return-value]
 
-    def find(self, runs: list[DagRun], covered_above: datetime | None, complete: bool) -> tuple[DagRun | None, bool]:
+    def find(
+        self, runs: list[DagRun], covered_above: datetime | None, complete: bool
+    ) -> tuple[DagRun | None, bool]:
         """This wait's run in one page of newest runs, and whether the page's answer is certain.
 
         :param covered_above: the page holds every run with a later ``run_after`` than this.
@@ -111,7 +113,9 @@ class DagRunTarget:
             return None, False
         if self.logical_date:
             logical = parse_dt(self.logical_date)
-            return None, complete or (covered_above is not None and logical is not None and logical > covered_above)
+            return None, complete or (
+                covered_above is not None and logical is not None and logical > covered_above
+            )
         after = parse_dt(self.latest_after)
         return None, complete or (after is not None and covered_above is not None and after > covered_above)
 
@@ -129,8 +133,9 @@ class DagRunTarget:
 
     @property
     def rules(self) -> StateRules:
-        return StateRules(frozenset(self.allowed_states), frozenset(self.failed_states),
-                          frozenset(self.skipped_states))
+        return StateRules(
+            frozenset(self.allowed_states), frozenset(self.failed_states), frozenset(self.skipped_states)
+        )
 
 
 class DagRunProbe:
@@ -178,8 +183,9 @@ class DagRunProbe:
                     hint=f"close matches: {', '.join(nearby)}" if nearby else "check task_ids",
                 )
         if dag.is_paused:
-            self.log.warning("upstream DAG %s is paused: no new runs will start until it is unpaused",
-                             w.external_dag_id)
+            self.log.warning(
+                "upstream DAG %s is paused: no new runs will start until it is unpaused", w.external_dag_id
+            )
         return True
 
     def need(self) -> tuple[str, str, datetime | None]:
@@ -213,9 +219,15 @@ class DagRunProbe:
         same decision, so most waits of a cycle need no step at all.
         """
         changes = getattr(source, "changes", None)
-        if (changes is None or source.run_changes is None or source.run_changes.fresh  # type: ignore[union-attr]
-                or self._decision is None or self.watch.narrowed or self.need()[0] not in ("run", "finished")
-                or self.watch.external_dag_id in changes):
+        if (
+            changes is None
+            or source.run_changes is None
+            or source.run_changes.fresh  # type: ignore[union-attr]
+            or self._decision is None
+            or self.watch.narrowed
+            or self.need()[0] not in ("run", "finished")
+            or self.watch.external_dag_id in changes
+        ):
             return None
         return self._decision if self._seen_run is self._last_run and self._seen_tis is None else None
 
@@ -223,7 +235,9 @@ class DagRunProbe:
         """One look, through ``source`` (direct requests, or a shared batched poll)."""
         w = self.watch
         client = source.client
-        need = self.need()  # ("dag", ...) on a first look: then the source may answer from the first-look page
+        need = (
+            self.need()
+        )  # ("dag", ...) on a first look: then the source may answer from the first-look page
         if not self._dag_known:
             self._dag_known = await self._check_dag(source)
             if not self._dag_known:
@@ -245,8 +259,15 @@ class DagRunProbe:
         if self._decision is not None and self._seen_run == run and self._seen_tis == tis:
             return self._decision  # the same view: the same decision object, so a shared poll skips it
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
-        decision = decide_dag_run(run, w.rules, dag_id=w.external_dag_id, what=w.selector, url=url,
-                                  task_instances=tis, task_ids=w.task_ids)
+        decision = decide_dag_run(
+            run,
+            w.rules,
+            dag_id=w.external_dag_id,
+            what=w.selector,
+            url=url,
+            task_instances=tis,
+            task_ids=w.task_ids,
+        )
         self._seen_run, self._seen_tis, self._decision = run, tis, decision
         return decision
 
@@ -381,7 +402,10 @@ class AssetProbe:
             for label, asset_id in self.ids.items():
                 if event.asset_id == asset_id and self._is_new(label, event):
                     self.pending[label][event.id] = event
-        new = {label: sorted(self.pending[label].values(), key=lambda e: (e.timestamp, e.id)) for label in self.pending}
+        new = {
+            label: sorted(self.pending[label].values(), key=lambda e: (e.timestamp, e.id))
+            for label in self.pending
+        }
         decision = decide_assets(new, require="any" if w.require == "any" else "all")
         message = decision.message + (f"; not upstream yet: {', '.join(missing)}" if missing else "")
         if not decision.done:
@@ -391,5 +415,14 @@ class AssetProbe:
             return self._last
         cursors = {label: self.cursors[label].advance(evts).to_dict() for label, evts in new.items()}
         url = client.asset_url(self.ids[self.refs[0].label]) if self.refs[0].label in self.ids else None
-        return Decision("success", message, {"events": decision.result, "cursors": cursors, "url": url,
-                                             "started_from": w.cursors, "upstream": client.config.ui_base})
+        return Decision(
+            "success",
+            message,
+            {
+                "events": decision.result,
+                "cursors": cursors,
+                "url": url,
+                "started_from": w.cursors,
+                "upstream": client.config.ui_base,
+            },
+        )

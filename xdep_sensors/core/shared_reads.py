@@ -34,13 +34,16 @@ from xdep_sensors.core.listings import Listing, newest_page, open_feed, read_fee
 log = logging.getLogger(__name__)
 
 _clock = time.monotonic  # when shared reads were made (a benchmark replaces it with its simulated clock)
-RETAIN = timedelta(minutes=10)  # how long items the shared read delivered stay at hand for consumers that join later
+RETAIN = timedelta(
+    minutes=10
+)  # how long items the shared read delivered stay at hand for consumers that join later
 UNION_MIN_TARGETS = 2  # with one asset, its own listing is never dearer than the union
 PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
 
 
-def listing_for(kind: str, target: Hashable | None, states: tuple[str, ...] = (),
-                source_dag_id: str | None = None) -> Listing:
+def listing_for(
+    kind: str, target: Hashable | None, states: tuple[str, ...] = (), source_dag_id: str | None = None
+) -> Listing:
     """The listing of one target: an asset's events (``None``: every asset's; only those ``source_dag_id``
     produced, if given), or one DAG's runs / tasks."""
     if kind == "asset_events":
@@ -94,7 +97,9 @@ class SharedReads:
         # Several readers of one connection (the sensors' shared poll, the watchers' shared stream):
         # what each has not taken yet of the reads made for all of them (only its own targets' items).
         self.readers: dict[Hashable, _Reader] = {}
-        self._last_read: tuple[float, frozenset] | None = None  # when the last read for readers was made, and for what
+        self._last_read: tuple[float, frozenset] | None = (
+            None  # when the last read for readers was made, and for what
+        )
         self.reads_made = 0
         self._lock: asyncio.Lock | None = None
 
@@ -114,8 +119,9 @@ class SharedReads:
 
     # readers ------------------------------------------------------------------------------------
 
-    async def read_for(self, reader: Hashable, client: RemoteAirflowClient, targets: set[Hashable],
-                       fresh_for: float) -> tuple[dict[Hashable, list[Any]], dict[Hashable, datetime]]:
+    async def read_for(
+        self, reader: Hashable, client: RemoteAirflowClient, targets: set[Hashable], fresh_for: float
+    ) -> tuple[dict[Hashable, list[Any]], dict[Hashable, datetime]]:
         """What is new for ``targets`` since this reader's previous call, for one of several readers,
         and how far the shared feeds had read then (``marks()``).
 
@@ -133,7 +139,12 @@ class SharedReads:
             place = self.readers.setdefault(reader, _Reader())
             place.targets = frozenset(targets)
             last = self._last_read
-            if last is None or place.took_last or _clock() - last[0] > fresh_for or not place.targets <= last[1]:
+            if (
+                last is None
+                or place.took_last
+                or _clock() - last[0] > fresh_for
+                or not place.targets <= last[1]
+            ):
                 wanted = frozenset().union(*(r.targets for r in self.readers.values()))
                 by_target = await self.read(client, set(wanted))
                 self._last_read = (_clock(), wanted)
@@ -163,8 +174,11 @@ class SharedReads:
             self.per_target.clear()
             self.union = self.union_targets = None
             return {}
-        if self.kind == "asset_events" and (len(targets) < UNION_MIN_TARGETS or self.cycle < self.per_target_until
-                                             or not await self._union_is_cheaper(client, targets)):
+        if self.kind == "asset_events" and (
+            len(targets) < UNION_MIN_TARGETS
+            or self.cycle < self.per_target_until
+            or not await self._union_is_cheaper(client, targets)
+        ):
             items = await self._read_per_target(client, targets)
         else:
             items = await self._read_union(client, targets)
@@ -173,8 +187,14 @@ class SharedReads:
             out.setdefault(self.target_of(item), []).append(item)
         self._retain(items)
         if log.isEnabledFor(logging.DEBUG):  # the keys are only worth computing when someone reads them
-            log.debug("shared %s read, cycle %d, targets %s: %d new %s", self.kind, self.cycle,
-                      sorted(targets, key=str), len(items), {t: [self.position(i)[1] for i in v] for t, v in out.items()})
+            log.debug(
+                "shared %s read, cycle %d, targets %s: %d new %s",
+                self.kind,
+                self.cycle,
+                sorted(targets, key=str),
+                len(items),
+                {t: [self.position(i)[1] for i in v] for t, v in out.items()},
+            )
         return out
 
     def _retain(self, items: list[Any]) -> None:
@@ -194,7 +214,9 @@ class SharedReads:
             kept = self.retained[target]
             while kept and kept[0][0] < cutoff:
                 dropped = kept.popleft()[0]
-                self._dropped_until = dropped if self._dropped_until is None else max(self._dropped_until, dropped)
+                self._dropped_until = (
+                    dropped if self._dropped_until is None else max(self._dropped_until, dropped)
+                )
             if not kept:
                 del self.retained[target]
 
@@ -259,8 +281,11 @@ class SharedReads:
             # that becomes visible late there is found (what the per-asset feeds read is not repeated).
             switching = self.per_target and self._probe_cycle == self.cycle
             head = self._probe_since if switching else None
-            self.union = (Feed.merged(previous, listing.position, head) if previous
-                          else await self._at_head(client, listing))
+            self.union = (
+                Feed.merged(previous, listing.position, head)
+                if previous
+                else await self._at_head(client, listing)
+            )
             self.union_targets = key
             self.per_target.clear()
             self._union_covering = bool(previous)
@@ -272,8 +297,13 @@ class SharedReads:
             if not covering and len(items) > PAGE_LIMIT * (len(targets) - 1):
                 self.per_target_until = self.cycle + PER_TARGET_CYCLES
                 self._probe_since, self._probe_cycle = self.union.mark, self.cycle  # count from here later
-                log.info("upstream %s is busy (%d new asset events per poll, %d watched assets): reading "
-                         "one listing per asset", client.config.base_url, len(items), len(targets))
+                log.info(
+                    "upstream %s is busy (%d new asset events per poll, %d watched assets): reading "
+                    "one listing per asset",
+                    client.config.base_url,
+                    len(items),
+                    len(targets),
+                )
         return items
 
     def marks(self) -> dict[Hashable, datetime]:
@@ -285,13 +315,23 @@ class SharedReads:
     @staticmethod
     async def _at_head(client: RemoteAirflowClient, listing: Listing) -> Feed:
         dialect = await client.dialect()
-        return Feed(None, time_filter=listing.time_filter(dialect), position=listing.position, at_head=True,
-                    ordered=listing.ordered(dialect))
+        return Feed(
+            None,
+            time_filter=listing.time_filter(dialect),
+            position=listing.position,
+            at_head=True,
+            ordered=listing.ordered(dialect),
+        )
 
     # catch-ups ----------------------------------------------------------------------------------
 
-    async def catch_up(self, client: RemoteAirflowClient, target: Hashable, start: datetime | None,
-                       source_dag_id: str | None = None) -> tuple[list[Any], bool]:
+    async def catch_up(
+        self,
+        client: RemoteAirflowClient,
+        target: Hashable,
+        start: datetime | None,
+        source_dag_id: str | None = None,
+    ) -> tuple[list[Any], bool]:
         """Every item of ``target`` from ``start`` read so far (with ``source_dag_id``: at least those
         that DAG produced; the server filters the catch-up), and whether that reaches now.
 
@@ -300,7 +340,12 @@ class SharedReads:
         """
         kept = self._from_retained(target, start)
         if kept is not None:
-            log.debug("catch-up of %s from %s: %d items from what the shared read delivered", target, start, len(kept))
+            log.debug(
+                "catch-up of %s from %s: %d items from what the shared read delivered",
+                target,
+                start,
+                len(kept),
+            )
             return kept, True
         key = (target, start, source_dag_id)
         catchup = self._catchups.get(key)
@@ -316,8 +361,14 @@ class SharedReads:
             self._catchups.pop(key, None)
             raise
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("catch-up of %s from %s, cycle %d: %d items, the last %s", target, start, self.cycle,
-                      len(catchup.items), [self.position(i)[1] for i in catchup.items[-5:]])
+            log.debug(
+                "catch-up of %s from %s, cycle %d: %d items, the last %s",
+                target,
+                start,
+                self.cycle,
+                len(catchup.items),
+                [self.position(i)[1] for i in catchup.items[-5:]],
+            )
         return catchup.items, not catchup.feed.behind
 
     @staticmethod
@@ -405,8 +456,11 @@ class RunChanges:
         for slot in slots:
             began = datetime.now(timezone.utc)
             if slot.feed is None:
-                slot.feed = (await SharedReads._at_head(client, slot.listing) if slot.since is None
-                             else await open_feed(client, slot.listing, slot.since - OVERLAP))
+                slot.feed = (
+                    await SharedReads._at_head(client, slot.listing)
+                    if slot.since is None
+                    else await open_feed(client, slot.listing, slot.since - OVERLAP)
+                )
             try:
                 for run in await read_feed(client, slot.feed, slot.listing):
                     out.setdefault(run.dag_id, []).append(run)

@@ -37,8 +37,9 @@ class RunWait(Protocol):
 
     def pick(self, runs: list[DagRun]) -> DagRun | None: ...
 
-    def find(self, runs: list[DagRun], covered_above: datetime | None,
-             complete: bool) -> tuple[DagRun | None, bool]: ...
+    def find(
+        self, runs: list[DagRun], covered_above: datetime | None, complete: bool
+    ) -> tuple[DagRun | None, bool]: ...
 
 
 class AssetReader(Protocol):
@@ -98,22 +99,26 @@ class DirectSource:
         return events
 
 
-async def _find_asset(client: RemoteAirflowClient, key: tuple[str, str], among: list[tuple[str, str]],
-                      memo: dict[Hashable, Any]) -> list[Asset]:
+async def _find_asset(
+    client: RemoteAirflowClient, key: tuple[str, str], among: list[tuple[str, str]], memo: dict[Hashable, Any]
+) -> list[Asset]:
     """The assets one lookup key finds. Where the upstream takes alternatives (3.2+), the keys looked up
     together (``among``) share one listing of assets whose URI or name starts with one of them; a key it
     does not find exactly is asked for alone, as on older upstreams (a substring filter)."""
     by, value = key
     values = sorted({v for b, v in among if b == by} | {value})
     if len(values) > 1 and await client.alternatives():
-        listed: list[Asset] = await _once(memo, ("find-assets", by, tuple(values)),
-                                          lambda: client.find_assets(by, values))
+        listed: list[Asset] = await _once(
+            memo, ("find-assets", by, tuple(values)), lambda: client.find_assets(by, values)
+        )
         if any(a.is_(by, value) for a in listed):
             return listed
     return await _once(memo, ("assets", key), lambda: client.list_assets(**{f"{by}_pattern": value}))
 
 
-def _once(memo: dict[Hashable, asyncio.Future], key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+def _once(
+    memo: dict[Hashable, asyncio.Future], key: Hashable, make: Callable[[], Awaitable[Any]]
+) -> asyncio.Future:
     """One future per key: identical requests of one look or cycle are made once (a failure reaches all)."""
     if key not in memo:
         memo[key] = asyncio.ensure_future(make())
@@ -123,23 +128,37 @@ def _once(memo: dict[Hashable, asyncio.Future], key: Hashable, make: Callable[[]
 async def _lookup_run(client: RemoteAirflowClient, watch: RunWait) -> DagRun | None:
     if watch.run_id:
         return await client.get_dag_run(watch.external_dag_id, watch.run_id)
-    runs = await client.list_dag_runs(watch.external_dag_id, logical_date=parse_dt(watch.logical_date),
-                                      run_after_gte=parse_dt(watch.latest_after), limit=1)
+    runs = await client.list_dag_runs(
+        watch.external_dag_id,
+        logical_date=parse_dt(watch.logical_date),
+        run_after_gte=parse_dt(watch.latest_after),
+        limit=1,
+    )
     return runs[0] if runs else None
 
 
 class BatchSource:
     """Answers every subscriber of one poll cycle with as few requests as possible."""
 
-    def __init__(self, client: RemoteAirflowClient, first_bounds: dict[str, datetime | None],
-                 run_changes: RunChanges | None, asset_reads: SharedReads | None, asset_targets: set[int],
-                 new_dags: set[str] | None = None, first_waits: int = 0, read_started: bool = True,
-                 reader: tuple[Hashable, float] | None = None):
+    def __init__(
+        self,
+        client: RemoteAirflowClient,
+        first_bounds: dict[str, datetime | None],
+        run_changes: RunChanges | None,
+        asset_reads: SharedReads | None,
+        asset_targets: set[int],
+        new_dags: set[str] | None = None,
+        first_waits: int = 0,
+        read_started: bool = True,
+        reader: tuple[Hashable, float] | None = None,
+    ):
         self.client = client
         self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
         self.first_waits = first_waits  # how many waits take their first look this cycle
         self.first_bounds = first_bounds  # dag_id -> lowest run_after a first look needs (None: any)
-        self.run_changes = run_changes  # the poller's feeds of runs that started / ended (they outlive this cycle)
+        self.run_changes = (
+            run_changes  # the poller's feeds of runs that started / ended (they outlive this cycle)
+        )
         self.read_started = read_started  # some wait needs the runs that started, not only those that ended
         self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
         self.asset_targets = asset_targets  # asset ids any subscriber waits on
@@ -204,8 +223,11 @@ class BatchSource:
         """
         bounds = list(self.first_bounds.values())
         since = None if None in bounds else min(bounds)  # type: ignore[type-var]
-        items, complete = await self.client.newest_runs(sorted(self.first_bounds), run_after_gte=since,
-                                                        max_pages=max(1, -(-self.first_waits // PAGE_LIMIT)))
+        items, complete = await self.client.newest_runs(
+            sorted(self.first_bounds),
+            run_after_gte=since,
+            max_pages=max(1, -(-self.first_waits // PAGE_LIMIT)),
+        )
         by_dag: dict[str, list[DagRun]] = {}
         for run in items:
             by_dag.setdefault(run.dag_id, []).append(run)
@@ -215,7 +237,9 @@ class BatchSource:
     async def dag(self, dag_id: str) -> Dag:
         """One upstream DAG (``NotFound`` when absent): the new waits of a cycle share one DAG listing."""
         if dag_id in self.new_dags and len(self.new_dags) > 2:
-            listed: dict[str, Dag] = await self._once(("dags",), lambda: self.client.find_dags(sorted(self.new_dags)))
+            listed: dict[str, Dag] = await self._once(
+                ("dags",), lambda: self.client.find_dags(sorted(self.new_dags))
+            )
             if dag_id in listed:
                 return listed[dag_id]
         # not listed (absent, stale, or the listing was not worth reading): ask for it alone, once per cycle
@@ -230,8 +254,10 @@ class BatchSource:
         return await self._once(("task-ids", dag_id), lambda: self.client.list_task_ids(dag_id))
 
     async def task_instances(self, dag_id: str, run_id: str, task_group_id: str | None) -> list[TaskInstance]:
-        return await self._once(("tis", dag_id, run_id, task_group_id),
-                                lambda: self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id))
+        return await self._once(
+            ("tis", dag_id, run_id, task_group_id),
+            lambda: self.client.list_task_instances(dag_id, run_id, task_group_id=task_group_id),
+        )
 
     def known_asset(self, key: tuple[str, str]) -> int | None:
         """An asset id another wait of this poll resolved already (asset ids do not change)."""
@@ -263,7 +289,8 @@ class BatchSource:
                 source = probe.source_dag_id
                 items, complete = await self._once(
                     ("catch-up", asset_id, start, source),
-                    lambda a=asset_id, s=start, d=source: reads.catch_up(self.client, a, s, d))
+                    lambda a=asset_id, s=start, d=source: reads.catch_up(self.client, a, s, d),
+                )
                 events += items
                 done = done and complete
             probe.caught_up = done

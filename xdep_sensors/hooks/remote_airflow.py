@@ -32,7 +32,8 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ClientConfig
 CONFIG_TTL_S = 30.0
 _ttl_clock = time.monotonic  # tests replace it
 _configs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future]]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 def _as_bool_or_path(value: Any) -> bool | str:
@@ -51,8 +52,10 @@ def config_from_connection(conn: Connection, extra: dict[str, Any]) -> ClientCon
     try:
         timeout = float(extra.get("timeout") or 30)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"extra timeout={extra.get('timeout')!r} of connection {conn.conn_id!r} "
-                                 "is not a number of seconds") from None
+        raise ConfigurationError(
+            f"extra timeout={extra.get('timeout')!r} of connection {conn.conn_id!r} "
+            "is not a number of seconds"
+        ) from None
     return ClientConfig(
         base_url=normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
         login=conn.login or None,
@@ -71,7 +74,7 @@ def _missing(conn_id: str) -> ConfigurationError:
     return ConfigurationError(
         f"connection {conn_id!r} does not exist in this deployment",
         hint="create it (type remote_airflow, host = the upstream URL, password = a read-only API token), "
-             f"e.g. with the environment variable AIRFLOW_CONN_{conn_id.upper()}",
+        f"e.g. with the environment variable AIRFLOW_CONN_{conn_id.upper()}",
     )
 
 

@@ -39,11 +39,26 @@ FACTS_TIME_LIMIT_S = 5.0
 TRIGGER_MODULE = "xdep_sensors."
 SENSORS_MODULE = "xdep_sensors.sensors"
 # trigger kwargs shown as a wait's (rendered) upstream target; the rest is bookkeeping
-TARGET_KEYS = ("external_dag_id", "run_id", "logical_date", "latest_after", "task_ids", "task_group_id",
-               "assets", "asset_uri", "asset_name", "require", "source_dag_id", "since", "dag_ids", "states")
+TARGET_KEYS = (
+    "external_dag_id",
+    "run_id",
+    "logical_date",
+    "latest_after",
+    "task_ids",
+    "task_group_id",
+    "assets",
+    "asset_uri",
+    "asset_name",
+    "require",
+    "source_dag_id",
+    "since",
+    "dag_ids",
+    "states",
+)
 
 
 # --- declared dependencies (serialized DAGs) -------------------------------------------------------
+
 
 def _is_sensor_module(module: Any) -> bool:
     """Whether a serialized task's ``_task_module`` is one of ours (``xdep_sensors.sensors`` or below)."""
@@ -61,11 +76,17 @@ def _declared(op: dict[str, Any]) -> dict[str, Any] | None:
         return declared if isinstance(declared, dict) else None
     # serialized by an earlier xdep_sensors: only its templated fields were kept
     task_type = op.get("task_type") or op.get("_task_type")
-    if not _is_sensor_module(op.get("_task_module")) or task_type not in ("RemoteDagRunSensor", "RemoteAssetSensor"):
+    if not _is_sensor_module(op.get("_task_module")) or task_type not in (
+        "RemoteDagRunSensor",
+        "RemoteAssetSensor",
+    ):
         return None
     kind = "dag_run" if task_type == "RemoteDagRunSensor" else "asset"
-    declared = {"kind": kind, "remote_conn_id": op.get("remote_conn_id", "remote_airflow_default"),
-                "mode": "reschedule" if op.get("reschedule") else "unknown"}
+    declared = {
+        "kind": kind,
+        "remote_conn_id": op.get("remote_conn_id", "remote_airflow_default"),
+        "mode": "reschedule" if op.get("reschedule") else "unknown",
+    }
     for key in ("external_dag_id", "task_ids", "task_group_id", "asset_uri", "asset_name", "source_dag_id"):
         if op.get(key) is not None:
             declared[key] = op[key]
@@ -85,16 +106,30 @@ def sensor_dependencies(dags: Iterable[tuple[str, dict[str, Any]]]) -> list[dict
             declared = _declared(op)
             if declared is None:
                 continue
-            target = {k: v for k, v in declared.items()
-                      if k not in ("kind", "remote_conn_id", "mode", "start_from_trigger", "end_from_trigger")}
+            target = {
+                k: v
+                for k, v in declared.items()
+                if k not in ("kind", "remote_conn_id", "mode", "start_from_trigger", "end_from_trigger")
+            }
             if declared["kind"] == "asset" and "assets" not in target:
                 target["assets"] = []
             mode = declared.get("mode", "unknown")
             if declared.get("start_from_trigger") or declared.get("end_from_trigger"):
-                mode = "worker-free" if declared.get("start_from_trigger") else "deferrable, ends in the triggerer"
-            items.append({"kind": SENSOR_KINDS.get(declared.get("kind"), "dag_run_sensor"), "dag_id": dag_id,
-                          "task_id": op.get("task_id"), "remote_conn_id": str(declared.get("remote_conn_id")),
-                          "mode": mode, "upstream": target})
+                mode = (
+                    "worker-free"
+                    if declared.get("start_from_trigger")
+                    else "deferrable, ends in the triggerer"
+                )
+            items.append(
+                {
+                    "kind": SENSOR_KINDS.get(declared.get("kind"), "dag_run_sensor"),
+                    "dag_id": dag_id,
+                    "task_id": op.get("task_id"),
+                    "remote_conn_id": str(declared.get("remote_conn_id")),
+                    "mode": mode,
+                    "upstream": target,
+                }
+            )
     return items
 
 
@@ -102,16 +137,23 @@ def _target(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: kwargs[k] for k in TARGET_KEYS if kwargs.get(k) not in (None, [], "")}
 
 
-def watcher_dependency(classpath: str, kwargs: dict[str, Any], assets: list[dict[str, Any]]) -> dict[str, Any]:
+def watcher_dependency(
+    classpath: str, kwargs: dict[str, Any], assets: list[dict[str, Any]]
+) -> dict[str, Any]:
     """One AssetWatcher trigger of ours, the local assets it feeds and the DAGs they schedule."""
-    return {"kind": "watcher", "trigger": classpath.rsplit(".", 1)[-1],
-            "remote_conn_id": str(kwargs.get("remote_conn_id", "remote_airflow_default")),
-            "mode": "asset watcher", "upstream": _target(kwargs),
-            "assets": [{"uri": a["uri"], "name": a["name"]} for a in assets],
-            "schedules": sorted({d for a in assets for d in a["dags"]})}
+    return {
+        "kind": "watcher",
+        "trigger": classpath.rsplit(".", 1)[-1],
+        "remote_conn_id": str(kwargs.get("remote_conn_id", "remote_airflow_default")),
+        "mode": "asset watcher",
+        "upstream": _target(kwargs),
+        "assets": [{"uri": a["uri"], "name": a["name"]} for a in assets],
+        "schedules": sorted({d for a in assets for d in a["dags"]}),
+    }
 
 
 # --- the metadata database ---------------------------------------------------------------------------
+
 
 def _trigger_assets(trigger: Any) -> list[Any]:
     """The assets a trigger watches: ``asset_watcher`` rows from 3.2, the ``asset_trigger`` table before."""
@@ -152,25 +194,33 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
     from airflow.models.trigger import Trigger
     from sqlalchemy import and_, func, select, tuple_
 
-    newest = (select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at"))
-              .group_by(SerializedDagModel.dag_id))
+    newest = select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at")).group_by(
+        SerializedDagModel.dag_id
+    )
     if dag_ids is not None:
         newest = newest.where(SerializedDagModel.dag_id.in_(sorted(dag_ids)))
     newest = newest.subquery()
-    is_newest = and_(SerializedDagModel.dag_id == newest.c.dag_id, SerializedDagModel.created_at == newest.c.at)
-    heads = session.execute(select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash).join(newest, is_newest)).all()
+    is_newest = and_(
+        SerializedDagModel.dag_id == newest.c.dag_id, SerializedDagModel.created_at == newest.c.at
+    )
+    heads = session.execute(
+        select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash).join(newest, is_newest)
+    ).all()
     # a DAG's serialized form is read and parsed once per version (its hash), not on every page view
     changed = [h.dag_id for h in heads if _DECLARED.get(h.dag_id, ("",))[0] != h.dag_hash]
     if changed:
-        for row in session.scalars(select(SerializedDagModel).join(newest, is_newest)
-                                   .where(SerializedDagModel.dag_id.in_(changed))):
+        for row in session.scalars(
+            select(SerializedDagModel).join(newest, is_newest).where(SerializedDagModel.dag_id.in_(changed))
+        ):
             _DECLARED[row.dag_id] = (row.dag_hash, sensor_dependencies([(row.dag_id, row.data or {})]))
     sensors = [dict(item) for h in heads for item in _DECLARED.get(h.dag_id, ("", []))[1]]
 
     watchers = []
     for trigger in session.scalars(select(Trigger).where(Trigger.classpath.like(TRIGGER_MODULE + "%"))):
-        assets = [{"uri": a.uri, "name": getattr(a, "name", a.uri), "dags": _scheduled_dag_ids(a)}
-                  for a in _trigger_assets(trigger)]
+        assets = [
+            {"uri": a.uri, "name": getattr(a, "name", a.uri), "dags": _scheduled_dag_ids(a)}
+            for a in _trigger_assets(trigger)
+        ]
         if not assets:
             continue  # a sensor's trigger: shown with its task below
         item = watcher_dependency(trigger.classpath, _kwargs(trigger), assets)
@@ -183,22 +233,41 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
     if pairs:
         ti = TaskInstance
         waiting = session.execute(
-            select(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.state, ti.start_date, ti.trigger_id)
-            .where(tuple_(ti.dag_id, ti.task_id).in_(pairs), ti.state.in_(WAITING_STATES))).all()
+            select(
+                ti.dag_id, ti.task_id, ti.run_id, ti.map_index, ti.state, ti.start_date, ti.trigger_id
+            ).where(tuple_(ti.dag_id, ti.task_id).in_(pairs), ti.state.in_(WAITING_STATES))
+        ).all()
         trigger_ids = sorted({w.trigger_id for w in waiting if w.trigger_id is not None})
-        triggers = {t.id: t for t in session.scalars(select(Trigger).where(Trigger.id.in_(trigger_ids)))} \
-            if trigger_ids else {}
+        triggers = (
+            {t.id: t for t in session.scalars(select(Trigger).where(Trigger.id.in_(trigger_ids)))}
+            if trigger_ids
+            else {}
+        )
         for w in waiting:
             trigger = triggers.get(w.trigger_id)
-            in_flight[(w.dag_id, w.task_id)].append({
-                "run_id": w.run_id, "map_index": w.map_index, "state": w.state, "since": _iso(w.start_date),
-                "target": _target(_kwargs(trigger)) if trigger is not None else None})
-        rank = func.row_number().over(partition_by=(ti.dag_id, ti.task_id), order_by=ti.end_date.desc()).label("rank")
-        ended = (select(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.end_date, rank)
-                 .where(tuple_(ti.dag_id, ti.task_id).in_(pairs), ti.state.in_(ENDED_STATES),
-                        ti.end_date.is_not(None))).subquery()
+            in_flight[(w.dag_id, w.task_id)].append(
+                {
+                    "run_id": w.run_id,
+                    "map_index": w.map_index,
+                    "state": w.state,
+                    "since": _iso(w.start_date),
+                    "target": _target(_kwargs(trigger)) if trigger is not None else None,
+                }
+            )
+        rank = (
+            func.row_number()
+            .over(partition_by=(ti.dag_id, ti.task_id), order_by=ti.end_date.desc())
+            .label("rank")
+        )
+        ended = (
+            select(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.end_date, rank).where(
+                tuple_(ti.dag_id, ti.task_id).in_(pairs), ti.state.in_(ENDED_STATES), ti.end_date.is_not(None)
+            )
+        ).subquery()
         for r in session.execute(select(ended).where(ended.c.rank <= RECENT).order_by(ended.c.rank)).all():
-            recent[(r.dag_id, r.task_id)].append({"run_id": r.run_id, "state": r.state, "end_date": _iso(r.end_date)})
+            recent[(r.dag_id, r.task_id)].append(
+                {"run_id": r.run_id, "state": r.state, "end_date": _iso(r.end_date)}
+            )
     for s in sensors:
         key = (s["dag_id"], s["task_id"])
         s["in_flight"], s["recent"] = in_flight.get(key, []), recent.get(key, [])
@@ -206,6 +275,7 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
 
 
 # --- the upstream deployments ------------------------------------------------------------------------
+
 
 def asset_labels(target: dict[str, Any]) -> list[str]:
     """The asset URIs or names a declared or rendered target waits on, in order, without repeats."""
@@ -228,8 +298,12 @@ def wanted(items: list[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
 
 
 def _run(run: Any) -> dict[str, Any]:
-    return {"run_id": run.run_id, "state": run.state, "run_after": _iso(run.run_after),
-            "end_date": _iso(run.end_date)}
+    return {
+        "run_id": run.run_id,
+        "state": run.state,
+        "run_after": _iso(run.run_after),
+        "end_date": _iso(run.end_date),
+    }
 
 
 async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[str, Any]:
@@ -237,15 +311,23 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
     in ``dags`` (one batch listing), the newest asset events (one listing over every asset)."""
     from xdep_sensors.core.listings import Listing
 
-    facts: dict[str, Any] = {"reachable": False, "authenticated": None, "api": None, "version": None,
-                             "dags": {}, "assets": {}}
+    facts: dict[str, Any] = {
+        "reachable": False,
+        "authenticated": None,
+        "api": None,
+        "version": None,
+        "dags": {},
+        "assets": {},
+    }
     facts["version"] = await client.version()
     facts["reachable"], facts["api"] = True, (await client.dialect()).name
     if dags:
         runs, _complete = await client.newest_runs(sorted(dags))
         for run in runs:  # newest first
-            entry = facts["dags"].setdefault(run.dag_id, {"latest": _run(run), "last_success": None,
-                                                          "url": client.run_url(run.dag_id, run.run_id)})
+            entry = facts["dags"].setdefault(
+                run.dag_id,
+                {"latest": _run(run), "last_success": None, "url": client.run_url(run.dag_id, run.run_id)},
+            )
             if entry["last_success"] is None and run.state == "success":
                 entry["last_success"] = _run(run)
     if assets:
@@ -253,9 +335,12 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
         for event in page.items:  # newest first
             for label in (event.uri, event.name, event.uri.rstrip("/")):
                 if label in assets and label not in facts["assets"]:
-                    facts["assets"][label] = {"event_id": event.id, "timestamp": _iso(event.timestamp),
-                                              "source_dag_id": event.source_dag_id,
-                                              "url": client.asset_url(event.asset_id)}
+                    facts["assets"][label] = {
+                        "event_id": event.id,
+                        "timestamp": _iso(event.timestamp),
+                        "source_dag_id": event.source_dag_id,
+                        "url": client.asset_url(event.asset_id),
+                    }
     facts["authenticated"] = True if (dags or assets) else None
     return facts
 
@@ -277,7 +362,9 @@ class UpstreamFacts:
     ``time_limit`` seconds reports the upstream as unreachable (and is kept as such for ``ttl``).
     """
 
-    def __init__(self, ttl: float = FACTS_TTL_S, time_limit: float = FACTS_TIME_LIMIT_S, clock=time.monotonic):
+    def __init__(
+        self, ttl: float = FACTS_TTL_S, time_limit: float = FACTS_TIME_LIMIT_S, clock=time.monotonic
+    ):
         self.ttl, self.time_limit, self.clock = ttl, time_limit, clock
         self._cache: dict[str, tuple[float, frozenset, asyncio.Future]] = {}
         self.reads = 0
@@ -285,8 +372,12 @@ class UpstreamFacts:
     async def get(self, conn_id: str, dags: set[str], assets: set[str]) -> dict[str, Any]:
         want = frozenset({("dag", d) for d in dags} | {("asset", a) for a in assets})
         hit = self._cache.get(conn_id)
-        if hit is None or self.clock() - hit[0] > self.ttl or not want <= hit[1] or hit[2].get_loop() is not \
-                asyncio.get_running_loop():
+        if (
+            hit is None
+            or self.clock() - hit[0] > self.ttl
+            or not want <= hit[1]
+            or hit[2].get_loop() is not asyncio.get_running_loop()
+        ):
             future = asyncio.ensure_future(self._read(conn_id, dags, assets))
             hit = self._cache[conn_id] = (self.clock(), want, future)
         return await asyncio.shield(hit[2])
@@ -303,10 +394,15 @@ class UpstreamFacts:
             config = await sync_to_async(_connection_config, thread_sensitive=False)(conn_id)
         except Exception as err:
             missing = type(err).__name__ in ("AirflowNotFoundException", "ConnectionNotFound")
-            return {**base, "reachable": False, "error": f"connection {conn_id!r} does not exist in this deployment: "
-                    "create it (type remote_airflow)" if missing else
-                    f"connection {conn_id!r} cannot be read ({type(err).__name__}): check its definition and the "
-                    "secrets backend"}
+            return {
+                **base,
+                "reachable": False,
+                "error": f"connection {conn_id!r} does not exist in this deployment: "
+                "create it (type remote_airflow)"
+                if missing
+                else f"connection {conn_id!r} cannot be read ({type(err).__name__}): check its definition and the "
+                "secrets backend",
+            }
         base.update(host=safe_url(config.base_url), ui=safe_url(config.ui_base))
         client = RemoteAirflowHook.client_for(config)
         try:
@@ -315,16 +411,25 @@ class UpstreamFacts:
             return {**base, "reachable": False, "error": f"no answer within {self.time_limit:g} s"}
         except XdepError as err:
             reached = client.upstream_version is not None
-            return {**base, "reachable": reached, "version": client.upstream_version,
-                    "authenticated": False if err.status in (401, 403) else None, "error": str(err)}
+            return {
+                **base,
+                "reachable": reached,
+                "version": client.upstream_version,
+                "authenticated": False if err.status in (401, 403) else None,
+                "error": str(err),
+            }
         except Exception as err:  # never let one upstream break the page; details only in the server's log
             log.warning("Remote dependencies: reading %s (%s) failed", conn_id, base["host"], exc_info=True)
-            return {**base, "reachable": False,
-                    "error": f"unexpected {type(err).__name__} reading the upstream; the API server's log has the details"}
+            return {
+                **base,
+                "reachable": False,
+                "error": f"unexpected {type(err).__name__} reading the upstream; the API server's log has the details",
+            }
         return {**base, **facts}
 
 
 # --- one item per dependency -------------------------------------------------------------------------
+
 
 def _age_s(iso: str | None, now: datetime) -> float | None:
     if not iso:
@@ -335,15 +440,24 @@ def _age_s(iso: str | None, now: datetime) -> float | None:
 def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) -> dict[str, Any]:
     up = item["upstream"]
     if not facts.get("reachable") or facts.get("error"):
-        problem = ("auth failed" if facts.get("authenticated") is False
-                   else "unreachable" if not facts.get("reachable") else "upstream error")
+        problem = (
+            "auth failed"
+            if facts.get("authenticated") is False
+            else "unreachable"
+            if not facts.get("reachable")
+            else "upstream error"
+        )
         return {"error": facts.get("error") or "unreachable", "problem": problem}
     dag_id = up.get("external_dag_id")
     if isinstance(dag_id, str) and dag_id in facts.get("dags", {}):
         dag = facts["dags"][dag_id]
         success = dag["last_success"]
-        return {"latest_run": dag["latest"], "last_success": success, "url": dag["url"],
-                "lag_s": _age_s(success and (success["end_date"] or success["run_after"]), now)}
+        return {
+            "latest_run": dag["latest"],
+            "last_success": success,
+            "url": dag["url"],
+            "lag_s": _age_s(success and (success["end_date"] or success["run_after"]), now),
+        }
     events = [facts["assets"][label] for label in asset_labels(up) if label in facts.get("assets", {})]
     if events:
         latest = max(events, key=lambda e: e["timestamp"])
@@ -365,7 +479,9 @@ def status(item: dict[str, Any]) -> str:
     return "idle"
 
 
-async def compose(deployment: dict[str, Any], facts: UpstreamFacts, now: datetime | None = None) -> dict[str, Any]:
+async def compose(
+    deployment: dict[str, Any], facts: UpstreamFacts, now: datetime | None = None
+) -> dict[str, Any]:
     """The JSON of ``GET /xdep-sensors/api/dependencies``: dependencies and the upstreams' health."""
     now = now or datetime.now(timezone.utc)
     items = [*deployment["sensors"], *deployment["watchers"]]

@@ -47,8 +47,17 @@ def matches(item: dict[str, Any], q: str) -> bool:
     """Whether a dependency mentions ``q`` (case-insensitive) in its ids, connection or target."""
     if not q:
         return True
-    hay = " ".join(str(item.get(k, "")) for k in ("dag_id", "task_id", "remote_conn_id", "kind", "status", "trigger"))
-    hay += " " + str(item.get("upstream")) + " " + str(item.get("assets", "")) + " " + str(item.get("schedules", ""))
+    hay = " ".join(
+        str(item.get(k, "")) for k in ("dag_id", "task_id", "remote_conn_id", "kind", "status", "trigger")
+    )
+    hay += (
+        " "
+        + str(item.get("upstream"))
+        + " "
+        + str(item.get("assets", ""))
+        + " "
+        + str(item.get("schedules", ""))
+    )
     return q.lower() in hay.lower()
 
 
@@ -74,11 +83,24 @@ async def page(request: Request, user: GetUserDep, q: str = Query("", max_length
 
 # --- the page ----------------------------------------------------------------------------------------
 
-STATUS_COLOURS = {"ok": "#008000", "waiting": "#9370db", "failed": "#d00000", "unreachable": "#ff8c00",
-                  "auth failed": "#ff8c00", "upstream error": "#ff8c00", "idle": "#808080"}
-STATUS_TEXT = {"ok": "last wait succeeded", "waiting": "waiting now", "failed": "last wait failed",
-               "unreachable": "upstream unreachable", "auth failed": "the upstream refuses the connection's credentials",
-               "upstream error": "the upstream answers with an error", "idle": "no wait yet"}
+STATUS_COLOURS = {
+    "ok": "#008000",
+    "waiting": "#9370db",
+    "failed": "#d00000",
+    "unreachable": "#ff8c00",
+    "auth failed": "#ff8c00",
+    "upstream error": "#ff8c00",
+    "idle": "#808080",
+}
+STATUS_TEXT = {
+    "ok": "last wait succeeded",
+    "waiting": "waiting now",
+    "failed": "last wait failed",
+    "unreachable": "upstream unreachable",
+    "auth failed": "the upstream refuses the connection's credentials",
+    "upstream error": "the upstream answers with an error",
+    "idle": "no wait yet",
+}
 
 CSS = """
 :root { color-scheme: light dark; --fg: #1a202c; --muted: #4a5568; --line: #e2e8f0; --bg: #fff; --card: #f7fafc;
@@ -128,8 +150,13 @@ def _target(up: dict[str, Any]) -> str:
     parts = []
     if up.get("external_dag_id"):
         parts.append(f"DAG <code>{_e(up['external_dag_id'])}</code>")
-    for key, label in (("task_ids", "tasks"), ("task_group_id", "task group"), ("run_id", "run"),
-                       ("logical_date", "logical date"), ("latest_after", "latest after")):
+    for key, label in (
+        ("task_ids", "tasks"),
+        ("task_group_id", "task group"),
+        ("run_id", "run"),
+        ("logical_date", "logical date"),
+        ("latest_after", "latest after"),
+    ):
         if up.get(key):
             value = ", ".join(map(str, up[key])) if isinstance(up[key], list) else up[key]
             parts.append(f"{label} <code>{_e(value)}</code>")
@@ -161,32 +188,47 @@ def _waits(item: dict[str, Any]) -> str:
     rows = []
     for wait in item.get("in_flight") or []:
         target = _target(wait["target"]) if wait.get("target") else ""
-        rows.append(f"{_e(wait['state'])} since {_e((wait.get('since') or '')[:19].replace('T', ' '))} "
-                    f"<span class=muted>(run {_e(wait['run_id'])})</span>" + (f"<br>{target}" if target else ""))
+        rows.append(
+            f"{_e(wait['state'])} since {_e((wait.get('since') or '')[:19].replace('T', ' '))} "
+            f"<span class=muted>(run {_e(wait['run_id'])})</span>" + (f"<br>{target}" if target else "")
+        )
     recent = item.get("recent") or []
     if recent:
-        rows.append("recent: " + " ".join(
-            f'<span class="dot" title="{_e(r["run_id"])}: {_e(r["state"])}" style="background:'
-            f'{STATUS_COLOURS["ok" if r["state"] == "success" else ("idle" if r["state"] == "skipped" else "failed")]}">'
-            f"</span>" for r in recent))
+        rows.append(
+            "recent: "
+            + " ".join(
+                f'<span class="dot" title="{_e(r["run_id"])}: {_e(r["state"])}" style="background:'
+                f'{STATUS_COLOURS["ok" if r["state"] == "success" else ("idle" if r["state"] == "skipped" else "failed")]}">'
+                f"</span>"
+                for r in recent
+            )
+        )
     return "<br>".join(rows)
 
 
 def _row(item: dict[str, Any], airflow_root: str) -> str:
     state = item.get("status", "idle")
-    badge = (f'<span class="badge" style="background:{STATUS_COLOURS.get(state, "#808080")}" '
-             f'title="{_e(STATUS_TEXT.get(state, state))}">{_e(state)}</span>')
+    badge = (
+        f'<span class="badge" style="background:{STATUS_COLOURS.get(state, "#808080")}" '
+        f'title="{_e(STATUS_TEXT.get(state, state))}">{_e(state)}</span>'
+    )
     if item["kind"] == "watcher":
-        dags = ", ".join(_link(f"{airflow_root}/dags/{quote(d, safe='')}", d, top=True) for d in item["schedules"])
+        dags = ", ".join(
+            _link(f"{airflow_root}/dags/{quote(d, safe='')}", d, top=True) for d in item["schedules"]
+        )
         assets = ", ".join(f"<code>{_e(a['uri'])}</code>" for a in item["assets"])
         who = f"{_e(item['trigger'])} &rarr; {assets}<br><span class=muted>schedules</span> {dags or '—'}"
     else:
         dag = _link(f"{airflow_root}/dags/{quote(item['dag_id'], safe='')}", item["dag_id"], top=True)
         who = f"{dag} <span class=muted>/</span> <code>{_e(item['task_id'])}</code>"
-    kind = {"dag_run_sensor": "DAG-run sensor", "asset_sensor": "asset sensor", "watcher": "watcher"}[item["kind"]]
-    return (f'<tr data-status="{_e(state)}"><td>{badge}</td><td>{who}</td><td>{_e(kind)}<br>'
-            f'<span class=muted>{_e(item.get("mode", ""))}</span></td><td>{_target(item["upstream"])}</td>'
-            f"<td>{_now(item)}</td><td>{_waits(item)}</td></tr>")
+    kind = {"dag_run_sensor": "DAG-run sensor", "asset_sensor": "asset sensor", "watcher": "watcher"}[
+        item["kind"]
+    ]
+    return (
+        f'<tr data-status="{_e(state)}"><td>{badge}</td><td>{who}</td><td>{_e(kind)}<br>'
+        f"<span class=muted>{_e(item.get('mode', ''))}</span></td><td>{_target(item['upstream'])}</td>"
+        f"<td>{_now(item)}</td><td>{_waits(item)}</td></tr>"
+    )
 
 
 def _health(conn_id: str, up: dict[str, Any]) -> str:
@@ -194,9 +236,13 @@ def _health(conn_id: str, up: dict[str, Any]) -> str:
     if up.get("error"):
         reach = "reachable" if up.get("reachable") else "not reachable"
         return f'<span class="dot" style="background:{STATUS_COLOURS["unreachable"]}"></span>{where}: {reach}: {_e(up["error"])}'
-    auth = {True: "authenticated", False: "authentication failed", None: "authentication not checked"}[up.get("authenticated")]
-    return (f'<span class="dot" style="background:{STATUS_COLOURS["ok"]}"></span>{where}: reachable, '
-            f'Airflow {_e(up.get("version"))} (API {_e(up.get("api"))}), {auth}; checked {_e((up.get("checked_at") or "")[11:19])} UTC')
+    auth = {True: "authenticated", False: "authentication failed", None: "authentication not checked"}[
+        up.get("authenticated")
+    ]
+    return (
+        f'<span class="dot" style="background:{STATUS_COLOURS["ok"]}"></span>{where}: reachable, '
+        f"Airflow {_e(up.get('version'))} (API {_e(up.get('api'))}), {auth}; checked {_e((up.get('checked_at') or '')[11:19])} UTC"
+    )
 
 
 def render(body: dict[str, Any], *, q: str = "", airflow_root: str = "") -> str:
@@ -212,10 +258,13 @@ def render(body: dict[str, Any], *, q: str = "", airflow_root: str = "") -> str:
             f'<section data-conn="{_e(conn_id)}"><h2>Upstream <code>{_e(conn_id)}</code></h2>'
             f'<div class="health">{_health(conn_id, up)}</div>'
             "<table><thead><tr><th>state</th><th>downstream</th><th>kind</th><th>waits on</th>"
-            f"<th>upstream now</th><th>waits</th></tr></thead><tbody>{rows}</tbody></table></section>")
+            f"<th>upstream now</th><th>waits</th></tr></thead><tbody>{rows}</tbody></table></section>"
+        )
     count = len(body["dependencies"])
     empty = "" if sections else '<p class="muted">No remote dependency matches.</p>'
-    generated = datetime.fromisoformat(body["generated_at"]).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    generated = (
+        datetime.fromisoformat(body["generated_at"]).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Remote dependencies</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>

@@ -30,7 +30,17 @@ class XdepSensorsPlugin(AirflowPlugin):
 
     @property
     def external_views(self) -> list[dict[str, Any]]:  # type: ignore[override]
-        if airflow_version() < (3, 1):  # 3.0 has no plugin views: the page is at its URL, the JSON takes a token
+        if airflow_version() < (
+            3,
+            1,
+        ):  # 3.0 has no plugin views: the page is at its URL, the JSON takes a token
             return []
-        return [{"name": "Remote dependencies", "href": PAGE, "destination": "nav", "category": "browse",
-                 "url_route": "xdep-sensors"}]
+        return [
+            {
+                "name": "Remote dependencies",
+                "href": PAGE,
+                "destination": "nav",
+                "category": "browse",
+                "url_route": "xdep-sensors",
+            }
+        ]

@@ -24,16 +24,24 @@ from xdep_sensors.sensors.base import _RemoteSensor
 
 
 def _asset_refs(asset_uri: Any, asset_name: Any, assets: Any) -> list[dict[str, str | None]]:
-    given = [n for n, v in (("asset_uri", asset_uri), ("asset_name", asset_name), ("assets", assets)) if v is not None]
+    given = [
+        n
+        for n, v in (("asset_uri", asset_uri), ("asset_name", asset_name), ("assets", assets))
+        if v is not None
+    ]
     if len(given) != 1:
-        raise ValueError(f"give exactly one of asset_uri, asset_name, assets; got {', '.join(given) or 'none'}")
+        raise ValueError(
+            f"give exactly one of asset_uri, asset_name, assets; got {', '.join(given) or 'none'}"
+        )
     if asset_uri is not None or asset_name is not None:
         value, key = (asset_uri, "uri") if asset_uri is not None else (asset_name, "name")
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"asset_{key} must be a non-empty string, got {value!r}")
         return [{"uri": value if key == "uri" else None, "name": value if key == "name" else None}]
     if isinstance(assets, str) or not isinstance(assets, (list, tuple)) or not assets:
-        raise ValueError(f"assets must be a non-empty list of URIs or airflow.sdk.Asset objects, got {assets!r}")
+        raise ValueError(
+            f"assets must be a non-empty list of URIs or airflow.sdk.Asset objects, got {assets!r}"
+        )
     refs = []
     for item in assets:
         uri = getattr(item, "uri", item)
@@ -98,13 +106,17 @@ class RemoteAssetSensor(_RemoteSensor):
         self._bridge_alias: AssetAlias | None = None
         if any(isinstance(o, Asset) for o in self.outlets):
             # Concrete outlets yield one event each; an alias carries the 2nd..Nth matched event.
-            self._bridge_alias = AssetAlias(f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}"
-                                            f"__{self.task_id}")
+            self._bridge_alias = AssetAlias(
+                f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}__{self.task_id}"
+            )
             self.outlets = [*self.outlets, self._bridge_alias]
             if self.end_from_trigger:
-                warnings.warn(f"{self.task_id}: end_from_trigger is off: Airflow records a task's local outlet "
-                              "events only when a worker ends it (the trigger hands its events back to one)",
-                              UserWarning, stacklevel=2)
+                warnings.warn(
+                    f"{self.task_id}: end_from_trigger is off: Airflow records a task's local outlet "
+                    "events only when a worker ends it (the trigger hands its events back to one)",
+                    UserWarning,
+                    stacklevel=2,
+                )
                 self.end_from_trigger = False
         self._finish_init(self._task_args())
 
@@ -112,9 +124,15 @@ class RemoteAssetSensor(_RemoteSensor):
         return CursorStore(context["ti"].dag_id, self.task_id)
 
     def _task_args(self) -> dict[str, Any]:
-        return {"asset_uri": self.asset_uri, "asset_name": self.asset_name, "assets": self.asset_refs,
-                "require": self.require, "source_dag_id": self.source_dag_id, "since": self.since,
-                "check_existence": self.check_existence}
+        return {
+            "asset_uri": self.asset_uri,
+            "asset_name": self.asset_name,
+            "assets": self.asset_refs,
+            "require": self.require,
+            "source_dag_id": self.source_dag_id,
+            "since": self.since,
+            "check_existence": self.check_existence,
+        }
 
     def _watch(self, context: Context) -> AssetTarget:
         return asset_target(self._task_args(), context)
@@ -135,13 +153,21 @@ class RemoteAssetSensor(_RemoteSensor):
         outlet_events = context["outlet_events"]
         for asset in local:
             for i, event in enumerate(events):
-                provenance = {"url": upstream, "event_id": event["id"], "uri": event["uri"],
-                              "timestamp": event["timestamp"], "source_dag_id": event["source_dag_id"],
-                              "source_run_id": event["source_run_id"]}
+                provenance = {
+                    "url": upstream,
+                    "event_id": event["id"],
+                    "uri": event["uri"],
+                    "timestamp": event["timestamp"],
+                    "source_dag_id": event["source_dag_id"],
+                    "source_run_id": event["source_run_id"],
+                }
                 extra = {**(event.get("extra") or {}), "xdep_upstream": provenance}
                 if i == 0:
                     outlet_events[asset].extra = extra
                 else:
                     outlet_events[self._bridge_alias].add(asset, extra=extra)
-        self.log.info("re-emitted %d upstream event(s) to local asset(s) %s", len(events),
-                      ", ".join(a.uri for a in local))
+        self.log.info(
+            "re-emitted %d upstream event(s) to local asset(s) %s",
+            len(events),
+            ", ".join(a.uri for a in local),
+        )

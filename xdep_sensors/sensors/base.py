@@ -22,8 +22,8 @@ from xdep_sensors.core.probes import AssetTarget, DagRunTarget
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
-from xdep_sensors.triggers.classpath import classpath
 from xdep_sensors.triggers import TRIGGER_EVENT_STATUSES, RemoteAssetTrigger, RemoteDagRunTrigger
+from xdep_sensors.triggers.classpath import classpath
 from xdep_sensors.version_compat import airflow_version
 
 if TYPE_CHECKING:
@@ -60,19 +60,34 @@ class _RemoteSensor(BaseSensorOperator):
     start_from_trigger = False
     start_trigger_args = None
 
-    def __init__(self, *, remote_conn_id: str = RemoteAirflowHook.default_conn_name, deferrable: bool = True,
-                 start_from_trigger: bool = False, end_from_trigger: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str = RemoteAirflowHook.default_conn_name,
+        deferrable: bool = True,
+        start_from_trigger: bool = False,
+        end_from_trigger: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(remote_conn_id, str) or not remote_conn_id.strip():
             raise ValueError(f"remote_conn_id must be a connection id, got {remote_conn_id!r}")
-        for name, value in (("deferrable", deferrable), ("start_from_trigger", start_from_trigger),
-                            ("end_from_trigger", end_from_trigger)):
+        for name, value in (
+            ("deferrable", deferrable),
+            ("start_from_trigger", start_from_trigger),
+            ("end_from_trigger", end_from_trigger),
+        ):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be True or False, got {value!r}")
-        for name, value in (("start_from_trigger", start_from_trigger), ("end_from_trigger", end_from_trigger)):
+        for name, value in (
+            ("start_from_trigger", start_from_trigger),
+            ("end_from_trigger", end_from_trigger),
+        ):
             if value and not deferrable:
-                raise ValueError(f"{name}=True needs deferrable=True: a waiting task in poke or reschedule mode "
-                                 "runs on a worker")
+                raise ValueError(
+                    f"{name}=True needs deferrable=True: a waiting task in poke or reschedule mode "
+                    "runs on a worker"
+                )
         self.remote_conn_id = remote_conn_id
         self.deferrable = deferrable
         self.end_from_trigger = end_from_trigger
@@ -89,12 +104,17 @@ class _RemoteSensor(BaseSensorOperator):
         self._start_in_triggerer(task_args)
         # JSON text: Airflow's serialization keeps an operator's extra string field as it is everywhere
         # (a dict would be written raw and read back as an encoded value)
-        self.xdep_dependency = json.dumps({
-            "kind": self.kind, "remote_conn_id": self.remote_conn_id,
-            "mode": "deferrable" if self.deferrable else ("reschedule" if self.reschedule else "poke"),
-            "start_from_trigger": self.start_from_trigger, "end_from_trigger": self.end_from_trigger,
-            **{k: v for k, v in task_args.items() if v is not None},
-        }, default=str)
+        self.xdep_dependency = json.dumps(
+            {
+                "kind": self.kind,
+                "remote_conn_id": self.remote_conn_id,
+                "mode": "deferrable" if self.deferrable else ("reschedule" if self.reschedule else "poke"),
+                "start_from_trigger": self.start_from_trigger,
+                "end_from_trigger": self.end_from_trigger,
+                **{k: v for k, v in task_args.items() if v is not None},
+            },
+            default=str,
+        )
 
     def _start_in_triggerer(self, task_args: dict[str, Any]) -> None:
         """Set ``start_trigger_args`` from the sensor's arguments.
@@ -110,13 +130,21 @@ class _RemoteSensor(BaseSensorOperator):
                 f"{self.task_id}: start_from_trigger=True needs Airflow 3.3+ (this is "
                 f"{'.'.join(map(str, running))}): the task starts on a worker and defers from there"
                 + (" (end_from_trigger still applies)" if self.end_from_trigger else ""),
-                UserWarning, stacklevel=3)
+                UserWarning,
+                stacklevel=3,
+            )
             self.start_from_trigger = False
             return
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls=classpath(self.trigger_class),
-            trigger_kwargs={"remote_conn_id": self.remote_conn_id, "poke_interval": float(self.poke_interval),
-                            "timeout_at": None, **self._ending_kwargs(), "from_task": True, **task_args},
+            trigger_kwargs={
+                "remote_conn_id": self.remote_conn_id,
+                "poke_interval": float(self.poke_interval),
+                "timeout_at": None,
+                **self._ending_kwargs(),
+                "from_task": True,
+                **task_args,
+            },
             next_method="execute_complete",
             next_kwargs=None,
             timeout=timedelta(seconds=float(self.timeout) + 60),
@@ -125,8 +153,11 @@ class _RemoteSensor(BaseSensorOperator):
     def _ending_kwargs(self) -> dict[str, Any]:
         if not self.end_from_trigger:
             return {}
-        return {"end_from_trigger": True, "retries": int(self.retries or 0),
-                "soft_fail": bool(self.soft_fail or getattr(self, "never_fail", False))}
+        return {
+            "end_from_trigger": True,
+            "retries": int(self.retries or 0),
+            "soft_fail": bool(self.soft_fail or getattr(self, "never_fail", False)),
+        }
 
     # subclasses ------------------------------------------------------------------------------
 
@@ -146,9 +177,13 @@ class _RemoteSensor(BaseSensorOperator):
             return super().execute(context)
         timeout_at = time.time() + float(self.timeout)
         self.defer(
-            trigger=self.trigger_class(remote_conn_id=self.remote_conn_id, poke_interval=self.poke_interval,
-                                       timeout_at=timeout_at, **self._ending_kwargs(),
-                                       **self._watch(context).to_kwargs()),
+            trigger=self.trigger_class(
+                remote_conn_id=self.remote_conn_id,
+                poke_interval=self.poke_interval,
+                timeout_at=timeout_at,
+                **self._ending_kwargs(),
+                **self._watch(context).to_kwargs(),
+            ),
             method_name="execute_complete",
             # the trigger reports its own, clearer, timeout first; this is only a safety net
             timeout=timedelta(seconds=float(self.timeout) + 60),
@@ -167,7 +202,9 @@ class _RemoteSensor(BaseSensorOperator):
         self.log.info("%s", decision.message)
         if not decision.done:
             return False
-        return PokeReturnValue(True, self._finish(context, decision.status, decision.message, decision.result))
+        return PokeReturnValue(
+            True, self._finish(context, decision.status, decision.message, decision.result)
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Turn the trigger's event into the task's outcome."""

@@ -49,7 +49,13 @@ class RemoteDagRunSensor(_RemoteSensor):
     """
 
     template_fields: Sequence[str] = (
-        "external_dag_id", "remote_conn_id", "run_id", "logical_date", "latest_after", "task_ids", "task_group_id",
+        "external_dag_id",
+        "remote_conn_id",
+        "run_id",
+        "logical_date",
+        "latest_after",
+        "task_ids",
+        "task_group_id",
     )
     ui_color = "#e8f0fe"
     operator_extra_links = (UpstreamRunLink(),)
@@ -74,8 +80,13 @@ class RemoteDagRunSensor(_RemoteSensor):
         super().__init__(**kwargs)
         if not isinstance(external_dag_id, str) or not external_dag_id.strip():
             raise ValueError(f"external_dag_id must be a non-empty string, got {external_dag_id!r}")
-        selectors = {"run_id": run_id, "logical_date": logical_date, "execution_delta": execution_delta,
-                     "logical_date_fn": logical_date_fn, "latest_after": latest_after}
+        selectors = {
+            "run_id": run_id,
+            "logical_date": logical_date,
+            "execution_delta": execution_delta,
+            "logical_date_fn": logical_date_fn,
+            "latest_after": latest_after,
+        }
         given = [name for name, value in selectors.items() if value is not None]
         if len(given) > 1:
             raise ValueError(f"give at most one of {', '.join(selectors)}; got {' and '.join(given)}")
@@ -91,17 +102,19 @@ class RemoteDagRunSensor(_RemoteSensor):
             raise ValueError(f"task_ids must be a non-empty list of task ids, got {task_ids!r}")
         known = TASK_STATES if (task_ids or task_group_id) else DAG_RUN_STATES
         states = {
-            "allowed_states": _state_list("allowed_states", ["success"] if allowed_states is None else allowed_states,
-                                          known),
-            "failed_states": _state_list("failed_states", ["failed"] if failed_states is None else failed_states,
-                                         known),
+            "allowed_states": _state_list(
+                "allowed_states", ["success"] if allowed_states is None else allowed_states, known
+            ),
+            "failed_states": _state_list(
+                "failed_states", ["failed"] if failed_states is None else failed_states, known
+            ),
             "skipped_states": _state_list("skipped_states", skipped_states, known),
         }
         if not states["allowed_states"]:
             raise ValueError("allowed_states must name at least one state")
         names = list(states)
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 overlap = sorted(set(states[a]) & set(states[b]))
                 if overlap:
                     raise ValueError(f"{a} and {b} overlap: {overlap}")
@@ -118,19 +131,28 @@ class RemoteDagRunSensor(_RemoteSensor):
         self.task_group_id = task_group_id
         self.check_existence = check_existence
         if self.start_from_trigger and logical_date_fn is not None:
-            raise ValueError("logical_date_fn cannot travel to the triggerer (start_from_trigger=True): give "
-                             "logical_date as a template, e.g. \"{{ logical_date - macros.timedelta(hours=1) }}\", "
-                             "or execution_delta")
+            raise ValueError(
+                "logical_date_fn cannot travel to the triggerer (start_from_trigger=True): give "
+                'logical_date as a template, e.g. "{{ logical_date - macros.timedelta(hours=1) }}", '
+                "or execution_delta"
+            )
         self._finish_init(self._task_args())
 
     def _task_args(self) -> dict[str, Any]:
         """The arguments that decide which run (``execution_delta`` in seconds: they travel as JSON)."""
-        return {"external_dag_id": self.external_dag_id, "run_id": self.run_id, "logical_date": self.logical_date,
-                "latest_after": self.latest_after,
-                "execution_delta": self.execution_delta.total_seconds() if self.execution_delta else None,
-                "allowed_states": self.allowed_states, "failed_states": self.failed_states,
-                "skipped_states": self.skipped_states, "task_ids": self.task_ids, "task_group_id": self.task_group_id,
-                "check_existence": self.check_existence}
+        return {
+            "external_dag_id": self.external_dag_id,
+            "run_id": self.run_id,
+            "logical_date": self.logical_date,
+            "latest_after": self.latest_after,
+            "execution_delta": self.execution_delta.total_seconds() if self.execution_delta else None,
+            "allowed_states": self.allowed_states,
+            "failed_states": self.failed_states,
+            "skipped_states": self.skipped_states,
+            "task_ids": self.task_ids,
+            "task_group_id": self.task_group_id,
+            "check_existence": self.check_existence,
+        }
 
     def _watch(self, context: Context) -> DagRunTarget:
         return dag_run_target(self._task_args(), context, self.logical_date_fn)

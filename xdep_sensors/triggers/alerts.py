@@ -45,8 +45,12 @@ def _dag_id(value: Any) -> str:
 
 
 def _states(value: Any, allowed: frozenset[str], name: str = "states") -> list[str]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)) or not value \
-            or not set(value) <= allowed:
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple, set, frozenset))
+        or not value
+        or not set(value) <= allowed
+    ):
         raise ValueError(f"{name} must be a non-empty list of {sorted(allowed)}, got {value!r}")
     return sorted(set(value))
 
@@ -54,8 +58,12 @@ def _states(value: Any, allowed: frozenset[str], name: str = "states") -> list[s
 def _task_ids(value: Any) -> list[str] | None:
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value \
-            or not all(isinstance(t, str) and t.strip() for t in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(t, str) and t.strip() for t in value)
+    ):
         raise ValueError(f"task_ids must be a non-empty list of task ids, got {value!r}")
     return sorted(set(value))
 
@@ -125,10 +133,20 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
 
     kind = "task_instances"
     listing_kind = "ended_task_instances"
-    listing_states = tuple(sorted(TASK_END_STATES))  # every end state: the listing is shared by all such watchers
+    listing_states = tuple(
+        sorted(TASK_END_STATES)
+    )  # every end state: the listing is shared by all such watchers
 
-    def __init__(self, *, remote_conn_id: str, external_dag_id: str, task_ids: list[str] | None = None,
-                 task_group_id: str | None = None, states: list[str] | None = None, poll_interval: float = 60.0):
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        external_dag_id: str,
+        task_ids: list[str] | None = None,
+        task_group_id: str | None = None,
+        states: list[str] | None = None,
+        poll_interval: float = 60.0,
+    ):
         super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
         self.external_dag_id = _dag_id(external_dag_id)
         self.task_ids = _task_ids(task_ids)
@@ -150,8 +168,12 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
         return f"xdep_sensors:{self.kind}:{self.remote_conn_id}:{self.target}:{which}:{','.join(self.states)}"
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"external_dag_id": self.external_dag_id, "task_ids": self.task_ids,
-                "task_group_id": self.task_group_id, "states": self.states}
+        return {
+            "external_dag_id": self.external_dag_id,
+            "task_ids": self.task_ids,
+            "task_group_id": self.task_group_id,
+            "states": self.states,
+        }
 
     def mine(self, item: EndedTask) -> bool:
         ti = item.ti
@@ -171,10 +193,20 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
 
     def payload(self, item: EndedTask, upstream: str) -> dict[str, Any]:
         ti = item.ti
-        return {"upstream": upstream, "task_instance": {
-            "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
-            "try_number": ti.try_number, "state": ti.state, "start_date": ti.start_date and _iso(ti.start_date),
-            "end_date": ti.end_date and _iso(ti.end_date), "url": item.url}}
+        return {
+            "upstream": upstream,
+            "task_instance": {
+                "dag_id": ti.dag_id,
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "try_number": ti.try_number,
+                "state": ti.state,
+                "start_date": ti.start_date and _iso(ti.start_date),
+                "end_date": ti.end_date and _iso(ti.end_date),
+                "url": item.url,
+            },
+        }
 
     def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
         return [EndedTask(ti, client.task_url(ti)) for ti in items]
@@ -203,8 +235,15 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
 
     kind = "run_duration"
 
-    def __init__(self, *, remote_conn_id: str, external_dag_id: str, max_duration: float | timedelta,
-                 task_ids: list[str] | None = None, poll_interval: float = 60.0):
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        external_dag_id: str,
+        max_duration: float | timedelta,
+        task_ids: list[str] | None = None,
+        poll_interval: float = 60.0,
+    ):
         super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
         self.external_dag_id = _dag_id(external_dag_id)
         self.max_duration = _seconds(max_duration)
@@ -216,21 +255,33 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
         return f"{self.external_dag_id}:{self.max_duration:g}s{tasks}"
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"external_dag_id": self.external_dag_id, "max_duration": self.max_duration,
-                "task_ids": self.task_ids}
+        return {
+            "external_dag_id": self.external_dag_id,
+            "max_duration": self.max_duration,
+            "task_ids": self.task_ids,
+        }
 
-    async def _running(self, client: RemoteAirflowClient) -> list[tuple[str, datetime, DagRun | None,
-                                                                          TaskInstance | None]]:
+    async def _running(
+        self, client: RemoteAirflowClient
+    ) -> list[tuple[str, datetime, DagRun | None, TaskInstance | None]]:
         """What runs now: (key, start, run, task instance) per run (or per watched task instance)."""
         dag = [self.external_dag_id]
         if self.task_ids is None:
             runs = await client.list_runs_in_states(dag, ["running"])
-            return [(f"{r.run_id}@{_iso(r.start_date)}", r.start_date, r, None) for r in runs
-                    if r.dag_id == self.external_dag_id and r.state == "running" and r.start_date]
+            return [
+                (f"{r.run_id}@{_iso(r.start_date)}", r.start_date, r, None)
+                for r in runs
+                if r.dag_id == self.external_dag_id and r.state == "running" and r.start_date
+            ]
         tis = await client.list_task_instances_in_states(dag, list(ACTIVE_TASK_STATES))
-        return [(f"{t.run_id}/{t.task_id}/{t.map_index}@{_iso(t.start_date)}", t.start_date, None, t) for t in tis
-                if t.dag_id == self.external_dag_id and t.task_id in self.task_ids and t.state in ACTIVE_TASK_STATES
-                and t.start_date]
+        return [
+            (f"{t.run_id}/{t.task_id}/{t.map_index}@{_iso(t.start_date)}", t.start_date, None, t)
+            for t in tis
+            if t.dag_id == self.external_dag_id
+            and t.task_id in self.task_ids
+            and t.state in ACTIVE_TASK_STATES
+            and t.start_date
+        ]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         state = await self._start_state({"since": _iso(datetime.now(UTC)), "fired": []})
@@ -244,8 +295,11 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
                 client = await hook.aget_client()
                 running = await self._running(client)
                 now = datetime.now(UTC)
-                due = [(key, start, run, ti) for key, start, run, ti in running
-                       if key not in fired and start + limit <= now and start + limit >= since]
+                due = [
+                    (key, start, run, ti)
+                    for key, start, run, ti in running
+                    if key not in fired and start + limit <= now and start + limit >= since
+                ]
                 runs = {}
                 for _, _, run, ti in due:
                     if ti is not None and ti.run_id not in runs:
@@ -266,7 +320,9 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
                 if ti is not None:
                     payload["task_instance"] = {**ti.to_dict(), "url": client.task_url(ti)}
                 if key in ((await self.stored_before_firing()).get("fired") or ()):
-                    self.log.info("not alerting %s %s: its stored state says another triggerer did", self.target, key)
+                    self.log.info(
+                        "not alerting %s %s: its stored state says another triggerer did", self.target, key
+                    )
                 else:
                     yield TriggerEvent(payload)
                 fired.add(key)
@@ -303,18 +359,29 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
 
     kind = "deadline"
 
-    def __init__(self, *, remote_conn_id: str, external_dag_id: str, deadline: str,
-                 states: list[str] | None = None, timezone: str = "UTC", poll_interval: float = 60.0):
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        external_dag_id: str,
+        deadline: str,
+        states: list[str] | None = None,
+        timezone: str = "UTC",
+        poll_interval: float = 60.0,
+    ):
         super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
         self.external_dag_id = _dag_id(external_dag_id)
         if not isinstance(deadline, str) or len(deadline.split()) != 5 or not croniter.is_valid(deadline):
-            raise ValueError(f"deadline must be a 5-field cron expression such as '30 6 * * *', got {deadline!r}")
+            raise ValueError(
+                f"deadline must be a 5-field cron expression such as '30 6 * * *', got {deadline!r}"
+            )
         self.deadline = " ".join(deadline.split())
         try:
             self._tz = zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-            raise ValueError(f"timezone must be an IANA time zone name such as 'Europe/Amsterdam', "
-                             f"got {timezone!r}") from None
+            raise ValueError(
+                f"timezone must be an IANA time zone name such as 'Europe/Amsterdam', got {timezone!r}"
+            ) from None
         self.timezone = timezone
         self.states = _states(["success"] if states is None else states, FINISHED_RUN_STATES)
 
@@ -323,8 +390,12 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
         return f"{self.external_dag_id}:{self.deadline}@{self.timezone}:{','.join(self.states)}"
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"external_dag_id": self.external_dag_id, "deadline": self.deadline, "states": self.states,
-                "timezone": self.timezone}
+        return {
+            "external_dag_id": self.external_dag_id,
+            "deadline": self.deadline,
+            "states": self.states,
+            "timezone": self.timezone,
+        }
 
     def ticks_after(self, after: datetime, until: datetime) -> list[datetime]:
         """Deadlines in (after, until], oldest first, in UTC."""
@@ -342,8 +413,11 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
         last = await client.last_finished_run(self.external_dag_id, self.states, before=tick)
         if last is not None and last.end_date and last.end_date > self.previous_tick(tick):
             return None
-        return {"upstream": client.config.ui_base, "deadline": _iso(tick),
-                "last_run": last and {**last.to_dict(), "url": client.run_url(last.dag_id, last.run_id)}}
+        return {
+            "upstream": client.config.ui_base,
+            "deadline": _iso(tick),
+            "last_run": last and {**last.to_dict(), "url": client.run_url(last.dag_id, last.run_id)},
+        }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         state = await self._start_state({"last_deadline": _iso(datetime.now(UTC))})
@@ -355,8 +429,12 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
             now = datetime.now(UTC)
             due = self.ticks_after(handled, now - grace)  # type: ignore[arg-type]
             if len(due) > MAX_CATCHUP:
-                self.log.warning("%d deadlines of %s passed while nobody watched; judging the last %d",
-                                 len(due), self.target, MAX_CATCHUP)
+                self.log.warning(
+                    "%d deadlines of %s passed while nobody watched; judging the last %d",
+                    len(due),
+                    self.target,
+                    MAX_CATCHUP,
+                )
                 due = due[-MAX_CATCHUP:]
             for tick in due:
                 try:
@@ -370,8 +448,12 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
                 if payload is not None:
                     theirs = parse_dt((await self.stored_before_firing()).get("last_deadline"))
                     if theirs is not None and theirs >= tick:
-                        self.log.info("not alerting deadline %s of %s: its stored state says another triggerer "
-                                      "judged it", _iso(tick), self.external_dag_id)
+                        self.log.info(
+                            "not alerting deadline %s of %s: its stored state says another triggerer "
+                            "judged it",
+                            _iso(tick),
+                            self.external_dag_id,
+                        )
                     else:
                         yield TriggerEvent(payload)
                 else:
@@ -379,6 +461,8 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
                 handled = tick
                 await self.save_state({"last_deadline": _iso(handled)})
             else:
-                upcoming = croniter(self.deadline, max(handled, now - grace).astimezone(self._tz)).get_next(datetime)
+                upcoming = croniter(self.deadline, max(handled, now - grace).astimezone(self._tz)).get_next(
+                    datetime
+                )
                 wake = (upcoming.astimezone(UTC) + grace - datetime.now(UTC)).total_seconds()
                 await asyncio.sleep(min(self.poll_interval, max(wake, 0.5)))

@@ -39,7 +39,7 @@ def variable_key(key: str) -> str:
     if safe == key and len(full) <= _MAX_VARIABLE_KEY:
         return full
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return f"{full[:_MAX_VARIABLE_KEY - 17]}~{digest}"
+    return f"{full[: _MAX_VARIABLE_KEY - 17]}~{digest}"
 
 
 def _variable_get(key: str) -> Any:
@@ -49,7 +49,9 @@ def _variable_get(key: str) -> Any:
     return json.loads(raw) if isinstance(raw, str) else raw
 
 
-def _variable_set(key: str, value: dict[str, Any], description: str = "xdep_sensors: trigger state (cursor)") -> None:
+def _variable_set(
+    key: str, value: dict[str, Any], description: str = "xdep_sensors: trigger state (cursor)"
+) -> None:
     from airflow.sdk import Variable
 
     # Serialised here: 3.0's PutVariable declares a str value and warns about a dict.
@@ -70,13 +72,22 @@ class CursorStore:
     earlier versions (``xdep_sensors.cursor.<dag>.<task>``) is read until the next commit.
     """
 
-    def __init__(self, dag_id: str, task_id: str, *, get: Callable[[str], Any] | None = None,
-                 set_: Callable[[str, dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        dag_id: str,
+        task_id: str,
+        *,
+        get: Callable[[str], Any] | None = None,
+        set_: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
         self.key = variable_key(f"cursor:{dag_id}.{task_id}")
         self.legacy_key = f"xdep_sensors.cursor.{dag_id}.{task_id}"
         self._get = get or _variable_get
-        self._set = set_ or (lambda key, value: _variable_set(
-            key, value, "xdep_sensors: upstream asset events already consumed by this task"))
+        self._set = set_ or (
+            lambda key, value: _variable_set(
+                key, value, "xdep_sensors: upstream asset events already consumed by this task"
+            )
+        )
 
     def _load(self) -> dict[str, Any]:
         raw = self._get(self.key) or self._get(self.legacy_key)

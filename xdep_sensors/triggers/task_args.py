@@ -28,8 +28,11 @@ def as_datetime(name: str, value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def dag_run_target(args: Mapping[str, Any], context: Mapping[str, Any],
-                   logical_date_fn: Callable[[Any], datetime] | None = None) -> DagRunTarget:
+def dag_run_target(
+    args: Mapping[str, Any],
+    context: Mapping[str, Any],
+    logical_date_fn: Callable[[Any], datetime] | None = None,
+) -> DagRunTarget:
     """The run a ``RemoteDagRunSensor`` waits for.
 
     :param args: the sensor's rendered arguments (``external_dag_id``, ``run_id``, ``logical_date``,
@@ -49,17 +52,22 @@ def dag_run_target(args: Mapping[str, Any], context: Mapping[str, Any],
         dag_run = context.get("dag_run")
         own = context.get("logical_date") or getattr(dag_run, "run_after", None)
         if own is None:
-            raise AirflowException("this run has neither a logical date nor run_after; give run_id, "
-                                   "logical_date or latest_after")
+            raise AirflowException(
+                "this run has neither a logical date nor run_after; give run_id, logical_date or latest_after"
+            )
         delta = args.get("execution_delta") or timedelta()
         delta = delta if isinstance(delta, timedelta) else timedelta(seconds=float(delta))
         selector["logical_date"] = (as_datetime("logical_date", own) - delta).isoformat()
     task_ids = args.get("task_ids")
     return DagRunTarget(
-        external_dag_id=args["external_dag_id"], allowed_states=list(args["allowed_states"]),
-        failed_states=list(args["failed_states"]), skipped_states=list(args["skipped_states"]),
-        task_ids=list(task_ids) if task_ids else None, task_group_id=args.get("task_group_id") or None,
-        check_existence=args.get("check_existence", True), **selector,
+        external_dag_id=args["external_dag_id"],
+        allowed_states=list(args["allowed_states"]),
+        failed_states=list(args["failed_states"]),
+        skipped_states=list(args["skipped_states"]),
+        task_ids=list(task_ids) if task_ids else None,
+        task_group_id=args.get("task_group_id") or None,
+        check_existence=args.get("check_existence", True),
+        **selector,
     )
 
 
@@ -69,18 +77,37 @@ def asset_target(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetTa
     :param args: the sensor's rendered arguments (``asset_uri``, ``asset_name``, ``assets`` (refs),
         ``require``, ``source_dag_id``, ``since``, ``check_existence``).
     """
-    refs = [{"uri": args["asset_uri"], "name": None}] if args.get("asset_uri") else (
-        [{"uri": None, "name": args["asset_name"]}] if args.get("asset_name") else list(args["assets"]))
-    since = as_datetime("since", args["since"]).astimezone(timezone.utc).isoformat() if args.get("since") else None
+    refs = (
+        [{"uri": args["asset_uri"], "name": None}]
+        if args.get("asset_uri")
+        else ([{"uri": None, "name": args["asset_name"]}] if args.get("asset_name") else list(args["assets"]))
+    )
+    since = (
+        as_datetime("since", args["since"]).astimezone(timezone.utc).isoformat()
+        if args.get("since")
+        else None
+    )
     cursors: dict[str, Any] = {}
     if since is None:
         ti = context["ti"]
         stored = CursorStore(ti.dag_id, ti.task_id).start(context["run_id"])
         dag_run = context.get("dag_run")
-        first = (context.get("data_interval_start") or context.get("logical_date")
-                 or getattr(dag_run, "run_after", None))
-        start = as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
-        cursors = {(r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start}
-                   for r in refs}
-    return AssetTarget(assets=refs, require=args.get("require", "all"), source_dag_id=args.get("source_dag_id") or None,
-                       since=since, cursors=cursors, check_existence=args.get("check_existence", True))
+        first = (
+            context.get("data_interval_start")
+            or context.get("logical_date")
+            or getattr(dag_run, "run_after", None)
+        )
+        start = (
+            as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
+        )
+        cursors = {
+            (r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start} for r in refs
+        }
+    return AssetTarget(
+        assets=refs,
+        require=args.get("require", "all"),
+        source_dag_id=args.get("source_dag_id") or None,
+        since=since,
+        cursors=cursors,
+        check_existence=args.get("check_existence", True),
+    )

@@ -29,9 +29,9 @@ from xdep_sensors.core import poller as polling
 from xdep_sensors.core.decisions import Decision
 from xdep_sensors.core.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
 from xdep_sensors.errors import XdepError
-from xdep_sensors.triggers.classpath import classpath
 from xdep_sensors.hooks.remote_airflow import RemoteAirflowHook, shared_config
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
+from xdep_sensors.triggers.classpath import classpath
 from xdep_sensors.triggers.state import CursorStore
 from xdep_sensors.triggers.task_args import asset_target, dag_run_target
 from xdep_sensors.version_compat import airflow_version
@@ -48,9 +48,17 @@ class _PollingTrigger(BaseTrigger):
     at least every ``polling.HEARTBEAT_S`` while nothing changes, and every look at DEBUG.
     """
 
-    def __init__(self, *, remote_conn_id: str, poke_interval: float = 60.0, timeout_at: float | None = None,
-                 end_from_trigger: bool = False, soft_fail: bool = False, retries: int = 0,
-                 from_task: bool = False):
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        poke_interval: float = 60.0,
+        timeout_at: float | None = None,
+        end_from_trigger: bool = False,
+        soft_fail: bool = False,
+        retries: int = 0,
+        from_task: bool = False,
+    ):
         super().__init__()
         self.remote_conn_id = remote_conn_id
         self.poke_interval = float(poke_interval)
@@ -58,7 +66,9 @@ class _PollingTrigger(BaseTrigger):
         self.end_from_trigger = end_from_trigger
         self.soft_fail = soft_fail  # what the task does on failure (soft_fail or never_fail: skip)
         self.retries = int(retries)
-        self.from_task = from_task  # started by the scheduler: the watch is built from the task's arguments in run()
+        self.from_task = (
+            from_task  # started by the scheduler: the watch is built from the task's arguments in run()
+        )
 
     watch_class: type[DagRunTarget] | type[AssetTarget]
     probe_class: type[DagRunProbe] | type[AssetProbe]
@@ -81,7 +91,9 @@ class _PollingTrigger(BaseTrigger):
         return self._log
 
     def _set_watch(self, **fields: Any) -> None:
-        if self.from_task:  # the task's arguments, as attributes: the triggerer renders its template fields in place
+        if (
+            self.from_task
+        ):  # the task's arguments, as attributes: the triggerer renders its template fields in place
             self._task_args = tuple(fields)
             for name, value in fields.items():
                 setattr(self, name, value)
@@ -114,8 +126,13 @@ class _PollingTrigger(BaseTrigger):
         return self.probe_class(self.watch, self.log)  # type: ignore[arg-type]
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        kwargs = {"remote_conn_id": self.remote_conn_id, "poke_interval": self.poke_interval,
-                  "timeout_at": self.timeout_at, **self._ending_kwargs(), **self._watch_kwargs()}
+        kwargs = {
+            "remote_conn_id": self.remote_conn_id,
+            "poke_interval": self.poke_interval,
+            "timeout_at": self.timeout_at,
+            **self._ending_kwargs(),
+            **self._watch_kwargs(),
+        }
         return classpath(type(self)), kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -123,7 +140,9 @@ class _PollingTrigger(BaseTrigger):
             if self.from_task:
                 await self._start_from_task()
             probe = self._make_probe()
-            config = await shared_config(self.remote_conn_id)  # read once per CONFIG_TTL_S for the loop's triggers
+            config = await shared_config(
+                self.remote_conn_id
+            )  # read once per CONFIG_TTL_S for the loop's triggers
         # a connection missing or misconfigured (the message names it and the fix), or a task argument
         # that is not what it must be (start_from_trigger)
         except (XdepError, AirflowException) as err:
@@ -145,7 +164,9 @@ class _PollingTrigger(BaseTrigger):
                     if not outcome.transient:
                         yield await self._end({"status": "error", "message": str(outcome)})
                         return
-                    self.log.warning("upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome)
+                    self.log.warning(
+                        "upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome
+                    )
                     said = None  # once it answers again, say what it shows
                 elif isinstance(outcome, BaseException):
                     raise outcome
@@ -160,12 +181,14 @@ class _PollingTrigger(BaseTrigger):
                     else:
                         self.log.debug("%s", outcome.message)
                     if outcome.done:
-                        yield await self._end({"status": outcome.status, "message": outcome.message,
-                                               "result": outcome.result})
+                        yield await self._end(
+                            {"status": outcome.status, "message": outcome.message, "result": outcome.result}
+                        )
                         return
                 if self.timeout_at is not None and self.timeout_at - time.time() <= 0:
-                    yield TriggerEvent({"status": "timeout",
-                                        "message": "the sensor timed out before the upstream was ready"})
+                    yield TriggerEvent(
+                        {"status": "timeout", "message": "the sensor timed out before the upstream was ready"}
+                    )
                     return
 
     async def _end(self, payload: dict[str, Any]) -> TriggerEvent:
@@ -239,12 +262,28 @@ class RemoteDagRunTrigger(_PollingTrigger):
     watch_class = DagRunTarget
     probe_class = DagRunProbe
 
-    def __init__(self, *, remote_conn_id: str, external_dag_id: str, poke_interval: float = 60.0,
-                 timeout_at: float | None = None, end_from_trigger: bool = False, soft_fail: bool = False,
-                 retries: int = 0, from_task: bool = False, **watch: Any):
-        super().__init__(remote_conn_id=remote_conn_id, poke_interval=poke_interval, timeout_at=timeout_at,
-                         end_from_trigger=end_from_trigger, soft_fail=soft_fail, retries=retries,
-                         from_task=from_task)
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        external_dag_id: str,
+        poke_interval: float = 60.0,
+        timeout_at: float | None = None,
+        end_from_trigger: bool = False,
+        soft_fail: bool = False,
+        retries: int = 0,
+        from_task: bool = False,
+        **watch: Any,
+    ):
+        super().__init__(
+            remote_conn_id=remote_conn_id,
+            poke_interval=poke_interval,
+            timeout_at=timeout_at,
+            end_from_trigger=end_from_trigger,
+            soft_fail=soft_fail,
+            retries=retries,
+            from_task=from_task,
+        )
         self._set_watch(external_dag_id=external_dag_id, **watch)
 
     async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> DagRunTarget:
@@ -266,22 +305,42 @@ class RemoteAssetTrigger(_PollingTrigger):
     probe_class = AssetProbe
     link_class = UpstreamAssetLink
 
-    def __init__(self, *, remote_conn_id: str, assets: list[dict[str, str | None]], poke_interval: float = 60.0,
-                 timeout_at: float | None = None, end_from_trigger: bool = False, soft_fail: bool = False,
-                 retries: int = 0, from_task: bool = False, **watch: Any):
-        super().__init__(remote_conn_id=remote_conn_id, poke_interval=poke_interval, timeout_at=timeout_at,
-                         end_from_trigger=end_from_trigger, soft_fail=soft_fail, retries=retries,
-                         from_task=from_task)
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        assets: list[dict[str, str | None]],
+        poke_interval: float = 60.0,
+        timeout_at: float | None = None,
+        end_from_trigger: bool = False,
+        soft_fail: bool = False,
+        retries: int = 0,
+        from_task: bool = False,
+        **watch: Any,
+    ):
+        super().__init__(
+            remote_conn_id=remote_conn_id,
+            poke_interval=poke_interval,
+            timeout_at=timeout_at,
+            end_from_trigger=end_from_trigger,
+            soft_fail=soft_fail,
+            retries=retries,
+            from_task=from_task,
+        )
         self._set_watch(assets=assets, **watch)
 
     async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> AssetTarget:
-        return await sync_to_async(asset_target, thread_sensitive=False)(args, context)  # reads the task's cursors
+        return await sync_to_async(asset_target, thread_sensitive=False)(
+            args, context
+        )  # reads the task's cursors
 
     async def _on_success(self, result: Any) -> Any:
         """Record the consumed events in the task's cursors (as the worker would), then return them."""
         ti = self.task_instance
         store = CursorStore(ti.dag_id, ti.task_id)
-        await sync_to_async(store.commit, thread_sensitive=False)(ti.run_id, result["started_from"], result["cursors"])
+        await sync_to_async(store.commit, thread_sensitive=False)(
+            ti.run_id, result["started_from"], result["cursors"]
+        )
         return result["events"]
 
 

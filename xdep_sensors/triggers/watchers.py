@@ -114,7 +114,11 @@ class _RemoteEventTrigger(BaseEventTrigger):
     # serialization --------------------------------------------------------------------------
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        kwargs = {"remote_conn_id": self.remote_conn_id, "poll_interval": self.poll_interval, **self._kwargs()}
+        kwargs = {
+            "remote_conn_id": self.remote_conn_id,
+            "poll_interval": self.poll_interval,
+            **self._kwargs(),
+        }
         return classpath(type(self)), kwargs
 
     # durable state ----------------------------------------------------------------------------
@@ -132,8 +136,12 @@ class _RemoteEventTrigger(BaseEventTrigger):
         if stored:
             self.cursor = Cursor.from_dict(stored)
             self.read_mark = self._saved_read = parse_dt(stored.get("read"))
-            self.log.info("resuming %s: consumed up to %s, read up to %s", self.target, self.cursor.timestamp,
-                          stored.get("read") or self.cursor.timestamp)
+            self.log.info(
+                "resuming %s: consumed up to %s, read up to %s",
+                self.target,
+                self.cursor.timestamp,
+                stored.get("read") or self.cursor.timestamp,
+            )
             return
         self.cursor = Cursor(datetime.now(timezone.utc).isoformat())
         await self.save_cursor()
@@ -163,8 +171,10 @@ class _RemoteEventTrigger(BaseEventTrigger):
 
     async def emit(self, items: list[Any], upstream: str) -> AsyncIterator[TriggerEvent]:
         """Yield one event per new item of ours, oldest first, advancing the cursor after each."""
-        new = sorted((i for i in items if self.mine(i) and self.cursor.is_new_at(*self.position(i))),
-                     key=lambda i: (self.position(i)[0], str(self.position(i)[1])))
+        new = sorted(
+            (i for i in items if self.mine(i) and self.cursor.is_new_at(*self.position(i))),
+            key=lambda i: (self.position(i)[0], str(self.position(i)[1])),
+        )
         for item in new:
             if not self.cursor.is_new_at(*self.position(item)):
                 continue  # the same item twice in one batch (a catch-up and the shared read)
@@ -189,7 +199,9 @@ class _RemoteEventTrigger(BaseEventTrigger):
         if theirs.is_new_at(when, key):
             return False
         self.cursor = self.cursor.merged(theirs)
-        self.log.info("not firing %s item %s: its stored state says another triggerer fired it", self.target, key)
+        self.log.info(
+            "not firing %s item %s: its stored state says another triggerer fired it", self.target, key
+        )
         return True
 
     async def stored_before_firing(self) -> dict[str, Any]:
@@ -209,7 +221,13 @@ class _RemoteEventTrigger(BaseEventTrigger):
     async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
         wait = POLICY.poll_delay(self.poll_interval, failures, err)
         (self.log.warning if err.transient else self.log.error)(
-            "upstream error on %s%s (%d in a row), retrying in %.0fs: %s", self.target, what, failures, wait, err)
+            "upstream error on %s%s (%d in a row), retrying in %.0fs: %s",
+            self.target,
+            what,
+            failures,
+            wait,
+            err,
+        )
         await asyncio.sleep(wait)
 
     # standalone path --------------------------------------------------------------------------
@@ -270,13 +288,21 @@ class _RemoteEventTrigger(BaseEventTrigger):
                     failures += 1
                     wait = POLICY.poll_delay(interval, failures, err)
                     (log.warning if err.transient else log.error)(
-                        "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s", cls.kind,
-                        failures, wait, err)
+                        "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s",
+                        cls.kind,
+                        failures,
+                        wait,
+                        err,
+                    )
                     await asyncio.sleep(wait)
                     continue
                 failures = 0
-                yield {"by_target": by_target, "targets": targets, "upstream": client.config.ui_base,
-                       "marks": marks}
+                yield {
+                    "by_target": by_target,
+                    "targets": targets,
+                    "upstream": client.config.ui_base,
+                    "marks": marks,
+                }
                 await asyncio.sleep(interval)
         finally:
             reads.leave(reader)
@@ -299,15 +325,19 @@ class _RemoteEventTrigger(BaseEventTrigger):
                     if not caught_up and self.target_id in batch["targets"]:
                         # after a shared read that covered our target: every item is in it or in this
                         reads = SUBSCRIBERS.reads[key]
-                        behind, caught_up = await reads.catch_up(client, self.target_id, self.read_start(),
-                                                                 self.source_dag_id)
+                        behind, caught_up = await reads.catch_up(
+                            client, self.target_id, self.read_start(), self.source_dag_id
+                        )
                         items = behind + items
                     failures = 0
                 except XdepError as err:
                     failures += 1
                     (self.log.warning if err.transient else self.log.error)(
-                        "upstream error on %s (%d in a row), looking again with the next poll: %s", self.target,
-                        failures, err)
+                        "upstream error on %s (%d in a row), looking again with the next poll: %s",
+                        self.target,
+                        failures,
+                        err,
+                    )
                     continue
                 async for event in self.emit(self.adapt(client, items), batch["upstream"]):
                     yield event
@@ -332,8 +362,15 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
     kind = "assets"
     listing_kind = "asset_events"
 
-    def __init__(self, *, remote_conn_id: str, asset_uri: str | None = None, asset_name: str | None = None,
-                 source_dag_id: str | None = None, poll_interval: float = 60.0):
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        asset_uri: str | None = None,
+        asset_name: str | None = None,
+        source_dag_id: str | None = None,
+        poll_interval: float = 60.0,
+    ):
         super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
         if (asset_uri is None) == (asset_name is None):
             raise ValueError("give exactly one of asset_uri, asset_name")
@@ -348,7 +385,11 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
         return self.asset_uri or self.asset_name or ""
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"asset_uri": self.asset_uri, "asset_name": self.asset_name, "source_dag_id": self.source_dag_id}
+        return {
+            "asset_uri": self.asset_uri,
+            "asset_name": self.asset_name,
+            "source_dag_id": self.source_dag_id,
+        }
 
     def mine(self, item: AssetEvent) -> bool:
         if self.source_dag_id and item.source_dag_id != self.source_dag_id:
@@ -372,11 +413,16 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
         else:
             found = await client.list_assets(name_pattern=self.asset_name)
         for asset in found:
-            if (asset.uri.rstrip("/") == self.target.rstrip("/") if self.asset_uri is not None or
-                    not dialect.has_asset_names else asset.name == self.asset_name):
+            if (
+                asset.uri.rstrip("/") == self.target.rstrip("/")
+                if self.asset_uri is not None or not dialect.has_asset_names
+                else asset.name == self.asset_name
+            ):
                 return asset.id
-        raise NotFound(f"asset {self.target} does not exist upstream at {client.config.base_url}",
-                       hint="check the watcher's asset_uri / asset_name; the watcher looks again later")
+        raise NotFound(
+            f"asset {self.target} does not exist upstream at {client.config.base_url}",
+            hint="check the watcher's asset_uri / asset_name; the watcher looks again later",
+        )
 
 
 class RemoteDagRunEventTrigger(_RemoteEventTrigger):
@@ -393,15 +439,23 @@ class RemoteDagRunEventTrigger(_RemoteEventTrigger):
     listing_kind = "finished_runs"
     listing_states = tuple(sorted(FINISHED_RUN_STATES))
 
-    def __init__(self, *, remote_conn_id: str, external_dag_id: str, states: list[str] | None = None,
-                 poll_interval: float = 60.0):
+    def __init__(
+        self,
+        *,
+        remote_conn_id: str,
+        external_dag_id: str,
+        states: list[str] | None = None,
+        poll_interval: float = 60.0,
+    ):
         super().__init__(remote_conn_id=remote_conn_id, poll_interval=poll_interval)
         if not isinstance(external_dag_id, str) or not external_dag_id.strip():
             raise ValueError(f"external_dag_id must be a non-empty string, got {external_dag_id!r}")
         states = ["success"] if states is None else states
         if isinstance(states, str) or not states or not set(states) <= FINISHED_RUN_STATES:
-            raise ValueError(f"states must be a non-empty list of {sorted(FINISHED_RUN_STATES)} "
-                             f"(runs fire when they finish), got {states!r}")
+            raise ValueError(
+                f"states must be a non-empty list of {sorted(FINISHED_RUN_STATES)} "
+                f"(runs fire when they finish), got {states!r}"
+            )
         self.external_dag_id = external_dag_id
         self.states = sorted(states)
 

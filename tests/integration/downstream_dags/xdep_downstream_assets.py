@@ -35,12 +35,22 @@ for selector, selector_kwargs in SELECTORS.items():
             params={"conn": "up_v2", "out": "/dev/null"},
             tags=["xdep-test"],
         ):
-            wait = RemoteAssetSensor(task_id="wait", remote_conn_id="{{ params.conn }}", poke_interval=1,
-                                     timeout=240, **selector_kwargs, **variant_kwargs)
+            wait = RemoteAssetSensor(
+                task_id="wait",
+                remote_conn_id="{{ params.conn }}",
+                poke_interval=1,
+                timeout=240,
+                **selector_kwargs,
+                **variant_kwargs,
+            )
             record(wait.output)
 
 # Two local consumers of the bridged asset: one upstream pull fans out to both.
 for name in ("xdep_local_consumer_a", "xdep_local_consumer_b"):
-    with DAG(name, schedule=[Asset("local://bears")], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-             tags=["xdep-test"]):
+    with DAG(
+        name,
+        schedule=[Asset("local://bears")],
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        tags=["xdep-test"],
+    ):
         record.override(task_id="noop")([])

@@ -43,6 +43,7 @@ for selector, selector_kwargs in SELECTORS.items():
             tags=["xdep-test"],
         ):
             kwargs = {"external_dag_id": "xdep_test_producer", **selector_kwargs, **variant_kwargs}
-            wait = RemoteDagRunSensor(task_id="wait", remote_conn_id="{{ params.conn }}", poke_interval=1,
-                                      timeout=240, **kwargs)
+            wait = RemoteDagRunSensor(
+                task_id="wait", remote_conn_id="{{ params.conn }}", poke_interval=1, timeout=240, **kwargs
+            )
             record(wait.output)

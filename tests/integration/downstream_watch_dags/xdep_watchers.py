@@ -9,19 +9,37 @@ from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
-BEARS = Asset("file://include/bears", watchers=[AssetWatcher(
-    name="bears_upstream",
-    trigger=RemoteAssetEventTrigger(remote_conn_id="up", asset_uri="file://include/bears", poll_interval=2),
-)])
-NAMED = Asset("xdep://bears_named", watchers=[AssetWatcher(
-    name="bears_named_upstream",
-    trigger=RemoteAssetEventTrigger(remote_conn_id="up", asset_name="bears_named", poll_interval=2),
-)])
-PRODUCER_DONE = Asset("xdep://producer-success", watchers=[AssetWatcher(
-    name="producer_success",
-    trigger=RemoteDagRunEventTrigger(remote_conn_id="up", external_dag_id="xdep_test_producer", states=["success"],
-                                     poll_interval=2),
-)])
+BEARS = Asset(
+    "file://include/bears",
+    watchers=[
+        AssetWatcher(
+            name="bears_upstream",
+            trigger=RemoteAssetEventTrigger(
+                remote_conn_id="up", asset_uri="file://include/bears", poll_interval=2
+            ),
+        )
+    ],
+)
+NAMED = Asset(
+    "xdep://bears_named",
+    watchers=[
+        AssetWatcher(
+            name="bears_named_upstream",
+            trigger=RemoteAssetEventTrigger(remote_conn_id="up", asset_name="bears_named", poll_interval=2),
+        )
+    ],
+)
+PRODUCER_DONE = Asset(
+    "xdep://producer-success",
+    watchers=[
+        AssetWatcher(
+            name="producer_success",
+            trigger=RemoteDagRunEventTrigger(
+                remote_conn_id="up", external_dag_id="xdep_test_producer", states=["success"], poll_interval=2
+            ),
+        )
+    ],
+)
 
 
 @dag(schedule=[BEARS], start_date=START, catchup=False, tags=["xdep-test"])
@@ -63,8 +81,14 @@ xdep_watch_producer()
 @dag(schedule=None, start_date=START, catchup=False, max_active_runs=1, tags=["xdep-test"])
 def xdep_restart_asset_sensor():
     """A deferred RemoteAssetSensor that must survive a triggerer restart (since: the run's conf)."""
-    RemoteAssetSensor(task_id="wait", remote_conn_id="up", asset_uri="file://include/bears",
-                      since="{{ dag_run.conf['since'] }}", poke_interval=2, timeout=300)
+    RemoteAssetSensor(
+        task_id="wait",
+        remote_conn_id="up",
+        asset_uri="file://include/bears",
+        since="{{ dag_run.conf['since'] }}",
+        poke_interval=2,
+        timeout=300,
+    )
 
 
 xdep_restart_asset_sensor()
@@ -73,8 +97,14 @@ xdep_restart_asset_sensor()
 @dag(schedule=None, start_date=START, catchup=False, tags=["xdep-test"])
 def xdep_restart_run_sensor():
     """A deferred RemoteDagRunSensor that must survive an upstream api-server restart."""
-    RemoteDagRunSensor(task_id="wait", remote_conn_id="up", external_dag_id="xdep_test_producer",
-                       run_id="{{ dag_run.conf['run_id'] }}", poke_interval=2, timeout=300)
+    RemoteDagRunSensor(
+        task_id="wait",
+        remote_conn_id="up",
+        external_dag_id="xdep_test_producer",
+        run_id="{{ dag_run.conf['run_id'] }}",
+        poke_interval=2,
+        timeout=300,
+    )
 
 
 xdep_restart_run_sensor()

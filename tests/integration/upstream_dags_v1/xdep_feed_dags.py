@@ -11,8 +11,13 @@ QUIET = Dataset("s3://xdep-feed/customers.parquet")
 QUIET2 = Dataset("s3://xdep-feed/suppliers.parquet")
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-     is_paused_upon_creation=True, tags=["xdep-test"])
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    is_paused_upon_creation=True,
+    tags=["xdep-test"],
+)
 def xdep_feed_busy():
     """Never run by the scheduler (paused): its thousands of runs are seeded into the DB."""
 

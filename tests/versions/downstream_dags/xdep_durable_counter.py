@@ -7,11 +7,15 @@ from airflow.sdk import Asset, AssetWatcher, dag, task
 
 from tests.versions.counter_trigger import CounterTrigger
 
-COUNTER = Asset("xdep://durable/counter", watchers=[AssetWatcher(
-    name="durable_counter", trigger=CounterTrigger(key="tests:durable:counter"))])
+COUNTER = Asset(
+    "xdep://durable/counter",
+    watchers=[AssetWatcher(name="durable_counter", trigger=CounterTrigger(key="tests:durable:counter"))],
+)
 
 
-@dag(schedule=[COUNTER], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["xdep-test"])
+@dag(
+    schedule=[COUNTER], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["xdep-test"]
+)
 def xdep_durable_counter():
     @task
     def noop() -> None:
