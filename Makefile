@@ -1,13 +1,18 @@
-.PHONY: demo test bootstrap docs check
+.PHONY: demo test bootstrap bootstrap-demo docs check
 
 # One name per `make test` run: the generated tables are checked against what this run recorded.
 RUN := $(shell date +%Y%m%dT%H%M%S)-$(shell echo $$$$)
 
+# Everything `make test` needs: .venv, .venv-airflow2, the version matrix (.venvs/), Chromium.
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# Only what the demo needs: .venv (the library + Airflow 3.3.2); no Airflow 2, matrix or browser.
+bootstrap-demo:
+	@bash scripts/bootstrap.sh --demo
+
 # Two local deployments on loopback; the downstream waits for the upstream and fires.
-demo: bootstrap
+demo: bootstrap-demo
 	.venv/bin/python scripts/demo.py
 
 # Unit tests plus integration tests against real Airflow upstreams (every minor 2.9-3.3) and real

@@ -16,10 +16,10 @@ CPU is measured in its own process.
   per wait), and advance their own cursor.
 
 ``A`` assets get one event each per interval (2 % committed late: their timestamp up to 20 s older
-than their visibility; ``--late``/``--late-s`` change that) on top of ``H`` events of history. Reported per interval: requests, CPU of
-this (downstream) process and of the upstream process, detection delay (p50/p99 of the simulated
-time from an event becoming visible to a consumer seeing it), and per consumer the events missed
-and delivered twice over the whole run.
+than their visibility; ``--late``/``--late-s`` change that) on top of ``H`` events of history.
+Reported per interval: requests, CPU of this (downstream) process and of the upstream process,
+detection delay (p50/p99 of the simulated time from an event becoming visible to a consumer
+seeing it), and per consumer the events missed and delivered twice over the whole run.
 
     python benchmarks/assets.py            # N=1,000 W=100 A=100 H=100,000, 110 intervals (10,700 events)
     python benchmarks/assets.py --quick    # N=1,000 W=100 A=100 H=20,000, 30 intervals
@@ -454,7 +454,8 @@ def main() -> None:
     print(
         f"RESULT assets requests_ratio={t['requests_per_interval'] / o['requests_per_interval']:.1f} "
         f"cpu_ratio={t['cpu_ms_per_interval'] / max(o['cpu_ms_per_interval'], 1e-9):.1f} "
-        f"upstream_cpu_ratio={t['upstream_cpu_ms_per_interval'] / max(o['upstream_cpu_ms_per_interval'], 1e-9):.1f} "
+        f"upstream_cpu_ratio="
+        f"{t['upstream_cpu_ms_per_interval'] / max(o['upstream_cpu_ms_per_interval'], 1e-9):.1f} "
         f"p99_detect_s={o['detect_p99_s']:.2f} missed={o['missed']} duplicated={o['duplicated']} "
         f"interval_s={INTERVAL:g}"
     )

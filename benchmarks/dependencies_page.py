@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(text)
         print(f"wrote {out}")
     print(
-        f"RESULT dependencies={count} json_p50_s={results['JSON']['p50']:.3f} page_p50_s={results['page']['p50']:.3f} "
-        f"page_p95_s={results['page']['p95']:.3f} airflow_dag_list_p50_s={results['Airflow DAG list (100)']['p50']:.3f} "
+        f"RESULT dependencies={count} json_p50_s={results['JSON']['p50']:.3f} "
+        f"page_p50_s={results['page']['p50']:.3f} page_p95_s={results['page']['p95']:.3f} "
+        f"airflow_dag_list_p50_s={results['Airflow DAG list (100)']['p50']:.3f} "
         f"page_to_dag_list_ratio={ratio:.2f} upstream_requests={caused}"
     )
     return 0

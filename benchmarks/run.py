@@ -12,6 +12,9 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/run.py           # N = 100, 1000, 5000; writes benchmarks/results/
     .venv/bin/python benchmarks/run.py --quick   # N = 1000 only, short; last line is the RESULT line
 
+A quick run prints its tables and writes them (and the plot) to the git-ignored ``.tmp/benchmarks/``,
+never over the committed full results.
+
 Each (mode, N) case runs in a fresh worker process (``run.py --worker``): it imports Airflow, takes an
 RSS baseline, sends the seeded completion schedule to a fresh stub process, then creates the N
 triggers and iterates each one's ``run()`` in one asyncio event loop until its first ``TriggerEvent``.
@@ -35,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+QUICK_RESULTS = ROOT / ".tmp" / "benchmarks"  # --quick: git-ignored, never the committed full results
 STUB = HERE / "stub_upstream.py"
 
 MODES = ("ours-shared", "ours-direct", "http-sensor")
@@ -264,7 +268,8 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                 kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
                 kinds.subtract(heap_baseline)
                 print(
-                    f"  full GC at {time.time() - t0:.1f}s scans {kinds.total() + heap_baseline.total()} objects; "
+                    f"  full GC at {time.time() - t0:.1f}s "
+                    f"scans {kinds.total() + heap_baseline.total()} objects; "
                     f"most grown: {kinds.most_common(12)}",
                     file=err,
                     flush=True,
@@ -335,7 +340,8 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
                 stall_at.append((round(time.time() - t0, 1), round(stalls[-1], 3), round(busy[-1], 3)))
 
     def trace_slow_callbacks(over: float = 0.03) -> None:
-        """Print every loop callback that runs longer than ``over`` seconds, and whether a full GC ran in it."""
+        """Print every loop callback that runs longer than ``over`` seconds, and whether a full GC
+        ran in it."""
         from asyncio import events
 
         run = events.Handle._run
@@ -389,7 +395,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             """Trigger i reaches the triggerer: it is made and its run() starts (as TriggerRunner does)."""
             dag_id = dag_ids[i]
             if mode == "http-sensor":
-                # a real upstream has the run already: wait for one it does not have (404, as the stub answers)
+                # a real upstream has the run already: wait for one it lacks (404, as the stub answers)
                 http_run = f"absent__{REAL_RUN_ID}" if real else RUN_ID
                 trigger = HttpSensorTrigger(
                     endpoint=f"/api/v2/dags/{dag_id}/dagRuns/{http_run}",
@@ -424,7 +430,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
         errors = [
             r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
         ]
-        # the per-loop clients of SHARED_POLLING=False stay open by design (one per triggerer loop): close them
+        # the per-loop clients of SHARED_POLLING=False stay open by design (one per loop): close them
         for client in list(xdep_hook._clients.get(asyncio.get_running_loop(), {}).values()):
             await client.close()
         await asyncio.sleep(0.25)  # let aiohttp close its transports
@@ -676,8 +682,9 @@ for i in range({start}, {stop}):
 
 def real_plan(quick: bool) -> list[dict]:
     """Per N: interval and timeline against the real Airflow (no completions: the waiting is measured)."""
-    # Intervals of 30-60 s (sensors default to 60 s): a one-worker api-server on SQLite and a shared 2-core box
-    # serves ~1,000 HttpSensorTrigger polls per 30 s; far more at once and it stalls (pool timeouts).
+    # Intervals of 30-60 s (sensors default to 60 s): a one-worker api-server on SQLite and a shared
+    # 2-core box serves ~1,000 HttpSensorTrigger polls per 30 s; far more at once and it stalls
+    # (pool timeouts).
     # At 30 s, N=1,000 HttpSensorTrigger polls already made requests wait 30-90 s and fail with pool timeouts.
     if quick:
         return [dict(n=1000, interval=60.0, warm=65.0, steady=130.0, complete=0.0)]
@@ -735,7 +742,8 @@ class RealUpstream:
         self.proc = psutil.Process(self.af._procs["api-server"].pid)
 
     def grow(self, n: int) -> None:
-        """Have DAGs bench_dag_0 .. n-1 parsed, each with run RUN_ID (created through the API, one at a time)."""
+        """Have DAGs bench_dag_0 .. n-1 parsed, each with run RUN_ID (created through the API, one at
+        a time)."""
         af = self.af
         af.dags_folder.mkdir(parents=True, exist_ok=True)
         for start in range(
@@ -788,7 +796,8 @@ class RealUpstream:
         return (self.cpu() - c0) / seconds
 
     def settle(self, idle: float, limit: float = 120.0) -> float:
-        """Wait until requests left over from a case are served (CPU back near idle); return the seconds waited."""
+        """Wait until requests left over from a case are served (CPU back near idle); return the
+        seconds waited."""
         t = time.time()
         while time.time() - t < limit:
             c0 = self.cpu()
@@ -805,7 +814,8 @@ CYCLE_COST_WINDOW = (2.5, 0.5)  # seconds before and after a shared cycle's end:
 
 
 def run_real_case(up: RealUpstream, case: dict, mode: str, seed: int, idle_per_s: float) -> dict:
-    """One mode against the real upstream: the worker plays the triggerer, this process samples the api-server."""
+    """One mode against the real upstream: the worker plays the triggerer, this process samples the
+    api-server."""
     python = sys.executable
     samples: list[tuple[float, float]] = []
     log_sizes: list[tuple[float, int]] = []
@@ -895,6 +905,7 @@ def write_markdown(
     git: tuple[str, str],
     real: list[dict] | None = None,
     real_info: dict | None = None,
+    out: Path = RESULTS,
 ) -> str:
     import platform
 
@@ -917,9 +928,9 @@ def write_markdown(
         )
         + ".",
         "",
-        "| N | mode | interval s | requests / interval (steady) | total requests | triggerer CPU s (whole run) "
-        "| CPU s / interval (steady) | peak RSS growth KiB / trigger | detect p50 s | detect p99 s | detect max s "
-        "| fired / N | run wall s |",
+        "| N | mode | interval s | requests / interval (steady) | total requests "
+        "| triggerer CPU s (whole run) | CPU s / interval (steady) | peak RSS growth KiB / trigger "
+        "| detect p50 s | detect p99 s | detect max s | fired / N | run wall s |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -953,20 +964,22 @@ def write_markdown(
         "",
         "## Details per case",
         "",
-        "| N | mode | timeline warm / steady / completions s | steady requests by route | all requests by route "
-        "| bytes on the wire (both ways) | stub CPU s | creating triggers CPU s | RSS baseline → peak MiB "
-        "| triggers cancelled / errors / early | trigger log | load avg 1 min |",
+        "| N | mode | timeline warm / steady / completions s | steady requests by route "
+        "| all requests by route | bytes on the wire (both ways) | stub CPU s | creating triggers CPU s "
+        "| RSS baseline → peak MiB | triggers cancelled / errors / early | trigger log | load avg 1 min |",
         "|---:|---|---|---|---|---:|---:|---:|---|---|---:|---:|",
     ]
     for r in results:
         steady = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_window_by_route"].items()) if v)
         allr = ", ".join(f"{k} {v:,}" for k, v in sorted(r["requests_by_route"].items()))
         lines.append(
-            f"| {r['n']:,} | {r['label']} | {r['warm']:g} / {r['steady']:g} (measured {r['window_s']:.1f} s: {r['window_kind']}) / "
+            f"| {r['n']:,} | {r['label']} | {r['warm']:g} / {r['steady']:g} "
+            f"(measured {r['window_s']:.1f} s: {r['window_kind']}) / "
             f"{r['complete']:g} | {steady or '–'} | {allr} | {r['bytes_total'] / 2**20:,.1f} MiB "
             f"| {fmt(r['stub_cpu_s'])} | {fmt(r['create_cpu_s'])} "
             f"| {r['rss_baseline_mib']:.0f} → {r['rss_peak_mib']:.0f} "
-            f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB | {r['load_avg_1m']:.2f} |"
+            f"| {r['cancelled']} / {r['n_errors']} / {r['early']} | {r['log_bytes'] / 2**20:,.1f} MiB "
+            f"| {r['load_avg_1m']:.2f} |"
         )
     lines += [
         "",
@@ -982,7 +995,8 @@ def write_markdown(
     ]
     for r in results + (real or []):
         lines.append(
-            f"| {'real Airflow' if r.get('real') else 'stub'} | {r['n']:,} | {r['label']} | {fmt(r['stall_max_s'], 3)} "
+            f"| {'real Airflow' if r.get('real') else 'stub'} | {r['n']:,} | {r['label']} "
+            f"| {fmt(r['stall_max_s'], 3)} "
             f"| {fmt(r['stall_p99_s'], 3)} | {r['stalls_over_0_2']} | {fmt(r['stall_cpu_max_s'], 3)} "
             f"| {r['stalls_cpu_over_0_2']} | {r['gc_full']} | {fmt(r['gc_full_max_s'], 3)} "
             f"| {'; '.join(f'{a:g}: {b:.2f}/{c:.2f}' for a, b, c in r['stalls_over_0_2_at'][:6]) or '–'} "
@@ -994,16 +1008,16 @@ def write_markdown(
             "",
             "## Upstream cost on a real Airflow (api-server CPU)",
             "",
-            f"Apache Airflow {info.get('airflow', '?')} api-server (one worker, SQLite, loopback), its process "
-            "and children sampled every 0.1 s; the scheduler and dag-processor are stopped while measuring, so "
-            "runs stay queued and nothing completes. Setup: "
+            f"Apache Airflow {info.get('airflow', '?')} api-server (one worker, SQLite, loopback), "
+            "its process and children sampled every 0.1 s; the scheduler and dag-processor are stopped "
+            "while measuring, so runs stay queued and nothing completes. Setup: "
             + ", ".join(f"{k} {v:.0f} s" for k, v in info.get("timings", {}).items())
             + ".",
             "",
             "| N | mode | interval s | api-server CPU s / interval (steady) | idle CPU s / interval "
             "| net api-server CPU s / interval (shared poll: per cycle, around it) "
-            "| API requests / interval (access log) | api-server CPU s (whole case) | API requests (whole case) "
-            "| triggerer CPU s (whole case) | steady window | load avg 1 min |",
+            "| API requests / interval (access log) | api-server CPU s (whole case) "
+            "| API requests (whole case) | triggerer CPU s (whole case) | steady window | load avg 1 min |",
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
         for r in real:
@@ -1026,18 +1040,22 @@ def write_markdown(
             by = {r["mode"]: r for r in real if r["n"] == n}
             ours, http = by.get("ours-shared"), by.get("http-sensor")
             if ours and http:
+                cpu_ratio = ratio(http["upstream_cpu_per_interval"], ours["upstream_cpu_per_interval"])
+                requests_ratio = ratio(
+                    http["upstream_requests_per_interval"], ours["upstream_requests_per_interval"]
+                )
                 lines.append(
-                    f"| {n:,} | {fmt(ratio(http['upstream_cpu_per_interval'], ours['upstream_cpu_per_interval']), 1)} "
+                    f"| {n:,} | {fmt(cpu_ratio, 1)} "
                     f"| {fmt(upstream_ratio(ours, http), 1)} "
-                    f"| {fmt(ratio(http['upstream_requests_per_interval'], ours['upstream_requests_per_interval']), 1)} |"
+                    f"| {fmt(requests_ratio, 1)} |"
                 )
     text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.md").write_text(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text)
     return text
 
 
-def write_plot(results: list[dict]) -> None:
+def write_plot(results: list[dict], out: Path = RESULTS) -> None:
     if not results:
         return
     import matplotlib
@@ -1094,13 +1112,14 @@ def write_plot(results: list[dict]) -> None:
         f"N deferred triggers waiting for upstream DAG runs (poll interval {intervals})", fontsize=12
     )
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / "results.png", dpi=120)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "results.png", dpi=120)
     plt.close(fig)
 
 
 def upstream_net(r: dict) -> float | None:
-    """The api-server CPU s a mode costs per interval above idle: per shared cycle, or over the steady window."""
+    """The api-server CPU s a mode costs per interval above idle: per shared cycle, or over the
+    steady window."""
     if r["mode"] == "ours-shared":
         return r.get("upstream_cycle_net_cpu_s")
     return r["upstream_cpu_per_interval"] - r["upstream_idle_cpu_per_interval"]
@@ -1140,7 +1159,8 @@ def run_real(cases: list[dict], modes: list[str], seed: int) -> tuple[list[dict]
                 results.append(r)
                 print(
                     f"N={r['n']:>5} {mode:<12} [real upstream] api-server CPU/interval="
-                    f"{r['upstream_cpu_per_interval']:.3f}s requests/interval={r['upstream_requests_per_interval']:.1f} "
+                    f"{r['upstream_cpu_per_interval']:.3f}s "
+                    f"requests/interval={r['upstream_requests_per_interval']:.1f} "
                     f"triggerer cpu={r['cpu_s']:.2f}s stall_max={r['stall_max_s']:.3f}s fired={r['fired']} "
                     f"errors={r['n_errors']} {r['errors'][:1]} code={r['code']}",
                     flush=True,
@@ -1160,7 +1180,11 @@ def run_real(cases: list[dict], modes: list[str], seed: int) -> tuple[list[dict]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="N deferred triggers against a stub upstream Airflow")
-    parser.add_argument("--quick", action="store_true", help="N=1000 only, short timeline (< 3 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=1000 only, short timeline; prints the tables, writes only under .tmp/benchmarks/",
+    )
     parser.add_argument("--seed", type=int, default=20261120)
     parser.add_argument(
         "--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES)
@@ -1218,9 +1242,14 @@ def main(argv: list[str] | None = None) -> int:
             real_cases = [c for c in real_cases if c["n"] in wanted]
         real, real_info = run_real(real_cases, [m for m in modes if m != "ours-direct"], args.seed)
     elapsed = time.time() - started
-    write_markdown(results, args.quick, args.seed, elapsed, (git_start, git_state()), real, real_info)
-    write_plot(results)
-    print(f"wrote {RESULTS / 'results.md'} and {RESULTS / 'results.png'} ({elapsed:.0f} s)", flush=True)
+    out = QUICK_RESULTS if args.quick else RESULTS  # a quick run never overwrites the committed results
+    text = write_markdown(
+        results, args.quick, args.seed, elapsed, (git_start, git_state()), real, real_info, out=out
+    )
+    write_plot(results, out)
+    if args.quick:
+        print(text, flush=True)
+    print(f"wrote {out / 'results.md'} and {out / 'results.png'} ({elapsed:.0f} s)", flush=True)
     if args.quick or any(r["n"] == 1000 for r in results):  # the full run states it for N=1,000 too
         by = {r["mode"]: r for r in results if r["n"] == 1000}
         ours, http = by.get("ours-shared"), by.get("http-sensor")
@@ -1228,7 +1257,8 @@ def main(argv: list[str] | None = None) -> int:
         up_ratio = upstream_ratio(rby.get("ours-shared"), rby.get("http-sensor"))
         if ours and http:
             print(
-                f"RESULT requests_ratio={ratio(http['requests_per_interval'], ours['requests_per_interval']):.1f} "
+                f"RESULT requests_ratio="
+                f"{ratio(http['requests_per_interval'], ours['requests_per_interval']):.1f} "
                 f"cpu_ratio={ratio(http['cpu_s'], ours['cpu_s']):.1f} "
                 f"upstream_cpu_ratio={fmt(up_ratio, 1).replace(',', '')} "
                 f"p99_detect_s={ours['detect_p99_s']:.2f} interval_s={ours['interval']:g}",

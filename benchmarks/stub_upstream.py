@@ -23,8 +23,8 @@ Routes (all JSON; every ``/api/v2`` route but ``/version`` needs ``Authorization
   ``offset``; ordered by ``dag_id``)
 * ``GET  /api/v2/dags/{dag_id}``
 * ``GET  /api/v2/dags/{dag_id}/dagRuns/{run_id}``
-* ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``states``, ``run_after_gte``, ``start_date_gte``, ``end_date_gte``,
-  ``order_by`` ``end_date`` or by id, ``page_offset``, ``page_limit``)
+* ``POST /api/v2/dags/~/dagRuns/list`` (``dag_ids``, ``states``, ``run_after_gte``, ``start_date_gte``,
+  ``end_date_gte``, ``order_by`` ``end_date`` or by id, ``page_offset``, ``page_limit``)
 * ``POST /_schedule``, ``POST /_reset``, ``GET /_stats`` (control, not counted)
 
 ``/_stats`` returns request counts and bytes per route in 0.1 s buckets of arrival time, so the

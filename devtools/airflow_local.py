@@ -130,8 +130,12 @@ class LocalAirflow:
             env.update(
                 {
                     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                    "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer,{CANARY_USER}:viewer",
+                    "AIRFLOW__CORE__AUTH_MANAGER": (
+                        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                    ),
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": (
+                        f"admin:admin,viewer:viewer,{CANARY_USER}:viewer"
+                    ),
                     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
                     "AIRFLOW__API__HOST": "127.0.0.1",
                     "AIRFLOW__API__PORT": str(self.port),
@@ -158,7 +162,7 @@ class LocalAirflow:
                     "AIRFLOW__WEBSERVER__SECRET_KEY": f"xdep-test-secret-key-{self.name}",
                     "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
                     "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
-                    # SQLite normally forces SequentialExecutor (~4 s per task); LocalExecutor is ~4x faster here.
+                    # SQLite normally forces SequentialExecutor (~4 s per task); LocalExecutor is ~4x faster
                     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                     "_AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK": "1",
                     # SQLite has no row locks: a task's "mini scheduler" can set the next task back to
@@ -513,7 +517,10 @@ class LocalAirflow:
         mismatch" event for that task instance. A run that failed only so has those task instances cleared
         and is waited for again (at most twice, and only by a wait that accepts success), saying so on
         stderr; any other failure is returned."""
-        path = f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        path = (
+            f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}"
+            f"/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        )
         deadline = time.monotonic() + timeout
         handled: set[tuple[str, int]] = set()
         for clears in range(3):
@@ -529,8 +536,8 @@ class LocalAirflow:
             if not raced or clears == 2:
                 return state
             print(
-                f"{self.name}: {dag_id}/{run_id} failed by Airflow's stale defer-exit race (apache/airflow#72716)"
-                f" on {sorted(raced)}; clearing and waiting again",
+                f"{self.name}: {dag_id}/{run_id} failed by Airflow's stale defer-exit race "
+                f"(apache/airflow#72716) on {sorted(raced)}; clearing and waiting again",
                 file=sys.stderr,
             )
             handled |= raced
@@ -549,7 +556,8 @@ class LocalAirflow:
         raise AssertionError("unreachable")
 
     def _state_mismatches(self, dag_id: str, run_id: str) -> set[tuple[str, int]]:
-        """(task id, try number) of each task instance of the run the scheduler failed for a state mismatch."""
+        """(task id, try number) of each task instance of the run the scheduler failed for a state
+        mismatch."""
         if self.major == 2:  # Airflow 2 words and records it differently; no Airflow 2 test DAG defers
             return set()
         query = urllib.parse.urlencode(

@@ -5,9 +5,9 @@ with ``asset_id``, ``timestamp_gte``, ``order_by``; v1 ``/api/v1/datasets/events
 no time filter), for DAGs and for runs (``POST .../dagRuns/list`` with the ``run_after``/``execution_date``,
 ``start_date`` and ``end_date`` bounds and ``order_by``; one run; one DAG's runs by logical date), with
 ``limit``/``offset`` paging and ``total_entries`` as Airflow computes them. ``page_limit`` plays
-``[api] maximum_page_limit``: it caps a GET's page silently (the batch POSTs ignore it, as Airflow's do). Bodies go through
-``json.dumps``/``json.loads`` so a client pays for decoding as it would over HTTP. Every request is
-counted. Items can be added with any timestamp, so late-visible items can be simulated.
+``[api] maximum_page_limit``: it caps a GET's page silently (the batch POSTs ignore it, as Airflow's
+do). Bodies go through ``json.dumps``/``json.loads`` so a client pays for decoding as it would over
+HTTP. Every request is counted. Items can be added with any timestamp, so late-visible items can be simulated.
 
 It is a model of the API, checked against the real servers by the live tests; it is not the product.
 """

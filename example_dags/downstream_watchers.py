@@ -60,7 +60,8 @@ def bears_remediation():
         for event in triggering_asset_events[PRODUCER_FAILED]:
             run = event.extra["payload"]["run"]
             print(
-                f"upstream {run['dag_id']} run {run['run_id']} failed at {run['end_date']}: opening an incident"
+                f"upstream {run['dag_id']} run {run['run_id']} failed at {run['end_date']}: "
+                "opening an incident"
             )
 
     open_incident()

@@ -106,19 +106,22 @@ def main() -> int:
         downstream.wait_for_dag("bears_consumer")
         say(f"upstream   {upstream.base_url}  (team A: bears_producer; holds no downstream token)")
         say(
-            f"downstream {downstream.base_url}  (team B: bears_report; connection 'upstream_airflow' = viewer)"
+            f"downstream {downstream.base_url}  "
+            "(team B: bears_report; connection 'upstream_airflow' = viewer)"
         )
 
         day = datetime.now(timezone.utc).replace(microsecond=0)
         ds_run = downstream.trigger("bears_report", logical_date=day)
         wait_task(downstream, "bears_report", ds_run, "wait_for_bears", {"deferred"})
         say(
-            f"downstream sensor wait_for_bears is DEFERRED in the triggerer, polling upstream for logical date {day.isoformat()}"
+            "downstream sensor wait_for_bears is DEFERRED in the triggerer, "
+            f"polling upstream for logical date {day.isoformat()}"
         )
 
         wait_triggers_started(downstream, 2)  # the two AssetWatchers
         say(
-            "downstream AssetWatchers are polling upstream too (bears_consumer is scheduled on team A's asset)"
+            "downstream AssetWatchers are polling upstream too "
+            "(bears_consumer is scheduled on team A's asset)"
         )
         up_run = upstream.trigger("bears_producer", logical_date=day)
         say(f"upstream bears_producer triggered: {up_run}")

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(args.results.read_text())
     if args.run is not None and results.get("run") != args.run:
         print(
-            f"{args.results} was recorded by test run {results.get('run')!r}, not by this one ({args.run!r}): "
-            "the matrix did not run (deselected, or stopped before its end)",
+            f"{args.results} was recorded by test run {results.get('run')!r}, "
+            f"not by this one ({args.run!r}): the matrix did not run (deselected, or stopped before its end)",
             file=sys.stderr,
         )
         return 1

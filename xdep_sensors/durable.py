@@ -1,4 +1,5 @@
-"""Moved to :mod:`xdep_sensors.triggers.state` (and :mod:`xdep_sensors.core.cursors`); kept for earlier imports."""
+"""Moved to :mod:`xdep_sensors.triggers.state` (and :mod:`xdep_sensors.core.cursors`); kept for
+earlier imports."""
 
 from __future__ import annotations
 

@@ -57,7 +57,9 @@ def get_provider_info() -> dict:
                     "placeholders": {
                         "host": "https://<id>.astronomer.run/<slug> or http://airflow.internal:8080",
                         "login": "only for username/password auth",
-                        "password": "read-only API token (Astro Deployment/Workspace token) or the user's password",
+                        "password": (
+                            "read-only API token (Astro Deployment/Workspace token) or the user's password"
+                        ),
                     },
                 },
                 "conn-fields": {
@@ -82,13 +84,17 @@ def get_provider_info() -> dict:
                     },
                     "ui_url": {
                         "label": "Upstream UI URL",
-                        "description": "Base URL for links to the upstream UI, when it differs from the Deployment URL.",
+                        "description": (
+                            "Base URL for links to the upstream UI, when it differs from the Deployment URL."
+                        ),
                         "schema": {"type": ["string", "null"]},
                     },
                     "client_name": {
                         "label": "Client name",
-                        "description": "This deployment's name, sent in the User-Agent so the upstream team sees who "
-                        "polls (default: the XDEP_SENSORS_CLIENT_NAME environment variable).",
+                        "description": (
+                            "This deployment's name, sent in the User-Agent so the upstream team sees who "
+                            "polls (default: the XDEP_SENSORS_CLIENT_NAME environment variable)."
+                        ),
                         "schema": {"type": ["string", "null"]},
                     },
                 },

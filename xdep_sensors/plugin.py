@@ -1,4 +1,5 @@
-"""Moved to :mod:`xdep_sensors.plugins.plugin`; this path keeps the entry point of earlier releases working."""
+"""Moved to :mod:`xdep_sensors.plugins.plugin`; this path keeps the entry point of earlier releases
+working."""
 
 from __future__ import annotations
 

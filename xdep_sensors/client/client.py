@@ -94,11 +94,16 @@ class RemoteAirflowClient:
         except (NotFound, KeyError, TypeError):
             other = "v2" if dialect.name == "v1" else "v1"
             raise ConfigurationError(
-                f"connection {self.config.conn_id!r} says api_version={dialect.name}, but the upstream has no "
-                f"{dialect.prefix}",
+                f"connection {self.config.conn_id!r} says api_version={dialect.name}, "
+                f"but the upstream has no {dialect.prefix}",
                 url=self.config.base_url + dialect.version().path,
                 hint=f"set the extra api_version to auto (or {other})",
             ) from None
+
+    @property
+    def known_dialect(self) -> V2 | None:
+        """The API dialect if already known (configured or probed), without asking the upstream."""
+        return self._dialect
 
     async def version(self) -> str:
         """Return the upstream Airflow version string."""
@@ -135,7 +140,8 @@ class RemoteAirflowClient:
         max_pages: int | None = None,
         on_cap: bool = True,
     ) -> AsyncIterator[Page]:
-        """The pages of an offset-paged listing, at the server's page size, until its total (or an empty page).
+        """The pages of an offset-paged listing, at the server's page size, until its total (or an
+        empty page).
 
         Every listing that is not read as a feed (``read_feed``) is read here. ``on_cap``: warn when
         ``max_pages`` stops the read before the listing's end.
@@ -273,7 +279,8 @@ class RemoteAirflowClient:
     async def list_task_instances_in_states(
         self, dag_ids: list[str] | None, states: list[str]
     ) -> list[TaskInstance]:
-        """Return task instances of ``dag_ids`` currently in ``states`` (e.g. running), try numbers included."""
+        """Return task instances of ``dag_ids`` currently in ``states`` (e.g. running), try numbers
+        included."""
         return await self._all(
             lambda d, off: d.task_instances_in_states(dag_ids, states, offset=off),
             lambda d, b: d.parse_task_instances(b),
@@ -313,10 +320,12 @@ class RemoteAirflowClient:
         one request per ~1,500 characters of values, rather than one per value."""
         found: list[Asset] = []
         for chunk in alternatives([v for v in values if _alternative(v)]):
-            found += await self._all(
-                lambda d, off, c=chunk: d.assets(**{f"{by}_prefix_pattern": c}, offset=off),
-                lambda d, b: d.parse_assets(b),
-            )
+
+            def build(d: V2, off: int, c: str = chunk) -> Request:
+                prefix: dict[str, Any] = {f"{by}_prefix_pattern": c}
+                return d.assets(**prefix, offset=off)
+
+            found += await self._all(build, lambda d, b: d.parse_assets(b))
         return found
 
     # links -----------------------------------------------------------------------------------

@@ -54,35 +54,50 @@ def decipher_response(
     """Return the decoded JSON of a successful answer, or raise the matching :class:`XdepError`."""
     content_type = headers.get("Content-Type", "").lower()
     text = body.decode("utf-8", errors="replace")
-    parsed: Any = None
-    if "json" in content_type:
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            if 200 <= status < 300:
-                raise BadResponse(
-                    f"malformed JSON from the upstream {api} API",
-                    status=status,
-                    url=url,
-                    hint="the upstream or a proxy in front of it sent a broken body",
-                ) from None
-    detail = _detail(parsed)
-
+    parsed = _json_body(status, content_type, text, url, api)
     if 200 <= status < 300:
         if "json" not in content_type:
-            looks_html = "html" in content_type or text.lstrip().lower().startswith(("<!doctype", "<html"))
+            raise _not_json(status, content_type, text, url)
+        return parsed
+    raise _error_for(status, headers, _detail(parsed), text, url, api)
+
+
+def _json_body(status: int, content_type: str, text: str, url: str, api: str) -> Any:
+    """The JSON of a body that says it is JSON (``None`` otherwise); malformed JSON in a success fails."""
+    if "json" not in content_type:
+        return None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        if 200 <= status < 300:
             raise BadResponse(
-                "the upstream answered an HTML page instead of the Airflow API"
-                if looks_html
-                else f"the upstream answered content type {content_type or 'none'!r}, not JSON",
+                f"malformed JSON from the upstream {api} API",
                 status=status,
                 url=url,
-                hint="check the connection's host (an SSO/login page or another service is answering)",
-            )
-        return parsed
+                hint="the upstream or a proxy in front of it sent a broken body",
+            ) from None
+        return None
+
+
+def _not_json(status: int, content_type: str, text: str, url: str) -> BadResponse:
+    looks_html = "html" in content_type or text.lstrip().lower().startswith(("<!doctype", "<html"))
+    return BadResponse(
+        "the upstream answered an HTML page instead of the Airflow API"
+        if looks_html
+        else f"the upstream answered content type {content_type or 'none'!r}, not JSON",
+        status=status,
+        url=url,
+        hint="check the connection's host (an SSO/login page or another service is answering)",
+    )
+
+
+def _error_for(
+    status: int, headers: Mapping[str, str], detail: str, text: str, url: str, api: str
+) -> XdepError:
+    """The error an unsuccessful answer means."""
     if 300 <= status < 400:
         location = headers.get("Location", "")
-        raise ConfigurationError(
+        return ConfigurationError(
             "the upstream redirected the request",
             status=status,
             url=url,
@@ -91,14 +106,14 @@ def decipher_response(
             else "set the connection's host to the final URL",
         )
     if status == 401:
-        raise AuthenticationError(
+        return AuthenticationError(
             f"authentication failed: {detail or 'unauthorized'}",
             status=status,
             url=url,
             hint="check the connection's token, or login and password",
         )
     if status == 403 and detail == "Invalid JWT token":  # Airflow 3: a bearer token it cannot verify
-        raise AuthenticationError(
+        return AuthenticationError(
             f"authentication failed: {detail}",
             status=status,
             url=url,
@@ -106,7 +121,7 @@ def decipher_response(
             "issued by another deployment)",
         )
     if status == 403:
-        raise PermissionDenied(
+        return PermissionDenied(
             f"access denied: {detail or 'forbidden'}",
             status=status,
             url=url,
@@ -114,21 +129,21 @@ def decipher_response(
             "or token may read DAGs, DAG runs and assets (Viewer role is enough)",
         )
     if status == 404:
-        raise NotFound(detail or "not found", status=status, url=url)
+        return NotFound(detail or "not found", status=status, url=url)
     if status == 429:
-        raise RateLimited(
+        return RateLimited(
             "the upstream is rate limiting us",
             status=status,
             url=url,
             retry_after=retry_after_seconds(headers.get("Retry-After")),
         )
     if status >= 500 or status == 408:
-        raise UpstreamUnavailable(
+        return UpstreamUnavailable(
             f"the upstream is unavailable: {detail or text[:120].strip() or 'no detail'}",
             status=status,
             url=url,
         )
-    raise BadResponse(
+    return BadResponse(
         f"the upstream rejected the request: {detail or text[:200]}",
         status=status,
         url=url,
@@ -185,7 +200,8 @@ class RetryPolicy:
         *,
         rng: random.Random | None = None,
     ) -> float:
-        """Seconds until the next poll of a loop polling every ``interval`` after ``failures`` failed polls in a row.
+        """Seconds until the next poll of a loop polling every ``interval`` after ``failures`` failed
+        polls in a row.
 
         No failure: the interval. Then the interval doubling per failure (with jitter, never less than
         the interval, at most ``max_poll_delay``); at least ``config_error_delay`` after an error that

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any, cast
 
 from xdep_sensors.client.records import AssetEvent, parse_dt
 from xdep_sensors.core.feed import OVERLAP
@@ -59,7 +60,7 @@ class Cursor:
         floor = latest - OVERLAP
         if old_floor is not None:
             floor = max(floor, old_floor)
-        consumed = set(self._consumed) | {(k, t) for t, k in items}  # type: ignore[attr-defined]
+        consumed = set(self._consumed) | {(k, t) for t, k in items}
         if mine is not None:
             consumed |= {(k, mine) for k in self.seen_ids}
         kept = sorted(((k, t) for k, t in consumed if t >= floor), key=lambda kt: (kt[1], str(kt[0])))
@@ -72,7 +73,7 @@ class Cursor:
 
     def merged(self, other: Cursor) -> Cursor:
         """The cursor that has consumed what this one or ``other`` (another copy of it) has."""
-        theirs = [(t, k) for k, t in other._consumed]  # type: ignore[attr-defined]
+        theirs = [(t, k) for k, t in other._consumed]
         if other._mine is not None:
             theirs += [(other._mine, k) for k in other.seen_ids]
         both = self.advance_with(theirs)
@@ -82,7 +83,7 @@ class Cursor:
         return Cursor(
             both.timestamp,
             both.seen_ids,
-            tuple(kt for kt in both.recent if parse_dt(kt[1]) >= floor),
+            tuple(kt for kt in both.recent if cast(datetime, parse_dt(kt[1])) >= floor),  # ISO, never empty
             floor.isoformat(),
         )
 

@@ -7,8 +7,9 @@ consumer has consumed (``Cursor``) is state: it lives in ``durable``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
 
@@ -116,7 +117,7 @@ def decide_dag_run(
         hit = sorted(label for label, v in verdicts.items() if v == status)
         if hit:
             states = ", ".join(f"{label}={tasks[label]}" for label in hit)
-            return Decision(status, f"{head} -> {status} ({states})", result(tasks))  # type: ignore[arg-type]
+            return Decision(status, f"{head} -> {status} ({states})", result(tasks))
     if all(v == "success" for v in verdicts.values()):
         return Decision("success", f"{head} -> success", result(tasks))
     pending = Counter(state or "none" for label, state in tasks.items() if verdicts[label] == "waiting")

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from xdep_sensors.client.dialects import PAGE_LIMIT, listing_ends
 

@@ -7,10 +7,11 @@ watchers and alerts. See ``docs/explanation/feeds.md``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.client import MAX_PAGES
@@ -102,7 +103,7 @@ class Listing:
 
     def request(self, dialect: V2, step: Step) -> Request:
         dag_ids = list(self.dag_ids) if self.dag_ids is not None else None
-        paging = {"offset": step.offset, "newest_first": step.newest_first}
+        paging: dict[str, Any] = {"offset": step.offset, "newest_first": step.newest_first}
         if self.kind is ListingKind.ASSET_EVENTS:
             return dialect.asset_events(
                 asset_id=self.asset_id, source_dag_id=self.source_dag_id, since=step.lower, **paging

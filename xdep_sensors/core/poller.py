@@ -17,11 +17,13 @@ import logging
 import os
 import time
 import types
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.client.policy import POLICY
+from xdep_sensors.core.needs import RunNeed, RunNeedKind
+from xdep_sensors.core.pacing import Pace, sleep
 from xdep_sensors.core.shared_reads import RunChanges, SharedReads, asset_reads_for
 from xdep_sensors.core.sources import BatchSource
 from xdep_sensors.errors import XdepError
@@ -39,6 +41,14 @@ STEP_WORKERS = 32  # probe steps of one cycle in flight at once (the client's co
 YIELD_S = 0.02  # a worker that runs steps without waiting hands the loop back this often
 HAND_OVER_BATCH = 100  # outcomes handed to triggers per loop turn (each trigger then logs, decides, fires)
 _clock = time.monotonic  # tests replace it: nothing here depends on wall-clock speed
+
+
+def _lower(bounds: dict[str, datetime | None], dag_id: str, bound: datetime | None) -> datetime | None:
+    """The lower of a DAG's first-look bounds so far and ``bound`` (``None``: no bound)."""
+    if dag_id not in bounds:
+        return bound
+    previous = bounds[dag_id]
+    return None if bound is None or previous is None else min(bound, previous)
 
 
 @types.coroutine
@@ -77,7 +87,7 @@ class _Subscriber:
             self._pending.append(outcome)
 
     def get(self, timeout: float | None = None) -> asyncio.Future:
-        """A future of the next outcome, in the order put; it gives ``None`` when ``timeout`` seconds pass first.
+        """A future of the next outcome, in the order put; ``None`` when ``timeout`` seconds pass first.
 
         A future, not a coroutine: nothing more is kept per waiting trigger.
         """
@@ -123,6 +133,31 @@ def _expire(sub: _Subscriber) -> None:
     sub._settle(None)
 
 
+class Narration:
+    """What a wait says of its looks: a view when it changes (INFO), else a heartbeat every
+    ``HEARTBEAT_S`` and DEBUG lines in between."""
+
+    def __init__(self, log: Any):
+        self.log = log
+        self.said: str | None = None  # the message last logged at INFO, and when
+        self.said_at = 0.0
+
+    def trouble(self) -> None:
+        """The upstream failed a look: once it answers again, say what it shows."""
+        self.said = None
+
+    def tell(self, outcome: Decision) -> None:
+        now = _clock()
+        if outcome.done or outcome.message != self.said:
+            self.log.info("%s", outcome.message)
+            self.said, self.said_at = outcome.message, now
+        elif now - self.said_at >= HEARTBEAT_S:
+            self.log.info("still waiting: %s", outcome.message)
+            self.said_at = now
+        else:
+            self.log.debug("%s", outcome.message)
+
+
 class LoneLooks:
     """A trigger's own looks when polls are not shared: one now, then one every ``interval``.
 
@@ -137,8 +172,7 @@ class LoneLooks:
     ):
         self.probe, self.client, self.interval = probe, client, interval
         self._looked = False
-        self._failures = 0  # transient errors in a row: the next look backs off by the client's one rule
-        self._error: XdepError | None = None
+        self._pace = Pace(interval)  # transient errors in a row: the next look backs off
 
     async def __aenter__(self) -> LoneLooks:
         return self
@@ -149,18 +183,21 @@ class LoneLooks:
     async def get(self, timeout: float | None = None) -> Any:
         """The next look's decision or error; ``None`` when ``timeout`` seconds pass before it is due."""
         if self._looked:
-            wait = POLICY.poll_delay(self.interval, self._failures, self._error)
+            wait = self._pace.delay
             if timeout is not None and timeout < wait:
-                await asyncio.sleep(timeout)
+                await sleep(timeout)
                 return None
-            await asyncio.sleep(wait)
+            await sleep(wait)
         self._looked = True
         try:
             result = await self.probe(self.client)
         except XdepError as err:
-            self._failures, self._error = (self._failures + 1, err) if err.transient else (0, None)
+            if err.transient:
+                self._pace.failed(err)
+            else:
+                self._pace.ok()
             return err
-        self._failures, self._error = 0, None
+        self._pace.ok()
         return result
 
 
@@ -208,42 +245,29 @@ class SharedPoller:
                 self._task.cancel()
 
     def _needs(self, subs: list[_Subscriber]) -> BatchSource:
+        """This cycle's source: what the waits need, read once for all of them."""
         first_bounds: dict[str, datetime | None] = {}
         first_waits = 0
         started = ended = False
-        new_dags: set[str] = set()
         asset_targets: set[int] = set()
         unresolved: list[tuple[str, str]] = []  # assets new waits look up: one listing finds many (3.2+)
+        dialect = self.client.known_dialect
+        by_name = dialect.has_asset_names if dialect else True
         for sub in subs:
             need = sub.probe.need()
-            if (
-                need[0] == "dag"
-            ):  # a first look: existence, then its run, both answered for many waits at once
-                new_dags.add(need[1])
-                first_waits += 1
-                dag_id, bound = need[1], need[2]
-                if dag_id in first_bounds:
-                    previous = first_bounds[dag_id]
-                    bound = None if bound is None or previous is None else min(bound, previous)
-                first_bounds[dag_id] = bound
-            if need[0] == "run":
-                started = ended = True
-            elif need[0] == "finished":
-                ended = True
-            elif need[0] == "none" and hasattr(sub.probe, "adopt_ids") and self.asset_reads.asset_ids:
-                dialect = getattr(self.client, "_dialect", None)
-                sub.probe.adopt_ids(self.asset_reads.asset_ids, bool(dialect and dialect.has_asset_names))
-                need = sub.probe.need()
-            refs = getattr(sub.probe, "refs", None)
-            if refs is not None and len(sub.probe.ids) < len(refs):
-                dialect = getattr(self.client, "_dialect", None)
-                unresolved += [
-                    ref.lookup_key(dialect.has_asset_names if dialect else True)
-                    for ref in refs
-                    if ref.label not in sub.probe.ids
-                ]
-            if need[0] == "assets":
-                asset_targets |= need[1]
+            if isinstance(need, RunNeed):
+                if need.kind is RunNeedKind.FIRST_LOOK:  # existence, then the run: many waits at once
+                    first_waits += 1
+                    first_bounds[need.dag_id] = _lower(first_bounds, need.dag_id, need.bound)
+                started = started or need.kind is RunNeedKind.RUN_CHANGES
+                ended = ended or need.from_changes
+                continue
+            probe = sub.probe
+            if not need.asset_ids and self.asset_reads.asset_ids:
+                probe.adopt_ids(self.asset_reads.asset_ids, bool(dialect and dialect.has_asset_names))
+                need = probe.need()
+            unresolved += [ref.lookup_key(by_name) for ref in probe.refs if ref.label not in probe.ids]
+            asset_targets |= need.asset_ids
         # a change feed is kept only while read every cycle (a stale position would cost a catch-up); one
         # not reading yet starts where this cycle's first looks are
         self.run_changes.keep(started, ended)
@@ -257,7 +281,7 @@ class SharedPoller:
             self.run_changes if ended else None,
             self.asset_reads,
             asset_targets,
-            new_dags,
+            set(first_bounds),
             first_waits,
             read_started=started,
             reader=(self, self.interval / 2),
@@ -267,7 +291,7 @@ class SharedPoller:
 
     async def _loop(self) -> None:
         self.client = RemoteAirflowClient(self.config)
-        failures = 0
+        pace = Pace(self.interval)
         try:
             while self.subscribers:
                 subs = list(self.subscribers.values())
@@ -301,10 +325,11 @@ class SharedPoller:
                     handed,
                 )
                 errors = [r for r in results if isinstance(r, XdepError) and r.transient]
-                failures = failures + 1 if errors and len(errors) == len(results) else 0
-                # the whole upstream struggling: back off (the client's one rule), honouring Retry-After
-                worst = max(errors, key=lambda e: getattr(e, "retry_after", None) or 0, default=None)
-                await asyncio.sleep(POLICY.poll_delay(self.interval, failures, worst))
+                if errors and len(errors) == len(results):  # the whole upstream struggling: back off
+                    pace.failed(max(errors, key=lambda e: getattr(e, "retry_after", None) or 0))
+                else:
+                    pace.ok()
+                await sleep(pace.delay)
         finally:
             self.asset_reads.leave(self)
             await self.client.close()
@@ -330,9 +355,8 @@ class SharedPoller:
         async def work() -> None:
             for i in turns:
                 probe = subs[i].probe
-                unchanged = getattr(probe, "unchanged", None)
                 try:
-                    result = unchanged(source) if unchanged is not None else None
+                    result = probe.unchanged(source)
                     results[i] = result if result is not None else await probe.step(source)
                 except Exception as exc:  # noqa: BLE001 - delivered to that subscriber, as gather(return_exceptions)
                     results[i] = exc
@@ -356,9 +380,11 @@ class PollerRegistry:
         key = (id(asyncio.get_running_loop()), config, float(interval))
         poller = self.pollers.get(key)
         if poller is None:
-            poller = self.pollers[key] = SharedPoller(
-                config, float(interval), on_empty=lambda: self.pollers.pop(key, None)
-            )
+
+            def forget() -> None:
+                self.pollers.pop(key, None)
+
+            poller = self.pollers[key] = SharedPoller(config, float(interval), on_empty=forget)
         return poller
 
 

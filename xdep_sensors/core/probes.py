@@ -11,7 +11,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance, parse_dt
@@ -25,8 +25,12 @@ from xdep_sensors.core.decisions import (
 )
 from xdep_sensors.core.doctor import close_matches
 from xdep_sensors.core.feed import Feed
+from xdep_sensors.core.needs import AssetNeed, RunNeed, RunNeedKind
 from xdep_sensors.core.sources import BatchSource, DirectSource
 from xdep_sensors.errors import NotFound
+
+if TYPE_CHECKING:
+    from xdep_sensors.core.sources import RunWait
 
 log = logging.getLogger(__name__)
 
@@ -188,25 +192,19 @@ class DagRunProbe:
             )
         return True
 
-    def need(self) -> tuple[str, str, datetime | None]:
-        """What a shared poll must fetch for this wait.
+    def need(self) -> RunNeed:
+        """What a shared poll must read for this wait's next look (see :class:`RunNeedKind`).
 
-        ``("dag", dag_id, bound)`` on the first look: the DAG's existence (one listing serves the new
-        waits of a cycle), then the run: from one page of the newest runs of the cycle's new waits
-        (``bound``: the lowest ``run_after`` that can matter), else asked for exactly.
-        ``("run", dag_id, None)`` afterwards: the runs that started or ended upstream since the previous
-        look (``RunChanges``) are all a look needs, whatever the run's age; ``("finished", dag_id, None)``
-        once the run is known and only its end can decide: the runs that ended are enough.
-        ``("exact", dag_id, None)`` for a wait decided by the ``queued`` state, which no such listing shows.
+        A first look asks for the DAG with ``bound``, the lowest ``run_after`` that can matter.
         """
         w = self.watch
         if not self._dag_known:
-            return "dag", w.external_dag_id, self._bound
+            return RunNeed(RunNeedKind.FIRST_LOOK, w.external_dag_id, self._bound)
         if self._exact:
-            return "exact", w.external_dag_id, None
+            return RunNeed(RunNeedKind.EXACT, w.external_dag_id)
         if self._last_run is not None and self._end_decides:
-            return "finished", w.external_dag_id, None
-        return "run", w.external_dag_id, None
+            return RunNeed(RunNeedKind.ENDED_RUNS, w.external_dag_id)
+        return RunNeed(RunNeedKind.RUN_CHANGES, w.external_dag_id)
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -214,18 +212,19 @@ class DagRunProbe:
     def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
         """The last decision, when the cycle's run changes hold none of this wait's DAG.
 
-        Only for a wait that needs just those (``need()`` is ``"run"`` or ``"finished"``, not narrowed to tasks, whose
+        Only for a wait that needs just those (``need().from_changes``, not narrowed to tasks, whose
         task instances change without their run): then a step would see the same run and return the
         same decision, so most waits of a cycle need no step at all.
         """
         changes = getattr(source, "changes", None)
+        batch = cast(BatchSource, source)  # only a BatchSource has ``changes``
         if (
             changes is None
-            or source.run_changes is None
-            or source.run_changes.fresh  # type: ignore[union-attr]
+            or batch.run_changes is None
+            or batch.run_changes.fresh
             or self._decision is None
             or self.watch.narrowed
-            or self.need()[0] not in ("run", "finished")
+            or not self.need().from_changes
             or self.watch.external_dag_id in changes
         ):
             return None
@@ -243,7 +242,8 @@ class DagRunProbe:
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
-            run = await source.run_for(w, need, self._last_run) or self._last_run
+            # a frozen DagRunTarget is read-only: it is a RunWait for every use a source makes of one
+            run = await source.run_for(cast("RunWait", w), need, self._last_run) or self._last_run
             tis = None
             if run is not None and w.narrowed:
                 tis = await source.task_instances(w.external_dag_id, run.run_id, w.task_group_id)
@@ -333,7 +333,7 @@ class AssetProbe:
         self.feeds: dict[str, Feed] = {}  # this probe's own feeds (when it polls alone)
         self.caught_up = False  # read from each cursor up to now at least once (a shared poll then suffices)
         self.source_dag_id = watch.source_dag_id  # its own reads and catch-ups ask the server for these only
-        self.pending: dict[str, dict[int, AssetEvent]] = {ref.label: {} for ref in watch.refs}
+        self.pending: dict[str, dict[int | str, AssetEvent]] = {ref.label: {} for ref in watch.refs}
         self._last: Decision | None = None
 
     async def _resolve(self, source: DirectSource | BatchSource) -> list[str]:
@@ -374,11 +374,13 @@ class AssetProbe:
                 self.ids[ref.label] = known[key]
                 self.caught_up = False
 
-    def need(self) -> tuple[str, frozenset[int]]:
+    def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
+        """Never known without a step: new events are only found by reading them."""
+        return None
+
+    def need(self) -> AssetNeed:
         """What a shared poll must read for this wait: the events of its (resolved) assets."""
-        if not self.ids:
-            return "none", frozenset()
-        return "assets", frozenset(self.ids.values())
+        return AssetNeed(frozenset(self.ids.values()))
 
     def start(self, label: str) -> datetime | None:
         """The earliest event time that can count for this asset: ``since``, else its cursor's floor."""

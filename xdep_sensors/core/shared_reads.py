@@ -22,14 +22,15 @@ import logging
 import time
 import weakref
 from collections import deque
+from collections.abc import Hashable, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Hashable
+from typing import Any
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.dialects import PAGE_LIMIT
 from xdep_sensors.core.feed import OVERLAP, Feed
-from xdep_sensors.core.listings import Listing, newest_page, open_feed, read_feed
+from xdep_sensors.core.listings import Listing, ListingKind, newest_page, open_feed, read_feed
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per a
 
 
 def listing_for(
-    kind: str, target: Hashable | None, states: tuple[str, ...] = (), source_dag_id: str | None = None
+    kind: ListingKind, target: Hashable | None, states: tuple[str, ...] = (), source_dag_id: str | None = None
 ) -> Listing:
     """The listing of one target: an asset's events (``None``: every asset's; only those ``source_dag_id``
     produced, if given), or one DAG's runs / tasks."""
     if kind == "asset_events":
-        return Listing("asset_events", asset_id=target, source_dag_id=source_dag_id)  # type: ignore[arg-type]
+        return Listing(ListingKind.ASSET_EVENTS, asset_id=target, source_dag_id=source_dag_id)  # type: ignore[arg-type]
     return Listing(kind, dag_ids=(target,), states=tuple(sorted(states)))  # type: ignore[arg-type]
 
 
@@ -74,8 +75,8 @@ class SharedReads:
     :param states: the states a runs / task-instance listing asks for.
     """
 
-    def __init__(self, kind: str, states: tuple[str, ...] = ()):
-        self.kind = kind
+    def __init__(self, kind: ListingKind | str, states: tuple[str, ...] = ()):
+        self.kind = ListingKind(kind)
         self.states = tuple(sorted(states))
         self.per_target: dict[Hashable, Feed] = {}
         self.union: Feed | None = None
@@ -88,7 +89,7 @@ class SharedReads:
         self._catchups: dict[tuple, _CatchUp] = {}
         # Every item the shared read delivered lately, and since when it delivered everything per target
         # (``None``: the union): a consumer whose start is later catches up from here, with no request.
-        self.position = Listing(kind).position
+        self.position = Listing(self.kind).position
         self.retained: dict[Hashable, deque[tuple[datetime, Any]]] = {}  # per target, in delivery order
         self._newest: datetime | None = None
         self.covered: dict[Hashable, datetime] = {}
@@ -111,7 +112,7 @@ class SharedReads:
 
     def _union_listing(self, targets: tuple) -> Listing:
         if self.kind == "asset_events":
-            return Listing("asset_events")
+            return Listing(ListingKind.ASSET_EVENTS)
         return Listing(self.kind, dag_ids=targets, states=self.states)
 
     def target_of(self, item: Any) -> Hashable:
@@ -120,7 +121,7 @@ class SharedReads:
     # readers ------------------------------------------------------------------------------------
 
     async def read_for(
-        self, reader: Hashable, client: RemoteAirflowClient, targets: set[Hashable], fresh_for: float
+        self, reader: Hashable, client: RemoteAirflowClient, targets: Set[Hashable], fresh_for: float
     ) -> tuple[dict[Hashable, list[Any]], dict[Hashable, datetime]]:
         """What is new for ``targets`` since this reader's previous call, for one of several readers,
         and how far the shared feeds had read then (``marks()``).
@@ -166,7 +167,7 @@ class SharedReads:
 
     # the shared read ----------------------------------------------------------------------------
 
-    async def read(self, client: RemoteAirflowClient, targets: set[Hashable]) -> dict[Hashable, list[Any]]:
+    async def read(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> dict[Hashable, list[Any]]:
         """Read what is new for ``targets`` since the previous cycle (call once per cycle)."""
         self.cycle += 1
         self._catchups = {k: c for k, c in self._catchups.items() if c.cycle >= self.cycle - 1}
@@ -229,7 +230,7 @@ class SharedReads:
             return None  # older than what is kept
         return [item for when, item in self.retained.get(target, ()) if when >= start]
 
-    async def _read_per_target(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
+    async def _read_per_target(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> list[Any]:
         if self.union is not None:  # switching from the union: each asset continues from its position
             for target in targets:
                 self.per_target.setdefault(target, self.union.derive(self.listing(target).position))
@@ -245,7 +246,7 @@ class SharedReads:
             items += await read_feed(client, feed, listing)
         return items
 
-    async def _union_is_cheaper(self, client: RemoteAirflowClient, targets: set[Hashable]) -> bool:
+    async def _union_is_cheaper(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> bool:
         """After a spell of per-asset reads: would the union be cheaper now? One request tells (API v2).
 
         The union's total since the newest per-asset mark at the previous check says how many events
@@ -259,7 +260,7 @@ class SharedReads:
             return False
         since = self._probe_since or max(marks)
         cycles, self._probe_cycle = max(self.cycle - self._probe_cycle, 1), self.cycle
-        union = Listing("asset_events")
+        union = Listing(ListingKind.ASSET_EVENTS)
         page = await newest_page(client, union, since)
         if page.items:  # the newest event: where the next count starts
             self._probe_since = union.position(page.items[0])[0]
@@ -268,7 +269,7 @@ class SharedReads:
             self.per_target_until = self.cycle + PER_TARGET_CYCLES
         return not busy
 
-    async def _read_union(self, client: RemoteAirflowClient, targets: set[Hashable]) -> list[Any]:
+    async def _read_union(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> list[Any]:
         key = tuple(sorted(targets, key=str)) if self.kind != "asset_events" else None
         listing = self._union_listing(key or ())
         if self.union is None or self.union_targets != key:
@@ -388,12 +389,12 @@ def asset_reads_for(config: ClientConfig) -> SharedReads:
     key = (id(asyncio.get_running_loop()), config.conn_id, config.base_url)
     reads = _BY_CONNECTION.get(key)
     if reads is None:
-        reads = _BY_CONNECTION[key] = SharedReads("asset_events")
+        reads = _BY_CONNECTION[key] = SharedReads(ListingKind.ASSET_EVENTS)
     return reads
 
 
-STARTED_RUNS = Listing("started_runs")
-ENDED_RUNS = Listing("finished_runs", states=("failed", "success"))
+STARTED_RUNS = Listing(ListingKind.STARTED_RUNS)
+ENDED_RUNS = Listing(ListingKind.FINISHED_RUNS, states=("failed", "success"))
 
 
 class _Slot:

@@ -16,14 +16,17 @@ imports no probe: probes import it.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Hashable, Protocol
+from typing import Any, Protocol
 
 from xdep_sensors.client import AssetEvent, DagRun, RemoteAirflowClient, TaskInstance
 from xdep_sensors.client.dialects import PAGE_LIMIT
 from xdep_sensors.client.records import Asset, Dag, parse_dt
 from xdep_sensors.core.feed import Feed
-from xdep_sensors.core.listings import Listing, open_feed, read_feed
+from xdep_sensors.core.listings import Listing, ListingKind, open_feed, read_feed
+from xdep_sensors.core.needs import RunNeed, RunNeedKind
 from xdep_sensors.core.shared_reads import RunChanges, SharedReads
 
 
@@ -60,7 +63,7 @@ class DirectSource:
         self.client = client
         self._memo: dict[Hashable, asyncio.Future] = {}  # asset lookups of this look
 
-    async def run_for(self, watch: RunWait, need: tuple, known: DagRun | None) -> DagRun | None:
+    async def run_for(self, watch: RunWait, need: RunNeed, known: DagRun | None) -> DagRun | None:
         return await _lookup_run(self.client, watch)
 
     async def dag(self, dag_id: str) -> Dag:
@@ -90,7 +93,7 @@ class DirectSource:
         """What is new for the probe's assets, through its own feeds (one listing per asset)."""
         events: list[AssetEvent] = []
         for label, asset_id in probe.ids.items():
-            listing = Listing("asset_events", asset_id=asset_id, source_dag_id=probe.source_dag_id)
+            listing = Listing(ListingKind.ASSET_EVENTS, asset_id=asset_id, source_dag_id=probe.source_dag_id)
             feed = probe.feeds.get(label)
             if feed is None:
                 feed = probe.feeds[label] = await open_feed(self.client, listing, probe.start(label))
@@ -188,15 +191,15 @@ class BatchSource:
         assert self.run_changes is not None
         return await self.run_changes.read(self.client, started=self.read_started)
 
-    async def run_for(self, watch: RunWait, need: tuple, known: DagRun | None) -> DagRun | None:
-        """The run this wait is about (``None``: none yet), its newest state, as cheaply as the cycle allows."""
-        kind, dag_id = need[0], need[1]
-        if kind == "dag" and dag_id in self.first_bounds:
+    async def run_for(self, watch: RunWait, need: RunNeed, known: DagRun | None) -> DagRun | None:
+        """The run this wait is about (``None``: none yet), newest state, as cheaply as the cycle allows."""
+        dag_id = need.dag_id
+        if need.kind is RunNeedKind.FIRST_LOOK and dag_id in self.first_bounds:
             covered_above, complete, by_dag = await self._once(("first-look",), self._first_look)
             run, certain = watch.find(by_dag.get(dag_id, []), covered_above, complete)
             if run is not None or certain:
                 return run
-        elif kind in ("run", "finished") and self.run_changes is not None:
+        elif need.from_changes and self.run_changes is not None:
             changes: dict[str, list[DagRun]] = await self._once(("run-changes",), self._read_changes)
             if not self.run_changes.fresh:  # else the feeds began this cycle: ask once, exactly
                 latest = {known.run_id: known} if known is not None else {}
@@ -268,7 +271,7 @@ class BatchSource:
             self.asset_reads.asset_ids[key] = asset_id
 
     async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
-        """As ``DirectSource.assets``, and every new wait of the cycle looks up its assets in the same listings."""
+        """As ``DirectSource.assets``; the cycle's new waits look up their assets in the same listings."""
         return await _find_asset(self.client, key, [*self.unresolved, *among], self._memo)
 
     async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
@@ -289,7 +292,7 @@ class BatchSource:
                 source = probe.source_dag_id
                 items, complete = await self._once(
                     ("catch-up", asset_id, start, source),
-                    lambda a=asset_id, s=start, d=source: reads.catch_up(self.client, a, s, d),
+                    functools.partial(reads.catch_up, self.client, asset_id, start, source),
                 )
                 events += items
                 done = done and complete

@@ -1,1 +1,2 @@
-"""The Airflow plugin: the Remote dependencies page (``plugin``), its app (``page``) and data (``dependencies``)."""
+"""The Airflow plugin: the Remote dependencies page (``plugin``), its app (``page``) and data
+(``dependencies``)."""

@@ -122,7 +122,7 @@ def sensor_dependencies(dags: Iterable[tuple[str, dict[str, Any]]]) -> list[dict
                 )
             items.append(
                 {
-                    "kind": SENSOR_KINDS.get(declared.get("kind"), "dag_run_sensor"),
+                    "kind": SENSOR_KINDS.get(declared["kind"], "dag_run_sensor"),
                     "dag_id": dag_id,
                     "task_id": op.get("task_id"),
                     "remote_conn_id": str(declared.get("remote_conn_id")),
@@ -194,12 +194,12 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
     from airflow.models.trigger import Trigger
     from sqlalchemy import and_, func, select, tuple_
 
-    newest = select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at")).group_by(
+    latest = select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at")).group_by(
         SerializedDagModel.dag_id
     )
     if dag_ids is not None:
-        newest = newest.where(SerializedDagModel.dag_id.in_(sorted(dag_ids)))
-    newest = newest.subquery()
+        latest = latest.where(SerializedDagModel.dag_id.in_(sorted(dag_ids)))
+    newest = latest.subquery()
     is_newest = and_(
         SerializedDagModel.dag_id == newest.c.dag_id, SerializedDagModel.created_at == newest.c.at
     )
@@ -309,7 +309,7 @@ def _run(run: Any) -> dict[str, Any]:
 async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[str, Any]:
     """What an upstream shows now, in at most three requests: its version, the newest runs of every DAG
     in ``dags`` (one batch listing), the newest asset events (one listing over every asset)."""
-    from xdep_sensors.core.listings import Listing
+    from xdep_sensors.core.listings import Listing, ListingKind
 
     facts: dict[str, Any] = {
         "reachable": False,
@@ -331,7 +331,7 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
             if entry["last_success"] is None and run.state == "success":
                 entry["last_success"] = _run(run)
     if assets:
-        page = await newest_page(client, Listing("asset_events"), None)
+        page = await newest_page(client, Listing(ListingKind.ASSET_EVENTS), None)
         for event in page.items:  # newest first
             for label in (event.uri, event.name, event.uri.rstrip("/")):
                 if label in assets and label not in facts["assets"]:
@@ -400,8 +400,8 @@ class UpstreamFacts:
                 "error": f"connection {conn_id!r} does not exist in this deployment: "
                 "create it (type remote_airflow)"
                 if missing
-                else f"connection {conn_id!r} cannot be read ({type(err).__name__}): check its definition and the "
-                "secrets backend",
+                else f"connection {conn_id!r} cannot be read ({type(err).__name__}): "
+                "check its definition and the secrets backend",
             }
         base.update(host=safe_url(config.base_url), ui=safe_url(config.ui_base))
         client = RemoteAirflowHook.client_for(config)
@@ -423,7 +423,10 @@ class UpstreamFacts:
             return {
                 **base,
                 "reachable": False,
-                "error": f"unexpected {type(err).__name__} reading the upstream; the API server's log has the details",
+                "error": (
+                    f"unexpected {type(err).__name__} reading the upstream; "
+                    "the API server's log has the details"
+                ),
             }
         return {**base, **facts}
 

@@ -103,7 +103,8 @@ STATUS_TEXT = {
 }
 
 CSS = """
-:root { color-scheme: light dark; --fg: #1a202c; --muted: #4a5568; --line: #e2e8f0; --bg: #fff; --card: #f7fafc;
+:root { color-scheme: light dark; --fg: #1a202c; --muted: #4a5568; --line: #e2e8f0; --bg: #fff; \
+--card: #f7fafc;
         --link: #017cee; }
 @media (prefers-color-scheme: dark) { :root { --fg: #e2e8f0; --muted: #a0aec0; --line: #2d3748; --bg: #1a202c;
         --card: #171923; --link: #63b3ed; } }
@@ -119,8 +120,10 @@ button { padding: 6px 12px; border-radius: 6px; border: 1px solid var(--line); b
          color: var(--fg); cursor: pointer; }
 table { border-collapse: collapse; width: 100%; margin-top: 6px; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; white-space: nowrap; }
+th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; \
+letter-spacing: .03em; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; \
+white-space: nowrap; }
 .dot { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 6px; }
 code { font-size: 12px; }
 """
@@ -180,7 +183,8 @@ def _now(item: dict[str, Any]) -> str:
             text += f"; last success {_e(_ago(now.get('lag_s')))}"
         return text
     if "latest_event" in now:
-        return f"latest event {_link(now.get('url'), '#' + str(now['latest_event']['event_id']))} {_e(_ago(now.get('lag_s')))}"
+        event = _link(now.get("url"), "#" + str(now["latest_event"]["event_id"]))
+        return f"latest event {event} {_e(_ago(now.get('lag_s')))}"
     return f'<span class="muted">{_e(now.get("note", ""))}</span>'
 
 
@@ -194,11 +198,12 @@ def _waits(item: dict[str, Any]) -> str:
         )
     recent = item.get("recent") or []
     if recent:
+        status = {"success": "ok", "skipped": "idle"}
         rows.append(
             "recent: "
             + " ".join(
                 f'<span class="dot" title="{_e(r["run_id"])}: {_e(r["state"])}" style="background:'
-                f'{STATUS_COLOURS["ok" if r["state"] == "success" else ("idle" if r["state"] == "skipped" else "failed")]}">'
+                f'{STATUS_COLOURS[status.get(r["state"], "failed")]}">'
                 f"</span>"
                 for r in recent
             )
@@ -235,13 +240,17 @@ def _health(conn_id: str, up: dict[str, Any]) -> str:
     where = _link(up.get("ui") or up.get("host"), up.get("host") or "(no host)")
     if up.get("error"):
         reach = "reachable" if up.get("reachable") else "not reachable"
-        return f'<span class="dot" style="background:{STATUS_COLOURS["unreachable"]}"></span>{where}: {reach}: {_e(up["error"])}'
+        return (
+            f'<span class="dot" style="background:{STATUS_COLOURS["unreachable"]}"></span>'
+            f"{where}: {reach}: {_e(up['error'])}"
+        )
     auth = {True: "authenticated", False: "authentication failed", None: "authentication not checked"}[
         up.get("authenticated")
     ]
     return (
         f'<span class="dot" style="background:{STATUS_COLOURS["ok"]}"></span>{where}: reachable, '
-        f"Airflow {_e(up.get('version'))} (API {_e(up.get('api'))}), {auth}; checked {_e((up.get('checked_at') or '')[11:19])} UTC"
+        f"Airflow {_e(up.get('version'))} (API {_e(up.get('api'))}), {auth}; "
+        f"checked {_e((up.get('checked_at') or '')[11:19])} UTC"
     )
 
 
@@ -269,9 +278,12 @@ def render(body: dict[str, Any], *, q: str = "", airflow_root: str = "") -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Remote dependencies</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body><h1>Remote dependencies</h1>
-<p class="lead">What this deployment's DAGs wait on in other deployments (xdep-sensors): {count} dependenc{"y" if count == 1 else "ies"}
-across {len(groups)} upstream connection{"" if len(groups) == 1 else "s"}; upstreams read at most every 30 s. {generated} UTC.</p>
-<form method="get"><input type="search" name="q" value="{_e(q)}" placeholder="Filter: DAG, task, asset, connection, state">
+<p class="lead">What this deployment's DAGs wait on in other deployments (xdep-sensors): \
+{count} dependenc{"y" if count == 1 else "ies"}
+across {len(groups)} upstream connection{"" if len(groups) == 1 else "s"}; upstreams read at most \
+every 30 s. {generated} UTC.</p>
+<form method="get"><input type="search" name="q" value="{_e(q)}" \
+placeholder="Filter: DAG, task, asset, connection, state">
 <button type="submit">Filter</button></form>
 {empty}{"".join(sections)}
 </body></html>"""

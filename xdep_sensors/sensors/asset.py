@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from airflow.sdk import Asset, AssetAlias
 
@@ -15,6 +15,8 @@ from xdep_sensors.triggers.state import CursorStore
 from xdep_sensors.triggers.task_args import asset_target
 
 if TYPE_CHECKING:
+    import logging
+
     from airflow.sdk import Context
 
     from xdep_sensors.triggers.waits import Probe
@@ -138,7 +140,8 @@ class RemoteAssetSensor(_RemoteSensor):
         return asset_target(self._task_args(), context)
 
     def make_probe(self, context: Context) -> Probe:
-        return AssetProbe(self._watch(context), self.log)
+        # the task logger takes the stdlib logging calls a probe makes
+        return AssetProbe(self._watch(context), cast("logging.Logger", self.log))
 
     def on_success(self, context: Context, result: Any) -> Any:
         events = result["events"]
@@ -165,7 +168,8 @@ class RemoteAssetSensor(_RemoteSensor):
                 if i == 0:
                     outlet_events[asset].extra = extra
                 else:
-                    outlet_events[self._bridge_alias].add(asset, extra=extra)
+                    # set in __init__ whenever an outlet is an Asset
+                    outlet_events[cast(AssetAlias, self._bridge_alias)].add(asset, extra=extra)
         self.log.info(
             "re-emitted %d upstream event(s) to local asset(s) %s",
             len(events),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from xdep_sensors.core.decisions import DAG_RUN_STATES, TASK_STATES
 from xdep_sensors.core.probes import DagRunProbe, DagRunTarget
@@ -11,6 +11,8 @@ from xdep_sensors.links import UpstreamRunLink
 from xdep_sensors.triggers.task_args import dag_run_target
 
 if TYPE_CHECKING:
+    import logging
+
     from airflow.sdk import Context
 
     from xdep_sensors.triggers.waits import Probe
@@ -158,4 +160,5 @@ class RemoteDagRunSensor(_RemoteSensor):
         return dag_run_target(self._task_args(), context, self.logical_date_fn)
 
     def make_probe(self, context: Context) -> Probe:
-        return DagRunProbe(self._watch(context), self.log)
+        # the task logger takes the stdlib logging calls a probe makes
+        return DagRunProbe(self._watch(context), cast("logging.Logger", self.log))

@@ -10,19 +10,21 @@ cursors, written after each event is handed over.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zoneinfo
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any, AsyncIterator, Hashable
+from typing import Any, cast
 
 from airflow.triggers.base import TriggerEvent
 from croniter import croniter
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.records import TaskInstance, parse_dt
+from xdep_sensors.core.listings import ListingKind
+from xdep_sensors.core.pacing import Pace, paced, sleep
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.triggers.watchers import FINISHED_RUN_STATES, _RemoteEventTrigger
@@ -132,7 +134,7 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
     """
 
     kind = "task_instances"
-    listing_kind = "ended_task_instances"
+    listing_kind = ListingKind.ENDED_TASK_INSTANCES
     listing_states = tuple(
         sorted(TASK_END_STATES)
     )  # every end state: the listing is shared by all such watchers
@@ -285,32 +287,31 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         state = await self._start_state({"since": _iso(datetime.now(UTC)), "fired": []})
-        since = parse_dt(state["since"])
+        since = cast(datetime, parse_dt(state["since"]))  # always stored
         fired: set[str] = set(state.get("fired") or [])
         hook = RemoteAirflowHook(self.remote_conn_id)
         limit = timedelta(seconds=self.max_duration)
-        failures = 0
-        while True:
-            try:
-                client = await hook.aget_client()
-                running = await self._running(client)
-                now = datetime.now(UTC)
-                due = [
-                    (key, start, run, ti)
-                    for key, start, run, ti in running
-                    if key not in fired and start + limit <= now and start + limit >= since
-                ]
-                runs = {}
-                for _, _, run, ti in due:
-                    if ti is not None and ti.run_id not in runs:
-                        runs[ti.run_id] = await client.get_dag_run(ti.dag_id, ti.run_id)
-            except XdepError as err:
-                failures += 1
-                await self._backoff(failures, err)
-                continue
-            failures = 0
+
+        async def look() -> tuple[Any, ...]:
+            client = await hook.aget_client()
+            running = await self._running(client)
+            now = datetime.now(UTC)
+            due = [
+                (key, start, run, ti)
+                for key, start, run, ti in running
+                if key not in fired and start + limit <= now and start + limit >= since
+            ]
+            runs = {}
+            for _, _, run, ti in due:
+                if ti is not None and ti.run_id not in runs:
+                    runs[ti.run_id] = await client.get_dag_run(ti.dag_id, ti.run_id)
+            return client, running, now, due, runs
+
+        async for client, running, now, due, runs in paced(
+            look, interval=self.poll_interval, log=self.log, what=self.target
+        ):
             for key, start, run, ti in sorted(due, key=lambda d: d[1]):
-                run = run or runs.get(ti.run_id)  # type: ignore[union-attr]
+                run = run or runs.get(ti.run_id)
                 payload: dict[str, Any] = {
                     "upstream": client.config.ui_base,
                     "run": run and {**run.to_dict(), "url": client.run_url(run.dag_id, run.run_id)},
@@ -332,7 +333,6 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
             if fired - still:
                 fired &= still
                 await self.save_state({"since": state["since"], "fired": sorted(fired)})
-            await asyncio.sleep(self.poll_interval)
 
 
 # --- deadlines -----------------------------------------------------------------------------------
@@ -421,13 +421,13 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         state = await self._start_state({"last_deadline": _iso(datetime.now(UTC))})
-        handled = parse_dt(state["last_deadline"])
+        handled = cast(datetime, parse_dt(state["last_deadline"]))  # always stored
         hook = RemoteAirflowHook(self.remote_conn_id)
         grace = timedelta(seconds=DEADLINE_GRACE)
-        failures = 0
+        pace = Pace(self.poll_interval)
         while True:
             now = datetime.now(UTC)
-            due = self.ticks_after(handled, now - grace)  # type: ignore[arg-type]
+            due = self.ticks_after(handled, now - grace)
             if len(due) > MAX_CATCHUP:
                 self.log.warning(
                     "%d deadlines of %s passed while nobody watched; judging the last %d",
@@ -441,10 +441,9 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
                     client = await hook.aget_client()
                     payload = await self.judge(client, tick)
                 except XdepError as err:
-                    failures += 1
-                    await self._backoff(failures, err)
+                    await pace.back_off(err, self.log, self.target)
                     break
-                failures = 0
+                pace.ok()
                 if payload is not None:
                     theirs = parse_dt((await self.stored_before_firing()).get("last_deadline"))
                     if theirs is not None and theirs >= tick:
@@ -465,4 +464,4 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
                     datetime
                 )
                 wake = (upcoming.astimezone(UTC) + grace - datetime.now(UTC)).total_seconds()
-                await asyncio.sleep(min(self.poll_interval, max(wake, 0.5)))
+                await sleep(min(self.poll_interval, max(wake, 0.5)))

@@ -6,7 +6,8 @@ PUBLIC_MODULE = "xdep_sensors.triggers"
 
 
 def classpath(cls: type) -> str:
-    """``xdep_sensors.triggers.<Name>`` for the library's triggers; a subclass defined elsewhere keeps its own.
+    """``xdep_sensors.triggers.<Name>`` for the library's triggers; a subclass defined elsewhere keeps
+    its own.
 
     Airflow stores this path (trigger table, ``start_trigger_args``, watchers in serialized DAGs) and
     imports it later: a module move must not strand what a deployment holds.

@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 
@@ -62,7 +63,8 @@ KEEP_RUNS = 50
 
 
 class CursorStore:
-    """One ``RemoteAssetSensor`` task's consumed-events cursors (``{asset label: Cursor dict}``), in a Variable.
+    """One ``RemoteAssetSensor`` task's consumed-events cursors (``{asset label: Cursor dict}``), in a
+    Variable.
 
     A Variable (not XCom with ``include_prior_dates``) because downstream runs do not arrive in
     logical-date order: a backfilled or manual run with an older logical date must still see the

@@ -7,8 +7,9 @@ wait for exactly the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.triggers.base import (
@@ -114,13 +115,14 @@ class _PollingTrigger(BaseTrigger):
         raise NotImplementedError
 
     async def _start_from_task(self) -> None:
-        """Build the watch from the task's rendered arguments and its run's context (``start_from_trigger``)."""
-        ti = self.task_instance
+        """Build the watch from the task's rendered arguments and run context (``start_from_trigger``)."""
+        ti: Any = self.task_instance
         context = ti.get_template_context() if hasattr(ti, "get_template_context") else {}
         self.watch = await self._build_watch({name: getattr(self, name) for name in self._task_args}, context)
-        if self.timeout_at is None and getattr(self, "timeout_after", None) is not None:
+        timeout_after = getattr(self, "timeout_after", None)  # set by Airflow on a start_from_trigger task
+        if self.timeout_at is None and timeout_after is not None:
             # Airflow's own deadline is the sensor's timeout + 60 s, as for a deferral from a worker
-            self.timeout_at = self.timeout_after.timestamp() - 60
+            self.timeout_at = timeout_after.timestamp() - 60
 
     def _make_probe(self) -> Probe:
         return self.probe_class(self.watch, self.log)  # type: ignore[arg-type]
@@ -137,24 +139,13 @@ class _PollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            if self.from_task:
-                await self._start_from_task()
-            probe = self._make_probe()
-            config = await shared_config(
-                self.remote_conn_id
-            )  # read once per CONFIG_TTL_S for the loop's triggers
+            looks = await self._looks()
         # a connection missing or misconfigured (the message names it and the fix), or a task argument
         # that is not what it must be (start_from_trigger)
         except (XdepError, AirflowException) as err:
             yield await self._end({"status": "error", "message": str(err)})
             return
-        if polling.SHARED_POLLING:
-            every_look = self._logs_debug()  # else unchanged looks are not even handed over
-            looks: Any = polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look)
-        else:
-            looks = polling.LoneLooks(probe, RemoteAirflowHook.client_for(config), self.poke_interval)
-        said: str | None = None  # the message last logged at INFO, and when
-        said_at = 0.0
+        narration = polling.Narration(self.log)
         async with looks:
             while True:
                 # never waits past timeout_at: then the look is None, and the deadline is reported below
@@ -167,19 +158,11 @@ class _PollingTrigger(BaseTrigger):
                     self.log.warning(
                         "upstream trouble, looking again in %.0fs: %s", self.poke_interval, outcome
                     )
-                    said = None  # once it answers again, say what it shows
+                    narration.trouble()
                 elif isinstance(outcome, BaseException):
                     raise outcome
                 elif outcome is not None:
-                    now = polling._clock()
-                    if outcome.done or outcome.message != said:
-                        self.log.info("%s", outcome.message)
-                        said, said_at = outcome.message, now
-                    elif now - said_at >= polling.HEARTBEAT_S:
-                        self.log.info("still waiting: %s", outcome.message)
-                        said_at = now
-                    else:
-                        self.log.debug("%s", outcome.message)
+                    narration.tell(outcome)
                     if outcome.done:
                         yield await self._end(
                             {"status": outcome.status, "message": outcome.message, "result": outcome.result}
@@ -190,6 +173,19 @@ class _PollingTrigger(BaseTrigger):
                         {"status": "timeout", "message": "the sensor timed out before the upstream was ready"}
                     )
                     return
+
+    async def _looks(self) -> Any:
+        """This wait's looks: a place in the connection's shared poll, or its own."""
+        if self.from_task:
+            await self._start_from_task()
+        probe = self._make_probe()
+        config = await shared_config(
+            self.remote_conn_id
+        )  # read once per CONFIG_TTL_S for the loop's triggers
+        if polling.SHARED_POLLING:
+            every_look = self._logs_debug()  # else unchanged looks are not even handed over
+            return polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look)
+        return polling.LoneLooks(probe, RemoteAirflowHook.client_for(config), self.poke_interval)
 
     async def _end(self, payload: dict[str, Any]) -> TriggerEvent:
         """The event that ends this wait: a task-end event when that behaves as the worker's resume would.
@@ -336,7 +332,7 @@ class RemoteAssetTrigger(_PollingTrigger):
 
     async def _on_success(self, result: Any) -> Any:
         """Record the consumed events in the task's cursors (as the worker would), then return them."""
-        ti = self.task_instance
+        ti: Any = self.task_instance  # set by the triggerer before run()
         store = CursorStore(ti.dag_id, ti.task_id)
         await sync_to_async(store.commit, thread_sensitive=False)(
             ti.run_id, result["started_from"], result["cursors"]

@@ -12,19 +12,20 @@ connection share one read per interval through ``shared_stream_key`` where Airfl
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import AsyncIterator, Hashable
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, ClassVar, Hashable
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
-from xdep_sensors.client.policy import POLICY
 from xdep_sensors.client.records import AssetEvent, parse_dt
 from xdep_sensors.core.cursors import Cursor
+from xdep_sensors.core.decisions import FINISHED_RUN_STATES
 from xdep_sensors.core.feed import OVERLAP, Feed
-from xdep_sensors.core.listings import Listing, open_feed, read_feed
+from xdep_sensors.core.listings import Listing, ListingKind, open_feed, read_feed
+from xdep_sensors.core.pacing import Pace, paced
 from xdep_sensors.core.shared_reads import SharedReads, asset_reads_for, listing_for
 from xdep_sensors.errors import NotFound, XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
@@ -34,7 +35,6 @@ from xdep_sensors.triggers.state import TriggerState
 log = logging.getLogger(__name__)
 
 SHARED_STREAMS = hasattr(BaseEventTrigger, "filter_shared_stream")  # Airflow 3.3+
-from xdep_sensors.core.decisions import FINISHED_RUN_STATES
 
 CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is still catching up (each read is capped)
 
@@ -67,7 +67,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
     """Reads an upstream listing as a feed, fires once per new item of its own, persists its state."""
 
     kind: ClassVar[str]  # names the durable state
-    listing_kind: ClassVar[str] = ""  # the listing read (``xdep_sensors.client.client.Listing`` kinds)
+    listing_kind: ClassVar[ListingKind]  # the listing this trigger reads
     listing_states: ClassVar[tuple[str, ...]] = ()
     source_dag_id: str | None = None  # asset events: only those this upstream DAG produced
 
@@ -108,7 +108,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         return self.target
 
     def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
-        """Turn listing records into the items ``mine``/``position``/``payload`` take (default: as they are)."""
+        """Turn listing records into the items ``mine``/``position``/``payload`` take (default: as is)."""
         return items
 
     # serialization --------------------------------------------------------------------------
@@ -162,7 +162,10 @@ class _RemoteEventTrigger(BaseEventTrigger):
             await self.save_cursor()
 
     def read_start(self) -> datetime | None:
-        """Where a read for this trigger starts: the overlap window behind what it read, not before its cursor."""
+        """Where a read for this trigger starts: the overlap window behind what it read.
+
+        Never before its cursor.
+        """
         start = self.cursor.start
         if self.read_mark is not None:
             behind = self.read_mark - OVERLAP
@@ -218,43 +221,33 @@ class _RemoteEventTrigger(BaseEventTrigger):
     def _listing(self) -> Listing:
         return listing_for(self.listing_kind, self.target_id, self.listing_states, self.source_dag_id)
 
-    async def _backoff(self, failures: int, err: XdepError, what: str = "") -> None:
-        wait = POLICY.poll_delay(self.poll_interval, failures, err)
-        (self.log.warning if err.transient else self.log.error)(
-            "upstream error on %s%s (%d in a row), retrying in %.0fs: %s",
-            self.target,
-            what,
-            failures,
-            wait,
-            err,
-        )
-        await asyncio.sleep(wait)
-
     # standalone path --------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         await self.load_cursor()
         hook = RemoteAirflowHook(self.remote_conn_id)
-        failures = 0
         feed: Feed | None = None
-        while True:
-            try:
-                client = await hook.aget_client()
-                if self.target_id is None:
-                    self.target_id = await self.resolve(client)
-                listing = self._listing()
-                if feed is None:
-                    feed = await open_feed(client, listing, self.read_start())
-                items = self.adapt(client, await read_feed(client, feed, listing))
-            except XdepError as err:
-                failures += 1
-                await self._backoff(failures, err)
-                continue
-            failures = 0
+
+        async def look() -> tuple[RemoteAirflowClient, list[Any]]:
+            nonlocal feed
+            client = await hook.aget_client()
+            if self.target_id is None:
+                self.target_id = await self.resolve(client)
+            listing = self._listing()
+            if feed is None:
+                feed = await open_feed(client, listing, self.read_start())
+            return client, self.adapt(client, await read_feed(client, feed, listing))
+
+        def pause(_: Any) -> float:
+            return CATCH_UP_PAUSE if feed is not None and feed.behind else self.poll_interval
+
+        async for client, items in paced(
+            look, interval=self.poll_interval, log=self.log, what=self.target, pause=pause
+        ):
             async for event in self.emit(items, client.config.ui_base):
                 yield event
+            assert feed is not None
             await self.note_read(feed.mark)
-            await asyncio.sleep(CATCH_UP_PAUSE if feed.behind else self.poll_interval)
 
     # shared path (Airflow 3.3+) ---------------------------------------------------------------
 
@@ -271,39 +264,28 @@ class _RemoteEventTrigger(BaseEventTrigger):
         reads = SUBSCRIBERS.reads.setdefault(key, SharedReads(cls.listing_kind, cls.listing_states))
         hook = RemoteAirflowHook(kwargs["remote_conn_id"])
         reader = object()  # this stream, among the readers of the connection's asset events
-        failures = 0
+
+        async def look() -> dict[str, Any]:
+            nonlocal reads
+            targets = SUBSCRIBERS.targets(key)
+            client = await hook.aget_client()
+            if cls.listing_kind == "asset_events":
+                # the same feeds as the sensors' shared poll on this connection: one read for both
+                reads = SUBSCRIBERS.reads[key] = asset_reads_for(client.config)
+                by_target, marks = await reads.read_for(reader, client, targets, interval / 2)
+            else:
+                by_target = await reads.read(client, targets)
+                marks = reads.marks()
+            return {
+                "by_target": by_target,
+                "targets": targets,
+                "upstream": client.config.ui_base,
+                "marks": marks,
+            }
+
         try:
-            while True:
-                targets = SUBSCRIBERS.targets(key)
-                try:
-                    client = await hook.aget_client()
-                    if cls.listing_kind == "asset_events":
-                        # the same feeds as the sensors' shared poll on this connection: one read for both
-                        reads = SUBSCRIBERS.reads[key] = asset_reads_for(client.config)
-                        by_target, marks = await reads.read_for(reader, client, targets, interval / 2)
-                    else:
-                        by_target = await reads.read(client, targets)
-                        marks = reads.marks()
-                except XdepError as err:
-                    failures += 1
-                    wait = POLICY.poll_delay(interval, failures, err)
-                    (log.warning if err.transient else log.error)(
-                        "upstream error on the shared %s poll (%d in a row), retrying in %.0fs: %s",
-                        cls.kind,
-                        failures,
-                        wait,
-                        err,
-                    )
-                    await asyncio.sleep(wait)
-                    continue
-                failures = 0
-                yield {
-                    "by_target": by_target,
-                    "targets": targets,
-                    "upstream": client.config.ui_base,
-                    "marks": marks,
-                }
-                await asyncio.sleep(interval)
+            async for batch in paced(look, interval=interval, log=log, what=f"the shared {cls.kind} poll"):
+                yield batch
         finally:
             reads.leave(reader)
             if SUBSCRIBERS.reads.get(key) is reads and key not in SUBSCRIBERS.by_key:
@@ -314,7 +296,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         key = self.shared_stream_key()
         SUBSCRIBERS.add(key, self)
         hook = RemoteAirflowHook(self.remote_conn_id)
-        caught_up, failures = False, 0
+        caught_up, pace = False, Pace(self.poll_interval)  # the stream paces the looks: no sleep here
         try:
             async for batch in shared_stream:
                 try:
@@ -329,13 +311,13 @@ class _RemoteEventTrigger(BaseEventTrigger):
                             client, self.target_id, self.read_start(), self.source_dag_id
                         )
                         items = behind + items
-                    failures = 0
+                    pace.ok()
                 except XdepError as err:
-                    failures += 1
+                    pace.failed(err)
                     (self.log.warning if err.transient else self.log.error)(
                         "upstream error on %s (%d in a row), looking again with the next poll: %s",
                         self.target,
-                        failures,
+                        pace.failures,
                         err,
                     )
                     continue
@@ -360,7 +342,7 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
     """
 
     kind = "assets"
-    listing_kind = "asset_events"
+    listing_kind = ListingKind.ASSET_EVENTS
 
     def __init__(
         self,
@@ -436,7 +418,7 @@ class RemoteDagRunEventTrigger(_RemoteEventTrigger):
     """
 
     kind = "runs"
-    listing_kind = "finished_runs"
+    listing_kind = ListingKind.FINISHED_RUNS
     listing_states = tuple(sorted(FINISHED_RUN_STATES))
 
     def __init__(
