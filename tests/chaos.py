@@ -229,7 +229,8 @@ class ChaosProxy:
 
 
 def self_signed_cert(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A self-signed certificate for ``host`` (its own CA: usable as the client's CA file); (cert, key) paths."""
+    """A self-signed certificate for ``host`` (its own CA: usable as the client's CA file); (cert, key)
+    paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -283,7 +283,8 @@ def _looks_while_waiting(kind: str, mode: str, chaos: dict, n: int, **args) -> t
 
 
 def _clean_look(kind: str, mode: str, chaos: dict) -> Counts:
-    """What a wait that succeeds at its first look costs without any fault (measured once per sensor and mode)."""
+    """What a wait that succeeds at its first look costs without any fault (measured once per sensor
+    and mode)."""
     key = (kind, mode)
     if key not in chaos["clean"]:
         counts = Counts(chaos)
@@ -460,7 +461,8 @@ def test_credentials(chaos, kind, mode, fault):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind, what", list(UNKNOWN))
 def test_unknown(chaos, kind, what, mode, check):
-    """check_existence=True: fails fast naming the close match; False: still waiting after WAIT_LOOKS looks."""
+    """check_existence=True: fails fast naming the close match; False: still waiting after
+    WAIT_LOOKS looks."""
     clean = _clean_look(kind, mode, chaos)
     args, close = UNKNOWN[(kind, what)]
     fault = f"unknown_{what}:{check}"

@@ -120,7 +120,8 @@ class TestAssetWaits:
 
     @pytest.mark.parametrize("shared", [True, False], ids=["shared-poll", "own-poll"])
     async def test_deferred_sensor_fires_in_a_busy_upstream(self, feed_upstream, shared, monkeypatch):
-        """The trigger a deferred RemoteAssetSensor runs: fires on the quiet asset's event, whatever the busy one did."""
+        """The trigger a deferred RemoteAssetSensor runs: fires on the quiet asset's event, whatever
+        the busy one did."""
         from xdep_sensors.core import poller as polling
 
         monkeypatch.setattr(polling, "SHARED_POLLING", shared)
@@ -148,7 +149,7 @@ class TestAssetWaits:
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.core.poller.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success", event.payload
         assert [e["extra"]["path"] for e in event.payload["result"]["events"]] == [path]
@@ -160,7 +161,8 @@ class TestAssetWaits:
 
 class TestRareFailedRun:
     async def test_found_within_two_polls_and_a_restart_neither_loses_nor_repeats(self, feed_upstream):
-        """RemoteDagRunEventTrigger(states=["failed"]) on a DAG with 5,200 successful runs since its last event."""
+        """RemoteDagRunEventTrigger(states=["failed"]) on a DAG with 5,200 successful runs since its
+        last event."""
         up, proxy, conn_id = feed_upstream
         store: dict = {}
 
@@ -192,12 +194,13 @@ class TestRareFailedRun:
                 seeded.append(len(per_poll))
 
         proxy.paths[runs_path(up)] = 0
-        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
             gen = first.run()
             event = await asyncio.wait_for(gen.__anext__(), 120)
             assert event.payload["run"]["run_id"] == "bad_a_0"
             print(
-                f"{up.api}: runs-listing requests per poll: {per_poll} (failure seeded after poll {seeded[0]})"
+                f"{up.api}: runs-listing requests per poll: {per_poll} "
+                f"(failure seeded after poll {seeded[0]})"
             )
             assert len(per_poll) - seeded[0] <= 1  # found by the first or second poll after it happened
             # the catch-up over 5,200 runs is paged across polls; afterwards a poll is one or two requests
@@ -226,11 +229,13 @@ def _sent(proxy) -> int:
 
 
 class TestDagRunWaits:
-    """RemoteDagRunTrigger against 5,200 finished runs of one DAG: history neither hides a run nor costs polls."""
+    """RemoteDagRunTrigger against 5,200 finished runs of one DAG: history neither hides a run nor
+    costs polls."""
 
     @pytest.mark.parametrize("shared", [True, False], ids=["shared-poll", "own-poll"])
     async def test_the_oldest_run_is_found_at_the_first_look(self, feed_upstream, shared, monkeypatch):
-        """The reported case: the run exists and succeeded, 5,200 runs back; the wait timed out after 703 requests."""
+        """The reported case: the run exists and succeeded, 5,200 runs back; the wait timed out after
+        703 requests."""
         from xdep_sensors.core import poller as polling
 
         monkeypatch.setattr(polling, "SHARED_POLLING", shared)
@@ -278,7 +283,7 @@ class TestDagRunWaits:
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.core.poller.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "backfill_0"
         print(f"{up.api}: requests per poll {per_poll} (backfill seeded after poll {seeded[0]})")
@@ -306,7 +311,7 @@ class TestDagRunWaits:
             polls.append(_sent(proxy))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.core.poller.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
             first = RemoteDagRunTrigger(**kwargs).run()
             waiting = asyncio.ensure_future(first.__anext__())
             while len(polls) < 4:
@@ -432,8 +437,8 @@ class TestVisibilityLag:
                 for own, (when, newest_before, _) in seen.items():
                     # the promise: a feed that had read up to newest_before still covers this item
                     assert newest_before is None or when >= newest_before - OVERLAP, (
-                        f"{api} {listing}: {own} (at {when}) was first listed after an item at {newest_before}, "
-                        f"more than the overlap window ({OVERLAP}) newer"
+                        f"{api} {listing}: {own} (at {when}) was first listed after an item at "
+                        f"{newest_before}, more than the overlap window ({OVERLAP}) newer"
                     )
         print("visibility lag (s after the item's timestamp, within 50 ms of polling):", json.dumps(lags))
 

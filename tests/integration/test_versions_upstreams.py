@@ -85,7 +85,8 @@ def test_task_group_filter(matrix_upstreams, matrix_record, version):
 
 @pytest.mark.parametrize("version", [v for v in UPSTREAM_VERSIONS if v.startswith("2.") and v != "2.11.2"])
 async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
-    """RemoteTaskInstanceEventTrigger on the API-only Airflow 2 upstreams (2.9's task-instance batch has no paging).
+    """RemoteTaskInstanceEventTrigger on the API-only Airflow 2 upstreams (2.9's task-instance batch
+    has no paging).
 
     The watcher polls a few times, then a task of a new run is set failed through the REST API: it
     fires with that task instance. (2.11.2 is the shared upstream of tests/integration/test_alerts_live.py.)
@@ -127,7 +128,7 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
             await asyncio.to_thread(fail_extract)
         await real_sleep(0.2)
 
-    with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=sleep):
+    with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
         gen = trigger.run()
         event = await asyncio.wait_for(gen.__anext__(), 90)
         await gen.aclose()
@@ -192,7 +193,7 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
             await asyncio.to_thread(start, "extract")
         await real_sleep(0.2)
 
-    with mock.patch("xdep_sensors.triggers.alerts.asyncio.sleep", new=sleep):
+    with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
         gen = trigger.run()
         event = await asyncio.wait_for(gen.__anext__(), 90)
         await gen.aclose()

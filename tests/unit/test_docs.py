@@ -122,8 +122,8 @@ class TestPythonExamples:
         (tmp_path / "dags" / "broken.py").write_text(broken)
         errors = parse_dag_files(tmp_path / "dags")["errors"]
         assert [e.strip().splitlines()[-1] for e in errors.values()] == [
-            "ValueError: give at most one of run_id, logical_date, execution_delta, logical_date_fn, latest_after; "
-            "got run_id and logical_date"
+            "ValueError: give at most one of run_id, logical_date, execution_delta, logical_date_fn, "
+            "latest_after; got run_id and logical_date"
         ]
 
 

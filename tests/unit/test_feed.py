@@ -32,7 +32,8 @@ def upstream(request) -> MemoryUpstream:
 
 
 async def warm_asset_feed():
-    """A v2 upstream with one event, and an asset-event feed that has read it: (upstream, client, listing, feed)."""
+    """A v2 upstream with one event, and an asset-event feed that has read it: (upstream, client,
+    listing, feed)."""
     upstream = MemoryUpstream(api="v2")
     client = make_client(upstream)
     listing = Listing("asset_events")
@@ -43,7 +44,8 @@ async def warm_asset_feed():
 
 
 async def logged_asset_feed():
-    """A v2 upstream logging each request, and an asset-event feed from T0: (upstream, client, listing, feed)."""
+    """A v2 upstream logging each request, and an asset-event feed from T0: (upstream, client,
+    listing, feed)."""
     upstream = MemoryUpstream(api="v2")
     upstream.log = []
     client = make_client(upstream)
@@ -114,7 +116,8 @@ class TestFeedOnAssetEvents:
             before = calls(upstream)
             got = await read_feed(client, feed, listing)
             assert [e.id for e in got] == new_ids
-            # a window of over 5,000 items (more than one read's pages): read from the last known item, oldest first
+            # a window of over 5,000 items (more than one read's pages): read from the last known
+            # item, oldest first
             assert calls(upstream) - before <= math.ceil(burst / 100) + 1
 
     async def test_a_cut_read_never_pins_the_feed(self, upstream):
@@ -246,7 +249,8 @@ class TestFeedOnAssetEvents:
         assert skips and backfills, (skips, backfills)
 
     async def test_new_items_cost_ceil_new_over_the_page_size(self):
-        """The docs' "a busy one ceil(new / page size)" (How a wait reads the upstream): no anchor page before the new items."""
+        """The docs' "a busy one ceil(new / page size)" (How a wait reads the upstream): no anchor
+        page before the new items."""
         upstream, client, listing, feed = await warm_asset_feed()
         top = T0
         for burst, cost in ((0, 1), (50, 1), (100, 1), (101, 2), (250, 3)):
@@ -258,7 +262,8 @@ class TestFeedOnAssetEvents:
 
     async def test_a_burst_beyond_the_pages_of_one_read_arrives_oldest_first(self):
         """A window too long to read newest first within one read is read oldest first, across reads:
-        a consumer's cursor (which forgets what is older than its newest item less the overlap) accepts all."""
+        a consumer's cursor (which forgets what is older than its newest item less the overlap)
+        accepts all."""
         from xdep_sensors.core.cursors import Cursor
 
         upstream, client, listing, feed = await warm_asset_feed()

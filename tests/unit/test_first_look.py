@@ -14,6 +14,7 @@ from tests.conftest import instant_sleep, upstream_mock
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core import sources
+from xdep_sensors.core.needs import RunNeedKind
 from xdep_sensors.core.probes import DagRunProbe, DagRunTarget, run_id_date
 from xdep_sensors.core.shared_reads import RunChanges
 from xdep_sensors.errors import NotFound
@@ -122,7 +123,7 @@ class TestFirstLookCoalesced:
         assert batch["dag_ids"] == sorted(dag_ids)
         assert batch["run_after_gte"] == "2026-11-19T23:59:59+00:00"  # the run id's date bounds the batch
         # the next look needs no first look again: only the runs that ended since (each run is known)
-        assert {p.need()[0] for p in probes} == {"finished"}
+        assert {p.need().kind for p in probes} == {RunNeedKind.ENDED_RUNS}
 
     async def test_waits_on_one_dag_check_it_once(self):
         probes = [
@@ -185,7 +186,7 @@ class TestFirstLookCoalesced:
             results = await first_results(probes)
         assert {r.status for r in results} == {"waiting"}
         assert all("not found upstream yet" in r.message for r in results)
-        assert {p.need()[0] for p in probes} == {"dag"}  # still a first look next time
+        assert {p.need().kind for p in probes} == {RunNeedKind.FIRST_LOOK}  # still a first look next time
 
     async def test_long_listing_is_not_read_on(self):
         """A listing with more pages than new ids costs one page, then one GET per id."""
@@ -224,7 +225,10 @@ class TestFirstLookCoalesced:
                 )
             results = await first_results(probes)
         assert "running" in results[0].message and "no run" in results[1].message
-        assert probes[0].need()[0] == "finished" and probes[1].need()[0] == "run"
+        assert (
+            probes[0].need().kind is RunNeedKind.ENDED_RUNS
+            and probes[1].need().kind is RunNeedKind.RUN_CHANGES
+        )
         changes = RunChanges()
         changes.feeds = ()  # type: ignore[assignment]  # established in an earlier cycle
         source = sources.BatchSource(None, {}, changes, None, set())  # type: ignore[arg-type]
@@ -272,6 +276,9 @@ class TestCycleSteps:
         steps = []
 
         class Instant:
+            def unchanged(self, source):
+                return None
+
             async def step(self, source):
                 steps.append(1)
                 return "seen"

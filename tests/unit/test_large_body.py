@@ -1,4 +1,5 @@
-"""A JSON answer larger than one network read arrives whole (``StreamReader.read(n)`` returns what has arrived)."""
+"""A JSON answer larger than one network read arrives whole (``StreamReader.read(n)`` returns what
+has arrived)."""
 
 from __future__ import annotations
 

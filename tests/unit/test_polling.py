@@ -221,7 +221,8 @@ class TestSubscriberMailbox:
         assert event.payload["status"] == "timeout"
 
     async def test_waits_whose_dag_changed_nothing_need_no_step(self):
-        """After a look, a cycle answers such waits from the change feeds: only the DAG that changed is stepped."""
+        """After a look, a cycle answers such waits from the change feeds: only the DAG that changed
+        is stepped."""
         from devtools.memory_upstream import MemoryUpstream
         from xdep_sensors.client import RemoteAirflowClient
         from xdep_sensors.core.shared_reads import RunChanges

@@ -17,6 +17,7 @@ import pytest
 from devtools.memory_upstream import MemoryUpstream
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.core import poller as polling
+from xdep_sensors.core.needs import RunNeedKind
 from xdep_sensors.core.probes import DagRunProbe, DagRunTarget
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -98,7 +99,8 @@ class Poll:
 
 class TestOldRun:
     async def test_an_old_run_is_found_at_the_first_look(self, upstream):
-        """The reported case: the wait's run is the 5,200th newest; it fired never (703 requests, then timeout)."""
+        """The reported case: the wait's run is the 5,200th newest; it fired never (703 requests, then
+        timeout)."""
         watch = DagRunTarget(DAG, logical_date=oldest_logical_date().isoformat())
         poll = Poll(upstream)
         seen = await poll.outcomes(DagRunProbe(watch), until=lambda d: d.done)
@@ -168,7 +170,8 @@ class TestMissingRun:
         assert max(poll.per_cycle[1:]) <= 3, poll.per_cycle
 
     async def test_many_waits_on_many_dags_share_two_requests_a_poll(self, upstream):
-        """100 waits for runs that do not exist yet, each on its own DAG: the poll's cost does not grow with them."""
+        """100 waits for runs that do not exist yet, each on its own DAG: the poll's cost does not grow
+        with them."""
         for i in range(100):
             upstream.dags.add(f"dag_{i}")
         others = [DagRunProbe(DagRunTarget(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
@@ -200,6 +203,6 @@ class TestQueuedState:
 
         poll = Poll(upstream, on_cycle)
         seen = await poll.outcomes(probe, until=lambda d: d.done)
-        assert probe.need()[0] == "exact"
+        assert probe.need().kind is RunNeedKind.EXACT
         assert seen[-1].status == "success" and seen[-1].result["state"] == "queued"
         assert len(seen) - 3 <= 1, [d.message for d in seen]  # the first poll after the run appeared

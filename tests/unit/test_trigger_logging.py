@@ -13,6 +13,7 @@ from tests.conftest import instant_sleep
 from xdep_sensors.client import ClientConfig
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core.decisions import Decision
+from xdep_sensors.core.needs import AssetNeed
 from xdep_sensors.triggers import RemoteDagRunTrigger
 
 BASE = "http://up.test:8080"
@@ -44,8 +45,14 @@ class Script:
             )
         self.looks = 0
 
+    refs: tuple = ()  # no asset to resolve: a shared poll reads nothing for it
+    ids: dict = {}
+
     def need(self):
-        return "none", None
+        return AssetNeed()
+
+    def unchanged(self, source):
+        return None
 
     async def step(self, source):
         self.looks += 1

@@ -231,7 +231,7 @@ class TestPolling:
             if len(polls) == 3:  # the quiet asset's event comes while the watcher polls
                 upstream.add_event(2, datetime.now(timezone.utc), {"path": "s3://x"})
 
-        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=sleep):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
             fired = await asyncio.wait_for(t.run().__anext__(), 10)
         assert fired.payload["event"]["extra"] == {"path": "s3://x"}
         per_poll = [b - a for a, b in zip([0, *polls], polls)]
@@ -252,7 +252,7 @@ class TestPolling:
                 "hourly", f"ok_{i}", "success", now - timedelta(hours=1) + timedelta(seconds=1.2 * i)
             )
         upstream.add_run("hourly", "bad_1", "failed", now - timedelta(seconds=1))
-        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()) as sleep:
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()) as sleep:
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 10)
             # the triggerer resumes the watcher (handover complete); its next polls find nothing new
@@ -266,7 +266,7 @@ class TestPolling:
         )
         t2.asset_state_store = store
         before = upstream.requests["/api/v2/dags/~/dagRuns/list"]
-        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()):
             second = await asyncio.wait_for(t2.run().__anext__(), 10)
         assert second.payload["run"]["run_id"] == "bad_2"  # bad_1 is not repeated
         assert (
@@ -320,7 +320,7 @@ class TestPolling:
             async for event in watchers[i].filter_shared_stream(batches()):
                 fired[i].append(event.payload["event"]["id"])
 
-        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()):
             await asyncio.wait_for(asyncio.gather(fan_out(), listen(0), listen(1)), 20)
         assert fired[0][0] == before_start and len(fired[0]) == 2 and len(fired[1]) == 1
         per_cycle = [b - a for a, b in zip(cycles, cycles[1:])]
@@ -390,7 +390,7 @@ class TestOneReadForSensorsAndWatchers:
 
         made: list[tuple[int, int]] = []  # (asset, event id)
         per_interval: list[int] = []
-        with mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()):
+        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()):
             stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
             listeners = [asyncio.ensure_future(listen(i)) for i in range(len(watchers))]
             for interval in range(8):

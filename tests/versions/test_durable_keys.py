@@ -1,4 +1,5 @@
-"""Pure parts of xdep_sensors.durable (the real-triggerer proof is tests/integration/test_versions_downstream.py)."""
+"""Pure parts of xdep_sensors.durable (the real-triggerer proof is
+tests/integration/test_versions_downstream.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A real downstream deployment's alert watchers, on an Airflow 3 upstream (conn ``up``) and an Airflow 2 one (``up1``).
+"""A real downstream deployment's alert watchers, on an Airflow 3 upstream (conn ``up``) and an
+Airflow 2 one (``up1``).
 
 Each alert updates its own local asset; the live tests count the asset's events (one per fire).
 """

@@ -1,4 +1,5 @@
-"""Upstream (Airflow 3) DAGs for the alert-trigger tests: a failing task with a retry, a slow run, a late DAG."""
+"""Upstream (Airflow 3) DAGs for the alert-trigger tests: a failing task with a retry, a slow run,
+a late DAG."""
 
 from __future__ import annotations
 
