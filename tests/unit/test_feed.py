@@ -12,7 +12,7 @@ import pytest
 
 from devtools.memory_upstream import T0, MemoryUpstream
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.core.feed import OVERLAP, Feed
+from xdep_sensors.core.feeds import OVERLAP, new_feed
 from xdep_sensors.core.listings import Listing, latest_asset_event, list_asset_events, open_feed, read_feed
 
 
@@ -327,7 +327,7 @@ class TestFeedOnFinishedRuns:
 
 class TestFeedPure:
     def test_window_is_pruned_to_the_overlap(self):
-        feed = Feed(None, time_filter=True, position=lambda i: i)
+        feed = new_feed(None, time_filter=True, position=lambda i: i)
         step = feed.first_step()
         items = [(T0 + timedelta(seconds=s), s) for s in range(0, 600, 10)]
         fresh, nxt = feed.absorb(step, items, len(items))
@@ -336,7 +336,7 @@ class TestFeedPure:
 
     def test_items_before_the_start_are_never_new(self):
         start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        feed = Feed(start, time_filter=False, position=lambda i: i)
+        feed = new_feed(start, time_filter=False, position=lambda i: i)
         step = feed.first_step()
         fresh, nxt = feed.absorb(step, [(start, 2), (start - timedelta(seconds=1), 1)], 2)
         assert fresh == [(start, 2)] and nxt is None
@@ -349,7 +349,9 @@ class TestFeedAtHead:
             upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
         listing = Listing("asset_events")
         dialect = await client.dialect()
-        feed = Feed(None, time_filter=listing.time_filter(dialect), position=listing.position, at_head=True)
+        feed = new_feed(
+            None, time_filter=listing.time_filter(dialect), position=listing.position, at_head=True
+        )
         before = calls(upstream)
         assert await read_feed(client, feed, listing) == []  # what is visible now only sets the position
         assert calls(upstream) - before <= 2 + 600 / 100  # the newest item, then its window: not the history

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any, cast
 
 from xdep_sensors.client.records import AssetEvent, parse_dt
-from xdep_sensors.core.feed import OVERLAP
+from xdep_sensors.core.feeds import OVERLAP
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.client import MAX_PAGES
 from xdep_sensors.client.dialects import V2, Page, Request
 from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
-from xdep_sensors.core.feed import Feed, Step
+from xdep_sensors.core.feeds import Feed, Step, new_feed
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ async def newest_page(client: RemoteAirflowClient, listing: Listing, since: date
 async def open_feed(client: RemoteAirflowClient, listing: Listing, start: datetime | None) -> Feed:
     """Return a feed over ``listing`` that counts items at or after ``start`` (``None``: all)."""
     dialect = await client.dialect()
-    return Feed(
+    return new_feed(
         start,
         time_filter=listing.time_filter(dialect),
         position=listing.position,

@@ -24,7 +24,7 @@ from xdep_sensors.core.decisions import (
     decide_dag_run,
 )
 from xdep_sensors.core.doctor import close_matches
-from xdep_sensors.core.feed import Feed
+from xdep_sensors.core.feeds import Feed
 from xdep_sensors.core.needs import AssetNeed, RunNeed, RunNeedKind
 from xdep_sensors.core.sources import BatchSource, DirectSource
 from xdep_sensors.errors import NotFound

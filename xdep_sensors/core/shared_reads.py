@@ -29,7 +29,7 @@ from typing import Any
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.dialects import PAGE_LIMIT
-from xdep_sensors.core.feed import OVERLAP, Feed
+from xdep_sensors.core.feeds import OVERLAP, Feed, new_feed
 from xdep_sensors.core.listings import Listing, ListingKind, newest_page, open_feed, read_feed
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ class SharedReads:
     @staticmethod
     async def _at_head(client: RemoteAirflowClient, listing: Listing) -> Feed:
         dialect = await client.dialect()
-        return Feed(
+        return new_feed(
             None,
             time_filter=listing.time_filter(dialect),
             position=listing.position,

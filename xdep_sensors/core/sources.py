@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from xdep_sensors.client import AssetEvent, DagRun, RemoteAirflowClient, TaskInstance
 from xdep_sensors.client.dialects import PAGE_LIMIT
 from xdep_sensors.client.records import Asset, Dag, parse_dt
-from xdep_sensors.core.feed import Feed
+from xdep_sensors.core.feeds import Feed
 from xdep_sensors.core.listings import Listing, ListingKind, open_feed, read_feed
 from xdep_sensors.core.needs import RunNeed, RunNeedKind
 from xdep_sensors.core.shared_reads import RunChanges, SharedReads

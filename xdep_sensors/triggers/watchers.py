@@ -23,7 +23,7 @@ from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.records import AssetEvent, parse_dt
 from xdep_sensors.core.cursors import Cursor
 from xdep_sensors.core.decisions import FINISHED_RUN_STATES
-from xdep_sensors.core.feed import OVERLAP, Feed
+from xdep_sensors.core.feeds import OVERLAP, Feed
 from xdep_sensors.core.listings import Listing, ListingKind, open_feed, read_feed
 from xdep_sensors.core.pacing import Pace, paced
 from xdep_sensors.core.shared_reads import SharedReads, asset_reads_for, listing_for
