@@ -30,6 +30,10 @@ test: bootstrap check docs
 docs: bootstrap
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir .tmp/site  # the banner: see docs/development.md
 
-# Layers (import-linter contracts in pyproject.toml): the Airflow-facing rooms over core over client.
+# Style, complexity (C901), formatting, types and layers: the code as docs/development.md describes it.
+LINTED := xdep_sensors tests scripts benchmarks devtools example_dags
 check: bootstrap
+	.venv/bin/ruff check $(LINTED)
+	.venv/bin/ruff format --check $(LINTED)
+	.venv/bin/mypy
 	.venv/bin/lint-imports

@@ -186,13 +186,10 @@ def _iso(value: datetime | None) -> str | None:
 _DECLARED: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # dag_id -> (dag_hash, its sensors' items)
 
 
-def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
-    """Everything this deployment knows about its remote dependencies, for the DAGs in ``dag_ids``
-    (``None``: all): sensors, watchers, waits in flight and recent outcomes. Sync: run in a thread."""
+def _declared_sensors(dag_ids: set[str] | None, session: Any) -> list[dict[str, Any]]:
+    """The sensors the newest serialized form of each DAG declares."""
     from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.trigger import Trigger
-    from sqlalchemy import and_, func, select, tuple_
+    from sqlalchemy import and_, func, select
 
     latest = select(SerializedDagModel.dag_id, func.max(SerializedDagModel.created_at).label("at")).group_by(
         SerializedDagModel.dag_id
@@ -214,8 +211,15 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
         ):
             _DECLARED[row.dag_id] = (row.dag_hash, sensor_dependencies([(row.dag_id, row.data or {})]))
     sensors = [dict(item) for h in heads for item in _DECLARED.get(h.dag_id, ("", []))[1]]
+    return sensors
 
-    watchers = []
+
+def _watchers(dag_ids: set[str] | None, session: Any) -> list[dict[str, Any]]:
+    """The library's asset watchers in the trigger table, for the DAGs they schedule."""
+    from airflow.models.trigger import Trigger
+    from sqlalchemy import select
+
+    watchers: list[dict[str, Any]] = []
     for trigger in session.scalars(select(Trigger).where(Trigger.classpath.like(TRIGGER_MODULE + "%"))):
         assets = [
             {"uri": a.uri, "name": getattr(a, "name", a.uri), "dags": _scheduled_dag_ids(a)}
@@ -226,6 +230,18 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
         item = watcher_dependency(trigger.classpath, _kwargs(trigger), assets)
         if dag_ids is None or set(item["schedules"]) & dag_ids:
             watchers.append(item)
+    return watchers
+
+
+def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
+    """Everything this deployment knows about its remote dependencies, for the DAGs in ``dag_ids``
+    (``None``: all): sensors, watchers, waits in flight and recent outcomes. Sync: run in a thread."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from sqlalchemy import func, select, tuple_
+
+    sensors = _declared_sensors(dag_ids, session)
+    watchers = _watchers(dag_ids, session)
 
     pairs = sorted({(s["dag_id"], s["task_id"]) for s in sensors})
     in_flight: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -82,44 +82,11 @@ class RemoteDagRunSensor(_RemoteSensor):
         super().__init__(**kwargs)
         if not isinstance(external_dag_id, str) or not external_dag_id.strip():
             raise ValueError(f"external_dag_id must be a non-empty string, got {external_dag_id!r}")
-        selectors = {
-            "run_id": run_id,
-            "logical_date": logical_date,
-            "execution_delta": execution_delta,
-            "logical_date_fn": logical_date_fn,
-            "latest_after": latest_after,
-        }
-        given = [name for name, value in selectors.items() if value is not None]
-        if len(given) > 1:
-            raise ValueError(f"give at most one of {', '.join(selectors)}; got {' and '.join(given)}")
-        if execution_delta is not None and not isinstance(execution_delta, timedelta):
-            raise ValueError(f"execution_delta must be a datetime.timedelta, got {execution_delta!r}")
-        if logical_date_fn is not None and not callable(logical_date_fn):
-            raise ValueError("logical_date_fn must be a callable taking the context")
-        if task_ids is not None and task_group_id is not None:
-            raise ValueError("give task_ids or task_group_id, not both")
-        if isinstance(task_ids, str):
-            task_ids = [task_ids]
-        if task_ids is not None and (not task_ids or not all(isinstance(t, str) and t for t in task_ids)):
-            raise ValueError(f"task_ids must be a non-empty list of task ids, got {task_ids!r}")
-        known = TASK_STATES if (task_ids or task_group_id) else DAG_RUN_STATES
-        states = {
-            "allowed_states": _state_list(
-                "allowed_states", ["success"] if allowed_states is None else allowed_states, known
-            ),
-            "failed_states": _state_list(
-                "failed_states", ["failed"] if failed_states is None else failed_states, known
-            ),
-            "skipped_states": _state_list("skipped_states", skipped_states, known),
-        }
-        if not states["allowed_states"]:
-            raise ValueError("allowed_states must name at least one state")
-        names = list(states)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                overlap = sorted(set(states[a]) & set(states[b]))
-                if overlap:
-                    raise ValueError(f"{a} and {b} overlap: {overlap}")
+        _check_selectors(run_id, logical_date, execution_delta, logical_date_fn, latest_after)
+        task_ids = _task_ids(task_ids, task_group_id)
+        states = _states(
+            allowed_states, failed_states, skipped_states, narrowed=bool(task_ids or task_group_id)
+        )
         self.external_dag_id = external_dag_id
         self.run_id = run_id
         self.logical_date = logical_date
@@ -162,3 +129,63 @@ class RemoteDagRunSensor(_RemoteSensor):
     def make_probe(self, context: Context) -> Probe:
         # the task logger takes the stdlib logging calls a probe makes
         return DagRunProbe(self._watch(context), cast("logging.Logger", self.log))
+
+
+def _check_selectors(
+    run_id: Any, logical_date: Any, execution_delta: Any, logical_date_fn: Any, latest_after: Any
+) -> None:
+    """At most one way of choosing the upstream run, each of the right type."""
+    selectors = {
+        "run_id": run_id,
+        "logical_date": logical_date,
+        "execution_delta": execution_delta,
+        "logical_date_fn": logical_date_fn,
+        "latest_after": latest_after,
+    }
+    given = [name for name, value in selectors.items() if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of {', '.join(selectors)}; got {' and '.join(given)}")
+    if execution_delta is not None and not isinstance(execution_delta, timedelta):
+        raise ValueError(f"execution_delta must be a datetime.timedelta, got {execution_delta!r}")
+    if logical_date_fn is not None and not callable(logical_date_fn):
+        raise ValueError("logical_date_fn must be a callable taking the context")
+
+
+def _task_ids(task_ids: list[str] | str | None, task_group_id: str | None) -> list[str] | None:
+    """``task_ids`` as a list (one id may be given as a string), checked against ``task_group_id``."""
+    if task_ids is not None and task_group_id is not None:
+        raise ValueError("give task_ids or task_group_id, not both")
+    if isinstance(task_ids, str):
+        task_ids = [task_ids]
+    if task_ids is not None and (not task_ids or not all(isinstance(t, str) and t for t in task_ids)):
+        raise ValueError(f"task_ids must be a non-empty list of task ids, got {task_ids!r}")
+    return task_ids
+
+
+def _states(
+    allowed_states: list[str] | None,
+    failed_states: list[str] | None,
+    skipped_states: list[str] | None,
+    *,
+    narrowed: bool,
+) -> dict[str, list[str]]:
+    """The three state lists (task states when narrowed to tasks), with their defaults; none overlap."""
+    known = TASK_STATES if narrowed else DAG_RUN_STATES
+    states = {
+        "allowed_states": _state_list(
+            "allowed_states", ["success"] if allowed_states is None else allowed_states, known
+        ),
+        "failed_states": _state_list(
+            "failed_states", ["failed"] if failed_states is None else failed_states, known
+        ),
+        "skipped_states": _state_list("skipped_states", skipped_states, known),
+    }
+    if not states["allowed_states"]:
+        raise ValueError("allowed_states must name at least one state")
+    names = list(states)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            overlap = sorted(set(states[a]) & set(states[b]))
+            if overlap:
+                raise ValueError(f"{a} and {b} overlap: {overlap}")
+    return states
