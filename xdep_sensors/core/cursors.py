@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from xdep_sensors.client.records import AssetEvent, parse_dt
 from xdep_sensors.core.feeds import OVERLAP
+from xdep_sensors.core.listings import POSITIONS, ListingKind
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,11 @@ class Cursor:
         )
 
     def is_new(self, event: AssetEvent) -> bool:
-        return self.is_new_at(event.timestamp, event.id)
+        return self.is_new_at(*event_position(event))
 
     def advance(self, events: Iterable[AssetEvent]) -> Cursor:
         """Return the cursor after consuming ``events`` (any order)."""
-        return self.advance_with((e.timestamp, e.id) for e in events)
+        return self.advance_with(event_position(e) for e in events)
 
     @property
     def start(self) -> datetime | None:
@@ -113,3 +114,6 @@ class Cursor:
             return cls()
         recent = tuple((k, t) for k, t in data.get("recent") or ())
         return cls(data.get("timestamp"), tuple(data.get("seen_ids") or ()), recent, data.get("floor"))
+
+
+event_position = POSITIONS[ListingKind.ASSET_EVENTS]

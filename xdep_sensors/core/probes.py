@@ -25,6 +25,7 @@ from xdep_sensors.core.decisions import (
 )
 from xdep_sensors.core.doctor import close_matches
 from xdep_sensors.core.feeds import Feed
+from xdep_sensors.core.listings import event_key
 from xdep_sensors.core.needs import AssetNeed, RunNeed, RunNeedKind
 from xdep_sensors.core.sources import BatchSource, DirectSource
 from xdep_sensors.errors import NotFound
@@ -403,7 +404,7 @@ class AssetProbe:
                 continue
             for label, asset_id in self.ids.items():
                 if event.asset_id == asset_id and self._is_new(label, event):
-                    self.pending[label][event.id] = event
+                    self.pending[label][event_key(event)] = event
         new = {
             label: sorted(self.pending[label].values(), key=lambda e: (e.timestamp, e.id))
             for label in self.pending

@@ -23,7 +23,7 @@ from croniter import croniter
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
 from xdep_sensors.client.records import TaskInstance, parse_dt
-from xdep_sensors.core.listings import ListingKind
+from xdep_sensors.core.listings import POSITIONS, Key, ListingKind
 from xdep_sensors.core.pacing import Pace, paced, sleep
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
@@ -187,11 +187,8 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
             return ti.task_id.startswith(f"{self.task_group_id}.")
         return True
 
-    @staticmethod
-    def position(item: EndedTask) -> tuple[datetime, int | str]:
-        ti = item.ti
-        key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/{ti.try_number}"
-        return ti.end_date, key  # type: ignore[return-value]
+    def position(self, item: EndedTask) -> tuple[datetime, Key]:
+        return POSITIONS[ListingKind.ENDED_TASK_INSTANCES](item.ti)
 
     def payload(self, item: EndedTask, upstream: str) -> dict[str, Any]:
         ti = item.ti

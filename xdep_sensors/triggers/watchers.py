@@ -24,7 +24,7 @@ from xdep_sensors.client.records import AssetEvent, parse_dt
 from xdep_sensors.core.cursors import Cursor
 from xdep_sensors.core.decisions import FINISHED_RUN_STATES
 from xdep_sensors.core.feeds import OVERLAP, Feed
-from xdep_sensors.core.listings import Listing, ListingKind, open_feed, read_feed
+from xdep_sensors.core.listings import POSITIONS, Key, Listing, ListingKind, open_feed, read_feed
 from xdep_sensors.core.pacing import Pace, paced
 from xdep_sensors.core.shared_reads import SharedReads, asset_reads_for, listing_for
 from xdep_sensors.errors import NotFound, XdepError
@@ -96,9 +96,9 @@ class _RemoteEventTrigger(BaseEventTrigger):
     def mine(self, item: Any) -> bool:
         raise NotImplementedError
 
-    @staticmethod
-    def position(item: Any) -> tuple[datetime, int | str]:
-        raise NotImplementedError
+    def position(self, item: Any) -> tuple[datetime, Key]:
+        """Where an item sits in the listing, and its identity (one definition per listing)."""
+        return POSITIONS[self.listing_kind](item)
 
     def payload(self, item: Any, upstream: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -380,10 +380,6 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
             return item.uri.rstrip("/") == self.asset_uri.rstrip("/")
         return item.name == self.asset_name
 
-    @staticmethod
-    def position(item: AssetEvent) -> tuple[datetime, int | str]:
-        return item.timestamp, item.id
-
     def payload(self, item: AssetEvent, upstream: str) -> dict[str, Any]:
         return {"upstream": upstream, "event": item.to_dict()}
 
@@ -450,10 +446,6 @@ class RemoteDagRunEventTrigger(_RemoteEventTrigger):
 
     def mine(self, item: DagRun) -> bool:
         return item.dag_id == self.external_dag_id and item.state in self.states and item.end_date is not None
-
-    @staticmethod
-    def position(item: DagRun) -> tuple[datetime, int | str]:
-        return item.end_date, f"{item.dag_id}/{item.run_id}"  # type: ignore[return-value]
 
     def payload(self, item: DagRun, upstream: str) -> dict[str, Any]:
         return {"upstream": upstream, "run": item.to_dict()}
