@@ -431,7 +431,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
             r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
         ]
         # the per-loop clients of SHARED_POLLING=False stay open by design (one per loop): close them
-        for client in list(xdep_hook._clients.get(asyncio.get_running_loop(), {}).values()):
+        for client in list(xdep_hook.CLIENTS.here().values()):
             await client.close()
         await asyncio.sleep(0.25)  # let aiohttp close its transports
         monitor.cancel()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.core.needs import RunNeed, RunNeedKind
 from xdep_sensors.core.pacing import Pace, sleep
+from xdep_sensors.core.registry import PerLoop
 from xdep_sensors.core.shared_reads import RunChanges, SharedReads, asset_reads_for
 from xdep_sensors.core.sources import BatchSource
 from xdep_sensors.errors import XdepError
@@ -374,18 +375,15 @@ class PollerRegistry:
     """The shared pollers of this process, per event loop, connection and interval."""
 
     def __init__(self) -> None:
-        self.pollers: dict[tuple[int, ClientConfig, float], SharedPoller] = {}
+        self.pollers: PerLoop[tuple[ClientConfig, float], SharedPoller] = PerLoop()
 
     def get(self, config: ClientConfig, interval: float) -> SharedPoller:
-        key = (id(asyncio.get_running_loop()), config, float(interval))
-        poller = self.pollers.get(key)
-        if poller is None:
+        key = (config, float(interval))
 
-            def forget() -> None:
-                self.pollers.pop(key, None)
+        def make() -> SharedPoller:
+            return SharedPoller(config, float(interval), on_empty=lambda: self.pollers.discard(key))
 
-            poller = self.pollers[key] = SharedPoller(config, float(interval), on_empty=forget)
-        return poller
+        return self.pollers.get(key, make)
 
 
 POLLERS = PollerRegistry()

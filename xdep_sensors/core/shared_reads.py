@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import deque
 from collections.abc import Hashable, Set
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.dialects import PAGE_LIMIT
 from xdep_sensors.core.feeds import OVERLAP, Feed, new_feed
 from xdep_sensors.core.listings import Listing, ListingKind, newest_page, open_feed, read_feed
+from xdep_sensors.core.registry import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ class SharedReads:
         catchup.items += await read_feed(client, catchup.feed, catchup.listing)
 
 
-_BY_CONNECTION: weakref.WeakValueDictionary[Hashable, SharedReads] = weakref.WeakValueDictionary()
+_BY_CONNECTION: PerLoop[tuple[str, str], SharedReads] = PerLoop(weak=True)
 
 
 def asset_reads_for(config: ClientConfig) -> SharedReads:
@@ -386,11 +386,9 @@ def asset_reads_for(config: ClientConfig) -> SharedReads:
 
     It lives as long as a poll or stream holds it.
     """
-    key = (id(asyncio.get_running_loop()), config.conn_id, config.base_url)
-    reads = _BY_CONNECTION.get(key)
-    if reads is None:
-        reads = _BY_CONNECTION[key] = SharedReads(ListingKind.ASSET_EVENTS)
-    return reads
+    return _BY_CONNECTION.get(
+        (config.conn_id, config.base_url), lambda: SharedReads(ListingKind.ASSET_EVENTS)
+    )
 
 
 STARTED_RUNS = Listing(ListingKind.STARTED_RUNS)

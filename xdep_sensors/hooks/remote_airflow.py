@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from airflow import __version__ as airflow_version
@@ -13,6 +12,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from asgiref.sync import async_to_sync
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient, normalize_base_url
+from xdep_sensors.core.registry import PerLoop
 from xdep_sensors.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -22,18 +22,14 @@ T = TypeVar("T")
 
 # One client (so one aiohttp session) per event loop and connection: every trigger in a triggerer
 # shares it instead of opening a session per poll.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ClientConfig, RemoteAirflowClient]] = (
-    weakref.WeakKeyDictionary()
-)
+CLIENTS: PerLoop[ClientConfig, RemoteAirflowClient] = PerLoop()  # one client (aiohttp session) per config
 
 # Triggers of one loop share one connection lookup for CONFIG_TTL_S: a burst of deferrals, or every
 # watcher's every poll, would otherwise read the same connection (a secrets backend, or the
 # triggerer's supervisor) each time; a changed connection reaches them after at most the TTL.
 CONFIG_TTL_S = 30.0
 _ttl_clock = time.monotonic  # tests replace it
-_configs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future]]] = (
-    weakref.WeakKeyDictionary()
-)
+CONFIGS: PerLoop[str, tuple[float, asyncio.Future]] = PerLoop()  # conn id -> (when, its config lookup)
 
 
 def _as_bool_or_path(value: Any) -> bool | str:
@@ -129,11 +125,7 @@ class RemoteAirflowHook(BaseHook):
     @staticmethod
     def client_for(config: ClientConfig) -> RemoteAirflowClient:
         """Return the client (one aiohttp session) shared on this event loop for ``config``."""
-        per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
-        client = per_loop.get(config)
-        if client is None:
-            client = per_loop[config] = RemoteAirflowClient(config)
-        return client
+        return CLIENTS.get(config, lambda: RemoteAirflowClient(config))
 
     def run(self, fn: Callable[[RemoteAirflowClient], Awaitable[T]], config: ClientConfig | None = None) -> T:
         """Run ``fn(client)`` from synchronous code: the same async path, wrapped by ``async_to_sync``."""
@@ -161,7 +153,7 @@ async def shared_config(remote_conn_id: str, hook: RemoteAirflowHook | None = No
 
     A hit costs no hook and no future: thousands of triggers starting at once ask for it.
     """
-    per_loop = _configs.setdefault(asyncio.get_running_loop(), {})
+    per_loop = CONFIGS.here()
     now = _ttl_clock()
     hit = per_loop.get(remote_conn_id)
     if hit is None or now - hit[0] > CONFIG_TTL_S or (hit[1].done() and hit[1].exception() is not None):

@@ -13,7 +13,7 @@ connection share one read per interval through ``shared_stream_key`` where Airfl
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, MutableMapping
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from xdep_sensors.core.decisions import FINISHED_RUN_STATES
 from xdep_sensors.core.feeds import OVERLAP, Feed
 from xdep_sensors.core.listings import POSITIONS, Key, Listing, ListingKind, open_feed, read_feed
 from xdep_sensors.core.pacing import Pace, paced
+from xdep_sensors.core.registry import PerLoop
 from xdep_sensors.core.shared_reads import SharedReads, asset_reads_for, listing_for
 from xdep_sensors.errors import NotFound, XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
@@ -40,11 +41,19 @@ CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is still catching up 
 
 
 class _Subscribers:
-    """Who listens on each shared poll (in the triggerer's one event loop), and the shared reads."""
+    """Who listens on each shared poll (per event loop: the triggerer's one), and the shared reads."""
 
     def __init__(self) -> None:
-        self.by_key: dict[Hashable, dict[int, _RemoteEventTrigger]] = {}
-        self.reads: dict[Hashable, SharedReads] = {}
+        self._by_key: PerLoop[Hashable, dict[int, _RemoteEventTrigger]] = PerLoop()
+        self._reads: PerLoop[Hashable, SharedReads] = PerLoop()
+
+    @property
+    def by_key(self) -> MutableMapping[Hashable, dict[int, _RemoteEventTrigger]]:
+        return self._by_key.here()
+
+    @property
+    def reads(self) -> MutableMapping[Hashable, SharedReads]:
+        return self._reads.here()
 
     def add(self, key: Hashable, trigger: _RemoteEventTrigger) -> None:
         self.by_key.setdefault(key, {})[id(trigger)] = trigger
