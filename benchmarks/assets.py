@@ -52,8 +52,8 @@ from devtools.memory_upstream import T0  # noqa: E402
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
 from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.core.cursors import Cursor  # noqa: E402
-from xdep_sensors.core.feed import OVERLAP  # noqa: E402
-from xdep_sensors.core.probes import AssetProbe, AssetTarget  # noqa: E402
+from xdep_sensors.core.feeds import OVERLAP  # noqa: E402
+from xdep_sensors.core.probes import AssetProbe, AssetWait  # noqa: E402
 from xdep_sensors.triggers.watchers import RemoteAssetEventTrigger  # noqa: E402
 
 INTERVAL = 5.0
@@ -190,7 +190,7 @@ async def _run(args, rng, clock, port, control) -> dict:
     poller.client = client
 
     def sensor_probe(s: int, cursors: dict) -> AssetProbe:
-        return AssetProbe(AssetTarget(assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors))
+        return AssetProbe(AssetWait(assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors))
 
     probes = {
         s: sensor_probe(s, {uri(sensors_of[s]): {"timestamp": start.isoformat()}})
@@ -264,7 +264,7 @@ async def _run(args, rng, clock, port, control) -> dict:
 
     with (
         mock.patch("xdep_sensors.hooks.remote_airflow.RemoteAirflowHook.aget_client", new=hook_client),
-        mock.patch("xdep_sensors.triggers.watchers.asyncio.sleep", new=mock.AsyncMock()),
+        mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()),  # the stream pauses via paced()
         mock.patch("xdep_sensors.core.shared_reads._clock", new=lambda: (clock.now - T0).total_seconds()),
     ):
         stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])

@@ -43,7 +43,7 @@ from assets import COST_ROWS, model_server  # noqa: E402  (the asset case: same 
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
 from xdep_sensors.core import poller as polling  # noqa: E402
-from xdep_sensors.core.probes import DagRunProbe, DagRunTarget  # noqa: E402
+from xdep_sensors.core.probes import DagRunProbe, DagRunWait  # noqa: E402
 
 INTERVAL = 5.0
 PERIOD = 10  # intervals between two runs of one DAG
@@ -146,7 +146,7 @@ async def _run(args, port, control) -> dict:
     poller.client = client
 
     def probe_of(wait: Wait) -> DagRunProbe:
-        return DagRunProbe(DagRunTarget(external_dag_id=wait.dag, logical_date=wait.logical.isoformat()))
+        return DagRunProbe(DagRunWait(external_dag_id=wait.dag, logical_date=wait.logical.isoformat()))
 
     subs = {w: polling._Subscriber(probe_of(wait)) for w, wait in first.items()}
 

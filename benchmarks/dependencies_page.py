@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp / "up",
         AIRFLOW,
         major=3,
-        dags_folder=ROOT / "tests" / "versions" / "upstream_dags",
+        dags_folder=ROOT / "tests" / "integration" / "upstream_dags",
         name="bench-page-up",
     )
     down = None

@@ -182,7 +182,7 @@ def start(work: Path, args: argparse.Namespace) -> tuple[LocalAirflow, LocalAirf
         work / "up",
         AIRFLOW,
         major=3,
-        dags_folder=ROOT / "tests" / "versions" / "upstream_dags",
+        dags_folder=ROOT / "tests" / "integration" / "upstream_dags",
         name="bench-up",
     )
     up.start(timeout=300)

@@ -27,6 +27,7 @@ ROOT = HERE.parents[1]
 AIRFLOW3_BIN = Path(os.environ.get("XDEP_AIRFLOW3_BIN", Path(sys.executable).parent / "airflow"))
 AIRFLOW2_BIN = Path(os.environ.get("XDEP_AIRFLOW2_BIN", ROOT / ".venv-airflow2" / "bin" / "airflow"))
 UPSTREAM_DAGS = ("xdep_test_producer", "xdep_test_assets")
+UPSTREAM_DAG_FOLDER = HERE / "upstream_dags"  # every upstream's DAGs: one file per DAG, Airflow 2.9 to 3.3
 # An operator may set [api] maximum_page_limit below its default 100: every test against these upstreams
 # (sensors, watchers, feeds) then reads pages of 25, which Airflow caps silently.
 PAGE_CAP = {"AIRFLOW__API__MAXIMUM_PAGE_LIMIT": "25"}
@@ -115,7 +116,7 @@ def _upstreams(tmp_path_factory):
             tmp_path_factory.mktemp("upstream-v2"),
             AIRFLOW3_BIN,
             major=3,
-            dags_folder=HERE / "upstream_dags",
+            dags_folder=UPSTREAM_DAG_FOLDER,
             name="upstream-v2",
             extra_env=PAGE_CAP,
         ),
@@ -123,7 +124,7 @@ def _upstreams(tmp_path_factory):
             tmp_path_factory.mktemp("upstream-v1"),
             AIRFLOW2_BIN,
             major=2,
-            dags_folder=HERE / "upstream_dags_v1",
+            dags_folder=UPSTREAM_DAG_FOLDER,
             name="upstream-v1",
             extra_env=PAGE_CAP,
         ),
@@ -187,7 +188,6 @@ def polling_mode(request, monkeypatch):
 
 MATRIX_VENVS = ROOT / ".venvs"
 UPSTREAM_VERSIONS = ("2.9.3", "2.10.5", "2.11.2", "3.0.6", "3.1.8", "3.2.2", "3.3.2")
-MATRIX_UPSTREAM_DAGS = ROOT / "tests" / "versions" / "upstream_dags"  # parse on 3.0 too
 MATRIX_RESULTS = Path(os.environ.get("XDEP_MATRIX_RESULTS", ROOT / ".tmp" / "version-matrix.json"))
 
 
@@ -214,7 +214,8 @@ class MatrixUpstream(Upstream):
     def trigger(self, dag_id: str = "xdep_test_producer", *, hold: bool = False, **kwargs) -> str:
         """Trigger a run. With hold, a full upstream's run of xdep_test_producer waits in its first task
         until finish_run releases it (a gate file named in its conf), so it cannot end before the
-        downstream's waits are in place, however slow the machine (an API-only upstream's runs wait anyway)."""
+        downstream's waits are in place, however slow the machine (an API-only upstream's runs wait
+        anyway)."""
         if hold and self.runs_tasks:
             gate = self.server.home / "gates" / uuid.uuid4().hex
             gate.parent.mkdir(exist_ok=True)
@@ -268,19 +269,15 @@ def matrix_upstreams(_upstreams, tmp_path_factory) -> dict[str, MatrixUpstream]:
     for v in own:
         major = int(v[0])
         # FAB provider 1.2 (the one of 2.9.3's day) has no session backend: use the core one there
-        extra = (
-            {
-                "AIRFLOW__API__AUTH_BACKENDS": "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,"
-                "airflow.api.auth.backend.session"
-            }
-            if v.startswith("2.9.")
-            else {}
+        backends = (
+            "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,airflow.api.auth.backend.session"
         )
+        extra = {"AIRFLOW__API__AUTH_BACKENDS": backends} if v.startswith("2.9.") else {}
         servers[v] = LocalAirflow(
             tmp_path_factory.mktemp(f"upstream-{v}"),
             airflow_bin(v),
             major=major,
-            dags_folder=MATRIX_UPSTREAM_DAGS if major == 3 else HERE / "upstream_dags_v1",
+            dags_folder=UPSTREAM_DAG_FOLDER,
             name=f"upstream-{v}",
             extra_env=extra,
         )

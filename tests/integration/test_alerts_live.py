@@ -25,7 +25,7 @@ ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow", "late")
 MET: dict[str, dict] = {}  # api -> the xdep_alert_late run that met one deadline
 
 
-def _asset_ids(server: LocalAirflow) -> dict[str, int]:
+def _alert_asset_ids(server: LocalAirflow) -> dict[str, int]:
     return {
         a["uri"]: a["id"]
         for a in server.api("GET", "/api/v2/assets?uri_pattern=xdep://alert/&limit=100")["assets"]
@@ -52,7 +52,7 @@ def _upstream_run(upstream, dag_id, run_id) -> dict:
     return upstream.server.api("GET", f"{prefix}/dags/{dag_id}/dagRuns/{run_id}")
 
 
-def _trigger(upstream, dag_id, **conf) -> str:
+def _trigger_run(upstream, dag_id, **conf) -> str:
     return upstream.trigger(dag_id, conf=conf, logical_date=datetime.now(timezone.utc))
 
 
@@ -60,7 +60,7 @@ def _later_run(upstream, dag_id) -> str:
     """Start a later run of the flaky or the slow DAG: its alerts are markers. Each watcher fires in the
     order it finds things, poll after poll, so a repeat of an earlier fire would come before the later
     run's: once the later run's alert is here, the earlier counts are final (no waiting "long enough")."""
-    return _trigger(upstream, dag_id, **({"sleep": 20} if dag_id == "xdep_alert_slow" else {}))
+    return _trigger_run(upstream, dag_id, **({"sleep": 20} if dag_id == "xdep_alert_slow" else {}))
 
 
 def _wait_fired(downstream, api, alerts, run_id) -> None:
@@ -100,7 +100,7 @@ def downstream(_upstreams, tmp_path_factory):
             for alert in ALERTS:
                 server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
         server.alert_assets = wait_for(
-            lambda: (ids := _asset_ids(server)) and len(ids) == len(APIS) * len(ALERTS) and ids,
+            lambda: (ids := _alert_asset_ids(server)) and len(ids) == len(APIS) * len(ALERTS) and ids,
             120,
             "downstream alert assets registered",
         )
@@ -111,7 +111,7 @@ def downstream(_upstreams, tmp_path_factory):
             "every alert watcher's start state stored",
         )
         for api in APIS:  # one deadline met early: that deadline must not fire, later ones name this run
-            run_id = _trigger(_upstreams[api], "xdep_alert_late")
+            run_id = _trigger_run(_upstreams[api], "xdep_alert_late")
             assert _upstreams[api].wait_run(run_id, "xdep_alert_late") == "success"
             MET[api] = _upstream_run(_upstreams[api], "xdep_alert_late", run_id)
         yield server
@@ -122,7 +122,7 @@ def downstream(_upstreams, tmp_path_factory):
 @pytest.mark.parametrize("api", APIS)
 def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
     upstream = _upstreams[api]
-    run_id = _trigger(upstream, "xdep_alert_flaky")
+    run_id = _trigger_run(upstream, "xdep_alert_flaky")
     assert upstream.wait_run(run_id, "xdep_alert_flaky") == "failed"
     wait_for(
         lambda: (
@@ -158,7 +158,7 @@ def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
 @pytest.mark.parametrize("api", APIS)
 def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api, matrix_record):
     upstream = _upstreams[api]
-    run_id = _trigger(upstream, "xdep_alert_slow", sleep=20)
+    run_id = _trigger_run(upstream, "xdep_alert_slow", sleep=20)
     (run_alert,) = wait_for(lambda: _for_run(downstream, api, "run-slow", run_id), 60, "run duration alert")
     (task_alert,) = wait_for(
         lambda: _for_run(downstream, api, "task-slow", run_id), 60, "task duration alert"
@@ -181,7 +181,7 @@ def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api, ma
 
 
 def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):
-    before = {api: _trigger(_upstreams[api], "xdep_alert_slow", sleep=40) for api in APIS}
+    before = {api: _trigger_run(_upstreams[api], "xdep_alert_slow", sleep=40) for api in APIS}
     for api in APIS:
         wait_for(
             lambda api=api: _for_run(downstream, api, "run-slow", before[api]),
@@ -193,8 +193,8 @@ def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):
     tick = stopped.replace(second=0, microsecond=0) + timedelta(
         minutes=1
     )  # a deadline passes while it is down
-    failing = {api: _trigger(_upstreams[api], "xdep_alert_flaky") for api in APIS}
-    slow = {api: _trigger(_upstreams[api], "xdep_alert_slow", sleep=100) for api in APIS}
+    failing = {api: _trigger_run(_upstreams[api], "xdep_alert_flaky") for api in APIS}
+    slow = {api: _trigger_run(_upstreams[api], "xdep_alert_slow", sleep=100) for api in APIS}
     for api in APIS:
         assert _upstreams[api].wait_run(failing[api], "xdep_alert_flaky") == "failed"
     wait_for(lambda: datetime.now(timezone.utc) > tick + timedelta(seconds=8), 90, "a deadline while down")

@@ -13,10 +13,10 @@ pytestmark = pytest.mark.integration
 _bag: DagBag | None = None
 
 
-def downstream(dag_id: str):
+def downstream_dag(dag_id: str):
     global _bag
     if _bag is None:
-        from tests.conftest import ROOT
+        from tests.helpers import ROOT
 
         _bag = DagBag(str(ROOT / "tests" / "integration" / "downstream_dags"))
         assert not _bag.import_errors, _bag.import_errors
@@ -24,7 +24,7 @@ def downstream(dag_id: str):
 
 
 def run_downstream(dag_id, conf, logical_date=None):
-    dag = downstream(dag_id)
+    dag = downstream_dag(dag_id)
     dr = dag.test(run_conf=conf, logical_date=logical_date or datetime.now(timezone.utc))
     return dr.state
 

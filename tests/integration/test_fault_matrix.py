@@ -37,7 +37,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException
 
 from tests.chaos import PERMANENT, SHAPES, TRANSIENT, ChaosProxy, self_signed_cert
-from tests.conftest import close_shared_clients_then
+from tests.helpers import close_shared_clients_then
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.policy import RetryPolicy
 from xdep_sensors.client.session import Transport

@@ -14,15 +14,15 @@ import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
 from tests.chaos import ChaosProxy
-from tests.conftest import next_or_quiet
+from tests.helpers import next_or_quiet, sleep_patched
 from tests.integration.conftest import HERE
+from xdep_sensors.core import pacing
 from xdep_sensors.core.listings import list_asset_events, open_feed, read_feed
-from xdep_sensors.core.probes import AssetProbe, AssetTarget
+from xdep_sensors.core.probes import AssetProbe, AssetWait
 from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.triggers import RemoteAssetTrigger, RemoteDagRunEventTrigger, RemoteDagRunTrigger
 
@@ -96,7 +96,7 @@ class TestAssetWaits:
         up, proxy, conn_id = feed_upstream
         hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
         # two assets: the union would be the busy upstream's whole history; per-asset listings are not
-        watch = AssetTarget(
+        watch = AssetWait(
             assets=[{"uri": QUIET, "name": None}, {"uri": QUIET2, "name": None}],
             require="any",
             cursors={QUIET: {"timestamp": hour_ago}, QUIET2: {"timestamp": hour_ago}},
@@ -149,7 +149,7 @@ class TestAssetWaits:
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+        with sleep_patched(sleep, pacing):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success", event.payload
         assert [e["extra"]["path"] for e in event.payload["result"]["events"]] == [path]
@@ -194,7 +194,7 @@ class TestRareFailedRun:
                 seeded.append(len(per_poll))
 
         proxy.paths[runs_path(up)] = 0
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+        with sleep_patched(sleep, pacing):
             gen = first.run()
             event = await asyncio.wait_for(gen.__anext__(), 120)
             assert event.payload["run"]["run_id"] == "bad_a_0"
@@ -283,7 +283,7 @@ class TestDagRunWaits:
                 seeded.append(len(per_poll))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+        with sleep_patched(sleep, pacing):
             event = await asyncio.wait_for(trigger.run().__anext__(), 120)
         assert event.payload["status"] == "success" and event.payload["result"]["run_id"] == "backfill_0"
         print(f"{up.api}: requests per poll {per_poll} (backfill seeded after poll {seeded[0]})")
@@ -311,7 +311,7 @@ class TestDagRunWaits:
             polls.append(_sent(proxy))
             await real_sleep(0.2)
 
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+        with sleep_patched(sleep, pacing):
             first = RemoteDagRunTrigger(**kwargs).run()
             waiting = asyncio.ensure_future(first.__anext__())
             while len(polls) < 4:
@@ -372,7 +372,7 @@ class TestVisibilityLag:
         The items are told apart by their own producer runs (not by age: earlier tests' events are
         there too). Wall-clock lags are printed for the docs, not asserted.
         """
-        from xdep_sensors.core.feed import OVERLAP
+        from xdep_sensors.core.feeds import OVERLAP
 
         def stamp(value: str) -> datetime:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -18,7 +18,7 @@ from tests.integration.conftest import UPSTREAM_VERSIONS
 from tests.integration.test_asset_sensor_live import clear_cursor
 from tests.integration.test_dag_run_sensor_live import run_downstream
 from xdep_sensors import RemoteAirflowHook
-from xdep_sensors.core.probes import AssetProbe, AssetTarget
+from xdep_sensors.core.probes import AssetProbe, AssetWait
 
 pytestmark = pytest.mark.integration
 
@@ -92,9 +92,9 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
     fires with that task instance. (2.11.2 is the shared upstream of tests/integration/test_alerts_live.py.)
     """
     import asyncio
-    from unittest import mock
 
-    from tests.conftest import MemoryStateStore
+    from tests.helpers import MemoryStateStore, sleep_patched
+    from xdep_sensors.core import pacing
     from xdep_sensors.triggers import RemoteTaskInstanceEventTrigger
 
     up = matrix_upstreams[version]
@@ -128,7 +128,7 @@ async def test_task_failure_alert(matrix_upstreams, matrix_record, version):
             await asyncio.to_thread(fail_extract)
         await real_sleep(0.2)
 
-    with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+    with sleep_patched(sleep, pacing):
         gen = trigger.run()
         event = await asyncio.wait_for(gen.__anext__(), 90)
         await gen.aclose()
@@ -149,9 +149,9 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
     import asyncio
     import subprocess
     from pathlib import Path
-    from unittest import mock
 
-    from tests.conftest import MemoryStateStore
+    from tests.helpers import MemoryStateStore, sleep_patched
+    from xdep_sensors.core import pacing
     from xdep_sensors.triggers.alerts import RemoteDagRunDurationTrigger
 
     up = matrix_upstreams[version]
@@ -193,7 +193,7 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
             await asyncio.to_thread(start, "extract")
         await real_sleep(0.2)
 
-    with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+    with sleep_patched(sleep, pacing):
         gen = trigger.run()
         event = await asyncio.wait_for(gen.__anext__(), 90)
         await gen.aclose()
@@ -219,7 +219,7 @@ async def test_one_listing_finds_many_dags_and_assets_from_3_2(matrix_upstreams,
             found = await client.find_assets("uri", ["bears_named", "file://include/bears", "s3://no/such"])
             assert {"bears_named", "file://include/bears"} <= {a.uri for a in found}
         probe = AssetProbe(
-            AssetTarget(
+            AssetWait(
                 assets=[{"uri": "file://include/bears", "name": None}, {"uri": "s3://no/such", "name": None}],
                 check_existence=False,
                 since=datetime.now(timezone.utc).isoformat(),

@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from airflow.triggers.base import BaseEventTrigger
 
-from tests.conftest import MemoryStateStore, instant_sleep, next_or_quiet, upstream_mock
-from xdep_sensors.client import TaskInstance
+from tests.helpers import MemoryStateStore, instant_sleep, next_or_quiet, upstream_mock
+from xdep_sensors.client import TaskInstance, session
 from xdep_sensors.client.dialects import DIALECTS
+from xdep_sensors.core import pacing
 from xdep_sensors.triggers import (
     RemoteDagRunDeadlineTrigger,
     RemoteDagRunDurationTrigger,
@@ -27,10 +28,7 @@ RUN_LIST = BASE + "/api/v2/dags/~/dagRuns/list"
 UTC = timezone.utc
 
 
-@pytest.fixture(autouse=True)
-def remote_conn(monkeypatch):
-    conn = {"conn_type": "remote_airflow", "host": BASE, "password": "tok", "extra": {"api_version": "v2"}}
-    monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+pytestmark = pytest.mark.usefixtures("remote_conn")
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +40,6 @@ def variables(monkeypatch):
     monkeypatch.setattr(durable, "_variable_get", lambda key: box.get(key))
     monkeypatch.setattr(durable, "_variable_set", lambda key, value: box.__setitem__(key, value))
     return box
-
-
-Store = MemoryStateStore
 
 
 class StaleCopyStore(MemoryStateStore):
@@ -100,7 +95,8 @@ def ti_json(
     }
 
 
-def run_json(run_id="r1", state="running", start=None, end=None, dag_id="producer"):
+def manual_run_json(run_id="r1", state="running", start=None, end=None, dag_id="producer"):
+    """A manual run (no logical date) of ``dag_id`` as API v2 lists it, due a minute ago."""
     return {
         "dag_id": dag_id,
         "dag_run_id": run_id,
@@ -173,7 +169,7 @@ class TestRemoteTaskInstanceEventTrigger:
         assert self.make(task_ids=["a"]).mine(ended("a")) and not self.make(task_ids=["a"]).mine(ended("b"))
 
     async def test_fires_once_per_final_state_with_payload_and_resumes_after_restart(self):
-        store = Store()
+        store = MemoryStateStore()
         t = self.make(task_group_id="grp")
         t.asset_state_store = store
         end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
@@ -185,7 +181,7 @@ class TestRemoteTaskInstanceEventTrigger:
             ],
             "total_entries": 3,
         }
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.post(TI_LIST, payload=body, repeat=True)
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 5)
@@ -211,7 +207,7 @@ class TestRemoteTaskInstanceEventTrigger:
 
     async def test_a_cleared_task_that_fails_again_fires_again(self):
         t = self.make()
-        t.asset_state_store = Store()
+        t.asset_state_store = MemoryStateStore()
         await t.load_cursor()
         end1 = datetime.now(UTC) + timedelta(seconds=1)
         first = EndedTask(TaskInstance("producer", "r1", "load", "failed", end_date=end1, try_number=1), "u")
@@ -258,7 +254,7 @@ class TestRemoteTaskInstanceEventTrigger:
     async def test_errors_back_off_and_never_end_the_watcher(self):
         t = self.make()
         end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.post(TI_LIST, status=503, body="down", repeat=4)
             m.post(TI_LIST, status=403, payload={"detail": "Forbidden"})
             m.post(TI_LIST, payload={"task_instances": [ti_json(end=end)], "total_entries": 1})
@@ -291,19 +287,19 @@ class TestRemoteDagRunDurationTrigger:
             )
 
     async def test_fires_once_per_run_over_the_limit_while_it_runs(self):
-        store = Store()
+        store = MemoryStateStore()
         t = self.make()
         t.asset_state_store = store
         await store.aset(t._state_key, {"since": ago(3600), "fired": []})
         body = {
             "dag_runs": [
-                run_json("long", start=ago(120)),
-                run_json("short", start=ago(10)),
-                run_json("other", start=ago(500), dag_id="x"),
+                manual_run_json("long", start=ago(120)),
+                manual_run_json("short", start=ago(10)),
+                manual_run_json("other", start=ago(500), dag_id="x"),
             ],
             "total_entries": 3,
         }
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, payload=body, repeat=True)
             gen = t.run()
             event = await asyncio.wait_for(gen.__anext__(), 5)
@@ -318,13 +314,13 @@ class TestRemoteDagRunDurationTrigger:
         assert sent["states"] == ["running"] and sent["dag_ids"] == ["producer"]
 
     async def test_a_copy_left_running_on_a_stalled_triggerer_does_not_alert_again(self):
-        store = Store()
+        store = MemoryStateStore()
         before = {"since": ago(3600), "fired": []}
         other, stale = self.make(), self.make()
         other.asset_state_store = store
         await store.aset(other._state_key, before)
-        body = {"dag_runs": [run_json("long", start=ago(120))], "total_entries": 1}
-        with upstream_mock() as m, instant_sleep() as delays:
+        body = {"dag_runs": [manual_run_json("long", start=ago(120))], "total_entries": 1}
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, payload=body, repeat=True)
             gen = other.run()
             event = await asyncio.wait_for(gen.__anext__(), 5)
@@ -336,8 +332,8 @@ class TestRemoteDagRunDurationTrigger:
     async def test_an_unreadable_store_before_alerting_still_alerts(self, capsys):
         t = self.make()
         t.asset_state_store = UnreadableAfterLoad({"since": ago(3600), "fired": []})
-        body = {"dag_runs": [run_json("long", start=ago(120))], "total_entries": 1}
-        with upstream_mock() as m, instant_sleep():
+        body = {"dag_runs": [manual_run_json("long", start=ago(120))], "total_entries": 1}
+        with upstream_mock() as m, instant_sleep(pacing, session):
             m.post(RUN_LIST, payload=body, repeat=True)
             event = await asyncio.wait_for(t.run().__anext__(), 5)
         assert event.payload["run"]["run_id"] == "long"
@@ -348,27 +344,27 @@ class TestRemoteDagRunDurationTrigger:
     async def test_limit_crossed_before_the_watcher_existed_does_not_fire(self):
         t = self.make()  # no store: starts "now"
         body = {
-            "dag_runs": [run_json("old", start=ago(3600)), run_json("new", start=ago(59.5))],
+            "dag_runs": [manual_run_json("old", start=ago(3600)), manual_run_json("new", start=ago(59.5))],
             "total_entries": 2,
         }
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing, session):
             m.post(RUN_LIST, payload=body, repeat=True)
             event = await asyncio.wait_for(t.run().__anext__(), 5)
         assert event.payload["run"]["run_id"] == "new"
 
     async def test_forgets_runs_that_stopped_running(self):
-        store = Store()
+        store = MemoryStateStore()
         t = self.make()
         t.asset_state_store = store
         await store.aset(t._state_key, {"since": ago(3600), "fired": ["gone@2026-01-01T00:00:00+00:00"]})
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, payload={"dag_runs": [], "total_entries": 0}, repeat=True)
             assert await next_or_quiet(t.run(), lambda: len(delays)) is None
         assert store.data[t._state_key]["fired"] == []
 
     async def test_task_duration_fires_per_task_try_with_its_run(self):
         t = self.make(task_ids=["load"])
-        t.asset_state_store = Store()
+        t.asset_state_store = MemoryStateStore()
         await t.asset_state_store.aset(t._state_key, {"since": ago(3600), "fired": []})
         tis = {
             "task_instances": [
@@ -377,9 +373,9 @@ class TestRemoteDagRunDurationTrigger:
             ],
             "total_entries": 2,
         }
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing, session):
             m.post(TI_LIST, payload=tis, repeat=True)
-            m.get(BASE + "/api/v2/dags/producer/dagRuns/r1", payload=run_json(start=ago(100)))
+            m.get(BASE + "/api/v2/dags/producer/dagRuns/r1", payload=manual_run_json(start=ago(100)))
             event = await asyncio.wait_for(t.run().__anext__(), 5)
             sent = [c for k, calls in m.requests.items() if k[0] == "POST" for c in calls][0].kwargs["json"]
         ti = event.payload["task_instance"]
@@ -389,11 +385,11 @@ class TestRemoteDagRunDurationTrigger:
 
     async def test_errors_back_off_and_never_end_the_watcher(self):
         t = self.make()
-        t.asset_state_store = Store()
+        t.asset_state_store = MemoryStateStore()
         await t.asset_state_store.aset(t._state_key, {"since": ago(3600), "fired": []})
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, status=503, body="down", repeat=4)
-            m.post(RUN_LIST, payload={"dag_runs": [run_json("r", start=ago(61))], "total_entries": 1})
+            m.post(RUN_LIST, payload={"dag_runs": [manual_run_json("r", start=ago(61))], "total_entries": 1})
             event = await asyncio.wait_for(t.run().__anext__(), 5)
         # after the failed poll: the interval, doubled with jitter (the client's one backoff rule)
         assert event.payload["run"]["run_id"] == "r" and any(5.0 <= d <= 10.0 for d in delays)
@@ -448,7 +444,7 @@ class TestRemoteDagRunDeadlineTrigger:
         """Run the trigger against a fixed upstream answer; return its events until it goes quiet."""
         url = re.compile(re.escape(BASE + "/api/v2/dags/producer/dagRuns") + r"\?.*")
         events = []
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.get(url, payload=runs_page, repeat=True)
             gen = t.run()
             while (event := await next_or_quiet(gen, lambda: len(delays))) is not None:
@@ -462,14 +458,14 @@ class TestRemoteDagRunDeadlineTrigger:
         return events, calls
 
     async def test_missed_deadlines_fire_once_each_also_across_restarts(self):
-        store = Store()
+        store = MemoryStateStore()
         t = self.make(deadline="*/10 * * * *")
         t.asset_state_store = store
         now = datetime.now(UTC)
         last_tick = t.previous_tick(now - timedelta(seconds=6) + timedelta(microseconds=1))
         # stored: handled the deadline 3 ticks back, then the triggerer was down for two more
         await store.aset(t._state_key, {"last_deadline": (last_tick - timedelta(minutes=20)).isoformat()})
-        old_run = run_json(
+        old_run = manual_run_json(
             "old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat()
         )
         events, calls = await self.run_until_quiet(t, {"dag_runs": [old_run], "total_entries": 1})
@@ -492,14 +488,14 @@ class TestRemoteDagRunDeadlineTrigger:
         assert (await self.run_until_quiet(t2, {"dag_runs": [old_run], "total_entries": 1}))[0] == []
 
     async def test_a_copy_left_running_on_a_stalled_triggerer_does_not_alert_again(self):
-        store = Store()
+        store = MemoryStateStore()
         other, stale = self.make(deadline="*/10 * * * *"), self.make(deadline="*/10 * * * *")
         now = datetime.now(UTC)
         last_tick = other.previous_tick(now - timedelta(seconds=6) + timedelta(microseconds=1))
         before = {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()}
         other.asset_state_store = store
         await store.aset(other._state_key, before)
-        old_run = run_json(
+        old_run = manual_run_json(
             "old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat()
         )
         page = {"dag_runs": [old_run], "total_entries": 1}
@@ -516,19 +512,19 @@ class TestRemoteDagRunDeadlineTrigger:
         t.asset_state_store = UnreadableAfterLoad(
             {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()}
         )
-        old_run = run_json(
+        old_run = manual_run_json(
             "old", state="success", start=ago(10**5), end=(last_tick - timedelta(hours=5)).isoformat()
         )
         events = (await self.run_until_quiet(t, {"dag_runs": [old_run], "total_entries": 1}))[0]
         assert [e.payload["deadline"] for e in events] == [last_tick.isoformat()]
 
     async def test_a_run_finished_since_the_previous_deadline_meets_it(self):
-        store = Store()
+        store = MemoryStateStore()
         t = self.make(deadline="*/10 * * * *")
         t.asset_state_store = store
         last_tick = t.previous_tick(datetime.now(UTC) - timedelta(seconds=6) + timedelta(microseconds=1))
         await store.aset(t._state_key, {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()})
-        landed = run_json(
+        landed = manual_run_json(
             "landed", state="success", start=ago(10**4), end=(last_tick - timedelta(minutes=1)).isoformat()
         )
         events, _ = await self.run_until_quiet(t, {"dag_runs": [landed], "total_entries": 1})
@@ -540,13 +536,13 @@ class TestRemoteDagRunDeadlineTrigger:
         assert events == [] and calls == []
 
     async def test_errors_back_off_and_never_end_the_watcher(self):
-        store = Store()
+        store = MemoryStateStore()
         t = self.make(deadline="*/10 * * * *")
         t.asset_state_store = store
         last_tick = t.previous_tick(datetime.now(UTC) - timedelta(seconds=6) + timedelta(microseconds=1))
         await store.aset(t._state_key, {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()})
         url = re.compile(re.escape(BASE + "/api/v2/dags/producer/dagRuns") + r"\?.*")
-        with upstream_mock() as m, instant_sleep() as delays:
+        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
             m.get(url, status=503, body="down", repeat=4)
             m.get(url, payload={"dag_runs": [], "total_entries": 0})
             event = await asyncio.wait_for(t.run().__anext__(), 5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from unittest import mock
@@ -12,19 +11,14 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 from airflow.sdk import Asset
 
-from tests.conftest import upstream_mock
+from tests.helpers import mocked_client, upstream_mock, url
 from xdep_sensors import RemoteAssetSensor
-from xdep_sensors.client import ClientConfig, RemoteAirflowClient
-from xdep_sensors.core.probes import AssetProbe, AssetTarget
+from xdep_sensors.core.probes import AssetProbe, AssetWait
 from xdep_sensors.triggers import RemoteAssetTrigger
 from xdep_sensors.triggers.state import CursorStore
 
 BASE = "http://up.test:8080"
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
-
-
-def u(path):
-    return re.compile(re.escape(BASE + path) + r"(\?.*)?$")
 
 
 def v2_event(i, asset_id, ts, **extra):
@@ -51,10 +45,6 @@ ASSETS = {
 }
 
 
-def client(version="v2"):
-    return RemoteAirflowClient(ClientConfig(base_url=BASE, password="t", api_version=version))
-
-
 class TestValidation:
     @pytest.mark.parametrize(
         ("kwargs", "match"),
@@ -79,14 +69,14 @@ class TestValidation:
 
 class TestProbe:
     async def test_exact_match_despite_substring_api(self):
-        c = client()
-        watch = AssetTarget(
+        c = mocked_client()
+        watch = AssetWait(
             assets=[{"uri": "file://a1", "name": None}], cursors={"file://a1": {"timestamp": T0.isoformat()}}
         )
         with upstream_mock() as m:
-            m.get(u("/api/v2/assets"), payload=ASSETS)  # uri_pattern=file://a1 also matches file://a10
+            m.get(url("/api/v2/assets"), payload=ASSETS)  # uri_pattern=file://a1 also matches file://a10
             m.get(
-                u("/api/v2/assets/events"),
+                url("/api/v2/assets/events"),
                 payload={
                     "asset_events": [
                         v2_event(7, 3, T0 + timedelta(1)),
@@ -102,24 +92,27 @@ class TestProbe:
         await c.close()
 
     async def test_all_waits_for_every_asset_and_ids_are_cached(self):
-        c = client()
+        c = mocked_client()
         cursors = {f"file://a{i}": {"timestamp": T0.isoformat()} for i in (1, 2)}
-        watch = AssetTarget(
+        watch = AssetWait(
             assets=[{"uri": "file://a1", "name": None}, {"uri": "file://a2", "name": None}], cursors=cursors
         )
         probe = AssetProbe(watch)
         with upstream_mock() as m:
-            m.get(u("/api/v2/assets"), payload=ASSETS, repeat=True)
+            m.get(url("/api/v2/assets"), payload=ASSETS, repeat=True)
             # each asset is read as its own feed: first look a1 then a2, second look the same
             m.get(
-                u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1}
+                url("/api/v2/assets/events"),
+                payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1},
             )
-            m.get(u("/api/v2/assets/events"), payload={"asset_events": [], "total_entries": 0})
+            m.get(url("/api/v2/assets/events"), payload={"asset_events": [], "total_entries": 0})
             m.get(
-                u("/api/v2/assets/events"), payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1}
+                url("/api/v2/assets/events"),
+                payload={"asset_events": [v2_event(1, 1, T0)], "total_entries": 1},
             )
             m.get(
-                u("/api/v2/assets/events"), payload={"asset_events": [v2_event(2, 2, T0)], "total_entries": 1}
+                url("/api/v2/assets/events"),
+                payload={"asset_events": [v2_event(2, 2, T0)], "total_entries": 1},
             )
             first = await probe(c)
             second = await probe(c)
@@ -150,15 +143,15 @@ class TestProbe:
         await c.close()
 
     async def test_cursor_excludes_already_consumed_tie(self):
-        c = client()
-        watch = AssetTarget(
+        c = mocked_client()
+        watch = AssetWait(
             assets=[{"uri": "file://a1", "name": None}],
             cursors={"file://a1": {"timestamp": T0.isoformat(), "seen_ids": [5]}},
         )
         with upstream_mock() as m:
-            m.get(u("/api/v2/assets"), payload=ASSETS)
+            m.get(url("/api/v2/assets"), payload=ASSETS)
             m.get(
-                u("/api/v2/assets/events"),
+                url("/api/v2/assets/events"),
                 payload={"asset_events": [v2_event(5, 1, T0), v2_event(6, 1, T0)], "total_entries": 2},
             )
             decision = await AssetProbe(watch)(c)
@@ -166,20 +159,20 @@ class TestProbe:
         await c.close()
 
     async def test_missing_asset_lists_close_matches(self):
-        c = client()
-        watch = AssetTarget(assets=[{"uri": "file://a3", "name": None}], cursors={"file://a3": {}})
+        c = mocked_client()
+        watch = AssetWait(assets=[{"uri": "file://a3", "name": None}], cursors={"file://a3": {}})
         with upstream_mock() as m:
-            m.get(u("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
-            m.get(u("/api/v2/assets"), payload=ASSETS)
+            m.get(url("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
+            m.get(url("/api/v2/assets"), payload=ASSETS)
             with pytest.raises(Exception, match=r"do not exist upstream.*close matches: .*file://a1"):
                 await AssetProbe(watch)(c)
         await c.close()
 
     async def test_missing_asset_waits_without_check_existence(self):
-        c = client()
-        watch = AssetTarget(assets=[{"uri": "file://a3", "name": None}], cursors={}, check_existence=False)
+        c = mocked_client()
+        watch = AssetWait(assets=[{"uri": "file://a3", "name": None}], cursors={}, check_existence=False)
         with upstream_mock() as m:
-            m.get(u("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
+            m.get(url("/api/v2/assets"), payload={"assets": [], "total_entries": 0})
             decision = await AssetProbe(watch)(c)
         assert decision.status == "waiting" and "not upstream yet: file://a3" in decision.message
         await c.close()

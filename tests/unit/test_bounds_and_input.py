@@ -6,24 +6,20 @@ import re
 
 import pytest
 
-from tests.conftest import upstream_mock
+from tests.helpers import mocked_client, upstream_mock
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
-from xdep_sensors.client import ClientConfig, RemoteAirflowClient, policy
 from xdep_sensors.client import client as client_module
+from xdep_sensors.client import policy
 from xdep_sensors.errors import BadResponse, ConfigurationError
 from xdep_sensors.hooks import RemoteAirflowHook
 
 BASE = "http://up.test:8080"
 
 
-def make_client():
-    return RemoteAirflowClient(ClientConfig(base_url=BASE, password="t", api_version="v2"))
-
-
 class TestResponseBounds:
     async def test_oversized_body_is_refused(self, monkeypatch):
         monkeypatch.setattr("xdep_sensors.client.session.MAX_BODY_BYTES", 1024)
-        client = make_client()
+        client = mocked_client()
         with upstream_mock() as m:
             m.get(
                 re.compile(re.escape(BASE) + r"/api/v2/dags/d\b.*"),
@@ -36,7 +32,7 @@ class TestResponseBounds:
 
     async def test_endless_paging_stops(self, monkeypatch):
         monkeypatch.setattr(client_module, "MAX_PAGES", 3)
-        client = make_client()
+        client = mocked_client()
         page = {"dags": [{"dag_id": f"d{i}"} for i in range(100)], "total_entries": 10**9}
         with upstream_mock() as m:
             m.get(re.compile(re.escape(BASE) + r"/api/v2/dags\?.*"), payload=page, repeat=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from aioresponses import aioresponses
 
-from tests.conftest import upstream_mock
+from tests.helpers import upstream_mock, url
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient, Transport, normalize_base_url
 from xdep_sensors.client.dialects import V1, V2, format_dt
 from xdep_sensors.client.policy import RetryPolicy, decipher_response, is_retryable, retry_after_seconds
@@ -37,14 +36,11 @@ class Sleeps:
         self.calls.append(seconds)
 
 
-def make_client(version="v2", *, login=None, password=SECRET, sleeps=None, attempts=4):
+def client_with_recorded_sleeps(version="v2", *, login=None, password=SECRET, sleeps=None, attempts=4):
+    """A client of the mocked upstream whose retries record their pauses (``Sleeps``) instead of sleeping."""
     config = ClientConfig(base_url=BASE, login=login, password=password, api_version=version, conn_id="up")
     transport = Transport(config, retry=RetryPolicy(attempts=attempts), sleep=sleeps or Sleeps())
     return RemoteAirflowClient(config, transport=transport)
-
-
-def url(path):
-    return re.compile(re.escape(BASE + path) + r"(\?.*)?$")
 
 
 def sent(mocked, method="GET"):
@@ -229,7 +225,7 @@ class TestDecipher:
 
 class TestTransport:
     async def test_auto_probe_v2_then_cached(self):
-        client = make_client("auto")
+        client = client_with_recorded_sleeps("auto")
         with aioresponses() as m:
             m.get(BASE + "/api/v2/version", payload={"version": "3.3.2"})
             m.get(
@@ -244,7 +240,7 @@ class TestTransport:
         await client.close()
 
     async def test_auto_probe_falls_back_to_v1(self):
-        client = make_client("auto")
+        client = client_with_recorded_sleeps("auto")
         with aioresponses() as m:
             m.get(BASE + "/api/v2/version", status=404, payload={"detail": "Not Found"})
             m.get(BASE + "/api/v1/version", payload={"version": "2.11.2", "git_version": None})
@@ -252,7 +248,7 @@ class TestTransport:
         await client.close()
 
     async def test_no_api_at_url(self):
-        client = make_client("auto")
+        client = client_with_recorded_sleeps("auto")
         with aioresponses() as m:
             m.get(BASE + "/api/v2/version", status=404, body="nope", content_type="text/html")
             m.get(BASE + "/api/v1/version", status=404, body="<html>", content_type="text/html")
@@ -262,7 +258,7 @@ class TestTransport:
         await client.close()
 
     async def test_login_page_instead_of_api_says_so(self):
-        client = make_client("auto")
+        client = client_with_recorded_sleeps("auto")
         with aioresponses() as m:
             m.get(
                 BASE + "/api/v2/version",
@@ -281,7 +277,7 @@ class TestTransport:
         await client.close()
 
     async def test_static_token_is_a_bearer(self):
-        client = make_client()
+        client = client_with_recorded_sleeps()
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d/dagRuns"), payload={"dag_runs": [RUN_V2], "total_entries": 1})
             runs = await client.list_dag_runs("d", logical_date=T0)
@@ -299,7 +295,7 @@ class TestTransport:
     async def test_jwt_exchange_and_one_refresh_when_rejected(self, status, detail):
         """An expired JWT (401), or one the upstream cannot verify (Airflow 3 answers 403 "Invalid JWT
         token" once its signing key rotated): the credentials are exchanged once more."""
-        client = make_client(login="viewer", password="pw")
+        client = client_with_recorded_sleeps(login="viewer", password="pw")
         with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-1"})
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt-2"})
@@ -312,7 +308,7 @@ class TestTransport:
         await client.close()
 
     async def test_jwt_still_401_after_refresh_fails_clearly(self):
-        client = make_client(login="viewer", password="pw")
+        client = client_with_recorded_sleeps(login="viewer", password="pw")
         with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=201, payload={"access_token": "jwt"}, repeat=True)
             m.get(url("/api/v2/dags/d"), status=401, payload={"detail": "Token Expired"}, repeat=True)
@@ -324,7 +320,7 @@ class TestTransport:
         await client.close()
 
     async def test_a_static_token_the_upstream_cannot_verify_says_check_the_token(self):
-        client = make_client(password=SECRET)
+        client = client_with_recorded_sleeps(password=SECRET)
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=403, payload={"detail": "Invalid JWT token"})
             with pytest.raises(
@@ -335,7 +331,7 @@ class TestTransport:
         await client.close()
 
     async def test_wrong_password_at_token_exchange(self):
-        client = make_client(login="viewer", password=SECRET)
+        client = client_with_recorded_sleeps(login="viewer", password=SECRET)
         with upstream_mock() as m:
             m.post(BASE + "/auth/token", status=401, payload={"detail": "Invalid credentials"})
             with pytest.raises(AuthenticationError) as info:
@@ -344,7 +340,7 @@ class TestTransport:
         await client.close()
 
     async def test_v1_basic_auth(self):
-        client = make_client("v1", login="viewer", password="pw")
+        client = client_with_recorded_sleeps("v1", login="viewer", password="pw")
         with upstream_mock() as m:
             m.get(url("/api/v1/dags/d/dagRuns/r"), payload=RUN_V1)
             await client.get_dag_run("d", "r")
@@ -354,7 +350,7 @@ class TestTransport:
 
     async def test_retries_5xx_then_succeeds(self):
         sleeps = Sleeps()
-        client = make_client(sleeps=sleeps)
+        client = client_with_recorded_sleeps(sleeps=sleeps)
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=503, body="deploying", content_type="text/plain")
             m.get(url("/api/v2/dags/d"), status=502, body="bad gateway", content_type="text/html")
@@ -365,7 +361,7 @@ class TestTransport:
 
     async def test_retry_budget_is_bounded(self):
         sleeps = Sleeps()
-        client = make_client(sleeps=sleeps, attempts=3)
+        client = client_with_recorded_sleeps(sleeps=sleeps, attempts=3)
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=500, payload={"detail": "boom"}, repeat=True)
             with pytest.raises(UpstreamUnavailable):
@@ -375,7 +371,7 @@ class TestTransport:
 
     async def test_429_waits_retry_after(self):
         sleeps = Sleeps()
-        client = make_client(sleeps=sleeps)
+        client = client_with_recorded_sleeps(sleeps=sleeps)
         with upstream_mock() as m:
             m.get(
                 url("/api/v2/dags/d"),
@@ -390,7 +386,7 @@ class TestTransport:
 
     async def test_404_is_not_retried(self):
         sleeps = Sleeps()
-        client = make_client(sleeps=sleeps)
+        client = client_with_recorded_sleeps(sleeps=sleeps)
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), status=404, payload={"detail": "DAG d not found"}, repeat=True)
             with pytest.raises(NotFound, match="DAG d not found"):
@@ -399,7 +395,7 @@ class TestTransport:
         await client.close()
 
     async def test_connection_refused_is_transient(self):
-        client = make_client(attempts=2)
+        client = client_with_recorded_sleeps(attempts=2)
         with upstream_mock() as m:
             import aiohttp
 
@@ -409,7 +405,7 @@ class TestTransport:
         await client.close()
 
     async def test_unexpected_shape_names_endpoint(self):
-        client = make_client()
+        client = client_with_recorded_sleeps()
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d/dagRuns"), payload={"runs": []})
             with pytest.raises(BadResponse, match="GET /api/v2/dags/d/dagRuns"):
@@ -417,7 +413,7 @@ class TestTransport:
         await client.close()
 
     async def test_one_session_reused(self):
-        client = make_client()
+        client = client_with_recorded_sleeps()
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/d"), payload={"dag_id": "d"}, repeat=True)
             await client.get_dag("d")
@@ -442,7 +438,7 @@ class TestAssetEvents:
         }
 
     async def test_v1_pages_newest_first_and_stops_at_cursor(self):
-        client = make_client("v1")
+        client = client_with_recorded_sleeps("v1")
         first = [self.v1_event(1000 - i, T0 - timedelta(minutes=i)) for i in range(100)]
         second = [self.v1_event(900 - i, T0 - timedelta(minutes=100 + i)) for i in range(100)]
         with upstream_mock() as m:
@@ -455,7 +451,7 @@ class TestAssetEvents:
         await client.close()
 
     async def test_v2_many_assets_are_filtered_upstream_one_listing_each(self):
-        client = make_client()
+        client = client_with_recorded_sleeps()
 
         def body(i, a):
             return {
@@ -485,7 +481,7 @@ class TestAssetEvents:
 
 class TestConfiguredVersion:
     async def test_wrong_api_version_says_what_to_set(self):
-        client = make_client("v1")
+        client = client_with_recorded_sleeps("v1")
         with aioresponses() as m:
             m.get(BASE + "/api/v1/version", status=404, payload={"detail": "removed in Airflow 3"})
             with pytest.raises(
@@ -500,7 +496,7 @@ class TestDoctor:
     async def test_missing_permission_is_named(self):
         from xdep_sensors.core.doctor import diagnose, render, summarize
 
-        client = make_client()
+        client = client_with_recorded_sleeps()
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/~/dagRuns"), status=403, payload={"detail": "Forbidden"})
             checks = await diagnose(client)
@@ -512,7 +508,7 @@ class TestDoctor:
     async def test_asset_permission_checked_separately(self):
         from xdep_sensors.core.doctor import diagnose
 
-        client = make_client()
+        client = client_with_recorded_sleeps()
         with upstream_mock() as m:
             m.get(url("/api/v2/dags/~/dagRuns"), payload={"dag_runs": [], "total_entries": 0})
             m.get(url("/api/v2/assets/events"), status=403, payload={"detail": "Forbidden"})

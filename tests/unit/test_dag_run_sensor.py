@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from unittest import mock
@@ -19,8 +18,10 @@ from airflow.providers.common.compat.sdk import (
 )
 from yarl import URL
 
-from tests.conftest import instant_sleep, upstream_mock
+from tests.helpers import instant_sleep, sleep_patched, upstream_mock, url
 from xdep_sensors import RemoteDagRunSensor
+from xdep_sensors.client import session
+from xdep_sensors.core import pacing
 from xdep_sensors.triggers import RemoteDagRunTrigger
 
 BASE = "http://up.test:8080"
@@ -36,14 +37,13 @@ RUN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def remote_conn(monkeypatch):
-    conn = {"conn_type": "remote_airflow", "host": BASE, "password": TOKEN, "extra": {"api_version": "v2"}}
-    monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+pytestmark = pytest.mark.usefixtures("remote_conn")
 
 
-def u(path):
-    return re.compile(re.escape(BASE + path) + r"(\?.*)?$")
+@pytest.fixture
+def upstream_password():
+    """Connection ``upstream``'s password: nothing a trigger stores or sends may contain it."""
+    return TOKEN
 
 
 def context(logical_date=T0, run_after=T0):
@@ -172,9 +172,9 @@ class TestPoke:
     def test_poke_success_same_probe(self):
         s = sensor(run_id="r1", deferrable=False)
         with upstream_mock() as m:
-            m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": False})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
+            m.get(url("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": False})
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
             assert s.poke(context()) is False
             done = s.poke(context())
         assert done.is_done and done.xcom_value["state"] == "success"
@@ -182,16 +182,16 @@ class TestPoke:
 
     def test_poke_transient_keeps_waiting(self):
         s = sensor(run_id="r1", deferrable=False)
-        with upstream_mock() as m, mock.patch("asyncio.sleep"):
-            m.get(u("/api/v2/dags/producer"), status=503, body="deploying", repeat=True)
+        with upstream_mock() as m, sleep_patched(mock.AsyncMock(), session):
+            m.get(url("/api/v2/dags/producer"), status=503, body="deploying", repeat=True)
             assert s.poke(context()) is False
 
     def test_poke_unknown_dag_fails_with_close_matches(self):
         s = sensor(external_dag_id="producr", deferrable=False)
         with upstream_mock() as m:
-            m.get(u("/api/v2/dags/producr"), status=404, payload={"detail": "not found"})
+            m.get(url("/api/v2/dags/producr"), status=404, payload={"detail": "not found"})
             m.get(
-                u("/api/v2/dags"),
+                url("/api/v2/dags"),
                 payload={"dags": [{"dag_id": "producer"}, {"dag_id": "other"}], "total_entries": 2},
             )
             with pytest.raises(AirflowException, match="close matches: producer"):
@@ -208,16 +208,9 @@ class TestTrigger:
         trigger = RemoteDagRunTrigger(
             remote_conn_id="upstream", external_dag_id="producer", run_id="r1", poke_interval=5
         )
-        sleeps = []
-        real_sleep = asyncio.sleep
-
-        async def fake_sleep(s):
-            sleeps.append(s)
-            await real_sleep(0)
-
-        with upstream_mock() as m, mock.patch("asyncio.sleep", fake_sleep):
-            m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
+        with upstream_mock() as m, instant_sleep(pacing) as sleeps:
+            m.get(url("/api/v2/dags/producer"), payload={"dag_id": "producer", "is_paused": True})
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), status=404, payload={"detail": "no run"})
             # the first look reads the newest runs (none), then the shared poll reads the runs that started
             # and that ended since then: r1 starts, then it ends
             now = datetime.now(timezone.utc)
@@ -246,15 +239,15 @@ class TestTrigger:
         trigger = RemoteDagRunTrigger(
             remote_conn_id="upstream", external_dag_id="producer", run_id="r1", poke_interval=5
         )
-        with upstream_mock() as m, instant_sleep():
-            m.get(u("/api/v2/dags/producer"), status=502, body="bad gateway", repeat=4)
-            m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
+        with upstream_mock() as m, instant_sleep(pacing, session):
+            m.get(url("/api/v2/dags/producer"), status=502, body="bad gateway", repeat=4)
+            m.get(url("/api/v2/dags/producer"), payload={"dag_id": "producer"})
             m.post(
                 BASE + "/api/v2/dags/~/dagRuns/list",
                 payload={"dag_runs": [], "total_entries": 0},
                 repeat=True,
             )
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "failed"})
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "failed"})
             event = await trigger.run().__anext__()
         assert event.payload["status"] == "failed"
 
@@ -267,15 +260,15 @@ class TestTrigger:
             timeout_at=0.0,
         )
         with upstream_mock() as m:
-            m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
+            m.get(url("/api/v2/dags/producer"), payload={"dag_id": "producer"})
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"})
             event = await trigger.run().__anext__()
         assert event.payload["status"] == "timeout"
 
     async def test_auth_error_is_an_error_event_without_secret(self):
         trigger = RemoteDagRunTrigger(remote_conn_id="upstream", external_dag_id="producer", run_id="r1")
         with upstream_mock() as m:
-            m.get(u("/api/v2/dags/producer"), status=401, payload={"detail": "Invalid token"})
+            m.get(url("/api/v2/dags/producer"), status=401, payload={"detail": "Invalid token"})
             event = await asyncio.wait_for(trigger.run().__anext__(), 10)
         assert event.payload["status"] == "error" and "authentication failed" in event.payload["message"]
         assert TOKEN not in json.dumps(event.payload)
@@ -292,14 +285,14 @@ class TestOwnPoll:
         )
         with (
             upstream_mock() as m,
-            instant_sleep(),
+            instant_sleep(pacing),
             mock.patch.object(
                 RemoteAirflowHook, "aget_config", wraps=RemoteAirflowHook("upstream").aget_config
             ) as resolve,
         ):
-            m.get(u("/api/v2/dags/producer"), payload={"dag_id": "producer"})
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"}, repeat=2)
-            m.get(u("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
+            m.get(url("/api/v2/dags/producer"), payload={"dag_id": "producer"})
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), payload={**RUN, "state": "running"}, repeat=2)
+            m.get(url("/api/v2/dags/producer/dagRuns/r1"), payload=RUN)
             event = await trigger.run().__anext__()
         assert event.payload["status"] == "success"
         assert resolve.await_count == 1  # not once per look

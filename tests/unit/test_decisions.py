@@ -9,7 +9,7 @@ import pytest
 from xdep_sensors.client.records import AssetEvent, DagRun, TaskInstance
 from xdep_sensors.core.cursors import Cursor
 from xdep_sensors.core.decisions import DAG_RUN_STATES, StateRules, decide_assets, decide_dag_run
-from xdep_sensors.core.feed import OVERLAP
+from xdep_sensors.core.feeds import OVERLAP
 
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 RULES = StateRules(frozenset({"success"}), frozenset({"failed"}), frozenset({"skipped"}))

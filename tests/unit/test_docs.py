@@ -23,7 +23,7 @@ import tomllib
 import yaml
 from markdown.extensions.toc import slugify
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.dag_processing.dagbag import DagBag
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_example_dags_import_without_errors():

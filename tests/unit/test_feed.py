@@ -11,19 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devtools.memory_upstream import T0, MemoryUpstream
+from tests.helpers import calls, memory_client
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.core.feeds import OVERLAP, new_feed
 from xdep_sensors.core.listings import Listing, latest_asset_event, list_asset_events, open_feed, read_feed
-
-
-def make_client(upstream: MemoryUpstream) -> RemoteAirflowClient:
-    return RemoteAirflowClient(
-        ClientConfig("http://up.test", password="t", api_version=upstream.api), transport=upstream
-    )  # type: ignore[arg-type]
-
-
-def calls(upstream: MemoryUpstream) -> int:
-    return sum(n for path, n in upstream.requests.items() if not path.endswith("/version"))
 
 
 @pytest.fixture(params=["v2", "v1"])
@@ -35,7 +26,7 @@ async def warm_asset_feed():
     """A v2 upstream with one event, and an asset-event feed that has read it: (upstream, client,
     listing, feed)."""
     upstream = MemoryUpstream(api="v2")
-    client = make_client(upstream)
+    client = memory_client(upstream)
     listing = Listing("asset_events")
     feed = await open_feed(client, listing, T0)
     upstream.add_event(1, T0)
@@ -48,7 +39,7 @@ async def logged_asset_feed():
     listing, feed)."""
     upstream = MemoryUpstream(api="v2")
     upstream.log = []
-    client = make_client(upstream)
+    client = memory_client(upstream)
     listing = Listing("asset_events")
     feed = await open_feed(client, listing, T0)
     return upstream, client, listing, feed
@@ -81,7 +72,7 @@ async def late_rounds():
 class TestFeedOnAssetEvents:
     async def test_quiet_asset_in_busy_upstream_costs_one_request_and_fires(self, upstream):
         """The reported case: 5,200 events of a busy asset, then one of a quiet asset."""
-        client = make_client(upstream)
+        client = memory_client(upstream)
         start = T0
         for i in range(5200):
             upstream.add_event(1, start + timedelta(milliseconds=7 * i + 1))
@@ -98,7 +89,7 @@ class TestFeedOnAssetEvents:
         assert calls(upstream) - before == 1
 
     async def test_union_read_is_bounded_by_new_items_not_history(self, upstream):
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(5200):
             upstream.add_event(1 + i % 7, T0 + timedelta(milliseconds=7 * i + 1))
         listing = Listing("asset_events")
@@ -122,7 +113,7 @@ class TestFeedOnAssetEvents:
 
     async def test_a_cut_read_never_pins_the_feed(self, upstream):
         """With more history than one poll may read, a newer item is still found by later polls."""
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(12_000):
             upstream.add_event(1, T0 + timedelta(milliseconds=3 * i + 1))
         target = upstream.add_event(1, T0 + timedelta(minutes=20))
@@ -138,7 +129,7 @@ class TestFeedOnAssetEvents:
         assert len(found) == len(set(found)) == 12_001
 
     async def test_late_visible_item_inside_the_window_is_found_once(self, upstream):
-        client = make_client(upstream)
+        client = memory_client(upstream)
         listing = Listing("asset_events")
         feed = await open_feed(client, listing, T0)
         ids = [upstream.add_event(1, T0 + timedelta(seconds=s)) for s in range(1, 300)]
@@ -149,7 +140,7 @@ class TestFeedOnAssetEvents:
         assert await read_feed(client, feed, listing) == []
 
     async def test_tied_timestamps_are_each_delivered_once(self, upstream):
-        client = make_client(upstream)
+        client = memory_client(upstream)
         listing = Listing("asset_events")
         feed = await open_feed(client, listing, T0)
         same = T0 + timedelta(seconds=5)
@@ -162,7 +153,7 @@ class TestFeedOnAssetEvents:
         """A warm read counts the window's unseen items (its total less what it has read) and reads newest
         first only until it has found them: new items and a late one 150 items deep cost two pages."""
         upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
+        client = memory_client(upstream)
         listing = Listing("asset_events")
         feed = await open_feed(client, listing, T0)
         for i in range(300):
@@ -283,7 +274,7 @@ class TestFeedOnAssetEvents:
         """Random bursts (more than a poll may read), ties and late items within the window: nothing
         lost, nothing twice."""
         rng = random.Random(seed)
-        client = make_client(upstream)
+        client = memory_client(upstream)
         listing = Listing("asset_events")
         feed = await open_feed(client, listing, T0)
         now = T0 + OVERLAP  # late items never predate the feed's start
@@ -311,7 +302,7 @@ class TestFeedOnAssetEvents:
 class TestFeedOnFinishedRuns:
     async def test_rare_failure_on_a_busy_dag_costs_one_request_per_quiet_poll(self):
         upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(5200):
             upstream.add_run("hourly", f"run_{i}", "success", T0 + timedelta(seconds=i))
         listing = Listing("finished_runs", dag_ids=("hourly",), states=("failed", "success"))
@@ -344,7 +335,7 @@ class TestFeedPure:
 
 class TestFeedAtHead:
     async def test_starts_at_the_newest_item_then_delivers_what_comes_after(self, upstream):
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(3000):  # one every 100 ms: the last minute (the window) holds 600
             upstream.add_event(1, T0 + timedelta(milliseconds=100 * i))
         listing = Listing("asset_events")
@@ -366,7 +357,7 @@ class TestSharedReads:
         """A sensor of the next downstream run starts from its committed cursor: no request needed."""
         from xdep_sensors.core.shared_reads import SharedReads
 
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(2000):
             upstream.add_event(9, T0 + timedelta(milliseconds=500 * i))
         reads = SharedReads("asset_events")
@@ -392,7 +383,7 @@ class TestUnionOrPerAsset:
         from xdep_sensors.core.shared_reads import SharedReads
 
         upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
+        client = memory_client(upstream)
         reads = SharedReads("asset_events")
         targets = {1, 2}
         now = T0 + timedelta(hours=1)
@@ -430,7 +421,7 @@ class TestUnionOrPerAsset:
 
 class TestLatestEvent:
     async def test_the_doctors_latest_event_is_one_request_whatever_the_history(self, upstream):
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(6000):
             upstream.add_event(1, T0 + timedelta(seconds=i))
         before = calls(upstream)
@@ -445,7 +436,7 @@ class TestServerPageSize:
 
     async def test_a_capped_page_loses_and_repeats_nothing(self, upstream):
         upstream.page_limit = 25
-        client = make_client(upstream)
+        client = memory_client(upstream)
         listing = Listing("asset_events", asset_id=1)
         feed = await open_feed(client, listing, T0)
         made = [upstream.add_event(1, T0 + timedelta(seconds=s)) for s in range(1, 301)]
@@ -458,7 +449,7 @@ class TestServerPageSize:
         upstream.page_limit = 25
         for a in range(1, 61):
             upstream.assets.add(a)
-        client = make_client(upstream)
+        client = memory_client(upstream)
         assert len(await client.list_assets()) == 60
         upstream.dags.update(f"dag_{i}" for i in range(70))
         assert len(await client.list_dags()) == 70
@@ -604,7 +595,7 @@ class TestReaders:
         from xdep_sensors.core import shared_reads as streams
 
         upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
+        client = memory_client(upstream)
         clock = [0.0]
         monkeypatch.setattr(streams, "_clock", lambda: clock[0])
         reads = streams.SharedReads("asset_events")
@@ -641,7 +632,7 @@ class TestReaders:
         from xdep_sensors.core import shared_reads as streams
 
         upstream = MemoryUpstream(api="v2")
-        client = make_client(upstream)
+        client = memory_client(upstream)
         reads = streams.asset_reads_for(client.config)
         assert streams.asset_reads_for(client.config) is reads  # one per connection and event loop
         for i in range(20):
@@ -657,10 +648,10 @@ class TestReaders:
         assert by_target == {} and not reads.readers
         assert reads.union is None and not reads.per_target  # the next reader starts at the head
         assert streams.asset_reads_for(client.config) is reads  # (while a poll or a stream holds it)
-        key = next(k for k, v in streams._BY_CONNECTION.items() if v is reads)
+        key = next(k for k, v in streams._BY_CONNECTION.here().items() if v is reads)
         del reads
         gc.collect()  # a cycle may hold it until a collection; other tests' connections may still be held
-        assert key not in streams._BY_CONNECTION
+        assert key not in streams._BY_CONNECTION.here()
 
 
 class TestServerFilters:
@@ -668,14 +659,14 @@ class TestServerFilters:
 
     async def test_source_dag_id_is_filtered_by_the_server(self, upstream):
         """An asset with 3,000 events from one DAG and one from the wanted DAG: the wait reads that one."""
-        from xdep_sensors.core.probes import AssetProbe, AssetTarget
+        from xdep_sensors.core.probes import AssetProbe, AssetWait
 
-        client = make_client(upstream)
+        client = memory_client(upstream)
         for i in range(3000):
             upstream.add_event(1, T0 + timedelta(seconds=i), source_dag_id="noisy")
         wanted = upstream.add_event(1, T0 + timedelta(seconds=1500, milliseconds=1), source_dag_id="orders")
         probe = AssetProbe(
-            AssetTarget(
+            AssetWait(
                 assets=[{"uri": "s3://bucket/asset-1", "name": None}],
                 source_dag_id="orders",
                 since=T0.isoformat(),
@@ -695,14 +686,14 @@ class TestServerFilters:
         import asyncio
 
         from xdep_sensors.core import poller as polling
-        from xdep_sensors.core.probes import AssetProbe, AssetTarget
+        from xdep_sensors.core.probes import AssetProbe, AssetWait
 
         upstream = MemoryUpstream(api="v2", version=version)
         upstream.assets |= set(range(100))
-        client = make_client(upstream)
+        client = memory_client(upstream)
         probes = [
             AssetProbe(
-                AssetTarget(
+                AssetWait(
                     assets=[{"uri": f"s3://bucket/asset-{i % 100}", "name": None}], since=T0.isoformat()
                 )
             )
@@ -721,7 +712,7 @@ class TestServerFilters:
         upstream.dags |= {f"team_{i}_load" for i in range(3000)}
         wanted = [f"team_{i}_load" for i in range(0, 3000, 300)] + ["billing", "crm"]
         upstream.dags |= {"billing", "crm"}
-        client = make_client(upstream)
+        client = memory_client(upstream)
         found = await client.find_dags(wanted)
         if version == "3.3.2":
             assert set(found) == set(wanted) and upstream.requests["/api/v2/dags"] == 1

@@ -10,12 +10,19 @@ from datetime import datetime, timezone
 import pytest
 from yarl import URL
 
-from tests.conftest import instant_sleep, upstream_mock
+from tests.helpers import (
+    SCHEDULED_RUN_ID,
+    first_results,
+    instant_sleep,
+    scheduled_run_json,
+    set_upstream_conn,
+    upstream_mock,
+)
 from xdep_sensors.client import ClientConfig
+from xdep_sensors.core import pacing, sources
 from xdep_sensors.core import poller as polling
-from xdep_sensors.core import sources
 from xdep_sensors.core.needs import RunNeedKind
-from xdep_sensors.core.probes import DagRunProbe, DagRunTarget, run_id_date
+from xdep_sensors.core.probes import DagRunProbe, DagRunWait, run_id_date
 from xdep_sensors.core.shared_reads import RunChanges
 from xdep_sensors.errors import NotFound
 
@@ -23,23 +30,10 @@ BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
 LIST = URL(BASE + "/api/v2/dags/~/dagRuns/list")
 DAGS = re.compile(re.escape(BASE + "/api/v2/dags") + r"\?.*$")
-RUN_ID = "scheduled__2026-11-20T00:00:00+00:00"
-RUN_AFTER = datetime(2026, 11, 21, tzinfo=timezone.utc)
 
 
 def dag_json(dag_id):
     return {"dag_id": dag_id, "is_paused": False}
-
-
-def run_json(dag_id, state="running", run_id=RUN_ID):
-    return {
-        "dag_run_id": run_id,
-        "dag_id": dag_id,
-        "state": state,
-        "logical_date": "2026-11-20T00:00:00+00:00",
-        "run_after": RUN_AFTER.isoformat(),
-        "conf": {},
-    }
 
 
 def mock_dag_listing(m, dag_ids):
@@ -73,17 +67,6 @@ def requests_by_route(m):
     return counts
 
 
-async def first_results(probes):
-    """Subscribe every probe to one shared poll at once and return each one's first outcome."""
-    poller = polling.POLLERS.get(CONFIG, 5)
-
-    async def one(probe):
-        async with poller.subscribe(probe) as updates:
-            return await updates.get()
-
-    return await asyncio.gather(*(one(p) for p in probes))
-
-
 class TestRunIdDate:
     @pytest.mark.parametrize(
         "run_id, expected",
@@ -105,11 +88,11 @@ class TestRunIdDate:
 class TestFirstLookCoalesced:
     async def test_a_thousand_new_waits_cost_a_handful_of_requests(self):
         dag_ids = [f"bench_dag_{i}" for i in range(1000)]
-        probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
-        with upstream_mock() as m, instant_sleep():
+        probes = [DagRunProbe(DagRunWait(external_dag_id=d, run_id=SCHEDULED_RUN_ID)) for d in dag_ids]
+        with upstream_mock() as m, instant_sleep(pacing):
             mock_dag_listing(m, dag_ids)
-            mock_run_batch(m, [run_json(d) for d in sorted(dag_ids)])
-            results = await first_results(probes)
+            mock_run_batch(m, [scheduled_run_json(d) for d in sorted(dag_ids)])
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
             counts = requests_by_route(m)
             batch = m.requests[("POST", LIST)][0].kwargs["json"]
             listing = next(calls for (method, url), calls in m.requests.items() if url.path == "/api/v2/dags")
@@ -128,7 +111,7 @@ class TestFirstLookCoalesced:
     async def test_waits_on_one_dag_check_it_once(self):
         probes = [
             DagRunProbe(
-                DagRunTarget(
+                DagRunWait(
                     external_dag_id="producer",
                     logical_date=f"2026-11-{d:02d}T00:00:00+00:00",
                     task_ids=["load"],
@@ -136,14 +119,14 @@ class TestFirstLookCoalesced:
             )
             for d in range(1, 21)
         ]
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing):
             m.get(BASE + "/api/v2/dags/producer", payload=dag_json("producer"))
             m.get(
                 BASE + "/api/v2/dags/producer/tasks",
                 payload={"tasks": [{"task_id": "load"}], "total_entries": 1},
             )
             mock_run_batch(m, [])
-            results = await first_results(probes)
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
             counts = requests_by_route(m)
         assert counts == {
             "GET /api/v2/dags/producer": 1,
@@ -154,9 +137,10 @@ class TestFirstLookCoalesced:
 
     async def test_missing_dag_fails_fast_with_close_matches_others_wait(self):
         dag_ids = [f"sales_{i}" for i in range(5)]
-        probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in dag_ids]
-        probes.append(DagRunProbe(DagRunTarget(external_dag_id="sales_O", run_id=RUN_ID)))  # typo of sales_0
-        with upstream_mock() as m, instant_sleep():
+        probes = [DagRunProbe(DagRunWait(external_dag_id=d, run_id=SCHEDULED_RUN_ID)) for d in dag_ids]
+        typo = DagRunProbe(DagRunWait(external_dag_id="sales_O", run_id=SCHEDULED_RUN_ID))  # of sales_0
+        probes.append(typo)
+        with upstream_mock() as m, instant_sleep(pacing):
             m.get(
                 DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5}
             )  # the narrowed listing
@@ -164,8 +148,8 @@ class TestFirstLookCoalesced:
             m.get(
                 DAGS, payload={"dags": [dag_json(d) for d in dag_ids], "total_entries": 5}
             )  # all DAGs, for hints
-            mock_run_batch(m, [run_json(d) for d in dag_ids])
-            results = await first_results(probes)
+            mock_run_batch(m, [scheduled_run_json(d) for d in dag_ids])
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
             counts = requests_by_route(m)
         assert [r.status for r in results[:5]] == ["waiting"] * 5
         assert (
@@ -175,30 +159,34 @@ class TestFirstLookCoalesced:
 
     async def test_missing_dag_without_check_existence_keeps_waiting(self):
         probes = [
-            DagRunProbe(DagRunTarget(external_dag_id=f"later_{i}", run_id=RUN_ID, check_existence=False))
+            DagRunProbe(
+                DagRunWait(external_dag_id=f"later_{i}", run_id=SCHEDULED_RUN_ID, check_existence=False)
+            )
             for i in range(3)
         ]
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing):
             m.get(DAGS, payload={"dags": [], "total_entries": 0})
             for i in range(3):
                 m.get(BASE + f"/api/v2/dags/later_{i}", status=404, payload={"detail": "not found"})
             mock_run_batch(m, [])
-            results = await first_results(probes)
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
         assert {r.status for r in results} == {"waiting"}
         assert all("not found upstream yet" in r.message for r in results)
         assert {p.need().kind for p in probes} == {RunNeedKind.FIRST_LOOK}  # still a first look next time
 
     async def test_long_listing_is_not_read_on(self):
         """A listing with more pages than new ids costs one page, then one GET per id."""
-        probes = [DagRunProbe(DagRunTarget(external_dag_id=d, run_id=RUN_ID)) for d in ("a_x", "b_y", "c_z")]
-        with upstream_mock() as m, instant_sleep():
+        probes = [
+            DagRunProbe(DagRunWait(external_dag_id=d, run_id=SCHEDULED_RUN_ID)) for d in ("a_x", "b_y", "c_z")
+        ]
+        with upstream_mock() as m, instant_sleep(pacing):
             m.get(
                 DAGS, payload={"dags": [dag_json(f"other_{i}") for i in range(100)], "total_entries": 10_000}
             )
             for d in ("a_x", "b_y", "c_z"):
                 m.get(BASE + f"/api/v2/dags/{d}", payload=dag_json(d))
-            mock_run_batch(m, [run_json(d) for d in ("a_x", "b_y", "c_z")])
-            results = await first_results(probes)
+            mock_run_batch(m, [scheduled_run_json(d) for d in ("a_x", "b_y", "c_z")])
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
             counts = requests_by_route(m)
         assert {r.status for r in results} == {"waiting"}
         assert counts["dags listing"] == 1 and counts["run batch"] == 1
@@ -207,15 +195,15 @@ class TestFirstLookCoalesced:
     async def test_run_id_missing_from_the_batch_is_asked_alone_on_the_first_look_only(self):
         """A run id that only looks like Airflow's (its date is not its run's) is still found."""
         probes = [
-            DagRunProbe(DagRunTarget(external_dag_id=f"d_{i}", run_id="manual__2030-01-01T00:00:00+00:00"))
+            DagRunProbe(DagRunWait(external_dag_id=f"d_{i}", run_id="manual__2030-01-01T00:00:00+00:00"))
             for i in range(3)
         ]
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing):
             m.get(DAGS, payload={"dags": [dag_json(f"d_{i}") for i in range(3)], "total_entries": 3})
             mock_run_batch(m, [])
             m.get(
                 BASE + "/api/v2/dags/d_0/dagRuns/manual__2030-01-01T00%3A00%3A00%2B00%3A00",
-                payload=run_json("d_0", run_id="manual__2030-01-01T00:00:00+00:00"),
+                payload=scheduled_run_json("d_0", run_id="manual__2030-01-01T00:00:00+00:00"),
             )
             for i in (1, 2):
                 m.get(
@@ -223,7 +211,7 @@ class TestFirstLookCoalesced:
                     status=404,
                     payload={"detail": "no run"},
                 )
-            results = await first_results(probes)
+            results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
         assert "running" in results[0].message and "no run" in results[1].message
         assert (
             probes[0].need().kind is RunNeedKind.ENDED_RUNS
@@ -246,14 +234,12 @@ def done(value):
 
 class TestConnectionLookup:
     async def test_a_burst_of_triggers_reads_the_connection_once(self, monkeypatch):
-        import json
         from unittest import mock
 
         from xdep_sensors.hooks import RemoteAirflowHook
         from xdep_sensors.hooks import remote_airflow as hook
 
-        conn = {"conn_type": "remote_airflow", "host": BASE, "password": "t", "extra": {"api_version": "v2"}}
-        monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+        set_upstream_conn(monkeypatch, password="t")
         readings = iter([0.0] * 50 + [hook.CONFIG_TTL_S + 1] * 10)
         monkeypatch.setattr(hook, "_ttl_clock", lambda: next(readings))
         with mock.patch.object(

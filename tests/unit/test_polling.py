@@ -7,11 +7,18 @@ from datetime import datetime, timezone
 
 from yarl import URL
 
-from tests.conftest import instant_sleep, upstream_mock
-from xdep_sensors.client import ClientConfig
+from tests.helpers import (
+    first_results,
+    instant_sleep,
+    memory_client,
+    scheduled_run_json,
+    set_upstream_conn,
+    upstream_mock,
+)
+from xdep_sensors.client import ClientConfig, session
+from xdep_sensors.core import pacing, sources
 from xdep_sensors.core import poller as polling
-from xdep_sensors.core import sources
-from xdep_sensors.core.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
+from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait
 from xdep_sensors.errors import UpstreamUnavailable
 
 BASE = "http://up.test:8080"
@@ -20,35 +27,16 @@ T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
 LIST = URL(BASE + "/api/v2/dags/~/dagRuns/list")
 
 
-def run_json(dag_id, state="running"):
-    return {
-        "dag_run_id": f"scheduled__{T0.date()}",
-        "dag_id": dag_id,
-        "state": state,
-        "logical_date": T0.isoformat(),
-        "run_after": T0.isoformat(),
-        "conf": {},
-    }
-
-
 def known_probe(dag_id: str) -> DagRunProbe:
-    probe = DagRunProbe(DagRunTarget(external_dag_id=dag_id, logical_date=T0.isoformat()))
+    probe = DagRunProbe(DagRunWait(external_dag_id=dag_id, logical_date=T0.isoformat()))
     probe._dag_known = True  # existence was checked on the subscriber's first look
     return probe
-
-
-async def first_results(poller, probes):
-    async def one(probe):
-        async with poller.subscribe(probe) as updates:
-            return await updates.get()
-
-    return await asyncio.gather(*(one(p) for p in probes))
 
 
 class TestSharedPoller:
     async def test_one_failure_reaches_every_subscriber_as_the_same_error(self):
         probes = [known_probe(f"dag_{i}") for i in range(3)]
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing, session):
             m.post(str(LIST), status=503, body="deploying", repeat=True)
             results = await first_results(polling.POLLERS.get(CONFIG, 5), probes)
             attempts = len(m.requests[("POST", LIST)])
@@ -56,7 +44,7 @@ class TestSharedPoller:
         assert len({id(r) for r in results}) == 1 and attempts == 4  # one request (+3 retries), not three
 
     async def test_cancelled_subscribers_leave_and_the_poll_stops(self):
-        with upstream_mock() as m, instant_sleep():
+        with upstream_mock() as m, instant_sleep(pacing):
             m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0}, repeat=True)
             poller = polling.POLLERS.get(CONFIG, 5)
 
@@ -75,7 +63,7 @@ class TestSharedPoller:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.sleep(0)
-        assert poller.subscribers == {} and polling.POLLERS.pollers == {}
+        assert poller.subscribers == {} and polling.POLLERS.pollers.here() == {}
         assert poller._task is not None and poller._task.done()
 
     async def test_asset_waits_share_the_upstream_feed(self, monkeypatch):
@@ -83,19 +71,16 @@ class TestSharedPoller:
         from datetime import timedelta
 
         from devtools.memory_upstream import MemoryUpstream
-        from xdep_sensors.client import RemoteAirflowClient
 
         upstream = MemoryUpstream(api="v2")
         for i in range(3000):  # a busy upstream's history (not watched)
             upstream.add_event(99, T0 - timedelta(hours=1) + timedelta(seconds=i))
         for i in range(0, 40, 2):
             upstream.add_event(i, T0 + timedelta(seconds=i), {"i": i})
-        monkeypatch.setattr(
-            polling, "RemoteAirflowClient", lambda config: RemoteAirflowClient(config, transport=upstream)
-        )  # type: ignore[arg-type]
+        monkeypatch.setattr(polling, "RemoteAirflowClient", lambda config: memory_client(upstream, config))
 
         def asset_probe(i):
-            watch = AssetTarget(
+            watch = AssetWait(
                 assets=[{"uri": f"file://a{i}", "name": None}],
                 cursors={f"file://a{i}": {"timestamp": T0.isoformat()}},
             )
@@ -116,7 +101,7 @@ class TestSharedPoller:
                 queues[i] = updates
                 await done.wait()
 
-        with instant_sleep():
+        with instant_sleep(pacing):
             tasks = [asyncio.ensure_future(one(i, p)) for i, p in enumerate(probes)]
             while len(queues) < 40:
                 await asyncio.sleep(0)
@@ -140,7 +125,6 @@ class TestKnownRuns:
     async def test_known_running_runs_cost_two_small_requests(self):
         """300 waits whose runs are known and running: a cycle reads the runs that started and that ended."""
         from devtools.memory_upstream import MemoryUpstream
-        from xdep_sensors.client import RemoteAirflowClient
         from xdep_sensors.core.shared_reads import RunChanges
 
         upstream = MemoryUpstream()
@@ -148,7 +132,7 @@ class TestKnownRuns:
             upstream.put_run(f"dag_{i}", f"scheduled__{T0.date()}", "running", logical_date=T0, start=T0)
         probes = [known_probe(f"dag_{i}") for i in range(300)]
         changes = RunChanges()
-        async with RemoteAirflowClient(CONFIG, transport=upstream) as client:  # type: ignore[arg-type]
+        async with memory_client(upstream, CONFIG) as client:
             first = sources.BatchSource(client, {}, changes, None, set())
             await first.prefetch()
             assert changes.fresh  # the feeds start here: each wait asks for its run once, exactly
@@ -195,11 +179,9 @@ class TestSubscriberMailbox:
 
     async def test_a_trigger_past_its_deadline_reports_timeout_while_the_poll_sleeps(self, monkeypatch):
         """The shared poll looks every 60 s; the trigger's deadline, 0.05 s away, still ends it then."""
-        import json
         import time
 
-        conn = {"conn_type": "remote_airflow", "host": BASE, "password": "t", "extra": {"api_version": "v2"}}
-        monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+        set_upstream_conn(monkeypatch, password="t")
 
         from xdep_sensors.triggers import RemoteDagRunTrigger
 
@@ -214,7 +196,7 @@ class TestSubscriberMailbox:
             m.get(str(URL(BASE + "/api/v2/dags/dag_1")), payload={"dag_id": "dag_1"}, repeat=True)
             m.get(
                 str(URL(BASE + "/api/v2/dags/dag_1/dagRuns/r1")),
-                payload=run_json("dag_1") | {"dag_run_id": "r1"},
+                payload=scheduled_run_json("dag_1", run_id="r1", run_after=T0),
                 repeat=True,
             )
             event = await asyncio.wait_for(trigger.run().__anext__(), 30)
@@ -224,7 +206,6 @@ class TestSubscriberMailbox:
         """After a look, a cycle answers such waits from the change feeds: only the DAG that changed
         is stepped."""
         from devtools.memory_upstream import MemoryUpstream
-        from xdep_sensors.client import RemoteAirflowClient
         from xdep_sensors.core.shared_reads import RunChanges
 
         upstream = MemoryUpstream()
@@ -232,7 +213,7 @@ class TestSubscriberMailbox:
             upstream.put_run(f"dag_{i}", f"scheduled__{T0.date()}", "running", logical_date=T0, start=T0)
         probes = [known_probe(f"dag_{i}") for i in range(5)]
         changes = RunChanges()
-        async with RemoteAirflowClient(CONFIG, transport=upstream) as client:  # type: ignore[arg-type]
+        async with memory_client(upstream, CONFIG) as client:
             fresh = sources.BatchSource(client, {}, changes, None, set())
             assert [p.unchanged(fresh) for p in probes] == [None] * 5  # nothing read yet
             await fresh.prefetch()

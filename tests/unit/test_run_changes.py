@@ -15,19 +15,17 @@ from unittest import mock
 import pytest
 
 from devtools.memory_upstream import MemoryUpstream
-from xdep_sensors.client import ClientConfig, RemoteAirflowClient
+from tests.helpers import calls, memory_client, sleep_patched
+from xdep_sensors.client import ClientConfig
+from xdep_sensors.core import pacing
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core.needs import RunNeedKind
-from xdep_sensors.core.probes import DagRunProbe, DagRunTarget
+from xdep_sensors.core.probes import DagRunProbe, DagRunWait
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 HISTORY = 5200
 DAG = "busy"
 MAX_CYCLES = 50  # a test whose wait never ends fails here instead of polling forever
-
-
-def calls(upstream: MemoryUpstream) -> int:
-    return sum(n for path, n in upstream.requests.items() if not path.endswith("/version"))
 
 
 @pytest.fixture(params=["v2", "v1"])
@@ -61,25 +59,23 @@ class Poll:
         config = ClientConfig("http://mem.test", password="t", api_version=upstream.api, conn_id="mem")
         self.poller = polling.SharedPoller(config, 5.0, on_empty=lambda: None)
 
-    def client(self, config):
-        return RemoteAirflowClient(config, transport=self.upstream)  # type: ignore[arg-type]
-
     async def outcomes(self, probe, until, others=()):
         """Outcomes handed to ``probe``'s wait until ``until(decision)`` holds; counts requests per cycle.
 
         ``others`` wait in the same poll meanwhile.
         """
-        real_sleep = asyncio.sleep
 
         async def sleep(seconds, *args, **kwargs):
             self.per_cycle.append(calls(self.upstream) - sum(self.per_cycle))
             self.on_cycle(len(self.per_cycle))
-            await real_sleep(0)
+            await asyncio.sleep(0)  # the real one: only the poll's pauses are patched
 
         seen = []
         with (
-            mock.patch.object(polling, "RemoteAirflowClient", self.client),
-            mock.patch("asyncio.sleep", sleep),
+            mock.patch.object(
+                polling, "RemoteAirflowClient", lambda config: memory_client(self.upstream, config)
+            ),
+            sleep_patched(sleep, pacing),
         ):
             async with contextlib.AsyncExitStack() as stack:
                 for other in others:
@@ -101,7 +97,7 @@ class TestOldRun:
     async def test_an_old_run_is_found_at_the_first_look(self, upstream):
         """The reported case: the wait's run is the 5,200th newest; it fired never (703 requests, then
         timeout)."""
-        watch = DagRunTarget(DAG, logical_date=oldest_logical_date().isoformat())
+        watch = DagRunWait(DAG, logical_date=oldest_logical_date().isoformat())
         poll = Poll(upstream)
         seen = await poll.outcomes(DagRunProbe(watch), until=lambda d: d.done)
         assert len(seen) == 1 and seen[0].status == "success" and seen[0].result["run_id"] == "ok_0"
@@ -110,10 +106,10 @@ class TestOldRun:
     @pytest.mark.parametrize("selector", ["run_id", "latest_after"])
     async def test_other_selectors_too(self, upstream, selector):
         if selector == "run_id":
-            watch, expected = DagRunTarget(DAG, run_id="ok_3"), "ok_3"
+            watch, expected = DagRunWait(DAG, run_id="ok_3"), "ok_3"
         else:  # the newest run at or after a bound: here the newest of all
             watch, expected = (
-                DagRunTarget(DAG, latest_after=oldest_logical_date().isoformat()),
+                DagRunWait(DAG, latest_after=oldest_logical_date().isoformat()),
                 f"ok_{HISTORY - 1}",
             )
         seen = await Poll(upstream).outcomes(DagRunProbe(watch), until=lambda d: d.done)
@@ -158,7 +154,7 @@ class TestMissingRun:
 
         poll = Poll(upstream, on_cycle)
         seen = await poll.outcomes(
-            DagRunProbe(DagRunTarget(DAG, logical_date=wanted.isoformat())), until=lambda d: d.done
+            DagRunProbe(DagRunWait(DAG, logical_date=wanted.isoformat())), until=lambda d: d.done
         )
         waiting = [d for d in seen if d.status == "waiting"]
         running = [i for i, d in enumerate(seen) if "backfill_1: running" in d.message]
@@ -174,7 +170,7 @@ class TestMissingRun:
         with them."""
         for i in range(100):
             upstream.dags.add(f"dag_{i}")
-        others = [DagRunProbe(DagRunTarget(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
+        others = [DagRunProbe(DagRunWait(f"dag_{i}", run_id=f"manual__{i}")) for i in range(100) if i != 7]
 
         def on_cycle(n):
             if n == 5:  # a run that starts and ends now (NOW is when the module was imported)
@@ -183,7 +179,7 @@ class TestMissingRun:
 
         poll = Poll(upstream, on_cycle)
         seen = await poll.outcomes(
-            DagRunProbe(DagRunTarget("dag_7", run_id="manual__7")), until=lambda d: d.done, others=others
+            DagRunProbe(DagRunWait("dag_7", run_id="manual__7")), until=lambda d: d.done, others=others
         )
         assert seen[-1].result["run_id"] == "manual__7" and len(seen) - 5 <= 2
         # the first look: the change feeds start (2 requests each), a DAG listing, one page of newest runs,
@@ -194,7 +190,7 @@ class TestMissingRun:
 class TestQueuedState:
     async def test_a_wait_decided_by_queued_asks_exactly_every_poll(self, upstream):
         """A queued run has no start date, so no change feed lists it: such a wait asks for its run itself."""
-        watch = DagRunTarget(DAG, run_id="manual_q", allowed_states=["queued"])
+        watch = DagRunWait(DAG, run_id="manual_q", allowed_states=["queued"])
         probe = DagRunProbe(watch)
 
         def on_cycle(n):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 
 import pytest
 
-from tests.conftest import instant_sleep
+from tests.helpers import instant_sleep
 from xdep_sensors.client import ClientConfig
+from xdep_sensors.core import pacing
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core.decisions import Decision
 from xdep_sensors.core.needs import AssetNeed
@@ -20,10 +20,7 @@ BASE = "http://up.test:8080"
 CONFIG = ClientConfig(base_url=BASE, password="t", api_version="v2", conn_id="up")
 
 
-@pytest.fixture(autouse=True)
-def remote_conn(monkeypatch):
-    conn = {"conn_type": "remote_airflow", "host": BASE, "password": "tok", "extra": {"api_version": "v2"}}
-    monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+pytestmark = pytest.mark.usefixtures("remote_conn")
 
 
 def fake_clock(monkeypatch, times):
@@ -76,7 +73,7 @@ async def delivered(probe, every_look=False):
 
 class TestSharedPollHandsOver:
     async def test_only_changes(self):
-        with instant_sleep():
+        with instant_sleep(pacing):
             out = await delivered(Script(VIEWS))
         assert [d.message for d in out] == [
             "p: running, 1/3 tasks done",
@@ -85,7 +82,7 @@ class TestSharedPollHandsOver:
         ]
 
     async def test_every_look_when_the_trigger_logs_debug(self):
-        with instant_sleep():
+        with instant_sleep(pacing):
             out = await delivered(Script(VIEWS), every_look=True)
         assert len(out) == len(VIEWS)
 
@@ -93,7 +90,7 @@ class TestSharedPollHandsOver:
         fake_clock(
             monkeypatch, [0.0, 100.0, polling.HEARTBEAT_S + 1, polling.HEARTBEAT_S + 2, 1300.0, 1400.0]
         )
-        with instant_sleep():
+        with instant_sleep(pacing):
             out = await delivered(Script(VIEWS))
         # looks at t=0, 100, 601 (heartbeat: the 1/3 view again), 602 (2/3: changed), 1300, 1400 (success)
         assert [d.message for d in out] == ["p: running, 1/3 tasks done"] * 2 + [
@@ -113,7 +110,7 @@ class TestTriggerLogsChanges:
         trigger._log = logger
         probe = Script(views)
         monkeypatch.setattr(trigger, "_make_probe", lambda: probe)
-        with instant_sleep(), caplog.at_level(logging.DEBUG, logger="test.xdep.trigger"):
+        with instant_sleep(pacing), caplog.at_level(logging.DEBUG, logger="test.xdep.trigger"):
             event = await asyncio.wait_for(trigger.run().__anext__(), 10)
         assert event.payload["status"] == "success"
         return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "test.xdep.trigger"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("versions_table", ROOT / "scripts" / "versions_table.py")
 versions_table = importlib.util.module_from_spec(spec)

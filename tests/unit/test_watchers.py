@@ -10,8 +10,9 @@ from unittest import mock
 import pytest
 from airflow.triggers.base import BaseEventTrigger
 
-from tests.conftest import MemoryStateStore, next_or_quiet
+from tests.helpers import MemoryStateStore, memory_client, next_or_quiet, sleep_patched
 from xdep_sensors.client import AssetEvent, DagRun
+from xdep_sensors.core import pacing
 from xdep_sensors.triggers import RemoteAssetEventTrigger, RemoteDagRunEventTrigger
 from xdep_sensors.triggers.watchers import SUBSCRIBERS
 
@@ -19,16 +20,11 @@ BASE = "http://up.test:8080"
 NOW = datetime.now(timezone.utc)
 
 
-@pytest.fixture(autouse=True)
-def remote_conn(monkeypatch):
-    conn = {"conn_type": "remote_airflow", "host": BASE, "password": "tok", "extra": {"api_version": "v2"}}
-    monkeypatch.setenv("AIRFLOW_CONN_UPSTREAM", json.dumps(conn))
+pytestmark = pytest.mark.usefixtures("remote_conn")
 
 
-FakeStore = MemoryStateStore
-
-
-def event(i, ts, uri="file://bears", **extra):
+def event_with_extra(i, ts, uri="file://bears", **extra):
+    """An event of ``uri`` with ``extra``, produced by DAG ``p``."""
     return AssetEvent(id=i, asset_id=1, uri=uri, name=uri, timestamp=ts, extra=extra, source_dag_id="p")
 
 
@@ -93,7 +89,7 @@ class TestSerialization:
 class TestCursorPersistence:
     async def test_first_start_is_from_now_and_stored(self):
         t = asset_trigger()
-        t.asset_state_store = FakeStore()
+        t.asset_state_store = MemoryStateStore()
         await t.load_cursor()
         stored = t.asset_state_store.data["xdep_sensors:assets:upstream:file://bears"]
         assert abs(datetime.fromisoformat(stored["timestamp"]) - datetime.now(timezone.utc)) < timedelta(
@@ -118,10 +114,14 @@ class TestCursorPersistence:
         assert t2.cursor == t.cursor  # resumed, not restarted from now
 
     async def test_emits_once_each_and_resumes_after_restart(self):
-        store = FakeStore()
+        store = MemoryStateStore()
         t = await loaded(store)
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
-        batch = [event(1, later, n=1), event(2, later, n=2), event(3, later, uri="file://other")]
+        batch = [
+            event_with_extra(1, later, n=1),
+            event_with_extra(2, later, n=2),
+            event_with_extra(3, later, uri="file://other"),
+        ]
         fired = [e async for e in t.emit(batch, BASE)]
         assert [e.payload["event"]["id"] for e in fired] == [1, 2]
         assert fired[0].payload["upstream"] == BASE and fired[0].payload["event"]["extra"] == {"n": 1}
@@ -129,14 +129,14 @@ class TestCursorPersistence:
 
         # "restart": a new trigger instance with the same store sees only what came later
         t2 = await loaded(store)
-        batch2 = batch + [event(4, later + timedelta(seconds=1), n=4)]
+        batch2 = batch + [event_with_extra(4, later + timedelta(seconds=1), n=4)]
         assert [e.payload["event"]["id"] async for e in t2.emit(batch2, BASE)] == [4]
 
     async def test_cursor_written_only_after_handover(self):
-        store = FakeStore()
+        store = MemoryStateStore()
         t = await loaded(store)
         before = dict(store.data)
-        gen = t.emit([event(1, datetime.now(timezone.utc) + timedelta(seconds=1))], BASE)
+        gen = t.emit([event_with_extra(1, datetime.now(timezone.utc) + timedelta(seconds=1))], BASE)
         await gen.__anext__()  # event handed over, generator paused at the yield
         assert store.data == before
         with pytest.raises(StopAsyncIteration):
@@ -146,24 +146,25 @@ class TestCursorPersistence:
     async def test_a_copy_left_running_after_a_handover_does_not_fire_again(self):
         """A stalled triggerer's copy of the watcher resumes with its old position; the other triggerer
         has fired the item meanwhile (and stored that): the old copy fires nothing and adopts it."""
-        store = FakeStore()
+        store = MemoryStateStore()
         stale, other = await loaded(store), await loaded(store)
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
-        assert [e.payload["event"]["id"] async for e in other.emit([event(1, later)], BASE)] == [1]
-        assert [e async for e in stale.emit([event(1, later)], BASE)] == []
-        assert not stale.cursor.is_new(event(1, later))  # adopted: the next poll skips it without asking
-        nxt = [event(1, later), event(2, later + timedelta(seconds=1))]
+        assert [e.payload["event"]["id"] async for e in other.emit([event_with_extra(1, later)], BASE)] == [1]
+        assert [e async for e in stale.emit([event_with_extra(1, later)], BASE)] == []
+        # adopted: the next poll skips it without asking
+        assert not stale.cursor.is_new(event_with_extra(1, later))
+        nxt = [event_with_extra(1, later), event_with_extra(2, later + timedelta(seconds=1))]
         assert [e.payload["event"]["id"] async for e in stale.emit(nxt, BASE)] == [2]
 
     async def test_the_stored_state_alone_fires_an_item(self):
         """Control for the test above: with nobody else firing, the same copy fires the item."""
-        store = FakeStore()
+        store = MemoryStateStore()
         t = await loaded(store)
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
-        assert [e.payload["event"]["id"] async for e in t.emit([event(1, later)], BASE)] == [1]
+        assert [e.payload["event"]["id"] async for e in t.emit([event_with_extra(1, later)], BASE)] == [1]
 
     async def test_an_unreadable_store_before_firing_fires_the_item(self, caplog, capsys):
-        class Flaky(FakeStore):
+        class Flaky(MemoryStateStore):
             fail = False
 
             async def aget(self, key, default=None):
@@ -175,13 +176,13 @@ class TestCursorPersistence:
         t = await loaded(store)
         store.fail = True
         later = datetime.now(timezone.utc) + timedelta(seconds=1)
-        assert [e.payload["event"]["id"] async for e in t.emit([event(1, later)], BASE)] == [1]
+        assert [e.payload["event"]["id"] async for e in t.emit([event_with_extra(1, later)], BASE)] == [1]
         logged = caplog.text + capsys.readouterr().out  # Airflow's structlog writes to stdout
         assert "could not read the stored state" in logged and "state store unavailable" in logged
 
     async def test_run_trigger_fires_per_finished_run_in_states(self):
         t = RemoteDagRunEventTrigger(remote_conn_id="upstream", external_dag_id="producer", states=["failed"])
-        t.asset_state_store = FakeStore()
+        t.asset_state_store = MemoryStateStore()
         await t.load_cursor()
         end = datetime.now(timezone.utc) + timedelta(seconds=1)
         runs = [
@@ -199,13 +200,12 @@ class TestPolling:
     @pytest.fixture
     def upstream(self, monkeypatch):
         from devtools.memory_upstream import MemoryUpstream
-        from xdep_sensors.client import RemoteAirflowClient
         from xdep_sensors.hooks import RemoteAirflowHook
 
         up = MemoryUpstream(api="v2")
 
         async def client(self):
-            return RemoteAirflowClient(self.client_for(await self.aget_config()).config, transport=up)
+            return memory_client(up, self.client_for(await self.aget_config()).config)
 
         monkeypatch.setattr(RemoteAirflowHook, "aget_client", client)
         return up
@@ -223,7 +223,7 @@ class TestPolling:
         t = RemoteAssetEventTrigger(
             remote_conn_id="upstream", asset_uri="s3://bucket/asset-2", poll_interval=5
         )
-        t.asset_state_store = FakeStore()
+        t.asset_state_store = MemoryStateStore()
         polls = []
 
         async def sleep(seconds):
@@ -231,7 +231,7 @@ class TestPolling:
             if len(polls) == 3:  # the quiet asset's event comes while the watcher polls
                 upstream.add_event(2, datetime.now(timezone.utc), {"path": "s3://x"})
 
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=sleep):
+        with sleep_patched(sleep, pacing):
             fired = await asyncio.wait_for(t.run().__anext__(), 10)
         assert fired.payload["event"]["extra"] == {"path": "s3://x"}
         per_poll = [b - a for a, b in zip([0, *polls], polls)]
@@ -240,7 +240,7 @@ class TestPolling:
 
     async def test_restart_resumes_where_it_read(self, upstream):
         """A restarted watcher starts from its stored read position: nothing lost, nothing twice."""
-        store = FakeStore()
+        store = MemoryStateStore()
         now = datetime.now(timezone.utc)
         t = RemoteDagRunEventTrigger(
             remote_conn_id="upstream", external_dag_id="hourly", states=["failed"], poll_interval=5
@@ -252,7 +252,7 @@ class TestPolling:
                 "hourly", f"ok_{i}", "success", now - timedelta(hours=1) + timedelta(seconds=1.2 * i)
             )
         upstream.add_run("hourly", "bad_1", "failed", now - timedelta(seconds=1))
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()) as sleep:
+        with sleep_patched(mock.AsyncMock(), pacing) as sleep:
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 10)
             # the triggerer resumes the watcher (handover complete); its next polls find nothing new
@@ -266,7 +266,7 @@ class TestPolling:
         )
         t2.asset_state_store = store
         before = upstream.requests["/api/v2/dags/~/dagRuns/list"]
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()):
+        with sleep_patched(mock.AsyncMock(), pacing):
             second = await asyncio.wait_for(t2.run().__anext__(), 10)
         assert second.payload["run"]["run_id"] == "bad_2"  # bad_1 is not repeated
         assert (
@@ -286,7 +286,7 @@ class TestPolling:
             )
             for a in (2, 3)
         ]
-        store = FakeStore()
+        store = MemoryStateStore()
         for w in watchers:
             w.asset_state_store = store
         await store.aset(watchers[0]._state_key, {"timestamp": (now - timedelta(seconds=2)).isoformat()})
@@ -320,7 +320,7 @@ class TestPolling:
             async for event in watchers[i].filter_shared_stream(batches()):
                 fired[i].append(event.payload["event"]["id"])
 
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()):
+        with sleep_patched(mock.AsyncMock(), pacing):
             await asyncio.wait_for(asyncio.gather(fan_out(), listen(0), listen(1)), 20)
         assert fired[0][0] == before_start and len(fired[0]) == 2 and len(fired[1]) == 1
         per_cycle = [b - a for a, b in zip(cycles, cycles[1:])]
@@ -333,10 +333,9 @@ class TestOneReadForSensorsAndWatchers:
         """In one triggerer, deferred asset sensors and asset watchers on one connection: one events
         listing per interval for both, and every consumer gets every new event once."""
         from devtools.memory_upstream import MemoryUpstream
-        from xdep_sensors.client import RemoteAirflowClient
         from xdep_sensors.core import poller as polling
         from xdep_sensors.core import shared_reads as streams
-        from xdep_sensors.core.probes import AssetProbe, AssetTarget
+        from xdep_sensors.core.probes import AssetProbe, AssetWait
         from xdep_sensors.hooks import RemoteAirflowHook
 
         up = MemoryUpstream(api="v2")
@@ -344,7 +343,7 @@ class TestOneReadForSensorsAndWatchers:
 
         async def client(self):  # the hook's client: the same connection (id and URL) as the poll's
             config = self.client_for(await self.aget_config()).config
-            return clients.setdefault("c", RemoteAirflowClient(config, transport=up))
+            return clients.setdefault("c", memory_client(up, config))
 
         monkeypatch.setattr(RemoteAirflowHook, "aget_client", client)
         clock = [0.0]
@@ -360,7 +359,7 @@ class TestOneReadForSensorsAndWatchers:
         def sensor(a: int) -> polling._Subscriber:
             return polling._Subscriber(
                 AssetProbe(
-                    AssetTarget(
+                    AssetWait(
                         assets=[{"uri": f"s3://bucket/asset-{a}", "name": None}], since=start.isoformat()
                     )
                 )
@@ -373,7 +372,7 @@ class TestOneReadForSensorsAndWatchers:
             )
             for a in assets
         ]
-        store = FakeStore()
+        store = MemoryStateStore()
         for w in watchers:
             w.asset_state_store = store
             await store.aset(w._state_key, {"timestamp": start.isoformat()})
@@ -390,7 +389,7 @@ class TestOneReadForSensorsAndWatchers:
 
         made: list[tuple[int, int]] = []  # (asset, event id)
         per_interval: list[int] = []
-        with mock.patch("xdep_sensors.core.pacing.sleep", new=mock.AsyncMock()):
+        with sleep_patched(mock.AsyncMock(), pacing):
             stream = RemoteAssetEventTrigger.open_shared_stream(watchers[0].serialize()[1])
             listeners = [asyncio.ensure_future(listen(i)) for i in range(len(watchers))]
             for interval in range(8):
@@ -404,7 +403,7 @@ class TestOneReadForSensorsAndWatchers:
                         got.setdefault(f"s{i}", []).extend(e["id"] for e in decision.result["events"])
                         subs[i] = polling._Subscriber(
                             AssetProbe(
-                                AssetTarget(
+                                AssetWait(
                                     assets=subs[i].probe.watch.assets, cursors=decision.result["cursors"]
                                 )
                             )

@@ -29,7 +29,7 @@ URL = "http://up.test:8080/dags/producer/runs/r1"
 RUN_RESULT = {"run_id": "r1", "state": "success", "url": URL}
 
 
-def run_trigger(**kwargs):
+def dag_run_trigger(**kwargs):
     kwargs.setdefault("external_dag_id", "producer")
     return RemoteDagRunTrigger(remote_conn_id="upstream", run_id="r1", **kwargs)
 
@@ -44,7 +44,7 @@ def airflow_at(monkeypatch):
 
 class TestTheTriggerEndsTheTask:
     async def test_success_carries_the_xcom_return_value_and_the_link(self):
-        event = await run_trigger(end_from_trigger=True)._end(
+        event = await dag_run_trigger(end_from_trigger=True)._end(
             {"status": "success", "message": "producer run r1: success", "result": RUN_RESULT}
         )
         assert isinstance(event, TaskSuccessEvent)
@@ -52,20 +52,20 @@ class TestTheTriggerEndsTheTask:
 
     async def test_without_end_from_trigger_every_outcome_resumes_on_a_worker(self):
         for status in ("success", "failed", "skipped", "error", "timeout"):
-            event = await run_trigger()._end({"status": status, "message": "m", "result": RUN_RESULT})
+            event = await dag_run_trigger()._end({"status": status, "message": "m", "result": RUN_RESULT})
             assert type(event) is TriggerEvent and event.payload["status"] == status
 
     async def test_a_timeout_resumes_on_a_worker(self):
-        event = await run_trigger(end_from_trigger=True)._end({"status": "timeout", "message": "late"})
+        event = await dag_run_trigger(end_from_trigger=True)._end({"status": "timeout", "message": "late"})
         assert type(event) is TriggerEvent
 
     async def test_skipped_states_skip(self):
-        event = await run_trigger(end_from_trigger=True)._end({"status": "skipped", "message": "m"})
+        event = await dag_run_trigger(end_from_trigger=True)._end({"status": "skipped", "message": "m"})
         assert isinstance(event, TaskSkippedEvent)
 
     @pytest.mark.parametrize("status", ["failed", "error"])
     async def test_a_failure_with_soft_fail_skips(self, status):
-        event = await run_trigger(end_from_trigger=True, soft_fail=True, retries=3)._end(
+        event = await dag_run_trigger(end_from_trigger=True, soft_fail=True, retries=3)._end(
             {"status": status, "message": "m"}
         )
         assert isinstance(event, TaskSkippedEvent)
@@ -75,7 +75,7 @@ class TestTheTriggerEndsTheTask:
         self, airflow_at, version, caplog
     ):
         airflow_at(*version)
-        trigger = run_trigger(end_from_trigger=True)
+        trigger = dag_run_trigger(end_from_trigger=True)
         trigger._log = logging.getLogger("test.xdep.worker_free")  # a plain logger caplog sees
         with caplog.at_level("ERROR", logger="test.xdep.worker_free"):
             event = await trigger._end(
@@ -103,18 +103,20 @@ class TestTheTriggerEndsTheTask:
         self, airflow_at, version, status, ends_here
     ):
         airflow_at(*version)
-        event = await run_trigger(end_from_trigger=True, retries=2)._end({"status": status, "message": "m"})
+        event = await dag_run_trigger(end_from_trigger=True, retries=2)._end(
+            {"status": status, "message": "m"}
+        )
         assert isinstance(event, TaskFailedEvent) if ends_here else type(event) is TriggerEvent
 
     def test_serialized_kwargs_recreate_the_trigger(self):
-        trigger = run_trigger(end_from_trigger=True, soft_fail=True, retries=1, poke_interval=5)
+        trigger = dag_run_trigger(end_from_trigger=True, soft_fail=True, retries=1, poke_interval=5)
         path, kwargs = trigger.serialize()
         again = RemoteDagRunTrigger(**kwargs)
         assert again.serialize() == (path, kwargs)
         assert (kwargs["end_from_trigger"], kwargs["soft_fail"], kwargs["retries"]) == (True, True, 1)
 
     def test_without_end_from_trigger_the_kwargs_are_those_of_earlier_versions(self):
-        _, kwargs = run_trigger().serialize()
+        _, kwargs = dag_run_trigger().serialize()
         assert not {"end_from_trigger", "soft_fail", "retries", "from_task"} & set(kwargs)
 
 

@@ -15,9 +15,7 @@ from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepE
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = (
-    50  # a hostile or broken upstream cannot make us read more than 5,000 items per listing (per poll)
-)
+MAX_PAGES = 50  # per listing and poll: a broken or hostile upstream cannot make us read on
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -102,7 +100,7 @@ class RemoteAirflowClient:
 
     @property
     def known_dialect(self) -> V2 | None:
-        """The API dialect if already known (configured or probed), without asking the upstream."""
+        """The API dialect if already known, without asking the upstream."""
         return self._dialect
 
     async def version(self) -> str:
@@ -111,8 +109,7 @@ class RemoteAirflowClient:
         return self.upstream_version or ""
 
     async def alternatives(self) -> bool:
-        """Whether the upstream's listings take ``*_prefix_pattern`` filters with ``|`` between
-        alternatives (Airflow 3.2+): one request then finds many DAGs or assets by id, URI or name."""
+        """Whether listings take ``*_prefix_pattern`` filters with ``|`` between alternatives (3.2+)."""
         dialect = await self.dialect()
         return dialect.name == "v2" and _release(self.upstream_version) >= (3, 2)
 
@@ -140,11 +137,9 @@ class RemoteAirflowClient:
         max_pages: int | None = None,
         on_cap: bool = True,
     ) -> AsyncIterator[Page]:
-        """The pages of an offset-paged listing, at the server's page size, until its total (or an
-        empty page).
+        """The pages of a listing not read as a feed, to its total (or an empty page).
 
-        Every listing that is not read as a feed (``read_feed``) is read here. ``on_cap``: warn when
-        ``max_pages`` stops the read before the listing's end.
+        ``on_cap``: warn when ``max_pages`` stops the read before the listing's end.
         """
         offset = 0
         max_pages = max_pages or MAX_PAGES
@@ -179,12 +174,7 @@ class RemoteAirflowClient:
         return await self._all(lambda d, off: d.dags(pattern, offset=off), lambda d, b: d.parse_dags(b))
 
     async def find_dags(self, dag_ids: list[str]) -> dict[str, Dag]:
-        """Return those of ``dag_ids`` that one DAG listing shows, reading at most one page per id.
-
-        The listing is narrowed to the ids' common prefix and stops once every id is seen. A DAG it
-        does not return may still exist (stale DAGs are not listed; a listing longer than one page
-        per id is not read on): ask :meth:`get_dag` for those.
-        """
+        """Those of ``dag_ids`` one listing shows (a page per id at most); :meth:`get_dag` the rest."""
         wanted = set(dag_ids)
         if not wanted:
             return {}
@@ -192,11 +182,11 @@ class RemoteAirflowClient:
         common = os.path.commonprefix([min(wanted), max(wanted)])
         listed = False
         if common or not await self.alternatives():
-            # their common prefix as a substring filter: a superset, read while it costs less than the ids
+            # their common prefix as a substring filter: a superset
             listed = await self._find_dags(wanted, found, pattern=common or None)
         missing = sorted(wanted - set(found))
         if not listed and len(missing) > 1 and await self.alternatives():
-            # the ids themselves as prefixes (3.2+): about one page per hundred ids, whatever else is upstream
+            # the ids themselves as prefixes (3.2+): about one page per hundred ids
             for chunk in alternatives([m for m in missing if _alternative(m)]):
                 await self._find_dags(wanted, found, prefixes=chunk)
         return found
@@ -204,7 +194,7 @@ class RemoteAirflowClient:
     async def _find_dags(
         self, wanted: set[str], found: dict[str, Dag], pattern: str | None = None, prefixes: str | None = None
     ) -> bool:
-        """Add the wanted DAGs one listing shows to ``found``; whether that listing was read to its end."""
+        """Add the wanted DAGs one listing shows to ``found``; whether it was read to its end."""
         async for page in self._pages(
             lambda d, off: d.dags(pattern, prefixes=prefixes, offset=off),
             lambda d, b: d.parse_dags(b),
@@ -215,7 +205,7 @@ class RemoteAirflowClient:
             if len(found) == len(wanted):
                 return True
             if page.items and page.total is not None and -(-page.total // len(page.items)) > len(wanted):
-                return False  # more pages (of the server's size) than ids: not worth reading on
+                return False  # more pages than ids: not worth reading on
         return True
 
     async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
@@ -243,11 +233,7 @@ class RemoteAirflowClient:
     async def newest_runs(
         self, dag_ids: list[str], *, run_after_gte: datetime | None = None, max_pages: int = 1
     ) -> tuple[list[DagRun], bool]:
-        """Runs of many DAGs with ``run_after`` >= a time (execution date on v1), newest first, at most
-        ``max_pages`` pages: the runs, and whether they are the whole listing.
-
-        What a first look reads for many new waits at once.
-        """
+        """Runs of many DAGs from ``run_after_gte``, newest first: the runs, and whether that is all."""
         runs: list[DagRun] = []
         complete = False
         async for page in self._pages(
@@ -263,7 +249,7 @@ class RemoteAirflowClient:
     async def list_task_instances(
         self, dag_id: str, run_id: str, *, task_group_id: str | None = None
     ) -> list[TaskInstance]:
-        """Return the run's task instances; a task group is filtered upstream when possible, else here."""
+        """Return the run's task instances, of ``task_group_id`` if given."""
         dialect = await self.dialect()
         server_side = None
         if task_group_id and dialect.name == "v2" and version_tuple(await self.version()) >= (3, 1):
@@ -279,8 +265,7 @@ class RemoteAirflowClient:
     async def list_task_instances_in_states(
         self, dag_ids: list[str] | None, states: list[str]
     ) -> list[TaskInstance]:
-        """Return task instances of ``dag_ids`` currently in ``states`` (e.g. running), try numbers
-        included."""
+        """Return task instances of ``dag_ids`` currently in ``states`` (e.g. running)."""
         return await self._all(
             lambda d, off: d.task_instances_in_states(dag_ids, states, offset=off),
             lambda d, b: d.parse_task_instances(b),
@@ -316,8 +301,7 @@ class RemoteAirflowClient:
         )
 
     async def find_assets(self, by: str, values: list[str]) -> list[Asset]:
-        """Assets whose ``by`` (``"uri"`` or ``"name"``) starts with one of ``values`` (Airflow 3.2+):
-        one request per ~1,500 characters of values, rather than one per value."""
+        """Assets whose ``by`` (``"uri"`` or ``"name"``) starts with one of ``values`` (Airflow 3.2+)."""
         found: list[Asset] = []
         for chunk in alternatives([v for v in values if _alternative(v)]):
 
@@ -350,7 +334,7 @@ __all__ = ["RemoteAirflowClient", "ClientConfig", "XdepError"]
 
 
 def _release(version: str | None) -> tuple[int, ...]:
-    """``"3.2.1"`` -> ``(3, 2)``; anything unreadable -> ``()`` (no newer feature is assumed)."""
+    """``"3.2.1"`` -> ``(3, 2)``; anything unreadable -> ``()``."""
     parts = []
     for part in (version or "").split(".")[:2]:
         digits = "".join(ch for ch in part if ch.isdigit()) if part[:1].isdigit() else ""
@@ -361,14 +345,12 @@ def _release(version: str | None) -> tuple[int, ...]:
 
 
 def _alternative(value: str) -> bool:
-    """Whether ``value`` can be one alternative of a pattern: the server splits on ``|`` and strips
-    each term (callers look other values up alone)."""
+    """Whether ``value`` can be one alternative of a pattern (the server splits on ``|`` and strips)."""
     return bool(value) and "|" not in value and value == value.strip()
 
 
 def alternatives(values: list[str], limit: int = 1500, per: int = PAGE_LIMIT) -> list[str]:
-    """``values`` joined by ``|`` into patterns of at most ``limit`` characters (a URL stays short)
-    and ``per`` values (about one page of matches each)."""
+    """``values`` joined by ``|`` into patterns of at most ``limit`` characters and ``per`` values."""
     chunks: list[list[str]] = [[]]
     size = 0
     for value in values:

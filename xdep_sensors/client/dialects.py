@@ -1,7 +1,6 @@
 """Requests and response parsing for each upstream REST API version, as pure functions.
 
-``V2`` speaks Airflow 3 (``/api/v2``), ``V1`` speaks Airflow 2.9-2.11 (``/api/v1``). Nothing here
-does I/O: a method either builds a :class:`Request` or turns decoded JSON into records.
+``V2`` speaks Airflow 3 (``/api/v2``), ``V1`` Airflow 2.9-2.11 (``/api/v1``). Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from urllib.parse import quote
 
 from xdep_sensors.client.records import Asset, AssetEvent, Dag, DagRun, TaskInstance, parse_dt
 
-PAGE_LIMIT = 100  # what we ask for; a server's ``[api] maximum_page_limit`` may cap a GET's page lower
+PAGE_LIMIT = 100  # what we ask for; ``[api] maximum_page_limit`` may cap it lower
 
 Params = tuple[tuple[str, str], ...]
 
@@ -41,9 +40,8 @@ class Page:
 def listing_ends(offset: int, count: int, total: int | None) -> bool:
     """Whether a page of ``count`` items at ``offset`` is the last of its listing.
 
-    The server decides the page size (``[api] maximum_page_limit`` may be below what was asked for),
-    so a short page says nothing: the listing's ``total_entries`` does, and where the server gives
-    none (optional from Airflow 3.2), only an empty page ends it.
+    A short page says nothing (the server may cap it): ``total_entries`` does, else (optional from
+    Airflow 3.2) an empty page.
     """
     if count == 0:
         return True
@@ -51,7 +49,7 @@ def listing_ends(offset: int, count: int, total: int | None) -> bool:
 
 
 def format_dt(value: datetime) -> str:
-    """Format a datetime for a query string: always timezone-aware (naive means UTC)."""
+    """Format a datetime for a query string (naive means UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.isoformat()
@@ -91,7 +89,7 @@ def _dag_run(body: dict, logical_date: datetime | None, run_after: datetime | No
 
 def _asset_event(e: dict, asset_id: int, uri: str | None, name: str | None) -> AssetEvent:
     event_id = e.get("id")
-    if event_id is None:  # the v1 spec has no event id (servers send one): identify it by what it carries
+    if event_id is None:  # not in the v1 spec: identify it by what it carries
         event_id = "/".join(
             str(e.get(k))
             for k in ("timestamp", "source_dag_id", "source_run_id", "source_task_id", "source_map_index")
@@ -237,7 +235,7 @@ class V2:
         offset: int = 0,
         newest_first: bool = False,
     ) -> Request:
-        """Runs in ``states`` that ended at or after a time (the batch endpoint, same body on v1 and v2)."""
+        """Runs in ``states`` that ended at or after a time (the batch endpoint)."""
         return self._runs_by(
             "end_date", end_date_gte, dag_ids, states, limit=limit, offset=offset, newest_first=newest_first
         )
@@ -424,7 +422,7 @@ class V1(V2):
         limit: int = PAGE_LIMIT,
         offset: int = 0,
     ) -> Request:
-        # Airflow 2 has no run_after; a run's execution date is the closest notion.
+        # Airflow 2 has no run_after: the execution date is the closest notion
         params = _params(
             execution_date_gte=logical_date or run_after_gte,
             execution_date_lte=logical_date,
@@ -533,8 +531,7 @@ class V1(V2):
         offset: int = 0,
         newest_first: bool = False,
     ) -> Request:
-        # Airflow 2's batch listing filters by end date but cannot order (order_by is not in its form):
-        # the server-side filter keeps the answer to the new items; the client sorts.
+        # Airflow 2's batch listing filters by end date but cannot order: the client sorts.
         body: dict[str, Any] = {"state": states, "page_offset": offset, "page_limit": limit}
         if dag_ids is not None:
             body["dag_ids"] = dag_ids

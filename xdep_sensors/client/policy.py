@@ -160,11 +160,8 @@ def is_retryable(exc: BaseException) -> bool:
 class RetryPolicy:
     """Exponential backoff with jitter: the one rule for retrying a request and for polling after failures.
 
-    A request is retried ``attempts - 1`` times, ``base_delay`` doubling per attempt up to
-    ``max_delay`` (:meth:`delay`). A poll loop (shared polls, a trigger's own looks, watchers and
-    alerts) uses the same doubling from its interval after consecutive failed polls, up to
-    ``max_poll_delay`` and never sooner than its interval (:meth:`poll_delay`). Both honour
-    ``Retry-After``.
+    A request makes at most ``attempts`` tries (:meth:`delay`); poll loops use :meth:`poll_delay`. Both
+    honour ``Retry-After``.
     """
 
     attempts: int = 4
@@ -172,9 +169,7 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_retry_after: float = 300.0
     max_poll_delay: float = 900.0
-    config_error_delay: float = (
-        300.0  # a poll that failed for a reason that is not transient (a token, a URL)
-    )
+    config_error_delay: float = 300.0  # after a failure that is not transient (a token, a URL)
 
     def _backoff(
         self, base: float, attempt: int, cap: float, exc: BaseException | None, rng: random.Random | None
@@ -200,12 +195,10 @@ class RetryPolicy:
         *,
         rng: random.Random | None = None,
     ) -> float:
-        """Seconds until the next poll of a loop polling every ``interval`` after ``failures`` failed
-        polls in a row.
+        """Seconds until the next poll after ``failures`` failed polls in a row.
 
-        No failure: the interval. Then the interval doubling per failure (with jitter, never less than
-        the interval, at most ``max_poll_delay``); at least ``config_error_delay`` after an error that
-        is not transient (waiting for someone to fix a connection, without hammering the upstream).
+        The interval doubling per failure (with jitter, up to ``max_poll_delay``); at least
+        ``config_error_delay`` after an error that is not transient.
         """
         if failures <= 0:
             return interval

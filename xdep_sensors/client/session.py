@@ -88,9 +88,8 @@ CLIENT_NAME_ENV = "XDEP_SENSORS_CLIENT_NAME"
 def user_agent(client_name: str | None = None, airflow_version: str = "unknown") -> str:
     """``xdep-sensors/<version> (Airflow <version>; <client name>)``: who sends the upstream requests.
 
-    The name is the connection extra ``client_name`` or else the environment variable
-    ``XDEP_SENSORS_CLIENT_NAME`` (e.g. the deployment's name); without either, no name. Only printable
-    ASCII is kept (no control characters, no parentheses or semicolons), at most 100 characters.
+    The name: ``client_name``, else ``XDEP_SENSORS_CLIENT_NAME``; printable ASCII without ``();``, at
+    most 100 characters.
     """
     from xdep_sensors.version import __version__
 

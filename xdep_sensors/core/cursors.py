@@ -17,11 +17,9 @@ from xdep_sensors.core.listings import POSITIONS, ListingKind
 class Cursor:
     """What a consumer has consumed of an upstream feed (asset events, runs that ended).
 
-    An item is new when it is at or after ``floor`` and not consumed. ``recent`` holds the
-    ``(key, time)`` of items consumed within the overlap window behind ``timestamp``, so an item
-    that becomes visible late (older than the newest consumed one) is still new, and nothing is
-    consumed twice. A cursor of the earlier form (``timestamp`` + ``seen_ids`` only) reads as a
-    floor at ``timestamp``.
+    An item is new when it is at or after ``floor`` and not consumed. ``recent`` holds the items
+    consumed within the overlap window, so a late item is still new and none is consumed twice. A
+    cursor of the earlier form (``timestamp`` + ``seen_ids``) reads as a floor at ``timestamp``.
     """
 
     timestamp: str | None = None  # ISO-8601, timezone-aware: the newest consumed item (or the start)
@@ -29,7 +27,7 @@ class Cursor:
     recent: tuple[tuple[int | str, str], ...] = field(default_factory=tuple)  # (key, ISO time) in the window
     floor: str | None = None  # items before it are never new (default: ``timestamp``)
 
-    # parsed once per cursor, on first use (a wait asks about every event it sees)
+    # parsed once per cursor, on first use
     @cached_property
     def _consumed(self) -> set[tuple[int | str, datetime]]:
         return {(k, parse_dt(t)) for k, t in self.recent}  # type: ignore[misc]
@@ -97,7 +95,7 @@ class Cursor:
 
     @property
     def start(self) -> datetime | None:
-        """The earliest time an unconsumed item can have: where a read for this consumer starts."""
+        """The earliest time an unconsumed item can have."""
         return self._floor
 
     def to_dict(self) -> dict[str, Any]:

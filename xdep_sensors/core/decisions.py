@@ -1,7 +1,6 @@
 """Pure decisions: from what the upstream shows to waiting / success / failed / skipped.
 
-Shared by the deferrable path (triggers) and the poke path (sensors); no I/O, no Airflow. What a
-consumer has consumed (``Cursor``) is state: it lives in ``durable``.
+Shared by the triggers and ``poke``; no I/O, no Airflow.
 """
 
 from __future__ import annotations
@@ -94,7 +93,7 @@ def decide_dag_run(
     head = f"{dag_id} run {run.run_id}: {run.state}"
 
     def result(tasks: dict[str, str | None] | None = None) -> dict[str, Any]:
-        # built only for a final decision: a waiting one is thrown away at every poll
+        # only for a final decision: a waiting one is thrown away at every poll
         out = {**run.to_dict(), "url": url}
         if tasks is not None:
             out["tasks"] = tasks

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.core.listings import latest_asset_event, list_asset_events
+from xdep_sensors.core.names import close_matches
 from xdep_sensors.errors import NotFound, XdepError
 
 
@@ -19,13 +19,6 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
-
-
-def close_matches(wanted: str, known: list[str], n: int = 5) -> list[str]:
-    """Return the known names closest to ``wanted`` (substring matches first)."""
-    contains = [k for k in known if wanted.lower() in k.lower() or k.lower() in wanted.lower()]
-    fuzzy = difflib.get_close_matches(wanted, known, n=n, cutoff=0.5)
-    return list(dict.fromkeys(contains + fuzzy))[:n]
 
 
 async def _step(checks: list[Check], name: str, coro, describe) -> object | None:

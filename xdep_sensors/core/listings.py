@@ -75,12 +75,11 @@ POSITIONS: dict[ListingKind, Callable[[Any], tuple[datetime, Key]]] = {
 
 @dataclass(frozen=True)
 class Listing:
-    """An upstream listing read as a feed: asset events (of one asset, or all), runs that started or
-    ended, task instances that ended.
+    """An upstream listing read as a feed.
 
     :param kind: which listing.
     :param asset_id: asset events of this asset only (``None``: every asset's events).
-    :param source_dag_id: asset events produced by this DAG only (filtered by the server, every version).
+    :param source_dag_id: asset events produced by this DAG only (filtered by the server).
     :param dag_ids: runs / task instances of these DAGs (``None``: every DAG).
     :param states: the end states to list.
     """
@@ -149,10 +148,9 @@ async def open_feed(client: RemoteAirflowClient, listing: Listing, start: dateti
 async def read_feed(
     client: RemoteAirflowClient, feed: Feed, listing: Listing, *, max_pages: int = MAX_PAGES
 ) -> list[Any]:
-    """Read what is new in ``listing`` since ``feed`` last read it (at most ``max_pages`` requests).
+    """The items of ``listing`` this feed never saw, oldest first, in at most ``max_pages`` requests.
 
-    Returns the items never seen by this feed, oldest first. A read cut at ``max_pages`` keeps its
-    position: the next read continues there, so no history length can pin a feed.
+    A read cut at ``max_pages`` continues there next time.
     """
     feed.budget = max_pages
     step: Step | None = feed.first_step()
@@ -186,10 +184,7 @@ async def list_asset_events(
     since: datetime | None = None,
     source_dag_id: str | None = None,
 ) -> list[AssetEvent]:
-    """Return events of ``asset_ids`` (all assets when ``None``) with timestamp >= ``since``, oldest first.
-
-    One feed read per asset (or one over every asset): bounded by the events since ``since``.
-    """
+    """Return events of ``asset_ids`` (all assets when ``None``) with timestamp >= ``since``, oldest first."""
     events: dict[Key, AssetEvent] = {}
     for asset_id in asset_ids if asset_ids is not None else [None]:
         listing = Listing(ListingKind.ASSET_EVENTS, asset_id=asset_id, source_dag_id=source_dag_id)

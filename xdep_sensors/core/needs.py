@@ -1,4 +1,4 @@
-"""What a wait needs a shared poll to read for it: typed values the probes, the poller and sources share."""
+"""What a wait needs a shared poll to read for it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from enum import Enum
 class RunNeedKind(str, Enum):
     """What a run wait's next look reads."""
 
-    FIRST_LOOK = "dag"  # the DAG's existence, then its run (one listing serves a cycle's new waits)
-    RUN_CHANGES = "run"  # the runs that started or ended upstream since the previous look
-    ENDED_RUNS = "finished"  # the run is known and only its end decides: the runs that ended
-    EXACT = "exact"  # asked for exactly (a wait decided by ``queued``, which no change listing shows)
+    FIRST_LOOK = "dag"  # the DAG's existence, then its run
+    RUN_CHANGES = "run"  # the runs that started or ended since the previous look
+    ENDED_RUNS = "finished"  # the run is known and only its end decides
+    EXACT = "exact"  # a wait decided by ``queued``, which no change listing shows
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,4 @@
-"""The polling loop every trigger runs: look, hand over what it saw, pause; back off after failures.
-
-One rule decides how long a loop waits after failed looks: the client's ``RetryPolicy.poll_delay``
-(exponential, with jitter, never sooner than the interval, ``Retry-After`` honoured).
-"""
+"""The polling loop every trigger runs: look, hand over, pause; after failures ``RetryPolicy.poll_delay``."""
 
 from __future__ import annotations
 
@@ -61,11 +57,9 @@ async def paced(
     what: str,
     pause: Callable[[T], float] | None = None,
 ) -> AsyncIterator[T]:
-    """Each successful look's result, for as long as the caller reads: one look every ``interval``
-    seconds (``pause(result)`` when given: e.g. sooner while a feed catches up); after a failed look
-    (``XdepError``), a log line and a wait that grows with the failures in a row.
+    """Each successful look's result, one look every ``interval`` (or ``pause(result)``) seconds.
 
-    The caller handles a result before the pause that follows it.
+    A failed look (``XdepError``) is logged and backs off. The caller handles a result before the pause.
     """
     pace = Pace(interval)
     while True:

@@ -1,12 +1,7 @@
 """The shared poll: one look per interval for every deferred sensor on one connection, in the triggerer.
 
-``SharedPoller`` runs one cycle per (connection, interval): it builds the cycle's ``BatchSource``
-(``sources``) from what its waits need, answers the waits whose DAG started or ended no run since the
-previous cycle without a step, steps the others through a small pool of workers (no task per wait, no
-loop turn longer than ~20 ms) and wakes a wait's trigger only when what it sees changed, for a
-heartbeat every ``HEARTBEAT_S``, or on every look when that trigger logs at DEBUG. ``LoneLooks`` is
-the same interface for a trigger that polls alone. After failed polls both back off by the client's
-one rule (``RetryPolicy.poll_delay``).
+``SharedPoller`` wakes a trigger only when its view changed (or every ``HEARTBEAT_S``); ``LoneLooks``
+is the same interface for a trigger that polls alone. See ``docs/guides/running-at-scale.md``.
 """
 
 from __future__ import annotations
@@ -37,11 +32,11 @@ log = logging.getLogger(__name__)
 # Set XDEP_SENSORS_SHARED_POLLING=0 to give every deferred sensor its own poll loop.
 SHARED_POLLING = os.environ.get("XDEP_SENSORS_SHARED_POLLING", "1").lower() not in ("0", "false", "no")
 
-HEARTBEAT_S = 600.0  # a wait whose view has not changed still reports (and logs) this often
-STEP_WORKERS = 32  # probe steps of one cycle in flight at once (the client's connection pool size)
-YIELD_S = 0.02  # a worker that runs steps without waiting hands the loop back this often
-HAND_OVER_BATCH = 100  # outcomes handed to triggers per loop turn (each trigger then logs, decides, fires)
-_clock = time.monotonic  # tests replace it: nothing here depends on wall-clock speed
+HEARTBEAT_S = 600.0  # an unchanged wait still reports (and logs) this often
+STEP_WORKERS = 32  # the client's connection pool size
+YIELD_S = 0.02  # a worker hands the loop back this often
+HAND_OVER_BATCH = 100  # outcomes handed to triggers per loop turn
+_clock = time.monotonic
 
 
 def _lower(bounds: dict[str, datetime | None], dag_id: str, bound: datetime | None) -> datetime | None:
@@ -54,16 +49,14 @@ def _lower(bounds: dict[str, datetime | None], dag_id: str, bound: datetime | No
 
 @types.coroutine
 def _pass_turn() -> Any:
-    """Let the loop run other callbacks (what ``asyncio.sleep(0)`` does, without being a sleep)."""
+    """Let the loop run other callbacks (``asyncio.sleep(0)`` without being a sleep)."""
     yield
 
 
 class _Subscriber:
-    """One wait's place in a shared poll: its probe, what it was last handed, and its outcomes to take.
+    """One wait's place in a shared poll: its own context manager and mailbox.
 
-    It is its own context manager (join on enter, leave on exit, cancellation included) and mailbox:
-    no queue, event or generator per wait, as thousands of waits keep theirs for as long as they wait
-    and every full garbage collection scans them.
+    No queue, event or generator per wait: thousands of them would weigh on every full garbage collection.
     """
 
     __slots__ = ("poller", "probe", "every_look", "last", "delivered", "_pending", "_waiter", "_timer")
@@ -72,10 +65,10 @@ class _Subscriber:
         self.poller = poller
         self.probe = probe
         self.every_look = every_look
-        self.last: Any = None  # the outcome last delivered, and when
+        self.last: Any = None
         self.delivered = float("-inf")
         self._pending: list[Any] | None = None  # outcomes not taken yet (rare: the trigger was busy)
-        self._waiter: asyncio.Future | None = None  # what the trigger awaits, and its deadline's timer
+        self._waiter: asyncio.Future | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def put(self, outcome: Any) -> None:
@@ -88,10 +81,7 @@ class _Subscriber:
             self._pending.append(outcome)
 
     def get(self, timeout: float | None = None) -> asyncio.Future:
-        """A future of the next outcome, in the order put; ``None`` when ``timeout`` seconds pass first.
-
-        A future, not a coroutine: nothing more is kept per waiting trigger.
-        """
+        """A future (nothing more is kept per trigger) of the next outcome; ``None`` after ``timeout``."""
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         if self._pending:
@@ -125,9 +115,7 @@ class _Subscriber:
             self.poller._leave(self)
 
 
-_NO_CONTEXT = (
-    contextvars.Context()
-)  # what a deadline's timer runs in: no copy of the caller's context per timer
+_NO_CONTEXT = contextvars.Context()  # deadline timers run here: no context copy per timer
 
 
 def _expire(sub: _Subscriber) -> None:
@@ -135,16 +123,15 @@ def _expire(sub: _Subscriber) -> None:
 
 
 class Narration:
-    """What a wait says of its looks: a view when it changes (INFO), else a heartbeat every
-    ``HEARTBEAT_S`` and DEBUG lines in between."""
+    """What a wait logs: a view when it changes (INFO), a heartbeat every ``HEARTBEAT_S``, else DEBUG."""
 
     def __init__(self, log: Any):
         self.log = log
-        self.said: str | None = None  # the message last logged at INFO, and when
+        self.said: str | None = None  # the message last logged at INFO
         self.said_at = 0.0
 
     def trouble(self) -> None:
-        """The upstream failed a look: once it answers again, say what it shows."""
+        """The upstream failed a look: say what it shows once it answers again."""
         self.said = None
 
     def tell(self, outcome: Decision) -> None:
@@ -160,10 +147,7 @@ class Narration:
 
 
 class LoneLooks:
-    """A trigger's own looks when polls are not shared: one now, then one every ``interval``.
-
-    The same interface as a shared poll's subscription (``async with``, ``get(timeout)``).
-    """
+    """A trigger's own looks when polls are not shared, behind the subscription's interface."""
 
     def __init__(
         self,
@@ -173,7 +157,7 @@ class LoneLooks:
     ):
         self.probe, self.client, self.interval = probe, client, interval
         self._looked = False
-        self._pace = Pace(interval)  # transient errors in a row: the next look backs off
+        self._pace = Pace(interval)
 
     async def __aenter__(self) -> LoneLooks:
         return self
@@ -182,7 +166,7 @@ class LoneLooks:
         return None
 
     async def get(self, timeout: float | None = None) -> Any:
-        """The next look's decision or error; ``None`` when ``timeout`` seconds pass before it is due."""
+        """The next look's decision or error; ``None`` if ``timeout`` passes before it is due."""
         if self._looked:
             wait = self._pace.delay
             if timeout is not None and timeout < wait:
@@ -213,16 +197,13 @@ class SharedPoller:
         self._task: asyncio.Task | None = None
         self.cycles = 0
         self._asset_reads: SharedReads | None = None
-        self.run_changes = (
-            RunChanges()
-        )  # positions in the upstream's runs that started / ended, kept across cycles
+        self.run_changes = RunChanges()  # kept across cycles
 
     def subscribe(self, probe: Any, every_look: bool = False) -> _Subscriber:
-        """A place in the poll, to ``async with``: joined on enter, left on exit (cancellation included).
+        """A place in the poll, to ``async with``; the loop runs while it has subscribers.
 
-        The loop starts with the first subscriber and stops with the last. ``get()`` returns each
-        look's outcome when it differs from the previous one (a probe returns the same object when
-        nothing changed), at least every ``HEARTBEAT_S``, and on every look when ``every_look``.
+        ``get()`` returns a look's outcome when it is a new object, at least every ``HEARTBEAT_S``, or
+        every look with ``every_look``.
         """
         return _Subscriber(probe, every_look, self)
 
@@ -233,7 +214,7 @@ class SharedPoller:
 
     @property
     def asset_reads(self) -> SharedReads:
-        """Positions in the upstream's asset events, kept across cycles (shared with the watchers' stream)."""
+        """The connection's asset-event reads (shared with the watchers' stream)."""
         if self._asset_reads is None:
             self._asset_reads = asset_reads_for(self.config)
         return self._asset_reads
@@ -246,18 +227,18 @@ class SharedPoller:
                 self._task.cancel()
 
     def _needs(self, subs: list[_Subscriber]) -> BatchSource:
-        """This cycle's source: what the waits need, read once for all of them."""
+        """This cycle's source, from what the waits need."""
         first_bounds: dict[str, datetime | None] = {}
         first_waits = 0
         started = ended = False
         asset_targets: set[int] = set()
-        unresolved: list[tuple[str, str]] = []  # assets new waits look up: one listing finds many (3.2+)
+        unresolved: list[tuple[str, str]] = []  # one listing finds many (3.2+)
         dialect = self.client.known_dialect
         by_name = dialect.has_asset_names if dialect else True
         for sub in subs:
             need = sub.probe.need()
             if isinstance(need, RunNeed):
-                if need.kind is RunNeedKind.FIRST_LOOK:  # existence, then the run: many waits at once
+                if need.kind is RunNeedKind.FIRST_LOOK:
                     first_waits += 1
                     first_bounds[need.dag_id] = _lower(first_bounds, need.dag_id, need.bound)
                 started = started or need.kind is RunNeedKind.RUN_CHANGES
@@ -269,8 +250,6 @@ class SharedPoller:
                 need = probe.need()
             unresolved += [ref.lookup_key(by_name) for ref in probe.refs if ref.label not in probe.ids]
             asset_targets |= need.asset_ids
-        # a change feed is kept only while read every cycle (a stale position would cost a catch-up); one
-        # not reading yet starts where this cycle's first looks are
         self.run_changes.keep(started, ended)
         if first_waits:
             self.run_changes.look_from(datetime.now(timezone.utc))
@@ -310,13 +289,11 @@ class SharedPoller:
                 handed = 0
                 for sub, result in zip(subs, results):
                     if result is sub.last and not sub.every_look and now - sub.delivered < HEARTBEAT_S:
-                        continue  # nothing new for this wait: its trigger sleeps on
+                        continue
                     sub.last, sub.delivered = result, now
                     sub.put(result)
                     handed += 1
-                    if (
-                        handed % HAND_OVER_BATCH == 0
-                    ):  # the woken triggers run in the next loop turn: a few at a time
+                    if handed % HAND_OVER_BATCH == 0:  # let the woken triggers run, a few at a time
                         await _pass_turn()
                 log.debug(
                     "shared poll of %s every %gs: %d waits looked, %d handed over",
@@ -337,17 +314,14 @@ class SharedPoller:
 
     @staticmethod
     async def _step_all(subs: list[_Subscriber], source: BatchSource) -> list[Any]:
-        """Each subscriber's look (decision or exception), in order.
+        """Each subscriber's look (decision or exception), in order, by a few workers, not a task each.
 
-        A few workers take the subscribers in turn: a step answered from the cycle's shared listings
-        completes without suspending, so no task per subscriber is made (thousands of them per cycle
-        outlived young-generation collections and made full ones), and a worker hands the loop back
-        every ``YIELD_S`` so no loop turn blocks the triggerer for long.
+        Most steps complete without suspending; a worker hands the loop back every ``YIELD_S``.
         """
         results: list[Any] = [None] * len(subs)
         turns = iter(range(len(subs)))
         loop = asyncio.get_running_loop()
-        # one time budget per loop turn, shared by the workers (they all run in the same turns)
+        # one time budget per loop turn, shared by the workers
         budget: dict[str, Any] = {"until": _clock() + YIELD_S, "spent": False}
 
         def new_turn() -> None:
@@ -359,12 +333,12 @@ class SharedPoller:
                 try:
                     result = probe.unchanged(source)
                     results[i] = result if result is not None else await probe.step(source)
-                except Exception as exc:  # noqa: BLE001 - delivered to that subscriber, as gather(return_exceptions)
+                except Exception as exc:  # noqa: BLE001 - delivered to that subscriber
                     results[i] = exc
                 if budget["spent"] or _clock() > budget["until"]:
                     if not budget["spent"]:
                         budget["spent"] = True
-                        loop.call_soon(new_turn)  # runs before the workers resume, in the next turn
+                        loop.call_soon(new_turn)  # runs before the workers resume
                     await _pass_turn()
 
         await asyncio.gather(*(work() for _ in range(min(STEP_WORKERS, len(subs)))))

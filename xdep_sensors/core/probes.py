@@ -1,7 +1,6 @@
 """One look at the upstream: fetch what a wait needs, then hand it to a pure decision.
 
-A probe is what both paths run: the trigger awaits it in the triggerer, the sensor's ``poke`` runs it
-through ``async_to_sync``. Watches are plain values, so they serialize into trigger kwargs as they are.
+Both the trigger and the sensor's ``poke`` run a probe. Watches are plain values: trigger kwargs as is.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from xdep_sensors.core.decisions import (
     decide_assets,
     decide_dag_run,
 )
-from xdep_sensors.core.doctor import close_matches
 from xdep_sensors.core.feeds import Feed
 from xdep_sensors.core.listings import event_key
+from xdep_sensors.core.names import close_matches
 from xdep_sensors.core.needs import AssetNeed, RunNeed, RunNeedKind
 from xdep_sensors.core.sources import BatchSource, DirectSource
 from xdep_sensors.errors import NotFound
@@ -40,11 +39,7 @@ _RUN_ID_DATE = re.compile(r"^[a-z_]+?__(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?
 
 
 def run_id_date(run_id: str) -> datetime | None:
-    """The date in an Airflow-made run id (its ``run_after``, or the logical date before 3.3), else None.
-
-    A run's ``run_after`` is never earlier than that date, so it bounds a batch lookup of the run;
-    a run id that only looks like one is still found: a run missing from the batch is asked for alone.
-    """
+    """The date in an Airflow-made run id (``run_after``; the logical date before 3.3), else None."""
     match = _RUN_ID_DATE.match(run_id)
     if match is None:
         return None
@@ -58,7 +53,7 @@ def run_id_date(run_id: str) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class DagRunTarget:
+class DagRunWait:
     """What a DAG-run wait looks for; every field is a plain JSON value."""
 
     external_dag_id: str
@@ -73,7 +68,7 @@ class DagRunTarget:
     check_existence: bool = True
 
     def __post_init__(self) -> None:
-        # kept as tuples of strings, which the garbage collector stops tracking (thousands of waits keep one)
+        # tuples of strings are not tracked by the garbage collector
         for name in ("allowed_states", "failed_states", "skipped_states", "task_ids"):
             value = getattr(self, name)
             if value is not None:
@@ -88,7 +83,7 @@ class DagRunTarget:
         return bool(self.task_ids) or bool(self.task_group_id)
 
     def pick(self, runs: list[DagRun]) -> DagRun | None:
-        """Choose this wait's run among runs of its DAG (as the direct lookups would)."""
+        """This wait's run among runs of its DAG (as the direct lookups would choose)."""
         if self.run_id:
             return next((r for r in runs if r.run_id == self.run_id), None)
         if self.logical_date:
@@ -104,12 +99,9 @@ class DagRunTarget:
         """This wait's run in one page of newest runs, and whether the page's answer is certain.
 
         :param covered_above: the page holds every run with a later ``run_after`` than this.
-        :param complete: the page is the whole listing (nothing was left on later pages).
+        :param complete: the page is the whole listing.
 
-        A run found is certain. No run is certain for a logical date when the page is the whole
-        listing or covers it (a run's ``run_after`` never precedes its logical date: the page holds
-        every run after that date), and for ``latest_after`` when the page covers its bound; a run
-        id the page does not show is asked for exactly (it may be anyone's string).
+        A run's ``run_after`` never precedes its logical date; a run id not shown is asked for exactly.
         """
         run = self.pick(runs)
         if run is not None:
@@ -146,20 +138,18 @@ class DagRunTarget:
 class DagRunProbe:
     """Looks at one upstream DAG run per call; existence and pause are checked until known."""
 
-    def __init__(self, watch: DagRunTarget, logger: logging.Logger | logging.LoggerAdapter | None = None):
+    def __init__(self, watch: DagRunWait, logger: logging.Logger | logging.LoggerAdapter | None = None):
         self.watch = watch
         self.log = logger or log
         self._dag_known = False
         self._last_run: DagRun | None = None
         w = watch
-        # fixed per watch: computed once, not on every look of every wait
         self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
-        # a queued run has no start date: no listing of changes shows it, so such a wait asks exactly
+        # a queued run has no start date: no listing of changes shows it
         self._exact = "queued" in w.decisive_states
-        # once its run is known, only that run's end can change the decision (not a newer run, nor "running");
-        # a wait narrowed to tasks reports its run's current state too, so it follows the run's start as well
+        # once the run is known only its end decides (a narrowed wait reports its state too)
         self._end_decides = not w.latest_after and not w.narrowed and w.decisive_states <= FINISHED_RUN_STATES
-        # what the last decision was made of, and that decision: an unchanged view returns the same object
+        # an unchanged view returns the same decision object
         self._seen_run: DagRun | None = None
         self._seen_tis: list[TaskInstance] | None = None
         self._decision: Decision | None = None
@@ -194,10 +184,7 @@ class DagRunProbe:
         return True
 
     def need(self) -> RunNeed:
-        """What a shared poll must read for this wait's next look (see :class:`RunNeedKind`).
-
-        A first look asks for the DAG with ``bound``, the lowest ``run_after`` that can matter.
-        """
+        """What a shared poll must read for this wait's next look (see :class:`RunNeedKind`)."""
         w = self.watch
         if not self._dag_known:
             return RunNeed(RunNeedKind.FIRST_LOOK, w.external_dag_id, self._bound)
@@ -211,18 +198,17 @@ class DagRunProbe:
         return await self.step(DirectSource(client))
 
     def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
-        """The last decision, when the cycle's run changes hold none of this wait's DAG.
+        """The last decision, when the cycle's run changes hold none of this wait's DAG, else None.
 
-        Only for a wait that needs just those (``need().from_changes``, not narrowed to tasks, whose
-        task instances change without their run): then a step would see the same run and return the
-        same decision, so most waits of a cycle need no step at all.
+        Not for a wait narrowed to tasks: its task instances change without its run.
         """
-        changes = getattr(source, "changes", None)
-        batch = cast(BatchSource, source)  # only a BatchSource has ``changes``
+        if not isinstance(source, BatchSource):
+            return None
+        changes = source.changes
         if (
             changes is None
-            or batch.run_changes is None
-            or batch.run_changes.fresh
+            or source.run_changes is None
+            or source.run_changes.fresh
             or self._decision is None
             or self.watch.narrowed
             or not self.need().from_changes
@@ -232,18 +218,16 @@ class DagRunProbe:
         return self._decision if self._seen_run is self._last_run and self._seen_tis is None else None
 
     async def step(self, source: DirectSource | BatchSource) -> Decision:
-        """One look, through ``source`` (direct requests, or a shared batched poll)."""
+        """One look, through ``source`` (direct requests, or a shared poll)."""
         w = self.watch
         client = source.client
-        need = (
-            self.need()
-        )  # ("dag", ...) on a first look: then the source may answer from the first-look page
+        need = self.need()
         if not self._dag_known:
             self._dag_known = await self._check_dag(source)
             if not self._dag_known:
                 return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
         try:
-            # a frozen DagRunTarget is read-only: it is a RunWait for every use a source makes of one
+            # frozen, so read-only: a RunWait for every use a source makes of it
             run = await source.run_for(cast("RunWait", w), need, self._last_run) or self._last_run
             tis = None
             if run is not None and w.narrowed:
@@ -258,7 +242,7 @@ class DagRunProbe:
         if run is not None:
             self._last_run = run
         if self._decision is not None and self._seen_run == run and self._seen_tis == tis:
-            return self._decision  # the same view: the same decision object, so a shared poll skips it
+            return self._decision  # the same object: a shared poll skips it
         url = client.run_url(w.external_dag_id, run.run_id) if run else None
         decision = decide_dag_run(
             run,
@@ -275,7 +259,7 @@ class DagRunProbe:
 
 @dataclass(frozen=True)
 class AssetRef:
-    """One watched upstream asset: by URI, or by name (Airflow 3; a name-only asset has uri == name)."""
+    """One watched upstream asset: by URI, or by name (Airflow 3)."""
 
     uri: str | None = None
     name: str | None = None
@@ -285,7 +269,7 @@ class AssetRef:
         return self.uri or self.name or ""
 
     def lookup_key(self, names: bool) -> tuple[str, str]:
-        """How this asset is looked up: by URI, or by name where the upstream has names (API v2)."""
+        """By URI, or by name where the upstream has names (API v2)."""
         return ("name", self.label) if self.uri is None and names else ("uri", self.label)
 
     def matches(self, asset: Asset) -> bool:
@@ -293,11 +277,10 @@ class AssetRef:
 
 
 @dataclass(frozen=True)
-class AssetTarget:
+class AssetWait:
     """What an asset wait looks for; every field is a plain JSON value.
 
-    ``cursors`` maps each asset's label to :class:`~xdep_sensors.triggers.state.Cursor` dicts; events at
-    or after ``since`` that the cursor has not seen are new.
+    ``cursors``: asset label -> ``Cursor`` dict; with ``since``, events at or after it are new instead.
     """
 
     assets: list[dict[str, str | None]]
@@ -316,24 +299,21 @@ class AssetTarget:
 
 
 class AssetProbe:
-    """Looks for new upstream events of the watched assets; asset ids are resolved once and cached.
+    """Looks for new upstream events of the watched assets; asset ids are resolved once.
 
-    The probe reads each asset's events as a feed (its own, or the shared poll's): each look costs
-    what is new since the previous one, never the upstream's history. Matched events wait in
-    ``pending`` until the decision is made (with ``require="all"`` one asset may have to wait for
-    another).
+    Matched events wait in ``pending`` until the decision (``require="all"``: one may wait for another).
     """
 
-    def __init__(self, watch: AssetTarget, logger: logging.Logger | logging.LoggerAdapter | None = None):
+    def __init__(self, watch: AssetWait, logger: logging.Logger | logging.LoggerAdapter | None = None):
         self.watch = watch
         self.log = logger or log
         self.refs = watch.refs
         self.since = parse_dt(watch.since)
         self.ids: dict[str, int] = {}
         self.cursors = {ref.label: Cursor.from_dict(watch.cursors.get(ref.label)) for ref in watch.refs}
-        self.feeds: dict[str, Feed] = {}  # this probe's own feeds (when it polls alone)
-        self.caught_up = False  # read from each cursor up to now at least once (a shared poll then suffices)
-        self.source_dag_id = watch.source_dag_id  # its own reads and catch-ups ask the server for these only
+        self.feeds: dict[str, Feed] = {}  # when it polls alone
+        self.caught_up = False  # read from each cursor to now once: then a shared poll suffices
+        self.source_dag_id = watch.source_dag_id
         self.pending: dict[str, dict[int | str, AssetEvent]] = {ref.label: {} for ref in watch.refs}
         self._last: Decision | None = None
 
@@ -368,7 +348,7 @@ class AssetProbe:
         return missing
 
     def adopt_ids(self, known: dict[tuple[str, str], int], by_name: bool) -> None:
-        """Take asset ids the shared poll already resolved for other waits (no lookup needed)."""
+        """Take asset ids the shared poll resolved for other waits."""
         for ref in self.refs:
             key = ref.lookup_key(by_name)
             if ref.label not in self.ids and key in known:
@@ -376,15 +356,15 @@ class AssetProbe:
                 self.caught_up = False
 
     def unchanged(self, source: DirectSource | BatchSource) -> Decision | None:
-        """Never known without a step: new events are only found by reading them."""
+        """Never known without a step."""
         return None
 
     def need(self) -> AssetNeed:
-        """What a shared poll must read for this wait: the events of its (resolved) assets."""
+        """What a shared poll must read for this wait: its resolved assets' events."""
         return AssetNeed(frozenset(self.ids.values()))
 
     def start(self, label: str) -> datetime | None:
-        """The earliest event time that can count for this asset: ``since``, else its cursor's floor."""
+        """The earliest event time that can count: ``since``, else the cursor's floor."""
         return self.since or self.cursors[label].start
 
     def _is_new(self, label: str, event: AssetEvent) -> bool:
@@ -394,7 +374,7 @@ class AssetProbe:
         return await self.step(DirectSource(client))
 
     async def step(self, source: DirectSource | BatchSource) -> Decision:
-        """One look, through ``source`` (direct requests, or a shared batched poll)."""
+        """One look, through ``source`` (direct requests, or a shared poll)."""
         w = self.watch
         client = source.client
         missing = await self._resolve(source)
@@ -413,7 +393,7 @@ class AssetProbe:
         message = decision.message + (f"; not upstream yet: {', '.join(missing)}" if missing else "")
         if not decision.done:
             if self._last is not None and self._last.message == message:
-                return self._last  # nothing changed: the same object tells a shared poll so
+                return self._last  # the same object: nothing changed
             self._last = Decision("waiting", message)
             return self._last
         cursors = {label: self.cursors[label].advance(evts).to_dict() for label, evts in new.items()}

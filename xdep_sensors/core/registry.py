@@ -1,8 +1,7 @@
 """Process-wide shared state, one pattern for all of it: a namespace per event loop.
 
-A triggerer runs one event loop for its life; ``async_to_sync`` and tests make many, and what one
-loop made (sessions, futures, tasks) must never be used from another. So shared clients, connection
-lookups, polls and reads live in a :class:`PerLoop` registry and go away with their loop.
+``async_to_sync`` and tests make many loops, and what one loop made (sessions, futures, tasks) must
+never be used from another.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
 """Shared reads of upstream feeds: what is new each cycle for many consumers, and their catch-ups.
 
-Both the sensors' shared poll (``polling``) and the AssetWatcher triggers' shared streams
-(``watchers``) read through one :class:`SharedReads` per (connection, kind of listing):
-
-* ``read(client, targets)`` once per cycle returns the items that are new to the shared feed,
-  by target (asset id, or DAG id). Asset events come from one listing per asset or from one
-  listing over every asset, whichever costs fewer requests; runs and task instances that ended
-  come from one listing over all watched DAGs. A new shared feed starts at the listing's newest
-  item: what is visible then is left to the consumers' catch-ups.
-* ``catch_up(client, target, start)`` brings one consumer from its own cursor up to now, through
-  the listing of that one target (so its cost is that target's items, never the whole upstream's).
-  A consumer catches up *after* the cycle's shared read, so every item is in its catch-up or new
-  to the shared feed; it de-duplicates the overlap by its cursor. Identical catch-ups (same
-  target and start) in one cycle are one read.
+The sensors' poll and the watchers' streams read through one :class:`SharedReads` per connection and
+kind of listing. A new shared feed starts at the head and consumers catch up *after* the cycle's read,
+so every item is in one or the other. See ``docs/explanation/feeds.md``.
 """
 
 from __future__ import annotations
@@ -34,19 +24,16 @@ from xdep_sensors.core.registry import PerLoop
 
 log = logging.getLogger(__name__)
 
-_clock = time.monotonic  # when shared reads were made (a benchmark replaces it with its simulated clock)
-RETAIN = timedelta(
-    minutes=10
-)  # how long items the shared read delivered stay at hand for consumers that join later
-UNION_MIN_TARGETS = 2  # with one asset, its own listing is never dearer than the union
-PER_TARGET_CYCLES = 10  # after a busy union read, how many cycles to read per asset before trying again
+_clock = time.monotonic  # a benchmark swaps in its simulated clock
+RETAIN = timedelta(minutes=10)  # delivered items kept for consumers joining later
+UNION_MIN_TARGETS = 2
+PER_TARGET_CYCLES = 10  # after a busy union read, cycles per asset before trying it again
 
 
 def listing_for(
     kind: ListingKind, target: Hashable | None, states: tuple[str, ...] = (), source_dag_id: str | None = None
 ) -> Listing:
-    """The listing of one target: an asset's events (``None``: every asset's; only those ``source_dag_id``
-    produced, if given), or one DAG's runs / tasks."""
+    """The listing of one target: an asset's events (``None``: every asset's), or one DAG's runs / tasks."""
     if kind == "asset_events":
         return Listing(ListingKind.ASSET_EVENTS, asset_id=target, source_dag_id=source_dag_id)  # type: ignore[arg-type]
     return Listing(kind, dag_ids=(target,), states=tuple(sorted(states)))  # type: ignore[arg-type]
@@ -55,8 +42,8 @@ def listing_for(
 @dataclass
 class _Reader:
     targets: frozenset = frozenset()
-    pending: dict = field(default_factory=dict)  # target -> items of reads made since it last called
-    took_last: bool = True  # it has had the last read made (a reader joining starts from the next one)
+    pending: dict = field(default_factory=dict)  # target -> items read since it last called
+    took_last: bool = True  # it has had the last read made
 
 
 @dataclass
@@ -82,25 +69,20 @@ class SharedReads:
         self.union: Feed | None = None
         self.union_targets: tuple | None = None
         self.per_target_until = 0
-        self._probe_since: datetime | None = None  # per-asset spells: where the union's count is asked from
+        self._probe_since: datetime | None = None  # per-asset spells: where the union's count starts
         self._probe_cycle = 0
-        self._union_covering = False  # the union's first read after a switch is still under way
+        self._union_covering = False  # the union's first read after a switch is under way
         self.cycle = 0
         self._catchups: dict[tuple, _CatchUp] = {}
-        # Every item the shared read delivered lately, and since when it delivered everything per target
-        # (``None``: the union): a consumer whose start is later catches up from here, with no request.
+        # items delivered lately, and since when per target (``None``: union): catch-ups from here are free
         self.position = Listing(self.kind).position
-        self.retained: dict[Hashable, deque[tuple[datetime, Any]]] = {}  # per target, in delivery order
+        self.retained: dict[Hashable, deque[tuple[datetime, Any]]] = {}
         self._newest: datetime | None = None
         self.covered: dict[Hashable, datetime] = {}
         self._dropped_until: datetime | None = None
         self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
-        # Several readers of one connection (the sensors' shared poll, the watchers' shared stream):
-        # what each has not taken yet of the reads made for all of them (only its own targets' items).
-        self.readers: dict[Hashable, _Reader] = {}
-        self._last_read: tuple[float, frozenset] | None = (
-            None  # when the last read for readers was made, and for what
-        )
+        self.readers: dict[Hashable, _Reader] = {}  # the sensors' poll, the watchers' stream
+        self._last_read: tuple[float, frozenset] | None = None  # (when, targets)
         self.reads_made = 0
         self._lock: asyncio.Lock | None = None
 
@@ -123,13 +105,9 @@ class SharedReads:
     async def read_for(
         self, reader: Hashable, client: RemoteAirflowClient, targets: Set[Hashable], fresh_for: float
     ) -> tuple[dict[Hashable, list[Any]], dict[Hashable, datetime]]:
-        """What is new for ``targets`` since this reader's previous call, for one of several readers,
-        and how far the shared feeds had read then (``marks()``).
+        """What is new for ``targets`` since this reader's last call, and ``marks()``.
 
-        A read another reader made less than ``fresh_for`` seconds ago that covered these targets is
-        handed over instead of a new one: two readers polling every interval, in any phase, cost one
-        read per interval (each call either reads or takes a read at most half an interval old, and
-        the next read comes within the interval).
+        A read another reader made under ``fresh_for`` seconds ago is handed over instead of a new one.
         """
         if not targets:
             self.leave(reader)
@@ -150,7 +128,7 @@ class SharedReads:
                 by_target = await self.read(client, set(wanted))
                 self._last_read = (_clock(), wanted)
                 self.reads_made += 1
-                for other in self.readers.values():  # each reader keeps only its own targets' items
+                for other in self.readers.values():
                     for target in other.targets:
                         if by_target.get(target):
                             other.pending.setdefault(target, []).extend(by_target[target])
@@ -159,16 +137,16 @@ class SharedReads:
             return {t: items for t, items in out.items() if t in place.targets}, self.marks()
 
     def leave(self, reader: Hashable) -> None:
-        """This reader reads no more (until it calls again: then it starts from the next read)."""
+        """This reader reads no more (until it calls again)."""
         if self.readers.pop(reader, None) is not None and not self.readers:
-            self.per_target.clear()  # the next reader starts at the head, as a new poll would
+            self.per_target.clear()  # the next reader starts at the head
             self.union = self.union_targets = None
             self._last_read = None
 
     # the shared read ----------------------------------------------------------------------------
 
     async def read(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> dict[Hashable, list[Any]]:
-        """Read what is new for ``targets`` since the previous cycle (call once per cycle)."""
+        """What is new for ``targets`` since the previous cycle (call once per cycle)."""
         self.cycle += 1
         self._catchups = {k: c for k, c in self._catchups.items() if c.cycle >= self.cycle - 1}
         if not targets:
@@ -187,7 +165,7 @@ class SharedReads:
         for item in items:
             out.setdefault(self.target_of(item), []).append(item)
         self._retain(items)
-        if log.isEnabledFor(logging.DEBUG):  # the keys are only worth computing when someone reads them
+        if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "shared %s read, cycle %d, targets %s: %d new %s",
                 self.kind,
@@ -203,7 +181,7 @@ class SharedReads:
         self.covered = {t: c for t, c in self.covered.items() if t in feeds}
         for target, feed in feeds.items():
             if target not in self.covered and feed.established and feed.mark:
-                self.covered[target] = feed.mark  # everything after this mark is delivered by the shared read
+                self.covered[target] = feed.mark  # everything after it is delivered
         for item in items:
             when = self.position(item)[0]
             self.retained.setdefault(self.target_of(item), deque()).append((when, item))
@@ -222,7 +200,7 @@ class SharedReads:
                 del self.retained[target]
 
     def _from_retained(self, target: Hashable, start: datetime | None) -> list[Any] | None:
-        """Items of ``target`` from ``start`` out of what the shared read delivered, if that covers it."""
+        """Items of ``target`` from ``start`` out of what was delivered, if that covers it."""
         covered = self.covered.get(target, self.covered.get(None))
         if start is None or covered is None or start <= covered:
             return None
@@ -231,7 +209,7 @@ class SharedReads:
         return [item for when, item in self.retained.get(target, ()) if when >= start]
 
     async def _read_per_target(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> list[Any]:
-        if self.union is not None:  # switching from the union: each asset continues from its position
+        if self.union is not None:  # switching from the union: each asset continues from it
             for target in targets:
                 self.per_target.setdefault(target, self.union.derive(self.listing(target).position))
             self.union = self.union_targets = None
@@ -247,11 +225,7 @@ class SharedReads:
         return items
 
     async def _union_is_cheaper(self, client: RemoteAirflowClient, targets: Set[Hashable]) -> bool:
-        """After a spell of per-asset reads: would the union be cheaper now? One request tells (API v2).
-
-        The union's total since the newest per-asset mark at the previous check says how many events
-        per cycle the union would read; Airflow 2 has no time filter to ask with, so it stays per asset.
-        """
+        """Whether the union would now be cheaper than per-asset reads: one count request (API v2 only)."""
         if self.union is not None or not self.per_target:
             return True
         marks = [f.mark for f in self.per_target.values() if f.mark is not None]
@@ -274,12 +248,8 @@ class SharedReads:
         listing = self._union_listing(key or ())
         if self.union is None or self.union_targets != key:
             previous = [self.union] if self.union is not None else list(self.per_target.values())
-            # Continue from where the previous feeds were; start at the head only when there were none.
-            # From per-asset reads, the count just taken says where the upstream is (its newest event)
-            # and that little happened since the previous count: the union starts there, not behind
-            # the quiet assets' old marks (their feeds read up to now). Its first read covers the
-            # overlap window behind that newest event, as each per-asset feed would have: an item
-            # that becomes visible late there is found (what the per-asset feeds read is not repeated).
+            # From per-asset reads, start at the newest event the count saw, not at quiet assets' old
+            # marks; the first read covers the overlap window behind it.
             switching = self.per_target and self._probe_cycle == self.cycle
             head = self._probe_since if switching else None
             self.union = (
@@ -293,8 +263,7 @@ class SharedReads:
         items = await read_feed(client, self.union, listing)
         if self.kind == "asset_events":
             covering, self._union_covering = self._union_covering, self._union_covering and self.union.behind
-            # a busy upstream: the union's pages outnumber the watched assets' listings (not counting the
-            # first read after a switch, which covers the window behind where the per-asset feeds were)
+            # busy: the union's pages outnumber the per-asset listings
             if not covering and len(items) > PAGE_LIMIT * (len(targets) - 1):
                 self.per_target_until = self.cycle + PER_TARGET_CYCLES
                 self._probe_since, self._probe_cycle = self.union.mark, self.cycle  # count from here later
@@ -308,7 +277,7 @@ class SharedReads:
         return items
 
     def marks(self) -> dict[Hashable, datetime]:
-        """How far the shared read has got, per target (``None`` key: the union over every target)."""
+        """How far the shared read has got, per target (``None`` key: the union)."""
         if self.union is not None:
             return {None: self.union.mark} if self.union.mark is not None else {}
         return {target: feed.mark for target, feed in self.per_target.items() if feed.mark is not None}
@@ -333,11 +302,9 @@ class SharedReads:
         start: datetime | None,
         source_dag_id: str | None = None,
     ) -> tuple[list[Any], bool]:
-        """Every item of ``target`` from ``start`` read so far (with ``source_dag_id``: at least those
-        that DAG produced; the server filters the catch-up), and whether that reaches now.
+        """Every item of ``target`` from ``start`` read so far, and whether that reaches now.
 
-        A catch-up cut at the page cap continues on the next cycle's call; one that is not asked
-        for during a cycle is dropped.
+        A catch-up cut at the page cap continues on the next cycle's call; one not asked for is dropped.
         """
         kept = self._from_retained(target, start)
         if kept is not None:
@@ -381,11 +348,7 @@ _BY_CONNECTION: PerLoop[tuple[str, str], SharedReads] = PerLoop(weak=True)
 
 
 def asset_reads_for(config: ClientConfig) -> SharedReads:
-    """The asset-event reads of one connection in this event loop: the sensors' shared poll and the
-    watchers' shared stream read the upstream's asset events through the same feeds (``read_for``).
-
-    It lives as long as a poll or stream holds it.
-    """
+    """The asset-event reads of one connection in this event loop, shared by the poll and the stream."""
     return _BY_CONNECTION.get(
         (config.conn_id, config.base_url), lambda: SharedReads(ListingKind.ASSET_EVENTS)
     )
@@ -396,7 +359,7 @@ ENDED_RUNS = Listing(ListingKind.FINISHED_RUNS, states=("failed", "success"))
 
 
 class _Slot:
-    """One change feed of ``RunChanges`` and where it must start when it (re)starts."""
+    """One change feed of ``RunChanges`` and where it (re)starts."""
 
     __slots__ = ("listing", "feed", "since")
 
@@ -409,21 +372,9 @@ class _Slot:
 class RunChanges:
     """What changed in the upstream's DAG runs since the previous cycle: what DAG-run waits read.
 
-    Two feeds over the batch run listing of every DAG the connection may read: runs by start date
-    (a run appears to a wait when it starts, whatever its logical date: a backfill or a manual run
-    too) and runs by end date (success or failed). A run that ended is in the second, whether or
-    not the first saw it run. Each cycle's read costs what started or ended upstream since the
-    previous one, never a wait's bound or the upstream's history. The started-runs feed is read only
-    while some wait needs it (a run not known yet, a newer run, a running state): waits whose run is
-    known and decided by its end need only the second.
-
-    A feed starts where the waits' first looks were (``look_from``, less the overlap window, which
-    covers the clocks of this host and the upstream as it covers late commits), so what happened
-    since a first look is delivered; after a failed
-    read it continues from its last read that went through. With no such time (the first read ever
-    serves waits that looked already), it starts at the listing's newest item and ``fresh`` tells the
-    waits to ask for their runs exactly, once. A feed no wait needs this cycle is dropped rather than
-    kept at a position that would go stale.
+    Runs that started and runs that ended, each read only while a wait needs it. A feed starts at the
+    first looks (``look_from``) less the overlap window; with no such time, at the head, and ``fresh``
+    tells the waits to ask for their runs exactly, once. See ``docs/explanation/feeds.md``.
     """
 
     def __init__(self) -> None:
@@ -432,7 +383,7 @@ class RunChanges:
         self.fresh = False
 
     def look_from(self, when: datetime) -> None:
-        """First looks were made at ``when`` (by this host's clock): feeds not reading yet start there."""
+        """First looks were made at ``when``: feeds not reading yet start there."""
         for slot in (self.started, self.ended):
             if slot.feed is None and slot.since is None:
                 slot.since = when
@@ -448,7 +399,7 @@ class RunChanges:
         return self.started.feed is not None or self.ended.feed is not None
 
     async def read(self, client: RemoteAirflowClient, started: bool = True) -> dict[str, list[Any]]:
-        """The runs new to the feeds this cycle, by DAG id: started ones first, each oldest first."""
+        """The runs new to the feeds this cycle, by DAG id: started ones first, oldest first."""
         slots = [self.started, self.ended] if started else [self.ended]
         self.fresh = any(slot.feed is None and slot.since is None for slot in slots)
         out: dict[str, list[Any]] = {}
@@ -464,7 +415,7 @@ class RunChanges:
                 for run in await read_feed(client, slot.feed, slot.listing):
                     out.setdefault(run.dag_id, []).append(run)
             except BaseException:
-                slot.feed = None  # a read that failed half-way may have marked items read: restart from since
+                slot.feed = None  # it may have marked items read: restart from since
                 raise
             slot.since = began
         return out

@@ -1,16 +1,7 @@
 """Where a probe gets upstream data: straight from the client, or from one shared poll cycle.
 
-A probe asks a *source* for what it needs (the run it waits for, task instances, asset events).
-``DirectSource`` sends one request per question: what a lone trigger and ``poke`` use.
-``BatchSource`` serves every subscriber of one cycle of a shared poll (``polling``): a first look
-reads the newest runs of the cycle's new waits, later looks the runs that started or ended since the
-previous cycle (``streams.RunChanges``), asset waits one shared read of the asset-event feeds
-(``streams.SharedReads``), and identical remaining requests are made once (memoized futures, so a
-failure reaches every subscriber as the same error). The DAG existence checks of the new waits come
-from one DAG listing.
-
 Sources know waits only by the :class:`RunWait` and :class:`AssetReader` protocols, so this module
-imports no probe: probes import it.
+imports no probe. See ``docs/guides/running-at-scale.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +22,7 @@ from xdep_sensors.core.shared_reads import RunChanges, SharedReads
 
 
 class RunWait(Protocol):
-    """What a source needs of a DAG-run wait (``probes.DagRunTarget``)."""
+    """What a source needs of a DAG-run wait (``probes.DagRunWait``)."""
 
     external_dag_id: str
     run_id: str | None
@@ -46,12 +37,12 @@ class RunWait(Protocol):
 
 
 class AssetReader(Protocol):
-    """What a source needs of an asset wait (``probes.AssetProbe``): its assets, feeds and starting points."""
+    """What a source needs of an asset wait (``probes.AssetProbe``)."""
 
     ids: dict[str, int]
     feeds: dict[str, Feed]
     caught_up: bool
-    source_dag_id: str | None  # only events this upstream DAG produced (the server filters its own reads)
+    source_dag_id: str | None
 
     def start(self, label: str) -> datetime | None: ...
 
@@ -61,7 +52,7 @@ class DirectSource:
 
     def __init__(self, client: RemoteAirflowClient):
         self.client = client
-        self._memo: dict[Hashable, asyncio.Future] = {}  # asset lookups of this look
+        self._memo: dict[Hashable, asyncio.Future] = {}
 
     async def run_for(self, watch: RunWait, need: RunNeed, known: DagRun | None) -> DagRun | None:
         return await _lookup_run(self.client, watch)
@@ -85,12 +76,11 @@ class DirectSource:
         return None
 
     async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
-        """Assets whose URI (``("uri", ...)``) or name (``("name", ...)``) contains the value; with
-        ``among`` (the keys the same wait looks up next), one listing finds them all where it can."""
+        """Assets whose URI or name (``key``) contains the value; one listing finds those of ``among`` too."""
         return await _find_asset(self.client, key, among, self._memo)
 
     async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
-        """What is new for the probe's assets, through its own feeds (one listing per asset)."""
+        """What is new for the probe's assets, through its own feeds."""
         events: list[AssetEvent] = []
         for label, asset_id in probe.ids.items():
             listing = Listing(ListingKind.ASSET_EVENTS, asset_id=asset_id, source_dag_id=probe.source_dag_id)
@@ -105,9 +95,7 @@ class DirectSource:
 async def _find_asset(
     client: RemoteAirflowClient, key: tuple[str, str], among: list[tuple[str, str]], memo: dict[Hashable, Any]
 ) -> list[Asset]:
-    """The assets one lookup key finds. Where the upstream takes alternatives (3.2+), the keys looked up
-    together (``among``) share one listing of assets whose URI or name starts with one of them; a key it
-    does not find exactly is asked for alone, as on older upstreams (a substring filter)."""
+    """The assets one lookup key finds: from 3.2 one prefix listing for ``among``, else one per key."""
     by, value = key
     values = sorted({v for b, v in among if b == by} | {value})
     if len(values) > 1 and await client.alternatives():
@@ -122,7 +110,7 @@ async def _find_asset(
 def _once(
     memo: dict[Hashable, asyncio.Future], key: Hashable, make: Callable[[], Awaitable[Any]]
 ) -> asyncio.Future:
-    """One future per key: identical requests of one look or cycle are made once (a failure reaches all)."""
+    """One future per key: identical requests are made once (a failure reaches all)."""
     if key not in memo:
         memo[key] = asyncio.ensure_future(make())
     return memo[key]
@@ -157,26 +145,21 @@ class BatchSource:
     ):
         self.client = client
         self.new_dags = new_dags or set()  # DAGs whose existence some wait checks this cycle
-        self.first_waits = first_waits  # how many waits take their first look this cycle
+        self.first_waits = first_waits
         self.first_bounds = first_bounds  # dag_id -> lowest run_after a first look needs (None: any)
-        self.run_changes = (
-            run_changes  # the poller's feeds of runs that started / ended (they outlive this cycle)
-        )
-        self.read_started = read_started  # some wait needs the runs that started, not only those that ended
-        self.asset_reads = asset_reads  # the poller's shared asset-event feeds (they outlive this cycle)
-        self.asset_targets = asset_targets  # asset ids any subscriber waits on
-        self.reader = reader  # (who, fresh for seconds): asset reads shared with other readers (``read_for``)
-        self.unresolved: list[tuple[str, str]] = []  # lookup keys of the assets new waits look up this cycle
-        self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG, once read
+        self.run_changes = run_changes  # the poller's: they outlive this cycle
+        self.read_started = read_started
+        self.asset_reads = asset_reads  # the poller's: they outlive this cycle
+        self.asset_targets = asset_targets
+        self.reader = reader  # (who, fresh for seconds): see ``SharedReads.read_for``
+        self.unresolved: list[tuple[str, str]] = []  # lookup keys of the assets new waits look up
+        self.changes: dict[str, list[DagRun]] | None = None  # this cycle's run changes, by DAG
         self._memo: dict[Hashable, asyncio.Future] = {}
 
     async def prefetch(self) -> None:
-        """Read what most waits of the cycle share before stepping them: the runs that started or ended.
+        """Read the run changes before stepping the waits; a failure is kept for the steps to deliver.
 
-        Then a wait whose DAG has none can be answered without a step (``DagRunProbe.unchanged``).
-        The cycle's first looks come after this read, and feeds that start later start from them
-        (``RunChanges.look_from``), so nothing that happens in between goes unseen. A failure is kept
-        for the steps, which deliver it.
+        First looks come after this read, so a feed started from them misses nothing.
         """
         if self.run_changes is not None:
             try:
@@ -192,7 +175,7 @@ class BatchSource:
         return await self.run_changes.read(self.client, started=self.read_started)
 
     async def run_for(self, watch: RunWait, need: RunNeed, known: DagRun | None) -> DagRun | None:
-        """The run this wait is about (``None``: none yet), newest state, as cheaply as the cycle allows."""
+        """The run this wait is about (``None``: none yet), as cheaply as the cycle allows."""
         dag_id = need.dag_id
         if need.kind is RunNeedKind.FIRST_LOOK and dag_id in self.first_bounds:
             covered_above, complete, by_dag = await self._once(("first-look",), self._first_look)
@@ -203,9 +186,9 @@ class BatchSource:
             changes: dict[str, list[DagRun]] = await self._once(("run-changes",), self._read_changes)
             if not self.run_changes.fresh:  # else the feeds began this cycle: ask once, exactly
                 latest = {known.run_id: known} if known is not None else {}
-                latest.update((run.run_id, run) for run in changes.get(dag_id, ()))  # the later read wins
+                latest.update((run.run_id, run) for run in changes.get(dag_id, ()))
                 return watch.pick(list(latest.values()))
-        # a run the shared reads cannot answer for: asked for exactly, once per (DAG, target) and cycle
+        # else asked for exactly, once per target and cycle
         key = ("run", dag_id, watch.run_id, watch.logical_date, watch.latest_after)
         return await self._once(key, lambda: _lookup_run(self.client, watch))
 
@@ -218,12 +201,7 @@ class BatchSource:
         return by_asset
 
     async def _first_look(self) -> tuple[datetime | None, bool, dict[str, list[DagRun]]]:
-        """The newest runs of the DAGs new waits look at: (covered above, complete, runs by DAG).
-
-        Recent runs (the usual case: today's run of a DAG) are answered from it for many waits at
-        once; it reads at most one page per hundred new waits, so its cost follows the waits, never the
-        upstream's history. A wait whose run is older than the pages reach is asked for exactly.
-        """
+        """The newest runs of new waits' DAGs, a page per 100 waits: (covered above, complete, by DAG)."""
         bounds = list(self.first_bounds.values())
         since = None if None in bounds else min(bounds)  # type: ignore[type-var]
         items, complete = await self.client.newest_runs(
@@ -238,18 +216,18 @@ class BatchSource:
         return (min(oldest) if oldest else None), complete, by_dag
 
     async def dag(self, dag_id: str) -> Dag:
-        """One upstream DAG (``NotFound`` when absent): the new waits of a cycle share one DAG listing."""
+        """One upstream DAG (``NotFound`` when absent); the cycle's new waits share one listing."""
         if dag_id in self.new_dags and len(self.new_dags) > 2:
             listed: dict[str, Dag] = await self._once(
                 ("dags",), lambda: self.client.find_dags(sorted(self.new_dags))
             )
             if dag_id in listed:
                 return listed[dag_id]
-        # not listed (absent, stale, or the listing was not worth reading): ask for it alone, once per cycle
+        # not listed (absent, stale, or not worth a listing): ask for it alone
         return await self._once(("dag", dag_id), lambda: self.client.get_dag(dag_id))
 
     async def dag_ids(self) -> list[str]:
-        """Every upstream DAG id, for close matches when one is missing (once per cycle)."""
+        """Every upstream DAG id, for close matches (once per cycle)."""
         dags: list[Dag] = await self._once(("all-dags",), self.client.list_dags)
         return [d.dag_id for d in dags]
 
@@ -263,7 +241,7 @@ class BatchSource:
         )
 
     def known_asset(self, key: tuple[str, str]) -> int | None:
-        """An asset id another wait of this poll resolved already (asset ids do not change)."""
+        """An asset id another wait of this poll resolved already."""
         return self.asset_reads.asset_ids.get(key) if self.asset_reads is not None else None
 
     def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
@@ -271,21 +249,18 @@ class BatchSource:
             self.asset_reads.asset_ids[key] = asset_id
 
     async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
-        """As ``DirectSource.assets``; the cycle's new waits look up their assets in the same listings."""
+        """As ``DirectSource.assets``, in the listings of the cycle's new waits."""
         return await _find_asset(self.client, key, [*self.unresolved, *among], self._memo)
 
     async def asset_events(self, probe: AssetReader) -> list[AssetEvent]:
-        """What is new for the probe's assets: this cycle's shared read, plus its catch-up until it is done.
-
-        The shared read comes first, so an item is either in the catch-up or new to the shared feeds.
-        """
+        """What is new for the probe's assets: this cycle's shared read, then its catch-up until done."""
         if self.asset_reads is None:
             return await DirectSource(self.client).asset_events(probe)
         reads = self.asset_reads
         by_asset = await self._once(("asset-events",), self._read_assets)
         events = [e for asset_id in probe.ids.values() for e in by_asset.get(asset_id, [])]
         if not probe.caught_up:
-            # caught up only once this cycle's shared read covered all its assets (else: again next cycle)
+            # caught up only once this cycle's shared read covered all its assets
             done = set(probe.ids.values()) <= self.asset_targets
             for label, asset_id in probe.ids.items():
                 start = probe.start(label)

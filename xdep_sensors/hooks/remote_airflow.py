@@ -20,15 +20,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# One client (so one aiohttp session) per event loop and connection: every trigger in a triggerer
-# shares it instead of opening a session per poll.
-CLIENTS: PerLoop[ClientConfig, RemoteAirflowClient] = PerLoop()  # one client (aiohttp session) per config
+# one client (so one aiohttp session) per event loop and connection, shared by every trigger
+CLIENTS: PerLoop[ClientConfig, RemoteAirflowClient] = PerLoop()
 
-# Triggers of one loop share one connection lookup for CONFIG_TTL_S: a burst of deferrals, or every
-# watcher's every poll, would otherwise read the same connection (a secrets backend, or the
-# triggerer's supervisor) each time; a changed connection reaches them after at most the TTL.
+# Triggers of one loop share one connection lookup for CONFIG_TTL_S instead of asking the secrets
+# backend on every poll; a changed connection reaches them within the TTL.
 CONFIG_TTL_S = 30.0
-_ttl_clock = time.monotonic  # tests replace it
+_ttl_clock = time.monotonic
 CONFIGS: PerLoop[str, tuple[float, asyncio.Future]] = PerLoop()  # conn id -> (when, its config lookup)
 
 
@@ -115,10 +113,9 @@ class RemoteAirflowHook(BaseHook):
         return await shared_config(self.remote_conn_id, self)
 
     async def aget_client(self) -> RemoteAirflowClient:
-        """Return the client shared by everything on this event loop for this connection.
+        """Return the client shared on this event loop for this connection.
 
-        The connection is read at most once per ``CONFIG_TTL_S`` per event loop, whatever the number
-        of triggers and polls asking.
+        The connection is read at most once per ``CONFIG_TTL_S`` per event loop.
         """
         return self.client_for(await self.aget_shared_config())
 
@@ -149,10 +146,7 @@ class RemoteAirflowHook(BaseHook):
 
 
 async def shared_config(remote_conn_id: str, hook: RemoteAirflowHook | None = None) -> ClientConfig:
-    """``remote_conn_id``'s client config, read at most once per ``CONFIG_TTL_S`` on this event loop.
-
-    A hit costs no hook and no future: thousands of triggers starting at once ask for it.
-    """
+    """``remote_conn_id``'s client config, read at most once per ``CONFIG_TTL_S`` on this event loop."""
     per_loop = CONFIGS.here()
     now = _ttl_clock()
     hit = per_loop.get(remote_conn_id)

@@ -1,18 +1,6 @@
 """What this deployment waits on across deployments: the data of the Remote dependencies page.
 
-Three sources, none of them a DAG file:
-
-- the metadata database: serialized DAGs (each sensor's ``xdep_dependency``), the ``trigger`` table
-  (watchers, and the *rendered* target of every wait in flight) and task instances (waits in flight,
-  recent outcomes) — :func:`read_deployment`, one session, a handful of queries;
-- the upstream deployments: per connection one coalesced read (its version, the newest runs of every
-  upstream DAG waited on, the newest asset events), cached ``FACTS_TTL_S`` across viewers and
-  requests, bounded by ``FACTS_TIME_LIMIT_S`` so a dead upstream never blocks the page —
-  :class:`UpstreamFacts`;
-- :func:`compose` joins them into one item per dependency, with a status a person can act on.
-
-Nothing here reads or returns a credential: connections give their host (user-info and query
-stripped), the client's errors carry credential-free URLs.
+No DAG file is parsed and no credential read or returned. See ``docs/guides/remote-dependencies.md``.
 """
 
 from __future__ import annotations
@@ -61,12 +49,12 @@ TARGET_KEYS = (
 
 
 def _is_sensor_module(module: Any) -> bool:
-    """Whether a serialized task's ``_task_module`` is one of ours (``xdep_sensors.sensors`` or below)."""
+    """Whether a serialized task's ``_task_module`` is ``xdep_sensors.sensors`` or below."""
     return isinstance(module, str) and (module == SENSORS_MODULE or module.startswith(SENSORS_MODULE + "."))
 
 
 def _declared(op: dict[str, Any]) -> dict[str, Any] | None:
-    """A sensor task's declared dependency from its serialized form (``None``: not one of ours)."""
+    """A sensor task's declared dependency (``None``: not one of ours)."""
     raw = op.get("xdep_dependency")
     if isinstance(raw, str):
         try:
@@ -140,7 +128,7 @@ def _target(kwargs: dict[str, Any]) -> dict[str, Any]:
 def watcher_dependency(
     classpath: str, kwargs: dict[str, Any], assets: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """One AssetWatcher trigger of ours, the local assets it feeds and the DAGs they schedule."""
+    """One AssetWatcher trigger of ours, its local assets and the DAGs they schedule."""
     return {
         "kind": "watcher",
         "trigger": classpath.rsplit(".", 1)[-1],
@@ -203,7 +191,7 @@ def _declared_sensors(dag_ids: set[str] | None, session: Any) -> list[dict[str, 
     heads = session.execute(
         select(SerializedDagModel.dag_id, SerializedDagModel.dag_hash).join(newest, is_newest)
     ).all()
-    # a DAG's serialized form is read and parsed once per version (its hash), not on every page view
+    # parsed once per DAG version (its hash), not on every page view
     changed = [h.dag_id for h in heads if _DECLARED.get(h.dag_id, ("",))[0] != h.dag_hash]
     if changed:
         for row in session.scalars(
@@ -234,8 +222,7 @@ def _watchers(dag_ids: set[str] | None, session: Any) -> list[dict[str, Any]]:
 
 
 def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
-    """Everything this deployment knows about its remote dependencies, for the DAGs in ``dag_ids``
-    (``None``: all): sensors, watchers, waits in flight and recent outcomes. Sync: run in a thread."""
+    """This deployment's remote dependencies of ``dag_ids`` (``None``: all). Sync: run in a thread."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import Trigger
     from sqlalchemy import func, select, tuple_
@@ -294,7 +281,7 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
 
 
 def asset_labels(target: dict[str, Any]) -> list[str]:
-    """The asset URIs or names a declared or rendered target waits on, in order, without repeats."""
+    """The asset URIs or names a target waits on, in order, without repeats."""
     refs = [*(target.get("assets") or []), {"uri": target.get("asset_uri"), "name": target.get("asset_name")}]
     labels = [(r.get("uri") or r.get("name")) if isinstance(r, dict) else r for r in refs]
     return list(dict.fromkeys(label for label in labels if isinstance(label, str) and label))
@@ -323,8 +310,7 @@ def _run(run: Any) -> dict[str, Any]:
 
 
 async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[str, Any]:
-    """What an upstream shows now, in at most three requests: its version, the newest runs of every DAG
-    in ``dags`` (one batch listing), the newest asset events (one listing over every asset)."""
+    """What an upstream shows now, in at most three requests: version, newest runs, newest asset events."""
     from xdep_sensors.core.listings import Listing, ListingKind
 
     facts: dict[str, Any] = {
@@ -362,7 +348,7 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
 
 
 def _connection_config(conn_id: str) -> Any:
-    """The client config of a connection, read the way Airflow's API server reads connections."""
+    """The client config of a connection, read as the API server reads connections."""
     from airflow.models.connection import Connection
 
     from xdep_sensors.hooks.remote_airflow import config_from_connection
@@ -374,8 +360,7 @@ def _connection_config(conn_id: str) -> Any:
 class UpstreamFacts:
     """Per connection, one read of the upstream shared by every viewer for ``ttl`` seconds.
 
-    Concurrent requests for the same connection await the same read. A read that does not end within
-    ``time_limit`` seconds reports the upstream as unreachable (and is kept as such for ``ttl``).
+    Concurrent requests await the same read; one not done within ``time_limit`` says unreachable.
     """
 
     def __init__(
@@ -434,7 +419,7 @@ class UpstreamFacts:
                 "authenticated": False if err.status in (401, 403) else None,
                 "error": str(err),
             }
-        except Exception as err:  # never let one upstream break the page; details only in the server's log
+        except Exception as err:  # one upstream never breaks the page; details only in the server's log
             log.warning("Remote dependencies: reading %s (%s) failed", conn_id, base["host"], exc_info=True)
             return {
                 **base,

@@ -1,11 +1,7 @@
 """The Remote dependencies page: a FastAPI app the Airflow API server mounts at ``/xdep-sensors``.
 
-- ``GET /xdep-sensors/api/dependencies`` — JSON (``?q=`` filters, as on the page);
-- ``GET /xdep-sensors/dependencies`` — the page, grouped by upstream deployment.
-
-Both need an authenticated Airflow user (Airflow's own ``GetUserDep``: the UI's cookie from 3.1, or
-a bearer token) and show only DAGs that user may read. Imported by the API server only (the plugin
-builds the app on first use), never by workers or the triggerer.
+Both routes need an authenticated Airflow user (``GetUserDep``) and show only DAGs that user may read.
+Imported by the API server only. See ``docs/guides/remote-dependencies.md``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The Airflow plugin shipped with xdep-sensors: the Remote dependencies page (``xdep_sensors.ui``).
 
-Registered through the ``airflow.plugins`` entry point, which every Airflow 3 component reads (the
-provider info's ``plugins`` key is read only with ``[core] lazy_discover_providers = False``). The
-FastAPI app is built on first use, so schedulers, workers and triggerers never import it.
+Registered through the ``airflow.plugins`` entry point (the provider info's ``plugins`` key is read
+only with ``[core] lazy_discover_providers = False``); the app is built on first use.
 """
 
 from __future__ import annotations

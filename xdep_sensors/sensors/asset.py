@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from airflow.sdk import Asset, AssetAlias
 
-from xdep_sensors.core.probes import AssetProbe, AssetTarget
+from xdep_sensors.core.probes import AssetProbe, AssetWait
 from xdep_sensors.links import UpstreamAssetLink
 from xdep_sensors.triggers import RemoteAssetTrigger
 from xdep_sensors.triggers.state import CursorStore
-from xdep_sensors.triggers.task_args import asset_target
+from xdep_sensors.triggers.task_args import asset_wait
 
 if TYPE_CHECKING:
     import logging
@@ -136,8 +136,8 @@ class RemoteAssetSensor(_RemoteSensor):
             "check_existence": self.check_existence,
         }
 
-    def _watch(self, context: Context) -> AssetTarget:
-        return asset_target(self._task_args(), context)
+    def _watch(self, context: Context) -> AssetWait:
+        return asset_wait(self._task_args(), context)
 
     def make_probe(self, context: Context) -> Probe:
         # the task logger takes the stdlib logging calls a probe makes

@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.triggers.base import StartTriggerArgs
 
-from xdep_sensors.core.probes import AssetTarget, DagRunTarget
+from xdep_sensors.core.probes import AssetWait, DagRunWait
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
@@ -49,9 +49,7 @@ START_FROM_TRIGGER_SINCE = (3, 3)  # Airflow renders a task's arguments in the t
 class _RemoteSensor(BaseSensorOperator):
     """What both sensors share: one probe, run in the triggerer (deferrable) or by ``poke``.
 
-    ``start_from_trigger`` / ``end_from_trigger`` (Airflow's names and meaning, opt-in): the
-    scheduler hands the task straight to the triggerer, and the trigger ends the task itself, so a
-    wait costs no worker run. See "Running at scale" in the docs (Worker-free waits).
+    ``start_from_trigger`` / ``end_from_trigger``: see ``docs/guides/running-at-scale.md``.
     """
 
     link_class: type[UpstreamRunLink] | type[UpstreamAssetLink] = UpstreamRunLink
@@ -102,8 +100,7 @@ class _RemoteSensor(BaseSensorOperator):
     def _finish_init(self, task_args: dict[str, Any]) -> None:
         """Called last by each sensor's ``__init__`` with its wait's (unrendered) arguments."""
         self._start_in_triggerer(task_args)
-        # JSON text: Airflow's serialization keeps an operator's extra string field as it is everywhere
-        # (a dict would be written raw and read back as an encoded value)
+        # JSON text: serialization keeps an extra string field as is (a dict would come back encoded)
         self.xdep_dependency = json.dumps(
             {
                 "kind": self.kind,
@@ -117,11 +114,7 @@ class _RemoteSensor(BaseSensorOperator):
         )
 
     def _start_in_triggerer(self, task_args: dict[str, Any]) -> None:
-        """Set ``start_trigger_args`` from the sensor's arguments.
-
-        The triggerer renders the templated ones (those named in ``template_fields``) before the
-        trigger builds its watch, with the same function the worker uses.
-        """
+        """Set ``start_trigger_args`` from the sensor's arguments (the triggerer renders templates)."""
         if not self.start_from_trigger:
             return
         running = airflow_version()
@@ -161,7 +154,7 @@ class _RemoteSensor(BaseSensorOperator):
 
     # subclasses ------------------------------------------------------------------------------
 
-    def _watch(self, context: Context) -> DagRunTarget | AssetTarget:
+    def _watch(self, context: Context) -> DagRunWait | AssetWait:
         raise NotImplementedError
 
     def make_probe(self, context: Context) -> Probe:

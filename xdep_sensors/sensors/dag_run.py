@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 from xdep_sensors.core.decisions import DAG_RUN_STATES, TASK_STATES
-from xdep_sensors.core.probes import DagRunProbe, DagRunTarget
+from xdep_sensors.core.probes import DagRunProbe, DagRunWait
 from xdep_sensors.links import UpstreamRunLink
-from xdep_sensors.triggers.task_args import dag_run_target
+from xdep_sensors.triggers.task_args import dag_run_wait
 
 if TYPE_CHECKING:
     import logging
@@ -123,8 +123,8 @@ class RemoteDagRunSensor(_RemoteSensor):
             "check_existence": self.check_existence,
         }
 
-    def _watch(self, context: Context) -> DagRunTarget:
-        return dag_run_target(self._task_args(), context, self.logical_date_fn)
+    def _watch(self, context: Context) -> DagRunWait:
+        return dag_run_wait(self._task_args(), context, self.logical_date_fn)
 
     def make_probe(self, context: Context) -> Probe:
         # the task logger takes the stdlib logging calls a probe makes

@@ -1,7 +1,6 @@
 """The triggers: the sensors' own, and triggers for Airflow 3 ``AssetWatcher`` (events, runs, alerts).
 
-Each serializes under ``xdep_sensors.triggers.<Name>``, whichever module defines it, so a classpath
-stored in a deployment's trigger table or serialized DAGs outlives a move.
+Each serializes under ``xdep_sensors.triggers.<Name>``, whichever module defines it.
 """
 
 from __future__ import annotations

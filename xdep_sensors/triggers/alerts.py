@@ -1,11 +1,8 @@
 """Alert-type AssetWatcher triggers (Astro alert parity): task ends, long runs, missed deadlines.
 
-``RemoteTaskInstanceEventTrigger`` reads a listing (task instances that ended) exactly like the
-watchers in :mod:`xdep_sensors.watchers` and shares their hooks, cursor and shared poll.
-``RemoteDagRunDurationTrigger`` and ``RemoteDagRunDeadlineTrigger`` are not listings: they look at
-what is running now, or at the clock, so each has its own loop and keeps a small durable state
-(what it already fired, which deadline it handled last) in the same place the watchers keep their
-cursors, written after each event is handed over.
+``RemoteTaskInstanceEventTrigger`` reads a listing like the watchers and shares their machinery. The
+duration and deadline triggers look at what runs now, or at the clock: each has its own loop and a
+small durable state, kept where the watchers keep their cursors. See ``docs/explanation/guarantees.md``.
 """
 
 from __future__ import annotations
@@ -33,8 +30,8 @@ log = logging.getLogger(__name__)
 
 UTC = dt_timezone.utc
 TASK_END_STATES = frozenset({"failed", "success", "skipped", "upstream_failed"})
-# A task "still running" for the duration alert: executing, waiting in the triggerer, or a
-# reschedule-mode sensor between pokes (its start_date is the first poke's).
+# "Still running" for the duration alert: a reschedule-mode sensor between pokes too (its start_date
+# is the first poke's).
 ACTIVE_TASK_STATES = ("deferred", "running", "up_for_reschedule")
 DEADLINE_GRACE = 5.0  # seconds after a deadline before judging it: a run ending just before is visible
 MAX_CATCHUP = 10  # deadlines judged after a long outage; older missed ones are logged, not fired
@@ -86,7 +83,7 @@ class _StatefulAlert(_RemoteEventTrigger):
     """An alert with its own loop (no listing to share) and a small durable state dict."""
 
     def shared_stream_key(self) -> Hashable | None:
-        return None  # each looks at one DAG's present, with its own thresholds: nothing worth sharing
+        return None  # nothing worth sharing: each has its own DAG and thresholds
 
     async def load_state(self) -> dict[str, Any] | None:
         stored = await self._store().aget(self._state_key)
@@ -109,7 +106,7 @@ class _StatefulAlert(_RemoteEventTrigger):
 
 @dataclass(frozen=True)
 class EndedTask:
-    """A task instance that ended, with its upstream UI link (the link depends on the API version)."""
+    """A task instance that ended, with its upstream UI link."""
 
     ti: TaskInstance
     url: str
@@ -119,11 +116,9 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
     """
     Fires once per upstream task instance that ends in one of ``states`` (for ``AssetWatcher``).
 
-    A task with retries fires once per *final* state, not per try: a failed try that will be
-    retried is ``up_for_retry`` upstream, not ``failed``, so only the try that exhausts the retries
-    (and really fails the task) fires. That is what a remediation wants: a try that a retry fixes is
-    not an incident. A task instance cleared and run again ends again, and fires again (its new try
-    number and end date make it a new item).
+    A task with retries fires once per *final* state, not per try: a try that will be retried is
+    ``up_for_retry`` upstream, so only the try that exhausts the retries fires. A task instance
+    cleared and run again fires again (its new try number and end date make it a new item).
 
     :param remote_conn_id: connection of type ``remote_airflow``.
     :param external_dag_id: the upstream DAG id.
@@ -135,9 +130,7 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
 
     kind = "task_instances"
     listing_kind = ListingKind.ENDED_TASK_INSTANCES
-    listing_states = tuple(
-        sorted(TASK_END_STATES)
-    )  # every end state: the listing is shared by all such watchers
+    listing_states = tuple(sorted(TASK_END_STATES))  # every end state: one listing for all such watchers
 
     def __init__(
         self,
@@ -165,7 +158,7 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
 
     @property
     def _state_key(self) -> str:
-        # two such watchers on one asset (other tasks or states) must not share a cursor
+        # two such watchers on one asset (other tasks or states) must not share state
         which = ",".join(self.task_ids) if self.task_ids else f"group={self.task_group_id or ''}"
         return f"xdep_sensors:{self.kind}:{self.remote_conn_id}:{self.target}:{which}:{','.join(self.states)}"
 
@@ -218,12 +211,11 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
     """
     Fires once per upstream run still running longer than ``max_duration`` after its start.
 
-    The alert comes while the run runs (at the first poll after ``start_date + max_duration``), once
-    per run; a run cleared and started again is a new run here. With ``task_ids`` it watches those
-    tasks instead (task duration): once per task instance try running longer than ``max_duration``.
-    Only limits crossed after the watcher first started fire; its state is durable (the asset state
-    store on Airflow 3.3+, an Airflow Variable below), so a limit crossed while the triggerer was down
-    fires when it is back.
+    The alert comes at the first poll after ``start_date + max_duration``, once per run (a run cleared
+    and started again is a new run). With ``task_ids`` it watches those tasks instead: once per task
+    instance try. Only limits crossed after the watcher first started fire; its state is durable (the
+    asset state store on 3.3+, an Airflow Variable below), so a limit crossed while the triggerer was
+    down fires when it is back.
 
     :param remote_conn_id: connection of type ``remote_airflow``.
     :param external_dag_id: the upstream DAG id.
@@ -325,7 +317,7 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
                     yield TriggerEvent(payload)
                 fired.add(key)
                 await self.save_state({"since": state["since"], "fired": sorted(fired)})
-            # forget what no longer runs: the state stays as small as what runs now
+            # forget what no longer runs: the state stays small
             still = {key for key, *_ in running}
             if fired - still:
                 fired &= still
@@ -341,10 +333,9 @@ class RemoteDagRunDeadlineTrigger(_StatefulAlert):
 
     Deadlines are the ticks of ``deadline`` (a 5-field cron expression in ``timezone``). The deadline
     at tick *d* is met by a run whose ``end_date`` is after the previous tick and at or before *d*;
-    it is judged a few seconds after *d* (so a run ending just before is visible), from the upstream's
-    own end dates. Each deadline is judged once: the last one handled is stored after each event is
-    handed over (durably: the asset state store on 3.3+, an Airflow Variable below), so a restart
-    neither repeats one nor skips one that passed while the triggerer was down (up to the last ten).
+    it is judged a few seconds after *d*, from the upstream's own end dates. Each deadline is judged
+    once: the last one handled is stored durably (the asset state store on 3.3+, an Airflow Variable
+    below), so a restart neither repeats one nor skips one missed meanwhile (up to the last ten).
 
     :param remote_conn_id: connection of type ``remote_airflow``.
     :param external_dag_id: the upstream DAG id.

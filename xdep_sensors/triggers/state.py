@@ -1,17 +1,7 @@
 """Durable state, one place: triggers' state and the asset sensors' cursors, a JSON object per key.
 
-Keys follow one rule (:func:`variable_key`). ``CursorStore`` keeps a ``RemoteAssetSensor`` task's
-consumed-events cursors (a worker writes it, in a Variable). ``TriggerState`` keeps a trigger's state
-on every supported Airflow 3.
-
-Airflow 3.3+ injects an asset state store into ``AssetWatcher`` triggers; ``TriggerState`` uses it
-when it is there. Below 3.3 (and for triggers without a store) the value lives in an Airflow
-Variable: the trigger asks the triggerer's supervisor (``GetVariable`` / ``PutVariable``, which it
-relays to its in-process Execution API) through the Task SDK ``Variable``. The SDK call is
-synchronous, so it runs in a worker thread and the triggerer's event loop never blocks. Both paths
-are proven by a counter trigger run in the real triggerer of 3.0.6, 3.1.8, 3.2.2 and 3.3.2 across
-a triggerer restart (``tests/integration/test_versions_downstream.py``,
-``test_trigger_state_survives_a_triggerer_restart``).
+Variables are read and written through the Task SDK in a worker thread, so the event loop never
+blocks. See ``docs/explanation/guarantees.md``.
 """
 
 from __future__ import annotations
@@ -32,8 +22,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 def variable_key(key: str) -> str:
     """Return the Variable key that holds ``key``: URL-safe, at most 250 characters, distinct per key.
 
-    The Task SDK puts the key in an Execution API URL path unescaped: on 3.0 a ``/`` (as in an asset
-    URI) answers 404, so other characters become ``_`` and a hash of the original keeps keys apart.
+    The Task SDK puts the key in a URL path unescaped (on 3.0 a ``/`` answers 404).
     """
     safe = _UNSAFE.sub("_", key)
     full = VARIABLE_PREFIX + safe
@@ -63,15 +52,10 @@ KEEP_RUNS = 50
 
 
 class CursorStore:
-    """One ``RemoteAssetSensor`` task's consumed-events cursors (``{asset label: Cursor dict}``), in a
-    Variable.
+    """One ``RemoteAssetSensor`` task's consumed-events cursors (``{label: Cursor dict}``), in a Variable.
 
-    A Variable (not XCom with ``include_prior_dates``) because downstream runs do not arrive in
-    logical-date order: a backfilled or manual run with an older logical date must still see the
-    cursor the newest consumer left. Each consuming run also records where it started, so a cleared
-    and re-run downstream run consumes the same upstream events again instead of waiting for new ones.
-    Its key follows :func:`variable_key` like a trigger's state; a cursor stored under the key of
-    earlier versions (``xdep_sensors.cursor.<dag>.<task>``) is read until the next commit.
+    Each run records where it started, so a cleared run consumes the same events again. A cursor under
+    the earlier key ``xdep_sensors.cursor.<dag>.<task>`` is read until the next commit.
     """
 
     def __init__(
@@ -99,7 +83,7 @@ class CursorStore:
         return {"cursors": data.get("cursors") or {}, "runs": data.get("runs") or {}}
 
     def start(self, run_id: str) -> dict[str, Any]:
-        """Return the cursors this run starts from (a re-run starts where its first try started)."""
+        """Return the cursors this run starts from (where its first try started)."""
         data = self._load()
         if run_id in data["runs"]:
             return data["runs"][run_id]
@@ -122,8 +106,7 @@ class CursorStore:
 class TriggerState:
     """Async get/set of JSON objects by key, in the asset state store (3.3+) or else in Variables.
 
-    :param accessors: asset state store accessors to use (each has ``aget``/``aset``); empty or
-        None means Airflow Variables.
+    :param accessors: asset state store accessors (``aget``/``aset``); none: Airflow Variables.
     """
 
     def __init__(self, accessors: list[Any] | None = None) -> None:
@@ -131,12 +114,12 @@ class TriggerState:
 
     @classmethod
     def for_trigger(cls, trigger: Any) -> TriggerState:
-        """Pick the store for a trigger instance: its asset state store if Airflow injected one."""
+        """The trigger's asset state store if Airflow injected one, else Variables."""
         # Airflow < 3.3 never defines the attribute; 3.3+ sets it to None for triggers outside watchers.
         store = getattr(trigger, "asset_state_store", None)
         if store is None:
             return cls()
-        # One accessor per watching asset (a trigger shared by two watchers persists to both).
+        # one accessor per watching asset: a trigger shared by two watchers persists to both
         many = [*getattr(store, "_by_name", {}).values(), *getattr(store, "_by_uri", {}).values()]
         return cls(many or [store])
 
@@ -146,7 +129,7 @@ class TriggerState:
         return "asset_state_store" if self._accessors else "variable"
 
     async def aget(self, key: str) -> dict[str, Any] | None:
-        """Return the object stored under key, or None if there is none."""
+        """Return the object stored under key, or None."""
         if self._accessors:
             for accessor in self._accessors:
                 value = await accessor.aget(key)
@@ -157,7 +140,7 @@ class TriggerState:
         return value if isinstance(value, dict) else None
 
     async def aset(self, key: str, value: dict[str, Any]) -> None:
-        """Store a JSON-serialisable object under key (replacing what was there)."""
+        """Store a JSON-serialisable object under key."""
         if not isinstance(value, dict):
             raise TypeError(f"TriggerState values are dicts, got {type(value).__name__}")
         if self._accessors:

@@ -1,8 +1,6 @@
 """What a sensor task waits for, from its (rendered) arguments and its run's context.
 
-Built on a worker (``execute`` before deferring, ``poke``) or, with ``start_from_trigger``, in the
-triggerer once Airflow has rendered the arguments there: one function per sensor, so both places
-wait for exactly the same thing.
+One function per sensor, used on a worker and (``start_from_trigger``) in the triggerer alike.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowException
 
 from xdep_sensors.client.records import parse_dt
-from xdep_sensors.core.probes import AssetTarget, DagRunTarget
+from xdep_sensors.core.probes import AssetWait, DagRunWait
 from xdep_sensors.triggers.state import CursorStore
 
 
@@ -29,11 +27,11 @@ def as_datetime(name: str, value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def dag_run_target(
+def dag_run_wait(
     args: Mapping[str, Any],
     context: Mapping[str, Any],
     logical_date_fn: Callable[[Any], datetime] | None = None,
-) -> DagRunTarget:
+) -> DagRunWait:
     """The run a ``RemoteDagRunSensor`` waits for.
 
     :param args: the sensor's rendered arguments (``external_dag_id``, ``run_id``, ``logical_date``,
@@ -60,7 +58,7 @@ def dag_run_target(
         delta = delta if isinstance(delta, timedelta) else timedelta(seconds=float(delta))
         selector["logical_date"] = (as_datetime("logical_date", own) - delta).isoformat()
     task_ids = args.get("task_ids")
-    return DagRunTarget(
+    return DagRunWait(
         external_dag_id=args["external_dag_id"],
         allowed_states=list(args["allowed_states"]),
         failed_states=list(args["failed_states"]),
@@ -72,7 +70,7 @@ def dag_run_target(
     )
 
 
-def asset_target(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetTarget:
+def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait:
     """The events a ``RemoteAssetSensor`` waits for; without ``since``, its task's cursors (a Variable read).
 
     :param args: the sensor's rendered arguments (``asset_uri``, ``asset_name``, ``assets`` (refs),
@@ -104,7 +102,7 @@ def asset_target(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetTa
         cursors = {
             (r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start} for r in refs
         }
-    return AssetTarget(
+    return AssetWait(
         assets=refs,
         require=args.get("require", "all"),
         source_dag_id=args.get("source_dag_id") or None,

@@ -1,11 +1,7 @@
-"""Triggers: the sensors' deferred waits, and event triggers for Airflow 3 ``AssetWatcher``.
+"""The sensors' deferred waits: the triggers ``RemoteDagRunSensor`` and ``RemoteAssetSensor`` defer to.
 
-``serialize()`` holds the connection id and plain values only; credentials are read from the
-connection (asynchronously) inside the triggerer.
-
-A sensor's trigger can also start its task (``start_from_trigger``: built from the task's rendered
-arguments, Airflow 3.3+) and end it (``end_from_trigger``: a task-end event instead of a resume on a
-worker, where that behaves exactly as the worker would; see :meth:`_PollingTrigger._end`).
+``serialize()`` holds the connection id and plain values only. See ``docs/guides/running-at-scale.md``
+for ``start_from_trigger`` and ``end_from_trigger``.
 """
 
 from __future__ import annotations
@@ -28,13 +24,13 @@ from asgiref.sync import sync_to_async
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.core import poller as polling
 from xdep_sensors.core.decisions import Decision
-from xdep_sensors.core.probes import AssetProbe, AssetTarget, DagRunProbe, DagRunTarget
+from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait
 from xdep_sensors.errors import XdepError
 from xdep_sensors.hooks.remote_airflow import RemoteAirflowHook, shared_config
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
 from xdep_sensors.triggers.classpath import classpath
 from xdep_sensors.triggers.state import CursorStore
-from xdep_sensors.triggers.task_args import asset_target, dag_run_target
+from xdep_sensors.triggers.task_args import asset_wait, dag_run_wait
 from xdep_sensors.version_compat import airflow_version
 
 TRIGGER_EVENT_STATUSES = frozenset({"success", "failed", "skipped", "error", "timeout"})
@@ -43,11 +39,7 @@ Probe = Callable[[RemoteAirflowClient], Awaitable[Decision]]
 
 
 class _PollingTrigger(BaseTrigger):
-    """Looks at the upstream every ``poke_interval`` until a decision, an error or ``timeout_at``.
-
-    It logs at INFO what it sees when that changes (and the final decision), ``still waiting: ...``
-    at least every ``polling.HEARTBEAT_S`` while nothing changes, and every look at DEBUG.
-    """
+    """Looks at the upstream every ``poke_interval`` until a decision, an error or ``timeout_at``."""
 
     def __init__(
         self,
@@ -67,34 +59,26 @@ class _PollingTrigger(BaseTrigger):
         self.end_from_trigger = end_from_trigger
         self.soft_fail = soft_fail  # what the task does on failure (soft_fail or never_fail: skip)
         self.retries = int(retries)
-        self.from_task = (
-            from_task  # started by the scheduler: the watch is built from the task's arguments in run()
-        )
+        self.from_task = from_task  # started by the scheduler: the watch is built in run()
 
-    watch_class: type[DagRunTarget] | type[AssetTarget]
+    watch_class: type[DagRunWait] | type[AssetWait]
     probe_class: type[DagRunProbe] | type[AssetProbe]
     link_class: type[UpstreamRunLink] | type[UpstreamAssetLink] = UpstreamRunLink
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._log = None  # each trigger class gets a logger of its own name, not its parent class's
+        cls._log = None  # a logger of the class's own name, not its parent's
         cls._logger_name = classpath(cls) if cls.__module__.startswith("xdep_sensors.") else None
 
     @property
     def log(self) -> Any:
-        """The trigger class's logger (same name as Airflow's per-instance one), shared by its triggers.
-
-        The triggerer routes a line to its task's log by context, not by logger object; a logger of
-        its own per waiting trigger is 8 more objects that every full garbage collection scans.
-        """
+        """The trigger class's logger, shared by its triggers (the triggerer routes lines by context)."""
         if self._log is None:
-            type(self).logger()  # cached on the class, where instances find it
+            type(self).logger()  # cached on the class
         return self._log
 
     def _set_watch(self, **fields: Any) -> None:
-        if (
-            self.from_task
-        ):  # the task's arguments, as attributes: the triggerer renders its template fields in place
+        if self.from_task:  # as attributes: the triggerer renders the template fields in place
             self._task_args = tuple(fields)
             for name, value in fields.items():
                 setattr(self, name, value)
@@ -107,11 +91,11 @@ class _PollingTrigger(BaseTrigger):
         return self.watch.to_kwargs()
 
     def _ending_kwargs(self) -> dict[str, Any]:
-        if not self.end_from_trigger:  # the form earlier versions wrote
+        if not self.end_from_trigger:  # as earlier versions wrote it
             return {}
         return {"end_from_trigger": True, "soft_fail": self.soft_fail, "retries": self.retries}
 
-    async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> DagRunTarget | AssetTarget:
+    async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> DagRunWait | AssetWait:
         raise NotImplementedError
 
     async def _start_from_task(self) -> None:
@@ -121,7 +105,7 @@ class _PollingTrigger(BaseTrigger):
         self.watch = await self._build_watch({name: getattr(self, name) for name in self._task_args}, context)
         timeout_after = getattr(self, "timeout_after", None)  # set by Airflow on a start_from_trigger task
         if self.timeout_at is None and timeout_after is not None:
-            # Airflow's own deadline is the sensor's timeout + 60 s, as for a deferral from a worker
+            # Airflow's deadline is the sensor's timeout + 60 s, as for a deferral from a worker
             self.timeout_at = timeout_after.timestamp() - 60
 
     def _make_probe(self) -> Probe:
@@ -140,15 +124,14 @@ class _PollingTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             looks = await self._looks()
-        # a connection missing or misconfigured (the message names it and the fix), or a task argument
-        # that is not what it must be (start_from_trigger)
+        # a missing or misconfigured connection, or a bad task argument (start_from_trigger)
         except (XdepError, AirflowException) as err:
             yield await self._end({"status": "error", "message": str(err)})
             return
         narration = polling.Narration(self.log)
         async with looks:
             while True:
-                # never waits past timeout_at: then the look is None, and the deadline is reported below
+                # never waits past timeout_at: the look is then None
                 remaining = None if self.timeout_at is None else max(self.timeout_at - time.time(), 0)
                 outcome = await looks.get(remaining)
                 if isinstance(outcome, XdepError):
@@ -175,30 +158,25 @@ class _PollingTrigger(BaseTrigger):
                     return
 
     async def _looks(self) -> Any:
-        """This wait's looks: a place in the connection's shared poll, or its own."""
+        """A place in the connection's shared poll, or its own looks."""
         if self.from_task:
             await self._start_from_task()
         probe = self._make_probe()
-        config = await shared_config(
-            self.remote_conn_id
-        )  # read once per CONFIG_TTL_S for the loop's triggers
+        config = await shared_config(self.remote_conn_id)  # cached for CONFIG_TTL_S
         if polling.SHARED_POLLING:
-            every_look = self._logs_debug()  # else unchanged looks are not even handed over
+            every_look = self._logs_debug()
             return polling.POLLERS.get(config, self.poke_interval).subscribe(probe, every_look)
         return polling.LoneLooks(probe, RemoteAirflowHook.client_for(config), self.poke_interval)
 
     async def _end(self, payload: dict[str, Any]) -> TriggerEvent:
         """The event that ends this wait: a task-end event when that behaves as the worker's resume would.
 
-        Else (``end_from_trigger`` off, a timeout, or a failure Airflow would handle differently
-        without a worker) the payload goes back to the task's ``execute_complete`` on a worker.
+        Otherwise the payload goes back to ``execute_complete`` on a worker.
 
-        - success: the sensor's XCom return value (and its link), written with the success state;
+        - success: the XCom return value (and link), written with the success state;
         - skipped, and a failure with ``soft_fail``/``never_fail``: skipped;
-        - ``failed_states``: the worker fails without retry. Airflow ends a failed task without retry
-          below 3.3, and from 3.3 routes it to a retry: ended here below 3.3 or without retries;
-        - an error (credentials, unknown DAG or asset): the worker retries. Ended here from 3.3, or
-          without retries;
+        - ``failed_states`` (the worker does not retry): here below 3.3 (3.3+ would retry) or without retries;
+        - an error (the worker retries): here from 3.3, or without retries;
         - the sensor's timeout: always on a worker (``AirflowSensorTimeout``, with ``soft_fail``).
         """
         status = payload["status"]
@@ -208,7 +186,7 @@ class _PollingTrigger(BaseTrigger):
         if status == "success":
             try:
                 value = await self._on_success(payload.get("result"))
-            except Exception as err:  # e.g. the cursor could not be stored: the worker does it instead
+            except Exception as err:  # e.g. the cursor could not be stored: the worker tries
                 self.log.warning("ending the task on a worker: %s", err)
                 return TriggerEvent(payload)
             xcoms: dict[str, Any] = {"return_value": value}
@@ -236,7 +214,7 @@ class _PollingTrigger(BaseTrigger):
         return result.get("url") if isinstance(result, dict) else None
 
     async def _on_success(self, result: Any) -> Any:
-        """The task's XCom return value for a success (what the sensor's ``on_success`` returns)."""
+        """The task's XCom return value for a success."""
         return result
 
     def _logs_debug(self) -> bool:
@@ -252,10 +230,10 @@ class RemoteDagRunTrigger(_PollingTrigger):
     :param external_dag_id: the upstream DAG id.
     :param poke_interval: seconds between looks at the upstream.
     :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
-    Other keyword arguments are the fields of :class:`~xdep_sensors.core.probes.DagRunTarget`.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.core.probes.DagRunWait`.
     """
 
-    watch_class = DagRunTarget
+    watch_class = DagRunWait
     probe_class = DagRunProbe
 
     def __init__(
@@ -282,8 +260,8 @@ class RemoteDagRunTrigger(_PollingTrigger):
         )
         self._set_watch(external_dag_id=external_dag_id, **watch)
 
-    async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> DagRunTarget:
-        return dag_run_target(args, context)
+    async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> DagRunWait:
+        return dag_run_wait(args, context)
 
 
 class RemoteAssetTrigger(_PollingTrigger):
@@ -294,10 +272,10 @@ class RemoteAssetTrigger(_PollingTrigger):
     :param assets: the watched assets, as ``{"uri": ..., "name": ...}`` dicts.
     :param poke_interval: seconds between looks at the upstream.
     :param timeout_at: epoch seconds after which the trigger reports ``timeout``.
-    Other keyword arguments are the fields of :class:`~xdep_sensors.core.probes.AssetTarget`.
+    Other keyword arguments are the fields of :class:`~xdep_sensors.core.probes.AssetWait`.
     """
 
-    watch_class = AssetTarget
+    watch_class = AssetWait
     probe_class = AssetProbe
     link_class = UpstreamAssetLink
 
@@ -325,14 +303,13 @@ class RemoteAssetTrigger(_PollingTrigger):
         )
         self._set_watch(assets=assets, **watch)
 
-    async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> AssetTarget:
-        return await sync_to_async(asset_target, thread_sensitive=False)(
-            args, context
-        )  # reads the task's cursors
+    async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> AssetWait:
+        # reads the task's cursors
+        return await sync_to_async(asset_wait, thread_sensitive=False)(args, context)
 
     async def _on_success(self, result: Any) -> Any:
         """Record the consumed events in the task's cursors (as the worker would), then return them."""
-        ti: Any = self.task_instance  # set by the triggerer before run()
+        ti: Any = self.task_instance
         store = CursorStore(ti.dag_id, ti.task_id)
         await sync_to_async(store.commit, thread_sensitive=False)(
             ti.run_id, result["started_from"], result["cursors"]

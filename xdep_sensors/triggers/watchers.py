@@ -1,13 +1,7 @@
 """Event triggers for Airflow 3 ``AssetWatcher``: schedule a downstream DAG on upstream events.
 
-Each trigger fires one ``TriggerEvent`` per new upstream item of its listing (an asset's events,
-runs that finished, task instances that ended), read as a feed (``xdep_sensors.feed``): each poll
-costs what is new upstream, never its history. Its state - the consumed cursor (with the items of
-the overlap window) and how far the listing has been *read* - is durable (``TriggerState``: the
-asset state store on Airflow 3.3+, an Airflow Variable below), written after each handover, so a
-restarted triggerer resumes where it read and neither loses nor repeats items. Watchers on one
-connection share one read per interval through ``shared_stream_key`` where Airflow offers it
-(3.3+): a watcher joining it catches up on its own target from its stored position first.
+Each fires one event per new item of its upstream listing, read as a feed, and keeps its state durable
+(``TriggerState``). See ``docs/explanation/feeds.md`` and ``docs/explanation/guarantees.md``.
 """
 
 from __future__ import annotations
@@ -37,11 +31,11 @@ log = logging.getLogger(__name__)
 
 SHARED_STREAMS = hasattr(BaseEventTrigger, "filter_shared_stream")  # Airflow 3.3+
 
-CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is still catching up (each read is capped)
+CATCH_UP_PAUSE = 1.0  # seconds between reads while a feed is catching up
 
 
 class _Subscribers:
-    """Who listens on each shared poll (per event loop: the triggerer's one), and the shared reads."""
+    """Who listens on each shared poll, and its shared reads (per event loop)."""
 
     def __init__(self) -> None:
         self._by_key: PerLoop[Hashable, dict[int, _RemoteEventTrigger]] = PerLoop()
@@ -65,7 +59,7 @@ class _Subscribers:
             self.by_key.pop(key, None)
 
     def targets(self, key: Hashable) -> set[Hashable]:
-        """The resolved listing targets (asset ids, DAG ids) of the watchers on this poll."""
+        """The resolved listing targets of the watchers on this poll."""
         return {m.target_id for m in self.by_key.get(key, {}).values() if m.target_id is not None}
 
 
@@ -76,9 +70,9 @@ class _RemoteEventTrigger(BaseEventTrigger):
     """Reads an upstream listing as a feed, fires once per new item of its own, persists its state."""
 
     kind: ClassVar[str]  # names the durable state
-    listing_kind: ClassVar[ListingKind]  # the listing this trigger reads
+    listing_kind: ClassVar[ListingKind]
     listing_states: ClassVar[tuple[str, ...]] = ()
-    source_dag_id: str | None = None  # asset events: only those this upstream DAG produced
+    source_dag_id: str | None = None
 
     def __init__(self, *, remote_conn_id: str, poll_interval: float = 60.0):
         super().__init__()
@@ -89,9 +83,9 @@ class _RemoteEventTrigger(BaseEventTrigger):
         self.remote_conn_id = remote_conn_id
         self.poll_interval = float(poll_interval)
         self.cursor = Cursor()
-        self.read_mark: datetime | None = None  # how far the listing has been read (durable)
+        self.read_mark: datetime | None = None  # how far the listing has been read
         self._saved_read: datetime | None = None
-        self.target_id: Hashable | None = None  # what the listing is filtered by (asset id, DAG id)
+        self.target_id: Hashable | None = None  # asset id or DAG id
 
     # what subclasses define -----------------------------------------------------------------
 
@@ -106,7 +100,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         raise NotImplementedError
 
     def position(self, item: Any) -> tuple[datetime, Key]:
-        """Where an item sits in the listing, and its identity (one definition per listing)."""
+        """Where an item sits in the listing, and its identity."""
         return POSITIONS[self.listing_kind](item)
 
     def payload(self, item: Any, upstream: str) -> dict[str, Any]:
@@ -117,7 +111,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         return self.target
 
     def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
-        """Turn listing records into the items ``mine``/``position``/``payload`` take (default: as is)."""
+        """Listing records as the items ``mine``/``position``/``payload`` take."""
         return items
 
     # serialization --------------------------------------------------------------------------
@@ -163,7 +157,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         self._saved_read = self.read_mark
 
     async def note_read(self, mark: datetime | None) -> None:
-        """Remember how far the listing was read (stored when it moved by half the overlap window)."""
+        """Remember how far the listing was read (stored every half overlap window)."""
         if mark is None or (self.read_mark is not None and mark <= self.read_mark):
             return
         self.read_mark = mark
@@ -171,10 +165,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
             await self.save_cursor()
 
     def read_start(self) -> datetime | None:
-        """Where a read for this trigger starts: the overlap window behind what it read.
-
-        Never before its cursor.
-        """
+        """Where a read starts: the overlap window behind what it read, never before its cursor."""
         start = self.cursor.start
         if self.read_mark is not None:
             behind = self.read_mark - OVERLAP
@@ -182,7 +173,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
         return start
 
     async def emit(self, items: list[Any], upstream: str) -> AsyncIterator[TriggerEvent]:
-        """Yield one event per new item of ours, oldest first, advancing the cursor after each."""
+        """One event per new item of ours, oldest first, storing the cursor after each."""
         new = sorted(
             (i for i in items if self.mine(i) and self.cursor.is_new_at(*self.position(i))),
             key=lambda i: (self.position(i)[0], str(self.position(i)[1])),
@@ -197,12 +188,7 @@ class _RemoteEventTrigger(BaseEventTrigger):
             await self.save_cursor()
 
     async def _fired_elsewhere(self, item: Any) -> bool:
-        """Whether the stored state has consumed item: another copy of this watcher fired it.
-
-        A triggerer that stalled (no heartbeat) loses its watchers to another triggerer, but runs its
-        copies on when it resumes, with their positions in memory, until it sees they are no longer its
-        own. Reading the stored state before each event keeps such a copy from firing it again; it then
-        adopts what the other copy consumed."""
+        """Whether another copy of this watcher (a stalled triggerer's) fired ``item``; adopts its state."""
         stored = await self.stored_before_firing()
         if not stored:
             return False
@@ -217,12 +203,10 @@ class _RemoteEventTrigger(BaseEventTrigger):
         return True
 
     async def stored_before_firing(self) -> dict[str, Any]:
-        """The stored state as it is right before an event fires, to see what another copy of this trigger
-        fired (watchers and alerts alike). {} if there is none or the store cannot be read: the event
-        then fires (a repeat is better than a loss)."""
+        """The stored state right before an event fires; ``{}`` if unreadable (a repeat beats a loss)."""
         try:
             stored = await self._store().aget(self._state_key)
-        except Exception as err:  # any store failure: fall back to firing
+        except Exception as err:
             self.log.warning("could not read the stored state of %s before firing: %s", self.target, err)
             return {}
         return dict(stored) if stored else {}
@@ -267,19 +251,19 @@ class _RemoteEventTrigger(BaseEventTrigger):
 
     @classmethod
     async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        """One read per interval for every watcher on this connection: what is new for all their targets."""
+        """One read per interval for every watcher on this connection."""
         interval = float(kwargs.get("poll_interval", 60.0))
         key = ("xdep_sensors", cls.kind, kwargs["remote_conn_id"], interval)
         reads = SUBSCRIBERS.reads.setdefault(key, SharedReads(cls.listing_kind, cls.listing_states))
         hook = RemoteAirflowHook(kwargs["remote_conn_id"])
-        reader = object()  # this stream, among the readers of the connection's asset events
+        reader = object()
 
         async def look() -> dict[str, Any]:
             nonlocal reads
             targets = SUBSCRIBERS.targets(key)
             client = await hook.aget_client()
             if cls.listing_kind == "asset_events":
-                # the same feeds as the sensors' shared poll on this connection: one read for both
+                # the same feeds as the sensors' shared poll: one read for both
                 reads = SUBSCRIBERS.reads[key] = asset_reads_for(client.config)
                 by_target, marks = await reads.read_for(reader, client, targets, interval / 2)
             else:
@@ -393,7 +377,7 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
         return {"upstream": upstream, "event": item.to_dict()}
 
     async def resolve(self, client: RemoteAirflowClient) -> Hashable:
-        """The upstream asset's id (asset ids are per deployment: looked up, never configured)."""
+        """The upstream asset's id (per deployment: looked up, never configured)."""
         dialect = await client.dialect()
         if self.asset_uri is not None or not dialect.has_asset_names:
             found = await client.list_assets(uri_pattern=self.target)

@@ -1,15 +1,25 @@
-"""Upstream (Airflow 3) DAGs for the alert-trigger tests: a failing task with a retry, a slow run,
-a late DAG."""
+"""Upstream DAGs for the alert-trigger tests: a failing task with a retry, a slow run, a late DAG.
+
+One file for every upstream, Airflow 2.9 to 3.3: only the imports and a start date differ.
+"""
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
 
-from airflow.sdk import dag, task, task_group
+try:
+    from airflow.sdk import dag, task, task_group
+
+    START_DATE: dict = {}  # Airflow 3: a DAG that runs only when triggered needs none
+except ImportError:  # Airflow 2
+    import pendulum
+    from airflow.decorators import dag, task, task_group
+
+    START_DATE = {"start_date": pendulum.datetime(2026, 1, 1, tz="UTC")}
 
 
-@dag(schedule=None, catchup=False, tags=["xdep-test"])
+@dag(schedule=None, catchup=False, tags=["xdep-test"], **START_DATE)
 def xdep_alert_flaky():
     """prepare -> grp.boom (fails both of its tries) -> after (upstream_failed)."""
 
@@ -35,7 +45,7 @@ def xdep_alert_flaky():
 xdep_alert_flaky()
 
 
-@dag(schedule=None, catchup=False, tags=["xdep-test"])
+@dag(schedule=None, catchup=False, tags=["xdep-test"], **START_DATE)
 def xdep_alert_slow():
     """nap sleeps conf['sleep'] seconds (default 20)."""
 
@@ -49,7 +59,7 @@ def xdep_alert_slow():
 xdep_alert_slow()
 
 
-@dag(schedule=None, catchup=False, tags=["xdep-test"])
+@dag(schedule=None, catchup=False, tags=["xdep-test"], **START_DATE)
 def xdep_alert_late():
     """Succeeds at once when triggered: the deadline watcher's 'met' case; never triggered = always late."""
 

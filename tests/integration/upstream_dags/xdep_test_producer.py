@@ -1,15 +1,32 @@
-"""Upstream (Airflow 3) DAGs for the integration tests; they know nothing of the downstream."""
+"""Upstream DAGs for the integration tests and the version matrix; they know nothing of the downstream.
+
+One file for every upstream, Airflow 2.9 to 3.3: xdep_test_producer is the same DAG on all of them;
+xdep_test_assets has an Airflow 3 shape and an Airflow 2 shape (see there).
+"""
 
 from __future__ import annotations
 
 import os
 import time
 
-from airflow.sdk import Asset, dag, task, task_group
-from airflow.sdk.exceptions import AirflowSkipException
+try:
+    from airflow.sdk import Asset, dag, task, task_group
+
+    AIRFLOW_3, START_DATE = True, {}  # Airflow 3: a DAG that runs only when triggered needs no start date
+except ImportError:  # Airflow 2: assets are datasets
+    import pendulum
+    from airflow.datasets import Dataset as Asset
+    from airflow.decorators import dag, task, task_group
+
+    AIRFLOW_3, START_DATE = False, {"start_date": pendulum.datetime(2026, 1, 1, tz="UTC")}
+
+try:
+    from airflow.sdk.exceptions import AirflowSkipException
+except ImportError:  # Airflow 3.0 and 2
+    from airflow.exceptions import AirflowSkipException
 
 
-@dag(schedule=None, catchup=False, tags=["xdep-test"])
+@dag(schedule=None, catchup=False, tags=["xdep-test"], **START_DATE)
 def xdep_test_producer():
     """extract -> grp.(a, b) -> load; conf: sleep (extract), load_sleep, fail (load fails), gate (extract
     waits until that file exists: the tests release a held run when their waits are in place)."""
@@ -46,24 +63,38 @@ def xdep_test_producer():
 xdep_test_producer()
 
 
-@dag(schedule=None, catchup=False, tags=["xdep-test"])
-def xdep_test_assets():
-    """Emits asset events; conf: which ("bears", "named", "both"), extra (dict) for the events.
+if AIRFLOW_3:
 
-    One task per asset: a skipped task emits no event, so only the chosen assets get one.
-    """
+    @dag(schedule=None, catchup=False, tags=["xdep-test"])
+    def xdep_test_assets():
+        """Emits asset events; conf: which ("bears", "named", "both"), extra (dict) for the events.
 
-    def publisher(asset: Asset, chosen: tuple[str, ...]):
-        @task(task_id=f"publish_{chosen[0]}", outlets=[asset])
+        One task per asset: a skipped task emits no event, so only the chosen assets get one.
+        """
+
+        def publisher(asset: Asset, chosen: tuple[str, ...]):
+            @task(task_id=f"publish_{chosen[0]}", outlets=[asset])
+            def publish(dag_run=None, outlet_events=None):
+                if dag_run.conf.get("which", "bears") not in chosen:
+                    raise AirflowSkipException("not asked for")
+                outlet_events[asset].extra = dict(dag_run.conf.get("extra") or {})
+
+            return publish()
+
+        publisher(Asset("file://include/bears"), ("bears", "both"))
+        publisher(Asset(name="bears_named"), ("named", "both"))
+
+else:  # Airflow 2 has no named assets: one dataset, one task "publish" (its own shape, kept as it was)
+
+    @dag(schedule=None, catchup=False, tags=["xdep-test"], **START_DATE)
+    def xdep_test_assets():
+        """Emits dataset events with the conf's extra."""
+
+        @task(outlets=[Asset("file://include/bears")])
         def publish(dag_run=None, outlet_events=None):
-            if dag_run.conf.get("which", "bears") not in chosen:
-                raise AirflowSkipException("not asked for")
-            outlet_events[asset].extra = dict(dag_run.conf.get("extra") or {})
+            outlet_events[Asset("file://include/bears")].extra = dict(dag_run.conf.get("extra") or {})
 
-        return publish()
-
-    publisher(Asset("file://include/bears"), ("bears", "both"))
-    publisher(Asset(name="bears_named"), ("named", "both"))
+        publish()
 
 
 xdep_test_assets()

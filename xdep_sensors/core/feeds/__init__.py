@@ -1,8 +1,7 @@
 """Reading an upstream listing as a feed: how far it has been read, and what is new since.
 
-Two algorithms, one interface (:class:`Feed`): :class:`KeysetFeed` for listings the server filters by
-time, :class:`NewestFirstFeed` for API v1 asset events, which it cannot. The why, and what each read
-costs: ``docs/explanation/feeds.md``.
+:class:`KeysetFeed` for listings the server filters by time, :class:`NewestFirstFeed` for API v1 asset
+events. See ``docs/explanation/feeds.md``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-# How far behind its mark a feed looks again for items that became visible late (measured lateness:
-# docs/explanation/feeds.md).
+# How far behind its mark a feed looks again for items that became visible late (docs/explanation/feeds.md).
 OVERLAP = timedelta(seconds=float(os.environ.get("XDEP_SENSORS_FEED_OVERLAP", "60")))
 
 Key = Hashable
@@ -24,24 +23,22 @@ class Step:
     offset: int
     newest_first: bool = False
     anchor: tuple[Key, datetime] | None = None  # the known item expected first on this page
-    known: int | None = None  # a warm read's top page: how many items of the window were read before
+    known: int | None = None  # a warm read's top page: items of the window read before
     head: bool = False  # a look at the newest item only: where a feed that starts "now" begins
-    skipped: int | None = None  # newest first: this page was reached by skipping the page at this offset
+    skipped: int | None = None  # newest first: the page at this offset was skipped to reach this one
     backfill: tuple[int, int] | None = None  # a skipped page read after all: (its end, where to read on)
 
 
 class Feed:
-    """Read position over one upstream listing: mark, overlap window, and the keys read in it.
+    """Read position over one upstream listing, planned a :class:`Step` at a time.
 
-    A read is planned a :class:`Step` at a time: :meth:`first_step`, then :meth:`absorb` of each
-    page until it returns no next step (:meth:`cut` when the read stops at its page cap).
+    :meth:`first_step`, then :meth:`absorb` each page until no next step (:meth:`cut` at the page cap).
 
     :param start: the earliest time of interest (items before it are never new); ``None``: all.
     :param position: ``item -> (time, key)``; an item's identity is ``(key, time)``.
-    :param at_head: start at the listing's newest item: what is visible now counts as read (a shared
-        read's subscribers cover it with their own catch-up), only later items are new.
-    :param ordered: whether the listing can be ordered by time (Airflow 2's task-instance listing
-        cannot): unordered listings re-read their whole window on every read.
+    :param at_head: start at the listing's newest item: what is visible now counts as read.
+    :param ordered: whether the listing can be ordered by time (not Airflow 2's task instances):
+        unordered listings re-read their whole window on every read.
     """
 
     time_filter: bool  # whether the server filters the listing by time
@@ -56,23 +53,23 @@ class Feed:
         ordered: bool = True,
     ):
         self.ordered = ordered
-        self._silent = at_head  # the first read only establishes the position
+        self._silent = at_head  # the first read only finds the position
         self.floor = start
         self.mark = start
         self.position = position
         self.overlap = overlap
-        self.seen: dict[tuple[Key, datetime], None] = {}  # insertion-ordered set of (key, time) in the window
-        self.warm = False  # ``seen`` holds every item of the window: the next read may start at the anchor
-        self.behind = False  # the last read stopped at the page cap: more is waiting upstream
+        self.seen: dict[tuple[Key, datetime], None] = {}  # ordered set of (key, time) in the window
+        self.warm = False  # ``seen`` holds every item of the window
+        self.behind = False  # the last read stopped at the page cap
         self._settled: datetime | None = None  # the mark when a read last covered the whole window
         self._covering = False  # the current read started at the window's lower bound
-        self._found = 0  # per read: new items found, and how many the listing's total says to expect
+        self._found = 0  # per read: new items found, and how many the listing's total promises
         self._expect: int | None = None
-        self.budget = 1  # requests the current read may make (``listings.read_feed`` sets it)
+        self.budget = 1  # requests the current read may make
 
     @property
     def established(self) -> bool:
-        """A first read went through: from here on, every item the feed sees is delivered."""
+        """A first read went through: every item the feed sees from now on is delivered."""
         return self.warm and not self._silent
 
     @property
@@ -80,8 +77,8 @@ class Feed:
         """Where a read must start covering: the overlap window behind the mark, never before the start."""
         if self.mark is None:
             return None
-        # from the mark of the last read that covered the window: a catch-up that moved the mark far
-        # ahead must still look back for items that became visible while it ran
+        # from the last read that covered the window: a catch-up that moved the mark far ahead must
+        # still look back for items that became visible while it ran
         settled = self.mark if self._settled is None else min(self.mark, self._settled)
         low = settled - self.overlap
         return max(low, self.floor) if self.floor is not None else low
@@ -93,11 +90,11 @@ class Feed:
         raise NotImplementedError
 
     def absorb(self, step: Step, items: list[Any], total: int | None) -> tuple[list[Any], Step | None]:
-        """Take one page; return the items never seen before and the next step (None: read done)."""
+        """Take one page: the items never seen before, and the next step (None: read done)."""
         raise NotImplementedError
 
     def cut(self, next_step: Step | None = None) -> None:
-        """The read stopped at the page cap: keep what was read; the next read continues after it."""
+        """The read stopped at the page cap: the next read continues after it."""
         raise NotImplementedError
 
     def _start_read(self) -> None:
@@ -117,13 +114,13 @@ class Feed:
         return [] if self._silent else fresh
 
     def _is_new(self, when: datetime, key: Key) -> bool:
-        """Not read before, and not before the start (items before it are never new)."""
+        """Not read before, and not before the start."""
         return (self.floor is None or when >= self.floor) and (key, when) not in self.seen
 
     def _finish(self, behind: bool = False) -> None:
         self.warm = True
         self.behind = behind
-        self._silent = self._silent and behind  # the position is established once the first read is through
+        self._silent = self._silent and behind
         if self._covering and not behind:
             self._settled = self.mark
         low = self.lower
@@ -133,20 +130,15 @@ class Feed:
     # other feeds from this one -------------------------------------------------------------------
 
     def derive(self, position: Position) -> Feed:
-        """A feed over a narrower listing (one asset of this one) that continues from this position.
-
-        Before this feed's window everything was read already: that is the new feed's floor. Its
-        first read covers the window again (a few items of one asset; consumers de-duplicate).
-        """
+        """A feed over one asset of this listing, from this position; its first read covers the window."""
         return type(self)(self.lower, position=position, overlap=self.overlap, ordered=self.ordered)
 
     @classmethod
     def merged(cls, feeds: list[Feed], position: Position, head: datetime | None = None) -> Feed:
         """A feed over a wider listing (every asset) that continues from where ``feeds`` all were.
 
-        Its first read covers the window behind the lowest of their marks (or behind ``head``, the
-        listing's newest item when they last read, if known: a quiet feed's mark is old, yet it read
-        up to then); items of other targets found there are new to it.
+        Its first read covers the window behind the lowest of their marks, or behind ``head`` (a quiet
+        feed's mark is old, yet it read up to ``head``).
         """
         first = feeds[0]
         marks = [head] if head is not None else [f.mark for f in feeds if f.mark is not None]

@@ -1,5 +1,4 @@
-"""The feed of a listing the server filters by time: keyset reads, and a warm read that reads only
-the new items, newest first, counted by the listing's total (``docs/explanation/feeds.md``)."""
+"""The feed of a listing the server filters by time (``docs/explanation/feeds.md``)."""
 
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ class KeysetFeed(Feed):
         self._resume: datetime | None = None  # keyset time where a read cut at the page cap continues
         # pages below a warm read's top page where its last late items were found (1: right below it)
         self.late_depths: deque[int] = deque(maxlen=32)
-        self._page_size = PAGE_LIMIT  # items per page, as the server last returned a full top page
+        self._page_size = PAGE_LIMIT  # as the server last returned a top page
 
     def _in_window(self) -> list[tuple[Key, datetime]]:
         low = self.lower
@@ -41,8 +40,8 @@ class KeysetFeed(Feed):
         self._start_read()
         if self._silent and self.mark is None:
             if not self.ordered:
-                # an unordered listing has no "newest first" page to find its head on (Airflow 2.9's
-                # task-instance batch returns every match at once): cover the window behind now instead
+                # no newest-first page to find the head on (Airflow 2.9's task-instance batch): cover
+                # the window behind now instead
                 self.mark = datetime.now(timezone.utc)
                 return Step(self.lower, 0)
             return Step(None, 0, newest_first=True, head=True)
@@ -84,7 +83,7 @@ class KeysetFeed(Feed):
 
     def _absorb_head(self, placed: Placed) -> tuple[list[Any], Step | None]:
         """The newest item: where a feed that starts "now" begins; then its window is covered."""
-        if not placed:  # an empty listing: everything that appears later is new
+        if not placed:
             self._silent = False
             self._finish()
             return [], None
@@ -101,9 +100,7 @@ class KeysetFeed(Feed):
     def _from_top_page(self, step: Step, placed: Placed, total: int | None) -> Step | None:
         """A warm read's top page: go on newest first (``None``), or read up from the newest known item.
 
-        Newest first only when the whole window fits in this read's pages: a read cut half-way down
-        would hand consumers newer items before older ones. Otherwise (a burst, or no total to count
-        with) read on from the newest known item, oldest first.
+        Newest first only when the window fits in this read's pages, or consumers get newer items first.
         """
         assert step.known is not None
         unseen = None if total is None else total - step.known  # new items, and any that landed late
@@ -131,8 +128,7 @@ class KeysetFeed(Feed):
         added_up = total is None or not last or total == step.offset + len(placed)
         if first_known and not later_known and added_up:
             return None
-        # Something landed inside the window (or was deleted). Late items are mostly recent: read the
-        # window newest-first until the total's count of unseen items is found.
+        # something landed inside the window (or was deleted): read it newest first
         if total is None:
             return Step(self.lower, 0)
         self._expect, self._found = total - (step.offset + 1), 0
@@ -151,7 +147,7 @@ class KeysetFeed(Feed):
     def _absorb_down(
         self, step: Step, placed: Placed, last: bool, total: int | None
     ) -> tuple[list[Any], Step | None]:
-        """A page of a newest-first read of the window: take it; go on until the unseen items are found."""
+        """A page of a newest-first read of the window: go on until the unseen items are found."""
         if step.known is not None:  # the top page: its length is the server's page size
             self._page_size = max(len(placed), 1)
         size = self._page_size
@@ -166,7 +162,7 @@ class KeysetFeed(Feed):
         done = self._found >= (self._expect or 0)
         below = step.offset + len(placed)
         if step.skipped is not None and not done and self._unseen_above(step.offset, placed) != 0:
-            # something unseen may be in the page skipped: read it, then on below this page
+            # something unseen may be in the page skipped: read it, then go on below
             return fresh, Step(self.lower, step.skipped, newest_first=True, backfill=(step.offset, below))
         if last or done:
             self._finish()
@@ -174,27 +170,20 @@ class KeysetFeed(Feed):
         if step.backfill is not None and below < step.backfill[0]:  # the page skipped, still
             return fresh, Step(self.lower, below, newest_first=True, backfill=step.backfill)
         if step.backfill is not None:
-            below = step.backfill[1]  # the skipped page is read: on below the page read after skipping it
+            below = step.backfill[1]  # the skipped page is read: go on below
         elif step.known is not None and self.skip_ahead() and total is not None and total > below + size:
             return fresh, Step(self.lower, below + size, newest_first=True, skipped=below)
         return fresh, Step(self.lower, below, newest_first=True)
 
     def skip_ahead(self) -> bool:
-        """Whether a read should skip the page below its top page and read the next one first.
-
-        For a late item ``j`` pages below the top page, reading down costs ``j`` requests; skipping one
-        page costs 1 for ``j = 2``, 2 for ``j = 1`` (the skipped page is read after all) and ``j - 1``
-        below. So it pays when the late items found lately lay deeper than the page right below the
-        top more often than on it.
-        """
+        """Whether to skip the page below the top page: late items lately lay deeper more often than not."""
         right_below = sum(1 for j in self.late_depths if j == 1)
         return len(self.late_depths) - right_below > right_below
 
     def _unseen_above(self, offset: int, placed: Placed) -> int | None:
-        """How many items above ``offset`` of this newest-first listing are still unseen (None: cannot tell).
+        """How many items above ``offset`` of this newest-first listing are unseen (None: cannot tell).
 
-        The page's first item is at ``offset``: every item newer than it is above it. Known items tied
-        with it may be above or below it, so a count above zero may be only them (the caller reads then).
+        Known items tied with the page's first item may be on either side: a count above zero may be them.
         """
         if not placed:
             return None

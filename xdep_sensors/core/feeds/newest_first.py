@@ -1,5 +1,4 @@
-"""The feed of API v1 asset events, which have no time filter: newest-first pages, the listing's
-total saying how many items are new (``docs/explanation/feeds.md``)."""
+"""The feed of API v1 asset events, which have no time filter (``docs/explanation/feeds.md``)."""
 
 from __future__ import annotations
 
@@ -27,12 +26,10 @@ class NewestFirstFeed(Feed):
     ):
         super().__init__(start, position=position, overlap=overlap, at_head=at_head, ordered=ordered)
         self.total: int | None = None  # the listing's size when last read through
-        self._backlog: tuple[int, int, datetime | None] | None = (
-            None  # a cut read: (offset, total then, stop)
-        )
+        self._backlog: tuple[int, int, datetime | None] | None = None  # a cut read: (offset, total, stop)
         self._top_total: int | None = None  # the total this read's top page gave
         self._backlog_phase = False  # reading on where a read cut at the page cap stopped
-        self._stop: datetime | None = None  # below it everything was read before (or is before the start)
+        self._stop: datetime | None = None  # below it everything was read (or is before the start)
 
     def first_step(self) -> Step:
         self._start_read()
