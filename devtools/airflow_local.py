@@ -295,13 +295,14 @@ class LocalAirflow:
         """Stop one component (its whole process group and any escaped descendants)."""
         self._terminate([name])
 
-    def worker_runs(self, dag_id: str, run_id: str, task_id: str) -> int:
-        """How many times a worker ran a task instance (a resume included): each run parses the DAG file
-        first, and says so in the task's log (``attempt=<n>.log``; a triggerer writes files of its own)."""
+    def worker_runs(self, dag_id: str, run_id: str, task_id: str, attempt: int | None = None) -> int:
+        """How many times a worker ran a task instance (a resume included), in every try or in try
+        ``attempt``: each run parses the DAG file first, and says so in the try's log (``attempt=<n>.log``;
+        a triggerer writes files of its own)."""
         folder = self.log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         return sum(
             path.read_text(errors="replace").count("Filling up the DagBag from")
-            for path in folder.glob("attempt=*.log")
+            for path in folder.glob(f"attempt={'*' if attempt is None else attempt}.log")
             if ".log.trigger." not in path.name
         )
 

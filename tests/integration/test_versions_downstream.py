@@ -115,7 +115,9 @@ class Downstream:
         return json.dumps(body["content"]) if isinstance(body, dict) else str(body)
 
     def worker_runs(self, dag_id: str, run_id: str) -> int:
-        return self.server.worker_runs(dag_id, run_id, "wait")
+        """Worker runs of the sensor's first try: a try that Airflow's stale defer-exit race failed after
+        its resume (``LocalAirflow.wait_run`` clears it) adds a try of its own, not runs to this one."""
+        return self.server.worker_runs(dag_id, run_id, "wait", attempt=1)
 
     def wait_success(self, dag_id: str, run_id: str) -> None:
         """Wait for the downstream run to end; if it did not succeed, say why (sensor log, components)."""
