@@ -241,7 +241,7 @@ async def _run(args, rng, clock, port, control) -> dict:
             since = cursor.start
             offset, found = 0, []
             while True:
-                page = await client._call(
+                page = await client.call(
                     lambda d, o=offset: d.asset_events(asset_id=asset, since=since, offset=o),
                     lambda d, b: d.parse_asset_events(b),
                 )

@@ -241,7 +241,7 @@ def _measure(spec: dict, base: str, err, log_path: str) -> dict:
     stop_sampling = threading.Event()
 
     def cycles_done() -> int:
-        return sum(p.cycles for p in list(polling.POLLERS.pollers.values()))
+        return sum(p.cycles for p in polling.POLLERS.pollers.everywhere())
 
     def sample() -> None:
         while not stop_sampling.wait(0.1):

@@ -235,3 +235,26 @@ class TestSubscriberMailbox:
             again = [p.unchanged(ended) for p in probes]
             assert again[:3] + again[4:] == first[:3] + first[4:] and again[3] is None
             assert (await probes[3].step(ended)).status == "success"
+
+
+class TestPerLoopRegistry:
+    def test_a_value_per_event_loop_seen_from_outside_and_dropped_with_its_loop(self):
+        from xdep_sensors.core.registry import PerLoop
+
+        registry: PerLoop[str, object] = PerLoop()
+
+        async def mine():
+            made = registry.get("k", object)
+            assert registry.get("k", object) is made  # made once per loop
+            return made
+
+        loops = [asyncio.new_event_loop() for _ in range(2)]
+        try:
+            first, second = (loop.run_until_complete(mine()) for loop in loops)
+            assert first is not second
+            assert {id(v) for v in registry.everywhere()} == {id(first), id(second)}  # no loop needed
+            assert registry.drop_loop(loops[0]) == [first]
+            assert registry.everywhere() == [second]
+        finally:
+            for loop in loops:
+                loop.close()

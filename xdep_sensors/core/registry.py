@@ -47,6 +47,10 @@ class PerLoop(Generic[K, V]):
         """Forget this loop's value for ``key`` (if any)."""
         self.here().pop(key, None)
 
+    def everywhere(self) -> list[V]:
+        """Every loop's values (a snapshot; e.g. for a sampler thread with no loop of its own)."""
+        return [value for space in list(self._loops.values()) for value in list(space.values())]
+
     def drop_loop(self, loop: asyncio.AbstractEventLoop) -> list[V]:
         """Forget everything of ``loop`` (e.g. a finished test's loop); return what it held."""
         return list(self._loops.pop(loop, {}).values())
