@@ -87,7 +87,8 @@ class Cursor:
         )
 
     def is_new(self, event: AssetEvent) -> bool:
-        return self.is_new_at(*event_position(event))
+        when, key = event_position(event)
+        return self.is_new_at(when, key)
 
     def advance(self, events: Iterable[AssetEvent]) -> Cursor:
         """Return the cursor after consuming ``events`` (any order)."""

@@ -7,6 +7,7 @@ watchers and alerts. See ``docs/explanation/feeds.md``.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,9 +37,10 @@ class ListingKind(str, Enum):
 
 Key = int | str
 
-
-def event_key(event: AssetEvent) -> Key:
-    return event.id
+# An asset event sits at its timestamp and is known by its id (C attribute getters: a wait asks
+# about every event it sees, each cycle).
+_event_position: Callable[[AssetEvent], tuple[datetime, Key]] = operator.attrgetter("timestamp", "id")
+event_key: Callable[[AssetEvent], Key] = operator.attrgetter("id")
 
 
 def run_key(run: DagRun) -> Key:
@@ -47,10 +49,6 @@ def run_key(run: DagRun) -> Key:
 
 def task_instance_key(ti: TaskInstance) -> Key:
     return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}/{ti.try_number}"
-
-
-def _event_position(item: AssetEvent) -> tuple[datetime, Key]:
-    return item.timestamp, event_key(item)
 
 
 def _started_position(item: DagRun) -> tuple[datetime, Key]:
