@@ -102,6 +102,8 @@ class LocalAirflow:
         self.log_dir = self.home / "logs"
         self._api = "/api/v2" if major == 3 else "/api/v1"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # (dag id, run id) of runs wait_run cleared after Airflow's stale defer-exit race: a try more
+        self.cleared_runs: set[tuple[str, str]] = set()
         self._tokens: dict[tuple[str, str], str] = {}
         self._atexit = False
         self._trigger_ports: dict[str, str] = {}
@@ -542,6 +544,7 @@ class LocalAirflow:
                 file=sys.stderr,
             )
             handled |= raced
+            self.cleared_runs.add((dag_id, run_id))
             self.api(
                 "POST",
                 f"{self._api}/dags/{urllib.parse.quote(dag_id, safe='')}/clearTaskInstances",

@@ -115,9 +115,14 @@ class Downstream:
         return json.dumps(body["content"]) if isinstance(body, dict) else str(body)
 
     def worker_runs(self, dag_id: str, run_id: str) -> int:
-        """Worker runs of the sensor's first try: a try that Airflow's stale defer-exit race failed after
-        its resume (``LocalAirflow.wait_run`` clears it) adds a try of its own, not runs to this one."""
-        return self.server.worker_runs(dag_id, run_id, "wait", attempt=1)
+        return self.server.worker_runs(dag_id, run_id, "wait")
+
+    def assert_worker_runs(self, dag_id: str, run_id: str, expected: int) -> None:
+        """The sensor task ran on a worker ``expected`` times. A run that Airflow's stale defer-exit race
+        failed (``LocalAirflow.wait_run`` clears it and waits again) has a try more, so only more runs."""
+        runs = self.worker_runs(dag_id, run_id)
+        raced = (dag_id, run_id) in self.server.cleared_runs
+        assert runs == expected or (raced and runs > expected), (runs, expected, raced)
 
     def wait_success(self, dag_id: str, run_id: str) -> None:
         """Wait for the downstream run to end; if it did not succeed, say why (sensor log, components)."""
@@ -238,7 +243,7 @@ def test_dag_run_sensor(downstream, matrix_record, variant):
         log = downstream.task_log(dag_id, run_id)
         assert f"xdep_test_producer run {up_run}: success" in log, log[-3000:]
         assert "xdep_sensors.triggers.RemoteDagRunTrigger" in log, log[-3000:]
-        assert downstream.worker_runs(dag_id, run_id) == 2  # the classic deferral: the start and the resume
+        downstream.assert_worker_runs(dag_id, run_id, 2)  # the classic deferral: the start and the resume
     matrix_record(downstream.version, "downstream", f"dag_run_sensor:{variant}")
 
 
@@ -279,8 +284,8 @@ def test_worker_free_dag_run_sensor(downstream, matrix_record, outcome):
         assert (result["run_id"], result["state"]) == (up_run, "success")
     else:
         assert f"upstream {outcome}: xdep_test_producer run {up_run}: failed" in log, log[-3000:]
-    runs = downstream.worker_runs(dag_id, run_id)
-    assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
+    runs = 0 if _starts_in_triggerer(downstream.version) else 1
+    downstream.assert_worker_runs(dag_id, run_id, runs)
     matrix_record(downstream.version, "downstream", f"worker_free:dag_run:{outcome}:{runs}")
 
 
@@ -291,8 +296,8 @@ def test_worker_free_asset_sensor(downstream, matrix_record):
     downstream.up.asset_event("file://include/bears", {"marker": marker})
     downstream.wait_success(dag_id, run_id)
     assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
-    runs = downstream.worker_runs(dag_id, run_id)
-    assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
+    runs = 0 if _starts_in_triggerer(downstream.version) else 1
+    downstream.assert_worker_runs(dag_id, run_id, runs)
     matrix_record(downstream.version, "downstream", f"worker_free:asset:{runs}")
 
 
@@ -372,9 +377,9 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
     wait_for(lambda: fired(later), 180, "the watcher's next event")
     assert len(fired(marker)) == 1
     assert set(_trigger_hosts(downstream)) == {two}  # the watcher's trigger, now on the other triggerer
-    assert downstream.worker_runs("xdep_v_run_defer", waits["xdep_v_run_defer"]) == 2
-    assert downstream.worker_runs("xdep_v_run_free", waits["xdep_v_run_free"]) == (
-        0 if _starts_in_triggerer(downstream.version) else 1
+    downstream.assert_worker_runs("xdep_v_run_defer", waits["xdep_v_run_defer"], 2)
+    downstream.assert_worker_runs(
+        "xdep_v_run_free", waits["xdep_v_run_free"], 0 if _starts_in_triggerer(downstream.version) else 1
     )
     server.start_component(first)  # two triggerers again for the module's other tests
     matrix_record(downstream.version, "downstream", "triggerer_failover")
