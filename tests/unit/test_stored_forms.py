@@ -2,7 +2,7 @@
 
 ``stored_forms/release_0_1_0.json`` was written by release 0.1.0 itself (its triggers' ``serialize()``
 and Airflow's ``DagSerialization.to_dict`` of a DAG with both sensors, started in the triggerer, and a
-watched asset); nothing in it is hand-written.
+watched asset; the durable state key each watcher and alert had); nothing in it is hand-written.
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ class TestTriggerRows:
         assert new_classpath == f"xdep_sensors.triggers.{classpath.rsplit('.', 1)[1]}"
         assert new_kwargs == kwargs
         assert import_string(new_classpath) is type(trigger)
+
+    @pytest.mark.parametrize(("classpath", "key"), sorted(STORED["state_keys"].items()))
+    def test_a_stored_trigger_keeps_its_durable_state_key(self, classpath, key):
+        """The key 0.1.0 kept a watcher's or alert's cursor under: a re-registered trigger resumes there."""
+        kwargs = dict(STORED["triggers"])[classpath]
+        assert import_string(classpath)(**kwargs)._state_key == key
 
     def test_every_public_trigger_serializes_under_xdep_sensors_triggers(self):
         rows = {row[0].rsplit(".", 1)[1] for row in STORED["triggers"]}
