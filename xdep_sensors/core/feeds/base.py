@@ -66,6 +66,10 @@ class Feed:
         self._found = 0  # per read: new items found, and how many the listing's total promises
         self._expect: int | None = None
         self.budget = 1  # requests the current read may make
+        self._init_reads()
+
+    def _init_reads(self) -> None:
+        """The algorithm's own read state (each subclass sets its fields here)."""
 
     @property
     def established(self) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from xdep_sensors.client.dialects import PAGE_LIMIT, listing_ends
-from xdep_sensors.core.feeds.base import OVERLAP, Feed, Key, Position, Step
+from xdep_sensors.core.feeds.base import Feed, Key, Step
 
 Placed = list[tuple[tuple[datetime, Key], Any]]
 
@@ -17,16 +17,7 @@ class KeysetFeed(Feed):
 
     time_filter = True
 
-    def __init__(
-        self,
-        start: datetime | None,
-        *,
-        position: Position,
-        overlap: timedelta = OVERLAP,
-        at_head: bool = False,
-        ordered: bool = True,
-    ):
-        super().__init__(start, position=position, overlap=overlap, at_head=at_head, ordered=ordered)
+    def _init_reads(self) -> None:
         self._resume: datetime | None = None  # keyset time where a read cut at the page cap continues
         # pages below a warm read's top page where its last late items were found (1: right below it)
         self.late_depths: deque[int] = deque(maxlen=32)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from xdep_sensors.client.dialects import listing_ends
-from xdep_sensors.core.feeds.base import OVERLAP, Feed, Position, Step
+from xdep_sensors.core.feeds.base import Feed, Step
 
 
 class NewestFirstFeed(Feed):
@@ -15,16 +15,7 @@ class NewestFirstFeed(Feed):
 
     time_filter = False
 
-    def __init__(
-        self,
-        start: datetime | None,
-        *,
-        position: Position,
-        overlap: timedelta = OVERLAP,
-        at_head: bool = False,
-        ordered: bool = True,
-    ):
-        super().__init__(start, position=position, overlap=overlap, at_head=at_head, ordered=ordered)
+    def _init_reads(self) -> None:
         self.total: int | None = None  # the listing's size when last read through
         self._backlog: tuple[int, int, datetime | None] | None = None  # a cut read: (offset, total, stop)
         self._top_total: int | None = None  # the total this read's top page gave
