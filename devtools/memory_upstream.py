@@ -103,6 +103,9 @@ class MemoryUpstream:
 
     dialect_name: str | None = None
 
+    def fits(self, request: Request) -> bool:  # no path limit, as HTTP
+        return True
+
     async def close(self) -> None:
         return None
 

@@ -50,7 +50,7 @@ def get_provider_info() -> dict:
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "extra"],
                     "relabeling": {
-                        "host": "Deployment URL",
+                        "host": "Deployment URL (MWAA: web server URL, optional)",
                         "login": "Username (leave empty with an API token)",
                         "password": "API token or password",
                     },
@@ -63,6 +63,29 @@ def get_provider_info() -> dict:
                     },
                 },
                 "conn-fields": {
+                    "auth": {
+                        "label": "Authentication",
+                        "description": (
+                            "Empty: the token or login/password fields. aws_mwaa: an Amazon MWAA "
+                            "environment through InvokeRestApi, signed with the AWS connection's identity "
+                            "(needs xdep-sensors[amazon]; the host, optional, is its web server URL, "
+                            "for links)."
+                        ),
+                        "schema": {"type": ["string", "null"], "enum": ["", "aws_mwaa", None], "default": ""},
+                    },
+                    "mwaa_environment": {
+                        "label": "MWAA environment name",
+                        "description": "With auth aws_mwaa: the environment's name.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "aws_conn_id": {
+                        "label": "AWS connection id",
+                        "description": (
+                            "With auth aws_mwaa: the Airflow AWS connection whose identity signs the calls "
+                            "(default aws_default; without keys, the default credential chain)."
+                        ),
+                        "schema": {"type": ["string", "null"], "default": "aws_default"},
+                    },
                     "api_version": {
                         "label": "REST API version",
                         "description": "auto (probe once), v2 (Airflow 3) or v1 (Airflow 2.9-2.11).",

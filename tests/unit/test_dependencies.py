@@ -149,7 +149,7 @@ class TestUpstreamFacts:
             dependencies,
             "_connection_config",
             lambda conn_id: SimpleNamespace(
-                base_url="https://user:pw@up.example/x?token=1", ui_base="https://up.example/x"
+                base_url="https://user:pw@up.example/x?token=1", ui_base="https://up.example/x", auth=""
             ),
         )
         monkeypatch.setattr(

@@ -32,6 +32,6 @@ def test_provider_info_declares_the_connection_type():
     hook = manager.hooks.get("remote_airflow")
     assert hook is not None and hook.hook_class_name == "xdep_sensors.hooks.remote_airflow.RemoteAirflowHook"
     behaviour = manager.field_behaviours["remote_airflow"]
-    assert behaviour["relabeling"]["host"] == "Deployment URL"
+    assert behaviour["relabeling"]["host"] == "Deployment URL (MWAA: web server URL, optional)"
     assert "schema" in behaviour["hidden_fields"]
     assert "extra__remote_airflow__api_version" in manager.connection_form_widgets

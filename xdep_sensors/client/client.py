@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Callable
 
 from xdep_sensors.client.dialects import DIALECTS, PAGE_LIMIT, V2, Page, Request, listing_ends
 from xdep_sensors.client.records import Asset, Dag, DagRun, TaskInstance
-from xdep_sensors.client.session import ClientConfig, Transport
+from xdep_sensors.client.session import BaseTransport, ClientConfig, new_transport
 from xdep_sensors.errors import BadResponse, ConfigurationError, NotFound, XdepError
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,9 @@ def version_tuple(version: str) -> tuple[int, ...]:
 class RemoteAirflowClient:
     """Async client for one upstream deployment; speaks API v1 or v2 and hides their differences."""
 
-    def __init__(self, config: ClientConfig, *, transport: Transport | None = None):
+    def __init__(self, config: ClientConfig, *, transport: BaseTransport | None = None):
         self.config = config
-        self.transport = transport or Transport(config)
+        self.transport = transport or new_transport(config)
         self._dialect: V2 | None = DIALECTS.get(config.api_version)
         if self._dialect is not None:
             self.transport.dialect_name = self._dialect.name
@@ -210,10 +210,22 @@ class RemoteAirflowClient:
 
     async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
         """Return one run, or ``None`` when it does not exist (yet)."""
+        dialect = await self.dialect()
+        if not self.transport.fits(dialect.dag_run(dag_id, run_id)) and await self._run_id_patterns():
+            # a path too long for the transport (MWAA): the DAG's runs filtered by id, matched exactly
+            page: Page = await self.call(
+                lambda d: d.dag_run_by_pattern(dag_id, run_id), lambda d, b: d.parse_dag_runs(b)
+            )
+            return next((run for run in page.items if run.run_id == run_id), None)
         try:
             return await self.call(lambda d: d.dag_run(dag_id, run_id), lambda d, b: d.parse_dag_run(b))
         except NotFound:
             return None
+
+    async def _run_id_patterns(self) -> bool:
+        """Whether run listings take ``run_id_pattern`` (Airflow 3.1+)."""
+        dialect = await self.dialect()
+        return dialect.name == "v2" and _release(self.upstream_version) >= (3, 1)
 
     async def list_dag_runs(
         self,
@@ -254,10 +266,17 @@ class RemoteAirflowClient:
         server_side = None
         if task_group_id and dialect.name == "v2" and version_tuple(await self.version()) >= (3, 1):
             server_side = task_group_id  # Airflow 3.0 ignores this filter: there we match the prefix below
-        items = await self._all(
-            lambda d, off: d.task_instances(dag_id, run_id, task_group_id=server_side, offset=off),
-            lambda d, b: d.parse_task_instances(b),
-        )
+        if self.transport.fits(dialect.task_instances(dag_id, run_id, task_group_id=server_side)):
+            items = await self._all(
+                lambda d, off: d.task_instances(dag_id, run_id, task_group_id=server_side, offset=off),
+                lambda d, b: d.parse_task_instances(b),
+            )
+        else:  # a path too long for the transport (MWAA): the batch listing, its body names the run
+            server_side = None
+            items = await self._all(
+                lambda d, off: d.run_task_instances(dag_id, run_id, offset=off),
+                lambda d, b: d.parse_task_instances(b),
+            )
         if task_group_id and server_side is None:
             items = [ti for ti in items if ti.task_id.startswith(f"{task_group_id}.")]
         return items
@@ -312,22 +331,24 @@ class RemoteAirflowClient:
             found += await self._all(build, lambda d, b: d.parse_assets(b))
         return found
 
-    # links -----------------------------------------------------------------------------------
+    # links (empty when no UI address is known: an MWAA environment without its web server URL) ---
 
     def run_url(self, dag_id: str, run_id: str) -> str:
         """Return the upstream UI URL of a run (API v2 layout unless v1 is known)."""
         dialect = self._dialect or DIALECTS["v2"]
-        return self.config.ui_base + dialect.ui_run_path(dag_id, run_id)
+        return self.config.ui_base and self.config.ui_base + dialect.ui_run_path(dag_id, run_id)
 
     def task_url(self, ti: TaskInstance) -> str:
         """Return the upstream UI URL of a task instance."""
         dialect = self._dialect or DIALECTS["v2"]
-        return self.config.ui_base + dialect.ui_task_path(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
+        return self.config.ui_base and self.config.ui_base + dialect.ui_task_path(
+            ti.dag_id, ti.run_id, ti.task_id, ti.map_index
+        )
 
     def asset_url(self, asset_id: int) -> str:
         """Return the upstream UI URL of an asset."""
         dialect = self._dialect or DIALECTS["v2"]
-        return self.config.ui_base + dialect.ui_asset_path(asset_id)
+        return self.config.ui_base and self.config.ui_base + dialect.ui_asset_path(asset_id)
 
 
 __all__ = ["RemoteAirflowClient", "ClientConfig", "XdepError"]

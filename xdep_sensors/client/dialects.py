@@ -172,6 +172,18 @@ class V2:
         path = f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
         return Request("GET", path, _params(task_group_id=task_group_id, limit=limit, offset=offset))
 
+    def run_task_instances(
+        self, dag_id: str, run_id: str, *, limit: int = PAGE_LIMIT, offset: int = 0
+    ) -> Request:
+        """One run's task instances through the batch listing: the path does not grow with the ids."""
+        body = {"dag_ids": [dag_id], "dag_run_ids": [run_id], "page_offset": offset, "page_limit": limit}
+        return Request("POST", f"{self.prefix}/dags/~/dagRuns/~/taskInstances/list", json=body)
+
+    def dag_run_by_pattern(self, dag_id: str, run_id: str, *, limit: int = PAGE_LIMIT) -> Request:
+        """Runs whose id contains ``run_id`` (``_`` and ``%`` are wildcards there): match exactly after."""
+        params = _params(run_id_pattern=run_id, order_by="-run_after", limit=limit)
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
+
     def runs_batch(
         self, dag_ids: list[str], since: datetime | None, *, limit: int = PAGE_LIMIT, offset: int = 0
     ) -> Request:

@@ -62,6 +62,12 @@ def decipher_response(
     raise _error_for(status, headers, _detail(parsed), text, url, api)
 
 
+def error_for_answer(status: int, body: Any, url: str, *, api: str = "") -> XdepError:
+    """The error an unsuccessful answer whose body is already decoded (``body``) means."""
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return _error_for(status, {}, _detail(body), text, url, api)
+
+
 def _json_body(status: int, content_type: str, text: str, url: str, api: str) -> Any:
     """The JSON of a body that says it is JSON (``None`` otherwise); malformed JSON in a success fails."""
     if "json" not in content_type:

@@ -7,7 +7,7 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -60,6 +60,11 @@ class ClientConfig:
     conn_id: str = "remote_airflow_default"
     client_name: str | None = None  # who polls, in the User-Agent (see :func:`user_agent`)
     airflow_version: str = "unknown"  # the downstream's Airflow, in the User-Agent (the hook sets it)
+    # How requests reach the upstream: "" (HTTP to ``base_url`` with the login/password/token above) or
+    # the name of a cloud transport (:data:`TRANSPORTS`, e.g. "aws_mwaa"), with its own settings.
+    auth: str = ""
+    mwaa_environment: str | None = None
+    aws_conn_id: str | None = None
 
     def __post_init__(self):
         if self.api_version not in API_VERSIONS:
@@ -72,14 +77,26 @@ class ClientConfig:
 
     @property
     def auth_mode(self) -> str:
-        """``token`` (password only), ``login`` (login + password) or ``none``."""
+        """``token`` (password only), ``login`` (login + password), ``none``, or the cloud ``auth``."""
+        if self.auth:
+            return self.auth
         if self.password and self.login:
             return "login"
         return "token" if self.password else "none"
 
     @property
     def ui_base(self) -> str:
-        return (self.ui_url or self.base_url).rstrip("/")
+        """The upstream UI's root for links; empty when no web address is known (an MWAA environment
+        reached without its web server URL)."""
+        base = self.ui_url or self.base_url
+        return base.rstrip("/") if base.startswith(("http://", "https://")) else ""
+
+    @property
+    def where(self) -> str:
+        """The upstream as people name it: its URL, or ``MWAA environment <name>``."""
+        if self.auth == "aws_mwaa":
+            return f"MWAA environment {self.mwaa_environment}"
+        return self.base_url
 
 
 CLIENT_NAME_ENV = "XDEP_SENSORS_CLIENT_NAME"
@@ -101,18 +118,65 @@ def user_agent(client_name: str | None = None, airflow_version: str = "unknown")
     return f"xdep-sensors/{__version__} ({details})"
 
 
-class Transport:
-    """Sends :class:`Request` objects: one reused session, auth, retry with backoff, typed errors."""
+class BaseTransport:
+    """Sends :class:`Request` objects to one upstream, retrying transient failures by the one rule.
+
+    A kind of transport says how one request reaches the upstream (:meth:`deliver`): HTTP with an
+    Airflow token or password (:class:`Transport`), or a cloud's API signed with the caller's cloud
+    identity. The client above never knows which.
+    """
+
+    # The longest path the transport can send (``None``: no limit); the client reads around it.
+    path_limit: int | None = None
 
     def __init__(self, config: ClientConfig, *, retry: RetryPolicy | None = None, sleep=None):
         self.config = config
         self.retry = retry or RetryPolicy()
         self._sleep = sleep or asyncio.sleep
+        self.dialect_name: str | None = None  # set by the client once the API version is known
+        self.requests_sent = 0
+
+    def fits(self, request: Request) -> bool:
+        """Whether ``request``'s path is short enough for this transport."""
+        return True
+
+    async def deliver(self, request: Request) -> Any:
+        """One try at ``request`` (with its authentication); raise an :class:`XdepError` when it fails."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the transport holds (sessions, cloud clients)."""
+
+    async def send(self, request: Request) -> Any:
+        """Send with the retry policy; raise an :class:`XdepError` when it fails."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.deliver(request)
+            except XdepError as err:
+                if not is_retryable(err) or attempt >= self.retry.attempts:
+                    raise
+                wait = self.retry.delay(attempt, err)
+                log.info(
+                    "upstream %s (%s); retry %d/%d in %.1fs",
+                    safe_url(err.url),
+                    err.message,
+                    attempt,
+                    self.retry.attempts - 1,
+                    wait,
+                )
+                await self._sleep(wait)
+
+
+class Transport(BaseTransport):
+    """HTTP to the upstream's URL: one reused aiohttp session, an Airflow token, password or JWT."""
+
+    def __init__(self, config: ClientConfig, *, retry: RetryPolicy | None = None, sleep=None):
+        super().__init__(config, retry=retry, sleep=sleep)
         self._session: aiohttp.ClientSession | None = None
         self._jwt: str | None = None
         self._jwt_lock = asyncio.Lock()
-        self.dialect_name: str | None = None  # set by the client once the API version is known
-        self.requests_sent = 0
 
     def _ssl(self) -> ssl.SSLContext | bool:
         verify = self.config.verify
@@ -233,36 +297,38 @@ class Transport:
         except aiohttp.InvalidURL:
             raise ConfigurationError("invalid upstream URL", url=url) from None
 
-    async def send(self, request: Request) -> Any:
-        """Send with authentication and the retry policy; raise an :class:`XdepError` when it fails."""
-        attempt = 0
-        refreshed = False
-        while True:
-            attempt += 1
-            headers, basic = await self._auth_headers(request)
-            try:
-                return await self._send_once(request, headers=headers, auth=basic)
-            except AuthenticationError as err:
-                if self.config.auth_mode == "login" and self.dialect_name != "v1" and request.auth:
-                    if not refreshed:  # the JWT expired: exchange the credentials once more
-                        refreshed = True
-                        await self._get_jwt(stale=self._jwt)
-                        continue
-                    raise self._auth_failed(err) from None
-                raise
-            except XdepError as err:
-                if not is_retryable(err) or attempt >= self.retry.attempts:
-                    raise
-                wait = self.retry.delay(attempt, err)
-                log.info(
-                    "upstream %s (%s); retry %d/%d in %.1fs",
-                    safe_url(err.url),
-                    err.message,
-                    attempt,
-                    self.retry.attempts - 1,
-                    wait,
-                )
-                await self._sleep(wait)
+    async def deliver(self, request: Request) -> Any:
+        headers, basic = await self._auth_headers(request)
+        try:
+            return await self._send_once(request, headers=headers, auth=basic)
+        except AuthenticationError:
+            if self.config.auth_mode == "login" and self.dialect_name != "v1" and request.auth:
+                # the JWT expired: exchange the credentials once more, then try once more
+                await self._get_jwt(stale=self._jwt)
+                headers, basic = await self._auth_headers(request)
+                try:
+                    return await self._send_once(request, headers=headers, auth=basic)
+                except AuthenticationError as again:
+                    raise self._auth_failed(again) from None
+            raise
+
+
+# How a request reaches the upstream, by the connection's ``auth`` extra: "" is HTTP (above); a cloud
+# transport is registered under its name by the code that can build it (the hooks, which may use
+# Airflow and the cloud's provider), so this layer stays free of both.
+TRANSPORTS: dict[str, Callable[[ClientConfig], BaseTransport]] = {"": Transport}
+
+
+def new_transport(config: ClientConfig) -> BaseTransport:
+    """The transport ``config.auth`` names."""
+    make = TRANSPORTS.get(config.auth)
+    if make is None:
+        known = ", ".join(repr(k) for k in sorted(TRANSPORTS) if k)
+        raise ConfigurationError(
+            f"extra auth={config.auth!r} of connection {config.conn_id!r} is not a known way to authenticate",
+            hint=f"use one of {known}, or remove the extra auth to use the login/password/token fields",
+        )
+    return make(config)
 
 
 async def _read_body(content: aiohttp.StreamReader, limit: int) -> bytes:

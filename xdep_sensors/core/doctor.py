@@ -40,9 +40,17 @@ async def diagnose(
 ) -> list[Check]:
     """Run the checks in order; stop at the first failure that makes the next ones meaningless."""
     cfg = client.config
-    checks = [Check("url", True, f"{cfg.base_url} (TLS verify: {cfg.verify}; auth: {cfg.auth_mode})")]
+    if cfg.auth == "aws_mwaa":
+        where = f"{cfg.where} through InvokeRestApi, signed by AWS connection {cfg.aws_conn_id!r}"
+        via = " through airflow:InvokeRestApi (allowed)"
+    else:
+        where, via = f"{cfg.base_url} (TLS verify: {cfg.verify}; auth: {cfg.auth_mode})", ""
+    checks = [Check("url", True, where)]
     version = await _step(
-        checks, "api", client.version(), lambda v: f"Airflow {v}, REST API {client.transport.dialect_name}"
+        checks,
+        "api",
+        client.version(),
+        lambda v: f"Airflow {v}, REST API {client.transport.dialect_name}{via}",
     )
     if version is None:
         return checks
@@ -50,7 +58,10 @@ async def diagnose(
         checks,
         "read dag runs",
         client.list_dag_runs("~", limit=1),
-        lambda r: "authenticated; allowed to read DAG runs",
+        lambda r: (
+            "authenticated; allowed to read DAG runs"
+            + (" (the IAM policy's Airflow role may)" if cfg.auth == "aws_mwaa" else "")
+        ),
     )
     if runs is None:
         return checks

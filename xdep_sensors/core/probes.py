@@ -164,7 +164,7 @@ class DagRunProbe:
                 return False
             nearby = close_matches(w.external_dag_id, await source.dag_ids())
             raise NotFound(
-                f"DAG {w.external_dag_id!r} does not exist upstream at {client.config.base_url}",
+                f"DAG {w.external_dag_id!r} does not exist upstream at {client.config.where}",
                 hint=(f"close matches: {', '.join(nearby)}" if nearby else "check external_dag_id")
                 + "; or set check_existence=False to wait for it to appear",
             ) from None
@@ -341,7 +341,7 @@ class AssetProbe:
             names = sorted({a.uri for a in known} | {a.name for a in known})
             nearby = sorted({m for label in missing for m in close_matches(label, names)})
             raise NotFound(
-                f"asset(s) {', '.join(missing)} do not exist upstream at {client.config.base_url}",
+                f"asset(s) {', '.join(missing)} do not exist upstream at {client.config.where}",
                 hint=(f"close matches: {', '.join(nearby)}" if nearby else "check the asset URI or name")
                 + "; or set check_existence=False to wait for it to appear",
             )

@@ -50,14 +50,32 @@ def config_from_connection(conn: Connection, extra: dict[str, Any]) -> ClientCon
             f"extra timeout={extra.get('timeout')!r} of connection {conn.conn_id!r} "
             "is not a number of seconds"
         ) from None
+    auth = str(extra.get("auth") or "").strip().lower()
+    if auth == "aws_mwaa":
+        from xdep_sensors.hooks.aws_mwaa import mwaa_settings
+
+        where: dict[str, Any] = mwaa_settings(conn.conn_id, extra)
+        if conn.host:  # the environment's web server URL: links to the upstream UI
+            where["ui_url"] = normalize_base_url(conn.host, schema=conn.schema, port=conn.port)
+    elif auth:
+        raise ConfigurationError(
+            f"extra auth={extra.get('auth')!r} of connection {conn.conn_id!r} is not a known way to "
+            "authenticate",
+            hint='use "aws_mwaa", or remove the extra auth to use the login/password/token fields',
+        )
+    else:
+        where = {
+            "base_url": normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
+            "login": conn.login or None,
+            "password": conn.password or None,
+        }
+    ui_url = extra.get("ui_url") or where.pop("ui_url", None)
     return ClientConfig(
-        base_url=normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
-        login=conn.login or None,
-        password=conn.password or None,
+        **where,
         api_version=str(extra.get("api_version") or "auto").lower(),
         verify=_as_bool_or_path(extra.get("verify")),
         timeout=timeout,
-        ui_url=extra.get("ui_url") or None,
+        ui_url=ui_url,
         conn_id=conn.conn_id,
         client_name=str(extra["client_name"]) if extra.get("client_name") else None,
         airflow_version=airflow_version,

@@ -404,7 +404,9 @@ class UpstreamFacts:
                 else f"connection {conn_id!r} cannot be read ({type(err).__name__}): "
                 "check its definition and the secrets backend",
             }
-        base.update(host=safe_url(config.base_url), ui=safe_url(config.ui_base))
+        base.update(
+            host=config.where if config.auth else safe_url(config.base_url), ui=safe_url(config.ui_base)
+        )
         client = RemoteAirflowHook.client_for(config)
         try:
             facts = await asyncio.wait_for(read_upstream(client, dags, assets), self.time_limit)

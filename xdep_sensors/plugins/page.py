@@ -233,7 +233,8 @@ def _row(item: dict[str, Any], airflow_root: str) -> str:
 
 
 def _health(conn_id: str, up: dict[str, Any]) -> str:
-    where = _link(up.get("ui") or up.get("host"), up.get("host") or "(no host)")
+    href = up.get("ui") or up.get("host") or ""
+    where = _link(href if href.startswith(("http://", "https://")) else None, up.get("host") or "(no host)")
     if up.get("error"):
         reach = "reachable" if up.get("reachable") else "not reachable"
         return (

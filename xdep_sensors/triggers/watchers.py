@@ -391,7 +391,7 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
             ):
                 return asset.id
         raise NotFound(
-            f"asset {self.target} does not exist upstream at {client.config.base_url}",
+            f"asset {self.target} does not exist upstream at {client.config.where}",
             hint="check the watcher's asset_uri / asset_name; the watcher looks again later",
         )
 
