@@ -24,7 +24,11 @@ START, END = "<!-- versions-table:start -->", "<!-- versions-table:end -->"
 UPSTREAM = [  # (check recorded by the tests, what the table says)
     ("dag_run_wait:password:defer", "DAG-run wait, {auth} (deferred)"),
     ("dag_run_wait:token:poke", "DAG-run wait, static token (poke)"),
+    ("dag_run_wait:iam:defer", "DAG-run wait, {auth} (deferred)"),
+    ("dag_run_wait:iam:poke", "DAG-run wait, {auth} (poke)"),
     ("asset_wait:password:defer", "asset wait (deferred)"),
+    ("asset_wait:iam:defer", "asset wait (deferred)"),
+    ("asset_wait:iam:poke", "asset wait (poke)"),
     ("task_group_filter", "task-group filter"),
     ("task_failure_alert", "task-failure alert"),
     ("task_duration_alert", "task-duration alert"),
@@ -72,15 +76,25 @@ def _proved(check: str | tuple[str, ...], checks: list[str]) -> bool:
     return all(c in checks for c in ((check,) if isinstance(check, str) else check))
 
 
+MWAA = " via MWAA"  # a row whose upstream is reached as an Amazon MWAA environment (the AWS double)
+
+
 def _key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
+    release, _, via = version.partition(" ")
+    return (*(int(p) for p in release.split(".")), 1 if via else 0)
+
+
+def _auth(version: str) -> str:
+    if version.endswith(MWAA):
+        return "AWS IAM identity through InvokeRestApi (SigV4)"
+    return "basic auth" if version.startswith("2.") else "JWT from username/password"
 
 
 def render(proved: dict[str, dict[str, list[str]]]) -> str:
     lines = ["| Airflow | API | proven as upstream | proven as downstream |", "|---|---|---|---|"]
     for version in sorted(proved, key=_key):
         roles = proved[version]
-        auth = "basic auth" if version.startswith("2.") else "JWT from username/password"
+        auth = _auth(version)
         up = [text.format(auth=auth) for check, text in UPSTREAM if _proved(check, roles.get("upstream", []))]
         down = [text for check, text in DOWNSTREAM if _proved(check, roles.get("downstream", []))]
         api = "v1" if version.startswith("2.") else "v2"

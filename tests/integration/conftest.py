@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from devtools.airflow_local import LocalAirflow
+from devtools.mwaa_double import Environment, Identity, MwaaDouble, aws_connection
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -327,3 +328,95 @@ def matrix_record():
         MATRIX_RESULTS.parent.mkdir(parents=True, exist_ok=True)
         results = {"run": os.environ.get("XDEP_TEST_RUN"), "proved": proved}
         MATRIX_RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- MWAA
+# The AWS side of Amazon MWAA (InvokeRestApi, SigV4) as a local double in front of the real upstreams
+# above (devtools/mwaa_double.py); the library reaches it through real Airflow AWS connections, the
+# Amazon provider and aiobotocore. The keys are canaries: the leak scans look for them.
+AWS_KEY = "AKIAXDEPCANARY000001"
+AWS_SECRET = "xdep-canary-aws-secret-Kq3vT9wLm2"
+AWS_SESSION_TOKEN = "xdep-canary-aws-session-token-Zr8pN4cYh7"
+AWS_NO_GRANT_KEY = "AKIAXDEPNOGRANT00002"
+AWS_PUBLIC_KEY = "AKIAXDEPPUBLIC000003"
+MWAA_ENVS = {"v2": "up-v2", "v1": "up-v1"}
+
+
+@dataclass
+class Mwaa:
+    """The double, the endpoint the AWS connections name, and the remote connection per upstream API."""
+
+    double: MwaaDouble
+    endpoint_url: str
+    upstreams: dict[str, Upstream]
+
+    def conn_id(self, api: str) -> str:
+        return f"mwaa_{api}"
+
+    def env_vars(self) -> dict[str, str]:
+        """Every MWAA test connection as ``AIRFLOW_CONN_*`` variables (for a downstream deployment)."""
+        return {
+            k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_MWAA", "AIRFLOW_CONN_AWS_"))
+        }
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _mwaa_conn(conn_id: str, env: str, aws_conn_id: str, host: str | None = None) -> None:
+    extra = {"auth": "aws_mwaa", "mwaa_environment": env, "aws_conn_id": aws_conn_id}
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {"conn_type": "remote_airflow", **({"host": host} if host else {}), "extra": extra}
+    )
+
+
+@pytest.fixture(scope="session")
+def mwaa(_upstreams) -> Mwaa:
+    """Two MWAA environments (Airflow 3.3 and 2.11) and three AWS identities: one granted the Viewer
+    role on both, one granted nothing, one granted a role whose Airflow user may not read (Public)."""
+    v2, v1 = _upstreams["v2"].server, _upstreams["v1"].server
+    environments = {
+        MWAA_ENVS["v2"]: Environment(
+            v2.base_url,
+            "v2",
+            {
+                "Viewer": {"Authorization": f"Bearer {v2.token('viewer', 'viewer')}"},
+                "Public": {"Authorization": "Bearer not-a-token-of-this-deployment"},
+            },
+        ),
+        MWAA_ENVS["v1"]: Environment(
+            v1.base_url, "v1", {"Viewer": _basic("viewer", "viewer"), "Public": _basic("public", "nobody")}
+        ),
+    }
+    everywhere = {env: "Viewer" for env in environments}
+    identities = {
+        AWS_KEY: Identity(AWS_SECRET, AWS_SESSION_TOKEN, grants=everywhere),
+        AWS_NO_GRANT_KEY: Identity(AWS_SECRET + "-2"),
+        AWS_PUBLIC_KEY: Identity(AWS_SECRET + "-3", grants={env: "Public" for env in environments}),
+    }
+    double = MwaaDouble(environments, identities)
+    url = double.start()
+    aws = {
+        "aws_mwaa": aws_connection(url, AWS_KEY, AWS_SECRET, session_token=AWS_SESSION_TOKEN),
+        "aws_mwaa_bad_secret": aws_connection(
+            url, AWS_KEY, AWS_SECRET + "-wrong", session_token=AWS_SESSION_TOKEN
+        ),
+        "aws_mwaa_no_grant": aws_connection(url, AWS_NO_GRANT_KEY, AWS_SECRET + "-2"),
+        "aws_mwaa_public": aws_connection(url, AWS_PUBLIC_KEY, AWS_SECRET + "-3"),
+    }
+    for conn_id, conn in aws.items():
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    for api, env in MWAA_ENVS.items():
+        # the host, optional for MWAA, is the environment's web server URL: links to the upstream UI
+        _mwaa_conn(f"mwaa_{api}", env, "aws_mwaa", host=_upstreams[api].server.base_url)
+        _mwaa_conn(f"mwaa_{api}_bad_secret", env, "aws_mwaa_bad_secret")
+        _mwaa_conn(f"mwaa_{api}_no_grant", env, "aws_mwaa_no_grant")
+        _mwaa_conn(f"mwaa_{api}_public", env, "aws_mwaa_public")
+    _mwaa_conn("mwaa_no_env", "no-such-environment", "aws_mwaa")
+    try:
+        yield Mwaa(double, url, _upstreams)
+    finally:
+        double.stop()

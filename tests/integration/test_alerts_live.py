@@ -20,6 +20,8 @@ from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, w
 pytestmark = pytest.mark.integration
 
 APIS = ("v2", "v1")
+MWAA_APIS = ("mwaa_v2", "mwaa_v1")  # the same upstreams reached through MWAA InvokeRestApi (the AWS double)
+MWAA_ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow")
 UPSTREAM_DAGS = ("xdep_alert_flaky", "xdep_alert_slow", "xdep_alert_late")
 ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow", "late")
 MET: dict[str, dict] = {}  # api -> the xdep_alert_late run that met one deadline
@@ -47,6 +49,16 @@ def _for_run(server, api, alert, run_id) -> list[dict]:
     return [p for p in _payloads(server, api, alert) if run_of(p) == run_id]
 
 
+def _upstream_of(_upstreams, api: str):
+    return _upstreams[api.removeprefix("mwaa_")]
+
+
+def _record_as(api: str) -> str:
+    """The versions table's row: the upstream's version, behind MWAA or not."""
+    version = "3.3.2" if api.endswith("v2") else "2.11.2"
+    return f"{version} via MWAA" if api.startswith("mwaa_") else version
+
+
 def _upstream_run(upstream, dag_id, run_id) -> dict:
     prefix = "/api/v2" if upstream.api == "v2" else "/api/v1"
     return upstream.server.api("GET", f"{prefix}/dags/{dag_id}/dagRuns/{run_id}")
@@ -69,7 +81,7 @@ def _wait_fired(downstream, api, alerts, run_id) -> None:
 
 
 @pytest.fixture(scope="module")
-def downstream(_upstreams, tmp_path_factory):
+def downstream(_upstreams, mwaa, tmp_path_factory):
     for up in _upstreams.values():
         for dag_id in UPSTREAM_DAGS:
             up.server.wait_for_dag(dag_id, timeout=180)
@@ -92,15 +104,19 @@ def downstream(_upstreams, tmp_path_factory):
         components=("api-server", "scheduler", "dag-processor", "triggerer"),
         name="downstream-alerts",
         database_url=postgres.fresh_database("xdep_downstream_alerts"),  # production shape: PostgreSQL
-        extra_env=conns,
+        extra_env={**conns, **mwaa.env_vars()},
     )
     try:
         server.start(timeout=300)
         for api in APIS:
             for alert in ALERTS:
                 server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
+        for api in MWAA_APIS:
+            for alert in MWAA_ALERTS:
+                server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
+        expected = len(APIS) * len(ALERTS) + len(MWAA_APIS) * len(MWAA_ALERTS)
         server.alert_assets = wait_for(
-            lambda: (ids := _alert_asset_ids(server)) and len(ids) == len(APIS) * len(ALERTS) and ids,
+            lambda: (ids := _alert_asset_ids(server)) and len(ids) == expected and ids,
             120,
             "downstream alert assets registered",
         )
@@ -119,9 +135,9 @@ def downstream(_upstreams, tmp_path_factory):
         server.stop()
 
 
-@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("api", APIS + MWAA_APIS)
 def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
-    upstream = _upstreams[api]
+    upstream = _upstream_of(_upstreams, api)
     run_id = _trigger_run(upstream, "xdep_alert_flaky")
     assert upstream.wait_run(run_id, "xdep_alert_flaky") == "failed"
     wait_for(
@@ -152,12 +168,12 @@ def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
         "end_date",
         "url",
     } <= set(failed)
-    matrix_record("3.3.2" if api == "v2" else "2.11.2", "upstream", "task_failure_alert")
+    matrix_record(_record_as(api), "upstream", "task_failure_alert")
 
 
-@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("api", APIS + MWAA_APIS)
 def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api, matrix_record):
-    upstream = _upstreams[api]
+    upstream = _upstream_of(_upstreams, api)
     run_id = _trigger_run(upstream, "xdep_alert_slow", sleep=20)
     (run_alert,) = wait_for(lambda: _for_run(downstream, api, "run-slow", run_id), 60, "run duration alert")
     (task_alert,) = wait_for(
@@ -177,7 +193,7 @@ def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api, ma
         assert alert["run"]["state"] == "running" and alert["running_for"] >= 8
         assert datetime.fromisoformat(alert["_at"].replace("Z", "+00:00")) < ended  # fired while it ran
     assert task_alert["task_instance"]["task_id"] == "nap"
-    matrix_record("3.3.2" if api == "v2" else "2.11.2", "upstream", "task_duration_alert")
+    matrix_record(_record_as(api), "upstream", "task_duration_alert")
 
 
 def test_triggerer_restart_neither_loses_nor_repeats(_upstreams, downstream):

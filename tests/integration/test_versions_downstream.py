@@ -15,6 +15,7 @@ writes fires 1 twice. Below 3.3 the state is an Airflow Variable; from 3.3 the a
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.error
 import urllib.request
@@ -27,8 +28,11 @@ import pytest
 from devtools import postgres
 from devtools.airflow_local import CANARY_PASSWORD, CANARY_USER, LocalAirflow, free_port
 from tests.integration.conftest import (
+    AWS_SECRET,
+    AWS_SESSION_TOKEN,
     ROOT,
     MatrixUpstream,
+    Mwaa,
     airflow_bin,
     local_asset_events,
     local_asset_id,
@@ -40,7 +44,9 @@ from xdep_sensors.triggers.watchers import RemoteAssetEventTrigger
 
 pytestmark = pytest.mark.integration
 
-DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2")
+# 3.3.2+mwaa: the 3.3.2 downstream whose upstreams (3.3.2 and 2.11.2) are reached as Amazon MWAA
+# environments, through the local AWS double (conftest ``mwaa``) and real Airflow AWS connections
+DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2", "3.3.2+mwaa")
 # Two triggerers from 3.2: below, Airflow hands every AssetWatcher trigger to each triggerer that looks
 # for work (``Trigger.get_sorted_triggers`` selects asset triggers whoever holds them; fixed in 3.2), so
 # each triggerer runs the watcher and every upstream event fires once per triggerer.
@@ -98,6 +104,24 @@ class Downstream:
     version: str
     server: LocalAirflow
     up: MatrixUpstream
+    database: str
+    mwaa: Mwaa | None = None  # the upstreams are reached through MWAA InvokeRestApi
+
+    @property
+    def label(self) -> str:
+        """The versions table's row: the version, or the version behind MWAA."""
+        return f"{self.version} via MWAA" if self.mwaa else self.version
+
+    @property
+    def secrets(self) -> list[bytes]:
+        """The connections' credentials, in every form they could leak in."""
+        if self.mwaa is None:
+            return [
+                *secret_forms(CANARY_USER, CANARY_PASSWORD),
+                *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong"),
+            ]
+        keys = (AWS_SECRET, AWS_SECRET + "-wrong", AWS_SESSION_TOKEN)
+        return [k.encode() for k in keys] + [s.encode() for s in self.mwaa.double.signatures]
 
     def ti_state(self, dag_id: str, run_id: str) -> str | None:
         return self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait").get(
@@ -151,12 +175,12 @@ def _upstream_polls(up: MatrixUpstream) -> int:
 
 
 def _database(version: str) -> str:
-    return "xdep_downstream_" + version.replace(".", "_")
+    return "xdep_downstream_" + version.replace(".", "_").replace("+", "_")
 
 
 @pytest.fixture(scope="module", params=DOWNSTREAM_VERSIONS)
 def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
-    version = request.param
+    version, _, via = request.param.partition("+")
     up = matrix_upstreams[version]
     # the canary user: the leak scan looks for its password and for the JWTs it is exchanged for
     conn = {
@@ -168,16 +192,24 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     bad = {**conn, "password": CANARY_PASSWORD + "-wrong"}
     v1 = matrix_upstreams["2.11.2"].server  # the Remote dependencies page shows an Airflow 2 upstream too
     conn_v1 = {"conn_type": "remote_airflow", "host": v1.base_url, "login": "viewer", "password": "viewer"}
+    mwaa: Mwaa | None = request.getfixturevalue("mwaa") if via == "mwaa" else None
+    aws_conns = {}
+    if mwaa is not None:  # the same upstreams as MWAA environments: the AWS identity is the credential
+        conn, bad, conn_v1 = (
+            json.loads(os.environ[f"AIRFLOW_CONN_{name}"])
+            for name in ("MWAA_V2", "MWAA_V2_BAD_SECRET", "MWAA_V1")
+        )
+        aws_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_AWS_MWAA")}
     # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
-        tmp_path_factory.mktemp(f"downstream-{version}"),
+        tmp_path_factory.mktemp(f"downstream-{request.param}"),
         airflow_bin(version),
         major=3,
         dags_folder=ROOT / "tests" / "versions" / "downstream_dags",
         components=("api-server", "scheduler", "dag-processor", "triggerer"),
-        name=f"downstream-{version}",
-        database_url=postgres.fresh_database(_database(version)),
-        triggerers=2 if version in HA_VERSIONS else 1,
+        name=f"downstream-{request.param}",
+        database_url=postgres.fresh_database(_database(request.param)),
+        triggerers=2 if request.param in HA_VERSIONS else 1,
         extra_env={
             "AIRFLOW_CONN_UP": json.dumps(conn),
             "AIRFLOW_CONN_UP_BAD": json.dumps(bad),
@@ -187,6 +219,7 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
             ),
             "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY,
             "PYTHONPATH": str(ROOT),
+            **aws_conns,
         },
     )
     polls = _upstream_polls(up)
@@ -210,7 +243,7 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
         wait_for(lambda: _upstream_polls(up) >= polls + 2, 180, "the watcher's first polls upstream")
-        yield Downstream(version, server, up)
+        yield Downstream(version, server, up, _database(request.param), mwaa)
     finally:
         server.stop()
 
@@ -227,7 +260,7 @@ def test_watcher_schedules_a_downstream_dag(downstream, matrix_record):
         ]  # the API may add from_rest_api
 
     assert len(wait_for(fired, 120, "the watcher's event downstream")) == 1
-    matrix_record(downstream.version, "downstream", "watcher:asset_event")
+    matrix_record(downstream.label, "downstream", "watcher:asset_event")
 
 
 @pytest.mark.parametrize("variant", ["defer", "poke"])
@@ -244,7 +277,7 @@ def test_dag_run_sensor(downstream, matrix_record, variant):
         assert f"xdep_test_producer run {up_run}: success" in log, log[-3000:]
         assert "xdep_sensors.triggers.RemoteDagRunTrigger" in log, log[-3000:]
         downstream.assert_worker_runs(dag_id, run_id, 2)  # the classic deferral: the start and the resume
-    matrix_record(downstream.version, "downstream", f"dag_run_sensor:{variant}")
+    matrix_record(downstream.label, "downstream", f"dag_run_sensor:{variant}")
 
 
 @pytest.mark.parametrize("variant", ["defer", "poke"])
@@ -255,7 +288,7 @@ def test_asset_sensor(downstream, matrix_record, variant):
     downstream.up.asset_event("file://include/bears", {"marker": marker})
     downstream.wait_success(dag_id, run_id)
     assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
-    matrix_record(downstream.version, "downstream", f"asset_sensor:{variant}")
+    matrix_record(downstream.label, "downstream", f"asset_sensor:{variant}")
 
 
 def _starts_in_triggerer(version: str) -> bool:
@@ -286,7 +319,7 @@ def test_worker_free_dag_run_sensor(downstream, matrix_record, outcome):
         assert f"upstream {outcome}: xdep_test_producer run {up_run}: failed" in log, log[-3000:]
     runs = 0 if _starts_in_triggerer(downstream.version) else 1
     downstream.assert_worker_runs(dag_id, run_id, runs)
-    matrix_record(downstream.version, "downstream", f"worker_free:dag_run:{outcome}:{runs}")
+    matrix_record(downstream.label, "downstream", f"worker_free:dag_run:{outcome}:{runs}")
 
 
 def test_worker_free_asset_sensor(downstream, matrix_record):
@@ -298,14 +331,14 @@ def test_worker_free_asset_sensor(downstream, matrix_record):
     assert [e["extra"].get("marker") for e in downstream.result(dag_id, run_id)] == [marker]
     runs = 0 if _starts_in_triggerer(downstream.version) else 1
     downstream.assert_worker_runs(dag_id, run_id, runs)
-    matrix_record(downstream.version, "downstream", f"worker_free:asset:{runs}")
+    matrix_record(downstream.label, "downstream", f"worker_free:asset:{runs}")
 
 
 def _trigger_hosts(downstream: Downstream) -> list[str | None]:
     """The hostname of the triggerer running each trigger (None: not assigned), from the ``trigger`` and
     ``job`` tables (the ``job`` table keeps hostnames, not pids: each triggerer has its own)."""
     rows = postgres.query(
-        _database(downstream.version),
+        downstream.database,
         "SELECT j.hostname FROM trigger t LEFT JOIN job j ON j.id = t.triggerer_id ORDER BY t.id",
     )
     return [r[0] for r in rows]
@@ -320,9 +353,7 @@ def _triggerers_that_ran(downstream: Downstream, dag_id: str, run_id: str) -> se
         for f in folder.glob("*.log.trigger.*.log")
         if (m := re.search(r"\.(\d+)\.log$", f.name))
     ]
-    rows = postgres.query(
-        _database(downstream.version), "SELECT hostname FROM job WHERE id = ANY(%s)", (jobs,)
-    )
+    rows = postgres.query(downstream.database, "SELECT hostname FROM job WHERE id = ANY(%s)", (jobs,))
     return {r[0] for r in rows}
 
 
@@ -382,13 +413,13 @@ def test_a_killed_triggerers_waits_complete_on_the_other_exactly_once(downstream
         "xdep_v_run_free", waits["xdep_v_run_free"], 0 if _starts_in_triggerer(downstream.version) else 1
     )
     server.start_component(first)  # two triggerers again for the module's other tests
-    matrix_record(downstream.version, "downstream", "triggerer_failover")
+    matrix_record(downstream.label, "downstream", "triggerer_failover")
 
 
 def _heartbeat(downstream: Downstream, host: str):
     """The latest heartbeat of the triggerer job of that hostname (the database's clock)."""
     rows = postgres.query(
-        _database(downstream.version),
+        downstream.database,
         "SELECT max(latest_heartbeat) FROM job WHERE job_type = 'TriggererJob' AND hostname = %s",
         (host,),
     )
@@ -426,7 +457,7 @@ def test_a_stalled_triggerer_does_not_fire_again_when_it_resumes(downstream, mat
         downstream.up.asset_event("file://include/bears", {"marker": marker})
         wait_for(lambda: fired(marker), 180, f"the event fired by {second}")
     finally:
-        resumed = postgres.query(_database(downstream.version), "SELECT now()")[0][0]
+        resumed = postgres.query(downstream.database, "SELECT now()")[0][0]
         server.resume_component(first)
     # the resumed supervisor's loop passes on its runner's events before it heartbeats
     wait_for(lambda: (_heartbeat(downstream, one) or resumed) > resumed, 180, f"{first} heartbeating again")
@@ -435,7 +466,7 @@ def test_a_stalled_triggerer_does_not_fire_again_when_it_resumes(downstream, mat
     wait_for(lambda: fired(later), 180, "the watcher's next event")
     assert len(fired(marker)) == 1, fired(marker)
     assert len(fired(warm)) == 1 and len(fired(later)) == 1, (fired(warm), fired(later))
-    matrix_record(downstream.version, "downstream", "triggerer_stall")
+    matrix_record(downstream.label, "downstream", "triggerer_stall")
 
 
 def test_task_group_wait(downstream, matrix_record):
@@ -447,7 +478,7 @@ def test_task_group_wait(downstream, matrix_record):
     assert result["run_id"] == up_run
     # decided on the group's tasks, not on the run (a sensor that ignored task_group_id has no "tasks")
     assert result["tasks"] == {"grp.a": "success", "grp.b": "success"}, result
-    matrix_record(downstream.version, "downstream", "task_group_sensor:defer")
+    matrix_record(downstream.label, "downstream", "task_group_sensor:defer")
 
 
 def test_trigger_state_survives_a_triggerer_restart(downstream, matrix_record):
@@ -485,7 +516,7 @@ def test_trigger_state_survives_a_triggerer_restart(downstream, matrix_record):
         assert state["timestamp"] is not None and after[0]["id"] in state["seen_ids"] + [
             k for k, _ in state["recent"]
         ]
-    matrix_record(downstream.version, "downstream", f"durable_state:{backend}")
+    matrix_record(downstream.label, "downstream", f"durable_state:{backend}")
 
 
 def test_no_credential_in_the_deployment(downstream, matrix_record):
@@ -494,11 +525,7 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
     kwargs and Variables decrypted with its Fernet key) and its files (task, trigger and component logs),
     while waits are in flight and after they ended. A worker-free wait with the wrong password fails in
     the trigger, saying what to fix."""
-    server, database = downstream.server, _database(downstream.version)
-    secrets = [
-        *secret_forms(CANARY_USER, CANARY_PASSWORD),
-        *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong"),
-    ]
+    server, database = downstream.server, downstream.database
     up_run = downstream.up.trigger(hold=True, conf={}, logical_date=datetime.now(timezone.utc))
     waits = {
         dag_id: downstream.start_waiting(dag_id, "defer", conf)
@@ -519,7 +546,7 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
     assert encrypted_rows(database) >= 5
     # the scan sees inside the encrypted kwargs: the upstream run id is in the waits' triggers
     assert any(h.startswith("trigger ") for h in scan_postgres(database, FERNET_KEY, [up_run.encode()]))
-    assert scan_postgres(database, FERNET_KEY, secrets, jwt_user=CANARY_USER) == []
+    assert scan_postgres(database, FERNET_KEY, downstream.secrets, jwt_user=CANARY_USER) == []
 
     marker = uuid.uuid4().hex
     downstream.up.asset_event("file://include/bears", {"marker": marker})
@@ -528,17 +555,20 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
         downstream.wait_success(dag_id, run_id)
     assert server.wait_run("xdep_v_run_free_badauth", bad, timeout=180) == "failed"
     log = downstream.task_log("xdep_v_run_free_badauth", bad)
-    assert "authentication failed for conn 'up_bad'" in log and "check the login and password" in log, log[
-        -3000:
-    ]
+    if downstream.mwaa is None:
+        expected = ("authentication failed for conn 'up_bad'", "check the login and password")
+    else:
+        expected = ("AWS rejected the request signature", "check the secret access key")
+    assert all(words in log for words in expected), log[-3000:]
     runs = downstream.worker_runs("xdep_v_run_free_badauth", bad)
     assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
 
+    secrets = downstream.secrets  # the MWAA double's signatures of this run included
     assert scan_postgres(database, FERNET_KEY, secrets, jwt_user=CANARY_USER) == []
     # passwords.json: the test harness's users of this deployment's own UI (the canary is one of them)
     assert scan_files(server.home, secrets, jwt_user=CANARY_USER, skip=("passwords.json",)) == []
-    matrix_record(downstream.version, "downstream", f"worker_free:dag_run:auth_failed:{runs}")
-    matrix_record(downstream.version, "downstream", "no_credential_leak:postgres")
+    matrix_record(downstream.label, "downstream", f"worker_free:dag_run:auth_failed:{runs}")
+    matrix_record(downstream.label, "downstream", "no_credential_leak:postgres")
 
 
 def _get(server: LocalAirflow, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -613,15 +643,21 @@ def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
         and dead["error"]
         and items[("xdep_v_run_dead", "wait")]["status"] == "unreachable"
     )
-    assert up["host"] == downstream.up.server.base_url and "viewer" not in json.dumps(body["upstreams"])
+    if downstream.mwaa is None:
+        assert up["host"] == downstream.up.server.base_url
+    else:  # named as people know it; the links go to the web server URL (the connection's host)
+        assert (up["host"], v1["host"]) == ("MWAA environment up-v2", "MWAA environment up-v1")
+        assert up["ui"] == downstream.up.server.base_url
+        assert not any(s.decode() in text for s in downstream.secrets)
+    assert "viewer" not in json.dumps(body["upstreams"])
 
     if downstream.version >= "3.1":  # in the UI's navigation (3.0 has no plugin views)
         plugins = server.api("GET", "/api/v2/plugins")["plugins"]
         views = [v for p in plugins if p["name"] == "xdep_sensors" for v in p.get("external_views", [])]
         assert [v["href"] for v in views] == ["/xdep-sensors/dependencies"]
-        matrix_record(downstream.version, "downstream", "remote_dependencies:nav")
+        matrix_record(downstream.label, "downstream", "remote_dependencies:nav")
     end_wait(downstream, up_run, run_id)
-    matrix_record(downstream.version, "downstream", "remote_dependencies:json")
+    matrix_record(downstream.label, "downstream", "remote_dependencies:json")
 
 
 def end_wait(downstream: Downstream, up_run: str, run_id: str) -> None:
@@ -643,7 +679,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("downstream", ["3.3.2"], indirect=True)
+@pytest.mark.parametrize("downstream", ["3.3.2", "3.3.2+mwaa"], indirect=True)
 def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, tmp_path):
     """Headless Chromium: refused before logging in; after it, Browse -> Remote dependencies shows the page in
     Airflow's UI, with a wait in flight, the upstream's health and the filter. A screenshot for the docs."""
@@ -669,15 +705,15 @@ def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, t
             frame = page.frame_locator("iframe")
             frame.get_by_role("heading", name="Remote dependencies").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "remote-dependencies.png"))
-            shot = ROOT / ".tmp" / "remote-dependencies.png"
+            shot = ROOT / ".tmp" / f"remote-dependencies{'-mwaa' if downstream.mwaa else ''}.png"
             shot.parent.mkdir(exist_ok=True)
             shot.write_bytes((tmp_path / "remote-dependencies.png").read_bytes())
             row = frame.locator("tr", has_text="xdep_v_run_defer").first
             assert "waiting" in row.inner_text() and up_run in row.inner_text()  # the rendered run id
-            assert (
-                "reachable, Airflow 3.3.2 (API v2), authenticated"
-                in frame.locator("section[data-conn=up]").inner_text()
-            )
+            health = frame.locator("section[data-conn=up]").inner_text()
+            assert "reachable, Airflow 3.3.2 (API v2), authenticated" in health, health
+            if downstream.mwaa is not None:
+                assert "MWAA environment up-v2" in health, health
 
             direct = context.new_page()
             assert direct.goto(page_url + "?q=bears").status == 200  # the same session, the page itself
@@ -687,4 +723,4 @@ def test_remote_dependencies_page_in_a_real_browser(downstream, matrix_record, t
         finally:
             browser.close()
     end_wait(downstream, up_run, run_id)
-    matrix_record(downstream.version, "downstream", "remote_dependencies:browser")
+    matrix_record(downstream.label, "downstream", "remote_dependencies:browser")

@@ -164,7 +164,13 @@ class TestShellExamples:
             for value in re.findall(r"'(\{.*?\})'", block.code, re.S):
                 conn = Connection.from_json(value, conn_id="example")
                 assert conn.conn_type == "remote_airflow", block.name
-                assert conn.host and conn.password, block.name
+                if conn.extra_dejson.get("auth") == "aws_mwaa":  # the AWS identity is the credential
+                    from xdep_sensors.hooks.remote_airflow import config_from_connection
+
+                    config = config_from_connection(conn, conn.extra_dejson)
+                    assert config.mwaa_environment and not conn.password, block.name
+                else:
+                    assert conn.host and conn.password, block.name
                 found.append(block.name)
         assert len(found) >= 4
 

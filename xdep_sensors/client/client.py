@@ -211,16 +211,29 @@ class RemoteAirflowClient:
     async def get_dag_run(self, dag_id: str, run_id: str) -> DagRun | None:
         """Return one run, or ``None`` when it does not exist (yet)."""
         dialect = await self.dialect()
-        if not self.transport.fits(dialect.dag_run(dag_id, run_id)) and await self._run_id_patterns():
-            # a path too long for the transport (MWAA): the DAG's runs filtered by id, matched exactly
-            page: Page = await self.call(
-                lambda d: d.dag_run_by_pattern(dag_id, run_id), lambda d, b: d.parse_dag_runs(b)
-            )
-            return next((run for run in page.items if run.run_id == run_id), None)
+        if not self.transport.fits(dialect.dag_run(dag_id, run_id)):
+            return await self._dag_run_by_listing(dag_id, run_id)
         try:
             return await self.call(lambda d: d.dag_run(dag_id, run_id), lambda d, b: d.parse_dag_run(b))
         except NotFound:
             return None
+
+    async def _dag_run_by_listing(self, dag_id: str, run_id: str) -> DagRun | None:
+        """A run whose path is too long for the transport (MWAA), read through listings, matched exactly:
+        the DAG's runs filtered by id (3.1+), else one of its task instances' date and the runs then."""
+        page: Page
+        if await self._run_id_patterns():
+            page = await self.call(
+                lambda d: d.dag_run_by_pattern(dag_id, run_id), lambda d, b: d.parse_dag_runs(b)
+            )
+        else:
+            dated = await self.call(
+                lambda d: d.run_task_instances(dag_id, run_id, limit=1), lambda d, b: d.parse_run_date(b)
+            )
+            if dated is None:
+                return None  # no task instance: the run does not exist (yet)
+            page = await self.call(lambda d: d.runs_dated(dag_id, *dated), lambda d, b: d.parse_dag_runs(b))
+        return next((run for run in page.items if run.run_id == run_id), None)
 
     async def _run_id_patterns(self) -> bool:
         """Whether run listings take ``run_id_pattern`` (Airflow 3.1+)."""

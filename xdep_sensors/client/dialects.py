@@ -179,6 +179,22 @@ class V2:
         body = {"dag_ids": [dag_id], "dag_run_ids": [run_id], "page_offset": offset, "page_limit": limit}
         return Request("POST", f"{self.prefix}/dags/~/dagRuns/~/taskInstances/list", json=body)
 
+    # A run by id without its id in the path (a transport with a path limit, e.g. MWAA's 64): one of its
+    # task instances gives its date, the runs of the DAG at that date give the run.
+    run_date_fields: tuple[str, ...] = ("logical_date", "run_after")  # a task instance says, runs filter
+
+    def runs_dated(self, dag_id: str, key: str, when: str) -> Request:
+        body = {"dag_ids": [dag_id], f"{key}_gte": when, f"{key}_lte": when, "page_limit": PAGE_LIMIT}
+        return Request("POST", f"{self.prefix}/dags/~/dagRuns/list", json=body)
+
+    def parse_run_date(self, body: dict) -> tuple[str, str] | None:
+        """(the run filter's field, the date) from a task-instance listing; ``None``: no task yet."""
+        for ti in body["task_instances"]:
+            for key in self.run_date_fields:
+                if ti.get(key):
+                    return key, ti[key]
+        return None
+
     def dag_run_by_pattern(self, dag_id: str, run_id: str, *, limit: int = PAGE_LIMIT) -> Request:
         """Runs whose id contains ``run_id`` (``_`` and ``%`` are wildcards there): match exactly after."""
         params = _params(run_id_pattern=run_id, order_by="-run_after", limit=limit)
@@ -423,6 +439,7 @@ class V1(V2):
     name = "v1"
     prefix = "/api/v1"
     has_event_time_filter = False
+    run_date_fields = ("execution_date",)
     has_asset_names = False
 
     def dag_runs(

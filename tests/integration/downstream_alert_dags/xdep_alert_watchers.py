@@ -1,5 +1,5 @@
 """A real downstream deployment's alert watchers, on an Airflow 3 upstream (conn ``up``) and an
-Airflow 2 one (``up1``).
+Airflow 2 one (``up1``), and on both as Amazon MWAA environments (``mwaa_v2``, ``mwaa_v1``).
 
 Each alert updates its own local asset; the live tests count the asset's events (one per fire).
 """
@@ -46,8 +46,16 @@ def alerts(api: str, conn: str) -> dict[str, object]:
     }
 
 
-for api, conn in (("v2", "up"), ("v1", "up1")):
-    for name, trigger in alerts(api, conn).items():
+# through Amazon MWAA (the test suite's AWS double in front of the same upstreams): the connections
+# mwaa_v2 and mwaa_v1, the task and duration alerts (the deadline ones only on the direct connections)
+MWAA_ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow")
+WATCHED = [(api, conn, alerts(api, conn)) for api, conn in (("v2", "up"), ("v1", "up1"))] + [
+    (api, api, {k: v for k, v in alerts(api, api).items() if k in MWAA_ALERTS})
+    for api in ("mwaa_v2", "mwaa_v1")
+]
+
+for api, conn, triggers in WATCHED:
+    for name, trigger in triggers.items():
         asset = Asset(
             f"xdep://alert/{api}/{name}", watchers=[AssetWatcher(name=f"{api}_{name}", trigger=trigger)]
         )
