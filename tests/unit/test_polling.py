@@ -43,6 +43,17 @@ class TestSharedPoller:
         assert all(isinstance(r, UpstreamUnavailable) for r in results)
         assert len({id(r) for r in results}) == 1 and attempts == 4  # one request (+3 retries), not three
 
+    async def test_a_bug_in_the_loop_fails_every_wait_instead_of_leaving_it_hanging(self, monkeypatch):
+        async def broken(subs, source):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(polling.SharedPoller, "_step_all", staticmethod(broken))
+        probes = [known_probe(f"dag_{i}") for i in range(3)]
+        with upstream_mock() as m, instant_sleep(pacing, session):
+            m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0}, repeat=True)
+            results = await asyncio.wait_for(first_results(polling.POLLERS.get(CONFIG, 5), probes), 30)
+        assert [str(r) for r in results] == ["a bug"] * 3
+
     async def test_cancelled_subscribers_leave_and_the_poll_stops(self):
         with upstream_mock() as m, instant_sleep(pacing):
             m.post(str(LIST), payload={"dag_runs": [], "total_entries": 0}, repeat=True)

@@ -275,12 +275,7 @@ class SharedPoller:
         try:
             while self.subscribers:
                 subs = list(self.subscribers.values())
-                try:
-                    source = self._needs(subs)
-                except Exception as exc:  # a bug here must fail the waits, not leave them hanging
-                    for sub in subs:
-                        sub.put(exc)
-                    raise
+                source = self._needs(subs)
                 await source.prefetch()
                 results = await self._step_all(subs, source)
                 del source  # the cycle's listings go now, not when the next cycle replaces them
@@ -308,6 +303,10 @@ class SharedPoller:
                 else:
                     pace.ok()
                 await sleep(pace.delay)
+        except Exception as exc:  # a bug in the loop must fail the waits, not leave them hanging
+            for sub in list(self.subscribers.values()):
+                sub.put(exc)
+            raise
         finally:
             self.asset_reads.leave(self)
             await self.client.close()
