@@ -339,6 +339,7 @@ AWS_SECRET = "xdep-canary-aws-secret-Kq3vT9wLm2"
 AWS_SESSION_TOKEN = "xdep-canary-aws-session-token-Zr8pN4cYh7"
 AWS_NO_GRANT_KEY = "AKIAXDEPNOGRANT00002"
 AWS_PUBLIC_KEY = "AKIAXDEPPUBLIC000003"
+AWS_EXPIRED_KEY = "AKIAXDEPEXPIRED00004"
 MWAA_ENVS = {"v2": "up-v2", "v1": "up-v1"}
 
 
@@ -375,8 +376,9 @@ def _mwaa_conn(conn_id: str, env: str, aws_conn_id: str, host: str | None = None
 
 @pytest.fixture(scope="session")
 def mwaa(_upstreams) -> Mwaa:
-    """Two MWAA environments (Airflow 3.3 and 2.11) and three AWS identities: one granted the Viewer
-    role on both, one granted nothing, one granted a role whose Airflow user may not read (Public)."""
+    """Two MWAA environments (Airflow 3.3 and 2.11) and four AWS identities: one granted the Viewer
+    role on both, one granted nothing, one granted a role whose Airflow user may not read (Public),
+    one whose temporary credentials have expired."""
     v2, v1 = _upstreams["v2"].server, _upstreams["v1"].server
     environments = {
         MWAA_ENVS["v2"]: Environment(
@@ -396,6 +398,9 @@ def mwaa(_upstreams) -> Mwaa:
         AWS_KEY: Identity(AWS_SECRET, AWS_SESSION_TOKEN, grants=everywhere),
         AWS_NO_GRANT_KEY: Identity(AWS_SECRET + "-2"),
         AWS_PUBLIC_KEY: Identity(AWS_SECRET + "-3", grants={env: "Public" for env in environments}),
+        AWS_EXPIRED_KEY: Identity(
+            AWS_SECRET + "-4", "expired-session-token", grants=everywhere, expired=True
+        ),
     }
     double = MwaaDouble(environments, identities)
     url = double.start()
@@ -406,6 +411,9 @@ def mwaa(_upstreams) -> Mwaa:
         ),
         "aws_mwaa_no_grant": aws_connection(url, AWS_NO_GRANT_KEY, AWS_SECRET + "-2"),
         "aws_mwaa_public": aws_connection(url, AWS_PUBLIC_KEY, AWS_SECRET + "-3"),
+        "aws_mwaa_expired": aws_connection(
+            url, AWS_EXPIRED_KEY, AWS_SECRET + "-4", session_token="expired-session-token"
+        ),
     }
     for conn_id, conn in aws.items():
         os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
@@ -415,6 +423,7 @@ def mwaa(_upstreams) -> Mwaa:
         _mwaa_conn(f"mwaa_{api}_bad_secret", env, "aws_mwaa_bad_secret")
         _mwaa_conn(f"mwaa_{api}_no_grant", env, "aws_mwaa_no_grant")
         _mwaa_conn(f"mwaa_{api}_public", env, "aws_mwaa_public")
+        _mwaa_conn(f"mwaa_{api}_expired", env, "aws_mwaa_expired")
     _mwaa_conn("mwaa_no_env", "no-such-environment", "aws_mwaa")
     try:
         yield Mwaa(double, url, _upstreams)

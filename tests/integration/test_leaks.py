@@ -145,3 +145,41 @@ def test_no_secret_anywhere_after_every_path(_upstreams, downstream_db, out_file
             RemoteAirflowHook(conn).run(lambda c: c.get_dag("xdep_test_producer"))
         text = (str(info.value) + repr(info.value) + repr(RemoteAirflowHook(conn).get_config())).encode()
         assert hits(conn, text, secrets, CANARY_USER) == []
+
+
+def test_no_aws_secret_anywhere_after_the_mwaa_paths(mwaa, downstream_db, out_file, capfd):
+    """Through Amazon MWAA (the AWS double): the secret access key, the session token and every
+    signature the double accepted appear nowhere after waits that succeed, fail, find no asset, are
+    throttled, and sign with a wrong secret; nor in the errors' text."""
+    from tests.integration.conftest import AWS_SECRET, AWS_SESSION_TOKEN
+
+    runs = []
+    for api in ("v2", "v1"):
+        upstream, conn = mwaa.upstreams[api], mwaa.conn_id(api)
+        ok_run = upstream.trigger(conf={}, logical_date=datetime.now(timezone.utc))
+        failed_run = upstream.trigger(conf={"fail": True}, logical_date=datetime.now(timezone.utc))
+        mwaa.double.throttle(2)
+        for dag_id, run_id in (
+            ("xdep_ds_by_id_defer", ok_run),
+            ("xdep_ds_by_id_poke", failed_run),
+            ("xdep_ds_tasks_defer", ok_run),
+        ):
+            runs.append(run_downstream(dag_id, {"conn": conn, "run_id": run_id, "out": str(out_file)}))
+        runs.append(_asset_wait_succeeds(upstream, conn, "defer", out_file))
+        runs.append(run_downstream("xdep_ds_asset_missing_poke", {"conn": conn, "out": str(out_file)}))
+        for variant in ("defer", "poke"):
+            conf = {"conn": f"{conn}_bad_secret", "run_id": "x", "out": str(out_file)}
+            runs.append(run_downstream(f"xdep_ds_by_id_{variant}", conf))
+    assert runs == ["success", "failed", "success", "success", "failed", "failed", "failed"] * 2
+    assert mwaa.double.count("InvalidSignatureException") > 0 and mwaa.double.signatures
+
+    secrets = [s.encode() for s in (AWS_SECRET, AWS_SECRET + "-wrong", AWS_SESSION_TOKEN)]
+    secrets += [s.encode() for s in mwaa.double.signatures]
+    printed = "".join(capfd.readouterr()).encode()
+    assert hits("printed", printed, secrets, None) == []
+    assert scan_files(Path(os.environ["AIRFLOW_HOME"]), secrets) == []
+    for conn in (f"{mwaa.conn_id('v2')}_bad_secret", f"{mwaa.conn_id('v1')}_no_grant"):
+        with pytest.raises(XdepError) as info:
+            RemoteAirflowHook(conn).run(lambda c: c.get_dag("xdep_test_producer"))
+        text = (str(info.value) + repr(info.value) + repr(RemoteAirflowHook(conn).get_config())).encode()
+        assert hits(conn, text, secrets, None) == []

@@ -69,6 +69,7 @@ def test_doctor_through_mwaa(mwaa, api, monkeypatch, capsys):
         ("bad_secret", ["AWS rejected the request signature", "secret access key", "aws_mwaa_bad_secret"]),
         ("no_grant", ["airflow:InvokeRestApi", "role/up-v", "/Viewer"]),
         ("public", ["Airflow role", "Viewer"]),
+        ("expired", ["the AWS credentials have expired", "renew the session token", "aws_mwaa_expired"]),
     ],
 )
 def test_doctor_names_each_aws_fault_with_the_fix(mwaa, api, monkeypatch, capsys, suffix, words):
