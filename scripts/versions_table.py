@@ -86,7 +86,7 @@ def _key(version: str) -> tuple[int, ...]:
 
 def _auth(version: str) -> str:
     if version.endswith(MWAA):
-        return "AWS IAM identity through InvokeRestApi (SigV4)"
+        return "AWS IAM identity (SigV4)"
     return "basic auth" if version.startswith("2.") else "JWT from username/password"
 
 
