@@ -48,6 +48,44 @@ INVOKE_POLICY = (
     '"arn:aws:airflow:<region>:<account>:role/{env}/Viewer" (the Airflow role it maps to)'
 )
 
+# AWS's refusals that no retry can help: code -> (error, what happened, the fix), {placeholders} filled in
+REFUSALS: dict[str, tuple[type[XdepError], str, str]] = {
+    "ResourceNotFoundException": (
+        ConfigurationError,
+        "MWAA environment {env!r} not found ({detail})",
+        'check the extra "mwaa_environment" and the region of {aws}',
+    ),
+    "AccessDeniedException": (
+        PermissionDenied,
+        "AWS denied airflow:InvokeRestApi on MWAA environment {env!r}: {detail}",
+        "give the identity of {aws} " + INVOKE_POLICY,
+    ),
+    **dict.fromkeys(
+        BAD_SIGNATURE,
+        (
+            AuthenticationError,
+            "AWS rejected the request signature ({code})",
+            "check the secret access key of {aws} (and this machine's clock)",
+        ),
+    ),
+    **dict.fromkeys(
+        UNKNOWN_KEY,
+        (
+            AuthenticationError,
+            "AWS does not recognise the credentials ({code})",
+            "check the access key id (and session token) of {aws}",
+        ),
+    ),
+    **dict.fromkeys(
+        EXPIRED,
+        (
+            AuthenticationError,
+            "the AWS credentials have expired ({code})",
+            "renew the session token of {aws}, or give it a role to assume (refreshed by itself)",
+        ),
+    ),
+}
+
 MwaaClientFactory = Callable[[], Awaitable[Any]]
 
 
@@ -232,49 +270,22 @@ def _aws_error(exc: BaseException, env: str, config: ClientConfig, url: str) -> 
 
 def _client_error(response: dict, env: str, config: ClientConfig, url: str) -> XdepError:
     code = str(response["Error"].get("Code", ""))
-    message = str(response["Error"].get("Message", ""))[:300]
+    message = str(response["Error"].get("Message", ""))[:300] or code
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in ("RestApiClientException", "RestApiServerException"):
         answer = {k: response.get(k) for k in ("RestApiStatusCode", "RestApiResponse")}
         return _answer(answer, url, "")
-    aws = f"AWS connection {config.aws_conn_id!r}"
     if code in THROTTLED:
         return RateLimited(f"AWS is throttling InvokeRestApi ({code})", status=status, url=url)
     if code in UNAVAILABLE or (isinstance(status, int) and status >= 500):
         return UpstreamUnavailable(f"the MWAA API is unavailable ({code})", status=status, url=url)
-    if code == "ResourceNotFoundException":
-        return ConfigurationError(
-            f"MWAA environment {env!r} not found ({message or code})",
-            status=status,
-            url=url,
-            hint=f'check the extra "mwaa_environment" and the region of {aws}',
-        )
-    if code == "AccessDeniedException":
-        return PermissionDenied(
-            f"AWS denied airflow:InvokeRestApi on MWAA environment {env!r}: {message}",
-            status=status,
-            url=url,
-            hint=f"give the identity of {aws} " + INVOKE_POLICY.format(env=env),
-        )
-    if code in BAD_SIGNATURE:
-        return AuthenticationError(
-            f"AWS rejected the request signature ({code})",
-            status=status,
-            url=url,
-            hint=f"check the secret access key of {aws} (and this machine's clock)",
-        )
-    if code in UNKNOWN_KEY:
-        return AuthenticationError(
-            f"AWS does not recognise the credentials ({code})",
-            status=status,
-            url=url,
-            hint=f"check the access key id (and session token) of {aws}",
-        )
-    if code in EXPIRED:
-        return AuthenticationError(
-            f"the AWS credentials have expired ({code})",
-            status=status,
-            url=url,
-            hint=f"renew the session token of {aws}, or give it a role to assume (refreshed by itself)",
-        )
+    if code in REFUSALS:
+        kind, what, fix = REFUSALS[code]
+        values = {
+            "env": env,
+            "aws": f"AWS connection {config.aws_conn_id!r}",
+            "code": code,
+            "detail": message,
+        }
+        return kind(what.format(**values), status=status, url=url, hint=fix.format(**values))
     return BadResponse(f"the MWAA API refused the call ({code}: {message})", status=status, url=url)
