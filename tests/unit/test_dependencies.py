@@ -204,6 +204,19 @@ class TestUpstreamFacts:
         got = await UpstreamFacts(time_limit=0.05).get("team_a", {"producer"}, set())
         assert (got["reachable"], got["error"]) == (False, "no answer within 0.05 s")
 
+    async def test_refused_credentials_mean_reached_even_before_the_version_is_known(
+        self, reads, monkeypatch
+    ):
+        """Behind MWAA every call, the version's too, is signed: a refusal still means AWS answered."""
+        from xdep_sensors.errors import AuthenticationError
+
+        async def refused(client, dags, assets):
+            raise AuthenticationError("AWS rejected the request signature", status=403)
+
+        monkeypatch.setattr(dependencies, "read_upstream", refused)
+        got = await UpstreamFacts().get("team_a", {"producer"}, set())
+        assert (got["reachable"], got["authenticated"], got["version"]) == (True, False, None)
+
     async def test_an_unexpected_error_shows_its_type_only(self, reads, monkeypatch):
         async def broken(client, dags, assets):
             raise RuntimeError("secret-token-123 in a message")

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from xdep_sensors.core.listings import newest_page
-from xdep_sensors.errors import XdepError, safe_url
+from xdep_sensors.errors import AuthenticationError, PermissionDenied, XdepError, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,10 @@ class UpstreamFacts:
         except asyncio.TimeoutError:
             return {**base, "reachable": False, "error": f"no answer within {self.time_limit:g} s"}
         except XdepError as err:
-            reached = client.upstream_version is not None
+            # an upstream that refused the credentials answered: reached (behind MWAA even the version
+            # needs them, so it is unknown then)
+            refused = isinstance(err, (AuthenticationError, PermissionDenied))
+            reached = client.upstream_version is not None or refused
             return {
                 **base,
                 "reachable": reached,
