@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ]; then
   uv venv --quiet --python "$PY" .venv
 fi
 # 3.3.2 is the highest Airflow version the suite proves; pyproject only sets the floor.
-uv pip install --quiet --python .venv/bin/python -e ".[test,bench,docs,lint,amazon]" "apache-airflow==3.3.2"
+uv pip install --quiet --python .venv/bin/python -e ".[test,bench,docs,lint,amazon,google]" "apache-airflow==3.3.2"
 
 if [ "$DEMO_ONLY" = yes ]; then
   echo "bootstrap (demo): $(.venv/bin/airflow version 2>/dev/null | tail -1) in .venv"

@@ -69,9 +69,14 @@ def get_provider_info() -> dict:
                             "Empty: the token or login/password fields. aws_mwaa: an Amazon MWAA "
                             "environment through InvokeRestApi, signed with the AWS connection's identity "
                             "(needs xdep-sensors[amazon]; the host, optional, is its web server URL, "
-                            "for links)."
+                            "for links). google: a Cloud Composer web server (the host) with the Google "
+                            "connection's access tokens (needs xdep-sensors[google])."
                         ),
-                        "schema": {"type": ["string", "null"], "enum": ["", "aws_mwaa", None], "default": ""},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["", "aws_mwaa", "google", None],
+                            "default": "",
+                        },
                     },
                     "mwaa_environment": {
                         "label": "MWAA environment name",
@@ -85,6 +90,14 @@ def get_provider_info() -> dict:
                             "(default aws_default; without keys, the default credential chain)."
                         ),
                         "schema": {"type": ["string", "null"], "default": "aws_default"},
+                    },
+                    "gcp_conn_id": {
+                        "label": "Google connection id",
+                        "description": (
+                            "With auth google: the Airflow Google connection whose identity's access tokens "
+                            "the calls carry (default google_cloud_default)."
+                        ),
+                        "schema": {"type": ["string", "null"], "default": "google_cloud_default"},
                     },
                     "api_version": {
                         "label": "REST API version",

@@ -7,7 +7,7 @@ import logging
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,6 +18,7 @@ from xdep_sensors.errors import (
     AuthenticationError,
     BadResponse,
     ConfigurationError,
+    PermissionDenied,
     TLSError,
     UpstreamUnavailable,
     XdepError,
@@ -65,6 +66,7 @@ class ClientConfig:
     auth: str = ""
     mwaa_environment: str | None = None
     aws_conn_id: str | None = None
+    gcp_conn_id: str | None = None
 
     def __post_init__(self):
         if self.api_version not in API_VERSIONS:
@@ -169,14 +171,38 @@ class BaseTransport:
                 await self._sleep(wait)
 
 
-class Transport(BaseTransport):
-    """HTTP to the upstream's URL: one reused aiohttp session, an Airflow token, password or JWT."""
+class TokenSource(Protocol):
+    """Bearer tokens that expire, from a cloud identity (e.g. Google's, for Cloud Composer).
 
-    def __init__(self, config: ClientConfig, *, retry: RetryPolicy | None = None, sleep=None):
+    ``token()`` returns one valid for a while yet (renewed before it expires); ``refresh(stale)``
+    renews it once the upstream refused ``stale``; ``refused_hint`` says what to fix when the upstream
+    refuses a fresh one too.
+    """
+
+    refused_hint: str
+
+    async def token(self) -> str: ...
+
+    async def refresh(self, stale: str) -> str: ...
+
+
+class Transport(BaseTransport):
+    """HTTP to the upstream's URL: one reused aiohttp session, an Airflow token, password or JWT, or
+    the bearer tokens of a :class:`TokenSource`."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep=None,
+        tokens: TokenSource | None = None,
+    ):
         super().__init__(config, retry=retry, sleep=sleep)
         self._session: aiohttp.ClientSession | None = None
         self._jwt: str | None = None
         self._jwt_lock = asyncio.Lock()
+        self.tokens = tokens
 
     def _ssl(self) -> ssl.SSLContext | bool:
         verify = self.config.verify
@@ -205,6 +231,8 @@ class Transport(BaseTransport):
 
     async def _auth_headers(self, request: Request) -> tuple[dict[str, str], aiohttp.BasicAuth | None]:
         cfg = self.config
+        if self.tokens is not None:  # a cloud's front: every request, the version's too
+            return {"Authorization": f"Bearer {await self.tokens.token()}"}, None
         if not request.auth or cfg.auth_mode == "none":
             return {}, None
         if cfg.auth_mode == "token":
@@ -298,6 +326,8 @@ class Transport(BaseTransport):
             raise ConfigurationError("invalid upstream URL", url=url) from None
 
     async def deliver(self, request: Request) -> Any:
+        if self.tokens is not None:
+            return await self._deliver_with_tokens(request)
         headers, basic = await self._auth_headers(request)
         try:
             return await self._send_once(request, headers=headers, auth=basic)
@@ -310,6 +340,21 @@ class Transport(BaseTransport):
                     return await self._send_once(request, headers=headers, auth=basic)
                 except AuthenticationError as again:
                     raise self._auth_failed(again) from None
+            raise
+
+    async def _deliver_with_tokens(self, request: Request) -> Any:
+        """A refused token is renewed once and the request sent once more; refused again, the
+        identity itself may not: say what to fix."""
+        assert self.tokens is not None
+        token = await self.tokens.token()
+        try:
+            return await self._send_once(request, headers={"Authorization": f"Bearer {token}"})
+        except (AuthenticationError, PermissionDenied):
+            token = await self.tokens.refresh(token)
+        try:
+            return await self._send_once(request, headers={"Authorization": f"Bearer {token}"})
+        except (AuthenticationError, PermissionDenied) as err:
+            err.hint = self.tokens.refused_hint
             raise
 
 

@@ -43,6 +43,9 @@ async def diagnose(
     if cfg.auth == "aws_mwaa":
         where = f"{cfg.where} through InvokeRestApi, signed by AWS connection {cfg.aws_conn_id!r}"
         via = " through airflow:InvokeRestApi (allowed)"
+    elif cfg.auth == "google":
+        where = f"{cfg.base_url} (TLS verify: {cfg.verify}; auth: Google connection {cfg.gcp_conn_id!r})"
+        via = ""
     else:
         where, via = f"{cfg.base_url} (TLS verify: {cfg.verify}; auth: {cfg.auth_mode})", ""
     checks = [Check("url", True, where)]

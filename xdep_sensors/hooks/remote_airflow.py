@@ -57,11 +57,19 @@ def config_from_connection(conn: Connection, extra: dict[str, Any]) -> ClientCon
         where: dict[str, Any] = mwaa_settings(conn.conn_id, extra)
         if conn.host:  # the environment's web server URL: links to the upstream UI
             where["ui_url"] = normalize_base_url(conn.host, schema=conn.schema, port=conn.port)
+    elif auth == "google":
+        from xdep_sensors.hooks.google_composer import google_settings
+
+        where = {
+            **google_settings(conn.conn_id, extra),
+            "base_url": normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
+        }
     elif auth:
         raise ConfigurationError(
             f"extra auth={extra.get('auth')!r} of connection {conn.conn_id!r} is not a known way to "
             "authenticate",
-            hint='use "aws_mwaa", or remove the extra auth to use the login/password/token fields',
+            hint='use "aws_mwaa" or "google", or remove the extra auth to use the login/password/token '
+            "fields",
         )
     else:
         where = {
