@@ -26,7 +26,10 @@ UPSTREAM = [  # (check recorded by the tests, what the table says)
     ("dag_run_wait:token:poke", "DAG-run wait, static token (poke)"),
     ("dag_run_wait:iam:defer", "DAG-run wait, {auth} (deferred)"),
     ("dag_run_wait:iam:poke", "DAG-run wait, {auth} (poke)"),
+    ("dag_run_wait:google:defer", "DAG-run wait, {auth} (deferred)"),
+    ("dag_run_wait:google:poke", "DAG-run wait, {auth} (poke)"),
     ("asset_wait:password:defer", "asset wait (deferred)"),
+    ("asset_wait:google:defer", "asset wait (deferred)"),
     ("asset_wait:iam:defer", "asset wait (deferred)"),
     ("asset_wait:iam:poke", "asset wait (poke)"),
     ("task_group_filter", "task-group filter"),
@@ -77,6 +80,7 @@ def _proved(check: str | tuple[str, ...], checks: list[str]) -> bool:
 
 
 MWAA = " via MWAA"  # a row whose upstream is reached as an Amazon MWAA environment (the AWS double)
+COMPOSER = " via Composer"  # ... as a Cloud Composer environment (the Google doubles)
 
 
 def _key(version: str) -> tuple[int, ...]:
@@ -87,6 +91,8 @@ def _key(version: str) -> tuple[int, ...]:
 def _auth(version: str) -> str:
     if version.endswith(MWAA):
         return "AWS IAM identity (SigV4)"
+    if version.endswith(COMPOSER):
+        return "Google identity (OAuth 2 token)"
     return "basic auth" if version.startswith("2.") else "JWT from username/password"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from devtools.airflow_local import LocalAirflow
+from devtools.google_doubles import BearerFront, TokenEndpoint
 from devtools.mwaa_double import Environment, Identity, MwaaDouble, aws_connection
 
 HERE = Path(__file__).parent
@@ -429,3 +430,77 @@ def mwaa(_upstreams) -> Mwaa:
         yield Mwaa(double, url, _upstreams)
     finally:
         double.stop()
+
+
+# ------------------------------------------------------------------------------------------ Composer
+# The Google side of Cloud Composer as local doubles (devtools/google_doubles.py): an OAuth 2 token
+# endpoint that verifies google-auth's service-account grants and issues short-lived tokens, and a
+# front per upstream that lets through only the bearer tokens it issued. The library reaches them
+# through real Airflow Google connections (key files), the Google provider and google-auth.
+READER = "xdep-reader@xdep-test.iam.gserviceaccount.com"  # registered upstream as Viewer
+NEWCOMER = "xdep-newcomer@xdep-test.iam.gserviceaccount.com"  # not registered: the default role
+REVOKED = "xdep-revoked@xdep-test.iam.gserviceaccount.com"  # its key was deleted
+
+
+@dataclass
+class Composer:
+    tokens: TokenEndpoint
+    fronts: dict[str, BearerFront]
+    upstreams: dict[str, Upstream]
+    keys: dict[str, dict]
+
+    def conn_id(self, api: str) -> str:
+        return f"composer_{api}"
+
+    def env_vars(self) -> dict[str, str]:
+        """Every Composer test connection as ``AIRFLOW_CONN_*`` variables (for a downstream deployment)."""
+        prefixes = ("AIRFLOW_CONN_COMPOSER", "AIRFLOW_CONN_GCP_")
+        return {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+
+
+def _gcp_conn(conn_id: str, key_path: Path, **extra: str) -> None:
+    conn = {"conn_type": "google_cloud_platform", "extra": {"key_path": str(key_path), **extra}}
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+
+
+def _composer_conn(conn_id: str, host: str, gcp_conn_id: str) -> None:
+    extra = {"auth": "google", "gcp_conn_id": gcp_conn_id}
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {"conn_type": "remote_airflow", "host": host, "extra": extra}
+    )
+
+
+@pytest.fixture(scope="session")
+def composer(_upstreams, tmp_path_factory) -> Composer:
+    """A front per upstream (Airflow 3.3 and 2.11) and three service accounts: one registered as
+    Viewer, one not registered (Composer's default role here: one that may not read), one revoked."""
+    tokens = TokenEndpoint()
+    tokens.start()
+    keys_dir = tmp_path_factory.mktemp("google-keys")
+    keys = {email: tokens.service_account_key(email) for email in (READER, NEWCOMER, REVOKED)}
+    tokens.revoke(REVOKED)
+    for name, email in (("reader", READER), ("newcomer", NEWCOMER), ("revoked", REVOKED)):
+        path = keys_dir / f"{name}.json"
+        path.write_text(json.dumps(keys[email]))
+        _gcp_conn(f"gcp_{name}", path)
+    _gcp_conn("gcp_bad_scope", keys_dir / "reader.json", scope="https://www.googleapis.com/auth/bigquery")
+    fronts = {}
+    try:
+        for api, up in _upstreams.items():
+            server = up.server
+            viewer = (
+                {"Authorization": f"Bearer {server.token('viewer', 'viewer')}"}
+                if api == "v2"
+                else _basic("viewer", "viewer")
+            )
+            public = {"Authorization": "Bearer not-a-token"} if api == "v2" else _basic("public", "x")
+            fronts[api] = BearerFront(tokens, server.base_url, {READER: viewer}, default_headers=public)
+            host = fronts[api].start()
+            _composer_conn(f"composer_{api}", host, "gcp_reader")
+            for who in ("newcomer", "revoked", "bad_scope"):
+                _composer_conn(f"composer_{api}_{who}", host, f"gcp_{who}")
+        yield Composer(tokens, fronts, _upstreams, keys)
+    finally:
+        for front in fronts.values():
+            front.stop()
+        tokens.stop()

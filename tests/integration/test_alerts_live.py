@@ -20,8 +20,9 @@ from tests.integration.conftest import AIRFLOW3_BIN, HERE, local_asset_events, w
 pytestmark = pytest.mark.integration
 
 APIS = ("v2", "v1")
-MWAA_APIS = ("mwaa_v2", "mwaa_v1")  # the same upstreams reached through MWAA InvokeRestApi (the AWS double)
-MWAA_ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow")
+# the same upstreams reached through MWAA InvokeRestApi (the AWS double) and Composer's front (Google's)
+CLOUD_APIS = ("mwaa_v2", "mwaa_v1", "composer_v2")
+CLOUD_ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow")
 UPSTREAM_DAGS = ("xdep_alert_flaky", "xdep_alert_slow", "xdep_alert_late")
 ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow", "late")
 MET: dict[str, dict] = {}  # api -> the xdep_alert_late run that met one deadline
@@ -50,13 +51,14 @@ def _for_run(server, api, alert, run_id) -> list[dict]:
 
 
 def _upstream_of(_upstreams, api: str):
-    return _upstreams[api.removeprefix("mwaa_")]
+    return _upstreams[api.rpartition("_")[2]]
 
 
 def _record_as(api: str) -> str:
-    """The versions table's row: the upstream's version, behind MWAA or not."""
+    """The versions table's row: the upstream's version, behind MWAA or Composer or neither."""
     version = "3.3.2" if api.endswith("v2") else "2.11.2"
-    return f"{version} via MWAA" if api.startswith("mwaa_") else version
+    via = {"mwaa": " via MWAA", "composer": " via Composer"}.get(api.partition("_")[0], "")
+    return version + via
 
 
 def _upstream_run(upstream, dag_id, run_id) -> dict:
@@ -81,7 +83,7 @@ def _wait_fired(downstream, api, alerts, run_id) -> None:
 
 
 @pytest.fixture(scope="module")
-def downstream(_upstreams, mwaa, tmp_path_factory):
+def downstream(_upstreams, mwaa, composer, tmp_path_factory):
     for up in _upstreams.values():
         for dag_id in UPSTREAM_DAGS:
             up.server.wait_for_dag(dag_id, timeout=180)
@@ -104,17 +106,17 @@ def downstream(_upstreams, mwaa, tmp_path_factory):
         components=("api-server", "scheduler", "dag-processor", "triggerer"),
         name="downstream-alerts",
         database_url=postgres.fresh_database("xdep_downstream_alerts"),  # production shape: PostgreSQL
-        extra_env={**conns, **mwaa.env_vars()},
+        extra_env={**conns, **mwaa.env_vars(), **composer.env_vars()},
     )
     try:
         server.start(timeout=300)
         for api in APIS:
             for alert in ALERTS:
                 server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
-        for api in MWAA_APIS:
-            for alert in MWAA_ALERTS:
+        for api in CLOUD_APIS:
+            for alert in CLOUD_ALERTS:
                 server.wait_for_dag(f"xdep_alert_{api}_{alert.replace('-', '_')}", timeout=180)
-        expected = len(APIS) * len(ALERTS) + len(MWAA_APIS) * len(MWAA_ALERTS)
+        expected = len(APIS) * len(ALERTS) + len(CLOUD_APIS) * len(CLOUD_ALERTS)
         server.alert_assets = wait_for(
             lambda: (ids := _alert_asset_ids(server)) and len(ids) == expected and ids,
             120,
@@ -135,7 +137,7 @@ def downstream(_upstreams, mwaa, tmp_path_factory):
         server.stop()
 
 
-@pytest.mark.parametrize("api", APIS + MWAA_APIS)
+@pytest.mark.parametrize("api", APIS + CLOUD_APIS)
 def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
     upstream = _upstream_of(_upstreams, api)
     run_id = _trigger_run(upstream, "xdep_alert_flaky")
@@ -171,7 +173,7 @@ def test_failing_task_fires_once(_upstreams, downstream, api, matrix_record):
     matrix_record(_record_as(api), "upstream", "task_failure_alert")
 
 
-@pytest.mark.parametrize("api", APIS + MWAA_APIS)
+@pytest.mark.parametrize("api", APIS + CLOUD_APIS)
 def test_slow_run_fires_once_while_still_running(_upstreams, downstream, api, matrix_record):
     upstream = _upstream_of(_upstreams, api)
     run_id = _trigger_run(upstream, "xdep_alert_slow", sleep=20)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import pytest
 
@@ -178,10 +179,10 @@ def _finished_runs(upstream) -> dict[str, str]:
     return {r["dag_run_id"]: r["state"] for r in listing["dag_runs"]}
 
 
-def test_many_waits_share_one_poll_of_invoke_rest_api(mwaa, monkeypatch):
-    """Ten deferred waits on one MWAA environment, in one event loop as in the triggerer: each poll
-    cycle is one or two InvokeRestApi calls for all of them, not one per wait (waiting alone, each
-    would make at least one)."""
+def waits_share_one_poll(monkeypatch, upstream, conn_id: str, count: Callable[[], int]) -> None:
+    """Ten deferred waits on one connection, in one event loop as in the triggerer: each poll cycle is
+    one or two calls (``count``: those the cloud's side saw) for all of them, not one per wait
+    (waiting alone, each would make at least one)."""
     from xdep_sensors.core import poller
     from xdep_sensors.triggers import RemoteDagRunTrigger
 
@@ -194,7 +195,6 @@ def test_many_waits_share_one_poll_of_invoke_rest_api(mwaa, monkeypatch):
         return await step_all(subs, source)
 
     monkeypatch.setattr(poller.SharedPoller, "_step_all", staticmethod(counted))
-    upstream = mwaa.upstreams["v2"]
     while len(runs := _finished_runs(upstream)) < 10:  # the earlier tests' runs, and more if needed
         pending = [upstream.trigger(conf={}, logical_date=datetime.now(timezone.utc)) for _ in range(10)]
         for run_id in pending:
@@ -203,19 +203,23 @@ def test_many_waits_share_one_poll_of_invoke_rest_api(mwaa, monkeypatch):
     async def wait_all() -> tuple[list, int]:
         triggers = [
             RemoteDagRunTrigger(
-                remote_conn_id=mwaa.conn_id("v2"),
-                external_dag_id="xdep_test_producer",
-                run_id=run_id,
-                poke_interval=1,
+                remote_conn_id=conn_id, external_dag_id="xdep_test_producer", run_id=run_id, poke_interval=1
             )
             for run_id in runs
         ]
-        before = mwaa.double.count(env=MWAA_ENVS["v2"])
+        before = count()
         events = await asyncio.gather(*(t.run().__anext__() for t in triggers))
-        return events, mwaa.double.count(env=MWAA_ENVS["v2"]) - before
+        return events, count() - before
 
     events, calls = asyncio.run(wait_all())
     assert [e.payload["status"] for e in events] == list(runs.values())
     assert max(cycles) == len(runs)  # the waits did share a cycle
     # each cycle one or two calls for every wait in it, plus the first look's version and DAG reads
     assert calls <= 2 * len(cycles) + 3, (calls, cycles)
+
+
+def test_many_waits_share_one_poll_of_invoke_rest_api(mwaa, monkeypatch):
+    """Every InvokeRestApi call is an AWS API call with its own quota: the shared poll coalesces."""
+    waits_share_one_poll(
+        monkeypatch, mwaa.upstreams["v2"], mwaa.conn_id("v2"), lambda: mwaa.double.count(env=MWAA_ENVS["v2"])
+    )

@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     AWS_SECRET,
     AWS_SESSION_TOKEN,
     ROOT,
+    Composer,
     MatrixUpstream,
     Mwaa,
     airflow_bin,
@@ -38,6 +39,7 @@ from tests.integration.conftest import (
     local_asset_id,
     wait_for,
 )
+from tests.integration.test_composer_live import secrets as composer_secrets
 from tests.leakscan import encrypted_rows, scan_files, scan_postgres, secret_forms
 from xdep_sensors.triggers.state import variable_key
 from xdep_sensors.triggers.watchers import RemoteAssetEventTrigger
@@ -46,7 +48,9 @@ pytestmark = pytest.mark.integration
 
 # 3.3.2+mwaa: the 3.3.2 downstream whose upstreams (3.3.2 and 2.11.2) are reached as Amazon MWAA
 # environments, through the local AWS double (conftest ``mwaa``) and real Airflow AWS connections
-DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2", "3.3.2+mwaa")
+# 3.3.2+composer: the same upstreams as Cloud Composer environments, behind the local Google doubles
+# (conftest ``composer``) and real Airflow Google connections
+DOWNSTREAM_VERSIONS = ("3.0.6", "3.1.8", "3.2.2", "3.3.2", "3.3.2+mwaa", "3.3.2+composer")
 # Two triggerers from 3.2: below, Airflow hands every AssetWatcher trigger to each triggerer that looks
 # for work (``Trigger.get_sorted_triggers`` selects asset triggers whoever holds them; fixed in 3.2), so
 # each triggerer runs the watcher and every upstream event fires once per triggerer.
@@ -106,22 +110,27 @@ class Downstream:
     up: MatrixUpstream
     database: str
     mwaa: Mwaa | None = None  # the upstreams are reached through MWAA InvokeRestApi
+    composer: Composer | None = None  # the upstreams are reached as Cloud Composer environments
 
     @property
     def label(self) -> str:
-        """The versions table's row: the version, or the version behind MWAA."""
-        return f"{self.version} via MWAA" if self.mwaa else self.version
+        """The versions table's row: the version, or the version behind MWAA or Composer."""
+        if self.mwaa or self.composer:
+            return f"{self.version} via {'MWAA' if self.mwaa else 'Composer'}"
+        return self.version
 
     @property
     def secrets(self) -> list[bytes]:
         """The connections' credentials, in every form they could leak in."""
-        if self.mwaa is None:
-            return [
-                *secret_forms(CANARY_USER, CANARY_PASSWORD),
-                *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong"),
-            ]
-        keys = (AWS_SECRET, AWS_SECRET + "-wrong", AWS_SESSION_TOKEN)
-        return [k.encode() for k in keys] + [s.encode() for s in self.mwaa.double.signatures]
+        if self.mwaa is not None:
+            keys = (AWS_SECRET, AWS_SECRET + "-wrong", AWS_SESSION_TOKEN)
+            return [k.encode() for k in keys] + [s.encode() for s in self.mwaa.double.signatures]
+        if self.composer is not None:
+            return composer_secrets(self.composer)
+        return [
+            *secret_forms(CANARY_USER, CANARY_PASSWORD),
+            *secret_forms(CANARY_USER, CANARY_PASSWORD + "-wrong"),
+        ]
 
     def ti_state(self, dag_id: str, run_id: str) -> str | None:
         return self.server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait").get(
@@ -200,6 +209,13 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
             for name in ("MWAA_V2", "MWAA_V2_BAD_SECRET", "MWAA_V1")
         )
         aws_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_AWS_MWAA")}
+    composer: Composer | None = request.getfixturevalue("composer") if via == "composer" else None
+    if composer is not None:  # the same upstreams behind Composer's front: Google identities' tokens
+        conn, bad, conn_v1 = (
+            json.loads(os.environ[f"AIRFLOW_CONN_{name}"])
+            for name in ("COMPOSER_V2", "COMPOSER_V2_REVOKED", "COMPOSER_V1")
+        )
+        aws_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_GCP_")}
     # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
         tmp_path_factory.mktemp(f"downstream-{request.param}"),
@@ -243,7 +259,7 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
             server.wait_for_dag(dag_id, timeout=180)
         # the watcher starts from "now" (or its stored cursor): wait until it has polled the upstream
         wait_for(lambda: _upstream_polls(up) >= polls + 2, 180, "the watcher's first polls upstream")
-        yield Downstream(version, server, up, _database(request.param), mwaa)
+        yield Downstream(version, server, up, _database(request.param), mwaa, composer)
     finally:
         server.stop()
 
@@ -555,10 +571,12 @@ def test_no_credential_in_the_deployment(downstream, matrix_record):
         downstream.wait_success(dag_id, run_id)
     assert server.wait_run("xdep_v_run_free_badauth", bad, timeout=180) == "failed"
     log = downstream.task_log("xdep_v_run_free_badauth", bad)
-    if downstream.mwaa is None:
-        expected = ("authentication failed for conn 'up_bad'", "check the login and password")
-    else:
+    if downstream.mwaa is not None:
         expected = ("AWS rejected the request signature", "check the secret access key")
+    elif downstream.composer is not None:
+        expected = ("Google refused the key of Google connection 'gcp_revoked'", "create a new key")
+    else:
+        expected = ("authentication failed for conn 'up_bad'", "check the login and password")
     assert all(words in log for words in expected), log[-3000:]
     runs = downstream.worker_runs("xdep_v_run_free_badauth", bad)
     assert runs == (0 if _starts_in_triggerer(downstream.version) else 1)
@@ -643,7 +661,13 @@ def test_remote_dependencies_json(downstream, matrix_upstreams, matrix_record):
         and dead["error"]
         and items[("xdep_v_run_dead", "wait")]["status"] == "unreachable"
     )
-    if downstream.mwaa is None:
+    if downstream.composer is not None:  # the web server's URL: here the Google front's
+        assert (up["host"], v1["host"]) == (
+            downstream.composer.fronts["v2"].base_url,
+            downstream.composer.fronts["v1"].base_url,
+        )
+        assert not any(s.decode() in text for s in downstream.secrets)
+    elif downstream.mwaa is None:
         assert up["host"] == downstream.up.server.base_url
     else:  # named as people know it; the links go to the web server URL (the connection's host)
         assert (up["host"], v1["host"]) == ("MWAA environment up-v2", "MWAA environment up-v1")

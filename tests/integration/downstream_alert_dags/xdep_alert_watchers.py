@@ -1,5 +1,6 @@
 """A real downstream deployment's alert watchers, on an Airflow 3 upstream (conn ``up``) and an
-Airflow 2 one (``up1``), and on both as Amazon MWAA environments (``mwaa_v2``, ``mwaa_v1``).
+Airflow 2 one (``up1``), on both as Amazon MWAA environments (``mwaa_v2``, ``mwaa_v1``), and on the
+first as a Cloud Composer environment (``composer_v2``).
 
 Each alert updates its own local asset; the live tests count the asset's events (one per fire).
 """
@@ -47,11 +48,12 @@ def alerts(api: str, conn: str) -> dict[str, object]:
 
 
 # through Amazon MWAA (the test suite's AWS double in front of the same upstreams): the connections
-# mwaa_v2 and mwaa_v1, the task and duration alerts (the deadline ones only on the direct connections)
-MWAA_ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow")
+# mwaa_v2 and mwaa_v1, and through Cloud Composer's front (the Google doubles): composer_v2; the task
+# and duration alerts (the deadline ones only on the direct connections)
+CLOUD_ALERTS = ("task-failed", "upstream-failed", "run-slow", "task-slow")
 WATCHED = [(api, conn, alerts(api, conn)) for api, conn in (("v2", "up"), ("v1", "up1"))] + [
-    (api, api, {k: v for k, v in alerts(api, api).items() if k in MWAA_ALERTS})
-    for api in ("mwaa_v2", "mwaa_v1")
+    (api, api, {k: v for k, v in alerts(api, api).items() if k in CLOUD_ALERTS})
+    for api in ("mwaa_v2", "mwaa_v1", "composer_v2")
 ]
 
 for api, conn, triggers in WATCHED:
