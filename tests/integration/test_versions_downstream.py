@@ -202,20 +202,20 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
     v1 = matrix_upstreams["2.11.2"].server  # the Remote dependencies page shows an Airflow 2 upstream too
     conn_v1 = {"conn_type": "remote_airflow", "host": v1.base_url, "login": "viewer", "password": "viewer"}
     mwaa: Mwaa | None = request.getfixturevalue("mwaa") if via == "mwaa" else None
-    aws_conns = {}
+    cloud_conns = {}
     if mwaa is not None:  # the same upstreams as MWAA environments: the AWS identity is the credential
         conn, bad, conn_v1 = (
             json.loads(os.environ[f"AIRFLOW_CONN_{name}"])
             for name in ("MWAA_V2", "MWAA_V2_BAD_SECRET", "MWAA_V1")
         )
-        aws_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_AWS_MWAA")}
+        cloud_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_AWS_MWAA")}
     composer: Composer | None = request.getfixturevalue("composer") if via == "composer" else None
     if composer is not None:  # the same upstreams behind Composer's front: Google identities' tokens
         conn, bad, conn_v1 = (
             json.loads(os.environ[f"AIRFLOW_CONN_{name}"])
             for name in ("COMPOSER_V2", "COMPOSER_V2_REVOKED", "COMPOSER_V1")
         )
-        aws_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_GCP_")}
+        cloud_conns = {k: v for k, v in os.environ.items() if k.startswith("AIRFLOW_CONN_GCP_")}
     # production shape: PostgreSQL, two triggerers
     server = LocalAirflow(
         tmp_path_factory.mktemp(f"downstream-{request.param}"),
@@ -235,7 +235,7 @@ def downstream(request, matrix_upstreams, tmp_path_factory) -> Downstream:
             ),
             "AIRFLOW__CORE__FERNET_KEY": FERNET_KEY,
             "PYTHONPATH": str(ROOT),
-            **aws_conns,
+            **cloud_conns,
         },
     )
     polls = _upstream_polls(up)

@@ -169,6 +169,11 @@ class TestShellExamples:
 
                     config = config_from_connection(conn, conn.extra_dejson)
                     assert config.mwaa_environment and not conn.password, block.name
+                elif conn.extra_dejson.get("auth") == "google":  # the Google identity is the credential
+                    from xdep_sensors.hooks.remote_airflow import config_from_connection
+
+                    config = config_from_connection(conn, conn.extra_dejson)
+                    assert config.base_url and config.gcp_conn_id and not conn.password, block.name
                 else:
                     assert conn.host and conn.password, block.name
                 found.append(block.name)
