@@ -83,9 +83,10 @@ MWAA = " via MWAA"  # a row whose upstream is reached as an Amazon MWAA environm
 COMPOSER = " via Composer"  # ... as a Cloud Composer environment (the Google doubles)
 
 
-def _key(version: str) -> tuple[int, ...]:
+def _key(version: str) -> tuple[tuple[int, ...], str]:
+    """A version's rows: the release, then the ones behind a cloud (by name) after the direct one."""
     release, _, via = version.partition(" ")
-    return (*(int(p) for p in release.split(".")), 1 if via else 0)
+    return tuple(int(p) for p in release.split(".")), via
 
 
 def _auth(version: str) -> str:

@@ -41,16 +41,18 @@ def test_the_table_renders_what_was_proved():
     ]
 
 
-def test_mwaa_rows_follow_their_version_and_name_the_iam_identity():
+def test_cloud_rows_follow_their_version_and_name_the_identity():
     table = versions_table.render(
         {
             "3.3.2 via MWAA": {"upstream": ["dag_run_wait:iam:defer"]},
             "3.3.2": {"upstream": ["dag_run_wait:password:defer"]},
             "2.11.2 via MWAA": {"upstream": ["asset_wait:iam:poke"]},
+            "3.3.2 via Composer": {"upstream": ["dag_run_wait:google:poke"]},
         }
     )
     assert table.splitlines()[2:] == [
         "| 2.11.2 via MWAA | v1 | asset wait (poke) | — |",
         "| 3.3.2 | v2 | DAG-run wait, JWT from username/password (deferred) | — |",
+        "| 3.3.2 via Composer | v2 | DAG-run wait, Google identity (OAuth 2 token) (poke) | — |",
         "| 3.3.2 via MWAA | v2 | DAG-run wait, AWS IAM identity (SigV4) (deferred) | — |",
     ]
