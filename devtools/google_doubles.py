@@ -24,8 +24,6 @@ import base64
 import binascii
 import json
 import secrets
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from multidict import CIMultiDict
+
+from devtools.loopback import Loopback
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -146,70 +146,6 @@ def _invalid_signature() -> OAuthError:
 # ---------------------------------------------------------------------------------------------- serving
 
 
-class _Loopback:
-    """An aiohttp app served on 127.0.0.1:<free port> from a daemon thread with its own loop."""
-
-    _thread_name = "google-double"
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-
-    def start(self) -> str:
-        """Serve from a daemon thread; returns the base URL (``http://127.0.0.1:<port>``)."""
-        if self._thread is not None:
-            raise RuntimeError("the double is already started")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=self._thread_name, daemon=True)
-        self._thread.start()
-        port = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(timeout=30)
-        self._base_url = f"http://127.0.0.1:{port}"
-        return self._base_url
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-        self._loop = self._thread = None
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("the double is not started")
-        return self._base_url
-
-    def _routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    async def _setup(self) -> None:
-        """Called on the double's loop before serving."""
-
-    async def _teardown(self) -> None:
-        """Called on the double's loop after serving."""
-
-    async def _open(self) -> int:
-        await self._setup()
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock).start()
-        return int(sock.getsockname()[1])
-
-    async def _close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self._teardown()
-
-
 # ---------------------------------------------------------------------------------------------- JWT
 
 
@@ -291,7 +227,7 @@ def _form_text(form: Any, name: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- tokens
 
 
-class TokenEndpoint(_Loopback):
+class TokenEndpoint(Loopback):
     """Google's OAuth 2 token endpoint (``POST /token``, the JWT-bearer grant) on loopback.
 
     It checks an assertion as Google does: RS256 signature by the public key registered under the
@@ -473,7 +409,7 @@ class _Refused(Exception):
         self.response = response
 
 
-class BearerFront(_Loopback):
+class BearerFront(Loopback):
     """Cloud Composer's web server front on loopback, before a real Airflow REST API.
 
     Every request needs ``Authorization: Bearer <token>`` with a token ``tokens`` issued and not

@@ -21,8 +21,6 @@ import datetime as dt
 import hmac
 import json
 import re
-import socket
-import threading
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,6 +35,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.loaders import create_loader
 from botocore.model import OperationModel, ServiceModel
+
+from devtools.loopback import Loopback
 
 __all__ = ["Call", "Environment", "Identity", "MwaaDouble", "aws_connection", "service_model"]
 
@@ -435,8 +435,13 @@ class _Draft:
 MAX_SIGNATURES_KEPT = 5000
 
 
-class MwaaDouble:
-    """The AWS side of MWAA ``InvokeRestApi`` on loopback, forwarding to real Airflow servers."""
+class MwaaDouble(Loopback):
+    """The AWS side of MWAA ``InvokeRestApi`` on loopback, forwarding to real Airflow servers.
+
+    ``start()`` returns the endpoint_url.
+    """
+
+    _thread_name = "mwaa-double"
 
     def __init__(
         self,
@@ -444,45 +449,20 @@ class MwaaDouble:
         identities: dict[str, Identity],
         account: str = "123456789012",
     ):
+        super().__init__()
         self.environments = environments
         self.identities = identities
         self.account = account
         self.calls: list[Call] = []
         # the valid signatures seen, for the test suite's leak scans only (they must appear nowhere)
         self.signatures: list[str] = []
-        self._lock = threading.Lock()
         self._throttled = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
     # -- control
 
-    def start(self) -> str:
-        """Serve on 127.0.0.1:<free port> from a daemon thread; returns the endpoint_url."""
-        if self._thread is not None:
-            raise RuntimeError("the double is already started")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mwaa-double", daemon=True)
-        self._thread.start()
-        port = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(timeout=30)
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-        self._loop = self._thread = None
-
     def __enter__(self) -> MwaaDouble:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def throttle(self, n: int) -> None:
         """The next ``n`` otherwise valid calls answer ThrottlingException."""
@@ -496,20 +476,13 @@ class MwaaDouble:
 
     # -- serving
 
-    async def _open(self) -> int:
-        self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, cookie_jar=aiohttp.DummyCookieJar())
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+    def _routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock).start()
-        return int(sock.getsockname()[1])
 
-    async def _close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def _setup(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def _teardown(self) -> None:
         if self._session is not None:
             await self._session.close()
 

@@ -5,10 +5,8 @@ The front's upstream here is a tiny aiohttp echo server on loopback (this tests 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import socket
-import threading
 import time
 import types
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from devtools.google_doubles import (
     TokenCall,
     TokenEndpoint,
 )
+from devtools.loopback import Loopback
 
 ALICE = "alice@xdep-test.iam.gserviceaccount.com"
 BOB = "bob@xdep-test.iam.gserviceaccount.com"
@@ -40,30 +39,6 @@ BIGQUERY = "https://www.googleapis.com/auth/bigquery"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-class _Loopback:
-    """An aiohttp app served on 127.0.0.1 from a daemon thread with its own loop."""
-
-    def __init__(self, app: web.Application):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner = web.AppRunner(app, access_log=None)
-        self.url = asyncio.run_coroutine_threadsafe(self._open(), self.loop).result(timeout=10)
-
-    async def _open(self) -> str:
-        await self.runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self.runner, sock).start()
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -142,11 +117,8 @@ def keys(tokens: TokenEndpoint) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    server = _Loopback(app)
-    yield server.url
-    server.close()
+    with Loopback(routes=lambda app: app.router.add_route("*", "/{tail:.*}", _echo)) as server:
+        yield server.start()
 
 
 @pytest.fixture(scope="module")

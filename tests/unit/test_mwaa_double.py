@@ -9,7 +9,6 @@ import asyncio
 import datetime as dt
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 from aiohttp import web
 from botocore.exceptions import ClientError
 
+from devtools.loopback import Loopback
 from devtools.mwaa_double import Call, Environment, Identity, MwaaDouble, aws_connection, service_model
 
 SECRET = "alice-Secret-Key-9f3a"
@@ -33,30 +33,6 @@ CLIENT_CONFIG = botocore.config.Config(inject_host_prefix=False, retries={"total
 
 
 # ---------------------------------------------------------------------------------------------- servers
-
-
-class _Loopback:
-    """An aiohttp app served on 127.0.0.1 from a daemon thread with its own loop."""
-
-    def __init__(self, app: web.Application):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner = web.AppRunner(app, access_log=None)
-        self.url = asyncio.run_coroutine_threadsafe(self._open(), self.loop).result(timeout=10)
-
-    async def _open(self) -> str:
-        await self.runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self.runner, sock).start()
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -79,11 +55,8 @@ async def _echo(request: web.Request) -> web.Response:
 
 @pytest.fixture(scope="module")
 def echo_url() -> Iterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    server = _Loopback(app)
-    yield server.url
-    server.close()
+    with Loopback(routes=lambda app: app.router.add_route("*", "/{tail:.*}", _echo)) as server:
+        yield server.start()
 
 
 def _closed_port() -> int:
