@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from multidict import CIMultiDict
 
-from devtools.loopback import Loopback
+from devtools.loopback import Front, Loopback
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -55,7 +55,6 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 MAX_ASSERTION_LIFETIME = 3600  # seconds: Google's "short-lived token (60 minutes)"
 CLOCK_SKEW = 300  # seconds allowed either side for iat / exp
-UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 BAD_SIGNATURE = "Invalid JWT Signature."
@@ -409,7 +408,7 @@ class _Refused(Exception):
         self.response = response
 
 
-class BearerFront(Loopback):
+class BearerFront(Front):
     """Cloud Composer's web server front on loopback, before a real Airflow REST API.
 
     Every request needs ``Authorization: Bearer <token>`` with a token ``tokens`` issued and not
@@ -437,7 +436,6 @@ class BearerFront(Loopback):
         self.default_headers = default_headers
         self.calls: list[FrontCall] = []
         self._unauthorized = 0
-        self._session: aiohttp.ClientSession | None = None
 
     def __enter__(self) -> BearerFront:
         return self
@@ -457,16 +455,6 @@ class BearerFront(Loopback):
         return sum(1 for c in calls if status in (None, c.status) and email in (None, c.email))
 
     # -- serving
-
-    def _routes(self, app: web.Application) -> None:
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-
-    async def _setup(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, cookie_jar=aiohttp.DummyCookieJar())
-
-    async def _teardown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -11,6 +11,7 @@ import socket
 import threading
 from typing import Callable
 
+import aiohttp
 from aiohttp import web
 
 
@@ -86,3 +87,29 @@ class Loopback:
         if self._runner is not None:
             await self._runner.cleanup()
         await self._teardown()
+
+
+class Front(Loopback):
+    """A loopback server in front of another (a cloud's side of Airflow's API): every request goes to
+    ``_handle``, which may forward it with ``self._session`` (no cookies kept between callers)."""
+
+    upstream_timeout = aiohttp.ClientTimeout(total=60)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def _setup(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self.upstream_timeout, cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+    async def _teardown(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -36,7 +36,7 @@ from botocore.credentials import Credentials
 from botocore.loaders import create_loader
 from botocore.model import OperationModel, ServiceModel
 
-from devtools.loopback import Loopback
+from devtools.loopback import Front
 
 __all__ = ["Call", "Environment", "Identity", "MwaaDouble", "aws_connection", "service_model"]
 
@@ -46,7 +46,6 @@ QUERY_MEMBER = "QueryParameters"  # a Document in the model; MWAA takes it as a 
 BODY_MEMBER = "Body"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_SKEW = dt.timedelta(minutes=15)
-UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=60)
 API_PREFIXES = {"v2": "/api/v2", "v1": "/api/v1"}
 # characters left as they are in Path: everything legal in a URL path, and '%' (escapes pass through)
 PATH_SAFE = "/:@!$&'()*+,;=-._~%"
@@ -435,7 +434,7 @@ class _Draft:
 MAX_SIGNATURES_KEPT = 5000
 
 
-class MwaaDouble(Loopback):
+class MwaaDouble(Front):
     """The AWS side of MWAA ``InvokeRestApi`` on loopback, forwarding to real Airflow servers.
 
     ``start()`` returns the endpoint_url.
@@ -457,7 +456,6 @@ class MwaaDouble(Loopback):
         # the valid signatures seen, for the test suite's leak scans only (they must appear nowhere)
         self.signatures: list[str] = []
         self._throttled = 0
-        self._session: aiohttp.ClientSession | None = None
 
     # -- control
 
@@ -475,16 +473,6 @@ class MwaaDouble(Loopback):
         return sum(1 for c in calls if outcome in (None, c.outcome) and env in (None, c.env))
 
     # -- serving
-
-    def _routes(self, app: web.Application) -> None:
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-
-    async def _setup(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, cookie_jar=aiohttp.DummyCookieJar())
-
-    async def _teardown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
