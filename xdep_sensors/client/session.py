@@ -231,8 +231,6 @@ class Transport(BaseTransport):
 
     async def _auth_headers(self, request: Request) -> tuple[dict[str, str], aiohttp.BasicAuth | None]:
         cfg = self.config
-        if self.tokens is not None:  # a cloud's front: every request, the version's too
-            return {"Authorization": f"Bearer {await self.tokens.token()}"}, None
         if not request.auth or cfg.auth_mode == "none":
             return {}, None
         if cfg.auth_mode == "token":
@@ -364,15 +362,19 @@ class Transport(BaseTransport):
 TRANSPORTS: dict[str, Callable[[ClientConfig], BaseTransport]] = {"": Transport}
 
 
+def unknown_auth(conn_id: str, auth: str) -> ConfigurationError:
+    known = ", ".join(repr(k) for k in sorted(TRANSPORTS) if k)
+    return ConfigurationError(
+        f"extra auth={auth!r} of connection {conn_id!r} is not a known way to authenticate",
+        hint=f"use one of {known}, or remove the extra auth to use the login/password/token fields",
+    )
+
+
 def new_transport(config: ClientConfig) -> BaseTransport:
     """The transport ``config.auth`` names."""
     make = TRANSPORTS.get(config.auth)
     if make is None:
-        known = ", ".join(repr(k) for k in sorted(TRANSPORTS) if k)
-        raise ConfigurationError(
-            f"extra auth={config.auth!r} of connection {config.conn_id!r} is not a known way to authenticate",
-            hint=f"use one of {known}, or remove the extra auth to use the login/password/token fields",
-        )
+        raise unknown_auth(config.conn_id, config.auth)
     return make(config)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from xdep_sensors.client.mwaa import MwaaTransport
-from xdep_sensors.client.session import TRANSPORTS, ClientConfig
+from xdep_sensors.client.session import TRANSPORTS, ClientConfig, normalize_base_url
 from xdep_sensors.errors import ConfigurationError
 
 AUTH = "aws_mwaa"
@@ -59,18 +59,22 @@ def mwaa_transport(config: ClientConfig) -> MwaaTransport:
 TRANSPORTS[AUTH] = mwaa_transport
 
 
-def mwaa_settings(conn_id: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """The :class:`ClientConfig` fields of an ``auth: aws_mwaa`` connection's extra."""
+def mwaa_settings(conn: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`ClientConfig` fields of an ``auth: aws_mwaa`` connection; its host, optional, is the
+    environment's web server URL (links to the upstream UI only)."""
     environment = str(extra.get("mwaa_environment") or "").strip()
     if not environment:
         raise ConfigurationError(
-            f"connection {conn_id!r} says auth={AUTH} but has no extra mwaa_environment",
+            f"connection {conn.conn_id!r} says auth={AUTH} but has no extra mwaa_environment",
             hint='set "mwaa_environment" to the MWAA environment\'s name (and "aws_conn_id" to an AWS '
             f"connection, default {DEFAULT_AWS_CONN_ID})",
         )
-    return {
+    settings = {
         "auth": AUTH,
         "mwaa_environment": environment,
         "aws_conn_id": str(extra.get("aws_conn_id") or DEFAULT_AWS_CONN_ID),
         "base_url": f"mwaa://{environment}",
     }
+    if conn.host:
+        settings["ui_url"] = normalize_base_url(conn.host, schema=conn.schema, port=conn.port)
+    return settings

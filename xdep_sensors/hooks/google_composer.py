@@ -15,7 +15,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from xdep_sensors.client.session import TRANSPORTS, ClientConfig, Transport
+from xdep_sensors.client.session import TRANSPORTS, ClientConfig, Transport, normalize_base_url
 from xdep_sensors.errors import AuthenticationError, ConfigurationError, UpstreamUnavailable, XdepError
 
 AUTH = "google"
@@ -79,6 +79,7 @@ class GoogleTokens:
     def _renewed(self) -> Any:
         """Synchronous, in a thread: the provider's credentials (once), renewed by google-auth."""
         try:
+            from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
             from google.auth.transport.requests import Request
         except ImportError as exc:
             raise ConfigurationError(
@@ -86,13 +87,6 @@ class GoogleTokens:
             ) from None
         credentials = self._credentials
         if credentials is None:
-            try:
-                from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"auth={AUTH} needs the Google provider ({exc.name or exc} is not installed)",
-                    hint=INSTALL,
-                ) from None
             credentials, _ = GoogleBaseHook(gcp_conn_id=self.gcp_conn_id).get_credentials_and_project_id()
         credentials.refresh(Request())
         return credentials
@@ -141,6 +135,10 @@ def google_transport(config: ClientConfig) -> Transport:
 TRANSPORTS[AUTH] = google_transport
 
 
-def google_settings(conn_id: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """The :class:`ClientConfig` fields of an ``auth: google`` connection's extra (besides the host)."""
-    return {"auth": AUTH, "gcp_conn_id": str(extra.get("gcp_conn_id") or DEFAULT_GCP_CONN_ID)}
+def google_settings(conn: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`ClientConfig` fields of an ``auth: google`` connection: its host is the web server."""
+    return {
+        "auth": AUTH,
+        "gcp_conn_id": str(extra.get("gcp_conn_id") or DEFAULT_GCP_CONN_ID),
+        "base_url": normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
+    }

@@ -12,8 +12,11 @@ from airflow.providers.common.compat.sdk import BaseHook
 from asgiref.sync import async_to_sync
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient, normalize_base_url
+from xdep_sensors.client.session import unknown_auth
 from xdep_sensors.core.registry import PerLoop
 from xdep_sensors.errors import ConfigurationError
+from xdep_sensors.hooks.aws_mwaa import mwaa_settings
+from xdep_sensors.hooks.google_composer import google_settings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -41,6 +44,10 @@ def _as_bool_or_path(value: Any) -> bool | str:
     return text
 
 
+# the ClientConfig fields of each cloud's ``auth`` (importing their modules registers their transports)
+CLOUD_SETTINGS = {"aws_mwaa": mwaa_settings, "google": google_settings}
+
+
 def config_from_connection(conn: Connection, extra: dict[str, Any]) -> ClientConfig:
     """Build a :class:`ClientConfig` from a connection and its decoded extra."""
     try:
@@ -51,26 +58,10 @@ def config_from_connection(conn: Connection, extra: dict[str, Any]) -> ClientCon
             "is not a number of seconds"
         ) from None
     auth = str(extra.get("auth") or "").strip().lower()
-    if auth == "aws_mwaa":
-        from xdep_sensors.hooks.aws_mwaa import mwaa_settings
-
-        where: dict[str, Any] = mwaa_settings(conn.conn_id, extra)
-        if conn.host:  # the environment's web server URL: links to the upstream UI
-            where["ui_url"] = normalize_base_url(conn.host, schema=conn.schema, port=conn.port)
-    elif auth == "google":
-        from xdep_sensors.hooks.google_composer import google_settings
-
-        where = {
-            **google_settings(conn.conn_id, extra),
-            "base_url": normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
-        }
+    if auth in CLOUD_SETTINGS:
+        where = CLOUD_SETTINGS[auth](conn, extra)
     elif auth:
-        raise ConfigurationError(
-            f"extra auth={extra.get('auth')!r} of connection {conn.conn_id!r} is not a known way to "
-            "authenticate",
-            hint='use "aws_mwaa" or "google", or remove the extra auth to use the login/password/token '
-            "fields",
-        )
+        raise unknown_auth(conn.conn_id, str(extra.get("auth")))
     else:
         where = {
             "base_url": normalize_base_url(conn.host or "", schema=conn.schema, port=conn.port),
