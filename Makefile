@@ -21,7 +21,8 @@ demo: bootstrap-demo
 test: bootstrap check docs
 	bash scripts/postgres.sh  # the downstream test deployments' metadata DB (PostgreSQL, as in production)
 	rm -f .tmp/version-matrix.json .tmp/fault-matrix.json  # the tables are checked against this run's results only
-	XDEP_TEST_RUN=$(RUN) .venv/bin/python -m pytest -ra
+	# at 75 min, SIGINT: pytest stops its deployments and prints what failed and why before CI's 90 min end it
+	XDEP_TEST_RUN=$(RUN) timeout -s INT -k 120 4500 .venv/bin/python -m pytest -ra
 	.venv/bin/python scripts/versions_table.py --check --run $(RUN)
 	.venv/bin/python scripts/fault_table.py --check
 

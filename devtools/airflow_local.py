@@ -293,6 +293,23 @@ class LocalAirflow:
         if wait and name in ("api-server", "webserver"):
             self._wait_ready(time.monotonic() + timeout)
 
+    def revive(self) -> list[str]:
+        """Start again every component that exited on its own (not stopped, killed or paused by a test);
+        return their names. An Airflow scheduler ends its process on an error it does not retry, e.g.
+        SQLite's "database is locked" under load: the deployment's other users (every later test) would
+        otherwise see runs that never start. Each revival is said on stderr with the component's log."""
+        dead = [n for n, p in self._procs.items() if p.poll() is not None]
+        for name in dead:
+            code = self._procs.pop(name).returncode
+            log = self.log_dir / f"{name}.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+            print(
+                f"{self.name}: {name} had exited ({code}); starting it again. Its log ended:\n{tail}",
+                file=sys.stderr,
+            )
+            self.start_component(name)
+        return dead
+
     def stop_component(self, name: str) -> None:
         """Stop one component (its whole process group and any escaped descendants)."""
         self._terminate([name])
@@ -496,7 +513,8 @@ class LocalAirflow:
         logical_date: Any = None,
         run_id: str | None = None,
     ) -> str:
-        """Trigger a DAG run via REST and return its run id."""
+        """Trigger a DAG run via REST and return its run id (its deployment revived first)."""
+        self.revive()
         if logical_date is not None and not isinstance(logical_date, str):
             if getattr(logical_date, "tzinfo", None) is None:
                 raise ValueError("logical_date must be timezone-aware")
@@ -533,6 +551,7 @@ class LocalAirflow:
                         f"{self.name}: run {dag_id}/{run_id} still {state!r} after {timeout}s\n"
                         f"{self.tail_logs()}"
                     )
+                self.revive()
                 time.sleep(0.5)
             hoped = state == "failed" and "success" in states
             raced = self._state_mismatches(dag_id, run_id) - handled if hoped else set()

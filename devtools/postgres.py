@@ -1,7 +1,8 @@
 """A fresh PostgreSQL database per test deployment, on the machine's cluster (scripts/postgres.sh).
 
-Production Airflow runs on PostgreSQL; the suite's downstream deployments do too (its upstreams stay
-on SQLite). The role (``xdep``, password ``xdep``: a test-only role on loopback) may create databases.
+Production Airflow runs on PostgreSQL; the suite's downstream deployments and its Airflow 3 upstream do
+too (the other upstreams stay on SQLite). The role (``xdep``, password ``xdep``: a test-only role on
+loopback) may create databases.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools import postgres
 from devtools.airflow_local import LocalAirflow
 from devtools.google_doubles import BearerFront, TokenEndpoint
 from devtools.mwaa_double import Environment, Identity, MwaaDouble, aws_connection
@@ -121,6 +122,9 @@ def _upstreams(tmp_path_factory):
             dags_folder=UPSTREAM_DAG_FOLDER,
             name="upstream-v2",
             extra_env=PAGE_CAP,
+            # PostgreSQL, as in production: on SQLite its scheduler can die of "database is locked" under
+            # the suite's load (seen in CI), and the whole session's Airflow 3 upstream with it
+            database_url=postgres.fresh_database("xdep_upstream_v2"),
         ),
         "v1": LocalAirflow(
             tmp_path_factory.mktemp("upstream-v1"),
