@@ -123,7 +123,7 @@ class TestPythonExamples:
         errors = parse_dag_files(tmp_path / "dags")["errors"]
         assert [e.strip().splitlines()[-1] for e in errors.values()] == [
             "ValueError: give at most one of run_id, logical_date, execution_delta, logical_date_fn, "
-            "latest_after; got run_id and logical_date"
+            "latest_after, partition_key; got run_id and logical_date"
         ]
 
 

@@ -235,6 +235,21 @@ class RemoteAirflowClient:
             page = await self.call(lambda d: d.runs_dated(dag_id, *dated), lambda d, b: d.parse_dag_runs(b))
         return next((run for run in page.items if run.run_id == run_id), None)
 
+    async def partitions(self) -> bool:
+        """Whether the upstream has partitioned runs and events (Airflow 3.2+)."""
+        dialect = await self.dialect()
+        return dialect.name == "v2" and _release(self.upstream_version) >= (3, 2)
+
+    async def newest_partition_run(self, dag_id: str, key: str) -> DagRun | None:
+        """The run of ``dag_id`` for partition ``key`` (exactly) with the newest ``run_after``, if any."""
+        async for page in self._pages(
+            lambda d, off: d.partition_runs(dag_id, key, offset=off), lambda d, b: d.parse_dag_runs(b)
+        ):
+            run = next((r for r in page.items if r.partition_key == key), None)
+            if run is not None:
+                return run
+        return None
+
     async def _run_id_patterns(self) -> bool:
         """Whether run listings take ``run_id_pattern`` (Airflow 3.1+)."""
         dialect = await self.dialect()

@@ -84,6 +84,7 @@ def _dag_run(body: dict, logical_date: datetime | None, run_after: datetime | No
         end_date=parse_dt(body.get("end_date")),
         run_type=body.get("run_type"),
         conf=body.get("conf") or {},
+        partition_key=body.get("partition_key"),
     )
 
 
@@ -105,6 +106,7 @@ def _asset_event(e: dict, asset_id: int, uri: str | None, name: str | None) -> A
         source_task_id=e.get("source_task_id"),
         source_run_id=e.get("source_run_id"),
         source_map_index=e.get("source_map_index"),
+        partition_key=e.get("partition_key"),
     )
 
 
@@ -194,6 +196,16 @@ class V2:
                 if ti.get(key):
                     return key, ti[key]
         return None
+
+    def partition_runs(self, dag_id: str, key: str, *, limit: int = PAGE_LIMIT, offset: int = 0) -> Request:
+        """Runs whose partition key starts with ``key``, newest ``run_after`` first (Airflow 3.2+).
+
+        A prefix, not the key: 3.2 reads ``|`` in it as OR and drops its trailing non-alphanumerics, and
+        no filter matches exactly (``partition_key_pattern`` is a case-insensitive substring with
+        wildcards). The caller keeps the runs whose key is exactly ``key``.
+        """
+        params = _params(partition_key_prefix_pattern=key, order_by="-run_after", limit=limit, offset=offset)
+        return Request("GET", f"{self.prefix}/dags/{_seg(dag_id)}/dagRuns", params)
 
     def dag_run_by_pattern(self, dag_id: str, run_id: str, *, limit: int = PAGE_LIMIT) -> Request:
         """Runs whose id contains ``run_id`` (``_`` and ``%`` are wildcards there): match exactly after."""

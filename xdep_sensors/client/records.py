@@ -49,6 +49,7 @@ class DagRun(_Record):
     end_date: datetime | None = None
     run_type: str | None = None
     conf: dict[str, Any] = field(default_factory=dict)
+    partition_key: str | None = None  # Airflow 3.2+: the partition the run is for
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,4 @@ class AssetEvent(_Record):
     source_task_id: str | None = None
     source_run_id: str | None = None
     source_map_index: int | None = None
+    partition_key: str | None = None  # Airflow 3.2+: the partition the event is for

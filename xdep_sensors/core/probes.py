@@ -27,7 +27,7 @@ from xdep_sensors.core.listings import event_key
 from xdep_sensors.core.names import close_matches
 from xdep_sensors.core.needs import AssetNeed, RunNeed, RunNeedKind
 from xdep_sensors.core.sources import BatchSource, DirectSource
-from xdep_sensors.errors import NotFound
+from xdep_sensors.errors import ConfigurationError, NotFound
 
 if TYPE_CHECKING:
     from xdep_sensors.core.sources import RunWait
@@ -60,6 +60,7 @@ class DagRunWait:
     run_id: str | None = None
     logical_date: str | None = None  # ISO-8601, timezone-aware
     latest_after: str | None = None  # ISO-8601, timezone-aware
+    partition_key: str | None = None  # the newest run for this partition (Airflow 3.2+ upstreams)
     allowed_states: list[str] = field(default_factory=lambda: ["success"])
     failed_states: list[str] = field(default_factory=lambda: ["failed"])
     skipped_states: list[str] = field(default_factory=list)
@@ -75,8 +76,12 @@ class DagRunWait:
                 object.__setattr__(self, name, tuple(value))
 
     def to_kwargs(self) -> dict[str, Any]:
-        """Plain JSON values: the state and task lists as lists."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON values: the state and task lists as lists (no partition key: as before partitions)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None or k != "partition_key"
+        }
 
     @property
     def narrowed(self) -> bool:
@@ -89,6 +94,9 @@ class DagRunWait:
         if self.logical_date:
             wanted = parse_dt(self.logical_date)
             return next((r for r in runs if r.logical_date == wanted), None)
+        if self.partition_key is not None:  # exactly this key: the server's filters match more
+            eligible = [r for r in runs if r.run_after is not None and r.partition_key == self.partition_key]
+            return max(eligible, key=lambda r: r.run_after, default=None)  # type: ignore[arg-type, return-value]
         after = parse_dt(self.latest_after)
         eligible = [r for r in runs if r.run_after is not None and (after is None or r.run_after >= after)]
         return max(eligible, key=lambda r: r.run_after, default=None)  # type: ignore[arg-type, return-value]
@@ -105,9 +113,11 @@ class DagRunWait:
         """
         run = self.pick(runs)
         if run is not None:
-            return run, True
+            return run, True  # a newer run of its partition would be on the page too
         if self.run_id:
             return None, False
+        if self.partition_key is not None:
+            return None, complete
         if self.logical_date:
             logical = parse_dt(self.logical_date)
             return None, complete or (
@@ -126,6 +136,8 @@ class DagRunWait:
             return f"run_id {self.run_id}"
         if self.logical_date:
             return f"logical date {self.logical_date}"
+        if self.partition_key is not None:
+            return f"partition {self.partition_key}"
         return f"run_after >= {self.latest_after}"
 
     @property
@@ -147,8 +159,10 @@ class DagRunProbe:
         self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
         # a queued run has no start date: no listing of changes shows it
         self._exact = "queued" in w.decisive_states
-        # once the run is known only its end decides (a narrowed wait reports its state too)
-        self._end_decides = not w.latest_after and not w.narrowed and w.decisive_states <= FINISHED_RUN_STATES
+        # once the run is known only its end decides (a narrowed wait reports its state too); a newer
+        # run may still come for "the newest after" or a partition: every change of the DAG's runs counts
+        newest = w.latest_after or w.partition_key is not None
+        self._end_decides = not newest and not w.narrowed and w.decisive_states <= FINISHED_RUN_STATES
         # an unchanged view returns the same decision object
         self._seen_run: DagRun | None = None
         self._seen_tis: list[TaskInstance] | None = None
@@ -157,6 +171,13 @@ class DagRunProbe:
     async def _check_dag(self, source: DirectSource | BatchSource) -> bool:
         w = self.watch
         client = source.client
+        if w.partition_key is not None and not await client.partitions():
+            raise ConfigurationError(
+                f"partition_key={w.partition_key!r}: the upstream at {client.config.where} runs Airflow "
+                f"{await client.version() or 'before 3.2'}, which has no partitioned runs (Airflow 3.2+)",
+                hint="wait by run_id, logical_date or latest_after there, or upgrade the upstream to "
+                "Airflow 3.2 or later",
+            )
         try:
             dag = await source.dag(w.external_dag_id)
         except NotFound:
@@ -276,11 +297,20 @@ class AssetRef:
         return asset.is_("uri", self.uri) if self.uri is not None else asset.is_("name", self.name or "")
 
 
+PARTITION_MARK = " #partition="
+
+
+def cursor_key(label: str, partition_key: str | None) -> str:
+    """A cursor's key in a task's cursor store: the asset's label, then the partition key if any."""
+    return label if partition_key is None else f"{label}{PARTITION_MARK}{partition_key}"
+
+
 @dataclass(frozen=True)
 class AssetWait:
     """What an asset wait looks for; every field is a plain JSON value.
 
-    ``cursors``: asset label -> ``Cursor`` dict; with ``since``, events at or after it are new instead.
+    ``cursors``: :meth:`cursor_key` -> ``Cursor`` dict; with ``since``, events at or after it are new
+    instead. With ``partition_key`` only events of that partition count, each consumed once per key.
     """
 
     assets: list[dict[str, str | None]]
@@ -289,9 +319,15 @@ class AssetWait:
     since: str | None = None
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
     check_existence: bool = True
+    partition_key: str | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values (no partition key: a stored trigger of a release before partitions)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k != "partition_key"}
+
+    def cursor_key(self, label: str) -> str:
+        """Where an asset's consumed events are recorded: per asset, and per partition key if any."""
+        return cursor_key(label, self.partition_key)
 
     @property
     def refs(self) -> list[AssetRef]:
@@ -310,7 +346,11 @@ class AssetProbe:
         self.refs = watch.refs
         self.since = parse_dt(watch.since)
         self.ids: dict[str, int] = {}
-        self.cursors = {ref.label: Cursor.from_dict(watch.cursors.get(ref.label)) for ref in watch.refs}
+        self.cursors = {
+            ref.label: Cursor.from_dict(watch.cursors.get(watch.cursor_key(ref.label))) for ref in watch.refs
+        }
+        self.partition_key = watch.partition_key
+        self._partitions_checked = watch.partition_key is None
         self.feeds: dict[str, Feed] = {}  # when it polls alone
         self.caught_up = False  # read from each cursor to now once: then a shared poll suffices
         self.source_dag_id = watch.source_dag_id
@@ -368,7 +408,20 @@ class AssetProbe:
         return self.since or self.cursors[label].start
 
     def _is_new(self, label: str, event: AssetEvent) -> bool:
+        if self.partition_key is not None and event.partition_key != self.partition_key:
+            return False  # exactly this key: not one that contains it, not another case
         return event.timestamp >= self.since if self.since else self.cursors[label].is_new(event)
+
+    async def _check_partitions(self, client: RemoteAirflowClient) -> None:
+        """A partition wait needs an upstream whose events carry partition keys (Airflow 3.2+)."""
+        if not await client.partitions():
+            raise ConfigurationError(
+                f"partition_key={self.partition_key!r}: the upstream at {client.config.where} runs Airflow "
+                f"{await client.version() or 'before 3.2'}, whose asset events have no partition keys "
+                "(Airflow 3.2+)",
+                hint="wait without partition_key there, or upgrade the upstream to Airflow 3.2 or later",
+            )
+        self._partitions_checked = True
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
@@ -377,6 +430,8 @@ class AssetProbe:
         """One look, through ``source`` (direct requests, or a shared poll)."""
         w = self.watch
         client = source.client
+        if not self._partitions_checked:
+            await self._check_partitions(client)
         missing = await self._resolve(source)
         events = await source.asset_events(self) if self.ids else []
         for event in events:
@@ -396,7 +451,9 @@ class AssetProbe:
                 return self._last  # the same object: nothing changed
             self._last = Decision("waiting", message)
             return self._last
-        cursors = {label: self.cursors[label].advance(evts).to_dict() for label, evts in new.items()}
+        cursors = {
+            w.cursor_key(label): self.cursors[label].advance(evts).to_dict() for label, evts in new.items()
+        }
         url = client.asset_url(self.ids[self.refs[0].label]) if self.refs[0].label in self.ids else None
         return Decision(
             "success",

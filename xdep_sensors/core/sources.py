@@ -28,6 +28,7 @@ class RunWait(Protocol):
     run_id: str | None
     logical_date: str | None
     latest_after: str | None
+    partition_key: str | None
 
     def pick(self, runs: list[DagRun]) -> DagRun | None: ...
 
@@ -119,6 +120,8 @@ def _once(
 async def _lookup_run(client: RemoteAirflowClient, watch: RunWait) -> DagRun | None:
     if watch.run_id:
         return await client.get_dag_run(watch.external_dag_id, watch.run_id)
+    if watch.partition_key is not None:
+        return await client.newest_partition_run(watch.external_dag_id, watch.partition_key)
     runs = await client.list_dag_runs(
         watch.external_dag_id,
         logical_date=parse_dt(watch.logical_date),
@@ -189,7 +192,7 @@ class BatchSource:
                 latest.update((run.run_id, run) for run in changes.get(dag_id, ()))
                 return watch.pick(list(latest.values()))
         # else asked for exactly, once per target and cycle
-        key = ("run", dag_id, watch.run_id, watch.logical_date, watch.latest_after)
+        key = ("run", dag_id, watch.run_id, watch.logical_date, watch.latest_after, watch.partition_key)
         return await self._once(key, lambda: _lookup_run(self.client, watch))
 
     async def _read_assets(self) -> dict[Hashable, list[AssetEvent]]:

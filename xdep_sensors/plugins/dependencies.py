@@ -32,6 +32,7 @@ TARGET_KEYS = (
     "run_id",
     "logical_date",
     "latest_after",
+    "partition_key",
     "task_ids",
     "task_group_id",
     "assets",

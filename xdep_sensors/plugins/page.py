@@ -155,6 +155,7 @@ def _target(up: dict[str, Any]) -> str:
         ("run_id", "run"),
         ("logical_date", "logical date"),
         ("latest_after", "latest after"),
+        ("partition_key", "partition"),
     ):
         if up.get(key):
             value = ", ".join(map(str, up[key])) if isinstance(up[key], list) else up[key]

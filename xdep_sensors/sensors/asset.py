@@ -63,6 +63,8 @@ class RemoteAssetSensor(_RemoteSensor):
     :param require: ``"all"`` (default: every asset has a new event) or ``"any"``.
     :param source_dag_id: only count events produced by this upstream DAG (templated).
     :param since: count events at or after this time instead of the task's cursor (templated).
+    :param partition_key: count only events of this partition, matched exactly, each consumed once per
+        task and key (templated, e.g. ``"{{ dag_run.partition_key }}"``; the upstream must run 3.2+).
     :param check_existence: an asset unknown upstream fails fast with close matches (default True).
     :param str remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated; default
         ``remote_airflow_default``).
@@ -76,7 +78,14 @@ class RemoteAssetSensor(_RemoteSensor):
     ``extra`` plus provenance under ``xdep_upstream``.
     """
 
-    template_fields: Sequence[str] = ("asset_uri", "asset_name", "remote_conn_id", "source_dag_id", "since")
+    template_fields: Sequence[str] = (
+        "asset_uri",
+        "asset_name",
+        "remote_conn_id",
+        "source_dag_id",
+        "since",
+        "partition_key",
+    )
     ui_color = "#e6f4ea"
     link_class = UpstreamAssetLink
     trigger_class = RemoteAssetTrigger
@@ -93,10 +102,16 @@ class RemoteAssetSensor(_RemoteSensor):
         source_dag_id: str | None = None,
         since: str | datetime | None = None,
         check_existence: bool = True,
+        partition_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.asset_refs = _asset_refs(asset_uri, asset_name, assets)
+        if partition_key is not None and (not isinstance(partition_key, str) or not partition_key.strip()):
+            raise ValueError(
+                f"partition_key must be a non-empty string (or a template), got {partition_key!r}"
+            )
+        self.partition_key = partition_key
         if require not in ("all", "any"):
             raise ValueError(f"require must be 'all' or 'any', got {require!r}")
         self.asset_uri = asset_uri
@@ -134,6 +149,7 @@ class RemoteAssetSensor(_RemoteSensor):
             "source_dag_id": self.source_dag_id,
             "since": self.since,
             "check_existence": self.check_existence,
+            "partition_key": self.partition_key,
         }
 
     def _watch(self, context: Context) -> AssetWait:

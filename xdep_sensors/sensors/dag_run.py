@@ -26,8 +26,8 @@ class RemoteDagRunSensor(_RemoteSensor):
     Waits until a DAG run in another Airflow deployment (or some of its tasks) reaches an allowed state.
 
     Which upstream run: at most one of ``run_id``, ``logical_date`` (or ``execution_delta`` /
-    ``logical_date_fn``), ``latest_after``; by default the run with this run's logical date (its
-    ``run_after`` when it has none).
+    ``logical_date_fn``), ``latest_after``, ``partition_key``; by default the run with this run's logical
+    date (its ``run_after`` when it has none).
 
     :param external_dag_id: the upstream DAG id (templated).
     :param str remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated; default
@@ -37,6 +37,8 @@ class RemoteDagRunSensor(_RemoteSensor):
     :param execution_delta: subtracted from this run's logical date to get the upstream's.
     :param logical_date_fn: callable of the context returning the upstream logical date.
     :param latest_after: wait for the newest upstream run whose ``run_after`` >= this (templated).
+    :param partition_key: wait for the newest upstream run (by ``run_after``) of this partition, matched
+        exactly (templated, e.g. ``"{{ dag_run.partition_key }}"``; the upstream must run Airflow 3.2+).
     :param allowed_states: states that complete the wait (default ``["success"]``).
     :param failed_states: states that fail the sensor at once (default ``["failed"]``).
     :param skipped_states: states that skip the sensor at once (default none).
@@ -56,6 +58,7 @@ class RemoteDagRunSensor(_RemoteSensor):
         "run_id",
         "logical_date",
         "latest_after",
+        "partition_key",
         "task_ids",
         "task_group_id",
     )
@@ -71,6 +74,7 @@ class RemoteDagRunSensor(_RemoteSensor):
         execution_delta: timedelta | None = None,
         logical_date_fn: Callable[[Context], datetime] | None = None,
         latest_after: str | datetime | None = None,
+        partition_key: str | None = None,
         allowed_states: list[str] | None = None,
         failed_states: list[str] | None = None,
         skipped_states: list[str] | None = None,
@@ -82,7 +86,7 @@ class RemoteDagRunSensor(_RemoteSensor):
         super().__init__(**kwargs)
         if not isinstance(external_dag_id, str) or not external_dag_id.strip():
             raise ValueError(f"external_dag_id must be a non-empty string, got {external_dag_id!r}")
-        _check_selectors(run_id, logical_date, execution_delta, logical_date_fn, latest_after)
+        _check_selectors(run_id, logical_date, execution_delta, logical_date_fn, latest_after, partition_key)
         task_ids = _task_ids(task_ids, task_group_id)
         states = _states(
             allowed_states, failed_states, skipped_states, narrowed=bool(task_ids or task_group_id)
@@ -93,6 +97,7 @@ class RemoteDagRunSensor(_RemoteSensor):
         self.execution_delta = execution_delta
         self.logical_date_fn = logical_date_fn
         self.latest_after = latest_after
+        self.partition_key = partition_key
         self.allowed_states = states["allowed_states"]
         self.failed_states = states["failed_states"]
         self.skipped_states = states["skipped_states"]
@@ -114,6 +119,7 @@ class RemoteDagRunSensor(_RemoteSensor):
             "run_id": self.run_id,
             "logical_date": self.logical_date,
             "latest_after": self.latest_after,
+            "partition_key": self.partition_key,
             "execution_delta": self.execution_delta.total_seconds() if self.execution_delta else None,
             "allowed_states": self.allowed_states,
             "failed_states": self.failed_states,
@@ -132,7 +138,12 @@ class RemoteDagRunSensor(_RemoteSensor):
 
 
 def _check_selectors(
-    run_id: Any, logical_date: Any, execution_delta: Any, logical_date_fn: Any, latest_after: Any
+    run_id: Any,
+    logical_date: Any,
+    execution_delta: Any,
+    logical_date_fn: Any,
+    latest_after: Any,
+    partition_key: Any,
 ) -> None:
     """At most one way of choosing the upstream run, each of the right type."""
     selectors = {
@@ -141,12 +152,15 @@ def _check_selectors(
         "execution_delta": execution_delta,
         "logical_date_fn": logical_date_fn,
         "latest_after": latest_after,
+        "partition_key": partition_key,
     }
     given = [name for name, value in selectors.items() if value is not None]
     if len(given) > 1:
         raise ValueError(f"give at most one of {', '.join(selectors)}; got {' and '.join(given)}")
     if execution_delta is not None and not isinstance(execution_delta, timedelta):
         raise ValueError(f"execution_delta must be a datetime.timedelta, got {execution_delta!r}")
+    if partition_key is not None and (not isinstance(partition_key, str) or not partition_key.strip()):
+        raise ValueError(f"partition_key must be a non-empty string (or a template), got {partition_key!r}")
     if logical_date_fn is not None and not callable(logical_date_fn):
         raise ValueError("logical_date_fn must be a callable taking the context")
 

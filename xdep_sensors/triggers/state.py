@@ -14,6 +14,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from xdep_sensors.core.probes import PARTITION_MARK
+
 VARIABLE_PREFIX = "xdep_sensors.state."
 _MAX_VARIABLE_KEY = 250  # Variable.key is a String(250)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
@@ -49,12 +51,15 @@ def _variable_set(
 
 
 KEEP_RUNS = 50
+KEEP_PARTITIONS = 100  # partition cursors per task: those of its most recently consumed partitions
 
 
 class CursorStore:
     """One ``RemoteAssetSensor`` task's consumed-events cursors (``{label: Cursor dict}``), in a Variable.
 
-    Each run records where it started, so a cleared run consumes the same events again. A cursor under
+    Each run records where it started, so a cleared run consumes the same events again. A partition
+    wait's cursors are per asset and key; a task keeps those of its ``KEEP_PARTITIONS`` most recently
+    consumed partitions (an older partition's next wait starts again from its bounded start). A cursor under
     the earlier key ``xdep_sensors.cursor.<dag>.<task>`` is read until the next commit.
     """
 
@@ -94,9 +99,13 @@ class CursorStore:
         data = self._load()
         merged = dict(data["cursors"])
         for label, cursor in cursors.items():
-            current = merged.get(label) or {}
-            if (current.get("timestamp") or "") <= (cursor.get("timestamp") or ""):
-                merged[label] = cursor
+            current = merged.pop(label, None) or {}  # popped: put back last, the most recent
+            merged[label] = (
+                cursor if (current.get("timestamp") or "") <= (cursor.get("timestamp") or "") else current
+            )
+        partitions = [label for label in merged if PARTITION_MARK in label]
+        for label in partitions[: max(0, len(partitions) - KEEP_PARTITIONS)]:
+            del merged[label]
         runs = {k: v for k, v in data["runs"].items() if k != run_id}
         runs[run_id] = started_from
         runs = dict(list(runs.items())[-KEEP_RUNS:])

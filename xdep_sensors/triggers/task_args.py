@@ -12,7 +12,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import AirflowException
 
 from xdep_sensors.client.records import parse_dt
-from xdep_sensors.core.probes import AssetWait, DagRunWait
+from xdep_sensors.core.probes import AssetWait, DagRunWait, cursor_key
 from xdep_sensors.triggers.state import CursorStore
 
 
@@ -27,6 +27,17 @@ def as_datetime(name: str, value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def partition_key(value: Any) -> str:
+    """A rendered ``partition_key``: a template of a run without a partition renders ``None`` or nothing."""
+    key = str(value)
+    if not key.strip() or key == "None":
+        raise AirflowException(
+            f"partition_key rendered to {key!r}: this run has no partition key (is its DAG scheduled by a "
+            "partitioned timetable?); give the key, or wait by run_id, logical_date or latest_after"
+        )
+    return key
+
+
 def dag_run_wait(
     args: Mapping[str, Any],
     context: Mapping[str, Any],
@@ -35,12 +46,14 @@ def dag_run_wait(
     """The run a ``RemoteDagRunSensor`` waits for.
 
     :param args: the sensor's rendered arguments (``external_dag_id``, ``run_id``, ``logical_date``,
-        ``latest_after``, ``execution_delta`` (a timedelta or seconds), the state lists, ``task_ids``,
-        ``task_group_id``, ``check_existence``).
+        ``latest_after``, ``partition_key``, ``execution_delta`` (a timedelta or seconds), the state
+        lists, ``task_ids``, ``task_group_id``, ``check_existence``).
     """
     selector: dict[str, str] = {}
     if args.get("run_id"):
         selector["run_id"] = str(args["run_id"])
+    elif args.get("partition_key") is not None:
+        selector["partition_key"] = partition_key(args["partition_key"])
     elif args.get("latest_after"):
         selector["latest_after"] = as_datetime("latest_after", args["latest_after"]).isoformat()
     elif args.get("logical_date"):
@@ -74,7 +87,10 @@ def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait
     """The events a ``RemoteAssetSensor`` waits for; without ``since``, its task's cursors (a Variable read).
 
     :param args: the sensor's rendered arguments (``asset_uri``, ``asset_name``, ``assets`` (refs),
-        ``require``, ``source_dag_id``, ``since``, ``check_existence``).
+        ``require``, ``source_dag_id``, ``since``, ``check_existence``, ``partition_key``).
+
+    Without ``since`` or a cursor, the first look starts at the run's data interval start (else its
+    logical date; else, for a run of this very partition, its partition date; else its ``run_after``).
     """
     refs = (
         [{"uri": args["asset_uri"], "name": None}]
@@ -86,22 +102,24 @@ def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait
         if args.get("since")
         else None
     )
+    key = partition_key(args["partition_key"]) if args.get("partition_key") is not None else None
     cursors: dict[str, Any] = {}
     if since is None:
         ti = context["ti"]
         stored = CursorStore(ti.dag_id, ti.task_id).start(context["run_id"])
         dag_run = context.get("dag_run")
+        own_partition = key is not None and getattr(dag_run, "partition_key", None) == key
         first = (
             context.get("data_interval_start")
             or context.get("logical_date")
+            or (getattr(dag_run, "partition_date", None) if own_partition else None)
             or getattr(dag_run, "run_after", None)
         )
         start = (
             as_datetime("data_interval_start", first).astimezone(timezone.utc).isoformat() if first else None
         )
-        cursors = {
-            (r["uri"] or r["name"]): stored.get(r["uri"] or r["name"]) or {"timestamp": start} for r in refs
-        }
+        labels = [cursor_key(r["uri"] or r["name"], key) for r in refs]
+        cursors = {label: stored.get(label) or {"timestamp": start} for label in labels}
     return AssetWait(
         assets=refs,
         require=args.get("require", "all"),
@@ -109,4 +127,5 @@ def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait
         since=since,
         cursors=cursors,
         check_existence=args.get("check_existence", True),
+        partition_key=key,
     )

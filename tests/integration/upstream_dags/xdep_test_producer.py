@@ -98,3 +98,28 @@ else:  # Airflow 2 has no named assets: one dataset, one task "publish" (its own
 
 
 xdep_test_assets()
+
+
+try:  # Airflow 3.3+: runs whose partition key the trigger gives (3.2 has only partitioned schedules)
+    from airflow.sdk import PartitionedAtRuntime
+except ImportError:
+    PartitionedAtRuntime = None
+
+if PartitionedAtRuntime is not None:
+
+    @dag(schedule=PartitionedAtRuntime(), catchup=False, tags=["xdep-test"])
+    def xdep_test_partitioned():
+        """Runs for a partition key given at trigger time; conf: sleep, fail, gate (as xdep_test_producer)."""
+
+        @task
+        def produce(dag_run=None):
+            time.sleep(float(dag_run.conf.get("sleep", 0)))
+            gate, deadline = dag_run.conf.get("gate"), time.monotonic() + 900
+            while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if dag_run.conf.get("fail"):
+                raise RuntimeError("asked to fail")
+
+        produce()
+
+    xdep_test_partitioned()

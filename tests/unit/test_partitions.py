@@ -1,0 +1,280 @@
+"""Partitioned waits (Airflow 3.2+ upstreams): a run by partition key, matched exactly, newest first."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
+
+from tests.helpers import mocked_client, upstream_mock, url
+from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
+from xdep_sensors.client.dialects import V2
+from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait, cursor_key
+from xdep_sensors.errors import ConfigurationError
+from xdep_sensors.triggers.state import KEEP_PARTITIONS, CursorStore
+from xdep_sensors.triggers.task_args import partition_key
+
+T0 = datetime(2026, 12, 6, tzinfo=timezone.utc)
+DAG = "hourly"
+
+
+def run(run_id: str, key: str | None, state: str = "success", hours: int = 0) -> dict:
+    when = (T0 + timedelta(hours=hours)).isoformat()
+    return {
+        "dag_run_id": run_id,
+        "dag_id": DAG,
+        "state": state,
+        "logical_date": None,
+        "run_after": when,
+        "partition_key": key,
+        "conf": {},
+    }
+
+
+def page(*runs: dict) -> dict:
+    return {"dag_runs": list(runs), "total_entries": len(runs)}
+
+
+def sensor(**kwargs):
+    return RemoteDagRunSensor(task_id="wait", external_dag_id=DAG, remote_conn_id="upstream", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"partition_key": "eu", "run_id": "r"}, "run_id and partition_key"),
+        ({"partition_key": "eu", "latest_after": "2026-01-01"}, "latest_after and partition_key"),
+        ({"partition_key": "eu", "logical_date": "2026-01-01"}, "logical_date and partition_key"),
+        ({"partition_key": "eu", "execution_delta": timedelta(1)}, "execution_delta and partition_key"),
+        ({"partition_key": ""}, "partition_key must be a non-empty string"),
+        ({"partition_key": 7}, "partition_key must be a non-empty string"),
+    ],
+)
+def test_rejected_at_parse_time_naming_the_parameter(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sensor(**kwargs)
+
+
+@pytest.mark.usefixtures("remote_conn")
+class TestRendered:
+    def watch(self, key):
+        s = sensor(partition_key=key)
+        ctx = {"logical_date": None, "dag_run": SimpleNamespace(run_after=T0), "ti": mock.MagicMock()}
+        with pytest.raises(TaskDeferred) as info:
+            s.execute(ctx)
+        return info.value.trigger.watch
+
+    def test_the_key_travels_and_nothing_else_selects(self):
+        w = self.watch("2026-12-06T05:00:00")
+        assert (w.partition_key, w.run_id, w.logical_date, w.latest_after) == (
+            "2026-12-06T05:00:00",
+            None,
+            None,
+            None,
+        )
+        assert w.selector == "partition 2026-12-06T05:00:00"
+
+    def test_a_run_without_a_partition_is_a_clear_error(self):
+        # "{{ dag_run.partition_key }}" of a run without one renders "None" (or nothing, with `or ''`)
+        with pytest.raises(AirflowException, match="partition_key rendered to 'None': this run has no"):
+            self.watch("None")
+        with pytest.raises(AirflowException, match="partition_key rendered to ''"):
+            partition_key("")
+
+
+def test_request_is_a_prefix_listing_newest_first():
+    request = V2().partition_runs(DAG, "eu|us_1%")
+    assert request.path == "/api/v2/dags/hourly/dagRuns"
+    assert dict(request.params) == {
+        "partition_key_prefix_pattern": "eu|us_1%",
+        "order_by": "-run_after",
+        "limit": "100",
+        "offset": "0",
+    }
+
+
+async def test_only_the_exact_key_counts_newest_first():
+    # the server's prefix answers "eu-west" and "EU" runs too; the newest "eu" run is not the first listed
+    with upstream_mock() as mocked:
+        mocked.get(
+            url(f"/api/v2/dags/{DAG}/dagRuns"),
+            payload=page(run("c", "eu-west", hours=3), run("b", "eu", "running", hours=2), run("a", "eu")),
+        )
+        async with mocked_client() as client:
+            got = await client.newest_partition_run(DAG, "eu")
+    assert (got.run_id, got.partition_key, got.state) == ("b", "eu", "running")
+
+
+async def test_pages_on_until_the_key_or_the_end():
+    with upstream_mock() as mocked:
+        listing = url(f"/api/v2/dags/{DAG}/dagRuns")
+        first = [run(f"w{i}", "eu-west", hours=200 - i) for i in range(100)]
+        mocked.get(listing, payload={"dag_runs": first, "total_entries": 101})
+        mocked.get(listing, payload={"dag_runs": [run("a", "eu")], "total_entries": 101})
+        async with mocked_client() as client:
+            assert (await client.newest_partition_run(DAG, "eu")).run_id == "a"
+        mocked.get(listing, payload=page(run("x", "eu-west")))
+        async with mocked_client() as client:
+            assert await client.newest_partition_run(DAG, "eu") is None
+
+
+def test_pick_and_find():
+    w = DagRunWait(DAG, partition_key="eu")
+    client = V2()
+    runs = [
+        client.parse_dag_run(r) for r in (run("c", "EU", hours=3), run("b", "eu", hours=2), run("a", "eu"))
+    ]
+    assert w.pick(runs).run_id == "b"
+    assert w.find(runs, covered_above=None, complete=False) == (runs[1], True)
+    assert w.find(runs[:1], covered_above=None, complete=False) == (None, False)
+    assert w.find(runs[:1], covered_above=None, complete=True) == (None, True)
+
+
+async def test_an_older_failed_run_of_the_key_does_not_decide():
+    probe = DagRunProbe(DagRunWait(DAG, partition_key="eu"))
+    with upstream_mock() as mocked:
+        mocked.get(url(f"/api/v2/dags/{DAG}"), payload={"dag_id": DAG, "is_paused": False}, repeat=True)
+        mocked.get(
+            url(f"/api/v2/dags/{DAG}/dagRuns"),
+            payload=page(run("retry", "eu", "running", hours=5), run("first", "eu", "failed")),
+        )
+        mocked.get(
+            url(f"/api/v2/dags/{DAG}/dagRuns"),
+            payload=page(run("retry", "eu", "success", hours=5), run("first", "eu", "failed")),
+        )
+        async with mocked_client() as client:
+            first = await probe(client)
+            second = await probe(client)
+    assert first.status == "waiting" and "run retry: running" in first.message
+    assert second.status == "success"
+    assert (second.result["run_id"], second.result["partition_key"]) == ("retry", "eu")
+
+
+@pytest.mark.parametrize("version", ["3.1.8", "3.0.6"])
+async def test_an_upstream_without_partitions_fails_at_the_first_look(version):
+    probe = DagRunProbe(DagRunWait(DAG, partition_key="eu"))
+    with upstream_mock(version=version):
+        async with mocked_client() as client:
+            with pytest.raises(ConfigurationError, match=f"runs Airflow {version}, which has no partitioned"):
+                await probe(client)
+
+
+async def test_an_airflow_2_upstream_fails_at_the_first_look():
+    probe = DagRunProbe(DagRunWait(DAG, partition_key="eu"))
+    with upstream_mock() as mocked:
+        async with mocked_client("v1") as client:
+            with pytest.raises(
+                ConfigurationError, match="runs Airflow 2.11.2, which has no partitioned"
+            ) as info:
+                await probe(client)
+    assert "upgrade the upstream to Airflow 3.2" in str(info.value)
+    assert not [key for key in mocked.requests if "dagRuns" in str(key[1])]
+
+
+# --- asset events of a partition ----------------------------------------------------------------------
+
+ASSET = {"assets": [{"id": 1, "uri": "file://sales", "name": "sales"}], "total_entries": 1}
+
+
+def event(i: int, key: str | None, minutes: int) -> dict:
+    return {
+        "id": i,
+        "asset_id": 1,
+        "uri": "file://sales",
+        "name": "sales",
+        "timestamp": (T0 + timedelta(minutes=minutes)).isoformat(),
+        "extra": {"i": i},
+        "source_dag_id": "p",
+        "source_task_id": "t",
+        "source_run_id": f"r{i}",
+        "partition_key": key,
+    }
+
+
+def asset_watch(key: str | None, cursors: dict | None = None) -> AssetWait:
+    start = {"timestamp": T0.isoformat()}
+    return AssetWait(
+        assets=[{"uri": "file://sales", "name": None}],
+        cursors=cursors if cursors is not None else {cursor_key("file://sales", key): start},
+        partition_key=key,
+    )
+
+
+async def events_probe(watch: AssetWait, *events: dict, version: str = "3.3.2"):
+    with upstream_mock(version=version) as mocked:
+        mocked.get(url("/api/v2/assets"), payload=ASSET, repeat=True)
+        mocked.get(
+            url("/api/v2/assets/events"), payload={"asset_events": list(events), "total_entries": len(events)}
+        )
+        async with mocked_client() as client:
+            return await AssetProbe(watch)(client)
+
+
+async def test_only_events_of_exactly_the_key_count_and_carry_it():
+    decision = await events_probe(
+        asset_watch("eu"), event(1, "eu-west", 1), event(2, "EU", 2), event(3, None, 3), event(4, "eu", 4)
+    )
+    assert decision.status == "success"
+    assert [(e["id"], e["partition_key"]) for e in decision.result["events"]] == [(4, "eu")]
+    # recorded per asset and key: another key's cursor is untouched, and does not block this one
+    assert list(decision.result["cursors"]) == ["file://sales #partition=eu"]
+
+
+async def test_no_event_of_the_key_keeps_waiting():
+    decision = await events_probe(asset_watch("eu"), event(1, "eu-west", 1), event(2, None, 2))
+    assert decision.status == "waiting"
+
+
+async def test_an_event_consumed_for_one_key_is_new_for_no_other_and_a_later_one_counts():
+    first = await events_probe(asset_watch("eu"), event(4, "eu", 4))
+    cursors = first.result["cursors"]
+    again = await events_probe(asset_watch("eu", cursors), event(4, "eu", 4))
+    assert again.status == "waiting"  # consumed once per task and key
+    later = await events_probe(asset_watch("eu", cursors), event(4, "eu", 4), event(9, "eu", 9))
+    assert [e["id"] for e in later.result["events"]] == [9]
+
+
+async def test_partition_events_need_an_upstream_with_partitions():
+    watch = asset_watch("eu")
+    with pytest.raises(ConfigurationError, match="runs Airflow 3.1.8, whose asset events have no partition"):
+        await events_probe(watch, event(4, "eu", 4), version="3.1.8")
+
+
+def test_cursor_store_keeps_the_most_recent_partitions_and_every_plain_cursor():
+    box: dict = {}
+    store = CursorStore("d", "w", get=box.get, set_=box.__setitem__)
+    ts = {"timestamp": T0.isoformat()}
+    store.commit("plain", {}, {"file://sales": ts})
+    for n in range(KEEP_PARTITIONS + 5):
+        store.commit(f"run{n}", {}, {cursor_key("file://sales", f"k{n}"): ts})
+    kept = box["xdep_sensors.state.cursor:d.w"]["cursors"]
+    assert [k for k in kept if "#partition=" in k] == [
+        cursor_key("file://sales", f"k{n}") for n in range(5, KEEP_PARTITIONS + 5)
+    ]
+    store.commit("again", {}, {cursor_key("file://sales", "k5"): ts})  # consumed again: now the most recent
+    store.commit("new", {}, {cursor_key("file://sales", "new"): ts})
+    kept = box["xdep_sensors.state.cursor:d.w"]["cursors"]
+    assert "file://sales" in kept and len([k for k in kept if "#partition=" in k]) == KEEP_PARTITIONS
+    assert cursor_key("file://sales", "k5") in kept and cursor_key("file://sales", "k6") not in kept
+
+
+@pytest.mark.usefixtures("remote_conn")
+def test_asset_sensor_takes_its_key_and_its_cursor_per_key():
+    s = RemoteAssetSensor(
+        task_id="w", asset_uri="file://sales", remote_conn_id="upstream", partition_key="2026-12-06T05"
+    )
+    own = SimpleNamespace(run_after=T0 + timedelta(hours=9), partition_key="2026-12-06T05", partition_date=T0)
+    ti = mock.MagicMock(dag_id="d")
+    with mock.patch("xdep_sensors.triggers.task_args.CursorStore") as store:
+        store.return_value.start.return_value = {}
+        with pytest.raises(TaskDeferred) as info:
+            s.execute({"ti": ti, "run_id": "r", "logical_date": None, "dag_run": own})
+    w = info.value.trigger.watch
+    assert w.partition_key == "2026-12-06T05"
+    # a run of this very partition starts its first look at its partition's date, not its run_after
+    assert w.cursors == {"file://sales #partition=2026-12-06T05": {"timestamp": T0.isoformat()}}
+    with pytest.raises(ValueError, match="partition_key must be a non-empty string"):
+        RemoteAssetSensor(task_id="w", asset_uri="file://sales", partition_key="")
