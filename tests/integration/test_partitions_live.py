@@ -8,9 +8,13 @@ a partition wait there fails at the first look, saying so.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.integration.test_asset_sensor_live import clear_cursor, events_of
 from tests.integration.test_dag_run_sensor_live import run_downstream
 
 pytestmark = pytest.mark.integration
@@ -69,3 +73,62 @@ def test_an_airflow_2_upstream_fails_at_the_first_look_saying_why(_upstreams, do
     out = "".join(capfd.readouterr())
     # at the first look (a ConfigurationError is not retried): no run listing was needed to know it
     assert "runs Airflow 2.11.2, which has no partitioned runs (Airflow 3.2+)" in out, out[-3000:]
+
+
+# --- asset events of a partition ------------------------------------------------------------------------
+
+BEARS = "file://include/bears"
+
+
+def _event(upstream, key: str | None, n: int) -> None:
+    """One upstream event of the bears asset for partition ``key`` (REST: Airflow 3.3 takes the key)."""
+    assets = upstream.server.api("GET", "/api/v2/assets?limit=100")["assets"]
+    asset_id = next(a["id"] for a in assets if a["uri"] == BEARS)
+    body = {"asset_id": asset_id, "extra": {"n": n}, "partition_key": key}
+    upstream.server.api("POST", "/api/v2/assets/events", body)
+
+
+def _later(upstream, *events: tuple[str | None, int], delay: float = 3.0) -> threading.Thread:
+    """Create the events, in order, ``delay`` s from now (while the downstream waits)."""
+
+    def go():
+        time.sleep(delay)
+        for key, n in events:
+            _event(upstream, key, n)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread
+
+
+def _wait(upstream, key: str, out_file, logical_date=None) -> list[dict]:
+    dag_id = "xdep_ds_asset_partition_defer"
+    params = {"conn": upstream.conn_id, "partition": key, "out": str(out_file)}
+    assert run_downstream(dag_id, params, logical_date=logical_date) == "success"
+    return [(e["extra"]["n"], e["partition_key"]) for e in events_of(out_file)]
+
+
+def test_asset_events_of_exactly_a_partition_each_consumed_once_per_key(upstream_v2, downstream_db, out_file):
+    up = upstream_v2
+    clear_cursor("xdep_ds_asset_partition_defer")
+    # keys that contain "eu", or differ in case, and no key at all do not count; "us" comes first
+    made = _later(up, ("us", 1), ("eu-west", 2), ("EU", 3), ("xeu", 4), (None, 5), ("eu", 6))
+    assert _wait(up, "eu", out_file) == [(6, "eu")]
+    made.join()
+    two_days_ago = datetime.now(timezone.utc) - timedelta(days=2)
+    # a backfill run for another key finds that key's older event: "eu"'s cursor does not block it
+    assert _wait(up, "us", out_file, logical_date=two_days_ago) == [(1, "us")]
+    # a second run for "eu", however old, does not get the consumed event again, but the key's next one
+    made = _later(up, ("eu", 7))
+    assert _wait(up, "eu", out_file, logical_date=two_days_ago) == [(7, "eu")]
+    made.join()
+
+
+def test_asset_partition_wait_on_airflow_2_fails_at_the_first_look(
+    _upstreams, downstream_db, out_file, capfd
+):
+    up = _upstreams["v1"]
+    params = {"conn": up.conn_id, "partition": "eu", "out": str(out_file)}
+    assert run_downstream("xdep_ds_asset_partition_defer", params) == "failed"
+    out = "".join(capfd.readouterr())
+    assert "runs Airflow 2.11.2, whose asset events have no partition keys (Airflow 3.2+)" in out, out[-3000:]

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
+from airflow.sdk import Asset, DayWindow, IdentityMapper, MinimumCount, RollupMapper, StartOfDayMapper
 
 from tests.helpers import mocked_client, upstream_mock, url
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.dialects import V2
 from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait, cursor_key
 from xdep_sensors.errors import ConfigurationError
+from xdep_sensors.triggers.partitions import asset_probe, encode_mapper, partition_rules
 from xdep_sensors.triggers.state import KEEP_PARTITIONS, CursorStore
 from xdep_sensors.triggers.task_args import partition_key
 
@@ -278,3 +281,133 @@ def test_asset_sensor_takes_its_key_and_its_cursor_per_key():
     assert w.cursors == {"file://sales #partition=2026-12-06T05": {"timestamp": T0.isoformat()}}
     with pytest.raises(ValueError, match="partition_key must be a non-empty string"):
         RemoteAssetSensor(task_id="w", asset_uri="file://sales", partition_key="")
+
+
+# --- Airflow's partition mappers ----------------------------------------------------------------------
+
+
+def hour(h: int, day: int = 6) -> str:
+    return f"2026-12-{day:02d}T{h:02d}:00:00"
+
+
+def mapped_watch(mapper, key: str = "2026-12-06") -> AssetWait:
+    encoded = encode_mapper("partition_mapper", mapper)
+    return AssetWait(
+        assets=[{"uri": "file://sales", "name": None}],
+        cursors={cursor_key("file://sales", key): {"timestamp": T0.isoformat()}},
+        partition_key=key,
+        partition_mappers={"file://sales": json.loads(json.dumps(encoded))},  # as trigger kwargs carry it
+    )
+
+
+async def mapped_probe(watch: AssetWait, *looks: list[dict]):
+    """One decision per look; each look's listing is every event so far."""
+    decisions = []
+    with upstream_mock() as mocked:
+        mocked.get(url("/api/v2/assets"), payload=ASSET, repeat=True)
+        for events in looks:
+            mocked.get(
+                url("/api/v2/assets/events"), payload={"asset_events": events, "total_entries": len(events)}
+            )
+        async with mocked_client() as client:
+            probe = asset_probe(watch)
+            for _ in looks:
+                decisions.append(await probe(client))
+    return decisions
+
+
+async def test_a_plain_mapper_ends_the_wait_at_the_first_event_it_maps_to_the_key():
+    other_day = event(1, hour(23, day=5), 1)
+    (waiting,) = await mapped_probe(mapped_watch(StartOfDayMapper()), [other_day, event(2, "eu", 2)])
+    assert waiting.status == "waiting"  # another day's hour, and a key the mapper cannot map, feed nothing
+    (done,) = await mapped_probe(mapped_watch(StartOfDayMapper()), [other_day, event(3, hour(5), 3)])
+    assert [(e["id"], e["partition_key"]) for e in done.result["events"]] == [(3, hour(5))]
+    assert list(done.result["cursors"]) == ["file://sales #partition=2026-12-06"]
+
+
+async def test_a_rollup_waits_for_its_whole_window_and_says_what_is_missing():
+    rollup = RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow())
+    day = [event(h, hour(h), h) for h in range(24)]
+    first, second = await mapped_probe(mapped_watch(rollup), day[:23] + [day[0]], day)
+    assert first.status == "waiting"
+    assert (
+        "file://sales: 23 of 24 partitions of 2026-12-06 arrived; missing 2026-12-06T23:00:00"
+        in first.message
+    )
+    assert second.status == "success" and "24 of 24 partitions" in second.message
+    assert sorted(e["partition_key"] for e in second.result["events"]) == [hour(h) for h in range(24)]
+
+
+async def test_a_minimum_count_ends_the_rollup_earlier():
+    rollup = RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow(), wait_policy=MinimumCount(3))
+    two, three = await mapped_probe(
+        mapped_watch(rollup),
+        [event(1, hour(1), 1), event(2, hour(2), 2)],
+        [event(h, hour(h), h) for h in (1, 2, 3)],
+    )
+    assert two.status == "waiting" and "2 of 24 partitions" in two.message
+    assert three.status == "success"
+
+
+def test_a_key_the_mapper_cannot_decode_fails_naming_both():
+    with pytest.raises(ValueError, match="partition_key 'eu' is not a key StartOfDayMapper can decode"):
+        partition_rules(mapped_watch(StartOfDayMapper(), key="eu"))
+
+
+@pytest.mark.usefixtures("remote_conn")
+class TestMapperSensor:
+    def watch(self, key="2026-12-06", **kwargs):
+        s = RemoteAssetSensor(
+            task_id="w", asset_uri="file://sales", remote_conn_id="upstream", partition_key=key, **kwargs
+        )
+        run = SimpleNamespace(run_after=T0 + timedelta(days=2), partition_key=None, partition_date=None)
+        with mock.patch("xdep_sensors.triggers.task_args.CursorStore") as store:
+            store.return_value.start.return_value = {}
+            with pytest.raises(TaskDeferred) as info:
+                s.execute(
+                    {"ti": mock.MagicMock(dag_id="d"), "run_id": "r", "logical_date": None, "dag_run": run}
+                )
+        return info.value.trigger.watch
+
+    def test_the_first_look_starts_at_the_partitions_own_date(self):
+        w = self.watch(partition_mapper=RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()))
+        assert w.cursors == {"file://sales #partition=2026-12-06": {"timestamp": T0.isoformat()}}
+        assert w.partition_mappers["file://sales"]["__type"] == "airflow.partition_mappers.base.RollupMapper"
+
+    def test_an_undecodable_key_fails_when_the_task_starts(self):
+        with pytest.raises(AirflowException, match="partition_key 'eu' is not a key StartOfDayMapper"):
+            self.watch(key="eu", partition_mapper=StartOfDayMapper())
+
+    def test_per_asset_configuration_as_partitioned_asset_timetable(self):
+        s = RemoteAssetSensor(
+            task_id="w",
+            assets=["file://sales", "file://stock"],
+            partition_key="2026-12-06",
+            partition_mapper=StartOfDayMapper(),
+            partition_mapper_config={Asset("file://stock"): IdentityMapper()},
+        )
+        assert {k: v["__type"].rsplit(".", 1)[1] for k, v in s.partition_mappers.items()} == {
+            "file://sales": "StartOfDayMapper",
+            "file://stock": "IdentityMapper",
+        }
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            (
+                {"partition_mapper": StartOfDayMapper()},
+                "partition_mapper and partition_mapper_config need partition_key",
+            ),
+            (
+                {"partition_key": "k", "partition_mapper": "daily"},
+                "partition_mapper for file://sales must be an airflow.sdk partition mapper",
+            ),
+            (
+                {"partition_key": "k", "partition_mapper_config": {"file://other": IdentityMapper()}},
+                "names 'file://other', which this sensor does not watch",
+            ),
+        ],
+    )
+    def test_rejected_at_parse_time(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            RemoteAssetSensor(task_id="w", asset_uri="file://sales", **kwargs)

@@ -10,7 +10,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from xdep_sensors.client import RemoteAirflowClient
 from xdep_sensors.client.records import Asset, AssetEvent, DagRun, TaskInstance, parse_dt
@@ -300,6 +300,44 @@ class AssetRef:
 PARTITION_MARK = " #partition="
 
 
+class PartitionRule(Protocol):
+    """Which upstream partition keys feed a wait's key (Airflow's partition mappers, from above)."""
+
+    @property
+    def rollup(self) -> bool:
+        """True: the wait ends when a window of upstream keys has arrived, as a wait policy says."""
+        ...
+
+    def feeds(self, upstream_key: str | None) -> bool: ...
+
+    def expected(self) -> frozenset[str]: ...
+
+    def satisfied(self, arrived: set[str]) -> tuple[bool, str | None]:
+        """(whether the arrived keys end the wait, why they never can: ``None`` while they can)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExactKey:
+    """The rule without a mapper: an event feeds the wait when its key is exactly the wait's."""
+
+    key: str
+    rollup: bool = False
+
+    def feeds(self, upstream_key: str | None) -> bool:
+        return upstream_key == self.key
+
+    def expected(self) -> frozenset[str]:
+        return frozenset({self.key})
+
+    def satisfied(self, arrived: set[str]) -> tuple[bool, str | None]:
+        return self.key in arrived, None
+
+
+def _some(keys: list[str], shown: int = 6) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
 def cursor_key(label: str, partition_key: str | None) -> str:
     """A cursor's key in a task's cursor store: the asset's label, then the partition key if any."""
     return label if partition_key is None else f"{label}{PARTITION_MARK}{partition_key}"
@@ -320,10 +358,13 @@ class AssetWait:
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
     check_existence: bool = True
     partition_key: str | None = None
+    # label -> Airflow's encoded partition mapper (what a serialized DAG holds): which upstream keys count
+    partition_mappers: dict[str, dict[str, Any]] | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
-        """Plain JSON values (no partition key: a stored trigger of a release before partitions)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k != "partition_key"}
+        """Plain JSON values (no partition fields: a stored trigger of a release before partitions)."""
+        unset = ("partition_key", "partition_mappers")
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in unset}
 
     def cursor_key(self, label: str) -> str:
         """Where an asset's consumed events are recorded: per asset, and per partition key if any."""
@@ -340,7 +381,13 @@ class AssetProbe:
     Matched events wait in ``pending`` until the decision (``require="all"``: one may wait for another).
     """
 
-    def __init__(self, watch: AssetWait, logger: logging.Logger | logging.LoggerAdapter | None = None):
+    def __init__(
+        self,
+        watch: AssetWait,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        rules: dict[str, PartitionRule] | None = None,
+    ):
+        """:param rules: per asset label, which upstream partition keys count (default: exactly the key)."""
         self.watch = watch
         self.log = logger or log
         self.refs = watch.refs
@@ -349,8 +396,12 @@ class AssetProbe:
         self.cursors = {
             ref.label: Cursor.from_dict(watch.cursors.get(watch.cursor_key(ref.label))) for ref in watch.refs
         }
-        self.partition_key = watch.partition_key
-        self._partitions_checked = watch.partition_key is None
+        self.partition_key = key = watch.partition_key
+        self.rules: dict[str, PartitionRule] = {}
+        if key is not None:
+            exact: dict[str, PartitionRule] = {ref.label: ExactKey(key) for ref in watch.refs}
+            self.rules = exact | (rules or {})
+        self._partitions_checked = key is None
         self.feeds: dict[str, Feed] = {}  # when it polls alone
         self.caught_up = False  # read from each cursor to now once: then a shared poll suffices
         self.source_dag_id = watch.source_dag_id
@@ -408,8 +459,9 @@ class AssetProbe:
         return self.since or self.cursors[label].start
 
     def _is_new(self, label: str, event: AssetEvent) -> bool:
-        if self.partition_key is not None and event.partition_key != self.partition_key:
-            return False  # exactly this key: not one that contains it, not another case
+        rule = self.rules.get(label)
+        if rule is not None and not rule.feeds(event.partition_key):
+            return False  # not this partition's (exactly; or as the mapper says)
         return event.timestamp >= self.since if self.since else self.cursors[label].is_new(event)
 
     async def _check_partitions(self, client: RemoteAirflowClient) -> None:
@@ -425,6 +477,28 @@ class AssetProbe:
 
     async def __call__(self, client: RemoteAirflowClient) -> Decision:
         return await self.step(DirectSource(client))
+
+    def _windows(self, new: dict[str, list[AssetEvent]]) -> tuple[dict[str, list[AssetEvent]], list[str]]:
+        """A roll-up's events count only once its window is complete as its wait policy says: until
+        then its asset has none; and a line per roll-up of the keys arrived and missing."""
+        counted, lines = dict(new), []
+        for label, rule in self.rules.items():
+            if not rule.rollup:
+                continue
+            expected = rule.expected()
+            arrived = {e.partition_key for e in new[label] if e.partition_key is not None} & expected
+            done, never = rule.satisfied(arrived)
+            if never is not None:
+                raise ConfigurationError(
+                    f"{label}: partition {self.partition_key} can never be complete: {never}",
+                    hint="check the roll-up's window and wait policy",
+                )
+            line = f"{label}: {len(arrived)} of {len(expected)} partitions of {self.partition_key} arrived"
+            if not done:
+                counted[label] = []
+                line += f"; missing {_some(sorted(expected - arrived))}"
+            lines.append(line)
+        return counted, lines
 
     async def step(self, source: DirectSource | BatchSource) -> Decision:
         """One look, through ``source`` (direct requests, or a shared poll)."""
@@ -444,8 +518,10 @@ class AssetProbe:
             label: sorted(self.pending[label].values(), key=lambda e: (e.timestamp, e.id))
             for label in self.pending
         }
+        new, windows = self._windows(new)
         decision = decide_assets(new, require="any" if w.require == "any" else "all")
         message = decision.message + (f"; not upstream yet: {', '.join(missing)}" if missing else "")
+        message += "".join(f"; {line}" for line in windows)
         if not decision.done:
             if self._last is not None and self._last.message == message:
                 return self._last  # the same object: nothing changed

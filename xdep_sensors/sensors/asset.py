@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from airflow.sdk import Asset, AssetAlias
 
-from xdep_sensors.core.probes import AssetProbe, AssetWait
+from xdep_sensors.core.probes import AssetWait
 from xdep_sensors.links import UpstreamAssetLink
 from xdep_sensors.triggers import RemoteAssetTrigger
+from xdep_sensors.triggers.partitions import asset_probe, encode_mapper
 from xdep_sensors.triggers.state import CursorStore
 from xdep_sensors.triggers.task_args import asset_wait
 
@@ -53,6 +54,34 @@ def _asset_refs(asset_uri: Any, asset_name: Any, assets: Any) -> list[dict[str, 
     return refs
 
 
+def _partition_mappers(
+    refs: list[dict[str, str | None]], key: Any, default: Any, config: dict[Any, Any] | None
+) -> dict[str, dict[str, Any]] | None:
+    """Per watched asset label, its mapper encoded as Airflow encodes it (``None``: no mapper)."""
+    if default is None and not config:
+        return None
+    if key is None:
+        raise ValueError("partition_mapper and partition_mapper_config need partition_key (this run's key)")
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"partition_mapper_config must be a dict of asset -> mapper, got {config!r}")
+    labels = {str(r["uri"] or r["name"]): r for r in refs}
+    chosen: dict[str, Any] = dict.fromkeys(labels, default) if default is not None else {}
+    for asset, mapper in (config or {}).items():
+        names = (
+            {getattr(asset, "uri", None), getattr(asset, "name", None)}
+            if not isinstance(asset, str)
+            else {asset}
+        )
+        hits = [label for label, r in labels.items() if {r["uri"], r["name"]} & names - {None}]
+        if not hits:
+            raise ValueError(
+                f"partition_mapper_config names {asset!r}, which this sensor does not watch "
+                f"({', '.join(labels)})"
+            )
+        chosen.update(dict.fromkeys(hits, mapper))
+    return {label: encode_mapper(f"partition_mapper for {label}", mapper) for label, mapper in chosen.items()}
+
+
 class RemoteAssetSensor(_RemoteSensor):
     """
     Waits for asset (dataset) events in another Airflow deployment; each event is consumed once.
@@ -65,6 +94,11 @@ class RemoteAssetSensor(_RemoteSensor):
     :param since: count events at or after this time instead of the task's cursor (templated).
     :param partition_key: count only events of this partition, matched exactly, each consumed once per
         task and key (templated, e.g. ``"{{ dag_run.partition_key }}"``; the upstream must run 3.2+).
+    :param partition_mapper: an ``airflow.sdk`` partition mapper: the events whose upstream key it maps
+        to ``partition_key`` count (``StartOfDayMapper()``: any hour of the day; a ``RollupMapper``: the
+        wait ends when its window's keys have arrived as its wait policy says). Airflow 3.2+ here.
+    :param partition_mapper_config: per asset (an ``Asset``, URI or name) a mapper of its own, as
+        ``PartitionedAssetTimetable``'s; the others take ``partition_mapper`` (else: exactly the key).
     :param check_existence: an asset unknown upstream fails fast with close matches (default True).
     :param str remote_conn_id: connection of type ``remote_airflow`` to the upstream (templated; default
         ``remote_airflow_default``).
@@ -103,6 +137,8 @@ class RemoteAssetSensor(_RemoteSensor):
         since: str | datetime | None = None,
         check_existence: bool = True,
         partition_key: str | None = None,
+        partition_mapper: Any = None,
+        partition_mapper_config: dict[Any, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,6 +148,9 @@ class RemoteAssetSensor(_RemoteSensor):
                 f"partition_key must be a non-empty string (or a template), got {partition_key!r}"
             )
         self.partition_key = partition_key
+        self.partition_mappers = _partition_mappers(
+            self.asset_refs, partition_key, partition_mapper, partition_mapper_config
+        )
         if require not in ("all", "any"):
             raise ValueError(f"require must be 'all' or 'any', got {require!r}")
         self.asset_uri = asset_uri
@@ -150,6 +189,7 @@ class RemoteAssetSensor(_RemoteSensor):
             "since": self.since,
             "check_existence": self.check_existence,
             "partition_key": self.partition_key,
+            "partition_mappers": self.partition_mappers,
         }
 
     def _watch(self, context: Context) -> AssetWait:
@@ -157,7 +197,7 @@ class RemoteAssetSensor(_RemoteSensor):
 
     def make_probe(self, context: Context) -> Probe:
         # the task logger takes the stdlib logging calls a probe makes
-        return AssetProbe(self._watch(context), cast("logging.Logger", self.log))
+        return asset_probe(self._watch(context), cast("logging.Logger", self.log))
 
     def on_success(self, context: Context, result: Any) -> Any:
         events = result["events"]

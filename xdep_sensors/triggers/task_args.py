@@ -13,6 +13,7 @@ from airflow.providers.common.compat.sdk import AirflowException
 
 from xdep_sensors.client.records import parse_dt
 from xdep_sensors.core.probes import AssetWait, DagRunWait, cursor_key
+from xdep_sensors.triggers.partitions import checked_key
 from xdep_sensors.triggers.state import CursorStore
 
 
@@ -89,8 +90,9 @@ def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait
     :param args: the sensor's rendered arguments (``asset_uri``, ``asset_name``, ``assets`` (refs),
         ``require``, ``source_dag_id``, ``since``, ``check_existence``, ``partition_key``).
 
-    Without ``since`` or a cursor, the first look starts at the run's data interval start (else its
-    logical date; else, for a run of this very partition, its partition date; else its ``run_after``).
+    Without ``since`` or a cursor, the first look starts at the partition's own date where the mappers
+    know it, else at the run's data interval start (else its logical date; else, for a run of this very
+    partition, its partition date; else its ``run_after``).
     """
     refs = (
         [{"uri": args["asset_uri"], "name": None}]
@@ -103,14 +105,25 @@ def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait
         else None
     )
     key = partition_key(args["partition_key"]) if args.get("partition_key") is not None else None
+    mappers = args.get("partition_mappers") or None
+    dates = []
+    for label, encoded in (mappers or {}).items():
+        if key is None:
+            break
+        try:
+            dates.append(checked_key(label, encoded, key)[1])
+        except ValueError as err:
+            raise AirflowException(str(err)) from None
     cursors: dict[str, Any] = {}
     if since is None:
         ti = context["ti"]
         stored = CursorStore(ti.dag_id, ti.task_id).start(context["run_id"])
         dag_run = context.get("dag_run")
         own_partition = key is not None and getattr(dag_run, "partition_key", None) == key
+        known = [d for d in dates if d is not None]
         first = (
-            context.get("data_interval_start")
+            (min(known) if known and len(known) == len(dates) else None)  # the mappers' partition date
+            or context.get("data_interval_start")
             or context.get("logical_date")
             or (getattr(dag_run, "partition_date", None) if own_partition else None)
             or getattr(dag_run, "run_after", None)
@@ -128,4 +141,5 @@ def asset_wait(args: Mapping[str, Any], context: Mapping[str, Any]) -> AssetWait
         cursors=cursors,
         check_existence=args.get("check_existence", True),
         partition_key=key,
+        partition_mappers=mappers if key is not None else None,
     )

@@ -29,6 +29,7 @@ from xdep_sensors.errors import XdepError
 from xdep_sensors.hooks.remote_airflow import RemoteAirflowHook, shared_config
 from xdep_sensors.links import UpstreamAssetLink, UpstreamRunLink
 from xdep_sensors.triggers.classpath import classpath
+from xdep_sensors.triggers.partitions import asset_probe
 from xdep_sensors.triggers.state import CursorStore
 from xdep_sensors.triggers.task_args import asset_wait, dag_run_wait
 from xdep_sensors.version_compat import airflow_version
@@ -302,6 +303,9 @@ class RemoteAssetTrigger(_PollingTrigger):
             from_task=from_task,
         )
         self._set_watch(assets=assets, **watch)
+
+    def _make_probe(self) -> Probe:
+        return asset_probe(self.watch, self.log)  # type: ignore[arg-type]
 
     async def _build_watch(self, args: dict[str, Any], context: dict[str, Any]) -> AssetWait:
         # reads the task's cursors

@@ -18,6 +18,7 @@ SELECTORS = {
     "any": {"assets": ["file://include/bears", "bears_named"], "require": "any"},
     "missing": {"asset_uri": "file://include/beers"},
     "bridge": {"asset_uri": "file://include/bears", "outlets": [Asset("local://bears")]},
+    "partition": {"asset_uri": "file://include/bears", "partition_key": "{{ params.partition }}"},
 }
 
 
@@ -32,7 +33,7 @@ for selector, selector_kwargs in SELECTORS.items():
             f"xdep_ds_asset_{selector}_{variant}",
             schedule=None,
             start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-            params={"conn": "up_v2", "out": "/dev/null"},
+            params={"conn": "up_v2", "partition": "", "out": "/dev/null"},
             tags=["xdep-test"],
         ):
             wait = RemoteAssetSensor(
