@@ -411,3 +411,88 @@ class TestMapperSensor:
     def test_rejected_at_parse_time(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
             RemoteAssetSensor(task_id="w", asset_uri="file://sales", **kwargs)
+
+
+# --- the bridge: local outlet events with the upstream keys ---------------------------------------------
+
+
+def bridged(events: list[dict], own_key: str | None = None, version=(3, 3, 2), **kwargs):
+    """What a partition sensor with a local outlet emits (as the task runner serializes it)."""
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+    from airflow.sdk.execution_time.task_runner import _serialize_outlet_events
+
+    s = RemoteAssetSensor(
+        task_id="w", asset_uri="file://sales", partition_key="k", outlets=[Asset("local://sales")], **kwargs
+    )
+    assert [type(o).__name__ for o in s.outlets] == ["Asset"]  # no alias: its events would take the run's key
+    outlets = OutletEventAccessors()
+    context = {
+        "outlet_events": outlets,
+        "run_id": "r",
+        "ti": mock.MagicMock(),
+        "dag_run": SimpleNamespace(partition_key=own_key),
+    }
+    result = {"events": events, "started_from": {}, "cursors": {}, "upstream": "http://up"}
+    with (
+        mock.patch("xdep_sensors.sensors.asset.airflow_version", return_value=version),
+        mock.patch.object(RemoteAssetSensor, "_cursor_store") as store,
+    ):
+        s.on_success(context, result)
+    return list(_serialize_outlet_events(outlets)), store.return_value.commit
+
+
+def upstream_event(i: int, key: str) -> dict:
+    return {
+        "id": i,
+        "uri": "file://sales",
+        "timestamp": T0.isoformat(),
+        "extra": {"i": i},
+        "source_dag_id": "p",
+        "source_run_id": f"r{i}",
+        "partition_key": key,
+    }
+
+
+def test_one_upstream_event_becomes_one_local_event_with_its_key_and_extra():
+    emitted, commit = bridged([upstream_event(1, hour(5))])
+    assert emitted == [
+        {
+            "dest_asset_key": {"name": "local://sales", "uri": "local://sales/"},
+            "extra": {
+                "i": 1,
+                "xdep_upstream": {
+                    "url": "http://up",
+                    "event_id": 1,
+                    "uri": "file://sales",
+                    "timestamp": T0.isoformat(),
+                    "source_dag_id": "p",
+                    "source_run_id": "r1",
+                    "partition_key": hour(5),
+                },
+            },
+            "partition_key": hour(5),
+        }
+    ]
+    commit.assert_called_once()
+
+
+def test_a_window_of_upstream_events_becomes_one_local_event_per_key():
+    emitted, _ = bridged([upstream_event(h, hour(h)) for h in range(3)])
+    assert sorted(e["partition_key"] for e in emitted) == [hour(h) for h in range(3)]
+    by_key = emitted[0]["extra"]["xdep_upstream_partitions"]
+    assert {k: [x["i"] for x in v] for k, v in by_key.items()} == {hour(h): [h] for h in range(3)}
+
+
+def test_on_airflow_3_2_only_the_runs_own_key_can_be_bridged_and_nothing_is_lost_otherwise():
+    emitted, commit = bridged([upstream_event(1, "eu")], own_key="eu", version=(3, 2, 2))
+    assert [e.get("partition_key") for e in emitted] == [None]  # Airflow 3.2 stamps the run's own key
+    with pytest.raises(AirflowException, match="cannot bridge upstream partition\\(s\\) us .* mislabelled"):
+        bridged([upstream_event(1, "us")], own_key="eu", version=(3, 2, 2))
+
+
+def test_below_airflow_3_2_outlets_with_a_partition_key_fail_at_parse_time():
+    with mock.patch("xdep_sensors.sensors.asset.airflow_version", return_value=(3, 1, 8)):
+        with pytest.raises(ValueError, match="outlets with partition_key: local asset events carry"):
+            RemoteAssetSensor(
+                task_id="w", asset_uri="file://sales", partition_key="k", outlets=[Asset("local://sales")]
+            )

@@ -6,6 +6,7 @@ import warnings
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence, cast
 
+from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk import Asset, AssetAlias
 
 from xdep_sensors.core.probes import AssetWait
@@ -14,6 +15,7 @@ from xdep_sensors.triggers import RemoteAssetTrigger
 from xdep_sensors.triggers.partitions import asset_probe, encode_mapper
 from xdep_sensors.triggers.state import CursorStore
 from xdep_sensors.triggers.task_args import asset_wait
+from xdep_sensors.version_compat import airflow_version
 
 if TYPE_CHECKING:
     import logging
@@ -52,6 +54,21 @@ def _asset_refs(asset_uri: Any, asset_name: Any, assets: Any) -> list[dict[str, 
             raise ValueError(f"assets has an entry that is neither a URI nor an Asset: {item!r}")
         refs.append({"uri": uri, "name": None})
     return refs
+
+
+def _bridged_extra(event: dict[str, Any], upstream: str | None) -> dict[str, Any]:
+    """A bridged event's ``extra``: the upstream's, and where it came from under ``xdep_upstream``."""
+    provenance = {
+        "url": upstream,
+        "event_id": event["id"],
+        "uri": event["uri"],
+        "timestamp": event["timestamp"],
+        "source_dag_id": event["source_dag_id"],
+        "source_run_id": event["source_run_id"],
+    }
+    if event.get("partition_key") is not None:
+        provenance["partition_key"] = event["partition_key"]
+    return {**(event.get("extra") or {}), "xdep_upstream": provenance}
 
 
 def _partition_mappers(
@@ -161,11 +178,19 @@ class RemoteAssetSensor(_RemoteSensor):
         self.check_existence = check_existence
         self._bridge_alias: AssetAlias | None = None
         if any(isinstance(o, Asset) for o in self.outlets):
-            # Concrete outlets yield one event each; an alias carries the 2nd..Nth matched event.
-            self._bridge_alias = AssetAlias(
-                f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}__{self.task_id}"
-            )
-            self.outlets = [*self.outlets, self._bridge_alias]
+            if partition_key is not None and airflow_version() < (3, 2):
+                raise ValueError(
+                    "outlets with partition_key: local asset events carry partition keys from Airflow 3.2 "
+                    f"(this deployment runs {'.'.join(map(str, airflow_version()))}); they would carry "
+                    "none. Remove the outlets, or bridge without partition_key"
+                )
+            if partition_key is None:
+                # Concrete outlets yield one event each; an alias carries the 2nd..Nth matched event
+                # (an alias's events take the run's own partition key: never used for partitions).
+                self._bridge_alias = AssetAlias(
+                    f"xdep_sensors_bridge__{self.dag_id if self.has_dag() else ''}__{self.task_id}"
+                )
+                self.outlets = [*self.outlets, self._bridge_alias]
             if self.end_from_trigger:
                 warnings.warn(
                     f"{self.task_id}: end_from_trigger is off: Airflow records a task's local outlet "
@@ -201,9 +226,57 @@ class RemoteAssetSensor(_RemoteSensor):
 
     def on_success(self, context: Context, result: Any) -> Any:
         events = result["events"]
+        local = [o for o in self.outlets if isinstance(o, Asset)]
+        keyed = self.partition_key is not None and local and events
+        if keyed:  # checked before the events are consumed: a refusal loses none
+            self._check_keys(context, events)
         self._cursor_store(context).commit(context["run_id"], result["started_from"], result["cursors"])
-        self._bridge(context, events, result.get("upstream"))
+        if keyed:
+            self._bridge_partitions(context, local, events, result.get("upstream"))
+        else:
+            self._bridge(context, events, result.get("upstream"))
         return events
+
+    def _check_keys(self, context: Context, events: list[dict[str, Any]]) -> None:
+        """Local events must carry each upstream event's key: per event from Airflow 3.3; on 3.2 an outlet
+        event takes this run's own key, right only when every upstream key is that one."""
+        if airflow_version() >= (3, 3):
+            return
+        own = getattr(context.get("dag_run"), "partition_key", None)
+        other = sorted({e["partition_key"] for e in events} - {own})
+        if other:
+            raise AirflowException(
+                f"cannot bridge upstream partition(s) {', '.join(other)} to local outlets: on Airflow "
+                f"{'.'.join(map(str, airflow_version()))} a local asset event takes this run's own partition "
+                f"key ({own!r}), and would be mislabelled; Airflow 3.3 gives each event its own key"
+            )
+
+    def _bridge_partitions(
+        self, context: Context, local: list[Asset], events: list[dict[str, Any]], upstream: str | None
+    ) -> None:
+        """One local event per upstream partition key on each outlet (``add_partitions``). One outlet
+        event has one ``extra`` for all its keys: with one upstream event, its extra and provenance (as
+        without partitions); with several, ``xdep_upstream_partitions``: each key's events, each with its
+        own extra and provenance."""
+        keys = sorted({e["partition_key"] for e in events})
+        if len(events) == 1:
+            extra = _bridged_extra(events[0], upstream)
+        else:
+            by_key: dict[str, list[dict[str, Any]]] = {}
+            for event in events:
+                by_key.setdefault(event["partition_key"], []).append(_bridged_extra(event, upstream))
+            extra = {"xdep_upstream_partitions": by_key}
+        outlet_events = context["outlet_events"]
+        for asset in local:
+            outlet_events[asset].extra = extra
+            if airflow_version() >= (3, 3):
+                outlet_events[asset].add_partitions(keys)
+        self.log.info(
+            "re-emitted %d upstream event(s) of partition(s) %s to local asset(s) %s",
+            len(events),
+            ", ".join(keys),
+            ", ".join(a.uri for a in local),
+        )
 
     def _bridge(self, context: Context, events: list[dict[str, Any]], upstream: str | None) -> None:
         local = [o for o in self.outlets if isinstance(o, Asset)]
@@ -212,15 +285,7 @@ class RemoteAssetSensor(_RemoteSensor):
         outlet_events = context["outlet_events"]
         for asset in local:
             for i, event in enumerate(events):
-                provenance = {
-                    "url": upstream,
-                    "event_id": event["id"],
-                    "uri": event["uri"],
-                    "timestamp": event["timestamp"],
-                    "source_dag_id": event["source_dag_id"],
-                    "source_run_id": event["source_run_id"],
-                }
-                extra = {**(event.get("extra") or {}), "xdep_upstream": provenance}
+                extra = _bridged_extra(event, upstream)
                 if i == 0:
                     outlet_events[asset].extra = extra
                 else:
