@@ -132,3 +132,25 @@ def test_asset_partition_wait_on_airflow_2_fails_at_the_first_look(
     assert run_downstream("xdep_ds_asset_partition_defer", params) == "failed"
     out = "".join(capfd.readouterr())
     assert "runs Airflow 2.11.2, whose asset events have no partition keys (Airflow 3.2+)" in out, out[-3000:]
+
+
+def test_a_rollup_waits_until_its_whole_window_has_arrived(upstream_v2, downstream_db, out_file):
+    up = upstream_v2
+    clear_cursor("xdep_ds_asset_rollup_defer")
+    day = "2026-11-30"
+    hours = [f"{day}T{h:02d}:00:00" for h in range(24)]
+    # another day's hour, and an hour of the day twice: the day is complete only with all 24 hours
+    made = _later(
+        up,
+        ("2026-12-01T00:00:00", 99),
+        *((h, n) for n, h in enumerate(hours[:12])),
+        (hours[3], 33),
+        *((h, n) for n, h in enumerate(hours[12:], start=12)),
+    )
+    params = {"conn": up.conn_id, "partition": day, "out": str(out_file)}
+    # its first look starts at the day's own date (the mapper's), before this run: no since needed
+    assert run_downstream("xdep_ds_asset_rollup_defer", params) == "success"
+    made.join()
+    got = sorted((e["partition_key"], e["extra"]["n"]) for e in events_of(out_file))
+    assert sorted({k for k, _ in got}) == hours  # had the wait ended early, hours would be missing
+    assert (hours[3], 33) in got and all(k.startswith(day) for k, _ in got)

@@ -22,11 +22,20 @@ def _parser() -> argparse.ArgumentParser:
     asset = doctor.add_mutually_exclusive_group()
     asset.add_argument("--asset-uri", help="also check this upstream asset and show its latest event")
     asset.add_argument("--asset-name", help="same, by asset name (Airflow 3 upstreams)")
+    doctor.add_argument(
+        "--partition-key",
+        help="with --dag-id or an asset: show the newest run or event of exactly this partition (3.2+)",
+    )
     return parser
 
 
 def doctor(
-    conn_id: str, *, dag_id: str | None = None, asset_uri: str | None = None, asset_name: str | None = None
+    conn_id: str,
+    *,
+    dag_id: str | None = None,
+    asset_uri: str | None = None,
+    asset_name: str | None = None,
+    partition_key: str | None = None,
 ) -> int:
     """Print the diagnosis; return 0 when every check passed, 1 otherwise."""
     from xdep_sensors.core.doctor import diagnose, render
@@ -39,7 +48,10 @@ def doctor(
         print(f"[FAIL] connection {conn_id}: {err}")
         return 1
     checks = hook.run(
-        lambda c: diagnose(c, dag_id=dag_id, asset_uri=asset_uri, asset_name=asset_name), config
+        lambda c: diagnose(
+            c, dag_id=dag_id, asset_uri=asset_uri, asset_name=asset_name, partition_key=partition_key
+        ),
+        config,
     )
     print(f"xdep-sensors doctor: connection {conn_id}")
     print(render(checks))
@@ -51,7 +63,13 @@ def doctor(
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "doctor":
-        return doctor(args.conn_id, dag_id=args.dag_id, asset_uri=args.asset_uri, asset_name=args.asset_name)
+        return doctor(
+            args.conn_id,
+            dag_id=args.dag_id,
+            asset_uri=args.asset_uri,
+            asset_name=args.asset_name,
+            partition_key=args.partition_key,
+        )
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

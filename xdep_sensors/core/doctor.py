@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from xdep_sensors.client import RemoteAirflowClient
-from xdep_sensors.core.listings import latest_asset_event, list_asset_events
+from xdep_sensors.core.listings import (
+    Listing,
+    ListingKind,
+    latest_asset_event,
+    list_asset_events,
+    newest_page,
+)
 from xdep_sensors.core.names import close_matches
 from xdep_sensors.errors import NotFound, XdepError
 
@@ -37,6 +43,7 @@ async def diagnose(
     dag_id: str | None = None,
     asset_uri: str | None = None,
     asset_name: str | None = None,
+    partition_key: str | None = None,
 ) -> list[Check]:
     """Run the checks in order; stop at the first failure that makes the next ones meaningless."""
     cfg = client.config
@@ -74,14 +81,26 @@ async def diagnose(
         list_asset_events(client, since=datetime.now(timezone.utc)),
         lambda e: "allowed to read assets and asset events",
     )
+    if partition_key is not None and not await client.partitions():
+        checks.append(
+            Check(
+                f"partition {partition_key}",
+                False,
+                f"the upstream runs Airflow {version}, which has no partitioned runs or events (3.2+)",
+                "wait without partition_key there, or upgrade the upstream to Airflow 3.2 or later",
+            )
+        )
+        return checks
     if dag_id:
-        await _check_dag(checks, client, dag_id)
+        await _check_dag(checks, client, dag_id, partition_key)
     if asset_uri or asset_name:
-        await _check_asset(checks, client, asset_uri, asset_name)
+        await _check_asset(checks, client, asset_uri, asset_name, partition_key)
     return checks
 
 
-async def _check_dag(checks: list[Check], client: RemoteAirflowClient, dag_id: str) -> None:
+async def _check_dag(
+    checks: list[Check], client: RemoteAirflowClient, dag_id: str, partition_key: str | None = None
+) -> None:
     try:
         dag = await client.get_dag(dag_id)
     except NotFound:
@@ -99,14 +118,26 @@ async def _check_dag(checks: list[Check], client: RemoteAirflowClient, dag_id: s
     except XdepError as err:
         checks.append(Check(f"dag {dag_id}", False, err.message, err.hint))
         return
-    runs = await client.list_dag_runs(dag_id, limit=1)
-    latest = f"latest run {runs[0].run_id}: {runs[0].state}" if runs else "no runs yet"
+    if partition_key is not None:
+        run = await client.newest_partition_run(dag_id, partition_key)
+        latest = (
+            f"newest run of partition {partition_key}: {run.run_id}: {run.state}"
+            if run
+            else f"no run of partition {partition_key} yet"
+        )
+    else:
+        runs = await client.list_dag_runs(dag_id, limit=1)
+        latest = f"latest run {runs[0].run_id}: {runs[0].state}" if runs else "no runs yet"
     paused = " (paused upstream: no new runs will come)" if dag.is_paused else ""
     checks.append(Check(f"dag {dag_id}", True, f"exists{paused}; {latest}"))
 
 
 async def _check_asset(
-    checks: list[Check], client: RemoteAirflowClient, uri: str | None, name: str | None
+    checks: list[Check],
+    client: RemoteAirflowClient,
+    uri: str | None,
+    name: str | None,
+    partition_key: str | None = None,
 ) -> None:
     label = uri or name or ""
     assets = await client.list_assets()
@@ -122,8 +153,17 @@ async def _check_asset(
             )
         )
         return
-    event = await latest_asset_event(client, matches[0].id)
-    latest = f"latest event {event.timestamp.isoformat()}" if event else "no events yet"
+    if partition_key is not None:
+        page = await newest_page(client, Listing(ListingKind.ASSET_EVENTS, asset_id=matches[0].id), None)
+        event = next((e for e in page.items if e.partition_key == partition_key), None)
+        latest = (
+            f"latest event of partition {partition_key} {event.timestamp.isoformat()}"
+            if event
+            else f"no event of partition {partition_key} among the newest {len(page.items)}"
+        )
+    else:
+        event = await latest_asset_event(client, matches[0].id)
+        latest = f"latest event {event.timestamp.isoformat()}" if event else "no events yet"
     checks.append(Check(f"asset {label}", True, f"exists (id {matches[0].id}); {latest}"))
 
 

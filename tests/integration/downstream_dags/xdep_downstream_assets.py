@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, DayWindow, RollupMapper, StartOfDayMapper, task
 
 from xdep_sensors import RemoteAssetSensor
 
@@ -19,6 +19,12 @@ SELECTORS = {
     "missing": {"asset_uri": "file://include/beers"},
     "bridge": {"asset_uri": "file://include/bears", "outlets": [Asset("local://bears")]},
     "partition": {"asset_uri": "file://include/bears", "partition_key": "{{ params.partition }}"},
+    # a day of hourly upstream partitions, rolled up as Airflow's scheduler rolls them up
+    "rollup": {
+        "asset_uri": "file://include/bears",
+        "partition_key": "{{ params.partition }}",
+        "partition_mapper": RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()),
+    },
 }
 
 
