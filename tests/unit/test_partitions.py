@@ -496,3 +496,40 @@ def test_below_airflow_3_2_outlets_with_a_partition_key_fail_at_parse_time():
             RemoteAssetSensor(
                 task_id="w", asset_uri="file://sales", partition_key="k", outlets=[Asset("local://sales")]
             )
+
+
+# --- the doctor -------------------------------------------------------------------------------------------
+
+
+async def doctor(version: str = "3.3.2", api: str = "v2", **kwargs):
+    from xdep_sensors.core.doctor import diagnose, render
+
+    with upstream_mock(version=version) as mocked:
+        mocked.get(url(f"/api/{api}/dags/~/dagRuns"), payload={"dag_runs": [], "total_entries": 0})
+        mocked.get(url(f"/api/{api}/assets/events"), payload={"asset_events": [], "total_entries": 0})
+        mocked.get(url(f"/api/{api}/datasets/events"), payload={"dataset_events": [], "total_entries": 0})
+        mocked.get(url(f"/api/v2/dags/{DAG}"), payload={"dag_id": DAG, "is_paused": False})
+        mocked.get(
+            url(f"/api/v2/dags/{DAG}/dagRuns"),
+            payload=page(run("b", "eu-west", hours=2), run("a", "eu", "running")),
+        )
+        mocked.get(url("/api/v2/assets"), payload=ASSET)
+        mocked.get(
+            url("/api/v2/assets/events"),
+            payload={"asset_events": [event(2, "eu-west", 2), event(1, "eu", 1)], "total_entries": 2},
+        )
+        async with mocked_client(api) as client:
+            return render(await diagnose(client, partition_key="eu", **kwargs))
+
+
+async def test_the_doctor_shows_the_newest_run_and_event_of_exactly_the_partition():
+    report = await doctor(dag_id=DAG, asset_uri="file://sales")
+    assert f"[ok] dag {DAG}: exists; newest run of partition eu: a: running" in report
+    when = event(1, "eu", 1)["timestamp"]
+    assert f"[ok] asset file://sales: exists (id 1); latest event of partition eu {when}" in report
+
+
+async def test_the_doctor_says_an_upstream_has_no_partitions():
+    report = await doctor(version="3.1.8", dag_id=DAG)
+    assert "[FAIL] partition eu: the upstream runs Airflow 3.1.8, which has no partitioned runs" in report
+    assert "fix: wait without partition_key there, or upgrade the upstream to Airflow 3.2" in report
