@@ -23,6 +23,10 @@ seeing it), and per consumer the events missed and delivered twice over the whol
 
     python benchmarks/assets.py            # N=1,000 W=100 A=100 H=100,000, 110 intervals (10,700 events)
     python benchmarks/assets.py --quick    # N=1,000 W=100 A=100 H=20,000, 30 intervals
+
+With ``--partitions K`` every event carries one of ``K`` partition keys (an asset's key turns with
+each interval) and each sensor waits for one partition of its asset (``partition_key``): the sensors
+spread over ``A x K`` partitions read the same feeds, so ours costs what it costs without partitions.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from xdep_sensors.client import ClientConfig, RemoteAirflowClient  # noqa: E402
 from xdep_sensors.core import poller as polling  # noqa: E402
 from xdep_sensors.core.cursors import Cursor  # noqa: E402
 from xdep_sensors.core.feeds import OVERLAP  # noqa: E402
-from xdep_sensors.core.probes import AssetProbe, AssetWait  # noqa: E402
+from xdep_sensors.core.probes import AssetProbe, AssetWait, cursor_key  # noqa: E402
 from xdep_sensors.triggers.watchers import RemoteAssetEventTrigger  # noqa: E402
 
 INTERVAL = 5.0
@@ -138,9 +142,18 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 async def _run(args, rng, clock, port, control) -> dict:
-    async def add(rows: list[tuple[int, object]]) -> list[int]:
-        async with control.post("/_events", json=[[a, t.isoformat()] for a, t in rows]) as resp:
-            return await resp.json()
+    K = args.partitions
+    keys: dict[int, str | None] = {}  # event id -> its partition key
+
+    def key_of(asset: int, n: int) -> str | None:
+        return f"p{(asset + n) % K}" if K else None
+
+    async def add(rows: list[tuple[int, object]], n: int = 0) -> list[int]:
+        body = [[a, t.isoformat(), key_of(a, n)] for a, t in rows]
+        async with control.post("/_events", json=body) as resp:
+            ids = await resp.json()
+        keys.update((i, key_of(a, n)) for i, (a, _) in zip(ids, rows))
+        return ids
 
     async def stats() -> tuple[int, float]:
         async with control.get("/_stats") as resp:
@@ -152,7 +165,7 @@ async def _run(args, rng, clock, port, control) -> dict:
         for i in range(args.history)
     ]
     for chunk in range(0, len(history), 20_000):  # history: every asset, over the day before the start
-        await add(history[chunk : chunk + 20_000])
+        await add(history[chunk : chunk + 20_000], chunk)
     produced: dict[int, tuple[int, object]] = {}  # event id -> (asset, visible since)
     stamped: dict[int, object] = {}  # event id -> its timestamp
 
@@ -160,7 +173,7 @@ async def _run(args, rng, clock, port, control) -> dict:
         async with control.get("/_stats", params={"log": "1"}):
             pass  # start logging requests
 
-    async def new_events() -> None:
+    async def new_events(n: int) -> None:
         rows, visible = [], []
         for asset in range(args.assets):
             seen_at = clock.now - timedelta(
@@ -173,11 +186,12 @@ async def _run(args, rng, clock, port, control) -> dict:
                 when -= timedelta(seconds=rng.uniform(0, args.late_s))
             rows.append((asset, when))
             visible.append(seen_at)
-        for event_id, (asset, when), seen_at in zip(await add(rows), rows, visible):
+        for event_id, (asset, when), seen_at in zip(await add(rows, n), rows, visible):
             produced[event_id] = (asset, seen_at)
             stamped[event_id] = when
 
     sensors_of = {s: s % args.assets for s in range(args.sensors)}
+    partition_of = {s: f"p{(s // args.assets) % K}" if K else None for s in range(args.sensors)}
     watchers_of = {w: w % args.assets for w in range(args.watchers)}
     start = clock.now
 
@@ -190,10 +204,15 @@ async def _run(args, rng, clock, port, control) -> dict:
     poller.client = client
 
     def sensor_probe(s: int, cursors: dict) -> AssetProbe:
-        return AssetProbe(AssetWait(assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors))
+        wait = AssetWait(
+            assets=[{"uri": uri(sensors_of[s]), "name": None}], cursors=cursors, partition_key=partition_of[s]
+        )
+        return AssetProbe(wait)
 
     probes = {
-        s: sensor_probe(s, {uri(sensors_of[s]): {"timestamp": start.isoformat()}})
+        s: sensor_probe(
+            s, {cursor_key(uri(sensors_of[s]), partition_of[s]): {"timestamp": start.isoformat()}}
+        )
         for s in range(args.sensors)
     }
     subs = {s: polling._Subscriber(p, False) for s, p in probes.items()}  # as subscribed to the shared poll
@@ -250,7 +269,8 @@ async def _run(args, rng, clock, port, control) -> dict:
                 offset += len(page.items)
                 if len(page.items) < 100:
                     break
-            new = [e for e in found if cursor.is_new(e)]
+            wanted = partition_of[int(consumer[1:])] if consumer.startswith("s") else None
+            new = [e for e in found if cursor.is_new(e) and (wanted is None or e.partition_key == wanted)]
             for e in new:
                 theirs.deliver(consumer, e.id, produced[e.id][1], clock.now)
             if new:
@@ -273,7 +293,7 @@ async def _run(args, rng, clock, port, control) -> dict:
         for cycle in range(args.intervals):
             clock.advance(INTERVAL)
             if cycle < args.intervals - 3:  # the last intervals only drain
-                await new_events()
+                await new_events(cycle)
             # ours
             req0, up0 = await stats()
             cpu0 = time.process_time()
@@ -321,7 +341,12 @@ async def _run(args, rng, clock, port, control) -> dict:
 
     # an event stamped before the consumers' start (a late one, in the first seconds) counts for nobody
     counted = {e: a for e, (a, _) in produced.items() if stamped[e] >= start}
-    expected = {(f"s{s}", e) for s in range(args.sensors) for e, a in counted.items() if a == sensors_of[s]}
+    expected = {
+        (f"s{s}", e)
+        for s in range(args.sensors)
+        for e, a in counted.items()
+        if a == sensors_of[s] and (not K or keys[e] == partition_of[s])
+    }
     expected |= {
         (f"w{w}", e) for w in range(args.watchers) for e, a in counted.items() if a == watchers_of[w]
     }
@@ -368,6 +393,7 @@ async def _run(args, rng, clock, port, control) -> dict:
             "expected_deliveries": len(expected),
             "late": args.late,
             "late_s": args.late_s,
+            "partitions": K,
         },
         "bound_requests_per_interval": math.ceil(new_per_interval / 100),
         "ours": summary(ours),
@@ -388,7 +414,13 @@ def report(res: dict) -> str:
     lines = [
         f"N={c['sensors']} sensors + W={c['watchers']} watchers on A={c['assets']} assets, "
         f"history {c['history']:,} events, {c['events']:,} new events over {c['intervals']} intervals "
-        f"of {c['interval_s']:g} s ({c['expected_deliveries']:,} consumer deliveries expected)",
+        f"of {c['interval_s']:g} s ({c['expected_deliveries']:,} consumer deliveries expected)"
+        + (
+            f"; every event of one of {c['partitions']} partition keys, each sensor waiting for one "
+            f"partition of its asset ({c['assets'] * c['partitions']:,} partitions)"
+            if c.get("partitions")
+            else ""
+        ),
         "",
         "| | ours (feeds) | per-sensor polling |",
         "|---|---:|---:|",
@@ -425,6 +457,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--late-s", type=float, default=20.0, help="how late at most, in seconds (default 20)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=0, help="partition keys per asset (default 0: no partitions)"
     )
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "assets.md")

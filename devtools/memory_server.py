@@ -3,7 +3,7 @@
     python -m devtools.memory_server [--api v2]       # prints "PORT <n>" once listening
 
 REST routes as the model answers them (any bearer token is accepted), plus control routes that
-are not part of the API: ``POST /_events`` ``[[asset_id, iso timestamp], ...]`` -> event ids,
+are not part of the API: ``POST /_events`` ``[[asset_id, iso timestamp(, partition key)], ...]`` -> event ids,
 ``POST /_runs`` ``[[dag_id, run_id, state, logical, start, end], ...]`` (dates ISO or null),
 ``GET /_stats`` -> ``{"requests": {...}, "cpu": <process CPU seconds>}``.
 """
@@ -34,7 +34,9 @@ def app_for(upstream: MemoryUpstream) -> web.Application:
 
     async def add_events(request: web.Request) -> web.Response:
         rows = await request.json()
-        return web.json_response([upstream.add_event(int(a), parse_dt(t)) for a, t in rows])
+        return web.json_response(
+            [upstream.add_event(int(a), parse_dt(t), partition_key=(k or [None])[0]) for a, t, *k in rows]
+        )
 
     async def put_runs(request: web.Request) -> web.Response:
         for dag_id, run_id, state, logical, start, end in await request.json():

@@ -45,6 +45,7 @@ class MemoryUpstream:
     requests: Counter = field(default_factory=Counter)
     version: str | None = None  # what /version answers (default: 3.3.2 for v2, 2.11.2 for v1)
     sources: dict[int, str] = field(default_factory=dict)  # event id -> its source DAG, when not "producer"
+    partition_keys: dict[int, str] = field(default_factory=dict)  # event id -> its partition key, if any
     log: list | None = None  # every request's (path, params), when a caller sets a list here
     assets: set[int] = field(default_factory=set)  # assets that exist without events yet
     dags: set[str] = field(default_factory=set)  # DAGs that exist without runs yet
@@ -55,10 +56,17 @@ class MemoryUpstream:
     # writing -------------------------------------------------------------------------------------
 
     def add_event(
-        self, asset_id: int, when: datetime, extra: dict | None = None, source_dag_id: str = "producer"
+        self,
+        asset_id: int,
+        when: datetime,
+        extra: dict | None = None,
+        source_dag_id: str = "producer",
+        partition_key: str | None = None,
     ) -> int:
         event_id = self._next_id
         self._next_id += 1
+        if partition_key is not None:
+            self.partition_keys[event_id] = partition_key
         if source_dag_id != "producer":
             self.sources[event_id] = source_dag_id
         row = (when, event_id, asset_id, extra or {})
@@ -165,6 +173,7 @@ class MemoryUpstream:
                     "source_task_id": "t",
                     "source_run_id": "r",
                     "source_map_index": -1,
+                    "partition_key": self.partition_keys.get(i),
                 }
                 for t, i, a, x in page
             ]
