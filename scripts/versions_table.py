@@ -33,6 +33,9 @@ UPSTREAM = [  # (check recorded by the tests, what the table says)
     ("asset_wait:iam:defer", "asset wait (deferred)"),
     ("asset_wait:iam:poke", "asset wait (poke)"),
     ("task_group_filter", "task-group filter"),
+    ("partition_wait:runs", "partition wait: newest run of exactly a key"),
+    ("partition_wait:events", "partition wait: events of exactly a key"),
+    ("partition_wait:refused", "partition wait refused at the first look, naming the version"),
     ("task_failure_alert", "task-failure alert"),
     ("task_duration_alert", "task-duration alert"),
 ]

@@ -243,14 +243,17 @@ class MatrixUpstream(Upstream):
         path = f"/api/{self.api}/dags/{dag_id}/dagRuns/{run_id}"
         return self.server.api("PATCH", path, {"state": state})["state"]
 
-    def asset_event(self, uri: str, extra: dict) -> None:
-        """Create an upstream asset (dataset) event through the REST API."""
+    def asset_event(self, uri: str, extra: dict, partition_key: str | None = None) -> None:
+        """Create an upstream asset (dataset) event through the REST API (with a key: Airflow 3.2+)."""
         if self.api == "v1":
             self.server.api("POST", "/api/v1/datasets/events", {"dataset_uri": uri, "extra": extra})
             return
         assets = self.server.api("GET", "/api/v2/assets?limit=100")["assets"]
         asset_id = next(a["id"] for a in assets if a["uri"] == uri)
-        self.server.api("POST", "/api/v2/assets/events", {"asset_id": asset_id, "extra": extra})
+        body = {"asset_id": asset_id, "extra": extra}
+        if partition_key is not None:
+            body["partition_key"] = partition_key
+        self.server.api("POST", "/api/v2/assets/events", body)
 
 
 def _start_api_only(server: LocalAirflow) -> LocalAirflow:

@@ -4,6 +4,7 @@
     python seed_history.py events_at <asset uri> <ISO timestamp> [<ISO timestamp> ...]
     python seed_history.py runs <dag id> <count> <seconds back> <state> [run id prefix] [logical date]
     python seed_history.py running <dag id> <run id> <task id>
+    python seed_history.py partition_runs <dag id> <state>:<partition key> [...]   (Airflow 3.2+)
 
 With a logical date (ISO), one run for it that starts and ends now: a backfill of an old date.
 "running" marks that run and task instance running since now, as a worker would: an upstream without a
@@ -28,6 +29,8 @@ def main(argv: list[str]) -> None:
 
     if argv[0] == "running":
         return start_task(*argv[1:4])
+    if argv[0] == "partition_runs":
+        return partition_runs(argv[1], [spec.split(":", 1) for spec in argv[2:]])
     if argv[0] == "events_at":
         return events_at(argv[1], [timezone.parse(when) for when in argv[2:]])
     kind, name, count, back = argv[0], argv[1], int(argv[2]), float(argv[3])
@@ -98,6 +101,36 @@ def events_at(uri: str, stamps: list) -> None:
         session.add_all(rows)
         session.flush()
         print(json.dumps([row.id for row in rows]))
+
+
+def partition_runs(dag_id: str, specs: list[list[str]]) -> None:
+    """One finished run per ``(state, partition key)``, in order, one second apart, the last ending now
+    (an API-only upstream cannot run them, and 3.2's REST API cannot give a run a key). Prints the ids."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunType
+
+    now = timezone.utcnow()
+    ids = []
+    with create_session() as session:
+        for i, (state, key) in enumerate(specs):
+            when = now - timedelta(seconds=len(specs) - i)
+            run_id = f"partitioned__{when.isoformat()}_{i}"
+            session.add(
+                DagRun(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    run_type=DagRunType.MANUAL,
+                    logical_date=None,
+                    run_after=when,
+                    start_date=when,
+                    state=state,
+                    partition_key=key,
+                )
+            )
+            ids.append(run_id)
+    print(json.dumps(ids))
 
 
 def start_task(dag_id: str, run_id: str, task_id: str) -> None:

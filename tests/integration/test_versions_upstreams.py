@@ -9,8 +9,10 @@ poke. Each passing check is recorded for the "Supported versions" table of the d
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -147,8 +149,6 @@ async def test_task_duration_alert(matrix_upstreams, matrix_record, version):
     task instance, and only for the watched task.
     """
     import asyncio
-    import subprocess
-    from pathlib import Path
 
     from tests.helpers import MemoryStateStore, sleep_patched
     from xdep_sensors.core import pacing
@@ -229,3 +229,69 @@ async def test_one_listing_finds_many_dags_and_assets_from_3_2(matrix_upstreams,
         assert list(probe.ids) == ["file://include/bears"] and decision.status == "waiting"
     finally:
         await client.close()
+
+
+def _partition_runs(up, *specs: str) -> list[str]:
+    """Finished runs of xdep_test_producer with partition keys (``state:key``), oldest first."""
+    python = Path(up.server.airflow_bin).parent / "python"
+    args = [
+        str(python),
+        str(Path(__file__).parent / "seed_history.py"),
+        "partition_runs",
+        "xdep_test_producer",
+    ]
+    res = subprocess.run(
+        [*args, *specs], env=up.server.env, cwd=up.server.home, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _partitioned(version: str) -> bool:
+    return tuple(int(p) for p in version.split(".")[:2]) >= (3, 2)
+
+
+@pytest.mark.parametrize("version", [v for v in UPSTREAM_VERSIONS if _partitioned(v)])
+def test_partition_waits(matrix_upstreams, matrix_record, downstream_db, out_file, version):
+    """The newest run of exactly a key, then only events of exactly a key (3.2's prefix filter reads
+    ``|`` as OR and drops trailing punctuation: still exactly the key)."""
+    up = matrix_upstreams[version]
+    key = f"m{version}|eu"
+    _, newest, *_ = _partition_runs(
+        up, f"failed:{key}", f"success:{key}", f"failed:{key}-west", f"failed:{key.upper()}", "failed:eu"
+    )
+    params = {"conn": up.conn_id, "partition": key, "dag": "xdep_test_producer", "out": str(out_file)}
+    assert run_downstream("xdep_ds_partition_defer", params) == "success"
+    result = json.loads(out_file.read_text())
+    assert (result["run_id"], result["partition_key"]) == (newest, key)
+    matrix_record(version, "upstream", "partition_wait:runs")
+
+    dag_id = "xdep_ds_asset_partition_defer"
+    clear_cursor(dag_id)
+
+    def produce():
+        for n, k in enumerate((f"{key}-west", key.upper(), "eu", key)):
+            up.asset_event("file://include/bears", {"n": n}, partition_key=k)
+
+    timer = later(produce)
+    state = run_downstream(dag_id, {"conn": up.conn_id, "partition": key, "out": str(out_file)})
+    timer.join()
+    assert state == "success"
+    assert [(e["partition_key"], e["extra"]["n"]) for e in json.loads(out_file.read_text())] == [(key, 3)]
+    matrix_record(version, "upstream", "partition_wait:events")
+
+
+@pytest.mark.parametrize("version", [v for v in UPSTREAM_VERSIONS if not _partitioned(v)])
+def test_partition_waits_refused_naming_the_version(
+    matrix_upstreams, matrix_record, downstream_db, out_file, version, capfd
+):
+    up = matrix_upstreams[version]
+    for dag_id, words in (
+        ("xdep_ds_partition_defer", "which has no partitioned runs"),
+        ("xdep_ds_asset_partition_defer", "whose asset events have no partition keys"),
+    ):
+        params = {"conn": up.conn_id, "partition": "eu", "dag": "xdep_test_producer", "out": str(out_file)}
+        assert run_downstream(dag_id, params) == "failed"
+        out = "".join(capfd.readouterr())
+        assert f"runs Airflow {version}, {words} (Airflow 3.2+)" in out, out[-3000:]
+    matrix_record(version, "upstream", "partition_wait:refused")

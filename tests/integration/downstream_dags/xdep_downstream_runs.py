@@ -25,7 +25,7 @@ SELECTORS = {
     "tasks": {"run_id": "{{ params.run_id }}", "task_ids": ["extract"]},
     "group": {"run_id": "{{ params.run_id }}", "task_group_id": "grp"},
     "missing_dag": {"run_id": "{{ params.run_id }}", "external_dag_id": "xdep_test_producr"},
-    "partition": {"external_dag_id": "xdep_test_partitioned", "partition_key": "{{ params.partition }}"},
+    "partition": {"external_dag_id": "{{ params.dag }}", "partition_key": "{{ params.partition }}"},
 }
 
 
@@ -40,7 +40,14 @@ for selector, selector_kwargs in SELECTORS.items():
             f"xdep_ds_{selector}_{variant}",
             schedule=None,
             start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-            params={"conn": "up_v2", "run_id": "", "after": "", "partition": "", "out": "/dev/null"},
+            params={
+                "conn": "up_v2",
+                "run_id": "",
+                "after": "",
+                "partition": "",
+                "dag": "xdep_test_partitioned",
+                "out": "/dev/null",
+            },
             tags=["xdep-test"],
         ):
             kwargs = {"external_dag_id": "xdep_test_producer", **selector_kwargs, **variant_kwargs}
