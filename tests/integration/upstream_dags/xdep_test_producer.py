@@ -26,6 +26,14 @@ except ImportError:  # Airflow 3.0 and 2
     from airflow.exceptions import AirflowSkipException
 
 
+def _sleep_and_hold(conf: dict) -> None:
+    """conf: sleep (seconds), then gate (a file: wait until it exists, at most 15 minutes)."""
+    time.sleep(float(conf.get("sleep", 0)))
+    gate, deadline = conf.get("gate"), time.monotonic() + 900
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 @dag(schedule=None, catchup=False, tags=["xdep-test"], **START_DATE)
 def xdep_test_producer():
     """extract -> grp.(a, b) -> load; conf: sleep (extract), load_sleep, fail (load fails), gate (extract
@@ -33,10 +41,7 @@ def xdep_test_producer():
 
     @task
     def extract(dag_run=None):
-        time.sleep(float(dag_run.conf.get("sleep", 0)))
-        gate, deadline = dag_run.conf.get("gate"), time.monotonic() + 900
-        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _sleep_and_hold(dag_run.conf)
 
     @task_group
     def grp():
@@ -113,10 +118,7 @@ if PartitionedAtRuntime is not None:
 
         @task
         def produce(dag_run=None):
-            time.sleep(float(dag_run.conf.get("sleep", 0)))
-            gate, deadline = dag_run.conf.get("gate"), time.monotonic() + 900
-            while gate and not os.path.exists(gate) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            _sleep_and_hold(dag_run.conf)
             if dag_run.conf.get("fail"):
                 raise RuntimeError("asked to fail")
 
