@@ -9,7 +9,18 @@ from unittest import mock
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
-from airflow.sdk import Asset, DayWindow, IdentityMapper, MinimumCount, RollupMapper, StartOfDayMapper
+from airflow.sdk import (
+    Asset,
+    DayWindow,
+    FanOutMapper,
+    FixedKeyMapper,
+    IdentityMapper,
+    MinimumCount,
+    RollupMapper,
+    StartOfDayMapper,
+    StartOfWeekMapper,
+    WeekWindow,
+)
 
 from tests.helpers import mocked_client, upstream_mock, url
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
@@ -533,3 +544,18 @@ async def test_the_doctor_says_an_upstream_has_no_partitions():
     report = await doctor(version="3.1.8", dag_id=DAG)
     assert "[FAIL] partition eu: the upstream runs Airflow 3.1.8, which has no partitioned runs" in report
     assert "fix: wait without partition_key there, or upgrade the upstream to Airflow 3.2" in report
+
+
+async def test_a_fan_out_mapper_feeds_each_day_of_an_upstream_week():
+    # one weekly upstream partition fans out to the seven days of its week (Airflow's FanOutMapper)
+    week = FanOutMapper(upstream_mapper=StartOfWeekMapper(), window=WeekWindow())
+    upstream_week = "2026-11-30T00:00:00"  # a Monday
+    (done,) = await mapped_probe(mapped_watch(week, key="2026-12-03"), [event(1, upstream_week, 1)])
+    assert [e["partition_key"] for e in done.result["events"]] == [upstream_week]
+    (other,) = await mapped_probe(mapped_watch(week, key="2026-12-08"), [event(1, upstream_week, 1)])
+    assert other.status == "waiting"  # the next week's Tuesday
+
+
+async def test_a_fixed_key_mapper_feeds_its_one_key_from_any_upstream_key():
+    (done,) = await mapped_probe(mapped_watch(FixedKeyMapper("all"), key="all"), [event(1, "eu", 1)])
+    assert done.status == "success"
