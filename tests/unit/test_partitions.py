@@ -559,3 +559,29 @@ async def test_a_fan_out_mapper_feeds_each_day_of_an_upstream_week():
 async def test_a_fixed_key_mapper_feeds_its_one_key_from_any_upstream_key():
     (done,) = await mapped_probe(mapped_watch(FixedKeyMapper("all"), key="all"), [event(1, "eu", 1)])
     assert done.status == "success"
+
+
+# --- the Remote dependencies page ------------------------------------------------------------------------
+
+
+def test_the_page_shows_the_partition_a_wait_is_on():
+    import pendulum
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from xdep_sensors.plugins import page as ui
+    from xdep_sensors.plugins.dependencies import sensor_dependencies
+
+    with DAG("down", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        RemoteDagRunSensor(task_id="run", remote_conn_id="a", external_dag_id="hourly", partition_key="eu")
+        RemoteAssetSensor(
+            task_id="day",
+            remote_conn_id="a",
+            asset_uri="file://sales",
+            partition_key="{{ dag_run.partition_key }}",
+            partition_mapper=RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()),
+        )
+    items = {i["task_id"]: i for i in sensor_dependencies([("down", DagSerialization.to_dict(dag))])}
+    assert items["run"]["upstream"]["partition_key"] == "eu"
+    assert "partition <code>eu</code>" in ui._target(items["run"]["upstream"])
+    assert "partition <code>{{ dag_run.partition_key }}</code>" in ui._target(items["day"]["upstream"])
