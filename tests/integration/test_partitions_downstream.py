@@ -24,10 +24,10 @@ DAY = "2026-12-04"
 
 
 @pytest.fixture(scope="module")
-def downstream(upstream_v2, tmp_path_factory):
+def downstream(_upstreams, tmp_path_factory):
     conn = {
         "conn_type": "remote_airflow",
-        "host": upstream_v2.server.base_url,
+        "host": _upstreams["v2"].server.base_url,
         "login": "viewer",
         "password": "viewer",
     }

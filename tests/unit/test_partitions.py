@@ -27,6 +27,7 @@ from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.dialects import V2
 from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait, cursor_key
 from xdep_sensors.errors import ConfigurationError
+from xdep_sensors.triggers import RemoteAssetTrigger
 from xdep_sensors.triggers.partitions import asset_probe, encode_mapper, partition_rules
 from xdep_sensors.triggers.state import KEEP_PARTITIONS, CursorStore
 from xdep_sensors.triggers.task_args import partition_key
@@ -307,7 +308,7 @@ def mapped_watch(mapper, key: str = "2026-12-06") -> AssetWait:
         assets=[{"uri": "file://sales", "name": None}],
         cursors={cursor_key("file://sales", key): {"timestamp": T0.isoformat()}},
         partition_key=key,
-        partition_mappers={"file://sales": json.loads(json.dumps(encoded))},  # as trigger kwargs carry it
+        partition_mappers={"file://sales": encoded},
     )
 
 
@@ -383,7 +384,31 @@ class TestMapperSensor:
     def test_the_first_look_starts_at_the_partitions_own_date(self):
         w = self.watch(partition_mapper=RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()))
         assert w.cursors == {"file://sales #partition=2026-12-06": {"timestamp": T0.isoformat()}}
-        assert w.partition_mappers["file://sales"]["__type"] == "airflow.partition_mappers.base.RollupMapper"
+        encoded = json.loads(w.partition_mappers["file://sales"])
+        assert encoded["__type"] == "airflow.partition_mappers.base.RollupMapper"
+
+    def test_the_trigger_survives_airflows_own_serialization_of_its_kwargs(self):
+        from airflow.serialization.serialized_objects import BaseSerialization
+
+        mapper = RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow())
+        s = RemoteAssetSensor(
+            task_id="w",
+            asset_uri="file://sales",
+            remote_conn_id="upstream",
+            partition_key="2026-12-06",
+            partition_mapper=mapper,
+        )
+        run = SimpleNamespace(run_after=T0, partition_key=None, partition_date=None)
+        with mock.patch("xdep_sensors.triggers.task_args.CursorStore") as store:
+            store.return_value.start.return_value = {}
+            with pytest.raises(TaskDeferred) as info:
+                s.execute(
+                    {"ti": mock.MagicMock(dag_id="d"), "run_id": "r", "logical_date": None, "dag_run": run}
+                )
+        classpath, kwargs = info.value.trigger.serialize()
+        stored = BaseSerialization.deserialize(BaseSerialization.serialize(kwargs))  # the trigger table
+        assert stored == kwargs
+        assert partition_rules(RemoteAssetTrigger(**stored).watch)["file://sales"].rollup
 
     def test_an_undecodable_key_fails_when_the_task_starts(self):
         with pytest.raises(AirflowException, match="partition_key 'eu' is not a key StartOfDayMapper"):
@@ -397,7 +422,7 @@ class TestMapperSensor:
             partition_mapper=StartOfDayMapper(),
             partition_mapper_config={Asset("file://stock"): IdentityMapper()},
         )
-        assert {k: v["__type"].rsplit(".", 1)[1] for k, v in s.partition_mappers.items()} == {
+        assert {k: json.loads(v)["__type"].rsplit(".", 1)[1] for k, v in s.partition_mappers.items()} == {
             "file://sales": "StartOfDayMapper",
             "file://stock": "IdentityMapper",
         }

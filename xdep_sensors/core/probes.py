@@ -358,8 +358,9 @@ class AssetWait:
     cursors: dict[str, dict[str, Any]] = field(default_factory=dict)
     check_existence: bool = True
     partition_key: str | None = None
-    # label -> Airflow's encoded partition mapper (what a serialized DAG holds): which upstream keys count
-    partition_mappers: dict[str, dict[str, Any]] | None = None
+    # label -> Airflow's encoded partition mapper (JSON text of what a serialized DAG holds): which
+    # upstream keys count
+    partition_mappers: dict[str, str] | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
         """Plain JSON values (no partition fields: a stored trigger of a release before partitions)."""

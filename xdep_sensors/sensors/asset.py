@@ -73,7 +73,7 @@ def _bridged_extra(event: dict[str, Any], upstream: str | None) -> dict[str, Any
 
 def _partition_mappers(
     refs: list[dict[str, str | None]], key: Any, default: Any, config: dict[Any, Any] | None
-) -> dict[str, dict[str, Any]] | None:
+) -> dict[str, str] | None:
     """Per watched asset label, its mapper encoded as Airflow encodes it (``None``: no mapper)."""
     if default is None and not config:
         return None

@@ -19,8 +19,12 @@ if TYPE_CHECKING:
     from xdep_sensors.core.probes import PartitionRule
 
 
-def encode_mapper(name: str, mapper: Any) -> dict[str, Any]:
-    """A DAG author's ``airflow.sdk`` partition mapper as plain JSON; a clear error naming ``name``."""
+def encode_mapper(name: str, mapper: Any) -> str:
+    """A DAG author's ``airflow.sdk`` partition mapper as JSON text; a clear error naming ``name``.
+
+    Text, not a dict: Airflow reads a dict with ``__type`` in trigger kwargs and serialized operators as
+    an object of its own to decode (and fails on a mapper's).
+    """
     try:
         from airflow.serialization.encoders import encode_partition_mapper
     except ImportError:
@@ -36,14 +40,14 @@ def encode_mapper(name: str, mapper: Any) -> dict[str, Any]:
             f"{name} must be an airflow.sdk partition mapper (e.g. StartOfDayMapper(), RollupMapper(...)), "
             f"got {mapper!r}: {exc}"
         ) from None
-    return json.loads(json.dumps(encoded))  # Airflow's keys are str enums: plain JSON, as stored
+    return json.dumps(encoded, sort_keys=True)  # Airflow's keys are str enums: plain JSON keys
 
 
-def decode_mapper(encoded: dict[str, Any]) -> Any:
+def decode_mapper(encoded: str) -> Any:
     """The scheduler's own mapper (``airflow.partition_mappers``) for an encoded one."""
     from airflow.serialization.decoders import decode_partition_mapper
 
-    return decode_partition_mapper(encoded)
+    return decode_partition_mapper(json.loads(encoded))
 
 
 class MappedKey:
@@ -75,7 +79,7 @@ class MappedKey:
         return bool(result.satisfied), (result.unreachable_reason if result.unreachable else None)
 
 
-def checked_key(label: str, encoded: dict[str, Any], key: str) -> tuple[MappedKey, datetime | None]:
+def checked_key(label: str, encoded: str, key: str) -> tuple[MappedKey, datetime | None]:
     """The mapper's view of ``key`` and the partition's own date (``None``: the mapper knows none).
 
     A key the mapper cannot decode (a daily mapper given ``"eu"``) is a ``ValueError`` naming both.
