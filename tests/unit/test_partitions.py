@@ -24,7 +24,7 @@ from airflow.sdk import (
 
 from tests.helpers import mocked_client, upstream_mock, url
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
-from xdep_sensors.client.dialects import V2
+from xdep_sensors.client.dialects import V1, V2
 from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait, cursor_key
 from xdep_sensors.errors import ConfigurationError
 from xdep_sensors.triggers import RemoteAssetTrigger
@@ -610,3 +610,13 @@ def test_the_page_shows_the_partition_a_wait_is_on():
     assert items["run"]["upstream"]["partition_key"] == "eu"
     assert "partition <code>eu</code>" in ui._target(items["run"]["upstream"])
     assert "partition <code>{{ dag_run.partition_key }}</code>" in ui._target(items["day"]["upstream"])
+
+
+def test_runs_and_events_carry_their_key_in_every_payload():
+    """XCom, trigger events, watcher and alert payloads are ``to_dict()`` of these records."""
+    d = V2()
+    assert d.parse_dag_run(run("a", "eu")).to_dict()["partition_key"] == "eu"
+    page_ = d.parse_asset_events({"asset_events": [event(1, "eu", 1)], "total_entries": 1})
+    assert page_.items[0].to_dict()["partition_key"] == "eu"
+    v1_run = {k: v for k, v in run("a", None).items() if k != "partition_key"}
+    assert V1().parse_dag_run({**v1_run, "execution_date": T0.isoformat()}).partition_key is None
