@@ -9,6 +9,9 @@ deployment.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import urllib.request
 from datetime import datetime, timezone
 
 import pytest
@@ -43,7 +46,7 @@ def downstream(_upstreams, tmp_path_factory):
     )
     try:
         server.start(timeout=300)
-        for dag_id in ("xdep_p_bridge", "xdep_p_hourly", "xdep_p_daily"):
+        for dag_id in ("xdep_p_bridge", "xdep_p_hourly", "xdep_p_daily", "xdep_p_rollup_wait"):
             server.wait_for_dag(dag_id, timeout=180)
         yield server
     finally:
@@ -89,3 +92,56 @@ def test_bridged_upstream_partitions_schedule_partitioned_dags_downstream(downst
         lambda: len(runs := _runs(downstream, "xdep_p_hourly")) == 2 and runs, 120, "the second hourly run"
     )
     assert sorted(r["partition_key"] for r in hourly) == [first, second]
+
+
+def test_the_page_and_the_doctor_say_which_keys_of_a_rollup_have_arrived(downstream, upstream_v2):
+    day = "2026-11-28"
+    run_id = downstream.trigger(
+        "xdep_p_rollup_wait", conf={"day": day}, logical_date=datetime.now(timezone.utc)
+    )
+    path = f"/api/v2/dags/xdep_p_rollup_wait/dagRuns/{run_id}/taskInstances/wait"
+    wait_for(lambda: downstream.api("GET", path)["state"] == "deferred", 180, "the roll-up wait deferred")
+    for n in (0, 1):
+        _event(upstream_v2, f"{day}T0{n}:00:00", n)
+    missing = "missing 2026-11-28T02:00:00, 2026-11-28T03:00:00"
+    line = f"2 of 24 partitions of {day} arrived upstream; {missing}"
+
+    # the page: the wait in flight, with its window's progress as the upstream shows it
+    request = urllib.request.Request(
+        downstream.base_url + "/xdep-sensors/api/dependencies",
+        headers={"Authorization": f"Bearer {downstream.token('viewer', 'viewer')}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    item = next(i for i in body["dependencies"] if i.get("dag_id") == "xdep_p_rollup_wait")
+    (flight,) = [w for w in item["in_flight"] if w["run_id"] == run_id]
+    (progress,) = flight["partitions"]
+    assert (progress["asset"], progress["expected"], progress["arrived"]) == ("file://include/bears", 24, 2)
+    assert progress["line"].startswith(line), progress
+
+    # the doctor, as an operator runs it where the DAG files are
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xdep_sensors",
+            "doctor",
+            "--conn-id",
+            "up",
+            "--sensor",
+            "xdep_p_rollup_wait.wait",
+            "--partition-key",
+            day,
+        ],
+        env=downstream.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert f"[ok] roll-up file://include/bears: {line}" in done.stdout, done.stdout
+
+    # the rest of the day: the wait ends
+    for n in range(2, 24):
+        _event(upstream_v2, f"{day}T{n:02d}:00:00", n)
+    assert downstream.wait_run("xdep_p_rollup_wait", run_id) == "success"

@@ -26,9 +26,15 @@ from tests.helpers import mocked_client, upstream_mock, url
 from xdep_sensors import RemoteAssetSensor, RemoteDagRunSensor
 from xdep_sensors.client.dialects import V1, V2
 from xdep_sensors.core.probes import AssetProbe, AssetWait, DagRunProbe, DagRunWait, cursor_key
-from xdep_sensors.errors import ConfigurationError
+from xdep_sensors.errors import ConfigurationError, XdepError
 from xdep_sensors.triggers import RemoteAssetTrigger
-from xdep_sensors.triggers.partitions import asset_probe, encode_mapper, partition_rules
+from xdep_sensors.triggers.partitions import (
+    asset_probe,
+    encode_mapper,
+    partition_rules,
+    rollup_line,
+    rollup_progress,
+)
 from xdep_sensors.triggers.state import KEEP_PARTITIONS, CursorStore
 from xdep_sensors.triggers.task_args import partition_key
 
@@ -620,3 +626,118 @@ def test_runs_and_events_carry_their_key_in_every_payload():
     assert page_.items[0].to_dict()["partition_key"] == "eu"
     v1_run = {k: v for k, v in run("a", None).items() if k != "partition_key"}
     assert V1().parse_dag_run({**v1_run, "execution_date": T0.isoformat()}).partition_key is None
+
+
+# --- a roll-up's progress: the doctor and the page ------------------------------------------------------
+
+DAILY = RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow())
+
+
+def mock_day(mocked, hours: list[int], day: int = 6) -> None:
+    """The sales asset with events for these hours of the day (and one of another day)."""
+    mocked.get(url("/api/v2/assets"), payload=ASSET, repeat=True)
+    events = [event(h, hour(h, day=day), h) for h in hours] + [event(99, hour(1, day=day - 1), 0)]
+    mocked.get(url("/api/v2/assets/events"), payload={"asset_events": events, "total_entries": len(events)})
+    mocked.get(url("/api/v2/assets/events"), payload={"asset_events": [], "total_entries": len(events)})
+
+
+async def test_rollup_progress_names_the_keys_missing_from_the_window():
+    with upstream_mock() as mocked:
+        mock_day(mocked, list(range(20)) + [3])
+        async with mocked_client() as client:
+            progress = await rollup_progress(client, "file://sales", "2026-12-06", encode_mapper("m", DAILY))
+            plain = await rollup_progress(
+                client, "file://sales", "2026-12-06", encode_mapper("m", StartOfDayMapper())
+            )
+    assert (progress["expected"], progress["arrived"], progress["missing_count"]) == (24, 20, 4)
+    assert progress["read_since"] == T0.isoformat()  # the day's own date: not the whole history
+    assert rollup_line(progress) == (
+        "20 of 24 partitions of 2026-12-06 arrived upstream; missing 2026-12-06T20:00:00, "
+        "2026-12-06T21:00:00, 2026-12-06T22:00:00, 2026-12-06T23:00:00"
+    )
+    assert plain is None  # not a roll-up: nothing to count
+
+
+async def test_the_page_shows_a_rollups_progress_for_each_wait_in_flight(monkeypatch):
+    from xdep_sensors.hooks import RemoteAirflowHook
+    from xdep_sensors.plugins import dependencies
+    from xdep_sensors.plugins import page as ui
+
+    monkeypatch.setattr(dependencies, "_connection_config", lambda conn_id: None)
+    with upstream_mock() as mocked:
+        mock_day(mocked, list(range(10)))
+        client = mocked_client()
+        monkeypatch.setattr(RemoteAirflowHook, "client_for", staticmethod(lambda config: client))
+        facts = dependencies.UpstreamFacts()
+
+        async def no_read(conn_id, dags, assets):
+            return {"reachable": True, "version": "3.3.2", "dags": {}, "assets": {}}
+
+        monkeypatch.setattr(facts, "get", no_read)
+        wait = {
+            "run_id": "r",
+            "state": "deferred",
+            "since": T0.isoformat(),
+            "target": {"asset_uri": "file://sales", "partition_key": "2026-12-06"},
+            "_mappers": ("2026-12-06", {"file://sales": encode_mapper("m", DAILY)}),
+        }
+        item = {
+            "kind": "asset_sensor",
+            "dag_id": "d",
+            "task_id": "t",
+            "remote_conn_id": "a",
+            "mode": "deferrable",
+            "upstream": {"asset_uri": "file://sales"},
+            "in_flight": [wait],
+        }
+        body = await dependencies.compose({"sensors": [item], "watchers": []}, facts, now=T0)
+        await client.close()
+    (got,) = body["dependencies"][0]["in_flight"]
+    assert "_mappers" not in got and got["partitions"][0]["arrived"] == 10
+    assert "10 of 24 partitions of 2026-12-06 arrived upstream" in ui._waits(body["dependencies"][0])
+
+
+@pytest.mark.usefixtures("remote_conn")
+def test_the_doctor_says_what_a_sensors_rollup_has_and_lacks(monkeypatch, capsys):
+    import importlib
+
+    cli = importlib.import_module("xdep_sensors.cli.main")
+    monkeypatch.setattr(cli, "sensor_mappers", lambda sensor: {"file://sales": encode_mapper("m", DAILY)})
+    with upstream_mock() as mocked:
+        mocked.get(url("/api/v2/dags/~/dagRuns"), payload={"dag_runs": [], "total_entries": 0})
+        mocked.get(url("/api/v2/assets/events"), payload={"asset_events": [], "total_entries": 0})
+        mock_day(mocked, list(range(23)))
+        code = cli.main(
+            ["doctor", "--conn-id", "upstream", "--sensor", "d.t", "--partition-key", "2026-12-06"]
+        )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    line = "23 of 24 partitions of 2026-12-06 arrived upstream; missing 2026-12-06T23:00:00"
+    assert f"[ok] roll-up file://sales: {line}" in out
+    assert cli.main(["doctor", "--conn-id", "upstream", "--sensor", "d.t"]) == 1
+    assert "--sensor needs --partition-key" in capsys.readouterr().out
+
+
+def test_the_doctor_finds_a_sensors_mappers_in_the_dag_files(tmp_path, monkeypatch):
+    import importlib
+
+    cli = importlib.import_module("xdep_sensors.cli.main")
+    (tmp_path / "report.py").write_text(
+        "import pendulum\n"
+        "from airflow.sdk import DAG, DayWindow, RollupMapper, StartOfDayMapper\n"
+        "from xdep_sensors import RemoteAssetSensor\n"
+        "with DAG('report', schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz='UTC')):\n"
+        "    RemoteAssetSensor(task_id='day', asset_uri='file://sales', partition_key='{{ ds }}',\n"
+        "        partition_mapper=RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()))\n"
+        "    RemoteAssetSensor(task_id='plain', asset_uri='file://sales')\n"
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path))
+    (label,) = cli.sensor_mappers("report.day")
+    assert label == "file://sales"
+    for sensor, why in (
+        ("report.plain", "no partition mapper"),
+        ("report.x", "no such task"),
+        ("nope.day", "no such DAG"),
+    ):
+        with pytest.raises(XdepError, match=why):
+            cli.sensor_mappers(sensor)

@@ -249,15 +249,18 @@ def read_deployment(dag_ids: set[str] | None, session: Any) -> dict[str, Any]:
         )
         for w in waiting:
             trigger = triggers.get(w.trigger_id)
-            in_flight[(w.dag_id, w.task_id)].append(
-                {
-                    "run_id": w.run_id,
-                    "map_index": w.map_index,
-                    "state": w.state,
-                    "since": _iso(w.start_date),
-                    "target": _target(_kwargs(trigger)) if trigger is not None else None,
-                }
-            )
+            kwargs = _kwargs(trigger) if trigger is not None else {}
+            wait = {
+                "run_id": w.run_id,
+                "map_index": w.map_index,
+                "state": w.state,
+                "since": _iso(w.start_date),
+                "target": _target(kwargs) if trigger is not None else None,
+            }
+            if kwargs.get("partition_key") and kwargs.get("partition_mappers"):
+                # what compose needs to show a roll-up's progress (then dropped from the JSON)
+                wait["_mappers"] = (kwargs["partition_key"], dict(kwargs["partition_mappers"]))
+            in_flight[(w.dag_id, w.task_id)].append(wait)
         rank = (
             func.row_number()
             .over(partition_by=(ti.dag_id, ti.task_id), order_by=ti.end_date.desc())
@@ -362,6 +365,8 @@ class UpstreamFacts:
     """Per connection, one read of the upstream shared by every viewer for ``ttl`` seconds.
 
     Concurrent requests await the same read; one not done within ``time_limit`` says unreachable.
+    A roll-up wait in flight costs one read more (its asset's events since the partition's date),
+    shared and kept as long.
     """
 
     def __init__(
@@ -383,6 +388,38 @@ class UpstreamFacts:
             future = asyncio.ensure_future(self._read(conn_id, dags, assets))
             hit = self._cache[conn_id] = (self.clock(), want, future)
         return await asyncio.shield(hit[2])
+
+    async def rollup(self, conn_id: str, label: str, key: str, encoded: str) -> dict[str, Any] | None:
+        """A roll-up wait's progress upstream (``None``: not a roll-up), or ``{"error": ...}``."""
+        cache_key = f"rollup\0{conn_id}\0{label}\0{key}\0{encoded}"
+        hit = self._cache.get(cache_key)
+        if (
+            hit is None
+            or self.clock() - hit[0] > self.ttl
+            or hit[2].get_loop() is not asyncio.get_running_loop()
+        ):
+            future = asyncio.ensure_future(self._read_rollup(conn_id, label, key, encoded))
+            hit = self._cache[cache_key] = (self.clock(), frozenset(), future)
+        return await asyncio.shield(hit[2])
+
+    async def _read_rollup(self, conn_id: str, label: str, key: str, encoded: str) -> dict[str, Any] | None:
+        from asgiref.sync import sync_to_async
+
+        from xdep_sensors.hooks import RemoteAirflowHook
+        from xdep_sensors.triggers.partitions import rollup_line, rollup_progress
+
+        try:
+            config = await sync_to_async(_connection_config, thread_sensitive=False)(conn_id)
+            client = RemoteAirflowHook.client_for(config)
+            progress = await asyncio.wait_for(rollup_progress(client, label, key, encoded), self.time_limit)
+        except asyncio.TimeoutError:
+            return {"error": f"no answer within {self.time_limit:g} s"}
+        except (XdepError, ValueError) as err:
+            return {"error": str(err)}
+        except Exception as err:  # one wait never breaks the page; details only in the server's log
+            log.warning("Remote dependencies: a roll-up's progress on %s failed", conn_id, exc_info=True)
+            return {"error": f"unexpected {type(err).__name__}; the API server's log has the details"}
+        return progress and {**progress, "line": rollup_line(progress)}
 
     async def _read(self, conn_id: str, dags: set[str], assets: set[str]) -> dict[str, Any]:
         from asgiref.sync import sync_to_async
@@ -501,6 +538,13 @@ async def compose(
     by_conn = dict(zip(conn_ids, read))
     for item in items:
         item["upstream_now"] = _upstream_now(item, by_conn[item["remote_conn_id"]], now)
+        for wait in item.get("in_flight") or []:
+            if "_mappers" in wait:
+                key, mappers = wait.pop("_mappers")
+                rollups = [
+                    facts.rollup(item["remote_conn_id"], label, key, enc) for label, enc in mappers.items()
+                ]
+                wait["partitions"] = [p for p in await asyncio.gather(*rollups) if p is not None]
         item.setdefault("in_flight", [])
         item.setdefault("recent", [])
         item["status"] = status(item)

@@ -189,6 +189,9 @@ def _waits(item: dict[str, Any]) -> str:
     rows = []
     for wait in item.get("in_flight") or []:
         target = _target(wait["target"]) if wait.get("target") else ""
+        for progress in wait.get("partitions") or []:  # a roll-up's window, as the upstream shows it
+            line = progress.get("line") or progress.get("error", "")
+            target += f"<br>{_e(progress.get('asset', ''))}: {_e(line)}"
         rows.append(
             f"{_e(wait['state'])} since {_e((wait.get('since') or '')[:19].replace('T', ' '))} "
             f"<span class=muted>(run {_e(wait['run_id'])})</span>" + (f"<br>{target}" if target else "")

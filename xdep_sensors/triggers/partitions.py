@@ -109,3 +109,51 @@ def partition_rules(watch: AssetWait) -> dict[str, PartitionRule]:
 def asset_probe(watch: AssetWait, logger: logging.Logger | logging.LoggerAdapter | None = None) -> AssetProbe:
     """The probe of an asset wait, with Airflow's mappers deciding which upstream keys count."""
     return AssetProbe(watch, logger, rules=partition_rules(watch))
+
+
+async def rollup_progress(client: Any, label: str, key: str, encoded: str) -> dict[str, Any] | None:
+    """How far a roll-up wait's window has come upstream: the keys expected, arrived and missing.
+
+    Read from the upstream's events of the asset since the partition's own date (the mapper's), as the
+    sensor's first look reads them; ``None`` when the mapper is not a roll-up. For the page and the
+    doctor: the sensor itself logs the same at every look.
+    """
+    from xdep_sensors.core.listings import list_asset_events
+
+    rule, date = checked_key(label, encoded, key)
+    if not rule.rollup:
+        return None
+    expected = rule.expected()
+    asset = None
+    for by in ("uri", "name"):
+        found = await client.list_assets(**{f"{by}_pattern": label})
+        asset = next((a for a in found if a.is_(by, label)), None)
+        if asset is not None:
+            break
+    events = await list_asset_events(client, asset_ids=[asset.id], since=date) if asset and date else []
+    arrived = {e.partition_key for e in events if e.partition_key is not None and rule.feeds(e.partition_key)}
+    arrived &= expected
+    missing = sorted(expected - arrived)
+    done, _never = rule.satisfied(arrived)
+    return {
+        "asset": label,
+        "partition_key": key,
+        "expected": len(expected),
+        "arrived": len(arrived),
+        "missing": missing[:6],
+        "missing_count": len(missing),
+        "complete": done,
+        "read_since": date.isoformat() if date else None,
+    }
+
+
+def rollup_line(progress: dict[str, Any]) -> str:
+    """One line for the doctor and the page: ``17 of 24 partitions of 2026-12-06 arrived; missing …``."""
+    line = (
+        f"{progress['arrived']} of {progress['expected']} partitions of {progress['partition_key']} "
+        f"arrived upstream"
+    )
+    if progress["missing_count"]:
+        more = progress["missing_count"] - len(progress["missing"])
+        line += "; missing " + ", ".join(progress["missing"]) + (f" and {more} more" if more > 0 else "")
+    return line + (" (enough for its wait policy)" if progress["complete"] else "")

@@ -57,3 +57,15 @@ with DAG(
     start_date=START,
 ):
     consume()
+
+# a deferred roll-up wait across deployments: the page and the doctor say which hours have arrived
+with DAG("xdep_p_rollup_wait", schedule=None, start_date=START, tags=["xdep-test"]):
+    RemoteAssetSensor(
+        task_id="wait",
+        remote_conn_id="up",
+        asset_uri="file://include/bears",
+        partition_key="{{ dag_run.conf['day'] }}",
+        partition_mapper=RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()),
+        poke_interval=1,
+        timeout=600,
+    )
