@@ -374,7 +374,8 @@ def test_a_key_the_mapper_cannot_decode_fails_naming_both():
 
 @pytest.mark.usefixtures("remote_conn")
 class TestMapperSensor:
-    def watch(self, key="2026-12-06", **kwargs):
+    def trigger(self, key="2026-12-06", **kwargs):
+        """The trigger a mapped sensor defers to, for a run without a partition of its own."""
         s = RemoteAssetSensor(
             task_id="w", asset_uri="file://sales", remote_conn_id="upstream", partition_key=key, **kwargs
         )
@@ -385,7 +386,10 @@ class TestMapperSensor:
                 s.execute(
                     {"ti": mock.MagicMock(dag_id="d"), "run_id": "r", "logical_date": None, "dag_run": run}
                 )
-        return info.value.trigger.watch
+        return info.value.trigger
+
+    def watch(self, key="2026-12-06", **kwargs):
+        return self.trigger(key, **kwargs).watch
 
     def test_the_first_look_starts_at_the_partitions_own_date(self):
         w = self.watch(partition_mapper=RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow()))
@@ -397,21 +401,7 @@ class TestMapperSensor:
         from airflow.serialization.serialized_objects import BaseSerialization
 
         mapper = RollupMapper(upstream_mapper=StartOfDayMapper(), window=DayWindow())
-        s = RemoteAssetSensor(
-            task_id="w",
-            asset_uri="file://sales",
-            remote_conn_id="upstream",
-            partition_key="2026-12-06",
-            partition_mapper=mapper,
-        )
-        run = SimpleNamespace(run_after=T0, partition_key=None, partition_date=None)
-        with mock.patch("xdep_sensors.triggers.task_args.CursorStore") as store:
-            store.return_value.start.return_value = {}
-            with pytest.raises(TaskDeferred) as info:
-                s.execute(
-                    {"ti": mock.MagicMock(dag_id="d"), "run_id": "r", "logical_date": None, "dag_run": run}
-                )
-        classpath, kwargs = info.value.trigger.serialize()
+        _, kwargs = self.trigger(partition_mapper=mapper).serialize()
         stored = BaseSerialization.deserialize(BaseSerialization.serialize(kwargs))  # the trigger table
         assert stored == kwargs
         assert partition_rules(RemoteAssetTrigger(**stored).watch)["file://sales"].rollup
