@@ -58,16 +58,20 @@ class MappedKey:
         self.key = key
         self.rollup = bool(getattr(mapper, "is_rollup", False))
         self._expected: frozenset[str] | None = None
+        self._fed: dict[str, bool] = {}
 
     def feeds(self, upstream_key: str | None) -> bool:
         """Whether an upstream event of ``upstream_key`` maps to this key (as the scheduler maps it)."""
         if upstream_key is None:
             return False
-        try:
-            mapped = self.mapper.to_downstream(upstream_key)
-        except Exception:  # noqa: BLE001 - a key this mapper cannot map feeds nothing (the scheduler: same)
-            return False
-        return mapped == self.key if isinstance(mapped, str) else self.key in set(mapped)
+        if upstream_key not in self._fed:  # each key is mapped once, not at every poll
+            try:
+                mapped = self.mapper.to_downstream(upstream_key)
+                fed = mapped == self.key if isinstance(mapped, str) else self.key in set(mapped)
+            except Exception:  # noqa: BLE001 - a key this mapper cannot map feeds nothing (as the scheduler)
+                fed = False
+            self._fed[upstream_key] = fed
+        return self._fed[upstream_key]
 
     def expected(self) -> frozenset[str]:
         if self._expected is None:
