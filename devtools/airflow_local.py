@@ -2,7 +2,8 @@
 
 SQLite by default; PostgreSQL (``database_url``, see devtools/postgres.py) and several triggerers
 (``triggerers``: each its own hostname, 127.0.0.<n>, so the ``job`` table tells them apart) give a
-deployment the shape of a production one.
+deployment the shape of a production one. ``auth="fab"`` gives an Airflow 3 deployment the FAB auth
+manager (Airflow 2 always has it): roles with per-DAG permissions (:meth:`LocalAirflow.set_role`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 _FAB = "airflow.providers.fab.auth_manager.api.auth.backend"
+_FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+_SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,9 +87,13 @@ class LocalAirflow:
         name: str = "airflow",
         database_url: str | None = None,
         triggerers: int = 1,
+        auth: str = "simple",
     ) -> None:
         if major not in (2, 3):
             raise ValueError(f"unsupported Airflow major version {major}")
+        if auth not in ("simple", "fab"):
+            raise ValueError(f"unsupported auth manager {auth!r}: 'simple' or 'fab'")
+        self.auth = "fab" if major == 2 else auth  # Airflow 2: always FAB
         self.home = Path(home).resolve()
         self.airflow_bin = str(Path(airflow_bin).absolute())
         self.major, self.name = major, name
@@ -132,13 +139,6 @@ class LocalAirflow:
             env.update(
                 {
                     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                    "AIRFLOW__CORE__AUTH_MANAGER": (
-                        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-                    ),
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": (
-                        f"admin:admin,viewer:viewer,{CANARY_USER}:viewer"
-                    ),
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
                     "AIRFLOW__API__HOST": "127.0.0.1",
                     "AIRFLOW__API__PORT": str(self.port),
                     "AIRFLOW__API__BASE_URL": self.base_url,
@@ -153,6 +153,25 @@ class LocalAirflow:
                     "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
                 }
             )
+            if self.auth == "fab":
+                env.update(
+                    {
+                        "AIRFLOW__CORE__AUTH_MANAGER": _FAB_AUTH_MANAGER,
+                        # the api-server keeps a user (and its roles' permissions) for [fab] cache_ttl
+                        # seconds (30): a role set_role changed would still apply to its users meanwhile
+                        "AIRFLOW__FAB__CACHE_TTL": "0",
+                    }
+                )
+            else:
+                env.update(
+                    {
+                        "AIRFLOW__CORE__AUTH_MANAGER": _SIMPLE_AUTH_MANAGER,
+                        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": (
+                            f"admin:admin,viewer:viewer,{CANARY_USER}:viewer"
+                        ),
+                        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(h / "passwords.json"),
+                    }
+                )
         else:
             env.update(
                 {
@@ -207,11 +226,12 @@ class LocalAirflow:
         }
 
     def start(self, timeout: float = 180) -> LocalAirflow:
-        """Migrate the DB, start every component, wait for the API and create the users."""
+        """Migrate the DB, start every component, wait for the API and create the users (admin/admin with
+        Admin, viewer/viewer and CANARY_USER with Viewer)."""
         deadline = time.monotonic() + timeout
         for d in (self.home, self.log_dir, self.dags_folder):
             d.mkdir(parents=True, exist_ok=True)
-        if self.major == 3:
+        if self.auth == "simple":
             (self.home / "passwords.json").write_text(
                 json.dumps({"admin": "admin", "viewer": "viewer", CANARY_USER: CANARY_PASSWORD})
             )
@@ -225,7 +245,10 @@ class LocalAirflow:
             atexit.register(self.stop)
             self._atexit = True
         self._cli_or_fail("db", "migrate", timeout=max(deadline - time.monotonic(), 1))
-        if self.major == 2:  # the Admin role exists right after migrate; Viewer only after the webserver ran
+        if self.auth == "fab":
+            # Airflow 2: the Admin role exists right after migrate, Viewer only after the webserver ran.
+            # FAB on Airflow 3: the command creates every stock role (~6 s), before any component can race
+            # it to (the api-server syncs them, the dag-processor adds each DAG's resource)
             self._cli_or_fail(
                 "users",
                 "create",
@@ -248,19 +271,10 @@ class LocalAirflow:
         try:
             self._wait_ready(deadline)
             if self.major == 2:
-                self.api(
-                    "POST",
-                    "/api/v1/users",
-                    {
-                        "username": "viewer",
-                        "password": "viewer",
-                        "first_name": "viewer",
-                        "last_name": "viewer",
-                        "email": "viewer@example.com",
-                        "roles": [{"name": "Viewer"}],
-                    },
-                    expect=(200, 409),
-                )
+                self.set_user("viewer", "viewer", ["Viewer"])
+            elif self.auth == "fab":
+                self.set_user("viewer", "viewer", ["Viewer"])
+                self.set_user(CANARY_USER, CANARY_PASSWORD, ["Viewer"])
         except BaseException:
             self.stop()
             raise
@@ -429,6 +443,88 @@ class LocalAirflow:
             )
             self._tokens[(user, password)] = body["access_token"]
         return self._tokens[(user, password)]
+
+    def _fab_path(self, kind: str, name: str | None = None) -> str:
+        """The FAB REST path of roles or users (or of one of them)."""
+        base = f"/auth/fab/v1/{kind}" if self.major == 3 else f"/api/v1/{kind}"
+        return base if name is None else f"{base}/{urllib.parse.quote(name, safe='')}"
+
+    def set_role(self, name: str, permissions: list[tuple[str, str]], timeout: float = 120) -> None:
+        """Create or replace role ``name`` to hold exactly these (action, resource) pairs, e.g.
+        ("can_read", "DAG:xdep_test_producer"), ("can_read", "DAG Runs"); as admin over REST (FAB only).
+
+        A ``DAG:<id>`` resource exists only once the DAG was parsed: until then (at most timeout seconds)
+        a pair naming it is refused (400) and asked again. Airflow 3: PATCH replaces a role's pairs.
+        Airflow 2: PATCH only adds, so a role that has to lose any is deleted, created again and given
+        back to its users."""
+        if self.auth != "fab":
+            raise RuntimeError(f"{self.name}: roles need auth='fab'")
+        pairs = sorted(set(permissions))
+        body = {
+            "name": name,
+            "actions": [{"action": {"name": a}, "resource": {"name": r}} for a, r in pairs],
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._put_role(name, pairs, body)
+            except RuntimeError as e:
+                text = str(e)
+                unparsed = "HTTP 400" in text and "specified resource" in text and "DAG:" in text
+                if not unparsed or time.monotonic() > deadline:
+                    raise
+            time.sleep(1)
+
+    def _put_role(self, name: str, pairs: list[tuple[str, str]], body: dict[str, Any]) -> None:
+        role = self.api("GET", self._fab_path("roles", name), expect=(200, 404))
+        if not role or "name" not in role:
+            self.api("POST", self._fab_path("roles"), body)
+            return
+        # Airflow 3 replaces the pairs; Airflow 2 adds the missing ones (checking every pair first)
+        self.api("PATCH", self._fab_path("roles", name), body)
+        held = {(p["action"]["name"], p["resource"]["name"]) for p in role["actions"]}
+        if self.major == 2 and held - set(pairs):
+            holders = [u for u in self._users() if name in {r["name"] for r in u["roles"]}]
+            self.api("DELETE", self._fab_path("roles", name), expect=(204,))
+            self.api("POST", self._fab_path("roles"), body)
+            for user in holders:
+                self._patch_user(user, [r["name"] for r in user["roles"]])
+
+    def _users(self) -> list[dict[str, Any]]:
+        """Every FAB user (as REST lists them)."""
+        users: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", f"{self._fab_path('users')}?limit=100&offset={len(users)}")
+            users += page["users"]
+            if not page["users"] or len(users) >= page["total_entries"]:
+                return users
+
+    def set_user(self, username: str, password: str, roles: list[str]) -> None:
+        """Create user ``username`` with these roles (FAB), or give an existing one these roles and
+        password; as admin over REST."""
+        if self.auth != "fab":
+            raise RuntimeError(f"{self.name}: users need auth='fab'")
+        user = self.api("GET", self._fab_path("users", username), expect=(200, 404))
+        if user and "username" in user:
+            self._patch_user(user, roles, password)
+            return
+        body = {
+            "username": username,
+            "password": password,
+            "first_name": username,
+            "last_name": username,
+            "email": f"{username}@example.com",
+            "roles": [{"name": r} for r in roles],
+        }
+        self.api("POST", self._fab_path("users"), body)
+
+    def _patch_user(self, user: dict[str, Any], roles: list[str], password: str | None = None) -> None:
+        fields = ("username", "email", "first_name", "last_name")
+        body: dict[str, Any] = {f: user[f] for f in fields} | {"roles": [{"name": r} for r in roles]}
+        mask = "roles"
+        if password is not None:
+            body["password"], mask = password, "roles,password"
+        self.api("PATCH", f"{self._fab_path('users', user['username'])}?update_mask={mask}", body)
 
     def api(
         self,

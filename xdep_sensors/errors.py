@@ -79,6 +79,11 @@ class NotFound(XdepError):
     """The upstream has no such DAG, run, task or asset."""
 
 
+class NotVisible(PermissionDenied):
+    """What a wait needs is hidden from the connection's user (absent, or not readable by it: under
+    per-DAG roles Airflow answers both alike)."""
+
+
 class BadResponse(XdepError):
     """The upstream answered something that is not the Airflow API (HTML, bad JSON, odd shape)."""
 

@@ -384,7 +384,7 @@ AUTH_SAYS = {
     # Airflow 3 answers 403 (not 401) to a bearer token it cannot verify: read as an authentication failure
     "token_invalid": "authentication failed: Invalid JWT token [HTTP 403",
     "token_401": "check the connection's token, or login and password",
-    "token_403": "may read DAGs, DAG runs and assets (Viewer role is enough)",
+    "token_403": "(see the Permissions guide); or check its credentials",
     "login_401_always": "authentication failed for conn 'chaos' at {url}",
 }
 

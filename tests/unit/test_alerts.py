@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,14 @@ from xdep_sensors.triggers.alerts import EndedTask
 from xdep_sensors.triggers.watchers import SUBSCRIBERS
 
 BASE = "http://up.test:8080"
+
+
+@contextlib.contextmanager
+def alert_upstream():
+    """The mocked upstream, where DAG ``producer`` exists (an alert looks at it first: is it visible?)."""
+    with upstream_mock() as m:
+        m.get(BASE + "/api/v2/dags/producer", payload={"dag_id": "producer", "is_paused": False}, repeat=True)
+        yield m
 TI_LIST = BASE + "/api/v2/dags/~/dagRuns/~/taskInstances/list"
 RUN_LIST = BASE + "/api/v2/dags/~/dagRuns/list"
 UTC = timezone.utc
@@ -181,7 +190,7 @@ class TestRemoteTaskInstanceEventTrigger:
             ],
             "total_entries": 3,
         }
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.post(TI_LIST, payload=body, repeat=True)
             gen = t.run()
             first = await asyncio.wait_for(gen.__anext__(), 5)
@@ -231,7 +240,7 @@ class TestRemoteTaskInstanceEventTrigger:
             t.target_id = t.target  # resolved (as filter_shared_stream does on its first batch)
             SUBSCRIBERS.add(t.shared_stream_key(), t)
         try:
-            with upstream_mock() as m:
+            with alert_upstream() as m:
                 m.post(TI_LIST, payload={"task_instances": [], "total_entries": 0})
                 stream = RemoteTaskInstanceEventTrigger.open_shared_stream(a.serialize()[1])
                 await stream.__anext__()
@@ -254,7 +263,7 @@ class TestRemoteTaskInstanceEventTrigger:
     async def test_errors_back_off_and_never_end_the_watcher(self):
         t = self.make()
         end = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.post(TI_LIST, status=503, body="down", repeat=4)
             m.post(TI_LIST, status=403, payload={"detail": "Forbidden"})
             m.post(TI_LIST, payload={"task_instances": [ti_json(end=end)], "total_entries": 1})
@@ -299,7 +308,7 @@ class TestRemoteDagRunDurationTrigger:
             ],
             "total_entries": 3,
         }
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, payload=body, repeat=True)
             gen = t.run()
             event = await asyncio.wait_for(gen.__anext__(), 5)
@@ -320,7 +329,7 @@ class TestRemoteDagRunDurationTrigger:
         other.asset_state_store = store
         await store.aset(other._state_key, before)
         body = {"dag_runs": [manual_run_json("long", start=ago(120))], "total_entries": 1}
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, payload=body, repeat=True)
             gen = other.run()
             event = await asyncio.wait_for(gen.__anext__(), 5)
@@ -333,7 +342,7 @@ class TestRemoteDagRunDurationTrigger:
         t = self.make()
         t.asset_state_store = UnreadableAfterLoad({"since": ago(3600), "fired": []})
         body = {"dag_runs": [manual_run_json("long", start=ago(120))], "total_entries": 1}
-        with upstream_mock() as m, instant_sleep(pacing, session):
+        with alert_upstream() as m, instant_sleep(pacing, session):
             m.post(RUN_LIST, payload=body, repeat=True)
             event = await asyncio.wait_for(t.run().__anext__(), 5)
         assert event.payload["run"]["run_id"] == "long"
@@ -347,7 +356,7 @@ class TestRemoteDagRunDurationTrigger:
             "dag_runs": [manual_run_json("old", start=ago(3600)), manual_run_json("new", start=ago(59.5))],
             "total_entries": 2,
         }
-        with upstream_mock() as m, instant_sleep(pacing, session):
+        with alert_upstream() as m, instant_sleep(pacing, session):
             m.post(RUN_LIST, payload=body, repeat=True)
             event = await asyncio.wait_for(t.run().__anext__(), 5)
         assert event.payload["run"]["run_id"] == "new"
@@ -357,7 +366,7 @@ class TestRemoteDagRunDurationTrigger:
         t = self.make()
         t.asset_state_store = store
         await store.aset(t._state_key, {"since": ago(3600), "fired": ["gone@2026-01-01T00:00:00+00:00"]})
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, payload={"dag_runs": [], "total_entries": 0}, repeat=True)
             assert await next_or_quiet(t.run(), lambda: len(delays)) is None
         assert store.data[t._state_key]["fired"] == []
@@ -373,7 +382,7 @@ class TestRemoteDagRunDurationTrigger:
             ],
             "total_entries": 2,
         }
-        with upstream_mock() as m, instant_sleep(pacing, session):
+        with alert_upstream() as m, instant_sleep(pacing, session):
             m.post(TI_LIST, payload=tis, repeat=True)
             m.get(BASE + "/api/v2/dags/producer/dagRuns/r1", payload=manual_run_json(start=ago(100)))
             event = await asyncio.wait_for(t.run().__anext__(), 5)
@@ -387,7 +396,7 @@ class TestRemoteDagRunDurationTrigger:
         t = self.make()
         t.asset_state_store = MemoryStateStore()
         await t.asset_state_store.aset(t._state_key, {"since": ago(3600), "fired": []})
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.post(RUN_LIST, status=503, body="down", repeat=4)
             m.post(RUN_LIST, payload={"dag_runs": [manual_run_json("r", start=ago(61))], "total_entries": 1})
             event = await asyncio.wait_for(t.run().__anext__(), 5)
@@ -444,7 +453,7 @@ class TestRemoteDagRunDeadlineTrigger:
         """Run the trigger against a fixed upstream answer; return its events until it goes quiet."""
         url = re.compile(re.escape(BASE + "/api/v2/dags/producer/dagRuns") + r"\?.*")
         events = []
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.get(url, payload=runs_page, repeat=True)
             gen = t.run()
             while (event := await next_or_quiet(gen, lambda: len(delays))) is not None:
@@ -542,7 +551,7 @@ class TestRemoteDagRunDeadlineTrigger:
         last_tick = t.previous_tick(datetime.now(UTC) - timedelta(seconds=6) + timedelta(microseconds=1))
         await store.aset(t._state_key, {"last_deadline": (last_tick - timedelta(minutes=10)).isoformat()})
         url = re.compile(re.escape(BASE + "/api/v2/dags/producer/dagRuns") + r"\?.*")
-        with upstream_mock() as m, instant_sleep(pacing, session) as delays:
+        with alert_upstream() as m, instant_sleep(pacing, session) as delays:
             m.get(url, status=503, body="down", repeat=4)
             m.get(url, payload={"dag_runs": [], "total_entries": 0})
             event = await asyncio.wait_for(t.run().__anext__(), 5)

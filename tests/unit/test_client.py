@@ -501,8 +501,8 @@ class TestDoctor:
             m.get(url("/api/v2/dags/~/dagRuns"), status=403, payload={"detail": "Forbidden"})
             checks = await diagnose(client)
         ok, message = summarize(checks)
-        assert not ok and message.startswith("read dag runs: access denied: Forbidden")
-        assert "Viewer role is enough" in render(checks)
+        assert not ok and message.startswith("read dag runs: access denied reading DAG runs: Forbidden")
+        assert "needs can_read on each DAG it waits for (DAG:<id>) and can_read on DAG Runs" in render(checks)
         await client.close()
 
     async def test_asset_permission_checked_separately(self):

@@ -240,6 +240,11 @@ class RemoteAirflowClient:
         dialect = await self.dialect()
         return dialect.name == "v2" and _release(self.upstream_version) >= (3, 2)
 
+    async def events_scoped(self) -> bool:
+        """Whether the event listing leaves out events of DAGs the caller may not read (Airflow 3.3+)."""
+        dialect = await self.dialect()
+        return dialect.name == "v2" and _release(self.upstream_version) >= (3, 3)
+
     async def newest_partition_run(self, dag_id: str, key: str) -> DagRun | None:
         """The run of ``dag_id`` for partition ``key`` (exactly) with the newest ``run_after``, if any."""
         async for page in self._pages(

@@ -425,6 +425,8 @@ class V2:
                 name=a.get("name") or a["uri"],
                 group=a.get("group"),
                 extra=a.get("extra") or {},
+                producers=tuple(sorted({t["dag_id"] for t in a.get("producing_tasks") or ()})),
+                last_event_at=parse_dt((a.get("last_asset_event") or {}).get("timestamp")),
             )
             for a in body["assets"]
         ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit
 
 from xdep_sensors.errors import (
     AuthenticationError,
@@ -127,12 +128,13 @@ def _error_for(
             "issued by another deployment)",
         )
     if status == 403:
+        what, needs = permission_for(url, api)
         return PermissionDenied(
-            f"access denied: {detail or 'forbidden'}",
+            f"access denied reading {what}: {detail or 'forbidden'}",
             status=status,
             url=url,
-            hint="check the credentials (Airflow 2 answers 403 for a wrong password) and that the user "
-            "or token may read DAGs, DAG runs and assets (Viewer role is enough)",
+            hint=f"the connection's user needs {needs} (see the Permissions guide); or check its "
+            "credentials (Airflow 2 answers 403 for a wrong password)",
         )
     if status == 404:
         return NotFound(detail or "not found", status=status, url=url)
@@ -155,6 +157,29 @@ def _error_for(
         url=url,
         hint=f"this may be an API difference of the upstream {api} version; please report it",
     )
+
+
+def permission_for(url: str, api: str = "") -> tuple[str, str]:
+    """What a request of ``url`` reads, and the FAB permissions that reading needs (Airflow 3 names, or
+    Airflow 2's with ``api="v1"``)."""
+    path = urlsplit(url).path
+    parts = path.split("/api/v", 1)[-1].split("/")[1:]  # after the API root
+    assets = "Datasets" if api == "v1" else "Assets"
+    dag = f"DAG:{unquote(parts[1])}" if len(parts) > 1 and parts[0] == "dags" and parts[1] != "~" else ""
+    dag_read = f"can_read on {dag}" if dag else "can_read on each DAG it waits for (DAG:<id>)"
+    if "taskInstances" in parts:
+        return "task instances", f"{dag_read}, DAG Runs and Task Instances"
+    if "dagRuns" in parts:
+        return "DAG runs", f"{dag_read} and can_read on DAG Runs"
+    if parts[:1] == ["dags"]:
+        return ("DAG " + dag[4:], dag_read) if dag else ("DAGs", "can_read on DAGs or on DAG:<id>")
+    if parts[:1] in (["assets"], ["datasets"]) and "events" in parts:
+        return "asset events", f"can_read on {assets} (and on each producing DAG: DAG:<id>)"
+    if parts[:1] == ["assets"]:
+        return "assets", "can_read on Assets and on Asset Aliases"
+    if parts[:1] == ["datasets"]:
+        return "datasets", "can_read on Datasets"
+    return "the upstream API", "read permissions (the stock Viewer role has them all)"
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -75,6 +75,10 @@ class Asset(_Record):
     name: str
     group: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # the DAGs whose tasks have it as an outlet (not those that emit through an alias); Airflow 3 only
+    producers: tuple[str, ...] = ()
+    # the newest event's time, whoever produced it: the event listing may hide it (Airflow 3 only)
+    last_event_at: datetime | None = None
 
     def is_(self, by: str, value: str) -> bool:
         """Whether this is the asset with that URI (``by="uri"``; Airflow normalizes "scheme://host" to

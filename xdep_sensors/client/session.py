@@ -94,6 +94,16 @@ class ClientConfig:
         return base.rstrip("/") if base.startswith(("http://", "https://")) else ""
 
     @property
+    def who(self) -> str:
+        """Whom the upstream sees, as the fix for a permission names it (never a secret)."""
+        return {
+            "login": f"user {self.login!r}",
+            "token": "the connection's token",
+            "aws_mwaa": f"the Airflow role that AWS connection {self.aws_conn_id!r}'s IAM identity maps to",
+            "google": f"the Airflow user of Google connection {self.gcp_conn_id!r}'s identity",
+        }.get(self.auth_mode, "an anonymous caller")
+
+    @property
     def where(self) -> str:
         """The upstream as people name it: its URL, or ``MWAA environment <name>``."""
         if self.auth == "aws_mwaa":

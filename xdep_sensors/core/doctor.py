@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from xdep_sensors.client import RemoteAirflowClient
+from xdep_sensors.client.records import Asset, AssetEvent
 from xdep_sensors.core.listings import (
     Listing,
     ListingKind,
@@ -14,6 +15,7 @@ from xdep_sensors.core.listings import (
     newest_page,
 )
 from xdep_sensors.core.names import close_matches
+from xdep_sensors.core.visibility import hidden_producers, visible_dag
 from xdep_sensors.errors import NotFound, XdepError
 
 
@@ -102,7 +104,7 @@ async def _check_dag(
     checks: list[Check], client: RemoteAirflowClient, dag_id: str, partition_key: str | None = None
 ) -> None:
     try:
-        dag = await client.get_dag(dag_id)
+        dag = await visible_dag(client, dag_id)
     except NotFound:
         known = [d.dag_id for d in await client.list_dags()]
         nearby = close_matches(dag_id, known)
@@ -164,7 +166,39 @@ async def _check_asset(
     else:
         event = await latest_asset_event(client, matches[0].id)
         latest = f"latest event {event.timestamp.isoformat()}" if event else "no events yet"
+    newest = page.items[0] if partition_key is not None and page.items else event
+    hidden = await _hidden(client, matches[0], newest)
+    if hidden is not None:
+        checks.append(
+            Check(f"asset {label}", False, f"exists (id {matches[0].id}); {latest}; {hidden[0]}", hidden[1])
+        )
+        return
     checks.append(Check(f"asset {label}", True, f"exists (id {matches[0].id}); {latest}"))
+
+
+async def _hidden(
+    client: RemoteAirflowClient, asset: Asset, newest: AssetEvent | None
+) -> tuple[str, str] | None:
+    """(what is hidden, the fix) when the event listing hides events of the asset from this user (3.3+):
+    its newest event is not listed, or a producing DAG is not readable."""
+    if not await client.events_scoped():
+        return None
+    who = client.config.who
+    dags = (await hidden_producers(client, [asset])).get(asset.id, [])
+    grant = f"grant {who} can_read on {', '.join(f'DAG:{d}' for d in dags)}" if dags else ""
+    last = asset.last_event_at
+    if last is not None and (newest is None or newest.timestamp < last):
+        what = f"events exist that the listing hides from {who}: the newest at {last.isoformat()}" + (
+            f" (cannot see producer {', '.join(dags)})" if dags else ""
+        )
+        return (
+            what,
+            grant
+            or f"grant {who} can_read on the DAG that produces it (DAG:<id>; see the Permissions guide)",
+        )
+    if dags:
+        return f"cannot see producer {', '.join(dags)}: its events would be hidden from {who}", grant
+    return None
 
 
 def summarize(checks: list[Check]) -> tuple[bool, str]:

@@ -27,7 +27,8 @@ from xdep_sensors.core.listings import event_key
 from xdep_sensors.core.names import close_matches
 from xdep_sensors.core.needs import AssetNeed, RunNeed, RunNeedKind
 from xdep_sensors.core.sources import BatchSource, DirectSource
-from xdep_sensors.errors import ConfigurationError, NotFound
+from xdep_sensors.core.visibility import producers_line, source_not_visible, visible_dag
+from xdep_sensors.errors import ConfigurationError, NotFound, NotVisible
 
 if TYPE_CHECKING:
     from xdep_sensors.core.sources import RunWait
@@ -154,6 +155,7 @@ class DagRunProbe:
         self.watch = watch
         self.log = logger or log
         self._dag_known = False
+        self._unseen = f"{watch.external_dag_id}: DAG not found upstream yet"
         self._last_run: DagRun | None = None
         w = watch
         self._bound = parse_dt(w.latest_after or w.logical_date) if not w.run_id else run_id_date(w.run_id)
@@ -179,7 +181,12 @@ class DagRunProbe:
                 "Airflow 3.2 or later",
             )
         try:
-            dag = await source.dag(w.external_dag_id)
+            dag = await visible_dag(client, w.external_dag_id, source.dag, source.dag_ids)
+        except NotVisible as hidden:
+            if w.check_existence:
+                raise
+            self._unseen = f"{w.external_dag_id}: {hidden}; waiting for it to appear"
+            return False
         except NotFound:
             if not w.check_existence:
                 return False
@@ -246,7 +253,7 @@ class DagRunProbe:
         if not self._dag_known:
             self._dag_known = await self._check_dag(source)
             if not self._dag_known:
-                return Decision("waiting", f"{w.external_dag_id}: DAG not found upstream yet")
+                return Decision("waiting", self._unseen)
         try:
             # frozen, so read-only: a RunWait for every use a source makes of it
             run = await source.run_for(cast("RunWait", w), need, self._last_run) or self._last_run
@@ -408,6 +415,10 @@ class AssetProbe:
         self.source_dag_id = watch.source_dag_id
         self.pending: dict[str, dict[int | str, AssetEvent]] = {ref.label: {} for ref in watch.refs}
         self._last: Decision | None = None
+        self.records: dict[str, Asset] = {}  # label -> the asset as listed when resolved
+        # label -> its producing DAGs whose events the user may not see (Airflow 3.3+), told once
+        self.hidden: dict[str, list[str]] = {}
+        self._looked: set[str] = set()  # labels whose producers were looked at
 
     async def _resolve(self, source: DirectSource | BatchSource) -> list[str]:
         """Fill ``self.ids``; return the labels still unknown upstream."""
@@ -419,13 +430,17 @@ class AssetProbe:
                 continue
             key = ref.lookup_key(dialect.has_asset_names)
             asset_id = source.known_asset(key)
+            record = None
             if asset_id is None:
                 found = await source.assets(key, among=keys)
                 exact = [a for a in found if ref.matches(a) or AssetRef(uri=ref.label).matches(a)]
-                asset_id = exact[0].id if exact else None
+                record = exact[0] if exact else None
+                asset_id = record.id if record else None
             if asset_id is not None:
                 self.ids[ref.label] = asset_id
-                source.remember_asset(key, asset_id)
+                if record is not None:
+                    self.records[ref.label] = record
+                    source.remember_asset(key, record)
                 self.caught_up = False  # a newly found asset needs its own catch-up
         missing = [ref.label for ref in self.refs if ref.label not in self.ids]
         if missing and self.watch.check_existence:
@@ -438,6 +453,37 @@ class AssetProbe:
                 + "; or set check_existence=False to wait for it to appear",
             )
         return missing
+
+    async def _check_producers(self, source: DirectSource | BatchSource) -> None:
+        """Say once, at the first look, which producers' events the user cannot see (Airflow 3.3+ leaves
+        them out of the listing in silence); fail when ``source_dag_id`` is one: nothing could count."""
+        labels = [label for label in self.ids if label not in self._looked]
+        if not labels:
+            return
+        self._looked.update(labels)
+        client = source.client
+        if not await client.events_scoped():
+            return
+        dialect = await client.dialect()
+        records: dict[str, Asset] = {}
+        for ref in self.refs:
+            if ref.label not in labels:
+                continue
+            record = self.records.get(ref.label) or source.asset_record(self.ids[ref.label])
+            if record is None:
+                found = await source.assets(ref.lookup_key(dialect.has_asset_names))
+                record = next((a for a in found if a.id == self.ids[ref.label]), None)
+            if record is not None:
+                records[ref.label] = record
+        hidden = await source.hidden_producers(list(records.values()), self.source_dag_id)
+        for label, record in records.items():
+            dags = hidden.get(record.id)
+            if not dags:
+                continue
+            if self.source_dag_id in dags:
+                raise source_not_visible(client, self.source_dag_id)
+            self.hidden[label] = dags
+            self.log.warning("%s; waiting for events it can see", producers_line(client, label, dags))
 
     def adopt_ids(self, known: dict[tuple[str, str], int], by_name: bool) -> None:
         """Take asset ids the shared poll resolved for other waits."""
@@ -508,6 +554,7 @@ class AssetProbe:
         if not self._partitions_checked:
             await self._check_partitions(client)
         missing = await self._resolve(source)
+        await self._check_producers(source)
         events = await source.asset_events(self) if self.ids else []
         for event in events:
             if w.source_dag_id is not None and event.source_dag_id != w.source_dag_id:
@@ -523,6 +570,9 @@ class AssetProbe:
         decision = decide_assets(new, require="any" if w.require == "any" else "all")
         message = decision.message + (f"; not upstream yet: {', '.join(missing)}" if missing else "")
         message += "".join(f"; {line}" for line in windows)
+        message += "".join(
+            f"; {label}: cannot see producer {', '.join(d)}" for label, d in self.hidden.items()
+        )
         if not decision.done:
             if self._last is not None and self._last.message == message:
                 return self._last  # the same object: nothing changed

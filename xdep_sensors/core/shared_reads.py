@@ -18,6 +18,7 @@ from typing import Any
 
 from xdep_sensors.client import ClientConfig, RemoteAirflowClient
 from xdep_sensors.client.dialects import PAGE_LIMIT
+from xdep_sensors.client.records import Asset
 from xdep_sensors.core.feeds import OVERLAP, Feed, new_feed
 from xdep_sensors.core.listings import Listing, ListingKind, newest_page, open_feed, read_feed
 from xdep_sensors.core.registry import PerLoop
@@ -81,6 +82,7 @@ class SharedReads:
         self.covered: dict[Hashable, datetime] = {}
         self._dropped_until: datetime | None = None
         self.asset_ids: dict[tuple[str, str], int] = {}  # ("uri" | "name", value) -> upstream asset id
+        self.asset_records: dict[int, Asset] = {}  # id -> the asset as first listed (its producers)
         self.readers: dict[Hashable, _Reader] = {}  # the sensors' poll, the watchers' stream
         self._last_read: tuple[float, frozenset] | None = None  # (when, targets)
         self.reads_made = 0

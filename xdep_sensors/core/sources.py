@@ -19,6 +19,7 @@ from xdep_sensors.core.feeds import Feed
 from xdep_sensors.core.listings import Listing, ListingKind, open_feed, read_feed
 from xdep_sensors.core.needs import RunNeed, RunNeedKind
 from xdep_sensors.core.shared_reads import RunChanges, SharedReads
+from xdep_sensors.core.visibility import hidden_producers
 
 
 class RunWait(Protocol):
@@ -73,8 +74,15 @@ class DirectSource:
     def known_asset(self, key: tuple[str, str]) -> int | None:
         return None
 
-    def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
+    def remember_asset(self, key: tuple[str, str], asset: Asset) -> None:
         return None
+
+    def asset_record(self, asset_id: int) -> Asset | None:
+        return None
+
+    async def hidden_producers(self, assets: list[Asset], source_dag_id: str | None) -> dict[int, list[str]]:
+        """Per asset id, its producing DAGs whose events are hidden from the connection's user."""
+        return await hidden_producers(self.client, assets, source_dag_id)
 
     async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
         """Assets whose URI or name (``key``) contains the value; one listing finds those of ``among`` too."""
@@ -247,9 +255,19 @@ class BatchSource:
         """An asset id another wait of this poll resolved already."""
         return self.asset_reads.asset_ids.get(key) if self.asset_reads is not None else None
 
-    def remember_asset(self, key: tuple[str, str], asset_id: int) -> None:
+    def remember_asset(self, key: tuple[str, str], asset: Asset) -> None:
         if self.asset_reads is not None:
-            self.asset_reads.asset_ids[key] = asset_id
+            self.asset_reads.asset_ids[key] = asset.id
+            self.asset_reads.asset_records[asset.id] = asset
+
+    def asset_record(self, asset_id: int) -> Asset | None:
+        """The asset as another wait of this poll found it."""
+        return self.asset_reads.asset_records.get(asset_id) if self.asset_reads is not None else None
+
+    async def hidden_producers(self, assets: list[Asset], source_dag_id: str | None) -> dict[int, list[str]]:
+        """As ``DirectSource.hidden_producers``; the cycle's waits on the same assets share one look."""
+        key = ("hidden", tuple(sorted(a.id for a in assets)), source_dag_id)
+        return await self._once(key, lambda: hidden_producers(self.client, assets, source_dag_id))
 
     async def assets(self, key: tuple[str, str], among: list[tuple[str, str]] = ()) -> list[Asset]:  # type: ignore[assignment]
         """As ``DirectSource.assets``, in the listings of the cycle's new waits."""

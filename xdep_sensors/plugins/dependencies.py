@@ -348,7 +348,36 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
                         "url": client.asset_url(event.asset_id),
                     }
     facts["authenticated"] = True if (dags or assets) else None
+    facts["unseen"] = await _unseen(client, dags - set(facts["dags"]), assets)
     return facts
+
+
+async def _unseen(client: Any, quiet_dags: set[str], assets: set[str]) -> dict[str, str]:
+    """Per DAG id or asset label: why the user cannot see it (absent or unreadable DAGs, among those with
+    no recent run; assets whose producing DAGs it may not read, on 3.3+). One request per kind at most."""
+    from xdep_sensors.core.visibility import hidden_producers, producers_line
+
+    unseen: dict[str, str] = {}
+    if quiet_dags:
+        listed = await client.find_dags(sorted(quiet_dags))
+        who = client.config.who
+        for dag_id in sorted(quiet_dags - set(listed)):
+            unseen[dag_id] = (
+                f"DAG {dag_id} not found upstream, or not readable by {who}: check the id, or grant {who} "
+                f"can_read on DAG:{dag_id}"
+            )
+    if assets and await client.events_scoped():
+        found = [
+            *await client.find_assets("uri", sorted(assets)),
+            *await client.find_assets("name", sorted(assets)),
+        ]
+        mine = {a.id: a for a in found if a.uri in assets or a.name in assets or a.uri.rstrip("/") in assets}
+        hidden = await hidden_producers(client, mine.values())
+        for asset_id, dags in hidden.items():
+            a = mine[asset_id]
+            label = next(x for x in (a.uri, a.name, a.uri.rstrip("/")) if x in assets)
+            unseen[label] = producers_line(client, label, dags)
+    return unseen
 
 
 def _connection_config(conn_id: str) -> Any:
@@ -496,6 +525,12 @@ def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) ->
         )
         return {"error": facts.get("error") or "unreachable", "problem": problem}
     dag_id = up.get("external_dag_id")
+    unseen = facts.get("unseen") or {}
+    if isinstance(dag_id, str) and dag_id in unseen:
+        return {"error": unseen[dag_id], "problem": "cannot see DAG"}
+    blind = [unseen[label] for label in asset_labels(up) if label in unseen]
+    if blind:
+        return {"error": "; ".join(blind), "problem": "cannot see producer"}
     if isinstance(dag_id, str) and dag_id in facts.get("dags", {}):
         dag = facts["dags"][dag_id]
         success = dag["last_success"]
@@ -513,8 +548,8 @@ def _upstream_now(item: dict[str, Any], facts: dict[str, Any], now: datetime) ->
 
 
 def status(item: dict[str, Any]) -> str:
-    """``unreachable``, ``auth failed``, ``upstream error``, ``failed`` (its last outcome), ``waiting``,
-    ``ok`` or ``idle``."""
+    """``unreachable``, ``auth failed``, ``upstream error``, ``cannot see DAG``, ``cannot see producer``,
+    ``failed`` (its last outcome), ``waiting``, ``ok`` or ``idle``."""
     now = item.get("upstream_now", {})
     if "error" in now:
         return now.get("problem", "unreachable")
@@ -548,5 +583,7 @@ async def compose(
         item.setdefault("in_flight", [])
         item.setdefault("recent", [])
         item["status"] = status(item)
-    upstreams = {c: {k: v for k, v in f.items() if k not in ("dags", "assets")} for c, f in by_conn.items()}
+    upstreams = {
+        c: {k: v for k, v in f.items() if k not in ("dags", "assets", "unseen")} for c, f in by_conn.items()
+    }
     return {"generated_at": now.isoformat(), "upstreams": upstreams, "dependencies": items}

@@ -86,6 +86,8 @@ STATUS_COLOURS = {
     "unreachable": "#ff8c00",
     "auth failed": "#ff8c00",
     "upstream error": "#ff8c00",
+    "cannot see DAG": "#ff8c00",
+    "cannot see producer": "#ff8c00",
     "idle": "#808080",
 }
 STATUS_TEXT = {
@@ -95,6 +97,8 @@ STATUS_TEXT = {
     "unreachable": "upstream unreachable",
     "auth failed": "the upstream refuses the connection's credentials",
     "upstream error": "the upstream answers with an error",
+    "cannot see DAG": "the connection's user cannot read the upstream DAG (or it does not exist)",
+    "cannot see producer": "the connection's user may not read a producing DAG: its events are hidden",
     "idle": "no wait yet",
 }
 

@@ -156,6 +156,10 @@ class RemoteTaskInstanceEventTrigger(_RemoteEventTrigger):
     def target(self) -> str:
         return self.external_dag_id
 
+    async def resolve(self, client: RemoteAirflowClient) -> Hashable:
+        await self.check_dag(client, self.external_dag_id)
+        return self.target
+
     @property
     def _state_key(self) -> str:
         # two such watchers on one asset (other tasks or states) must not share state
@@ -281,8 +285,14 @@ class RemoteDagRunDurationTrigger(_StatefulAlert):
         hook = RemoteAirflowHook(self.remote_conn_id)
         limit = timedelta(seconds=self.max_duration)
 
+        checked = False
+
         async def look() -> tuple[Any, ...]:
+            nonlocal checked
             client = await hook.aget_client()
+            if not checked:
+                await self.check_dag(client, self.external_dag_id)
+                checked = True
             running = await self._running(client)
             now = datetime.now(UTC)
             due = [

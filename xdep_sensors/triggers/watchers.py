@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from xdep_sensors.client import DagRun, RemoteAirflowClient
-from xdep_sensors.client.records import AssetEvent, parse_dt
+from xdep_sensors.client.records import Asset, AssetEvent, parse_dt
 from xdep_sensors.core.cursors import Cursor
 from xdep_sensors.core.decisions import FINISHED_RUN_STATES
 from xdep_sensors.core.feeds import OVERLAP, Feed
@@ -22,6 +22,7 @@ from xdep_sensors.core.listings import POSITIONS, Key, Listing, ListingKind, ope
 from xdep_sensors.core.pacing import Pace, paced
 from xdep_sensors.core.registry import PerLoop
 from xdep_sensors.core.shared_reads import SharedReads, asset_reads_for, listing_for
+from xdep_sensors.core.visibility import hidden_producers, producers_line, source_not_visible, visible_dag
 from xdep_sensors.errors import NotFound, XdepError
 from xdep_sensors.hooks import RemoteAirflowHook
 from xdep_sensors.triggers.classpath import classpath
@@ -109,6 +110,14 @@ class _RemoteEventTrigger(BaseEventTrigger):
     async def resolve(self, client: RemoteAirflowClient) -> Hashable:
         """The listing target of this trigger (by default its ``target``)."""
         return self.target
+
+    async def check_dag(self, client: RemoteAirflowClient, dag_id: str) -> None:
+        """At the first look: a DAG hidden from the connection's user fails the look (:class:`NotVisible`:
+        logged with the fix, looked at again later), as the run listings would leave it out in silence."""
+        try:
+            await visible_dag(client, dag_id)
+        except NotFound:
+            self.log.warning("DAG %s does not exist upstream at %s (yet)", dag_id, client.config.where)
 
     def adapt(self, client: RemoteAirflowClient, items: list[Any]) -> list[Any]:
         """Listing records as the items ``mine``/``position``/``payload`` take."""
@@ -389,11 +398,20 @@ class RemoteAssetEventTrigger(_RemoteEventTrigger):
                 if self.asset_uri is not None or not dialect.has_asset_names
                 else asset.name == self.asset_name
             ):
+                await self._check_producers(client, asset)
                 return asset.id
         raise NotFound(
             f"asset {self.target} does not exist upstream at {client.config.where}",
             hint="check the watcher's asset_uri / asset_name; the watcher looks again later",
         )
+
+    async def _check_producers(self, client: RemoteAirflowClient, asset: Asset) -> None:
+        """Say which producers' events the user cannot see (3.3+); fail the look for ``source_dag_id``."""
+        dags = (await hidden_producers(client, [asset], self.source_dag_id)).get(asset.id)
+        if dags and self.source_dag_id in dags:
+            raise source_not_visible(client, self.source_dag_id)
+        if dags:
+            self.log.warning("%s; watching for events it can see", producers_line(client, self.target, dags))
 
 
 class RemoteDagRunEventTrigger(_RemoteEventTrigger):
@@ -436,6 +454,10 @@ class RemoteDagRunEventTrigger(_RemoteEventTrigger):
 
     def _kwargs(self) -> dict[str, Any]:
         return {"external_dag_id": self.external_dag_id, "states": self.states}
+
+    async def resolve(self, client: RemoteAirflowClient) -> Hashable:
+        await self.check_dag(client, self.external_dag_id)
+        return self.target
 
     def mine(self, item: DagRun) -> bool:
         return item.dag_id == self.external_dag_id and item.state in self.states and item.end_date is not None
