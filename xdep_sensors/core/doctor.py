@@ -66,23 +66,8 @@ async def diagnose(
     )
     if version is None:
         return checks
-    runs = await _step(
-        checks,
-        "read dag runs",
-        client.list_dag_runs("~", limit=1),
-        lambda r: (
-            "authenticated; allowed to read DAG runs"
-            + (" (the IAM policy's Airflow role may)" if cfg.auth == "aws_mwaa" else "")
-        ),
-    )
-    if runs is None:
+    if not await _reads(checks, client, bool(dag_id), bool(asset_uri or asset_name)):
         return checks
-    await _step(
-        checks,
-        "read assets",
-        list_asset_events(client, since=datetime.now(timezone.utc)),
-        lambda e: "allowed to read assets and asset events",
-    )
     if partition_key is not None and not await client.partitions():
         checks.append(
             Check(
@@ -98,6 +83,32 @@ async def diagnose(
     if asset_uri or asset_name:
         await _check_asset(checks, client, asset_uri, asset_name, partition_key)
     return checks
+
+
+async def _reads(checks: list[Check], client: RemoteAirflowClient, dag: bool, asset: bool) -> bool:
+    """Whether the user may read DAG runs and asset events. With a DAG or an asset named, only what
+    waiting for it needs (a least-privilege role reads no more): the DAG's own check reads its runs."""
+    runs_via = " (the IAM policy's Airflow role may)" if client.config.auth == "aws_mwaa" else ""
+    if not (dag or asset):
+        runs = await _step(
+            checks,
+            "read dag runs",
+            client.list_dag_runs("~", limit=1),
+            lambda r: f"authenticated; allowed to read DAG runs{runs_via}",
+        )
+        if runs is None:
+            return False
+    if asset or not dag:
+        events = await _step(
+            checks,
+            "read assets",
+            list_asset_events(client, since=datetime.now(timezone.utc)),
+            lambda e: (
+                ("authenticated; " if asset and not dag else "") + "allowed to read assets and asset events"
+            ),
+        )
+        return events is not None
+    return True
 
 
 async def _check_dag(
@@ -120,6 +131,16 @@ async def _check_dag(
     except XdepError as err:
         checks.append(Check(f"dag {dag_id}", False, err.message, err.hint))
         return
+    try:
+        latest = await _newest_run(client, dag_id, partition_key)
+    except XdepError as err:
+        checks.append(Check(f"dag {dag_id}", False, err.message, err.hint))
+        return
+    paused = " (paused upstream: no new runs will come)" if dag.is_paused else ""
+    checks.append(Check(f"dag {dag_id}", True, f"exists{paused}; {latest}"))
+
+
+async def _newest_run(client: RemoteAirflowClient, dag_id: str, partition_key: str | None) -> str:
     if partition_key is not None:
         run = await client.newest_partition_run(dag_id, partition_key)
         latest = (
@@ -130,8 +151,7 @@ async def _check_dag(
     else:
         runs = await client.list_dag_runs(dag_id, limit=1)
         latest = f"latest run {runs[0].run_id}: {runs[0].state}" if runs else "no runs yet"
-    paused = " (paused upstream: no new runs will come)" if dag.is_paused else ""
-    checks.append(Check(f"dag {dag_id}", True, f"exists{paused}; {latest}"))
+    return latest
 
 
 async def _check_asset(
