@@ -70,6 +70,7 @@ def event_json(event_id: int, when: datetime, source: str | None) -> dict:
         ("/api/v2/dags/orders/dagRuns", "v2", "can_read on DAG:orders and can_read on DAG Runs"),
         ("/api/v2/dags/~/dagRuns/list", "v2", "(DAG:<id>) and can_read on DAG Runs"),
         ("/api/v2/dags/orders/dagRuns/r/taskInstances", "v2", "DAG:orders, DAG Runs and Task Instances"),
+        ("/api/v2/dags/orders/tasks", "v2", "can_read on DAG:orders and can_read on Task Instances"),
         ("/api/v2/assets", "v2", "can_read on Assets and on Asset Aliases"),
         ("/api/v2/assets/events", "v2", "can_read on Assets (and on each producing DAG"),
         ("/api/v1/datasets/events", "v1", "can_read on Datasets (and on each producing DAG"),

@@ -169,6 +169,8 @@ def permission_for(url: str, api: str = "") -> tuple[str, str]:
     dag_read = f"can_read on {dag}" if dag else "can_read on each DAG it waits for (DAG:<id>)"
     if "taskInstances" in parts:
         return "task instances", f"{dag_read}, DAG Runs and Task Instances"
+    if "tasks" in parts:
+        return "the DAG's tasks", f"{dag_read} and can_read on Task Instances"
     if "dagRuns" in parts:
         return "DAG runs", f"{dag_read} and can_read on DAG Runs"
     if parts[:1] == ["dags"]:
