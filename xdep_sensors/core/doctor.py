@@ -81,7 +81,10 @@ async def diagnose(
     if dag_id:
         await _check_dag(checks, client, dag_id, partition_key)
     if asset_uri or asset_name:
-        await _check_asset(checks, client, asset_uri, asset_name, partition_key)
+        try:
+            await _check_asset(checks, client, asset_uri, asset_name, partition_key)
+        except XdepError as err:
+            checks.append(Check(f"asset {asset_uri or asset_name}", False, err.message, err.hint))
     return checks
 
 

@@ -62,7 +62,10 @@ async def hidden_producers(
     every = sorted(set().union(*wanted.values()))
     if not every:
         return {}
-    seen = await client.find_dags(every)
+    try:
+        seen = await client.find_dags(every)
+    except PermissionDenied:  # it may read no DAG at all: every producer is hidden
+        seen = {}
     hidden = {asset_id: sorted(d for d in dags if d not in seen) for asset_id, dags in wanted.items()}
     return {asset_id: dags for asset_id, dags in hidden.items() if dags}
 
