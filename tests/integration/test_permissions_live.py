@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).parent
 PRODUCER, ASSETS_DAG, BEARS = "xdep_test_producer", "xdep_test_assets", "file://include/bears"
-FERNET_KEY = "cGVybWlzc2lvbnMtb2YtdGhlLWZhYi1kZXBsb3ltZW50LTA="
+FERNET_KEY = "eGRlcC1wZXJtaXNzaW9ucy1mYWItZmVybmV0LWtleSE="  # 32 bytes, as Fernet needs
 PASSWORD = "Perm-Passw0rd-xdep-4b7e1a"  # every case user's: the leak scan looks for it
 PERM_DAGS = ("xdep_perm_wait_a", "xdep_perm_wait_b", "xdep_perm_hidden")
 
