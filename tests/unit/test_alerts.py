@@ -32,6 +32,8 @@ def alert_upstream():
     with upstream_mock() as m:
         m.get(BASE + "/api/v2/dags/producer", payload={"dag_id": "producer", "is_paused": False}, repeat=True)
         yield m
+
+
 TI_LIST = BASE + "/api/v2/dags/~/dagRuns/~/taskInstances/list"
 RUN_LIST = BASE + "/api/v2/dags/~/dagRuns/list"
 UTC = timezone.utc
