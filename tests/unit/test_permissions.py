@@ -234,3 +234,18 @@ class TestPage:
         assert status(asset_item) == "cannot see producer"
         assert "cannot see producer orders_etl" in asset_item["upstream_now"]["error"]
         await c.close()
+
+
+async def test_a_failed_look_at_the_producers_is_tried_again_at_the_next_look():
+    c = client()
+    probe = AssetProbe(AssetWait(assets=[{"uri": "s3://lake/orders", "name": None}], since=T.isoformat()))
+    with up() as m:
+        m.get(url("/api/v2/assets"), payload={"assets": [asset_json(["orders_etl"])], "total_entries": 1})
+        m.get(url("/api/v2/dags"), status=400, payload={"detail": "odd"})  # not a permission: not hidden
+        m.get(url("/api/v2/dags"), payload=dags("billing"))
+        m.get(url("/api/v2/assets/events"), payload={"asset_events": [], "total_entries": 0}, repeat=True)
+        with pytest.raises(Exception, match="odd"):
+            await probe(c)
+        decision = await probe(c)
+    assert "cannot see producer orders_etl" in decision.message
+    await c.close()

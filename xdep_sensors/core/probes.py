@@ -460,9 +460,9 @@ class AssetProbe:
         labels = [label for label in self.ids if label not in self._looked]
         if not labels:
             return
-        self._looked.update(labels)
         client = source.client
         if not await client.events_scoped():
+            self._looked.update(labels)
             return
         dialect = await client.dialect()
         records: dict[str, Asset] = {}
@@ -476,6 +476,7 @@ class AssetProbe:
             if record is not None:
                 records[ref.label] = record
         hidden = await source.hidden_producers(list(records.values()), self.source_dag_id)
+        self._looked.update(labels)  # looked at (a failed look above is tried again at the next one)
         for label, record in records.items():
             dags = hidden.get(record.id)
             if not dags:
