@@ -27,7 +27,7 @@ import pytest
 
 from devtools import postgres
 from devtools.airflow_local import CANARY_USER, LocalAirflow, free_port
-from tests.helpers import MemoryStateStore
+from tests.helpers import MemoryStateStore, close_loop_clients
 from tests.integration.conftest import AIRFLOW3_BIN, UPSTREAM_DAG_FOLDER, UPSTREAM_DAGS, wait_for
 from tests.leakscan import scan_files, scan_postgres, secret_forms
 
@@ -300,6 +300,14 @@ CASES = [
 ]
 
 
+async def _closing(look: Any) -> str:
+    """The look's outcome; then the HTTP clients its event loop shared are closed."""
+    try:
+        return await look
+    finally:
+        await close_loop_clients()
+
+
 def _case_conn(up: Up, monkeypatch, resources: list[str]) -> str:
     """A role with exactly these can_read resources, its user, and a connection with that user."""
     up.cases += 1
@@ -320,7 +328,7 @@ def test_each_feature_works_with_its_permissions_and_names_each_missing_one(
     up = ups[api]
     granted = [r for r in feature.needs(api) if r != removed]
     conn = _case_conn(up, monkeypatch, granted)
-    said = asyncio.run(feature.look(up, conn))
+    said = asyncio.run(_closing(feature.look(up, conn)))
     if removed is None:
         assert said == "ok", said
         return
