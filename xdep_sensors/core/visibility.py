@@ -20,7 +20,7 @@ def dag_not_visible(client: RemoteAirflowClient, dag_id: str, readable: Iterable
     return NotVisible(
         f"DAG {dag_id!r} not found at {client.config.where}, or not readable by {who}",
         hint=(f"check the DAG id (close matches: {', '.join(nearby)})" if nearby else "check the DAG id")
-        + f", or grant {who} read on DAG:{dag_id} (can_read; see the Permissions guide)",
+        + f", or grant {who} read on DAG:{dag_id} (can_read on DAG:{dag_id}; see the Permissions guide)",
     )
 
 

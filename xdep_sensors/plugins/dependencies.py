@@ -355,17 +355,13 @@ async def read_upstream(client: Any, dags: set[str], assets: set[str]) -> dict[s
 async def _unseen(client: Any, quiet_dags: set[str], assets: set[str]) -> dict[str, str]:
     """Per DAG id or asset label: why the user cannot see it (absent or unreadable DAGs, among those with
     no recent run; assets whose producing DAGs it may not read, on 3.3+). One request per kind at most."""
-    from xdep_sensors.core.visibility import hidden_producers, producers_line
+    from xdep_sensors.core.visibility import dag_not_visible, hidden_producers, producers_line
 
     unseen: dict[str, str] = {}
     if quiet_dags:
         listed = await client.find_dags(sorted(quiet_dags))
-        who = client.config.who
         for dag_id in sorted(quiet_dags - set(listed)):
-            unseen[dag_id] = (
-                f"DAG {dag_id} not found upstream, or not readable by {who}: check the id, or grant {who} "
-                f"can_read on DAG:{dag_id}"
-            )
+            unseen[dag_id] = str(dag_not_visible(client, dag_id, listed))
     if assets and await client.events_scoped():
         found = [
             *await client.find_assets("uri", sorted(assets)),
